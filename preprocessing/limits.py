@@ -1,0 +1,26 @@
+"""Plausibility limits for event values (SPEC.md "Events"), shared by every reader and validator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A closed interval of accepted values with its unit, for messages."""
+
+    low: float
+    high: float
+    unit: str
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        return f"{self.low:g}–{self.high:g} {self.unit}"
+
+
+GLUCOSE_MG_DL = Range(10.0, 1000.0, "mg/dL")
+INSULIN_UNITS = Range(0.0, 100.0, "U")
+CARBS_G = Range(0.0, 500.0, "g")
+FUTURE_TOLERANCE_S = 300.0
