@@ -60,6 +60,7 @@ CONTEXT_FEATURES = (
     "reg_same_slot_lag3",
     "reg_same_slot_median5",
     "reg_same_slot_count",
+    "reg_usual_units",
     "reg_last_units",
     "reg_last_age_h",
     "reg_24h_units",
@@ -310,6 +311,9 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
     if same_slot:
         out[_IDX["reg_same_slot_median5"]] = statistics.median(same_slot)
     out[_IDX["reg_same_slot_count"]] = float(len(same_slot))
+    out[_IDX["reg_usual_units"]] = (
+        out[_IDX["reg_same_slot_median5"]] if same_slot else reg_last_units
+    )
     out[_IDX["reg_last_units"]] = reg_last_units
     out[_IDX["reg_last_age_h"]] = age_h(reg_last_t)
     out[_IDX["reg_24h_units"]] = reg_24h

@@ -1,0 +1,113 @@
+"""The device inference path: raw window -> scaling -> (int8) TFLite on LiteRT -> units.
+
+Prefers ``ai-edge-litert`` and falls back to ``tflite-runtime``; no tensorflow here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from preprocessing.scaling import Scaling
+
+from .bundle import Bundle, BundleError
+
+GOLDEN_TOLERANCE_UNITS = 0.05
+
+
+def interpreter_backend() -> str:
+    """Name of the TFLite interpreter package this process will use."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        try:
+            import tflite_runtime.interpreter  # noqa: F401
+        except ImportError as exc:
+            raise BundleError("no TFLite interpreter: install ai-edge-litert or tflite-runtime") from exc
+        return "tflite-runtime"
+    return "ai-edge-litert"
+
+
+def make_interpreter(model: bytes, backend: str | None = None, threads: int = 1):
+    """A TFLite interpreter for ``model`` bytes on the chosen (or best available) backend."""
+    backend = backend or interpreter_backend()
+    if backend == "ai-edge-litert":
+        from ai_edge_litert.interpreter import Interpreter
+    elif backend == "tflite-runtime":
+        from tflite_runtime.interpreter import Interpreter
+    else:
+        raise ValueError(f"unknown TFLite backend {backend!r}")
+    try:
+        interpreter = Interpreter(model_content=model, num_threads=threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise BundleError(f"the TFLite model does not load on {backend}: {exc}") from exc
+    return interpreter
+
+
+class DoseModel:
+    """Runs one bundle's TFLite model on raw windows and returns units."""
+
+    def __init__(self, bundle: Bundle, role: str = "int8", backend: str | None = None) -> None:
+        self.bundle = bundle
+        self.role = role
+        self.spec = bundle.feature_spec
+        try:
+            self.scaling = Scaling.from_json(bundle.manifest.get("scaling", {}), self.spec.n_features)
+        except ValueError as exc:
+            raise BundleError(f"manifest scaling unusable: {exc}") from exc
+        self.backend = backend or interpreter_backend()
+        self._interpreter = make_interpreter(bundle.model_bytes(role), self.backend)
+        inp = self._interpreter.get_input_details()[0]
+        out = self._interpreter.get_output_details()[0]
+        expected = (1, self.spec.window, self.spec.n_features)
+        if tuple(inp["shape"]) != expected:
+            raise BundleError(f"model input shape {tuple(inp['shape'])} is not {expected}")
+        self._in_index, self._in_dtype = inp["index"], inp["dtype"]
+        self._in_scale, self._in_zero = inp["quantization"]
+        self._out_index, self._out_dtype = out["index"], out["dtype"]
+        self._out_scale, self._out_zero = out["quantization"]
+        transform = bundle.manifest.get("output", {}).get("residual_of")
+        self._residual_index = None if transform is None else self.spec.names.index(transform)
+
+    def predict(self, window: np.ndarray) -> float:
+        """Model units for one raw ``(window, n_features)`` input (may be non-finite)."""
+        x = self.scaling.apply(np.asarray(window, dtype=np.float32))[None, ...]
+        if self._in_dtype == np.int8:
+            x = np.clip(np.round(x / self._in_scale + self._in_zero), -128, 127).astype(np.int8)
+        else:
+            x = x.astype(self._in_dtype)
+        self._interpreter.set_tensor(self._in_index, x)
+        self._interpreter.invoke()
+        y = self._interpreter.get_tensor(self._out_index).reshape(-1)[0]
+        value = float(y)
+        if self._out_dtype == np.int8:
+            value = (value - self._out_zero) * self._out_scale
+        if self._residual_index is not None:
+            value += float(window[-1, self._residual_index])
+        return value
+
+    def predict_many(self, windows: np.ndarray) -> np.ndarray:
+        return np.array([self.predict(w) for w in windows], dtype=np.float64)
+
+    def self_test(self) -> float:
+        """Run the manifest's golden pairs; return the worst error, raise if out of tolerance."""
+        golden = self.bundle.manifest.get("golden", [])
+        if not golden:
+            raise BundleError("bundle has no golden input/output pairs for its self-test")
+        worst = 0.0
+        for pair in golden:
+            expected = pair.get("outputs", {}).get(self.role)
+            if expected is None:
+                raise BundleError(f"golden pair lacks an expected {self.role} output")
+            got = self.predict(np.asarray(pair["input"], dtype=np.float32))
+            if not math.isfinite(got):
+                raise BundleError("self-test failed: the model gave a non-finite output")
+            worst = max(worst, abs(got - float(expected)))
+        if worst > GOLDEN_TOLERANCE_UNITS:
+            raise BundleError(
+                f"self-test failed: golden outputs differ by up to {worst:.3f} U "
+                f"(tolerance {GOLDEN_TOLERANCE_UNITS} U)"
+            )
+        return worst

@@ -1,0 +1,1 @@
+"""Training side: data set assembly, Keras models, baselines, evaluation, TFLite export, bundles."""

@@ -1,0 +1,40 @@
+"""Shared fixtures: real data from ../shared (or $ADVISOR_AIM94_DIR); in CI, absence fails."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def _data_dir(env: str, default: Path, what: str) -> Path:
+    path = Path(os.environ.get(env, default))
+    if not path.is_dir():
+        message = f"{what} not found at {path} (set {env})"
+        if IN_CI:
+            pytest.fail(message + " — CI requires the real data", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def aim94_dir() -> Path:
+    return _data_dir("ADVISOR_AIM94_DIR", ROOT.parent / "shared" / "data" / "aim94", "AIM-94 data")
+
+
+@pytest.fixture(scope="session")
+def aim94_logs(aim94_dir):
+    from preprocessing import aim94
+
+    return aim94.read_folder(aim94_dir)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,232 @@
+"""``advisor``: the command-line interface. Thin: parses options, calls the packages.
+
+Heavy packages are imported inside each command, so ``advisor --help`` and the device
+commands never load the training stack.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import errors
+
+
+def friendly(func):
+    """Turn the project's expected errors into one clear line and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except errors.user_errors() as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def default_aim94_dir() -> Path | None:
+    value = os.environ.get("ADVISOR_AIM94_DIR")
+    return Path(value) if value else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="insulin-advisor", prog_name="advisor")
+def main() -> None:
+    """Bedside insulin-dosing advisor: decision support, not a certified medical device.
+
+    A person confirms every dose; the advisor never doses.
+    """
+
+
+# ----------------------------------------------------------------------------- data
+@main.group()
+def data() -> None:
+    """Inspect training data."""
+
+
+@data.command("check")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary.")
+@friendly
+def data_check(folder: Path, as_json: bool) -> None:
+    """Parse an AIM-94 FOLDER and print records kept and rejected by reason."""
+    from preprocessing import aim94
+
+    report = aim94.check(aim94.read_folder(folder))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    click.echo(f"AIM-94 folder {folder}: {report.files} files, {report.lines} lines")
+    click.echo(f"  kept      {report.kept:>7}")
+    for reason, count in report.rejected.items():
+        click.echo(f"  rejected  {count:>7}  {reason}")
+    click.echo(f"  decision points (kept regular-insulin records): {report.decision_points}")
+    total = report.kept + sum(report.rejected.values())
+    click.echo(f"  every line accounted for: {'yes' if total == report.lines else 'NO'}")
+
+
+# ----------------------------------------------------------------------------- train
+@main.group()
+def train() -> None:
+    """Train models and write signed bundles."""
+
+
+def _patients(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        numbers = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+    except ValueError as exc:
+        raise click.BadParameter("use comma-separated patient numbers, e.g. 1,2,3") from exc
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter("patient numbers start at 1")
+    return numbers
+
+
+@train.command("dose")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=default_aim94_dir, required=True, help="AIM-94 folder (default $ADVISOR_AIM94_DIR).")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write.")
+@click.option("--key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Ed25519 private key to sign the bundle (see 'advisor keygen').")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where to write report.md and plots (default: OUT-report beside the bundle).")
+@click.option("--patients", help="Only these patient numbers, e.g. 1,2,3 (default: all).")
+@click.option("--window", type=click.IntRange(2, 64), default=None, help="Window length in decision steps.")
+@click.option("--max-epochs", type=click.IntRange(1, 10000), default=None, help="Upper bound on epochs.")
+@click.option("--no-patient-folds", is_flag=True, help="Skip the leave-patients-out view (faster).")
+@friendly
+def train_dose(data_dir, out, key, report_dir, patients, window, max_epochs, no_patient_folds) -> None:
+    """Train the dose model, compare with baselines, export TFLite and write bundle + report."""
+    from dataclasses import replace
+
+    from device.bundle import sign_bundle_dir
+    from device.evaluation import predict_unsigned_dir
+    from model import pipeline, report
+
+    config = pipeline.DoseTrainingConfig(patients=_patients(patients),
+                                         patient_folds=not no_patient_folds)
+    if window is not None:
+        config = replace(config, spec=replace(config.spec, window=window))
+    if max_epochs is not None:
+        config = replace(config, network=replace(config.network, max_epochs=max_epochs))
+    result = pipeline.train_dose(data_dir, out, config, predict_unsigned_dir,
+                                 progress=lambda msg: click.echo(msg, err=True))
+    report_path = report.write_report(result, report_dir or out.with_name(out.name + "-report"))
+    if key is not None:
+        kid = sign_bundle_dir(out, key)
+        click.echo(f"signed with key {kid}", err=True)
+    else:
+        click.echo("bundle is NOT signed; devices refuse it until you run "
+                   f"'advisor bundle sign {out} --key KEY'", err=True)
+    click.echo(report.metrics_table(result.metrics["chronological"]))
+    click.echo(report.verdict(result.metrics["chronological"]))
+    click.echo(f"bundle: {out}\nreport: {report_path}")
+
+
+# ----------------------------------------------------------------------------- evaluate
+@main.group()
+def evaluate() -> None:
+    """Evaluate bundles through the device inference path."""
+
+
+def _trusted(trust: tuple[Path, ...]):
+    from device import bundle as bundle_mod
+    from device import signing
+
+    keys = bundle_mod.packaged_trusted_keys()
+    keys += [signing.load_public(p) for p in trust]
+    return keys
+
+
+@evaluate.command("dose")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=default_aim94_dir, required=True, help="AIM-94 folder (default $ADVISOR_AIM94_DIR).")
+@click.option("--bundle", "bundle_path", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory or .tar.gz (default: the packaged dose bundle).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Predictions CSV.")
+@click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Extra trusted public key (repeatable).")
+@click.option("--model", "role", type=click.Choice(["int8", "float"]), default="int8", show_default=True)
+@friendly
+def evaluate_dose(data_dir, bundle_path, out, trust, role) -> None:
+    """Write one prediction per AIM-94 decision point (EVALUATION.md §1) to OUT."""
+    from device import bundle as bundle_mod
+    from device import evaluation
+    from preprocessing import aim94
+
+    path = bundle_path or bundle_mod.default_bundle_path("dose")
+    bundle = bundle_mod.open_bundle(path, _trusted(trust))
+    logs = aim94.read_folder(data_dir)
+    with click.progressbar(length=len(logs), label="decision points", file=sys.stderr) as bar:
+        rows = evaluation.evaluate(bundle, logs, role=role, on_patient=lambda _n: bar.update(1))
+    evaluation.write_predictions(rows, out)
+    test = [r for r in rows if r.split == "test"]
+    mae = sum(abs(r.model_units - r.actual_units) for r in test) / max(1, len(test))
+    click.echo(f"{len(rows)} decision points written to {out}; test split MAE {mae:.3f} U "
+               f"({len(test)} rows, bundle {bundle.version})")
+
+
+# ----------------------------------------------------------------------------- keys and bundles
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for advisor.key (mode 600) and advisor.pub.")
+@friendly
+def keygen(out: Path) -> None:
+    """Create an Ed25519 signing key pair."""
+    from device import signing
+
+    private, public = signing.generate(out)
+    click.echo(f"private key: {private} (keep it secret)\npublic key:  {public}")
+
+
+@main.group()
+def bundle() -> None:
+    """Sign and inspect model bundles."""
+
+
+@bundle.command("sign")
+@click.argument("bundle_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--key", type=click.Path(path_type=Path, dir_okay=False, exists=True), required=True)
+@friendly
+def bundle_sign(bundle_dir: Path, key: Path) -> None:
+    """Sign BUNDLE_DIR's manifest with KEY (writes signature.json)."""
+    from device.bundle import sign_bundle_dir
+
+    click.echo(f"signed {bundle_dir} with key {sign_bundle_dir(bundle_dir, key)}")
+
+
+@bundle.command("info")
+@click.argument("bundle_path", type=click.Path(path_type=Path), required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Extra trusted public key (repeatable).")
+@friendly
+def bundle_info(bundle_path: Path | None, as_json: bool, trust) -> None:
+    """Show a verified bundle's manifest (default: the packaged dose bundle)."""
+    from device import bundle as bundle_mod
+
+    path = bundle_path or bundle_mod.default_bundle_path("dose")
+    data = bundle_mod.info(bundle_mod.open_bundle(path, _trusted(trust)))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    test = data.get("metrics", {}).get("test", {}).get("chronological", {})
+    click.echo(f"{data['name']} {data['version']}  ({data['path']})")
+    click.echo(f"  created   {data.get('created')}")
+    click.echo(f"  signed by {data.get('signed_by') or 'unsigned'}")
+    for name, entry in data["files"].items():
+        click.echo(f"  file      {name}  {entry['bytes']} bytes  sha256 {entry['sha256'][:16]}…")
+    for name in ("lstm_gru_tflite_int8", "gradient_boosting", "median5_same_slot"):
+        if name in test:
+            click.echo(f"  test MAE  {test[name]['mae']:.3f} U  {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""The exceptions a user's mistake can raise; the CLI prints them as one line, no traceback."""
+
+from __future__ import annotations
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Expected error types, imported lazily so no command loads more than it needs."""
+    from device.bundle import BundleError
+    from device.safety import ProfileError
+    from device.signing import KeyFileError
+    from preprocessing.aim94 import Aim94Error
+
+    return (Aim94Error, BundleError, KeyFileError, ProfileError, OSError)
