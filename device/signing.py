@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -62,31 +63,29 @@ def generate(out_dir: Path) -> tuple[Path, Path]:
     return private_path, public_path
 
 
-def load_private(path: Path) -> Ed25519PrivateKey:
+def _load(path: Path, which: str, parse, expected: type):
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read private key ({exc.strerror})") from exc
+        raise KeyFileError(f"{path}: cannot read {which} key ({exc.strerror})") from exc
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = parse(data)
     except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not a PEM private key") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: not an Ed25519 private key")
+        raise KeyFileError(f"{path}: not a PEM {which} key") from exc
+    if not isinstance(key, expected):
+        raise KeyFileError(f"{path}: not an Ed25519 {which} key")
     return key
 
 
+def load_private(path: Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file."""
+    parse = functools.partial(serialization.load_pem_private_key, password=None)
+    return _load(path, "private", parse, Ed25519PrivateKey)
+
+
 def load_public(path: Path) -> PublicKey:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read public key ({exc.strerror})") from exc
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not a PEM public key") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path}: not an Ed25519 public key")
+    """A trusted Ed25519 public key from a PEM file."""
+    key = _load(path, "public", serialization.load_pem_public_key, Ed25519PublicKey)
     return PublicKey(key, key_id(key))
 
 

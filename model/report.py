@@ -36,6 +36,13 @@ def verdict(metrics: dict[str, dict]) -> str:
             f"({ours:.3f} U vs {theirs:.3f} U for {MODEL_LABELS[best]}); work on it continues.")
 
 
+def _save(plt, fig, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def _plots(result: DoseTrainingResult, out: Path) -> list[str]:
     import matplotlib
 
@@ -63,10 +70,7 @@ def _plots(result: DoseTrainingResult, out: Path) -> list[str]:
         ax.set_ylabel("regular insulin (U)")
         ax.legend(loc="upper right", fontsize=8)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out / "actual_vs_predicted.png", dpi=110)
-    plt.close(fig)
-    names.append("actual_vs_predicted.png")
+    names.append(_save(plt, fig, out, "actual_vs_predicted.png"))
 
     slots = slot_labels(ds, rows)
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -79,10 +83,7 @@ def _plots(result: DoseTrainingResult, out: Path) -> list[str]:
     ax.set_ylabel("MAE (U)")
     ax.set_title("Error by slot, chronological test split")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "error_by_slot.png", dpi=110)
-    plt.close(fig)
-    names.append("error_by_slot.png")
+    names.append(_save(plt, fig, out, "error_by_slot.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
     bins = np.linspace(-6, 6, 49)
@@ -92,10 +93,7 @@ def _plots(result: DoseTrainingResult, out: Path) -> list[str]:
     ax.set_ylabel("decision points")
     ax.set_title("Residual distribution, chronological test split")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "residuals.png", dpi=110)
-    plt.close(fig)
-    names.append("residuals.png")
+    names.append(_save(plt, fig, out, "residuals.png"))
     return names
 
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh machine, then run it.
+#   bash tests/run.sh            # whole suite (what CI runs)
+#   bash tests/run.sh -m 'not slow'   # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[device,train,dev]"
+
+# tflite-runtime 2.14 needs numpy<2, so the compatibility test runs it in its own environment.
+TFL_ENV=.venv-tflite214
+if [ ! -x "$TFL_ENV/bin/python" ] || ! "$TFL_ENV/bin/python" -c "import tflite_runtime, cryptography, click" 2>/dev/null; then
+    "$PY" -m venv "$TFL_ENV"
+    "$TFL_ENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "numpy<2" "tflite-runtime==2.14.0" "cryptography>=41" "click>=8.1"
+fi
+export ADVISOR_TFLITE214_PYTHON="$PWD/$TFL_ENV/bin/python"
+
+exec "$PY" -m pytest "$@"

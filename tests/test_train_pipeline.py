@@ -1,0 +1,71 @@
+"""``advisor train dose`` end to end on the real AIM-94 data (slow: trains real networks)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from device import bundle as bundle_mod
+from device import signing
+from device.inference import DoseModel
+from model.pipeline import MODEL_LABELS
+from tools.cli import main
+
+
+@pytest.mark.slow
+def test_train_dose_on_all_patients_signs_reports_and_keeps_int8_parity(aim94_dir, tmp_path, artifacts):
+    keys = tmp_path / "keys"
+    signing.generate(keys)
+    out = tmp_path / "dose"
+    result = CliRunner().invoke(main, [
+        "train", "dose", "--data", str(aim94_dir), "--out", str(out), "--key", str(keys / "advisor.key"),
+        "--no-patient-folds", "--max-epochs", "40",
+    ])
+    assert result.exit_code == 0, result.output
+    b = bundle_mod.open_bundle(out, [signing.load_public(keys / "advisor.pub")])
+    assert DoseModel(b, "int8").self_test() <= 0.05
+    parity = b.manifest["metrics"]["parity"]
+    assert parity["int8_vs_keras_mean_abs_units"] <= 0.05
+    assert parity["float_vs_keras_mean_abs_units"] <= 1e-3
+    chrono = b.manifest["metrics"]["test"]["chronological"]
+    assert set(chrono) == set(MODEL_LABELS)
+    assert all(m["n"] == chrono["median5_same_slot"]["n"] for m in chrono.values())
+    report = out.with_name("dose-report")
+    text = (report / "report.md").read_text()
+    for label in MODEL_LABELS.values():
+        assert label in text
+    for plot in ("actual_vs_predicted.png", "error_by_slot.png", "residuals.png"):
+        assert (report / plot).stat().st_size > 10_000
+    shutil.copytree(report, artifacts / "train-dose-report", dirs_exist_ok=True)
+
+
+@pytest.mark.slow
+def test_leave_patients_out_view_covers_every_row(aim94_dir, tmp_path):
+    out = tmp_path / "small"
+    result = CliRunner().invoke(main, [
+        "train", "dose", "--data", str(aim94_dir), "--out", str(out),
+        "--patients", "1,2,3,4,5,6,7,8,9,10", "--max-epochs", "2",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "NOT signed" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    lpo = manifest["metrics"]["test"]["leave_patients_out"]
+    assert set(lpo) == set(MODEL_LABELS)
+    assert lpo["lstm_gru_tflite_int8"]["n"] == manifest["data"]["decision_points"]
+    assert len(manifest["metrics"]["epochs"]["leave_patients_out"]) == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--patients", "a,b"], "comma-separated patient numbers"),
+    (["--patients", "99"], "no data file for patient"),
+    (["--window", "0"], "0 is not in the range"),
+])
+def test_train_dose_rejects_bad_options(aim94_dir, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["train", "dose", "--data", str(aim94_dir),
+                                       "--out", str(tmp_path / "b"), *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
