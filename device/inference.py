@@ -1,6 +1,9 @@
 """The device inference path: raw window -> scaling -> (int8) TFLite on LiteRT -> units.
 
 Prefers ``ai-edge-litert`` and falls back to ``tflite-runtime``; no tensorflow here.
+Models run on the built-in kernels without the default (XNNPACK) delegate: XNNPACK rounds
+some int8 results one step differently, while the built-in integer kernels give the same
+output on every runtime version and machine, which a dosing device needs more than speed.
 """
 
 from __future__ import annotations
@@ -33,13 +36,17 @@ def make_interpreter(model: bytes, backend: str | None = None, threads: int = 1)
     """A TFLite interpreter for ``model`` bytes on the chosen (or best available) backend."""
     backend = backend or interpreter_backend()
     if backend == "ai-edge-litert":
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     elif backend == "tflite-runtime":
-        from tflite_runtime.interpreter import Interpreter
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
     else:
         raise ValueError(f"unknown TFLite backend {backend!r}")
     try:
-        interpreter = Interpreter(model_content=model, num_threads=threads)
+        interpreter = Interpreter(
+            model_content=model,
+            num_threads=threads,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise BundleError(f"the TFLite model does not load on {backend}: {exc}") from exc

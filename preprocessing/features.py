@@ -261,17 +261,16 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
                 iob += e.units * curve.fraction_remaining(age)
                 if e_slot == slot and len(same_slot) < SAME_SLOT_DOSES:
                     same_slot.append(e.units)
-            elif age > AGE_CAP_H * 60.0:
-                pass  # long-acting doses older than the age cap no longer count
-            elif e.insulin is Insulin.NPH:
-                if nph_last_t is None:
-                    nph_last_t = et
-                    out[_IDX["nph_last_units"]] = e.units
-                if nph_same_slot is None and e_slot == slot:
-                    nph_same_slot = e.units
-            elif ul_last_t is None:
-                ul_last_t = et
-                out[_IDX["ul_last_units"]] = e.units
+            elif age <= AGE_CAP_H * 60.0:  # older long-acting doses no longer count
+                if e.insulin is Insulin.NPH:
+                    if nph_last_t is None:
+                        nph_last_t = et
+                        out[_IDX["nph_last_units"]] = e.units
+                    if nph_same_slot is None and e_slot == slot:
+                        nph_same_slot = e.units
+                elif ul_last_t is None:
+                    ul_last_t = et
+                    out[_IDX["ul_last_units"]] = e.units
         elif kind is Kind.MEAL:
             if age <= MEAL_WITHIN_MIN:
                 out[_IDX[f"meal_{e.size}_3h"]] = 1.0
