@@ -18,6 +18,7 @@ HARD_MAX_SINGLE_UNITS = 30.0
 HARD_MAX_DAILY_REGULAR_UNITS = 100.0
 HARD_MIN_LOW_GLUCOSE_MG_DL = 70.0
 HARD_MAX_STALE_GLUCOSE_MIN = 30.0
+STALE_AGE_CAP_MIN = 72 * 60.0  # glucose ages are capped at 72 h by the features
 
 
 class ProfileError(ValueError):
@@ -96,6 +97,14 @@ def _fmt(units: float) -> str:
     return f"{units:.1f} U"
 
 
+def _describe_age(age_min: float) -> str:
+    if age_min >= STALE_AGE_CAP_MIN:
+        return f"at least {STALE_AGE_CAP_MIN / 60:.0f} hours"
+    if age_min < 120:
+        return f"{age_min:.0f} minutes"
+    return f"{age_min / 60:.1f} hours"
+
+
 def _floor_to_step(units: float, step: float) -> float:
     return math.floor(units / step + 1e-9) * step
 
@@ -112,8 +121,8 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
         return Verdict(INSUFFICIENT, 0.0, ["No glucose reading is known; measure glucose first."])
     if g_age > profile.stale_glucose_min:
         return Verdict(INSUFFICIENT, 0.0, [
-            f"The last glucose reading is {g_age:.0f} minutes old (limit {profile.stale_glucose_min:.0f}); "
-            "measure glucose again."
+            f"The last glucose reading is {_describe_age(g_age)} old (limit {profile.stale_glucose_min:.0f} "
+            "minutes); measure glucose again."
         ])
     if g < profile.low_glucose_mg_dl:
         return Verdict(WITHHOLD, 0.0, [

@@ -6,33 +6,14 @@ commands never load the training stack.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from . import errors
-
-
-def friendly(func):
-    """Turn the project's expected errors into one clear line and exit code 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except errors.user_errors() as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
-
-
-def default_aim94_dir() -> Path | None:
-    value = os.environ.get("ADVISOR_AIM94_DIR")
-    return Path(value) if value else None
+from . import device_commands
+from .common import default_aim94_dir, friendly, trusted_keys
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,15 +117,6 @@ def evaluate() -> None:
     """Evaluate bundles through the device inference path."""
 
 
-def _trusted(trust: tuple[Path, ...]):
-    from device import bundle as bundle_mod
-    from device import signing
-
-    keys = bundle_mod.packaged_trusted_keys()
-    keys += [signing.load_public(p) for p in trust]
-    return keys
-
-
 @evaluate.command("dose")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False),
               default=default_aim94_dir, required=True, help="AIM-94 folder (default $ADVISOR_AIM94_DIR).")
@@ -162,7 +134,7 @@ def evaluate_dose(data_dir, bundle_path, out, trust, role) -> None:
     from preprocessing import aim94
 
     path = bundle_path or bundle_mod.default_bundle_path("dose")
-    bundle = bundle_mod.open_bundle(path, _trusted(trust))
+    bundle = bundle_mod.open_bundle(path, trusted_keys(trust))
     logs = aim94.read_folder(data_dir)
     with click.progressbar(length=len(logs), label="decision points", file=sys.stderr) as bar:
         rows = evaluation.evaluate(bundle, logs, role=role, on_patient=lambda _n: bar.update(1))
@@ -213,7 +185,7 @@ def bundle_info(bundle_path: Path | None, as_json: bool, trust) -> None:
     from device import bundle as bundle_mod
 
     path = bundle_path or bundle_mod.default_bundle_path("dose")
-    data = bundle_mod.info(bundle_mod.open_bundle(path, _trusted(trust)))
+    data = bundle_mod.info(bundle_mod.open_bundle(path, trusted_keys(trust)))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -227,6 +199,9 @@ def bundle_info(bundle_path: Path | None, as_json: bool, trust) -> None:
         if name in test:
             click.echo(f"  test MAE  {test[name]['mae']:.3f} U  {name}")
 
+
+main.add_command(device_commands.device)
+main.add_command(device_commands.demo)
 
 if __name__ == "__main__":
     main()

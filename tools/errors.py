@@ -6,8 +6,10 @@ from __future__ import annotations
 def user_errors() -> tuple[type[BaseException], ...]:
     """Expected error types, imported lazily so no command loads more than it needs."""
     from device.bundle import BundleError
+    from device.config import ConfigError
     from device.safety import ProfileError
     from device.signing import KeyFileError
+    from device.store import StoreError
     from preprocessing.aim94 import Aim94Error
 
-    return (Aim94Error, BundleError, KeyFileError, ProfileError, OSError)
+    return (Aim94Error, BundleError, ConfigError, KeyFileError, ProfileError, StoreError, OSError)

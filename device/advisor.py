@@ -1,0 +1,266 @@
+"""The device's core: event in → stored, history updated → supervised suggestion out.
+
+No sockets here: :meth:`Advisor.handle` takes a payload and returns the messages to publish,
+so the whole decision path is testable without a broker. The MQTT service calls it from its
+network thread; the bedside page reads :meth:`Advisor.patient_view`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from preprocessing.events import Event, Kind
+from preprocessing.features import (
+    DAY_MIN,
+    FeatureSpec,
+    OutOfOrderError,
+    PatientHistory,
+    context_at,
+    feature,
+    window_at,
+)
+from preprocessing.validation import ValidationError, decode_event
+
+from .config import SafetyConfig
+from .decision import decision_inputs
+from .inference import DoseModel
+from .safety import INSUFFICIENT, supervise
+from .store import Added, Store
+
+SUGGESTION = "suggestion"
+ERROR = "error"
+DECISION_KINDS = (Kind.GLUCOSE, Kind.REQUEST)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message the service must publish: a suggestion or an error answer."""
+
+    kind: str
+    payload: dict
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What handling one payload produced."""
+
+    messages: list[Outgoing] = field(default_factory=list)
+    event: Event | None = None
+    added: Added | None = None
+
+    @property
+    def suggestion(self) -> dict | None:
+        return next((m.payload for m in self.messages if m.kind == SUGGESTION), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSlot:
+    """The dose model in use, or why there is none."""
+
+    model: DoseModel | None
+    problem: str | None = None
+
+    @property
+    def info(self) -> dict:
+        if self.model is None:
+            return {"name": "dose", "version": None, "sha256": None}
+        bundle = self.model.bundle
+        return {"name": bundle.name, "version": bundle.version, "sha256": bundle.manifest_sha256}
+
+
+def suggestion_id(event_id: str) -> str:
+    """One suggestion per triggering event, so its id follows from the event's."""
+    return f"s-{event_id}"
+
+
+class Advisor:
+    """Per-patient histories, the model and the safety supervisor behind one lock."""
+
+    def __init__(self, store: Store, model: ModelSlot, safety: SafetyConfig, clock: str = "wall",
+                 wall_clock: Callable[[], datetime] | None = None) -> None:
+        self.store = store
+        self.model = model
+        self.safety = safety
+        self.clock = clock
+        self._wall = wall_clock or (lambda: datetime.now(timezone.utc))
+        self.spec: FeatureSpec = model.model.spec if model.model else FeatureSpec()
+        self._histories: dict[str, PatientHistory] = {}
+        self._latest_ts: datetime | None = None
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[str], None]] = []
+
+    # ---------------------------------------------------------------- listeners
+    def subscribe(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(patient)`` whenever a patient's view may have changed."""
+        self._listeners.append(listener)
+
+    def touch(self, patient: str = "") -> None:
+        """Tell listeners that ``patient`` (or, with ``""``, the device state) changed."""
+        for listener in list(self._listeners):
+            listener(patient)
+
+    # ------------------------------------------------------------------- clock
+    def now(self) -> datetime:
+        """The device's "now": wall time, or the newest event time in event-clock mode."""
+        if self.clock == "event" and self._latest_ts is not None:
+            return self._latest_ts
+        return self._wall()
+
+    def _decision_time(self, event: Event) -> datetime:
+        if self.clock == "event":
+            return event.ts
+        wall = self._wall().astimezone(event.ts.tzinfo)
+        return max(wall, event.ts)
+
+    # ----------------------------------------------------------------- history
+    def history(self, patient: str) -> PatientHistory:
+        """The patient's in-memory history, loaded from the store on first use."""
+        history = self._histories.get(patient)
+        if history is None:
+            history = self._rebuild(patient)
+        return history
+
+    def _rebuild(self, patient: str) -> PatientHistory:
+        history = PatientHistory(self.spec)
+        history.extend(self.store.events_for(patient))
+        if history.events:
+            history.prune(history.events[-1].ts)
+        self._histories[patient] = history
+        return history
+
+    def _remember(self, event: Event) -> None:
+        if event.kind is Kind.REQUEST:
+            return
+        history = self.history(event.patient)
+        try:
+            history.append(event)
+        except OutOfOrderError:
+            history = self._rebuild(event.patient)  # a late event: replay the stored log in order
+        history.prune(history.events[-1].ts)
+        if self._latest_ts is None or event.ts > self._latest_ts:
+            self._latest_ts = event.ts
+
+    # ---------------------------------------------------------------- handling
+    def handle(self, raw: bytes, received: float | None = None) -> Outcome:
+        """Validate, persist and decide on one event payload; never raises for bad input.
+
+        ``received`` is the ``time.perf_counter()`` of arrival, for the suggestion's latency.
+        """
+        received = time.perf_counter() if received is None else received
+        outcome = Outcome()
+        try:
+            event = decode_event(raw, self._wall())
+        except ValidationError as exc:
+            outcome.messages.append(Outgoing(ERROR, exc.to_payload()))
+            return outcome
+        with self._lock:
+            outcome.event = event
+            outcome.added = self.store.add_event(event)
+            if outcome.added is Added.CONFLICT:
+                outcome.messages.append(Outgoing(ERROR, {
+                    "event_id": event.id,
+                    "reason": "an event with this id was already accepted with different content; "
+                              "the first one is kept",
+                }))
+                return outcome
+            if outcome.added is Added.NEW:
+                self._remember(event)
+            if event.kind in DECISION_KINDS:
+                suggestion = self._suggestion_for(event, received)
+                if suggestion is not None:
+                    outcome.messages.append(Outgoing(SUGGESTION, suggestion))
+        self.touch(event.patient)
+        return outcome
+
+    def _suggestion_for(self, event: Event, received: float) -> dict | None:
+        stored = self.store.suggestion_for_event(event.id)
+        if stored is not None:
+            return None if stored.published else stored.payload
+        payload = self.decide(event.patient, self._decision_time(event), event.id)
+        payload["latency_ms"] = round((time.perf_counter() - received) * 1000.0, 3)
+        self.store.save_suggestion(payload)
+        self.store.audit(payload["status"], {"units": payload["units"], "reasons": payload["reasons"],
+                                             "model_units": payload["model_units"]},
+                         patient=event.patient, event_id=event.id, suggestion_id=payload["id"])
+        return payload
+
+    def decide(self, patient: str, at: datetime, event_id: str) -> dict:
+        """The supervised suggestion for ``patient`` at ``at`` (SPEC.md "Suggestions")."""
+        history = self.history(patient)
+        window = window_at(history, at)
+        model_units: float | None = None
+        if self.model.model is not None:
+            model_units = self.model.model.predict(window)
+        inputs = decision_inputs(window, model_units)
+        if self.model.model is None:
+            verdict_status, units = INSUFFICIENT, 0.0
+            reasons = [f"No valid dose model is loaded ({self.model.problem}); no dose can be suggested."]
+        else:
+            verdict = supervise(inputs, self.safety.for_patient(patient))
+            verdict_status, units, reasons = verdict.status, verdict.units, verdict.reasons
+        return {
+            "id": suggestion_id(event_id),
+            "patient": patient,
+            "event_id": event_id,
+            "ts": at.isoformat(),
+            "status": verdict_status,
+            "units": units,
+            "model_units": _finite_or_none(model_units),
+            "usual_units": inputs.usual_units,
+            "reasons": reasons,
+            "glucose_mg_dl": inputs.glucose_mg_dl,
+            "glucose_age_min": None if inputs.glucose_age_min is None else round(inputs.glucose_age_min, 1),
+            "iob_units": round(inputs.iob_units, 2),
+            "model": self.model.info,
+        }
+
+    # ------------------------------------------------------------------- views
+    def patients(self) -> list[str]:
+        return self.store.patients()
+
+    def patient_view(self, patient: str) -> dict:
+        """What the bedside page shows for one patient, as of the device's now."""
+        with self._lock:
+            now = self.now()
+            history = self.history(patient)
+            since = now - timedelta(minutes=DAY_MIN)
+            glucose, doses, last_glucose = [], [], None
+            for e in history.events:
+                if e.ts > now:
+                    break
+                if e.kind is Kind.GLUCOSE:
+                    last_glucose = e
+                if e.ts < since:
+                    continue
+                if e.kind is Kind.GLUCOSE:
+                    glucose.append({"ts": e.ts.isoformat(), "mg_dl": e.mg_dl})
+                elif e.kind is Kind.INSULIN:
+                    doses.append({"ts": e.ts.isoformat(), "insulin": e.insulin.value, "units": e.units})
+            usual = None
+            if history.events:
+                context = context_at(history, now.astimezone(history.events[-1].ts.tzinfo))
+                if context[feature("reg_same_slot_count")] > 0 or context[feature("reg_last_units")] > 0:
+                    usual = float(context[feature("reg_usual_units")])
+        current = None
+        if last_glucose is not None:
+            current = {"mg_dl": last_glucose.mg_dl, "ts": last_glucose.ts.isoformat(),
+                       "age_min": round((now - last_glucose.ts).total_seconds() / 60.0, 1)}
+        return {
+            "patient": patient,
+            "now": now.isoformat(),
+            "glucose": current,
+            "usual_units": usual,
+            "suggestion": self.store.latest_suggestion(patient),
+            "series": {"glucose": glucose, "doses": doses},
+        }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, 3)

@@ -1,0 +1,274 @@
+"""The device configuration: typed, validated, unknown keys rejected, every default here.
+
+A config file (TOML, or JSON by extension) and the command-line options describe the same
+:class:`DeviceConfig`; options override the file. Example::
+
+    device_id = "bed7"
+    state_dir = "/var/lib/advisor"
+    clock = "wall"
+    trust = ["/etc/advisor/release.pub"]
+
+    [broker]
+    url = "mqtts://broker.ward.local:8883"
+    username = "bed7"
+    password = "…"
+
+    [http]
+    host = "127.0.0.1"
+    port = 8080
+
+    [safety.default]
+    max_single_units = 12
+
+    [safety.patients."p-21"]
+    max_above_usual_units = 2
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .safety import ProfileError, SafetyProfile
+from .topics import check_device_id
+
+CLOCKS = ("wall", "event")
+PROTOCOLS = ("5", "3.1.1")
+DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "insulin-advisor"
+ENV_USERNAME = "ADVISOR_MQTT_USERNAME"
+ENV_PASSWORD = "ADVISOR_MQTT_PASSWORD"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where and how to reach the MQTT broker. The password never appears in ``repr``."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    protocol: str = "5"
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    ca_file: Path | None = None
+    reconnect_max_s: int = 30
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ConfigError(f"broker.url must start with mqtt:// or mqtts://, got {parts.scheme or 'nothing'}://")
+        if not parts.hostname:
+            raise ConfigError("broker.url has no host")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError("broker.url has an invalid port") from None
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigError("broker.url must be scheme://[user:password@]host[:port] with nothing after")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"broker.protocol must be one of {', '.join(PROTOCOLS)}")
+        if not 5 <= self.keepalive_s <= 3600:
+            raise ConfigError("broker.keepalive_s must be between 5 and 3600")
+        if not 0 <= self.session_expiry_s <= 2**32 - 1:
+            raise ConfigError("broker.session_expiry_s is out of range")
+        if not 1 <= self.reconnect_max_s <= 600:
+            raise ConfigError("broker.reconnect_max_s must be between 1 and 600")
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+    @property
+    def credentials(self) -> tuple[str | None, str | None]:
+        """User and password: URL first, then the explicit fields, then the environment."""
+        parts = urlsplit(self.url)
+        user = unquote(parts.username) if parts.username else self.username
+        password = unquote(parts.password) if parts.password else self.password
+        return user or os.environ.get(ENV_USERNAME), password or os.environ.get(ENV_PASSWORD)
+
+    @property
+    def display_url(self) -> str:
+        """The URL without credentials, safe to log and show."""
+        return f"{urlsplit(self.url).scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The bedside page's listening address (localhost unless deliberately exposed)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError("http.host must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("http.port must be between 0 and 65535 (0 picks a free port)")
+
+    @classmethod
+    def parse(cls, value: str) -> "HttpConfig":
+        """``HOST:PORT`` as given on the command line."""
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"--http must be HOST:PORT, got {value!r}")
+        return cls(host=host.strip("[]") or "127.0.0.1", port=int(port))
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """The default safety profile and per-patient overrides (merged onto the default)."""
+
+    default: SafetyProfile = field(default_factory=SafetyProfile)
+    patients: dict[str, SafetyProfile] = field(default_factory=dict)
+
+    def for_patient(self, patient: str) -> SafetyProfile:
+        return self.patients.get(patient, self.default)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Everything ``advisor device run`` needs."""
+
+    device_id: str = "bedside-1"
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    state_dir: Path = DEFAULT_STATE_DIR
+    bundle: Path | None = None
+    trust: tuple[Path, ...] = ()
+    clock: str = "wall"
+    suggestion_expiry_s: int = 900
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self) -> None:
+        try:
+            check_device_id(self.device_id)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"clock must be one of {', '.join(CLOCKS)}")
+        if not 60 <= self.suggestion_expiry_s <= 3600:
+            raise ConfigError("suggestion_expiry_s must be between 60 and 3600 seconds")
+
+    @property
+    def client_id(self) -> str:
+        """Stable MQTT client id: the broker keeps this device's session under it."""
+        return f"advisor-device-{self.device_id}"
+
+    @classmethod
+    def from_mapping(cls, data: dict) -> "DeviceConfig":
+        """Build from a parsed config file; unknown keys and bad values raise :class:`ConfigError`."""
+        data = dict(data)
+        _check_keys(data, {f.name for f in fields(cls)}, "")
+        kwargs: dict = {}
+        for key in ("device_id", "clock"):
+            if key in data:
+                kwargs[key] = _typed(data[key], str, key)
+        if "suggestion_expiry_s" in data:
+            kwargs["suggestion_expiry_s"] = _typed(data["suggestion_expiry_s"], int, "suggestion_expiry_s")
+        if "state_dir" in data:
+            kwargs["state_dir"] = Path(_typed(data["state_dir"], str, "state_dir")).expanduser()
+        if data.get("bundle"):
+            kwargs["bundle"] = Path(_typed(data["bundle"], str, "bundle")).expanduser()
+        if "trust" in data:
+            trust = data["trust"]
+            if not isinstance(trust, list) or not all(isinstance(t, str) for t in trust):
+                raise ConfigError("trust must be a list of public-key file paths")
+            kwargs["trust"] = tuple(Path(t).expanduser() for t in trust)
+        if "broker" in data:
+            kwargs["broker"] = _section(BrokerConfig, data["broker"], "broker")
+        if "http" in data:
+            kwargs["http"] = _section(HttpConfig, data["http"], "http")
+        if "safety" in data:
+            kwargs["safety"] = _safety(data["safety"])
+        return cls(**kwargs)
+
+    def with_overrides(self, **overrides) -> "DeviceConfig":
+        """A copy with command-line values applied (``None`` means not given)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        broker_keys = {"url", "username", "password", "protocol"}
+        broker = {k: given.pop(k) for k in list(given) if k in broker_keys}
+        config = replace(self, **given)
+        if broker:
+            config = replace(config, broker=replace(config.broker, **broker))
+        return config
+
+
+def _check_keys(data: object, known: set[str], where: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'the config'} must be a table of settings")
+    unknown = set(data) - known
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown setting(s): {', '.join(prefix + k for k in sorted(unknown))}")
+
+
+def _typed(value: object, kind: type, key: str):
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{key} must be a {kind.__name__}")
+    return value
+
+
+def _section(cls, data: object, where: str):
+    _check_keys(data, {f.name for f in fields(cls)}, where)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name == "ca_file":
+            kwargs[f.name] = Path(_typed(value, str, f"{where}.{f.name}")).expanduser()
+        elif f.type in ("int", int):
+            kwargs[f.name] = _typed(value, int, f"{where}.{f.name}")
+        else:
+            kwargs[f.name] = _typed(value, str, f"{where}.{f.name}")
+    return cls(**kwargs)
+
+
+def _safety(data: object) -> SafetyConfig:
+    _check_keys(data, {"default", "patients"}, "safety")
+    try:
+        default = SafetyProfile.from_dict(data.get("default", {}))
+        patients_raw = data.get("patients", {})
+        if not isinstance(patients_raw, dict):
+            raise ConfigError("safety.patients must be a table of patient ids")
+        patients = {
+            str(pid): SafetyProfile.from_dict({**default.to_dict(), **_typed(values, dict, f"safety.patients.{pid}")})
+            for pid, values in patients_raw.items()
+        }
+    except (ProfileError, TypeError) as exc:
+        raise ConfigError(f"safety: {exc}") from None
+    return SafetyConfig(default=default, patients=patients)
+
+
+def read_config_file(path: Path) -> dict:
+    """Parse a TOML (or ``.json``) config file into a mapping."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(raw)
+        return tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+
+
+def load_config(path: Path | None) -> DeviceConfig:
+    """The configuration from ``path`` (or all defaults when ``None``)."""
+    return DeviceConfig.from_mapping(read_config_file(path)) if path else DeviceConfig()

@@ -1,0 +1,62 @@
+"""Choosing and loading the dose bundle at start: configured, installed, or the packaged default.
+
+A configured bundle that fails verification or its self-test is not used; the device falls
+back to the packaged default and says so, and with no usable bundle at all it still runs and
+answers every decision with ``insufficient_data``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import signing
+from .advisor import ModelSlot
+from .bundle import BundleError, default_bundle_path, open_bundle, packaged_trusted_keys
+from .config import DeviceConfig
+from .inference import DoseModel
+
+
+def trusted_keys(config: DeviceConfig) -> list[signing.PublicKey]:
+    """The packaged release key plus every key the configuration trusts."""
+    keys = list(packaged_trusted_keys())
+    for path in config.trust:
+        keys.append(signing.load_public(path))
+    return keys
+
+
+def installed_bundle_path(config: DeviceConfig, name: str = "dose") -> Path:
+    """Where a flashed bundle lives in the state directory."""
+    return config.state_dir / "bundles" / name
+
+
+def _load(path: Path, keys: list[signing.PublicKey]) -> DoseModel:
+    bundle = open_bundle(path, keys)
+    if bundle.name != "dose":
+        raise BundleError(f"bundle {path} is a {bundle.name!r} model, not a dose model")
+    model = DoseModel(bundle)
+    model.self_test()
+    return model
+
+
+def load_dose_model(config: DeviceConfig) -> tuple[ModelSlot, list[str]]:
+    """The model slot to run with, and plain-words notes about what was chosen and why."""
+    notes: list[str] = []
+    keys = trusted_keys(config)
+    candidates: list[Path] = []
+    if config.bundle is not None:
+        candidates.append(config.bundle)
+    elif installed_bundle_path(config).exists():
+        candidates.append(installed_bundle_path(config))
+    candidates.append(default_bundle_path("dose"))
+    problem = "no bundle found"
+    for path in candidates:
+        try:
+            model = _load(path, keys)
+        except (BundleError, OSError) as exc:
+            problem = str(exc)
+            notes.append(f"bundle {path} was not used: {problem}")
+            continue
+        if notes:
+            notes.append(f"running bundle {path} (version {model.bundle.version}) instead")
+        return ModelSlot(model), notes
+    return ModelSlot(None, problem), notes

@@ -1,0 +1,68 @@
+"""paho-mqtt 2 clients configured from a :class:`BrokerConfig`, shared by the device and the tools."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .config import BrokerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """A last-will message the broker publishes if the client vanishes."""
+
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_ack: bool = False,
+                will: Will | None = None) -> mqtt.Client:
+    """A paho client (callback API 2) with credentials, TLS, will and reconnect backoff set.
+
+    ``persistent`` asks the broker to keep the session (subscriptions and queued QoS 1
+    messages) across disconnects, under the stable ``client_id``.
+    """
+    if broker.protocol == "5":
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    else:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=not persistent, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
+    user, password = broker.credentials
+    if user:
+        client.username_pw_set(user, password)
+    if broker.tls:
+        client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None,
+                       cert_reqs=ssl.CERT_REQUIRED)
+    if will is not None:
+        client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
+    client.reconnect_delay_set(min_delay=1, max_delay=broker.reconnect_max_s)
+    client.max_queued_messages_set(0)
+    client.max_inflight_messages_set(100)
+    return client
+
+
+def connect_async(client: mqtt.Client, broker: BrokerConfig, persistent: bool) -> None:
+    """Start connecting in the background; the network loop retries until the broker answers."""
+    if broker.protocol == "5":
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = broker.session_expiry_s if persistent else 0
+        client.connect_async(broker.host, broker.port, broker.keepalive_s,
+                             clean_start=not persistent, properties=properties)
+    else:
+        client.connect_async(broker.host, broker.port, broker.keepalive_s)
+
+
+def expiring(broker: BrokerConfig, seconds: int) -> Properties | None:
+    """PUBLISH properties with a message expiry (MQTT 5 only; ``None`` on 3.1.1)."""
+    if broker.protocol != "5":
+        return None
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.MessageExpiryInterval = seconds
+    return properties

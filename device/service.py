@@ -1,0 +1,217 @@
+"""``advisor device run``: the MQTT service around the :class:`Advisor`, plus the bedside page.
+
+Delivery guarantees:
+
+* events arrive at QoS 1 on a persistent session under a stable client id, so what is
+  published while the device is down waits at the broker;
+* an event is acknowledged (PUBACK, manual) only after it is committed to SQLite and, when
+  it triggers a suggestion, only after the broker confirmed that suggestion, which is then
+  marked as sent — so after a ``kill -9`` the broker redelivers exactly the unfinished
+  events, stored ones are recognised by id, and a sent suggestion is never sent again;
+* ``status`` is retained: ``online`` once subscribed and ready, ``offline`` as last will
+  and on a clean stop (SIGTERM or SIGINT).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+import paho.mqtt.client as mqtt
+
+from .advisor import ERROR, SUGGESTION, Advisor, Outgoing
+from .config import DeviceConfig
+from .models import load_dose_model
+from .mqtt_client import Will, connect_async, expiring, make_client
+from .store import Store, StoreError
+from .topics import Topics
+from .web import BedsideServer
+
+log = logging.getLogger("advisor.device")
+DATABASE_NAME = "advisor.sqlite3"
+
+
+class DeviceService:
+    """One running device: store, model, advisor, MQTT link and bedside page."""
+
+    def __init__(self, config: DeviceConfig) -> None:
+        self.config = config
+        self.topics = Topics(config.device_id)
+        self.started_at = datetime.now(timezone.utc)
+        self.store = Store(config.state_dir / DATABASE_NAME)
+        self.model_slot, self.model_notes = load_dose_model(config)
+        for note in self.model_notes:
+            log.warning(note)
+        self.advisor = Advisor(self.store, self.model_slot, config.safety, config.clock)
+        self.connected = threading.Event()
+        self.ready = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._inflight: dict[int, str] = {}  # publish mid -> suggestion id
+        self._waiting_acks: dict[str, list[tuple[int, int]]] = {}  # suggestion id -> event (mid, qos)
+        self.client = make_client(
+            config.broker, config.client_id, persistent=True, manual_ack=True,
+            will=Will(self.topics.status, json.dumps(self._status("offline")).encode()),
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self.web = BedsideServer(config.http, self)
+
+    # ------------------------------------------------------------------ status
+    def _status(self, state: str) -> dict:
+        return {
+            "state": state,
+            "device_id": self.config.device_id,
+            "models": [self.model_slot.info],
+            "model_problem": self.model_slot.problem,
+            "notes": self.model_notes,
+            "clock": self.config.clock,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+        }
+
+    def status(self) -> dict:
+        """What the bedside page shows about the device itself."""
+        return {**self._status("online" if self.ready.is_set() else "starting"),
+                "broker": self.config.broker.display_url,
+                "broker_connected": self.connected.is_set()}
+
+    # ------------------------------------------------------------ MQTT events
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker %s refused the connection: %s", self.config.broker.display_url, reason_code)
+            return
+        self.connected.set()
+        log.info("connected to %s (session present: %s)", self.config.broker.display_url, flags.session_present)
+        client.subscribe(self.topics.events, qos=1)
+        self.advisor.touch()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("the broker refused the subscription to %s", self.topics.events)
+            return
+        client.publish(self.topics.status, json.dumps(self._status("online")), qos=1, retain=True)
+        self.ready.set()
+        self.advisor.touch()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        self.ready.clear()
+        if not self._stopping.is_set():
+            log.warning("lost the broker (%s); reconnecting with backoff", reason_code)
+        self.advisor.touch()
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        received = time.perf_counter()
+        if message.topic != self.topics.events:
+            client.ack(message.mid, message.qos)
+            return
+        try:
+            outcome = self.advisor.handle(message.payload, received)
+        except StoreError as exc:
+            log.error("%s", exc)
+            self._publish_error({"event_id": None, "reason": f"event not stored: {exc}"})
+            return  # not acknowledged: the broker delivers it again
+        except Exception:  # a bug must not take the bedside device down
+            log.exception("unexpected error while handling an event")
+            self._publish_error({"event_id": None, "reason": "internal error while handling the event"})
+            client.ack(message.mid, message.qos)
+            return
+        suggestion = outcome.suggestion
+        for outgoing in outcome.messages:
+            if outgoing.kind == ERROR:
+                self._publish_error(outgoing.payload)
+        if suggestion is None:
+            client.ack(message.mid, message.qos)
+            return
+        self._send_suggestion(Outgoing(SUGGESTION, suggestion), (message.mid, message.qos))
+
+    def _send_suggestion(self, outgoing: Outgoing, event: tuple[int, int]) -> None:
+        sid = outgoing.payload["id"]
+        with self._lock:
+            if sid in self._waiting_acks:  # already on its way: acknowledge the event with it
+                self._waiting_acks[sid].append(event)
+                return
+            self._waiting_acks[sid] = [event]
+            info = self.client.publish(
+                self.topics.suggestions, json.dumps(outgoing.payload), qos=1, retain=False,
+                properties=expiring(self.config.broker, self.config.suggestion_expiry_s),
+            )
+            self._inflight[info.mid] = sid
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            sid = self._inflight.pop(mid, None)
+            events = self._waiting_acks.pop(sid, []) if sid else []
+        if sid is None:
+            return
+        self.store.mark_published(sid)
+        for event_mid, qos in events:
+            client.ack(event_mid, qos)
+
+    def _publish_error(self, payload: dict) -> None:
+        self.client.publish(self.topics.errors, json.dumps(payload), qos=1, retain=False)
+
+    # ------------------------------------------------------------ page actions
+    def confirm_dose(self, patient: str, suggestion_id: str, units: float) -> dict:
+        """A nurse gave a dose: audit it and publish it as an insulin event."""
+        suggestion = self.store.suggestion(suggestion_id)
+        if suggestion is None or suggestion["patient"] != patient:
+            raise ValueError("unknown suggestion for this patient")
+        if suggestion["status"] != "suggest":
+            raise ValueError("this suggestion is not a dose; nothing to confirm")
+        now = self.advisor.now().astimezone(datetime.fromisoformat(suggestion["ts"]).tzinfo)
+        event = {"id": f"{self.config.device_id}-given-{uuid.uuid4().hex[:12]}", "patient": patient,
+                 "ts": now.isoformat(timespec="seconds"), "kind": "insulin", "insulin": "regular",
+                 "units": units}
+        self.store.audit("dose_confirmed", {"units": units, "suggested_units": suggestion["units"],
+                                            "differs_from_suggestion": units != suggestion["units"]},
+                         patient=patient, event_id=event["id"], suggestion_id=suggestion_id)
+        self.client.publish(self.topics.events, json.dumps(event), qos=1)
+        return event
+
+    def acknowledge(self, patient: str, suggestion_id: str) -> None:
+        """A nurse saw a withhold or insufficient-data answer: audit it."""
+        suggestion = self.store.suggestion(suggestion_id)
+        if suggestion is None or suggestion["patient"] != patient:
+            raise ValueError("unknown suggestion for this patient")
+        self.store.audit("acknowledged", {"status": suggestion["status"], "reasons": suggestion["reasons"]},
+                         patient=patient, suggestion_id=suggestion_id)
+        self.advisor.touch(patient)
+
+    # --------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Serve the page and start connecting; returns at once."""
+        self.web.start()
+        connect_async(self.client, self.config.broker, persistent=True)
+        self.client.loop_start()
+        log.info("device %s: bedside page at %s, model %s", self.config.device_id, self.web.url,
+                 self.model_slot.info.get("version"))
+
+    def stop(self) -> None:
+        """Publish offline, disconnect, stop the page and close the database."""
+        self._stopping.set()
+        if self.connected.is_set():
+            info = self.client.publish(self.topics.status, json.dumps(self._status("offline")), qos=1, retain=True)
+            info.wait_for_publish(timeout=2.0)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.web.stop()
+        self.store.close()
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop cleanly."""
+        done = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: done.set())
+        self.start()
+        done.wait()
+        log.info("stopping")
+        self.stop()

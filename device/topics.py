@@ -1,0 +1,63 @@
+"""Every MQTT topic of one device, built in one place (SPEC.md "Other topics")."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX = "advisor"
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def check_device_id(device_id: str) -> str:
+    """A device id usable as one topic level: letters, digits, '_' and '-', at most 64."""
+    if not isinstance(device_id, str) or not DEVICE_ID.match(device_id):
+        raise ValueError(
+            f"device id {device_id!r} must be 1–64 letters, digits, '_' or '-' (no '/', '+', '#')"
+        )
+    return device_id
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic names of ``advisor/<device_id>/…``."""
+
+    device_id: str
+
+    def __post_init__(self) -> None:
+        check_device_id(self.device_id)
+
+    def _topic(self, leaf: str) -> str:
+        return f"{PREFIX}/{self.device_id}/{leaf}"
+
+    @property
+    def events(self) -> str:
+        return self._topic("events")
+
+    @property
+    def errors(self) -> str:
+        return self._topic("errors")
+
+    @property
+    def suggestions(self) -> str:
+        return self._topic("suggestions")
+
+    @property
+    def status(self) -> str:
+        return self._topic("status")
+
+    @property
+    def model(self) -> str:
+        return self._topic("model")
+
+    @property
+    def model_ack(self) -> str:
+        return self._topic("model/ack")
+
+    @property
+    def patients(self) -> str:
+        return self._topic("patients")
+
+    @property
+    def risk(self) -> str:
+        return self._topic("risk")

@@ -1,0 +1,222 @@
+"""Decode and validate one event payload (SPEC.md "Events"): bytes in, :class:`Event` or a reason.
+
+Pure logic, no I/O. Every rejection is a :class:`ValidationError` carrying the event id when
+one could be read, so the device can answer on its errors topic and keep serving. Hostile
+input is expected: oversized payloads, deep nesting, NaN/Infinity, wrong types, absurd values
+and timestamps, path-like identifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timedelta, timezone
+
+from .events import AMOUNTS, GLUCOSE_CONTEXTS, MG_DL_PER_MMOL_L, Event, Insulin, Kind
+from .limits import CARBS_G, FUTURE_TOLERANCE_S, GLUCOSE_MG_DL, INSULIN_UNITS
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_NESTING = 8
+MAX_NOTE_CHARS = 500
+EARLIEST_TS = datetime(1900, 1, 1, tzinfo=timezone.utc)
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+COMMON_FIELDS = ("id", "patient", "ts", "kind")
+KIND_FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.GLUCOSE: ("mg_dl", "value", "unit", "context"),
+    Kind.INSULIN: ("insulin", "units"),
+    Kind.MEAL: ("size", "carbs_g"),
+    Kind.EXERCISE: ("intensity",),
+    Kind.HYPO_SYMPTOMS: (),
+    Kind.SPECIAL: ("note",),
+    Kind.REQUEST: (),
+}
+
+
+class ValidationError(ValueError):
+    """An event payload was rejected; ``reason`` is one plain line, ``event_id`` if known."""
+
+    def __init__(self, reason: str, event_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.event_id = event_id
+
+    def to_payload(self) -> dict:
+        """The body of the message on the errors topic."""
+        return {"event_id": self.event_id, "reason": self.reason}
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """Deepest bracket nesting outside strings; a linear scan that cannot recurse."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def parse_json_object(raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict:
+    """Strict JSON object from untrusted bytes: size, nesting, UTF-8 and constants checked."""
+    if len(raw) > max_bytes:
+        raise ValidationError(f"payload is {len(raw)} bytes, more than the limit of {max_bytes}")
+    if (raw.count(b"[") + raw.count(b"{")) > MAX_NESTING and _nesting_depth(raw) > MAX_NESTING:
+        raise ValidationError(f"JSON is nested deeper than {MAX_NESTING} levels")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("payload is not UTF-8") from None
+    try:
+        data = json.loads(text)  # NaN/Infinity parse to floats; field checks reject them with the id
+    except ValueError as exc:
+        raise ValidationError(f"payload is not valid JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValidationError("payload must be a JSON object")
+    return data
+
+
+def _identifier(data: dict, key: str, event_id: str | None) -> str:
+    value = data.get(key)
+    if value is None:
+        raise ValidationError(f"missing field '{key}'", event_id)
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ValidationError(
+            f"'{key}' must be 1–64 characters of letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit",
+            event_id,
+        )
+    return value
+
+
+def _number(data: dict, key: str, event_id: str, required: bool = True) -> float | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ValidationError(f"missing field '{key}'", event_id)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"'{key}' must be a number", event_id)
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValidationError(f"'{key}' must be a finite number", event_id)
+    return value
+
+
+def _choice(data: dict, key: str, allowed: tuple[str, ...], event_id: str, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ValidationError(f"missing field '{key}'", event_id)
+        return None
+    if not isinstance(value, str) or value not in allowed:
+        raise ValidationError(f"'{key}' must be one of: {', '.join(allowed)}", event_id)
+    return value
+
+
+def parse_timestamp(value: object, event_id: str | None, now: datetime) -> datetime:
+    """ISO 8601 with an explicit UTC offset, not before 1900 and not in the future."""
+    if not isinstance(value, str) or len(value) > 40:
+        raise ValidationError("'ts' must be an ISO 8601 string with a UTC offset", event_id)
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(f"'ts' is not an ISO 8601 timestamp: {value[:40]!r}", event_id) from None
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValidationError("'ts' must carry a UTC offset, e.g. +00:00", event_id)
+    if ts < EARLIEST_TS:
+        raise ValidationError("'ts' is before 1900", event_id)
+    if ts > now + timedelta(seconds=FUTURE_TOLERANCE_S):
+        raise ValidationError(
+            f"'ts' is more than {FUTURE_TOLERANCE_S / 60:g} minutes in the future", event_id
+        )
+    return ts
+
+
+def _glucose_mg_dl(data: dict, event_id: str) -> float:
+    if "mg_dl" in data:
+        if "value" in data or "unit" in data:
+            raise ValidationError("give either 'mg_dl' or 'value' with 'unit', not both", event_id)
+        mg_dl = _number(data, "mg_dl", event_id)
+    else:
+        value = _number(data, "value", event_id)
+        unit = data.get("unit")
+        if unit == "mmol/L":
+            mg_dl = value * MG_DL_PER_MMOL_L
+        elif unit == "mg/dL":
+            mg_dl = value
+        else:
+            raise ValidationError("'unit' must be 'mmol/L' or 'mg/dL' when 'value' is given", event_id)
+    if not GLUCOSE_MG_DL.contains(mg_dl):
+        raise ValidationError(
+            f"glucose {mg_dl:g} mg/dL is outside the plausible range {GLUCOSE_MG_DL.describe()}", event_id
+        )
+    return mg_dl
+
+
+def event_from_mapping(data: dict, now: datetime) -> Event:
+    """Validate a decoded JSON object as one event; ``now`` is the wall clock for the future check."""
+    raw_id = data.get("id")
+    event_id = raw_id if isinstance(raw_id, str) and IDENTIFIER.match(raw_id) else None
+    event_id = _identifier(data, "id", event_id)
+    patient = _identifier(data, "patient", event_id)
+    if "ts" not in data:
+        raise ValidationError("missing field 'ts'", event_id)
+    ts = parse_timestamp(data["ts"], event_id, now)
+    kind_value = data.get("kind")
+    try:
+        kind = Kind(kind_value)
+    except ValueError:
+        raise ValidationError(
+            f"unknown kind {str(kind_value)[:40]!r}; expected one of: {', '.join(k.value for k in Kind)}",
+            event_id,
+        ) from None
+    unknown = set(data) - set(COMMON_FIELDS) - set(KIND_FIELDS[kind])
+    if unknown:
+        names = ", ".join(sorted(str(k)[:40] for k in unknown)[:5])
+        raise ValidationError(f"unexpected field(s) for a {kind.value} event: {names}", event_id)
+
+    base = {"id": event_id, "patient": patient, "ts": ts, "kind": kind}
+    if kind is Kind.GLUCOSE:
+        context = _choice(data, "context", GLUCOSE_CONTEXTS, event_id, required=False)
+        return Event(**base, mg_dl=_glucose_mg_dl(data, event_id), context=context or "unspecified")
+    if kind is Kind.INSULIN:
+        insulin_value = _choice(data, "insulin", tuple(i.value for i in Insulin), event_id)
+        units = _number(data, "units", event_id)
+        if not INSULIN_UNITS.contains(units):
+            raise ValidationError(
+                f"insulin {units:g} U is outside the plausible range {INSULIN_UNITS.describe()}", event_id
+            )
+        return Event(**base, insulin=Insulin(insulin_value), units=units)
+    if kind is Kind.MEAL:
+        size = _choice(data, "size", AMOUNTS, event_id)
+        carbs = _number(data, "carbs_g", event_id, required=False)
+        if carbs is not None and not CARBS_G.contains(carbs):
+            raise ValidationError(f"carbs_g {carbs:g} is outside {CARBS_G.describe()}", event_id)
+        return Event(**base, size=size, carbs_g=carbs)
+    if kind is Kind.EXERCISE:
+        return Event(**base, intensity=_choice(data, "intensity", AMOUNTS, event_id))
+    if kind is Kind.SPECIAL:
+        note = data.get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_CHARS):
+            raise ValidationError(f"'note' must be a string of at most {MAX_NOTE_CHARS} characters", event_id)
+        return Event(**base, note=note)
+    return Event(**base)
+
+
+def decode_event(raw: bytes, now: datetime | None = None) -> Event:
+    """Decode one MQTT payload into a validated :class:`Event` or raise :class:`ValidationError`."""
+    now = now or datetime.now(timezone.utc)
+    return event_from_mapping(parse_json_object(raw), now)

@@ -1,0 +1,103 @@
+"""``advisor demo``: a broker, the device and a replayed patient on one machine, one command.
+
+The device runs with the packaged bundle on the event clock (the replayed log's timestamps
+are "now"). The patient's history goes in at full speed; the last day is replayed one event
+every few seconds so the bedside page can be watched updating. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from device.config import BrokerConfig, DeviceConfig, HttpConfig
+from device.service import DeviceService
+from preprocessing.events import Event, within_timestamp_rank
+
+from .broker import start_local_broker
+from .replay import EventPublisher
+
+DEMO_DEVICE_ID = "demo"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    data_dir: Path | None = None
+    patient: int = 1
+    http: HttpConfig = HttpConfig()
+    broker_url: str | None = None
+    state_dir: Path | None = None
+    interval_s: float = 2.0
+    exit_after_replay: bool = False
+
+
+def demo_events(options: DemoOptions) -> tuple[list[Event], str]:
+    """The events to replay and a plain description of where they come from."""
+    if options.data_dir is not None:
+        from preprocessing import aim94
+
+        logs = aim94.read_folder(options.data_dir, patients=(options.patient,))
+        if not logs:
+            raise FileNotFoundError(f"AIM-94 patient {options.patient} not found in {options.data_dir}")
+        events = sorted(logs[0].events, key=lambda e: (e.ts, within_timestamp_rank(e)))
+        return events, f"AIM-94 patient {options.patient} ({len(events)} events) from {options.data_dir}"
+    from preprocessing.synthetic import PATIENT_ID, synthetic_patient
+
+    events = synthetic_patient(end=datetime.now(timezone.utc))
+    return events, (f"SYNTHETIC patient '{PATIENT_ID}' ({len(events)} generated events; "
+                    "not real data — give --data or set ADVISOR_AIM94_DIR for AIM-94)")
+
+
+def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
+    """Run until Ctrl-C (or the end of the replay with ``exit_after_replay``)."""
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)
+    events, description = demo_events(options)
+    workdir = Path(tempfile.mkdtemp(prefix="advisor-demo-"))
+    broker = None
+    if options.broker_url is None:
+        broker = start_local_broker(workdir / "broker")
+        echo(f"broker: {'Mosquitto' if broker.protocol == '5' else 'embedded (amqtt)'} at {broker.url}")
+        broker_config = BrokerConfig(url=broker.url, protocol=broker.protocol)
+    else:
+        broker_config = BrokerConfig(url=options.broker_url)
+    config = DeviceConfig(device_id=DEMO_DEVICE_ID, broker=broker_config, http=options.http,
+                          state_dir=options.state_dir or workdir / "state", clock="event")
+    service = DeviceService(config)
+    publisher = None
+    done = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        service.start()
+        if not service.ready.wait(15):
+            raise ConnectionError(f"the device could not reach the broker at {broker_config.display_url}")
+        patient = events[0].patient
+        echo(f"replaying: {description}")
+        echo(f"bedside page: {service.web.url}?patient={patient}")
+        echo("Decision support only, not a certified medical device. Press Ctrl-C to stop.")
+        publisher = EventPublisher(broker_config, DEMO_DEVICE_ID)
+        publisher.wait_connected()
+        live_from = events[-1].ts - timedelta(days=1)
+
+        def pause(event: Event) -> float:
+            return options.interval_s if event.ts >= live_from else 0.0
+
+        sent = publisher.publish_events(events, pause, stop=done)
+        publisher.flush()
+        echo(f"replay finished: {sent} events sent")
+        if not options.exit_after_replay:
+            done.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if publisher is not None:
+            publisher.close()
+        service.stop()
+        if broker is not None:
+            broker.stop()
+        echo("demo stopped")

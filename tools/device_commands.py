@@ -1,0 +1,114 @@
+"""``advisor device run|check-config`` and ``advisor demo``: thin wrappers over ``device`` and ``tools.demo``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from .common import default_aim94_dir, friendly
+
+CONFIG_HELP = "Config file (TOML, or .json); command-line options override it."
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group()
+def device() -> None:
+    """Run the bedside device runtime."""
+
+
+def _build_config(config_file, broker, username, password, protocol, device_id, http, state_dir, bundle,
+                  clock, trust):
+    from dataclasses import replace
+
+    from device.config import HttpConfig, load_config
+
+    config = load_config(config_file)
+    config = config.with_overrides(url=broker, username=username, password=password, protocol=protocol,
+                                   device_id=device_id, state_dir=state_dir, bundle=bundle, clock=clock,
+                                   http=HttpConfig.parse(http) if http else None)
+    if trust:
+        config = replace(config, trust=config.trust + tuple(trust))
+    return config
+
+
+@device.command("run")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP)
+@click.option("--broker", help="mqtt://[user:password@]host:port or mqtts://… (default mqtt://127.0.0.1:1883).")
+@click.option("--username", help="Broker user (or $ADVISOR_MQTT_USERNAME).")
+@click.option("--password", help="Broker password (or $ADVISOR_MQTT_PASSWORD); never logged.")
+@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), help="MQTT protocol version (default 5).")
+@click.option("--device-id", help="This device's id: topics are advisor/<id>/…")
+@click.option("--http", help="Bedside page address HOST:PORT (default 127.0.0.1:8080).")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="SQLite state and installed bundles.")
+@click.option("--bundle", type=click.Path(path_type=Path), help="Dose bundle (default: the packaged one).")
+@click.option("--clock", type=click.Choice(["wall", "event"]),
+              help="wall for live use; event takes each event's timestamp as now (log replay).")
+@click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Extra trusted bundle-signing public key (repeatable).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@friendly
+def device_run(config_file, broker, username, password, protocol, device_id, http, state_dir, bundle, clock,
+               trust, verbose) -> None:
+    """Run the device: MQTT events in, supervised suggestions out, bedside page served."""
+    from device.service import DeviceService
+
+    _configure_logging(verbose)
+    config = _build_config(config_file, broker, username, password, protocol, device_id, http, state_dir,
+                           bundle, clock, trust)
+    service = DeviceService(config)
+    click.echo(f"device {config.device_id}: broker {config.broker.display_url}, state {config.state_dir}",
+               err=True)
+    service.run_forever()
+
+
+@device.command("check-config")
+@click.argument("config_file", type=click.Path(path_type=Path, dir_okay=False))
+@friendly
+def device_check_config(config_file: Path) -> None:
+    """Validate CONFIG_FILE and print the effective settings (secrets hidden)."""
+    from device.config import load_config
+
+    config = load_config(config_file)
+    click.echo(f"{config_file}: valid")
+    click.echo(f"  device_id  {config.device_id}")
+    click.echo(f"  broker     {config.broker.display_url} (MQTT {config.broker.protocol}, "
+               f"user {'set' if config.broker.credentials[0] else 'none'})")
+    click.echo(f"  http       {config.http.host}:{config.http.port}")
+    click.echo(f"  state_dir  {config.state_dir}")
+    click.echo(f"  bundle     {config.bundle or 'packaged default'}")
+    click.echo(f"  clock      {config.clock}")
+    click.echo(f"  safety     default {config.safety.default.to_dict()}")
+    for patient, profile in config.safety.patients.items():
+        click.echo(f"             {patient}: {profile.to_dict()}")
+
+
+@click.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=default_aim94_dir,
+              help="AIM-94 folder (default $ADVISOR_AIM94_DIR); without it a synthetic patient is replayed.")
+@click.option("--patient", type=click.IntRange(1, 70), default=1, show_default=True, help="AIM-94 patient number.")
+@click.option("--http", default="127.0.0.1:8080", show_default=True, help="Bedside page address HOST:PORT.")
+@click.option("--broker", help="Use this broker instead of starting one.")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Device state (default: a fresh temporary folder).")
+@click.option("--interval", type=click.FloatRange(0.0, 60.0), default=2.0, show_default=True,
+              help="Seconds between events of the replayed last day (earlier history goes at full speed).")
+@click.option("--exit-after-replay", is_flag=True, help="Stop when the replay is done instead of waiting for Ctrl-C.")
+@friendly
+def demo(data_dir, patient, http, broker, state_dir, interval, exit_after_replay) -> None:
+    """Broker + device + replay + bedside page on this machine, one command. Ctrl-C stops it."""
+    from device.config import HttpConfig
+
+    from . import demo as demo_mod
+
+    _configure_logging(False)
+    demo_mod.run_demo(demo_mod.DemoOptions(
+        data_dir=data_dir, patient=patient, http=HttpConfig.parse(http), broker_url=broker,
+        state_dir=state_dir, interval_s=interval, exit_after_replay=exit_after_replay,
+    ), echo=lambda msg: click.echo(msg, err=True))
