@@ -136,11 +136,14 @@ class Advisor:
     def _remember(self, event: Event) -> None:
         if event.kind is Kind.REQUEST:
             return
-        history = self.history(event.patient)
-        try:
-            history.append(event)
-        except OutOfOrderError:
-            history = self._rebuild(event.patient)  # a late event: replay the stored log in order
+        history = self._histories.get(event.patient)
+        if history is None:
+            history = self._rebuild(event.patient)  # the store already holds this event
+        else:
+            try:
+                history.append(event)
+            except OutOfOrderError:
+                history = self._rebuild(event.patient)  # a late event: replay the stored log in order
         history.prune(history.events[-1].ts)
         if self._latest_ts is None or event.ts > self._latest_ts:
             self._latest_ts = event.ts

@@ -81,6 +81,10 @@ class BrokerConfig:
         if not 1 <= self.reconnect_max_s <= 600:
             raise ConfigError("broker.reconnect_max_s must be between 1 and 600")
 
+    def __repr__(self) -> str:
+        return (f"BrokerConfig(url={self.display_url!r}, protocol={self.protocol!r}, "
+                f"credentials={'set' if any(self.credentials) else 'none'})")
+
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "mqtts"

@@ -46,6 +46,13 @@ CASES = [
     ("daily maximum reached", {"regular_24h_units": 50.0}, WITHHOLD, 0.0, "last 24 h"),
     ("single maximum", {"model_units": 24.0, "usual_units": 22.0}, SUGGEST, 15.0, "maximum single dose"),
     ("zero model output", {"model_units": 0.0}, WITHHOLD, 0.0, "no insulin remains"),
+    ("very old glucose is described as at least 72 hours", {"glucose_age_min": 4320.0}, INSUFFICIENT, 0.0,
+     "at least 72 hours"),
+    ("hypo symptoms win over a high model number and high glucose",
+     {"glucose_mg_dl": 250.0, "hypo_symptoms_age_min": 30.0, "model_units": 14.0}, WITHHOLD, 0.0, "lock-out"),
+    ("cap, then insulin on board, then daily room, each explained",
+     {"model_units": 14.0, "iob_units": 2.0, "regular_24h_units": 42.0}, SUGGEST, 8.0, "above the usual dose"),
+    ("insulin on board then rounding", {"model_units": 8.0, "iob_units": 1.3}, SUGGEST, 6.5, "rounded down"),
 ]
 
 
@@ -98,3 +105,12 @@ def test_profile_from_dict_rejects_unknown_keys():
     assert SafetyProfile.from_dict({"max_single_units": 10}).max_single_units == 10
     with pytest.raises(ProfileError, match="unknown safety setting"):
         SafetyProfile.from_dict({"max_singel_units": 10})
+
+
+def test_each_lowering_rule_names_itself_in_the_chain():
+    verdict = supervise(DecisionInputs(**(BASE | {"model_units": 14.0, "iob_units": 2.0,
+                                                  "regular_24h_units": 42.0})), SafetyProfile())
+    text = " ".join(verdict.reasons)
+    assert "above the usual dose" in text and "still active" in text
+    assert verdict.units == 8.0  # 14 -> cap 11 -> minus 2 IOB = 9 -> daily room 8
+    assert "last 24 h" in text

@@ -1,0 +1,132 @@
+"""Device configuration: typed, validated, unknown keys rejected, options override the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from device.config import ConfigError, DeviceConfig, HttpConfig, load_config
+from device.safety import SafetyProfile
+from tools.cli import main
+
+GOOD = """
+device_id = "bed7"
+state_dir = "/tmp/advisor-bed7"
+clock = "event"
+
+[broker]
+url = "mqtts://nurse:s3cret@broker.ward:8884"
+protocol = "3.1.1"
+
+[http]
+host = "0.0.0.0"
+port = 8081
+
+[safety.default]
+max_single_units = 12
+
+[safety.patients."p-21"]
+max_above_usual_units = 2
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "device.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_full_config_file(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert config.device_id == "bed7" and config.clock == "event"
+    assert config.broker.tls and config.broker.host == "broker.ward" and config.broker.port == 8884
+    assert config.broker.credentials == ("nurse", "s3cret")
+    assert config.broker.display_url == "mqtts://broker.ward:8884"
+    assert config.http == HttpConfig("0.0.0.0", 8081)
+    assert config.safety.default.max_single_units == 12
+    p21 = config.safety.for_patient("p-21")
+    assert p21.max_above_usual_units == 2 and p21.max_single_units == 12  # merged onto the default
+    assert config.safety.for_patient("other") == config.safety.default
+    assert config.client_id == "advisor-device-bed7"
+
+
+def test_defaults_are_conservative_and_local():
+    config = DeviceConfig()
+    assert config.http.host == "127.0.0.1" and config.http.port == 8080
+    assert config.clock == "wall" and config.broker.protocol == "5"
+    assert config.safety.default == SafetyProfile()
+
+
+def test_password_never_in_repr(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert "s3cret" not in repr(config)
+    assert "s3cret" not in config.broker.display_url
+
+
+def test_credentials_from_environment(monkeypatch):
+    monkeypatch.setenv("ADVISOR_MQTT_USERNAME", "envuser")
+    monkeypatch.setenv("ADVISOR_MQTT_PASSWORD", "envpass")
+    config = DeviceConfig().with_overrides(url="mqtt://localhost:1883")
+    assert config.broker.credentials == ("envuser", "envpass")
+
+
+def test_overrides_win(tmp_path):
+    config = load_config(write(tmp_path, GOOD)).with_overrides(device_id="bed8", url="mqtt://h:1", clock="wall")
+    assert config.device_id == "bed8" and config.broker.url == "mqtt://h:1" and config.clock == "wall"
+    assert config.broker.protocol == "3.1.1"  # untouched fields stay
+
+
+@pytest.mark.parametrize("text, words", [
+    ('colour = "red"', "unknown setting(s): colour"),
+    ('[broker]\nurl = "http://x"', "mqtt:// or mqtts://"),
+    ('[broker]\nurl = "mqtt://x:99999"', "invalid port"),
+    ('[broker]\nurl = "mqtt://x/path"', "nothing after"),
+    ('[broker]\nhost = "x"', "broker.host"),
+    ('[broker]\nkeepalive_s = "30"', "broker.keepalive_s must be a int"),
+    ('[http]\nport = 70000', "http.port"),
+    ('clock = "sundial"', "clock must be one of"),
+    ('device_id = "bed/7"', "device id"),
+    ('device_id = "#"', "device id"),
+    ('[safety.default]\nmax_single_units = 500', "max_single_units"),
+    ('[safety.default]\nlow_glucose_mg_dl = 40', "may not be below 70"),
+    ('[safety.default]\nbolus = 3', "unknown safety setting"),
+    ('[safety.patients."p-1"]\nmax_daily_regular_units = 1000', "max_daily_regular_units"),
+    ('trust = "key.pub"', "trust must be a list"),
+    ("not toml at all [", "not valid TOML"),
+])
+def test_bad_configs_are_rejected(tmp_path, text, words):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert words in str(caught.value)
+
+
+def test_json_config(tmp_path):
+    config = load_config(write(tmp_path, '{"device_id": "bed9", "http": {"port": 9000}}', "c.json"))
+    assert config.device_id == "bed9" and config.http.port == 9000
+
+
+@pytest.mark.parametrize("value, ok", [("127.0.0.1:8080", True), ("[::1]:80", True), ("8080", False),
+                                       ("host:port", False)])
+def test_http_option(value, ok):
+    if ok:
+        assert HttpConfig.parse(value).port in (8080, 80)
+    else:
+        with pytest.raises(ConfigError):
+            HttpConfig.parse(value)
+
+
+def test_check_config_command(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["device", "check-config", str(write(tmp_path, GOOD))])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output and "mqtts://broker.ward:8884" in result.output
+    assert "s3cret" not in result.output
+
+    bad = runner.invoke(main, ["device", "check-config", str(write(tmp_path, "colour = 1", "bad.toml"))])
+    assert bad.exit_code == 1
+    assert bad.output.strip().splitlines()[-1] == "Error: unknown setting(s): colour"
+
+    missing = runner.invoke(main, ["device", "check-config", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 1 and "cannot read config" in missing.output

@@ -1,0 +1,221 @@
+"""The device core without sockets: SQLite store, per-patient history, model and supervisor.
+
+Uses the packaged bundle on the real LiteRT interpreter. The golden replay sends a recorded
+AIM-94 patient through :class:`Advisor` event by event and checks every decision equals the
+bulk evaluation path (EVALUATION.md §1), so the live device and the published figures agree.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from device.advisor import ERROR, Advisor, ModelSlot
+from device.bundle import default_bundle_path, open_bundle
+from device.config import DeviceConfig, SafetyConfig
+from device.evaluation import evaluate
+from device.inference import DoseModel
+from device.models import load_dose_model
+from device.safety import SafetyProfile
+from device.store import Added, Store
+from preprocessing.events import Event, Kind, within_timestamp_rank
+from preprocessing.features import PatientHistory, window_at
+from preprocessing.validation import decode_event
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def dose_model() -> DoseModel:
+    return DoseModel(open_bundle(default_bundle_path("dose")))
+
+
+def make_advisor(tmp_path, dose_model, clock="wall", safety=None) -> Advisor:
+    store = Store(tmp_path / "state.sqlite3")
+    return Advisor(store, ModelSlot(dose_model), safety or SafetyConfig(), clock, wall_clock=lambda: NOW)
+
+
+def payload(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def history_payloads(patient="p-1", days=5, units=7.0):
+    out = []
+    for d in range(days, 0, -1):
+        ts = (NOW - timedelta(days=d)).isoformat()
+        out.append(payload(id=f"{patient}-g{d}", patient=patient, ts=ts, kind="glucose", mg_dl=150))
+        out.append(payload(id=f"{patient}-i{d}", patient=patient, ts=ts, kind="insulin", insulin="regular",
+                           units=units))
+    return out
+
+
+# ------------------------------------------------------------------------ store
+def test_store_duplicates_conflicts_and_order(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    glucose = decode_event(payload(id="e1", patient="p", ts=NOW.isoformat(), kind="glucose", mg_dl=100), NOW)
+    dose = decode_event(payload(id="e0", patient="p", ts=NOW.isoformat(), kind="insulin", insulin="regular",
+                                units=3), NOW)
+    assert store.add_event(dose) is Added.NEW
+    assert store.add_event(glucose) is Added.NEW
+    assert store.add_event(glucose) is Added.DUPLICATE
+    changed = decode_event(payload(id="e1", patient="p", ts=NOW.isoformat(), kind="glucose", mg_dl=101), NOW)
+    assert store.add_event(changed) is Added.CONFLICT
+    assert store.count_events() == 2
+    assert [e.id for e in store.events_for("p")] == ["e1", "e0"]  # insulin after glucose at one timestamp
+    store.close()
+    reopened = Store(tmp_path / "s.sqlite3")
+    assert reopened.events_for("p")[0] == glucose
+    assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_audit_is_append_only(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    store.audit("dose_confirmed", {"units": 4.0}, patient="p")
+    with pytest.raises(Exception, match="append-only"):
+        store._db.execute("UPDATE audit SET action = 'x'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store._db.execute("DELETE FROM audit")
+    assert [r["action"] for r in store.audit_rows()] == ["dose_confirmed"]
+
+
+# ---------------------------------------------------------------------- advisor
+def test_fresh_glucose_gets_a_supervised_suggestion(tmp_path, dose_model):
+    advisor = make_advisor(tmp_path, dose_model)
+    for raw in history_payloads():
+        advisor.handle(raw)
+    outcome = advisor.handle(payload(id="now", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=180))
+    s = outcome.suggestion
+    assert s["status"] == "suggest" and s["event_id"] == "now" and s["id"] == "s-now"
+    assert s["usual_units"] == 7.0 and 0 < s["units"] <= s["model_units"] + 1e-9
+    assert s["units"] % 0.5 == 0 and s["latency_ms"] > 0
+    assert s["model"]["name"] == "dose" and s["model"]["version"] == dose_model.bundle.version
+    assert {"id", "patient", "event_id", "ts", "status", "units", "model_units", "usual_units", "reasons",
+            "model", "latency_ms"} <= set(s)
+    assert [r["action"] for r in advisor.store.audit_rows()][-1] == "suggest"
+
+
+@pytest.mark.parametrize("event, status, words", [
+    ({"kind": "glucose", "mg_dl": 55}, "withhold", "below 70"),
+    ({"kind": "glucose", "mg_dl": 150, "ts": (NOW - timedelta(minutes=20)).isoformat()}, "insufficient_data",
+     "20 minutes old"),
+    ({"kind": "request"}, "insufficient_data", "5.0 hours old"),  # the last reading is 5 h old
+])
+def test_withhold_and_insufficient(tmp_path, dose_model, event, status, words):
+    advisor = make_advisor(tmp_path, dose_model)
+    for raw in history_payloads():
+        advisor.handle(raw)
+    if event["kind"] == "request":
+        advisor.handle(payload(id="g-old", patient="p-1", ts=(NOW - timedelta(minutes=300)).isoformat(),
+                               kind="glucose", mg_dl=140))
+    s = advisor.handle(payload(**({"id": "e", "patient": "p-1", "ts": NOW.isoformat()} | event))).suggestion
+    assert s["status"] == status and s["units"] == 0.0
+    assert words in " ".join(s["reasons"])
+
+
+def test_hypo_symptoms_then_glucose_withholds(tmp_path, dose_model):
+    advisor = make_advisor(tmp_path, dose_model)
+    for raw in history_payloads():
+        advisor.handle(raw)
+    advisor.handle(payload(id="h", patient="p-1", ts=(NOW - timedelta(hours=1)).isoformat(), kind="hypo_symptoms"))
+    s = advisor.handle(payload(id="g", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=160)).suggestion
+    assert s["status"] == "withhold" and "symptoms" in s["reasons"][0]
+
+
+def test_per_patient_profile(tmp_path, dose_model):
+    strict = SafetyProfile(max_single_units=2.0)
+    advisor = make_advisor(tmp_path, dose_model, safety=SafetyConfig(patients={"p-1": strict}))
+    for raw in history_payloads() + history_payloads("p-2"):
+        advisor.handle(raw)
+    one = advisor.handle(payload(id="a", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=180)).suggestion
+    two = advisor.handle(payload(id="b", patient="p-2", ts=NOW.isoformat(), kind="glucose", mg_dl=180)).suggestion
+    assert one["units"] == 2.0 and "maximum single dose" in " ".join(one["reasons"])
+    assert two["units"] > 2.0
+
+
+def test_duplicates_and_conflicts(tmp_path, dose_model):
+    advisor = make_advisor(tmp_path, dose_model)
+    for raw in history_payloads():
+        advisor.handle(raw)
+    raw = payload(id="now", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=180)
+    first = advisor.handle(raw)
+    assert first.added is Added.NEW and first.suggestion
+    again = advisor.handle(raw)
+    assert again.added is Added.DUPLICATE
+    assert again.suggestion == first.suggestion  # not yet confirmed by the broker: same one, resent
+    advisor.store.mark_published(first.suggestion["id"])
+    assert advisor.handle(raw).messages == []  # sent already: never again
+    assert advisor.store.count_events() == 11 and len(advisor.history("p-1")) == 11
+    conflict = advisor.handle(payload(id="now", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=90))
+    assert conflict.messages[0].kind == ERROR and "different content" in conflict.messages[0].payload["reason"]
+
+
+def test_bad_payload_is_an_error_and_nothing_is_stored(tmp_path, dose_model):
+    advisor = make_advisor(tmp_path, dose_model)
+    outcome = advisor.handle(b'{"id": "x1", "patient": "p", "ts": "2026-11-21T12:00:00+00:00", "kind": "glucose"}')
+    assert outcome.messages[0].kind == ERROR and outcome.messages[0].payload["event_id"] == "x1"
+    assert advisor.store.count_events() == 0
+
+
+def test_late_event_rebuilds_history_in_order(tmp_path, dose_model):
+    advisor = make_advisor(tmp_path, dose_model, clock="event")
+    raws = history_payloads()
+    late = raws.pop(3)  # the insulin of day 4 arrives last
+    for raw in raws + [late]:
+        advisor.handle(raw)
+    expected = PatientHistory(advisor.spec)
+    events = sorted((decode_event(r, NOW) for r in history_payloads()), key=lambda e: (e.ts, within_timestamp_rank(e)))
+    expected.extend(events)
+    assert [e.id for e in advisor.history("p-1").events] == [e.id for e in events]
+    assert (window_at(advisor.history("p-1"), NOW) == window_at(expected, NOW)).all()
+
+
+def test_restart_reloads_history_from_the_store(tmp_path, dose_model):
+    advisor = make_advisor(tmp_path, dose_model)
+    for raw in history_payloads():
+        advisor.handle(raw)
+    before = window_at(advisor.history("p-1"), NOW)
+    advisor.store.close()
+    fresh = make_advisor(tmp_path, dose_model)
+    assert (window_at(fresh.history("p-1"), NOW) == before).all()
+
+
+def test_without_a_model_every_decision_is_insufficient(tmp_path):
+    advisor = Advisor(Store(tmp_path / "s.sqlite3"), ModelSlot(None, "bundle signature invalid"), SafetyConfig(),
+                      wall_clock=lambda: NOW)
+    s = advisor.handle(payload(id="g", patient="p", ts=NOW.isoformat(), kind="glucose", mg_dl=150)).suggestion
+    assert s["status"] == "insufficient_data" and "bundle signature invalid" in s["reasons"][0]
+    assert s["model"]["version"] is None
+
+
+def test_broken_configured_bundle_falls_back_to_packaged(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    slot, notes = load_dose_model(DeviceConfig(state_dir=tmp_path, bundle=broken))
+    assert slot.model is not None and slot.model.bundle.path == default_bundle_path("dose")
+    assert any("was not used" in n for n in notes) and any("instead" in n for n in notes)
+
+
+def test_golden_replay_matches_the_evaluation_path(tmp_path, dose_model, aim94_logs):
+    """Replay AIM-94 patient 3 event by event with a request at every decision point."""
+    log = next(lg for lg in aim94_logs if lg.number == 3)
+    rows = evaluate(dose_model.bundle, [log])
+    advisor = make_advisor(tmp_path, dose_model, clock="event")
+    events = sorted(log.events, key=lambda e: (e.ts, within_timestamp_rank(e)))
+    got = []
+    requested = set()
+    for event in events:
+        if event.is_regular_dose and event.ts not in requested:
+            requested.add(event.ts)
+            request = Event(id=f"req-{len(requested)}", patient=event.patient, ts=event.ts, kind=Kind.REQUEST)
+            got.append(advisor.handle(json.dumps(request.to_payload()).encode()).suggestion)
+        advisor.handle(json.dumps(event.to_payload()).encode())
+    by_ts = {s["ts"]: s for s in got}
+    assert len(rows) >= len(by_ts) > 50
+    for row in rows:
+        s = by_ts[row.ts]
+        assert s["model_units"] == pytest.approx(row.model_units, abs=1e-3)
+        assert s["status"] == row.status and s["units"] == row.suggested_units
