@@ -181,12 +181,11 @@ class Advisor:
         return outcome
 
     def _suggestion_for(self, event: Event, received: float) -> dict | None:
-        stored = self.store.suggestion_for_event(event.id)
-        if stored is not None:
-            return None if stored.published else stored.payload
+        if self.store.suggestion_for_event(event.id) is not None:
+            return None  # sent before (the event is a redelivery): never send it twice
         payload = self.decide(event.patient, self._decision_time(event), event.id)
         payload["latency_ms"] = round((time.perf_counter() - received) * 1000.0, 3)
-        self.store.save_suggestion(payload)
+        self.store.record_sent(payload)
         self.store.audit(payload["status"], {"units": payload["units"], "reasons": payload["reasons"],
                                              "model_units": payload["model_units"]},
                          patient=event.patient, event_id=event.id, suggestion_id=payload["id"])

@@ -5,9 +5,10 @@ Delivery guarantees:
 * events arrive at QoS 1 on a persistent session under a stable client id, so what is
   published while the device is down waits at the broker;
 * an event is acknowledged (PUBACK, manual) only after it is committed to SQLite and, when
-  it triggers a suggestion, only after the broker confirmed that suggestion, which is then
-  marked as sent — so after a ``kill -9`` the broker redelivers exactly the unfinished
-  events, stored ones are recognised by id, and a sent suggestion is never sent again;
+  it triggers a suggestion, only after the broker confirmed that suggestion — so after a
+  ``kill -9`` the broker redelivers exactly the unfinished events and stored ones are
+  recognised by id;
+* a suggestion is committed as sent just before it is published, so it is never sent twice;
 * ``status`` is retained: ``online`` once subscribed and ready, ``offline`` as last will
   and on a clean stop (SIGTERM or SIGINT).
 """
@@ -52,8 +53,7 @@ class DeviceService:
         self.ready = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._inflight: dict[int, str] = {}  # publish mid -> suggestion id
-        self._waiting_acks: dict[str, list[tuple[int, int]]] = {}  # suggestion id -> event (mid, qos)
+        self._inflight: dict[int, tuple[int, int]] = {}  # suggestion publish mid -> event (mid, qos)
         self.client = make_client(
             config.broker, config.client_id, persistent=True, manual_ack=True,
             will=Will(self.topics.status, json.dumps(self._status("offline")).encode()),
@@ -134,27 +134,18 @@ class DeviceService:
         self._send_suggestion(Outgoing(SUGGESTION, suggestion), (message.mid, message.qos))
 
     def _send_suggestion(self, outgoing: Outgoing, event: tuple[int, int]) -> None:
-        sid = outgoing.payload["id"]
         with self._lock:
-            if sid in self._waiting_acks:  # already on its way: acknowledge the event with it
-                self._waiting_acks[sid].append(event)
-                return
-            self._waiting_acks[sid] = [event]
             info = self.client.publish(
                 self.topics.suggestions, json.dumps(outgoing.payload), qos=1, retain=False,
                 properties=expiring(self.config.broker, self.config.suggestion_expiry_s),
             )
-            self._inflight[info.mid] = sid
+            self._inflight[info.mid] = event
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
-            sid = self._inflight.pop(mid, None)
-            events = self._waiting_acks.pop(sid, []) if sid else []
-        if sid is None:
-            return
-        self.store.mark_published(sid)
-        for event_mid, qos in events:
-            client.ack(event_mid, qos)
+            event = self._inflight.pop(mid, None)
+        if event is not None:
+            client.ack(*event)  # the suggestion reached the broker: now the event is done
 
     def _publish_error(self, payload: dict) -> None:
         self.client.publish(self.topics.errors, json.dumps(payload), qos=1, retain=False)

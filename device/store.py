@@ -2,7 +2,9 @@
 
 An event is committed here before the broker is told it was received, so a ``kill -9`` or
 power cut loses nothing that was acknowledged. Suggestions are stored before they are sent
-and marked when the broker confirmed them, so a restart never repeats one. The audit table
+and recorded as sent in the same commit, just before they are handed to the broker, so a
+restart never sends one twice (at most once; the window for a loss is the few microseconds
+between that commit and the socket write). The audit table
 is append-only: triggers refuse updates and deletes.
 """
 
@@ -13,7 +15,6 @@ import hashlib
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,10 +45,9 @@ CREATE TABLE IF NOT EXISTS suggestions (
     patient TEXT NOT NULL,
     status TEXT NOT NULL,
     payload TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    published_at TEXT
+    sent_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS suggestions_patient ON suggestions (patient, created_at);
+CREATE INDEX IF NOT EXISTS suggestions_patient ON suggestions (patient, sent_at);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -74,14 +74,6 @@ class Added(enum.Enum):
     NEW = "new"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSuggestion:
-    """A suggestion as stored, and whether the broker has confirmed it."""
-
-    payload: dict
-    published: bool
 
 
 def _now_iso() -> str:
@@ -162,25 +154,17 @@ class Store:
         return int(self._read("SELECT COUNT(*) FROM events")[0][0])
 
     # ------------------------------------------------------------- suggestions
-    def save_suggestion(self, payload: dict) -> None:
-        """Store a suggestion before it is sent (one per triggering event)."""
+    def record_sent(self, payload: dict) -> None:
+        """Commit a suggestion as sent, immediately before it is published (one per triggering event)."""
         self._write(
-            "INSERT INTO suggestions (id, event_id, patient, status, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO suggestions (id, event_id, patient, status, payload, sent_at) VALUES (?, ?, ?, ?, ?, ?)",
             (payload["id"], payload["event_id"], payload["patient"], payload["status"],
              json.dumps(payload), _now_iso()),
         )
 
-    def mark_published(self, suggestion_id: str) -> None:
-        self._write(
-            "UPDATE suggestions SET published_at = ? WHERE id = ? AND published_at IS NULL",
-            (_now_iso(), suggestion_id),
-        )
-
-    def suggestion_for_event(self, event_id: str) -> StoredSuggestion | None:
-        rows = self._read("SELECT payload, published_at FROM suggestions WHERE event_id = ?", (event_id,))
-        if not rows:
-            return None
-        return StoredSuggestion(json.loads(rows[0][0]), rows[0][1] is not None)
+    def suggestion_for_event(self, event_id: str) -> dict | None:
+        rows = self._read("SELECT payload FROM suggestions WHERE event_id = ?", (event_id,))
+        return json.loads(rows[0][0]) if rows else None
 
     def latest_suggestion(self, patient: str) -> dict | None:
         rows = self._read(

@@ -38,3 +38,18 @@ def aim94_logs(aim94_dir):
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture()
+def mosquitto(tmp_path):
+    """A real Mosquitto on a free loopback port with persistence; stopped after the test."""
+    from tools.broker import MosquittoBroker, mosquitto_path
+
+    if mosquitto_path() is None:
+        message = "mosquitto is not installed (apt-get install mosquitto)"
+        if IN_CI:
+            pytest.fail(message + " — CI requires it", pytrace=False)
+        pytest.skip(message)
+    broker = MosquittoBroker(tmp_path / "mosquitto").start()
+    yield broker
+    broker.stop()

@@ -8,6 +8,7 @@ amqtt (MQTT 3.1.1 only) in a background thread, for machines without Mosquitto.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import shutil
 import socket
 import subprocess
@@ -65,6 +66,7 @@ class MosquittoBroker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            f"user {getpass.getuser()}\n"  # as root, stay root so the persistence file in workdir is writable
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"

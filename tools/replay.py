@@ -17,6 +17,8 @@ from device.mqtt_client import connect_async, make_client
 from device.topics import Topics
 from preprocessing.events import Event
 
+MAX_UNCONFIRMED = 30000
+
 
 class EventPublisher:
     """A QoS 1 publisher of events to ``advisor/<device>/events``."""
@@ -25,7 +27,10 @@ class EventPublisher:
         self.topics = Topics(device_id)
         self.client = make_client(broker, client_id or f"advisor-replay-{device_id}", persistent=True)
         self.connected = threading.Event()
-        self._last = None
+        self._lock = threading.Lock()
+        self._issued: set[int] = set()
+        self._confirmed: set[int] = set()
+        self.client.on_publish = self._on_publish
         self.client.on_connect = lambda c, u, f, rc, p: (not rc.is_failure) and self.connected.set()
         self.client.on_disconnect = lambda *a: self.connected.clear()
         connect_async(self.client, broker, persistent=True)
@@ -37,14 +42,30 @@ class EventPublisher:
 
     def publish(self, payload: dict | bytes | str):
         """Queue one payload (an event dict, or raw bytes for hostile-input tests)."""
+        if len(self._issued) > MAX_UNCONFIRMED:
+            self.flush()  # packet ids wrap at 65535: settle before reusing them
         body = json.dumps(payload) if isinstance(payload, dict) else payload
-        self._last = self.client.publish(self.topics.events, body, qos=1)
-        return self._last
+        info = self.client.publish(self.topics.events, body, qos=1)
+        with self._lock:
+            self._issued.add(info.mid)  # queued even while disconnected; sent on reconnect
+        return info
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            self._confirmed.add(mid)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until the broker has accepted everything published so far."""
-        if self._last is not None:
-            self._last.wait_for_publish(timeout=timeout_s)
+        """Wait until the broker has confirmed everything published so far."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if self._issued <= self._confirmed:
+                    self._issued.clear()
+                    self._confirmed.clear()
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the broker did not confirm every event within {timeout_s:g} s")
+            time.sleep(0.01)
 
     def publish_events(self, events: Iterable[Event], pause: Callable[[Event], float] = lambda e: 0.0,
                        stop: threading.Event | None = None) -> int:
@@ -68,18 +89,21 @@ class EventPublisher:
 class DeviceWatcher:
     """Subscribes to a device's suggestions, errors and status and keeps every message."""
 
-    def __init__(self, broker: BrokerConfig, device_id: str, client_id: str | None = None) -> None:
+    def __init__(self, broker: BrokerConfig, device_id: str, client_id: str | None = None,
+                 persistent: bool = False) -> None:
+        """With ``persistent`` and a stable ``client_id`` nothing is missed across a broker restart."""
         self.topics = Topics(device_id)
         self.suggestions: list[dict] = []
         self.errors: list[dict] = []
         self.status: list[dict] = []
         self._changed = threading.Condition()
         self.subscribed = threading.Event()
-        self.client = make_client(broker, client_id or f"advisor-watch-{device_id}-{id(self):x}", persistent=False)
+        self.client = make_client(broker, client_id or f"advisor-watch-{device_id}-{id(self):x}",
+                                  persistent=persistent)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message
-        connect_async(self.client, broker, persistent=False)
+        connect_async(self.client, broker, persistent=persistent)
         self.client.loop_start()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

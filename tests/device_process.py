@@ -1,0 +1,78 @@
+"""Run ``advisor device run`` as a real child process, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tools.broker import free_port
+
+
+class DeviceProcess:
+    """One device process; ``start`` waits until its page reports the broker subscription ready."""
+
+    def __init__(self, state_dir: Path, broker_url: str, device_id: str = "bed1", clock: str = "wall",
+                 python: str = sys.executable, extra: tuple[str, ...] = ()) -> None:
+        self.state_dir = state_dir
+        self.broker_url = broker_url
+        self.device_id = device_id
+        self.clock = clock
+        self.python = python
+        self.extra = extra
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.log = state_dir.parent / f"device-{device_id}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "tools.cli", "device", "run", "--broker", self.broker_url,
+                "--device-id", self.device_id, "--http", f"127.0.0.1:{self.port}",
+                "--state-dir", str(self.state_dir), "--clock", self.clock, *self.extra]
+
+    def start(self, timeout_s: float = 20.0) -> "DeviceProcess":
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            cwd=Path(__file__).resolve().parents[1])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"device exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if self.status().get("state") == "online":
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"device not ready within {timeout_s:g} s: {self.log.read_text()[-2000:]}")
+
+    def status(self) -> dict:
+        with urllib.request.urlopen(self.url + "api/status", timeout=2) as response:
+            return json.loads(response.read())
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path.lstrip("/"), timeout=5) as response:
+            return json.loads(response.read())
+
+    def kill(self) -> None:
+        """``kill -9``: no clean-up of any kind."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout_s: float = 15.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)

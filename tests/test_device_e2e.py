@@ -1,0 +1,213 @@
+"""End to end through a real Mosquitto on loopback and a real ``advisor device run`` process."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from device.config import BrokerConfig
+from tools.replay import DeviceWatcher, EventPublisher
+
+from . import event_factory
+from .device_process import DeviceProcess
+
+DEVICE = "bed1"
+
+
+@pytest.fixture()
+def rig(mosquitto, tmp_path):
+    """Broker, device process, a publisher and a watcher of the device's answers."""
+    broker = BrokerConfig(url=mosquitto.url)
+    watcher = DeviceWatcher(broker, DEVICE, client_id="test-watcher", persistent=True)
+    assert watcher.subscribed.wait(5)
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE).start()
+    publisher = EventPublisher(broker, DEVICE, client_id="test-sensor")
+    publisher.wait_connected()
+    yield device, publisher, watcher, mosquitto
+    publisher.close()
+    watcher.close()
+    device.stop()
+
+
+def send_history(publisher, watcher, patient="p-1", now=None):
+    now = now or datetime.now(timezone.utc)
+    events = event_factory.history(patient, now)
+    for event in events:
+        publisher.publish(event)
+    assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s["patient"] == patient]) >= 5, 10)
+    return now
+
+
+def db_rows(device, sql):
+    with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
+        return db.execute(sql).fetchall()
+
+
+def test_status_is_retained_online_then_offline_on_sigterm(rig):
+    device, publisher, watcher, broker = rig
+    assert watcher.wait_for(lambda w: any(s["state"] == "online" for s in w.status), 5)
+    online = [s for s in watcher.status if s["state"] == "online"][-1]
+    assert online["models"][0]["name"] == "dose" and online["models"][0]["version"]
+    late = DeviceWatcher(BrokerConfig(url=broker.url), DEVICE)  # connects later: gets the retained status
+    assert late.wait_for(lambda w: w.status and w.status[-1]["state"] == "online", 5)
+    assert device.terminate() == 0
+    assert late.wait_for(lambda w: w.status[-1]["state"] == "offline", 5)
+    late.close()
+
+
+def test_fresh_glucose_gets_a_suggestion_within_one_second(rig):
+    device, publisher, watcher, _ = rig
+    now = send_history(publisher, watcher)
+    start = time.monotonic()
+    publisher.publish(event_factory.glucose("fresh-1", "p-1", now, 180))
+    assert watcher.wait_for(lambda w: w.suggestion_for("fresh-1"), 1.0), "no suggestion within 1 s"
+    elapsed = time.monotonic() - start
+    s = watcher.suggestion_for("fresh-1")
+    assert s["status"] == "suggest" and s["units"] > 0 and s["usual_units"] == 7.0
+    assert 0 < s["latency_ms"] < 1000 and elapsed < 1.0
+    assert s["reasons"] and s["model"]["version"]
+
+
+def test_low_glucose_withholds_with_a_reason(rig):
+    device, publisher, watcher, _ = rig
+    now = send_history(publisher, watcher)
+    publisher.publish(event_factory.glucose("low-1", "p-1", now, 55))
+    assert watcher.wait_for(lambda w: w.suggestion_for("low-1"), 2)
+    s = watcher.suggestion_for("low-1")
+    assert s["status"] == "withhold" and s["units"] == 0
+    assert "55 mg/dL is below 70" in s["reasons"][0]
+
+
+def test_stale_reading_is_insufficient_data(rig):
+    device, publisher, watcher, _ = rig
+    now = send_history(publisher, watcher)
+    publisher.publish(event_factory.glucose("stale-1", "p-1", now - timedelta(minutes=40), 150))
+    assert watcher.wait_for(lambda w: w.suggestion_for("stale-1"), 2)
+    s = watcher.suggestion_for("stale-1")
+    assert s["status"] == "insufficient_data" and s["units"] == 0 and "40 minutes old" in s["reasons"][0]
+
+
+def hostile_payloads(now: datetime) -> list[tuple[str, bytes, str | None]]:
+    ts = now.isoformat()
+    good = {"patient": "p-1", "ts": ts, "kind": "glucose", "mg_dl": 120}
+    return [
+        ("malformed JSON", b'{"id": "h1", "kind": ', None),
+        ("not an object", b"[1, 2, 3]", None),
+        ("wrong type", json.dumps(good | {"id": "h2", "mg_dl": "lots"}).encode(), "h2"),
+        ("NaN", json.dumps(good | {"id": "h3", "mg_dl": float("nan")}).encode(), "h3"),
+        ("Infinity", b'{"id": "h4", "patient": "p-1", "ts": "%s", "kind": "glucose", "mg_dl": Infinity}'
+         % ts.encode(), "h4"),
+        ("absurd glucose", json.dumps(good | {"id": "h5", "mg_dl": 99999}).encode(), "h5"),
+        ("absurd insulin", json.dumps({"id": "h6", "patient": "p-1", "ts": ts, "kind": "insulin",
+                                       "insulin": "regular", "units": 5000}).encode(), "h6"),
+        ("far future", json.dumps(good | {"id": "h7", "ts": "2999-01-01T00:00:00+00:00"}).encode(), "h7"),
+        ("ancient", json.dumps(good | {"id": "h8", "ts": "0001-01-01T00:00:00+00:00"}).encode(), "h8"),
+        ("path-like patient", json.dumps(good | {"id": "h9", "patient": "../../etc/passwd"}).encode(), "h9"),
+        ("path-like id", json.dumps(good | {"id": "../x"}).encode(), None),
+        ("huge", json.dumps(good | {"id": "h10", "note": "x" * 70000}).encode(), None),
+        ("deeply nested", b'{"id": "h11", "a": ' + b"[" * 5000 + b"]" * 5000 + b"}", None),
+        ("unknown kind", json.dumps(good | {"id": "h12", "kind": "teleport"}).encode(), "h12"),
+        ("binary", bytes(range(256)), None),
+        ("empty", b"", None),
+    ]
+
+
+def test_hostile_payloads_are_answered_and_the_device_keeps_serving(rig):
+    device, publisher, watcher, _ = rig
+    now = send_history(publisher, watcher)
+    cases = hostile_payloads(now)
+    for _, raw, _ in cases:
+        publisher.publish(raw)
+    assert watcher.wait_for(lambda w: len(w.errors) >= len(cases), 5), watcher.errors
+    assert len(watcher.errors) == len(cases)
+    for (name, _, event_id), error in zip(cases, watcher.errors):
+        assert error["event_id"] == event_id, name
+        assert error["reason"], name
+    publisher.publish(event_factory.glucose("after-1", "p-1", now, 160))
+    assert watcher.wait_for(lambda w: w.suggestion_for("after-1"), 2)
+    assert db_rows(device, "SELECT COUNT(*) FROM events")[0][0] == 11  # nothing hostile was stored
+    assert device.status()["state"] == "online"
+
+
+def test_duplicate_id_is_counted_once(rig):
+    device, publisher, watcher, _ = rig
+    now = send_history(publisher, watcher)
+    event = event_factory.glucose("dup-1", "p-1", now, 150)
+    for _ in range(3):
+        publisher.publish(event)
+    publisher.publish(event_factory.glucose("dup-2", "p-1", now, 151))
+    assert watcher.wait_for(lambda w: w.suggestion_for("dup-2"), 3)
+    assert [s["event_id"] for s in watcher.suggestions].count("dup-1") == 1
+    assert db_rows(device, "SELECT COUNT(*) FROM events WHERE id = 'dup-1'")[0][0] == 1
+
+
+STREAM = 60
+
+
+def stream_events(now: datetime) -> list[dict]:
+    """Fresh glucose readings of three patients, a few seconds apart, plus meals."""
+    out = []
+    for i in range(STREAM):
+        patient = f"p-{i % 3 + 1}"
+        ts = now - timedelta(seconds=STREAM - i)
+        out.append(event_factory.glucose(f"s-{i:03d}", patient, ts, 120 + i))
+        if i % 10 == 0:
+            out.append({"id": f"m-{i:03d}", "patient": patient, "ts": ts.isoformat(), "kind": "meal",
+                        "size": "typical"})
+    return out
+
+
+def assert_nothing_lost_nothing_repeated(device, watcher, accepted: list[dict]):
+    decisions = {e["id"] for e in accepted if e["kind"] == "glucose"}
+    watcher.wait_for(lambda w: {s["event_id"] for s in w.suggestions} >= decisions, 20)
+    stored = {r[0] for r in db_rows(device, "SELECT id FROM events")}
+    assert {e["id"] for e in accepted} - stored == set(), "accepted events were lost"
+    assert decisions - {s["event_id"] for s in watcher.suggestions} == set(), "decisions without a suggestion"
+    counts = Counter(s["id"] for s in watcher.suggestions)
+    repeated = {k: v for k, v in counts.items() if v > 1}
+    assert not repeated, f"suggestions repeated: {repeated}"
+    assert len(db_rows(device, "SELECT id FROM suggestions")) == len(counts)
+
+
+def test_kill_9_mid_stream_then_restart_loses_nothing_and_repeats_nothing(rig):
+    device, publisher, watcher, _ = rig
+    now = datetime.now(timezone.utc)
+    accepted = [e for p in ("p-1", "p-2", "p-3") for e in event_factory.history(p, now)]
+    for event in accepted:
+        publisher.publish(event)
+    stream = stream_events(now)
+    accepted += stream
+    for i, event in enumerate(stream):
+        publisher.publish(event)
+        if i == len(stream) // 3:
+            time.sleep(0.05)
+            device.kill()  # mid-stream, no clean-up; the rest waits at the broker
+        time.sleep(0.005)
+    publisher.flush()
+    device.start()
+    assert_nothing_lost_nothing_repeated(device, watcher, accepted)
+    assert db_rows(device, "SELECT COUNT(*) FROM events")[0][0] == len(accepted)
+
+
+def test_broker_restart_mid_stream_loses_nothing(rig):
+    device, publisher, watcher, broker = rig
+    now = datetime.now(timezone.utc)
+    accepted = [e for p in ("p-1", "p-2", "p-3") for e in event_factory.history(p, now)]
+    for event in accepted:
+        publisher.publish(event)
+    stream = stream_events(now)
+    accepted += stream
+    for i, event in enumerate(stream):
+        if i == len(stream) // 2:
+            broker.restart()  # clean stop: Mosquitto saves its queue; clients reconnect with backoff
+        publisher.publish(event)
+        time.sleep(0.005)
+    assert publisher.connected.wait(15), "the sensor did not reconnect"
+    publisher.flush()
+    assert_nothing_lost_nothing_repeated(device, watcher, accepted)
+    assert device.status()["broker_connected"]
