@@ -6,7 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-"$PY" -m pip install --quiet --disable-pip-version-check -e ".[device,train,dev]"
+
+# System parts the end-to-end tests use: a real Mosquitto broker and headless Chromium.
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto chromium chromium-driver >/dev/null
+    else
+        echo "tests/run.sh: install mosquitto and chromium (Debian: apt-get install mosquitto chromium chromium-driver)" >&2
+    fi
+fi
+
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[device,train,demo,dev]"
 
 # tflite-runtime 2.14 needs numpy<2, so the compatibility test runs it in its own environment.
 TFL_ENV=.venv-tflite214
@@ -16,5 +27,13 @@ if [ ! -x "$TFL_ENV/bin/python" ] || ! "$TFL_ENV/bin/python" -c "import tflite_r
         "numpy<2" "tflite-runtime==2.14.0" "cryptography>=41" "click>=8.1"
 fi
 export ADVISOR_TFLITE214_PYTHON="$PWD/$TFL_ENV/bin/python"
+
+# The device must run with only the "device" extra: no tensorflow, pandas or scikit-learn.
+DEV_ENV=.venv-device
+if [ ! -x "$DEV_ENV/bin/python" ]; then
+    "$PY" -m venv "$DEV_ENV"
+fi
+"$DEV_ENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[device]"
+export ADVISOR_DEVICE_ONLY_PYTHON="$PWD/$DEV_ENV/bin/python"
 
 exec "$PY" -m pytest "$@"

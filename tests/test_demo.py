@@ -1,0 +1,111 @@
+"""``advisor demo``: one command brings up broker, device, replay and page, and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+
+import pytest
+
+from device.config import BrokerConfig, DeviceConfig, HttpConfig
+from device.service import DeviceService
+from tools.broker import EmbeddedBroker
+from tools.replay import DeviceWatcher, EventPublisher
+
+from . import event_factory
+from .conftest import ROOT
+
+
+def demo_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tools.cli", "demo", "--http", "127.0.0.1:0", *args]
+
+
+def synthetic_env() -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("ADVISOR_AIM94_DIR", None)
+    return env
+
+
+def test_demo_replays_a_labelled_synthetic_patient(mosquitto):
+    done = subprocess.run(demo_command("--interval", "0", "--exit-after-replay"), capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env=synthetic_env())
+    assert done.returncode == 0, done.stderr
+    assert "SYNTHETIC patient 'synthetic-demo'" in done.stderr and "not real data" in done.stderr
+    assert re.search(r"bedside page: http://127\.0\.0\.1:\d+/\?patient=synthetic-demo", done.stderr)
+    assert "not a certified medical device" in done.stderr
+    assert "demo stopped" in done.stderr
+
+
+def test_demo_replays_an_aim94_patient(aim94_dir):
+    done = subprocess.run(demo_command("--interval", "0", "--exit-after-replay", "--data", str(aim94_dir),
+                                       "--patient", "3"),
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "AIM-94 patient 3" in done.stderr and "replay finished" in done.stderr
+
+
+def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c():
+    process = subprocess.Popen(demo_command("--interval", "0.05"), stderr=subprocess.PIPE, text=True,
+                               cwd=ROOT, env=synthetic_env())
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            match = re.search(r"bedside page: (http://\S+?)/\?patient=(\S+)", line)
+            if match:
+                url, patient = match.group(1), match.group(2)
+        assert url, "the demo never printed its page URL"
+        page = urllib.request.urlopen(url + "/", timeout=5).read().decode()
+        assert "Insulin advisor" in page and "not a certified medical device" in page
+        view = None
+        while time.monotonic() < deadline:
+            try:
+                view = json.loads(urllib.request.urlopen(f"{url}/api/patients/{patient}", timeout=5).read())
+            except urllib.error.HTTPError:  # 404 until the patient's first event is stored
+                view = None
+            if view and view["suggestion"]:
+                break
+            time.sleep(0.2)
+        assert view and view["suggestion"]["status"] in ("suggest", "withhold", "insufficient_data")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 0
+        assert "demo stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_device_works_on_the_embedded_broker(tmp_path):
+    pytest.importorskip("amqtt")
+    broker = EmbeddedBroker().start()
+    config = DeviceConfig(device_id="emb1", broker=BrokerConfig(url=broker.url, protocol="3.1.1"),
+                          http=HttpConfig(port=0), state_dir=tmp_path / "state")
+    service = DeviceService(config)
+    client_config = BrokerConfig(url=broker.url, protocol="3.1.1")
+    watcher = DeviceWatcher(client_config, "emb1")
+    publisher = EventPublisher(client_config, "emb1", client_id="emb-sensor")
+    try:
+        service.start()
+        assert service.ready.wait(10)
+        publisher.wait_connected()
+        assert watcher.subscribed.wait(5)
+        now = datetime.now(timezone.utc)
+        for event in event_factory.history("p-1", now):
+            publisher.publish(event)
+        publisher.publish(event_factory.glucose("emb-g", "p-1", now, 170))
+        assert watcher.wait_for(lambda w: w.suggestion_for("emb-g"), 10)
+        assert watcher.suggestion_for("emb-g")["status"] == "suggest"
+    finally:
+        publisher.close()
+        watcher.close()
+        service.stop()
+        broker.stop()
