@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass
 
@@ -46,6 +47,17 @@ def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_a
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(100)
     return client
+
+
+def disable_nagle(client: mqtt.Client) -> None:
+    """Send each packet at once (TCP_NODELAY): a suggestion must not wait for the next TCP ACK.
+
+    Call from ``on_connect``; paho does not set it, and Nagle's algorithm otherwise holds a
+    small PUBLISH back while an earlier segment is unacknowledged (measured: +8 ms median).
+    """
+    sock = client.socket()
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def connect_async(client: mqtt.Client, broker: BrokerConfig, persistent: bool) -> None:

@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 from .advisor import ERROR, SUGGESTION, Advisor, Outgoing
 from .config import DeviceConfig
 from .models import load_dose_model
-from .mqtt_client import Will, connect_async, expiring, make_client
+from .mqtt_client import Will, connect_async, disable_nagle, expiring, make_client
 from .store import Store, StoreError
 from .topics import Topics
 from .web import BedsideServer
@@ -88,6 +88,7 @@ class DeviceService:
         if reason_code.is_failure:
             log.error("broker %s refused the connection: %s", self.config.broker.display_url, reason_code)
             return
+        disable_nagle(client)
         self.connected.set()
         log.info("connected to %s (session present: %s)", self.config.broker.display_url, flags.session_present)
         client.subscribe(self.topics.events, qos=1)

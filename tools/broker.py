@@ -73,6 +73,7 @@ class MosquittoBroker:
             "autosave_interval 1\n"
             "max_queued_messages 100000\n"
             "max_inflight_messages 100\n"
+            "set_tcp_nodelay true\n"
             f"{self.extra_config}"
         )
         return conf

@@ -202,6 +202,7 @@ def bundle_info(bundle_path: Path | None, as_json: bool, trust) -> None:
 
 main.add_command(device_commands.device)
 main.add_command(device_commands.demo)
+main.add_command(device_commands.bench)
 
 if __name__ == "__main__":
     main()

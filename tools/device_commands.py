@@ -112,3 +112,20 @@ def demo(data_dir, patient, http, broker, state_dir, interval, exit_after_replay
         data_dir=data_dir, patient=patient, http=HttpConfig.parse(http), broker_url=broker,
         state_dir=state_dir, interval_s=interval, exit_after_replay=exit_after_replay,
     ), echo=lambda msg: click.echo(msg, err=True))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--events", type=click.IntRange(10, 1_000_000), default=1000, show_default=True,
+              help="Readings sent 10 ms apart for the steady-rate latency.")
+@click.option("--patients", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--idle-events", type=click.IntRange(10, 10_000), default=100, show_default=True,
+              help="Readings sent 200 ms apart, as on a quiet ward.")
+@friendly
+def bench(as_json: bool, events: int, patients: int, idle_events: int) -> None:
+    """Measure the device: event-to-suggestion latency through Mosquitto, cold start, peak RSS."""
+    from . import bench as bench_mod
+
+    figures = bench_mod.measure_device(events=events, patients=patients, idle_events=idle_events,
+                                       progress=lambda msg: click.echo(msg, err=True))
+    click.echo(bench_mod.to_json(figures) if as_json else bench_mod.device_table(figures))

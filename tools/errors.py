@@ -11,5 +11,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from device.signing import KeyFileError
     from device.store import StoreError
     from preprocessing.aim94 import Aim94Error
+    from tools.broker import BrokerStartError
 
-    return (Aim94Error, BundleError, ConfigError, KeyFileError, ProfileError, StoreError, OSError)
+    return (Aim94Error, BrokerStartError, BundleError, ConfigError, KeyFileError, ProfileError, StoreError, OSError)

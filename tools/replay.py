@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from device.config import BrokerConfig
-from device.mqtt_client import connect_async, make_client
+from device.mqtt_client import connect_async, disable_nagle, make_client
 from device.topics import Topics
 from preprocessing.events import Event
 
@@ -31,10 +31,15 @@ class EventPublisher:
         self._issued: set[int] = set()
         self._confirmed: set[int] = set()
         self.client.on_publish = self._on_publish
-        self.client.on_connect = lambda c, u, f, rc, p: (not rc.is_failure) and self.connected.set()
+        self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         connect_async(self.client, broker, persistent=True)
         self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            disable_nagle(client)
+            self.connected.set()
 
     def wait_connected(self, timeout_s: float = 10.0) -> None:
         if not self.connected.wait(timeout_s):
@@ -108,6 +113,7 @@ class DeviceWatcher:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
+            disable_nagle(client)
             client.subscribe([(self.topics.suggestions, 1), (self.topics.errors, 1), (self.topics.status, 1)])
 
     def _on_message(self, client, userdata, message) -> None:
