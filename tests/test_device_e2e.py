@@ -71,6 +71,12 @@ def test_fresh_glucose_gets_a_suggestion_within_one_second(rig):
     assert s["status"] == "suggest" and s["units"] > 0 and s["usual_units"] == 7.0
     assert 0 < s["latency_ms"] < 1000 and elapsed < 1.0
     assert s["reasons"] and s["model"]["version"]
+    assert all(flags == (False, 900) for flags in watcher.suggestion_flags), "not retained, 15 min expiry"
+    late = DeviceWatcher(BrokerConfig(url=rig[3].url), DEVICE)
+    assert late.subscribed.wait(5) and late.wait_for(lambda w: w.status, 5)
+    time.sleep(0.2)
+    assert late.suggestions == [], "a subscriber that connects later must not get an old dose"
+    late.close()
 
 
 def test_low_glucose_withholds_with_a_reason(rig):

@@ -101,6 +101,7 @@ class DeviceWatcher:
         self.suggestions: list[dict] = []
         self.errors: list[dict] = []
         self.status: list[dict] = []
+        self.suggestion_flags: list[tuple[bool, int | None]] = []  # (retained, MQTT 5 expiry seconds)
         self._changed = threading.Condition()
         self.subscribed = threading.Event()
         self.client = make_client(broker, client_id or f"advisor-watch-{device_id}-{id(self):x}",
@@ -126,6 +127,9 @@ class DeviceWatcher:
         if target is None:
             return
         with self._changed:
+            if target is self.suggestions:
+                expiry = getattr(message.properties, "MessageExpiryInterval", None) if message.properties else None
+                self.suggestion_flags.append((bool(message.retain), expiry))
             target.append(payload)
             self._changed.notify_all()
 
