@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -185,6 +186,7 @@ def measure_device(events: int = 1000, patients: int = 20, idle_events: int = 10
     timings = _Timings(config)
     publisher = EventPublisher(config, DEVICE_ID, client_id="advisor-bench-sensor")
     device = None
+    succeeded = False
     try:
         publisher.wait_connected()
         timings.ready.wait(10)
@@ -225,11 +227,13 @@ def measure_device(events: int = 1000, patients: int = 20, idle_events: int = 10
             count = events if name == "steady" else idle_events
             progress(f"{name}: {count} fresh readings, one every {gap * 1000:g} ms, and as many broker relays")
             phases.append(_latency_phase(name, gap, count, names, publisher, timings))
-        return DeviceFigures(
+        figures = DeviceFigures(
             patients=patients, phases=phases, cold_start_s=round(cold_start, 3),
             peak_rss_mb=round(_peak_rss_mb(device.pid), 1),
             machine=f"{os.uname().machine}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
         )
+        succeeded = True
+        return figures
     finally:
         if device is not None and device.poll() is None:
             device.terminate()
@@ -237,6 +241,8 @@ def measure_device(events: int = 1000, patients: int = 20, idle_events: int = 10
         publisher.close()
         timings.close()
         broker.stop()
+        if succeeded:
+            shutil.rmtree(workdir, ignore_errors=True)  # on failure the device log stays for inspection
 
 
 def device_table(figures: DeviceFigures) -> str:

@@ -8,6 +8,7 @@ every few seconds so the bedside page can be watched updating. Ctrl-C stops ever
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import tempfile
 import threading
@@ -100,4 +101,5 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         service.stop()
         if broker is not None:
             broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
         echo("demo stopped")
