@@ -1,1 +1,1 @@
-"""Serial firmware <-> MQTT bridge and C export of bundles (built in a later issue)."""
+"""Serial firmware <-> MQTT bridge and the export of bundles as C arrays for microcontrollers."""
