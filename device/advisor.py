@@ -104,6 +104,14 @@ class Advisor:
         for listener in list(self._listeners):
             listener(patient)
 
+    def swap_model(self, model: ModelSlot) -> None:
+        """Use a new model from the next decision on; histories are rebuilt for its feature spec."""
+        with self._lock:
+            self.model = model
+            self.spec = model.model.spec if model.model else FeatureSpec()
+            self._histories.clear()
+        self.touch()
+
     # ------------------------------------------------------------------- clock
     def now(self) -> datetime:
         """The device's "now": wall time, or the newest event time in event-clock mode."""

@@ -193,6 +193,37 @@ def open_bundle(path: Path, trusted: list[signing.PublicKey] | None = None,
     return Bundle(path, manifest, files, signer)
 
 
+def open_archive_bytes(data: bytes, origin: str, trusted: list[signing.PublicKey]) -> Bundle:
+    """Verify a ``.tar.gz`` bundle held in memory (as received over the air)."""
+    files = read_archive_bytes(data, origin)
+    manifest, signer = verify_files(files, trusted, origin, True)
+    return Bundle(Path(origin), manifest, files, signer)
+
+
+def pack_archive(path: Path) -> bytes:
+    """A bundle as ``.tar.gz`` bytes: a directory is packed (flat, fixed order and times)."""
+    path = Path(path)
+    if path.is_file():
+        return path.read_bytes()
+    files = _read_directory(path)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(files[name]))
+    return buffer.getvalue()
+
+
+def version_key(version: str) -> tuple:
+    """Order bundle versions: dotted numbers numerically (``2026.11.21.165610``), else as text."""
+    parts = version.split(".")
+    if all(p.isdigit() for p in parts):
+        return (0, tuple(int(p) for p in parts))
+    return (1, version)
+
+
 def sign_bundle_dir(path: Path, private_key_path: Path) -> str:
     """Write ``signature.json`` for a bundle directory; return the signing key id."""
     path = Path(path)

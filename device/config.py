@@ -155,6 +155,7 @@ class DeviceConfig:
     bundle: Path | None = None
     trust: tuple[Path, ...] = ()
     clock: str = "wall"
+    allow_downgrade: bool = False
     suggestion_expiry_s: int = 900
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
@@ -182,6 +183,10 @@ class DeviceConfig:
         for key in ("device_id", "clock"):
             if key in data:
                 kwargs[key] = _typed(data[key], str, key)
+        if "allow_downgrade" in data:
+            if not isinstance(data["allow_downgrade"], bool):
+                raise ConfigError("allow_downgrade must be true or false")
+            kwargs["allow_downgrade"] = data["allow_downgrade"]
         if "suggestion_expiry_s" in data:
             kwargs["suggestion_expiry_s"] = _typed(data["suggestion_expiry_s"], int, "suggestion_expiry_s")
         if "state_dir" in data:

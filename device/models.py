@@ -14,6 +14,7 @@ from .advisor import ModelSlot
 from .bundle import BundleError, default_bundle_path, open_bundle, packaged_trusted_keys
 from .config import DeviceConfig
 from .inference import DoseModel
+from .install import installed_path
 
 
 def trusted_keys(config: DeviceConfig) -> list[signing.PublicKey]:
@@ -22,11 +23,6 @@ def trusted_keys(config: DeviceConfig) -> list[signing.PublicKey]:
     for path in config.trust:
         keys.append(signing.load_public(path))
     return keys
-
-
-def installed_bundle_path(config: DeviceConfig, name: str = "dose") -> Path:
-    """Where a flashed bundle lives in the state directory."""
-    return config.state_dir / "bundles" / name
 
 
 def _load(path: Path, keys: list[signing.PublicKey]) -> DoseModel:
@@ -45,8 +41,8 @@ def load_dose_model(config: DeviceConfig) -> tuple[ModelSlot, list[str]]:
     candidates: list[Path] = []
     if config.bundle is not None:
         candidates.append(config.bundle)
-    elif installed_bundle_path(config).exists():
-        candidates.append(installed_bundle_path(config))
+    elif installed_path(config.state_dir).exists():
+        candidates.append(installed_path(config.state_dir))
     candidates.append(default_bundle_path("dose"))
     problem = "no bundle found"
     for path in candidates:

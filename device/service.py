@@ -25,10 +25,13 @@ from datetime import datetime, timezone
 
 import paho.mqtt.client as mqtt
 
-from .advisor import ERROR, SUGGESTION, Advisor, Outgoing
+from .advisor import ERROR, SUGGESTION, Advisor, ModelSlot, Outgoing
+from .bundle import BundleError
 from .config import DeviceConfig
-from .models import load_dose_model
+from .install import check_archive, install_archive
+from .models import load_dose_model, trusted_keys
 from .mqtt_client import Will, connect_async, disable_nagle, expiring, make_client
+from .ota import Receiver, TransferError
 from .store import Store, StoreError
 from .topics import Topics
 from .web import BedsideServer
@@ -49,6 +52,7 @@ class DeviceService:
         for note in self.model_notes:
             log.warning(note)
         self.advisor = Advisor(self.store, self.model_slot, config.safety, config.clock)
+        self.ota = Receiver()
         self.connected = threading.Event()
         self.ready = threading.Event()
         self._stopping = threading.Event()
@@ -91,7 +95,7 @@ class DeviceService:
         disable_nagle(client)
         self.connected.set()
         log.info("connected to %s (session present: %s)", self.config.broker.display_url, flags.session_present)
-        client.subscribe(self.topics.events, qos=1)
+        client.subscribe([(self.topics.events, 1), (self.topics.model, 1)])
         self.advisor.touch()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -111,6 +115,10 @@ class DeviceService:
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         received = time.perf_counter()
+        if message.topic == self.topics.model:
+            self._on_model_message(message.payload)
+            client.ack(message.mid, message.qos)
+            return
         if message.topic != self.topics.events:
             client.ack(message.mid, message.qos)
             return
@@ -147,6 +155,36 @@ class DeviceService:
             event = self._inflight.pop(mid, None)
         if event is not None:
             client.ack(*event)  # the suggestion reached the broker: now the event is done
+
+    def _on_model_message(self, raw: bytes) -> None:
+        """One message of an over-the-air bundle transfer; a complete one is checked and installed."""
+        try:
+            transfer, archive = self.ota.feed(raw)
+        except TransferError as exc:
+            self._model_ack({"transfer": exc.transfer, "accepted": False, "reason": exc.reason})
+            return
+        if archive is None:
+            return
+        current = self.model_slot.model.bundle.version if self.model_slot.model else None
+        try:
+            model = check_archive(archive, trusted_keys(self.config), current, self.config.allow_downgrade,
+                                  f"transfer {transfer}")
+            install_archive(self.config.state_dir, archive)
+        except (BundleError, OSError) as exc:
+            log.warning("rejected bundle transfer %s: %s", transfer, exc)
+            self._model_ack({"transfer": transfer, "accepted": False, "reason": str(exc)})
+            return
+        self.model_slot, self.model_notes = ModelSlot(model), []
+        self.advisor.swap_model(self.model_slot)
+        log.info("installed dose bundle %s from transfer %s", model.bundle.version, transfer)
+        self._model_ack({"transfer": transfer, "accepted": True, "name": model.bundle.name,
+                         "version": model.bundle.version})
+        self.client.publish(self.topics.status, json.dumps(self._status("online")), qos=1, retain=True)
+        self.store.audit("bundle_installed", {"version": model.bundle.version, "transfer": transfer,
+                                              "sha256": model.bundle.manifest_sha256})
+
+    def _model_ack(self, payload: dict) -> None:
+        self.client.publish(self.topics.model_ack, json.dumps(payload), qos=1, retain=False)
 
     def _publish_error(self, payload: dict) -> None:
         self.client.publish(self.topics.errors, json.dumps(payload), qos=1, retain=False)

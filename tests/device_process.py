@@ -18,13 +18,14 @@ class DeviceProcess:
     """One device process; ``start`` waits until its page reports the broker subscription ready."""
 
     def __init__(self, state_dir: Path, broker_url: str, device_id: str = "bed1", clock: str = "wall",
-                 python: str = sys.executable, extra: tuple[str, ...] = ()) -> None:
+                 python: str = sys.executable, extra: tuple[str, ...] = (), env: dict | None = None) -> None:
         self.state_dir = state_dir
         self.broker_url = broker_url
         self.device_id = device_id
         self.clock = clock
         self.python = python
         self.extra = extra
+        self.env = env or {}
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log = state_dir.parent / f"device-{device_id}.log"
@@ -39,7 +40,7 @@ class DeviceProcess:
                 "--state-dir", str(self.state_dir), "--clock", self.clock, *self.extra]
 
     def start(self, timeout_s: float = 20.0) -> "DeviceProcess":
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
                                             cwd=Path(__file__).resolve().parents[1])

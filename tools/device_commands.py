@@ -52,16 +52,22 @@ def _build_config(config_file, broker, username, password, protocol, device_id, 
               help="wall for live use; event takes each event's timestamp as now (log replay).")
 @click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Extra trusted bundle-signing public key (repeatable).")
+@click.option("--allow-downgrade", is_flag=True, default=None,
+              help="Accept flashed bundles older than the running one.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @friendly
 def device_run(config_file, broker, username, password, protocol, device_id, http, state_dir, bundle, clock,
-               trust, verbose) -> None:
+               trust, allow_downgrade, verbose) -> None:
     """Run the device: MQTT events in, supervised suggestions out, bedside page served."""
+    from dataclasses import replace
+
     from device.service import DeviceService
 
     _configure_logging(verbose)
     config = _build_config(config_file, broker, username, password, protocol, device_id, http, state_dir,
                            bundle, clock, trust)
+    if allow_downgrade:
+        config = replace(config, allow_downgrade=True)
     service = DeviceService(config)
     click.echo(f"device {config.device_id}: broker {config.broker.display_url}, state {config.state_dir}",
                err=True)
@@ -129,3 +135,40 @@ def bench(as_json: bool, events: int, patients: int, idle_events: int) -> None:
     figures = bench_mod.measure_device(events=events, patients=patients, idle_events=idle_events,
                                        progress=lambda msg: click.echo(msg, err=True))
     click.echo(bench_mod.to_json(figures) if as_json else bench_mod.device_table(figures))
+
+
+@click.command()
+@click.argument("bundle_path", type=click.Path(path_type=Path, exists=True))
+@click.option("--broker", help="mqtt://[user:password@]host:port of the device's broker.")
+@click.option("--device", "device_id", help="Device id to flash over MQTT.")
+@click.option("--to", "to_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Install into this device state directory (e.g. an SD card) instead.")
+@click.option("--key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Sign the bundle with this Ed25519 private key before sending.")
+@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              help="Seconds to wait for the device's answer.")
+@click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="With --to: extra trusted public key (repeatable).")
+@click.option("--allow-downgrade", is_flag=True, help="With --to: install an older version.")
+@friendly
+def flash(bundle_path, broker, device_id, to_dir, key, protocol, timeout, trust, allow_downgrade) -> None:
+    """Deliver a signed BUNDLE to a device over MQTT (or with --to into a state directory)."""
+    from device.config import BrokerConfig
+
+    from . import flash as flash_mod
+    from .common import trusted_keys
+
+    if (to_dir is None) == (broker is None or device_id is None):
+        raise click.UsageError("give either --broker and --device, or --to DIR")
+    archive = flash_mod.bundle_archive(bundle_path, key)
+    if to_dir is not None:
+        version = flash_mod.flash_to_directory(archive, to_dir, trusted_keys(trust), allow_downgrade)
+        click.echo(f"installed dose {version} into {to_dir}")
+        return
+    try:
+        answer = flash_mod.flash_over_mqtt(archive, BrokerConfig(url=broker, protocol=protocol), device_id,
+                                           timeout)
+    except flash_mod.FlashError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"accepted: device {device_id} now runs {answer['name']} {answer['version']}")
