@@ -29,7 +29,7 @@ from preprocessing.validation import ValidationError, decode_event
 from .config import SafetyConfig
 from .decision import decision_inputs
 from .inference import DoseModel
-from .safety import INSUFFICIENT, supervise
+from .safety import INSUFFICIENT, Verdict, supervise
 from .store import Added, Store
 
 SUGGESTION = "suggestion"
@@ -208,21 +208,21 @@ class Advisor:
             model_units = self.model.model.predict(window)
         inputs = decision_inputs(window, model_units)
         if self.model.model is None:
-            verdict_status, units = INSUFFICIENT, 0.0
-            reasons = [f"No valid dose model is loaded ({self.model.problem}); no dose can be suggested."]
+            verdict = Verdict(INSUFFICIENT, 0.0, [
+                f"No valid dose model is loaded ({self.model.problem}); no dose can be suggested."], ["no_model"])
         else:
             verdict = supervise(inputs, self.safety.for_patient(patient))
-            verdict_status, units, reasons = verdict.status, verdict.units, verdict.reasons
         return {
             "id": suggestion_id(event_id),
             "patient": patient,
             "event_id": event_id,
             "ts": at.isoformat(),
-            "status": verdict_status,
-            "units": units,
+            "status": verdict.status,
+            "units": verdict.units,
             "model_units": _finite_or_none(model_units),
             "usual_units": inputs.usual_units,
-            "reasons": reasons,
+            "reasons": verdict.reasons,
+            "rules": verdict.rules,
             "glucose_mg_dl": inputs.glucose_mg_dl,
             "glucose_age_min": None if inputs.glucose_age_min is None else round(inputs.glucose_age_min, 1),
             "iob_units": round(inputs.iob_units, 2),

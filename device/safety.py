@@ -86,11 +86,16 @@ class DecisionInputs:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The supervisor's answer: status, the only number to act on, and why."""
+    """The supervisor's answer: status, the only number to act on, why, and which rules acted.
+
+    ``rules`` holds a stable code per rule that changed or blocked the number (the first one
+    is the cause of a withhold or insufficient-data answer), for reports and dashboards.
+    """
 
     status: str
     units: float
     reasons: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
 
 
 def _fmt(units: float) -> str:
@@ -113,34 +118,36 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
     """Run the rule chain; each rule may only lower or block the model's number."""
     m = inputs.model_units
     if m is None or not math.isfinite(m):
-        return Verdict(INSUFFICIENT, 0.0, ["No valid model output; no dose can be suggested."])
+        return Verdict(INSUFFICIENT, 0.0, ["No valid model output; no dose can be suggested."], ["model_invalid"])
     if m < 0:
-        return Verdict(INSUFFICIENT, 0.0, [f"The model gave a negative dose ({m:.2f} U); no dose can be suggested."])
+        return Verdict(INSUFFICIENT, 0.0, [f"The model gave a negative dose ({m:.2f} U); no dose can be suggested."],
+                       ["model_negative"])
     g, g_age = inputs.glucose_mg_dl, inputs.glucose_age_min
     if g is None or g_age is None:
-        return Verdict(INSUFFICIENT, 0.0, ["No glucose reading is known; measure glucose first."])
+        return Verdict(INSUFFICIENT, 0.0, ["No glucose reading is known; measure glucose first."], ["no_glucose"])
     if g_age > profile.stale_glucose_min:
         return Verdict(INSUFFICIENT, 0.0, [
             f"The last glucose reading is {_describe_age(g_age)} old (limit {profile.stale_glucose_min:.0f} "
             "minutes); measure glucose again."
-        ])
+        ], ["stale_glucose"])
     if g < profile.low_glucose_mg_dl:
         return Verdict(WITHHOLD, 0.0, [
             f"Glucose {g:.0f} mg/dL is below {profile.low_glucose_mg_dl:.0f} mg/dL: no insulin. "
             "Treat the low and recheck."
-        ])
+        ], ["low_glucose"])
     hypo_age = inputs.hypo_symptoms_age_min
     if hypo_age is not None and hypo_age <= profile.hypo_symptoms_lockout_h * 60:
         return Verdict(WITHHOLD, 0.0, [
             f"Hypoglycaemia symptoms were reported {hypo_age / 60:.1f} h ago "
             f"(lock-out {profile.hypo_symptoms_lockout_h:g} h): no insulin."
-        ])
+        ], ["hypo_symptoms"])
     if inputs.usual_units is None:
         return Verdict(INSUFFICIENT, 0.0, [
             "Too little history: no earlier regular dose is known for this patient."
-        ])
+        ], ["no_history"])
 
     reasons: list[str] = []
+    rules: list[str] = []
     units = m
     cap = inputs.usual_units + profile.max_above_usual_units
     if units > cap:
@@ -148,6 +155,7 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
             f"Lowered from {_fmt(units)} to {_fmt(cap)}: at most {profile.max_above_usual_units:g} U "
             f"above the usual dose of {_fmt(inputs.usual_units)} at this time of day."
         )
+        rules.append("above_usual_cap")
         units = cap
     if inputs.iob_units >= profile.iob_ignore_below_units and units > 0:
         lowered = max(0.0, units - inputs.iob_units)
@@ -155,9 +163,11 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
             f"Lowered by {_fmt(units - lowered)}: {_fmt(inputs.iob_units)} of regular insulin from "
             "recent doses is still active (no stacking)."
         )
+        rules.append("insulin_on_board")
         units = lowered
     if units > profile.max_single_units:
         reasons.append(f"Lowered from {_fmt(units)} to the maximum single dose of {_fmt(profile.max_single_units)}.")
+        rules.append("max_single")
         units = profile.max_single_units
     room = max(0.0, profile.max_daily_regular_units - inputs.regular_24h_units)
     if units > room:
@@ -165,15 +175,17 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
             f"Lowered from {_fmt(units)} to {_fmt(room)}: {_fmt(inputs.regular_24h_units)} of regular "
             f"insulin in the last 24 h, limit {_fmt(profile.max_daily_regular_units)}."
         )
+        rules.append("max_daily")
         units = room
     rounded = _floor_to_step(units, profile.pen_step_units)
     if abs(rounded - units) > 1e-9:
         reasons.append(f"Rounded down from {units:.2f} U to the pen step of {profile.pen_step_units:g} U.")
+        rules.append("pen_step")
     units = rounded
     if units <= 0:
         reasons.append("After the safety limits no insulin remains to suggest.")
-        return Verdict(WITHHOLD, 0.0, reasons)
+        return Verdict(WITHHOLD, 0.0, reasons, ["nothing_left", *rules])
     if not reasons:
         reasons.append("Within every safety limit.")
     reasons.insert(0, f"Model estimate {m:.2f} U; usual dose at this time {_fmt(inputs.usual_units)}.")
-    return Verdict(SUGGEST, units, reasons)
+    return Verdict(SUGGEST, units, reasons, rules)

@@ -20,6 +20,7 @@ BASE = dict(model_units=8.2, glucose_mg_dl=160.0, glucose_age_min=2.0, hypo_symp
             iob_units=0.0, regular_24h_units=10.0, usual_units=8.0)
 
 # (name, overrides, expected status, expected units, words expected in the reasons)
+# Every verdict that is not a plain suggestion also names its rule codes (checked below).
 CASES = [
     ("plain suggestion, rounded down to pen step", {}, SUGGEST, 8.0, "pen step"),
     ("exact step needs no rounding", {"model_units": 7.5}, SUGGEST, 7.5, "within every safety limit"),
@@ -114,3 +115,24 @@ def test_each_lowering_rule_names_itself_in_the_chain():
     assert "above the usual dose" in text and "still active" in text
     assert verdict.units == 8.0  # 14 -> cap 11 -> minus 2 IOB = 9 -> daily room 8
     assert "last 24 h" in text
+
+
+RULE_CASES = [
+    ({"glucose_mg_dl": 55.0}, ["low_glucose"]),
+    ({"glucose_age_min": 16.0}, ["stale_glucose"]),
+    ({"hypo_symptoms_age_min": 30.0}, ["hypo_symptoms"]),
+    ({"usual_units": None}, ["no_history"]),
+    ({"model_units": math.nan}, ["model_invalid"]),
+    ({"model_units": -2.0}, ["model_negative"]),
+    ({"glucose_mg_dl": None, "glucose_age_min": None}, ["no_glucose"]),
+    ({"model_units": 14.0, "iob_units": 2.0, "regular_24h_units": 42.0},
+     ["above_usual_cap", "insulin_on_board", "max_daily"]),
+    ({"iob_units": 9.0}, ["nothing_left", "insulin_on_board"]),
+    ({}, ["pen_step"]),
+    ({"model_units": 7.5}, []),
+]
+
+
+@pytest.mark.parametrize("overrides, rules", RULE_CASES)
+def test_rule_codes(overrides, rules):
+    assert supervise(DecisionInputs(**(BASE | overrides)), SafetyProfile()).rules == rules

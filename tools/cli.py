@@ -204,6 +204,7 @@ main.add_command(device_commands.device)
 main.add_command(device_commands.demo)
 main.add_command(device_commands.bench)
 main.add_command(device_commands.flash)
+main.add_command(device_commands.replay)
 main.add_command(firmware_commands.export_c)
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import click
@@ -172,3 +173,63 @@ def flash(bundle_path, broker, device_id, to_dir, key, protocol, timeout, trust,
     except flash_mod.FlashError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"accepted: device {device_id} now runs {answer['name']} {answer['version']}")
+
+
+def _speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        raise click.BadParameter("use a number (times real time) or 'max'") from None
+    if not speed > 0:
+        raise click.BadParameter("speed must be positive")
+    return speed
+
+
+@click.command()
+@click.option("--data", "data_path", type=click.Path(path_type=Path, exists=True), default=default_aim94_dir,
+              required=True, help="AIM-94 folder (with --patient) or a JSONL file of events.")
+@click.option("--patient", type=click.IntRange(1, 70), help="AIM-94 patient number.")
+@click.option("--broker", required=True, help="mqtt://[user:password@]host:port of the device's broker.")
+@click.option("--device", "device_id", required=True, help="Device id (running with --clock event).")
+@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
+@click.option("--speed", default="max", show_default=True, help="Times real time (3600 = an hour per second) or max.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the JSON report here and the per-decision CSV beside it.")
+@click.option("--via-serial", "serial_port", help="Send through the firmware bridge on this serial port/PTY.")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
+              help="Seconds to wait for the last suggestions.")
+@friendly
+def replay(data_path, patient, broker, device_id, protocol, speed, report_path, serial_port, timeout) -> None:
+    """Replay a recorded log into a device and report what it suggested (hardware in the loop)."""
+    import json as json_mod
+
+    from device.config import BrokerConfig
+
+    from . import hil
+
+    broker_config = BrokerConfig(url=broker, protocol=protocol)
+    try:
+        events, source = hil.load_log(data_path, patient)
+        steps = hil.plan(events)
+        with click.progressbar(length=len(steps), label="events", file=sys.stderr) as bar:
+            send, close = (None, lambda: None)
+            if serial_port:
+                from firmware_bridge.host import SerialSender
+
+                sender = SerialSender(serial_port)
+                send, close = sender.send_event, sender.close
+            try:
+                report = hil.run_replay(steps, broker_config, device_id, source, _speed(speed), send, timeout,
+                                        progress=lambda done, total: bar.update(1))
+            finally:
+                close()
+    except hil.ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    if report_path:
+        json_path, csv_path = hil.write_report(report, report_path)
+        click.echo(f"report: {json_path}, decisions: {csv_path}", err=True)
+    click.echo(json_mod.dumps(report.to_json(), indent=2))
+    if report.lost:
+        raise click.ClickException(f"{report.lost} events or suggestions were lost")

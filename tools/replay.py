@@ -102,6 +102,7 @@ class DeviceWatcher:
         self.errors: list[dict] = []
         self.status: list[dict] = []
         self.suggestion_flags: list[tuple[bool, int | None]] = []  # (retained, MQTT 5 expiry seconds)
+        self.arrival: dict[str, float] = {}  # event id -> perf_counter() when its suggestion arrived
         self._changed = threading.Condition()
         self.subscribed = threading.Event()
         self.client = make_client(broker, client_id or f"advisor-watch-{device_id}-{id(self):x}",
@@ -128,6 +129,7 @@ class DeviceWatcher:
             return
         with self._changed:
             if target is self.suggestions:
+                self.arrival.setdefault(str(payload.get("event_id")), time.perf_counter())
                 expiry = getattr(message.properties, "MessageExpiryInterval", None) if message.properties else None
                 self.suggestion_flags.append((bool(message.retain), expiry))
             target.append(payload)
