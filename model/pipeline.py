@@ -191,7 +191,8 @@ def train_dose(data_dir: Path, out_dir: Path, config: DoseTrainingConfig,
     }
     keras_p = chrono.predictions["lstm_gru_keras"]
     parity = {
-        f"{role}_vs_keras_mean_abs_units": float(np.mean(np.abs(chrono.predictions[f"lstm_gru_tflite_{role}"] - keras_p)))
+        f"{role}_vs_keras_mean_abs_units":
+            float(np.mean(np.abs(chrono.predictions[f"lstm_gru_tflite_{role}"] - keras_p)))
         for role in MODEL_FILES
     }
     parity["int8_vs_keras_max_abs_units"] = float(
