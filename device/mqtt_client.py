@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -78,3 +80,41 @@ def expiring(broker: BrokerConfig, seconds: int) -> Properties | None:
     properties = Properties(PacketTypes.PUBLISH)
     properties.MessageExpiryInterval = seconds
     return properties
+
+
+class PublishTracker:
+    """Publishes at QoS 1 and tells when the broker confirmed each one (PUBACK).
+
+    Works across disconnects: paho keeps unconfirmed messages and resends them after a
+    reconnect, and the confirmation arrives on ``on_publish`` under the same packet id.
+    """
+
+    def __init__(self, client: mqtt.Client) -> None:
+        self.client = client
+        self._confirmed: set[int] = set()
+        self._changed = threading.Condition()
+        client.on_publish = self._on_publish
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._changed:
+            self._confirmed.add(mid)
+            self._changed.notify_all()
+
+    def publish(self, topic: str, payload: str | bytes) -> int:
+        """Queue one QoS 1 message (even while disconnected); returns its packet id.
+
+        No lock is held here: paho calls ``on_publish`` with its own lock held.
+        """
+        return self.client.publish(topic, payload, qos=1).mid
+
+    def wait(self, mids: set[int], timeout_s: float) -> bool:
+        """Block until every packet id in ``mids`` is confirmed; forget them when they are."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not mids <= self._confirmed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            self._confirmed -= mids
+        return True

@@ -206,6 +206,7 @@ main.add_command(device_commands.bench)
 main.add_command(device_commands.flash)
 main.add_command(device_commands.replay)
 main.add_command(firmware_commands.export_c)
+main.add_command(firmware_commands.bridge)
 
 if __name__ == "__main__":
     main()

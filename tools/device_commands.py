@@ -216,10 +216,11 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
         with click.progressbar(length=len(steps), label="events", file=sys.stderr) as bar:
             send, close = (None, lambda: None)
             if serial_port:
-                from firmware_bridge.host import SerialSender
+                from firmware_bridge.emulator import FirmwareEmulator
+                from firmware_bridge.links import SerialLink
 
-                sender = SerialSender(serial_port)
-                send, close = sender.send_event, sender.close
+                emulator = FirmwareEmulator(SerialLink(serial_port))
+                send, close = emulator.send_event, emulator.close
             try:
                 report = hil.run_replay(steps, broker_config, device_id, source, _speed(speed), send, timeout,
                                         progress=lambda done, total: bar.update(1))

@@ -26,3 +26,44 @@ def export_c(bundle_path: Path | None, out: Path, role: str, trust) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     click.echo(f"{out}: {bundle.name} {bundle.version} {role}, {len(bundle.model_bytes(role))} bytes")
+
+
+@click.group()
+def bridge() -> None:
+    """Bridge microcontroller firmware to the device's MQTT topics."""
+
+
+@bridge.command("serial")
+@click.option("--port", required=True,
+              help="Serial device (e.g. /dev/ttyUSB0), or 'pty' to create a pseudo-terminal and print its path.")
+@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--broker", required=True, help="mqtt://[user:password@]host:port")
+@click.option("--device", "device_id", required=True, help="Device whose events topic receives the events.")
+@click.option("--source", default="fw", show_default=True, help="Prefix of the event ids this bridge creates.")
+@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
+@friendly
+def bridge_serial(port, baud, broker, device_id, source, protocol) -> None:
+    """Turn firmware frames into events; acknowledge each once the broker has it. Ctrl-C stops."""
+    import logging
+    import signal
+    import threading
+
+    from device.config import BrokerConfig
+    from firmware_bridge.bridge import SerialBridge
+    from firmware_bridge.links import SerialLink, open_pty
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if port == "pty":
+        link, path = open_pty()
+        click.echo(f"serial port: {path}", err=True)
+    else:
+        link = SerialLink(port, baud)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = SerialBridge(link, BrokerConfig(url=broker, protocol=protocol), device_id, source)
+    click.echo(f"bridging {port} -> {broker.split('@')[-1]} device {device_id}", err=True)
+    runner.run(stop)
+    stats = runner.stats
+    click.echo(f"stopped: {stats.delivered} delivered, {stats.refused} refused, {stats.duplicates} duplicates, "
+               f"{stats.gaps} gaps ({stats.missing} frames missing), frame errors {stats.frame_errors}", err=True)

@@ -111,13 +111,13 @@ def plan(events: Iterable[Event]) -> list[Step]:
 
 
 def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: str, speed: float | None,
-               send: Callable[[Event], bool] | None = None, timeout_s: float = 120.0,
+               send: Callable[[Event], str | None] | None = None, timeout_s: float = 120.0,
                progress: Callable[[int, int], None] = lambda _d, _t: None) -> ReplayReport:
     """Send the steps, collect every suggestion, and measure the result.
 
     ``speed`` is the time compression (3600: an hour of log per second; ``None``: as fast as
-    possible). ``send`` replaces MQTT publishing (the serial bridge path); it returns whether
-    the event was acknowledged.
+    possible). ``send`` replaces MQTT publishing (the serial bridge path); it returns the id
+    the event was delivered under (the bridge assigns its own), or None if it was refused.
     """
     report = ReplayReport(source=source, device=device_id)
     watcher = DeviceWatcher(broker, device_id)
@@ -134,36 +134,40 @@ def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: 
                               "start it with --clock event to replay a log")
         via_mqtt = send is None
         if via_mqtt:
-            def send(event: Event) -> bool:
+            def send(event: Event) -> str:
                 publisher.publish(event.to_payload())
-                return True  # confirmed by the broker at the flush below
+                return event.id  # confirmed by the broker at the flush below
         sent_at: dict[str, float] = {}
-        acked = 0
+        delivered_as: dict[str, str] = {}
         started = time.perf_counter()
         previous = None
         for done, step in enumerate(steps):
             if speed and previous is not None:
                 time.sleep(max(0.0, (step.event.ts - previous).total_seconds() / speed))
             previous = step.event.ts
-            sent_at[step.event.id] = time.perf_counter()
-            acked += bool(send(step.event))
+            started_one = time.perf_counter()
+            event_id = send(step.event)
+            if event_id is not None:
+                delivered_as[step.event.id] = event_id
+                sent_at[event_id] = started_one
             progress(done + 1, len(steps))
         report.events_sent = len(steps)
         if via_mqtt:
             publisher.flush(timeout_s)
-        report.events_acked = acked
-        expecting = {s.event.id for s in steps if s.event.kind in (Kind.GLUCOSE, Kind.REQUEST)}
+        report.events_acked = len(delivered_as)
+        expecting = {delivered_as.get(s.event.id, s.event.id) for s in steps
+                     if s.event.kind in (Kind.GLUCOSE, Kind.REQUEST)}
         watcher.wait_for(lambda w: expecting <= {x["event_id"] for x in w.suggestions}, timeout_s)
         report.duration_s = round(time.perf_counter() - started, 3)
     finally:
         publisher.close()
         watcher.close()
-    _measure(report, steps, watcher, sent_at, expecting)
+    _measure(report, steps, watcher, sent_at, expecting, delivered_as)
     return report
 
 
 def _measure(report: ReplayReport, steps: list[Step], watcher: DeviceWatcher, sent_at: dict[str, float],
-             expecting: set[str]) -> None:
+             expecting: set[str], delivered_as: dict[str, str]) -> None:
     by_event = {s["event_id"]: s for s in watcher.suggestions}
     arrived = watcher.arrival
     report.suggestions = len({k for k in by_event if k in expecting})
@@ -174,7 +178,7 @@ def _measure(report: ReplayReport, steps: list[Step], watcher: DeviceWatcher, se
         if step.actual_units is None:
             continue
         report.decision_points += 1
-        s = by_event.get(step.event.id)
+        s = by_event.get(delivered_as.get(step.event.id, ""))
         row = {"event_id": step.event.id, "patient": step.event.patient, "ts": step.event.ts.isoformat(),
                "actual_units": step.actual_units, "status": None, "units": None, "model_units": None,
                "rules": "", "latency_ms": None}

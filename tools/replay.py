@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from device.config import BrokerConfig
-from device.mqtt_client import connect_async, disable_nagle, make_client
+from device.mqtt_client import PublishTracker, connect_async, disable_nagle, make_client
 from device.topics import Topics
 from preprocessing.events import Event
 
@@ -27,10 +27,8 @@ class EventPublisher:
         self.topics = Topics(device_id)
         self.client = make_client(broker, client_id or f"advisor-replay-{device_id}", persistent=True)
         self.connected = threading.Event()
-        self._lock = threading.Lock()
+        self.tracker = PublishTracker(self.client)
         self._issued: set[int] = set()
-        self._confirmed: set[int] = set()
-        self.client.on_publish = self._on_publish
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         connect_async(self.client, broker, persistent=True)
@@ -45,32 +43,20 @@ class EventPublisher:
         if not self.connected.wait(timeout_s):
             raise TimeoutError(f"could not connect to the broker within {timeout_s:g} s")
 
-    def publish(self, payload: dict | bytes | str):
-        """Queue one payload (an event dict, or raw bytes for hostile-input tests)."""
+    def publish(self, payload: dict | bytes | str) -> int:
+        """Queue one payload (an event dict, or raw bytes for hostile-input tests); returns its packet id."""
         if len(self._issued) > MAX_UNCONFIRMED:
             self.flush()  # packet ids wrap at 65535: settle before reusing them
         body = json.dumps(payload) if isinstance(payload, dict) else payload
-        info = self.client.publish(self.topics.events, body, qos=1)
-        with self._lock:
-            self._issued.add(info.mid)  # queued even while disconnected; sent on reconnect
-        return info
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._lock:
-            self._confirmed.add(mid)
+        mid = self.tracker.publish(self.topics.events, body)
+        self._issued.add(mid)
+        return mid
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until the broker has confirmed everything published so far."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self._lock:
-                if self._issued <= self._confirmed:
-                    self._issued.clear()
-                    self._confirmed.clear()
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the broker did not confirm every event within {timeout_s:g} s")
-            time.sleep(0.01)
+        if not self.tracker.wait(self._issued, timeout_s):
+            raise TimeoutError(f"the broker did not confirm every event within {timeout_s:g} s")
+        self._issued = set()
 
     def publish_events(self, events: Iterable[Event], pause: Callable[[Event], float] = lambda e: 0.0,
                        stop: threading.Event | None = None) -> int:
