@@ -1,9 +1,10 @@
 """``advisor bridge serial``: firmware frames in, SPEC.md events out on MQTT, acks back.
 
 A frame is acknowledged only after the broker confirmed the event's publish (QoS 1 PUBACK),
-so an ``A`` means the event is safe at the broker. A damaged frame whose seq is readable gets
-a ``D`` (damaged: resend); invalid event content gets an ``N`` (refused) with a short reason; a resent frame (same seq) gets the same answer again
-without a second publish; a jump in seq is counted and logged as a gap.
+so an ``A`` (with the event id) means the event is safe at the broker. A damaged frame whose
+seq is readable gets a ``D`` (damaged: resend); invalid event content gets an ``N`` (refused)
+with a short reason; a resent frame (same seq) gets the same answer again without a second
+publish; a jump in seq is counted and logged as a gap.
 """
 
 from __future__ import annotations
