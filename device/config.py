@@ -59,6 +59,7 @@ class BrokerConfig:
     session_expiry_s: int = 7 * 24 * 3600
     ca_file: Path | None = None
     reconnect_max_s: int = 30
+    receive_maximum: int = 20  # MQTT 5: unacknowledged events the broker may push at once
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -80,6 +81,8 @@ class BrokerConfig:
             raise ConfigError("broker.session_expiry_s is out of range")
         if not 1 <= self.reconnect_max_s <= 600:
             raise ConfigError("broker.reconnect_max_s must be between 1 and 600")
+        if not 1 <= self.receive_maximum <= 65535:
+            raise ConfigError("broker.receive_maximum must be between 1 and 65535")
 
     def __repr__(self) -> str:
         return (f"BrokerConfig(url={self.display_url!r}, protocol={self.protocol!r}, "

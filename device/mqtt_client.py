@@ -67,6 +67,10 @@ def connect_async(client: mqtt.Client, broker: BrokerConfig, persistent: bool) -
     if broker.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = broker.session_expiry_s if persistent else 0
+        # Flow control: the device acknowledges an event only after its suggestion is confirmed;
+        # without a bound the broker would push its whole backlog and the confirmations would
+        # queue behind it (measured: memory grew by ~10 kB per backlog message).
+        properties.ReceiveMaximum = broker.receive_maximum
         client.connect_async(broker.host, broker.port, broker.keepalive_s,
                              clean_start=not persistent, properties=properties)
     else:

@@ -123,19 +123,39 @@ def demo(data_dir, patient, http, broker, state_dir, interval, exit_after_replay
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--repeats", type=click.IntRange(100, 1_000_000), default=2000, show_default=True,
+              help="Timed inferences per model and runtime.")
 @click.option("--events", type=click.IntRange(10, 1_000_000), default=1000, show_default=True,
               help="Readings sent 10 ms apart for the steady-rate latency.")
-@click.option("--patients", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--idle-events", type=click.IntRange(10, 10_000), default=100, show_default=True,
               help="Readings sent 200 ms apart, as on a quiet ward.")
+@click.option("--sustained", type=click.IntRange(100, 1_000_000), default=10_000, show_default=True,
+              help="Readings sent back to back for events per second.")
+@click.option("--patients", type=click.IntRange(1, 1000), default=50, show_default=True)
 @friendly
-def bench(as_json: bool, events: int, patients: int, idle_events: int) -> None:
-    """Measure the device: event-to-suggestion latency through Mosquitto, cold start, peak RSS."""
-    from . import bench as bench_mod
+def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained: int, patients: int) -> None:
+    """EVALUATION.md §3 in one run: inference per model and runtime, device latency, throughput, RSS, size."""
+    import json as json_mod
+    from dataclasses import asdict
 
+    from . import bench as bench_mod
+    from . import bench_inference
+
+    click.echo(f"inference: {repeats} timed calls per model and runtime", err=True)
+    timings = bench_inference.measure_inference(repeats=repeats)
+    sizes = bench_inference.bundle_sizes()
     figures = bench_mod.measure_device(events=events, patients=patients, idle_events=idle_events,
-                                       progress=lambda msg: click.echo(msg, err=True))
-    click.echo(bench_mod.to_json(figures) if as_json else bench_mod.device_table(figures))
+                                       sustained_events=sustained, progress=lambda msg: click.echo(msg, err=True))
+    if as_json:
+        click.echo(json_mod.dumps({"inference": bench_inference.to_rows(timings), "device": asdict(figures),
+                                   "bundle": sizes}, indent=2))
+        return
+    click.echo(bench_inference.table(timings))
+    click.echo("")
+    click.echo(bench_mod.device_table(figures))
+    click.echo("")
+    click.echo(f"bundle on disk: {sizes['bundle_bytes'] / 1024:.1f} KiB (int8 model "
+               f"{sizes['int8_tflite_bytes'] / 1024:.1f} KiB, float model {sizes['float_tflite_bytes'] / 1024:.1f} KiB)")
 
 
 @click.command()
