@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 # System parts the end-to-end tests use: a real Mosquitto broker and headless Chromium.
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || ! command -v chromium >/dev/null; then
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || ! command -v chromium >/dev/null || ! command -v gcc >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto chromium chromium-driver >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto chromium chromium-driver gcc >/dev/null
     else
         echo "tests/run.sh: install mosquitto and chromium (Debian: apt-get install mosquitto chromium chromium-driver)" >&2
     fi
