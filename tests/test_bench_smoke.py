@@ -1,0 +1,27 @@
+"""``advisor bench`` runs end to end (tiny sizes: a smoke test, not a timing test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+
+@pytest.mark.slow
+def test_bench_produces_every_figure(mosquitto):
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "--json", "--repeats", "100", "--events", "20",
+                           "--idle-events", "10", "--sustained", "200", "--patients", "2"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout)
+    models = {(row["model"], row["runtime"]) for row in figures["inference"]}
+    assert {("TFLite int8", "ai-edge-litert"), ("TFLite float", "ai-edge-litert"), ("Keras float", "tensorflow")} <= models
+    device = figures["device"]
+    assert all(phase["lost"] == 0 and phase["client_ms_p50"] > 0 for phase in device["phases"])
+    assert device["throughput"]["lost"] == 0 and device["throughput"]["events_per_s"] > 0
+    assert 0 < device["cold_start_s"] < 30 and device["peak_rss_mb"] > 10
+    assert figures["bundle"]["int8_tflite_bytes"] < figures["bundle"]["float_tflite_bytes"]
