@@ -19,7 +19,8 @@ def test_bench_produces_every_figure(mosquitto):
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout)
     models = {(row["model"], row["runtime"]) for row in figures["inference"]}
-    assert {("TFLite int8", "ai-edge-litert"), ("TFLite float", "ai-edge-litert"), ("Keras float", "tensorflow")} <= models
+    expected = {("TFLite int8", "ai-edge-litert"), ("TFLite float", "ai-edge-litert"), ("Keras float", "tensorflow")}
+    assert expected <= models
     device = figures["device"]
     assert all(phase["lost"] == 0 and phase["client_ms_p50"] > 0 for phase in device["phases"])
     assert device["throughput"]["lost"] == 0 and device["throughput"]["events_per_s"] > 0

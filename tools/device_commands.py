@@ -154,8 +154,9 @@ def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained:
     click.echo("")
     click.echo(bench_mod.device_table(figures))
     click.echo("")
-    click.echo(f"bundle on disk: {sizes['bundle_bytes'] / 1024:.1f} KiB (int8 model "
-               f"{sizes['int8_tflite_bytes'] / 1024:.1f} KiB, float model {sizes['float_tflite_bytes'] / 1024:.1f} KiB)")
+    kib = {key: value / 1024 for key, value in sizes.items()}
+    click.echo(f"bundle on disk: {kib['bundle_bytes']:.1f} KiB (int8 model {kib['int8_tflite_bytes']:.1f} KiB, "
+               f"float model {kib['float_tflite_bytes']:.1f} KiB)")
 
 
 @click.command()
