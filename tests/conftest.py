@@ -53,3 +53,8 @@ def mosquitto(tmp_path):
     broker = MosquittoBroker(tmp_path / "mosquitto").start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def mimic_dir() -> Path:
+    return _data_dir("ADVISOR_MIMIC_DIR", ROOT.parent / "shared" / "data" / "mimic-iii-demo", "MIMIC-III demo")

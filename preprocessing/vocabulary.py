@@ -1,0 +1,43 @@
+"""Code vocabulary for visit sequences: frequent codes get an index, rare and unseen ones share OOV.
+
+Index 0 is padding and 1 is out-of-vocabulary; the mapping is stored in the bundle so the
+device encodes visits exactly as training did.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+PAD, OOV = 0, 1
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    codes: tuple[str, ...]  # index 2 onwards
+
+    @classmethod
+    def build(cls, visits: Iterable[Iterable[str]], min_count: int = 2) -> "Vocabulary":
+        """From training visits only; codes seen fewer than ``min_count`` times map to OOV."""
+        counts = Counter(code for visit in visits for code in visit)
+        return cls(tuple(sorted(code for code, n in counts.items() if n >= min_count)))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {code: i + 2 for i, code in enumerate(self.codes)})
+
+    def __len__(self) -> int:
+        return len(self.codes) + 2
+
+    def encode(self, visit: Iterable[str]) -> list[int]:
+        """Sorted distinct indices of a visit's codes (OOV once if any code is unknown)."""
+        return sorted({self._index.get(code, OOV) for code in visit})
+
+    def to_json(self) -> dict:
+        return {"pad": PAD, "oov": OOV, "codes": list(self.codes)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Vocabulary":
+        if data.get("pad") != PAD or data.get("oov") != OOV or not isinstance(data.get("codes"), list):
+            raise ValueError("vocabulary must hold pad 0, oov 1 and a list of codes")
+        return cls(tuple(str(c) for c in data["codes"]))
