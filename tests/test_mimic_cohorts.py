@@ -159,3 +159,20 @@ def test_vocabulary_maps_rare_and_unseen_codes_to_oov(demo):
     assert Vocabulary.from_json(vocab.to_json()) == vocab
     with pytest.raises(ValueError):
         Vocabulary.from_json({"codes": "x"})
+
+
+def test_data_cohorts_command(mimic_dir, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tools.cli import main
+
+    result = CliRunner().invoke(main, ["data", "cohorts", "--mimic", str(mimic_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    names = [c["name"] for c in report["cohorts"]]
+    assert names == ["mortality_1y", "readmission_30d", "readmission_30d_all_admissions"]
+    assert "subject 10043" in report["notes"][0]
+    bad = CliRunner().invoke(main, ["data", "cohorts", "--mimic", str(tmp_path)])
+    assert bad.exit_code == 1 and "neither MIMIC-III" in bad.output

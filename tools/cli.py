@@ -7,6 +7,7 @@ commands never load the training stack.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,40 @@ def data_check(folder: Path, as_json: bool) -> None:
     click.echo(f"  decision points (kept regular-insulin records): {report.decision_points}")
     total = report.kept + sum(report.rejected.values())
     click.echo(f"  every line accounted for: {'yes' if total == report.lines else 'NO'}")
+
+
+@data.command("cohorts")
+@click.option("--mimic", "mimic_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"), required=True,
+              help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).")
+@click.option("--json", "as_json", is_flag=True, help="Print the cohorts as JSON.")
+@friendly
+def data_cohorts(mimic_dir: Path, as_json: bool) -> None:
+    """Build the companion-model cohorts (EVALUATION.md §2) and print the count after each step."""
+    from preprocessing.cohorts import mortality_cohort, readmission_cohort
+    from preprocessing.mimic import MimicError, read_mimic
+
+    data = read_mimic(mimic_dir)
+    cohorts = []
+    for build in (mortality_cohort, readmission_cohort, lambda d: readmission_cohort(d, "all")):
+        try:
+            cohorts.append(build(data).to_json())
+        except MimicError as exc:
+            cohorts.append({"error": str(exc)})
+    if as_json:
+        click.echo(json.dumps({"layout": data.layout, "version": data.version, "notes": data.notes,
+                               "cohorts": cohorts}, indent=2))
+        return
+    click.echo(f"{data.layout}{' ' + data.version if data.version else ''} at {mimic_dir}")
+    for note in data.notes:
+        click.echo(f"  note: {note}")
+    for cohort in cohorts:
+        if "error" in cohort:
+            click.echo(f"\n  {cohort['error']}")
+            continue
+        click.echo(f"\n  {cohort['name']}: {cohort['size']} samples, {cohort['positives']} positive")
+        for step in cohort["steps"]:
+            click.echo(f"    {step['count']:>6}  {step['step']}")
 
 
 # ----------------------------------------------------------------------------- train

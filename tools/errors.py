@@ -11,6 +11,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from device.signing import KeyFileError
     from device.store import StoreError
     from preprocessing.aim94 import Aim94Error
+    from preprocessing.mimic import MimicError
     from tools.broker import BrokerStartError
 
-    return (Aim94Error, BrokerStartError, BundleError, ConfigError, KeyFileError, ProfileError, StoreError, OSError)
+    return (Aim94Error, BrokerStartError, BundleError, ConfigError, KeyFileError, MimicError, ProfileError,
+            StoreError, OSError)
