@@ -122,3 +122,33 @@ class PublishTracker:
                 self._changed.wait(remaining)
             self._confirmed -= mids
         return True
+
+
+class PersistentPublisher:
+    """A started client on a persistent session that publishes at QoS 1 with confirmations.
+
+    Shared by the replay tools and the serial bridge: connects in the background, sets
+    ``TCP_NODELAY``, keeps ``connected`` up to date, and tracks PUBACKs in ``tracker``.
+    """
+
+    def __init__(self, broker: BrokerConfig, client_id: str) -> None:
+        self.client = make_client(broker, client_id, persistent=True)
+        self.connected = threading.Event()
+        self.tracker = PublishTracker(self.client)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        connect_async(self.client, broker, persistent=True)
+        self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            disable_nagle(client)
+            self.connected.set()
+
+    def wait_connected(self, timeout_s: float = 10.0) -> None:
+        if not self.connected.wait(timeout_s):
+            raise TimeoutError(f"could not connect to the broker within {timeout_s:g} s")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from device.config import BrokerConfig
-from device.mqtt_client import PublishTracker, connect_async, disable_nagle, make_client
+from device.mqtt_client import PersistentPublisher
 from device.topics import Topics
 from preprocessing.validation import ValidationError, event_from_mapping
 
@@ -67,18 +67,9 @@ class SerialBridge:
         self._last_answer: bytes | None = None
         self._pending: int | None = None  # packet id of the last frame's publish, until confirmed
         self._pending_id = ""
-        self.connected = threading.Event()
-        self.client = make_client(broker, f"advisor-bridge-{source}", persistent=True)
-        self.publishes = PublishTracker(self.client)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a: self.connected.clear()
-        connect_async(self.client, broker, persistent=True)
-        self.client.loop_start()
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not reason_code.is_failure:
-            disable_nagle(client)
-            self.connected.set()
+        self.mqtt = PersistentPublisher(broker, f"advisor-bridge-{source}")
+        self.connected = self.mqtt.connected
+        self.publishes = self.mqtt.tracker
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -87,8 +78,7 @@ class SerialBridge:
                 for item in self.parser.feed(data):
                     self.handle(item)
         finally:
-            self.client.disconnect()
-            self.client.loop_stop()
+            self.mqtt.close()
 
     def handle(self, item: Frame | FrameError) -> None:
         if isinstance(item, FrameError):

@@ -180,20 +180,28 @@ def assert_nothing_lost_nothing_repeated(device, watcher, accepted: list[dict]):
     assert len(db_rows(device, "SELECT id FROM suggestions")) == len(counts)
 
 
-def test_kill_9_mid_stream_then_restart_loses_nothing_and_repeats_nothing(rig):
-    device, publisher, watcher, _ = rig
+def stream_with_fault(publisher, at: float, fault, before_publish: bool) -> list[dict]:
+    """Three patients' history, then a stream of readings with ``fault()`` part-way; returns all events."""
     now = datetime.now(timezone.utc)
     accepted = [e for p in ("p-1", "p-2", "p-3") for e in event_factory.history(p, now)]
     for event in accepted:
         publisher.publish(event)
     stream = stream_events(now)
-    accepted += stream
     for i, event in enumerate(stream):
+        if before_publish and i == int(len(stream) * at):
+            fault()
         publisher.publish(event)
-        if i == len(stream) // 3:
+        if not before_publish and i == int(len(stream) * at):
             time.sleep(0.05)
-            device.kill()  # mid-stream, no clean-up; the rest waits at the broker
+            fault()
         time.sleep(0.005)
+    return accepted + stream
+
+
+def test_kill_9_mid_stream_then_restart_loses_nothing_and_repeats_nothing(rig):
+    device, publisher, watcher, _ = rig
+    # mid-stream, no clean-up; the rest waits at the broker
+    accepted = stream_with_fault(publisher, 1 / 3, device.kill, before_publish=False)
     publisher.flush()
     device.start()
     assert_nothing_lost_nothing_repeated(device, watcher, accepted)
@@ -202,17 +210,8 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_repeats_nothing(rig):
 
 def test_broker_restart_mid_stream_loses_nothing(rig):
     device, publisher, watcher, broker = rig
-    now = datetime.now(timezone.utc)
-    accepted = [e for p in ("p-1", "p-2", "p-3") for e in event_factory.history(p, now)]
-    for event in accepted:
-        publisher.publish(event)
-    stream = stream_events(now)
-    accepted += stream
-    for i, event in enumerate(stream):
-        if i == len(stream) // 2:
-            broker.restart()  # clean stop: Mosquitto saves its queue; clients reconnect with backoff
-        publisher.publish(event)
-        time.sleep(0.005)
+    # clean stop: Mosquitto saves its queue; clients reconnect with backoff
+    accepted = stream_with_fault(publisher, 1 / 2, broker.restart, before_publish=True)
     assert publisher.connected.wait(15), "the sensor did not reconnect"
     publisher.flush()
     assert_nothing_lost_nothing_repeated(device, watcher, accepted)

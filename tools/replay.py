@@ -13,35 +13,20 @@ import time
 from collections.abc import Callable, Iterable
 
 from device.config import BrokerConfig
-from device.mqtt_client import PublishTracker, connect_async, disable_nagle, make_client
+from device.mqtt_client import PersistentPublisher, connect_async, disable_nagle, make_client
 from device.topics import Topics
 from preprocessing.events import Event
 
 MAX_UNCONFIRMED = 30000
 
 
-class EventPublisher:
+class EventPublisher(PersistentPublisher):
     """A QoS 1 publisher of events to ``advisor/<device>/events``."""
 
     def __init__(self, broker: BrokerConfig, device_id: str, client_id: str | None = None) -> None:
         self.topics = Topics(device_id)
-        self.client = make_client(broker, client_id or f"advisor-replay-{device_id}", persistent=True)
-        self.connected = threading.Event()
-        self.tracker = PublishTracker(self.client)
         self._issued: set[int] = set()
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a: self.connected.clear()
-        connect_async(self.client, broker, persistent=True)
-        self.client.loop_start()
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not reason_code.is_failure:
-            disable_nagle(client)
-            self.connected.set()
-
-    def wait_connected(self, timeout_s: float = 10.0) -> None:
-        if not self.connected.wait(timeout_s):
-            raise TimeoutError(f"could not connect to the broker within {timeout_s:g} s")
+        super().__init__(broker, client_id or f"advisor-replay-{device_id}")
 
     def publish(self, payload: dict | bytes | str) -> int:
         """Queue one payload (an event dict, or raw bytes for hostile-input tests); returns its packet id."""
@@ -71,10 +56,6 @@ class EventPublisher:
             self.publish(event.to_payload())
             sent += 1
         return sent
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 class DeviceWatcher:
