@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preprocessing.features import FeatureSpec
+from preprocessing.visits import KIND as VISIT_SEQUENCE
+from preprocessing.visits import VisitSpec
 
 from . import signing
 
@@ -57,12 +59,26 @@ class Bundle:
     def feature_spec(self) -> FeatureSpec:
         return FeatureSpec.from_json(self.manifest["features"])
 
+    @property
+    def is_companion(self) -> bool:
+        """A risk model over visit histories (mortality, readmission), not a dose model."""
+        return is_companion_manifest(self.manifest)
+
+    @property
+    def visit_spec(self) -> VisitSpec:
+        return VisitSpec.from_json(self.manifest["features"])
+
     def model_bytes(self, role: str = "int8") -> bytes:
         """The ``.tflite`` bytes of a model role listed in ``manifest["models"]``."""
         models = self.manifest.get("models", {})
         if role not in models:
             raise BundleError(f"bundle {self.name} has no {role} model")
         return self.files[models[role]["file"]]
+
+
+def is_companion_manifest(manifest: dict) -> bool:
+    features = manifest.get("features")
+    return isinstance(features, dict) and features.get("kind") == VISIT_SEQUENCE
 
 
 def default_bundle_path(name: str = "dose") -> Path:
@@ -176,7 +192,10 @@ def verify_files(files: dict[str, bytes], trusted: list[signing.PublicKey], orig
         if not isinstance(model, dict) or model.get("file") not in listed:
             raise BundleError(f"{origin}: model {role!r} names a file the manifest does not list")
     try:
-        FeatureSpec.from_json(manifest["features"])
+        if is_companion_manifest(manifest):
+            VisitSpec.from_json(manifest["features"])
+        else:
+            FeatureSpec.from_json(manifest["features"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{origin}: feature spec unusable ({exc})") from exc
     manifest["_sha256"] = hashlib.sha256(raw).hexdigest()

@@ -157,6 +157,7 @@ class DeviceConfig:
     state_dir: Path = DEFAULT_STATE_DIR
     bundle: Path | None = None
     trust: tuple[Path, ...] = ()
+    risk_bundles: tuple[Path, ...] = ()  # companion bundles; the packaged ones fill any gap
     clock: str = "wall"
     allow_downgrade: bool = False
     suggestion_expiry_s: int = 900
@@ -196,11 +197,12 @@ class DeviceConfig:
             kwargs["state_dir"] = Path(_typed(data["state_dir"], str, "state_dir")).expanduser()
         if data.get("bundle"):
             kwargs["bundle"] = Path(_typed(data["bundle"], str, "bundle")).expanduser()
-        if "trust" in data:
-            trust = data["trust"]
-            if not isinstance(trust, list) or not all(isinstance(t, str) for t in trust):
-                raise ConfigError("trust must be a list of public-key file paths")
-            kwargs["trust"] = tuple(Path(t).expanduser() for t in trust)
+        for key, what in (("trust", "public-key file paths"), ("risk_bundles", "companion bundle paths")):
+            if key in data:
+                paths = data[key]
+                if not isinstance(paths, list) or not all(isinstance(t, str) for t in paths):
+                    raise ConfigError(f"{key} must be a list of {what}")
+                kwargs[key] = tuple(Path(t).expanduser() for t in paths)
         if "broker" in data:
             kwargs["broker"] = _section(BrokerConfig, data["broker"], "broker")
         if "http" in data:

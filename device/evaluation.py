@@ -48,6 +48,14 @@ def predict_unsigned_dir(path: Path, role: str, windows: np.ndarray) -> np.ndarr
     return DoseModel(bundle, role).predict_many(windows)
 
 
+def predict_unsigned_companion_dir(path: Path, role: str, encoded: np.ndarray) -> np.ndarray:
+    """Device-path probabilities of a freshly written companion bundle on encoded histories."""
+    from .companion import RiskModel
+
+    bundle = open_bundle(Path(path), trusted=[], require_signature=False)
+    return RiskModel(bundle, role).predict_many(encoded)
+
+
 def evaluate(bundle: Bundle, logs: Iterable[aim94.PatientLog], profile: SafetyProfile | None = None,
              role: str = "int8", on_patient: Callable[[int], None] | None = None) -> list[PredictionRow]:
     """One row per decision point: the raw model output and the supervised suggestion."""

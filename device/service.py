@@ -36,6 +36,7 @@ from .install import check_archive, install_archive
 from .models import load_dose_model, trusted_keys
 from .mqtt_client import Will, connect_async, disable_nagle, expiring, make_client
 from .ota import Receiver, TransferError
+from .risk import RiskAssessor, load_risk_models
 from .store import Store, StoreError
 from .topics import Topics
 from .web import BedsideServer
@@ -57,6 +58,11 @@ class DeviceService:
         for note in self.model_notes:
             log.warning(note)
         self.advisor = Advisor(self.store, self.model_slot, config.safety, config.clock)
+        risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config))
+        self.model_notes.extend(risk_notes)
+        for note in risk_notes:
+            log.warning(note)
+        self.risk = RiskAssessor(risk_models)
         self.ota = Receiver()
         self._expiry = expiring(config.broker, config.suggestion_expiry_s)
         self._work: queue.Queue = queue.Queue(maxsize=WORK_QUEUE_MAX)
@@ -80,6 +86,7 @@ class DeviceService:
             "state": state,
             "device_id": self.config.device_id,
             "models": [self.model_slot.info],
+            "risk_models": self.risk.describe(),
             "model_problem": self.model_slot.problem,
             "notes": self.model_notes,
             "clock": self.config.clock,
@@ -92,6 +99,15 @@ class DeviceService:
                 "broker": self.config.broker.display_url,
                 "broker_connected": self.connected.is_set()}
 
+    def patients(self) -> list[str]:
+        """Patients with events or a risk assessment, for the page's list."""
+        known = self.advisor.patients()
+        return known + [p for p in self.risk.patients() if p not in known]
+
+    def patient_view(self, patient: str) -> dict:
+        """The advisor's view of a patient plus the latest risk context."""
+        return {**self.advisor.patient_view(patient), "risk": self.risk.latest(patient)}
+
     # ------------------------------------------------------------ MQTT events
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -100,7 +116,7 @@ class DeviceService:
         disable_nagle(client)
         self.connected.set()
         log.info("connected to %s (session present: %s)", self.config.broker.display_url, flags.session_present)
-        client.subscribe([(self.topics.events, 1), (self.topics.model, 1)])
+        client.subscribe([(self.topics.events, 1), (self.topics.model, 1), (self.topics.patients, 1)])
         self.advisor.touch()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -140,6 +156,10 @@ class DeviceService:
             self._on_model_message(message.payload)
             client.ack(message.mid, message.qos)
             return
+        if message.topic == self.topics.patients:
+            self._on_visit_history(message.payload)
+            client.ack(message.mid, message.qos)
+            return
         if message.topic != self.topics.events:
             client.ack(message.mid, message.qos)
             return
@@ -161,6 +181,28 @@ class DeviceService:
                 self.client.publish(self.topics.suggestions, json.dumps(outgoing.payload), qos=1, retain=False,
                                     properties=self._expiry)
         client.ack(message.mid, message.qos)
+
+    def _on_visit_history(self, raw: bytes) -> None:
+        """A patient's visit history: companion models → ``risk`` (never the dose)."""
+        try:
+            result = self.risk.assess(raw)
+        except Exception:  # a bug must not take the bedside device down
+            log.exception("unexpected error while assessing a visit history")
+            self._publish_error({"event_id": None, "reason": "internal error while assessing the visit history"})
+            return
+        if result.error is not None:
+            self._publish_error(result.error)
+            return
+        risk = result.risk
+        self.client.publish(self.topics.risk, json.dumps(risk), qos=1, retain=False)
+        try:
+            self.store.audit("risk_assessed", {"mortality_1y": risk["mortality_1y"],
+                                               "readmission_30d": risk["readmission_30d"],
+                                               "versions": {n: m["version"] for n, m in risk["models"].items()}},
+                             patient=risk["patient"])
+        except StoreError as exc:
+            log.error("risk not audited: %s", exc)
+        self.advisor.touch(risk["patient"])
 
     def _on_model_message(self, raw: bytes) -> None:
         """One message of an over-the-air bundle transfer; a complete one is checked and installed."""

@@ -164,15 +164,15 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/status":
             self._json(backend.status())
         elif path == "/api/patients":
-            self._json({"patients": backend.advisor.patients()})
+            self._json({"patients": backend.patients()})
         elif path == "/api/stream":
             self._stream()
         elif path.startswith("/api/patients/"):
             patient, action = self._patient_route(path)
-            if patient is None or action or patient not in backend.advisor.patients():
+            if patient is None or action or patient not in backend.patients():
                 self._error(HTTPStatus.NOT_FOUND, "unknown patient")
                 return
-            self._json(backend.advisor.patient_view(patient))
+            self._json(backend.patient_view(patient))
         else:
             self._error(HTTPStatus.NOT_FOUND, "not found")
 

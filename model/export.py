@@ -17,20 +17,20 @@ import numpy as np
 REPRESENTATIVE_SAMPLES = 500
 
 
-def _saved_model(model, window: int, n_features: int, out_dir: Path) -> Path:
+def _saved_model(model, window: int, n_features: int, out_dir: Path, input_name: str) -> Path:
     import tensorflow as tf
 
     path = out_dir / "saved_model"
     model.export(
         str(path),
         verbose=False,
-        input_signature=[tf.TensorSpec([1, window, n_features], tf.float32, name="window")],
+        input_signature=[tf.TensorSpec([1, window, n_features], tf.float32, name=input_name)],
     )
     return path
 
 
-def to_tflite(model, representative: np.ndarray, seed: int = 0) -> dict[str, bytes]:
-    """Convert to ``{"float": bytes, "int8": bytes}``; ``representative`` are scaled train windows."""
+def to_tflite(model, representative: np.ndarray, seed: int = 0, input_name: str = "window") -> dict[str, bytes]:
+    """Convert to ``{"float": bytes, "int8": bytes}``; ``representative`` are scaled train inputs."""
     import tensorflow as tf
 
     _, window, n_features = representative.shape
@@ -44,7 +44,7 @@ def to_tflite(model, representative: np.ndarray, seed: int = 0) -> dict[str, byt
             yield [row[None, ...]]
 
     with tempfile.TemporaryDirectory() as tmp:
-        saved = _saved_model(model, window, n_features, Path(tmp))
+        saved = _saved_model(model, window, n_features, Path(tmp), input_name)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         float_model = converter.convert()
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
@@ -59,9 +59,10 @@ def to_tflite(model, representative: np.ndarray, seed: int = 0) -> dict[str, byt
 
 def tensor_quantization(model_bytes: bytes) -> dict:
     """Input/output dtype, shape and (scale, zero point) of a TFLite model, for the manifest."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=model_bytes)
+    interpreter = Interpreter(model_content=model_bytes,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
 
     def describe(detail: dict) -> dict:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .mimic import Admission, MimicData, MimicError
+from .visits import Visit
 
 ADULT_YEARS = 18.0
 MORTALITY_DAYS = 365.0
@@ -31,7 +32,7 @@ READMISSION_DAYS = 30.0
 class Sample:
     subject_id: int
     index_hadm: int
-    visits: tuple[frozenset[str], ...]  # oldest first, the index admission last
+    visits: tuple[Visit, ...]  # oldest first, the index admission last
     visit_labels: tuple[int, ...]  # readmission: each visit's own label; mortality: empty
     label: int
 
@@ -75,10 +76,14 @@ def mortality_cohort(data: MimicData) -> Cohort:
         days = (dod - stay.outtime).total_seconds() / 86400.0 if dod else None
         label = int(days is not None and 0 < days <= MORTALITY_DAYS)
         history = [a for a in data.admissions[sid] if a.admit <= index.admit]
-        cohort.samples.append(Sample(sid, index.hadm_id, tuple(a.codes for a in history), (), label))
+        cohort.samples.append(Sample(sid, index.hadm_id, tuple(_visit(a) for a in history), (), label))
     cohort.step("labelled", len(cohort.samples))
     cohort.step("positives (death within 365 days of ICU discharge)", cohort.positives)
     return cohort
+
+
+def _visit(admission: Admission) -> Visit:
+    return Visit(admission.admit, admission.discharge, admission.codes)
 
 
 def is_heart_failure(admission: Admission) -> bool:
@@ -105,7 +110,7 @@ def readmission_cohort(data: MimicData, index: str = "hf") -> Cohort:
         indices = [i for i, a in enumerate(rows) if index == "all" or is_heart_failure(a)]
         with_index += bool(indices)
         for i in (indices if index == "all" else indices[-1:]):
-            cohort.samples.append(Sample(sid, rows[i].hadm_id, tuple(a.codes for a in rows[:i + 1]),
+            cohort.samples.append(Sample(sid, rows[i].hadm_id, tuple(_visit(a) for a in rows[:i + 1]),
                                          tuple(labels[:i + 1]), labels[i]))
     cohort.step("patients with an index admission" + (" (heart failure)" if index == "hf" else ""), with_index)
     cohort.step("samples (index events)", len(cohort.samples))

@@ -57,3 +57,15 @@ def synthetic_patient(days: int = 14, end: datetime | None = None, seed: int = 7
             add(date.replace(hour=16, minute=30), Kind.EXERCISE, intensity="typical")
     events.sort(key=lambda e: (e.ts, within_timestamp_rank(e)))
     return events
+
+
+def synthetic_visit_history(patient: str, end: datetime) -> dict:
+    """A made-up ``patients`` payload (two earlier admissions with common diabetes codes) for the demo."""
+    first = end - timedelta(days=400)
+    second = end - timedelta(days=60)
+    return {"patient": patient, "visits": [
+        {"admit": first.isoformat(), "discharge": (first + timedelta(days=5)).isoformat(),
+         "codes": ["dx9:25000", "dx9:4019", "rx:insulin", "rx:metformin", "rx:heparin"]},
+        {"admit": second.isoformat(), "discharge": (second + timedelta(days=8)).isoformat(),
+         "codes": ["dx9:25000", "dx9:4280", "dx9:5849", "rx:furosemide", "rx:insulin", "rx:heparin"]},
+    ]}

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .events import AMOUNTS, GLUCOSE_CONTEXTS, MG_DL_PER_MMOL_L, Event, Insulin, Kind
 from .limits import CARBS_G, FUTURE_TOLERANCE_S, GLUCOSE_MG_DL, INSULIN_UNITS
+from .visits import Visit
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_NESTING = 8
@@ -220,3 +222,72 @@ def decode_event(raw: bytes, now: datetime | None = None) -> Event:
     """Decode one MQTT payload into a validated :class:`Event` or raise :class:`ValidationError`."""
     now = now or datetime.now(timezone.utc)
     return event_from_mapping(parse_json_object(raw), now)
+
+
+MAX_HISTORY_BYTES = 256 * 1024
+MAX_VISITS = 500
+MAX_CODES_PER_VISIT = 2000
+MAX_CODE_CHARS = 128
+LATEST_VISIT_TS = datetime(2300, 1, 1, tzinfo=timezone.utc)  # MIMIC dates are shifted into 2100–2200
+HISTORY_FIELDS = ("patient", "visits")
+VISIT_FIELDS = ("admit", "discharge", "codes")
+
+
+@dataclass(frozen=True, slots=True)
+class VisitHistory:
+    """A validated ``patients`` payload: the patient and their visits, oldest first (naive UTC)."""
+
+    patient: str
+    visits: tuple[Visit, ...]
+
+
+def _visit_time(value: object, field: str, position: int) -> datetime:
+    where = f"visit {position} '{field}'"
+    if not isinstance(value, str) or len(value) > 40:
+        raise ValidationError(f"{where} must be an ISO 8601 string with a UTC offset")
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(f"{where} is not an ISO 8601 timestamp: {value[:40]!r}") from None
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValidationError(f"{where} must carry a UTC offset, e.g. +00:00")
+    if not EARLIEST_TS <= ts < LATEST_VISIT_TS:
+        raise ValidationError(f"{where} is outside the years 1900–2299")
+    return ts.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _visit(item: object, position: int) -> Visit:
+    if not isinstance(item, dict):
+        raise ValidationError(f"visit {position} must be an object with admit, discharge and codes")
+    unknown = sorted(set(item) - set(VISIT_FIELDS))
+    if unknown:
+        raise ValidationError(f"visit {position} has unknown field(s): {', '.join(unknown)}")
+    admit = _visit_time(item.get("admit"), "admit", position)
+    discharge = _visit_time(item.get("discharge"), "discharge", position)
+    if discharge < admit:
+        raise ValidationError(f"visit {position} is discharged before it is admitted")
+    codes = item.get("codes")
+    if not isinstance(codes, list) or len(codes) > MAX_CODES_PER_VISIT:
+        raise ValidationError(f"visit {position} 'codes' must be a list of at most {MAX_CODES_PER_VISIT} strings")
+    for code in codes:
+        if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_CHARS or not code.isprintable():
+            raise ValidationError(f"visit {position} has a code that is not 1–{MAX_CODE_CHARS} printable characters")
+    return Visit(admit, discharge, frozenset(codes))
+
+
+def decode_visit_history(data: dict) -> VisitHistory:
+    """Validate a ``patients`` payload mapping (already parsed) into a :class:`VisitHistory`."""
+    unknown = sorted(set(data) - set(HISTORY_FIELDS))
+    if unknown:
+        raise ValidationError(f"visit history has unknown field(s): {', '.join(unknown)}")
+    patient = _identifier(data, "patient", None)
+    visits = data.get("visits")
+    if not isinstance(visits, list) or not 0 < len(visits) <= MAX_VISITS:
+        raise ValidationError(f"'visits' must be a list of 1–{MAX_VISITS} visits")
+    parsed = [_visit(item, i) for i, item in enumerate(visits, start=1)]
+    return VisitHistory(patient, tuple(sorted(parsed, key=lambda v: (v.admit, v.discharge))))
+
+
+def decode_visit_history_bytes(raw: bytes) -> VisitHistory:
+    """Decode one ``patients`` MQTT payload or raise :class:`ValidationError`."""
+    return decode_visit_history(parse_json_object(raw, MAX_HISTORY_BYTES))

@@ -18,10 +18,14 @@ class Vocabulary:
     codes: tuple[str, ...]  # index 2 onwards
 
     @classmethod
-    def build(cls, visits: Iterable[Iterable[str]], min_count: int = 2) -> "Vocabulary":
-        """From training visits only; codes seen fewer than ``min_count`` times map to OOV."""
+    def build(cls, visits: Iterable[Iterable[str]], min_count: int = 2, max_size: int | None = None) -> "Vocabulary":
+        """From training visits; codes seen in fewer than ``min_count`` visits map to OOV.
+
+        With ``max_size`` only the most frequent codes are kept (ties broken by name).
+        """
         counts = Counter(code for visit in visits for code in visit)
-        return cls(tuple(sorted(code for code, n in counts.items() if n >= min_count)))
+        kept = sorted((code for code, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
+        return cls(tuple(sorted(kept[:max_size] if max_size is not None else kept)))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {code: i + 2 for i, code in enumerate(self.codes)})

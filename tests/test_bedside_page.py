@@ -6,6 +6,7 @@ what a nurse sees, uses the buttons, and saves an 800×480 screenshot as a test 
 
 from __future__ import annotations
 
+import math
 import shutil
 import sqlite3
 from datetime import datetime, timezone
@@ -85,6 +86,11 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     assert watcher.wait_for(lambda w: w.suggestion_for("g-now"), 5)
     suggestion = watcher.suggestion_for("g-now")
     assert suggestion["status"] == "suggest"
+    publisher.publish_visit_history({"patient": "p-1", "visits": [
+        {"admit": "2131-03-02T08:00:00+00:00", "discharge": "2131-03-09T15:00:00+00:00",
+         "codes": ["dx9:4280", "rx:furosemide"]}]})
+    assert watcher.wait_for(lambda w: w.risk, 5)
+    risk = watcher.risk[-1]
 
     page = browser.new_page(viewport={"width": 800, "height": 480})
     requests: list[str] = []
@@ -99,6 +105,11 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     assert suggestion["model"]["version"] in page.inner_text("#model")
     page.wait_for_function("() => document.getElementById('broker-text').textContent === 'broker connected'")
     assert "not a certified medical device" in page.inner_text("body")
+    assert page.inner_text("#risk-mortality") == f"{math.floor(100 * risk['mortality_1y'] + 0.5)} %"
+    assert page.inner_text("#risk-readmission") == f"{math.floor(100 * risk['readmission_30d'] + 0.5)} %"
+    assert "does not change the dose" in page.inner_text("#risk-title").lower()
+    assert risk["models"]["mortality"]["version"] in page.inner_text("#risk-models")
+    assert "demo-trained" in page.inner_text("#risk-models")
     assert page.locator("#chart circle").count() == 1  # one reading in the last 24 h
     assert page.locator("#chart rect").count() == 0
 
@@ -107,7 +118,7 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     assert page.get_by_role("button", name="Acknowledge").is_hidden()  # only the action that fits
     assert page.get_by_label("Units given").input_value() == f"{suggestion['units']:g}"
     assert page.get_by_label("Patient").input_value() == "p-1"
-    for selector in ("#status-word", "#units", "#reasons", "#glucose", ".notice"):
+    for selector in ("#status-word", "#units", "#reasons", "#glucose", ".notice", "#risk-mortality", "#risk-models"):
         fg, bg = colours(page, selector)
         assert contrast(fg, bg) >= 4.5, f"{selector}: {fg} on {bg}"
     page.screenshot(path=str(artifacts / "bedside-800x480.png"))

@@ -72,10 +72,11 @@ def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c():
                 view = json.loads(urllib.request.urlopen(f"{url}/api/patients/{patient}", timeout=5).read())
             except urllib.error.HTTPError:  # 404 until the patient's first event is stored
                 view = None
-            if view and view["suggestion"]:
+            if view and view["suggestion"] and view["risk"]:
                 break
             time.sleep(0.2)
         assert view and view["suggestion"]["status"] in ("suggest", "withhold", "insufficient_data")
+        assert 0 <= view["risk"]["mortality_1y"] <= 1 and 0 <= view["risk"]["readmission_30d"] <= 1
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0
         assert "demo stopped" in process.stderr.read()

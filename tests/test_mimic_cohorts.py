@@ -7,9 +7,6 @@ The MIMIC-IV fixture is built here from the demo tables (lower-case ``hosp/`` an
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 from datetime import timedelta
 
 import pytest
@@ -18,59 +15,17 @@ from preprocessing.cohorts import is_heart_failure, mortality_cohort, readmissio
 from preprocessing.mimic import MimicError, read_mimic
 from preprocessing.vocabulary import OOV, Vocabulary
 
+from .mimic_iv_fixture import build_mimic_iv
+
 
 @pytest.fixture(scope="module")
 def demo(mimic_dir):
     return read_mimic(mimic_dir)
 
 
-def read_table(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_gz(path, fieldnames, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fieldnames)
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_bytes(gzip.compress(buffer.getvalue().encode()))
-
-
 @pytest.fixture(scope="module")
 def mimic_iv(mimic_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("mimic-iv") / "mimic-iv-2.2"
-    admissions = read_table(mimic_dir / "ADMISSIONS.csv")
-    first_admit = {}
-    for row in admissions:
-        sid = row["subject_id"]
-        first_admit[sid] = min(first_admit.get(sid, row["admittime"]), row["admittime"])
-    patients = []
-    for row in read_table(mimic_dir / "PATIENTS.csv"):
-        admit = first_admit.get(row["subject_id"], row["dob"])
-        year = int(admit[:4])
-        age = (int(admit[:4]) - int(row["dob"][:4])) - (1 if admit[5:10] < row["dob"][5:10] else 0)
-        patients.append({"subject_id": row["subject_id"], "gender": row["gender"], "anchor_age": age,
-                         "anchor_year": year, "dod": row["dod"][:10]})
-    write_gz(root / "hosp" / "patients.csv.gz", ["subject_id", "gender", "anchor_age", "anchor_year", "dod"],
-             patients)
-    write_gz(root / "hosp" / "admissions.csv.gz",
-             ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "hospital_expire_flag"],
-             [{k: r[k] for k in ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime",
-                                 "hospital_expire_flag")} for r in admissions])
-    for name in ("diagnoses_icd", "procedures_icd"):
-        rows = read_table(mimic_dir / f"{name.upper()}.csv")
-        write_gz(root / "hosp" / f"{name}.csv.gz", ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
-                 [{"subject_id": r["subject_id"], "hadm_id": r["hadm_id"], "seq_num": r["seq_num"],
-                   "icd_code": r["icd9_code"], "icd_version": "9"} for r in rows])
-    prescriptions = read_table(mimic_dir / "PRESCRIPTIONS.csv")
-    write_gz(root / "hosp" / "prescriptions.csv.gz", ["subject_id", "hadm_id", "drug"],
-             [{k: r[k] for k in ("subject_id", "hadm_id", "drug")} for r in prescriptions])
-    write_gz(root / "icu" / "icustays.csv.gz", ["subject_id", "hadm_id", "stay_id", "intime", "outtime"],
-             [{"subject_id": r["subject_id"], "hadm_id": r["hadm_id"], "stay_id": r["icustay_id"],
-               "intime": r["intime"], "outtime": r["outtime"]} for r in read_table(mimic_dir / "ICUSTAYS.csv")])
-    return root
+    return build_mimic_iv(mimic_dir, tmp_path_factory.mktemp("mimic-iv") / "mimic-iv-2.2")
 
 
 def test_demo_tables_and_the_missing_admission(demo):
@@ -99,7 +54,7 @@ def test_mortality_cohort_counts_and_labels(demo):
         expected = int(dod is not None and timedelta(0) < dod - stays[0].outtime <= timedelta(days=365))
         assert sample.label == expected
         # the leak fix: the input stops at the index admission
-        assert sample.visits[-1] == index.codes
+        assert sample.visits[-1].codes == index.codes and sample.visits[-1].admit == index.admit
         assert len(sample.visits) == sum(1 for a in demo.admissions[sample.subject_id] if a.admit <= index.admit)
 
 
@@ -151,9 +106,9 @@ def test_not_a_mimic_folder(tmp_path):
 
 def test_vocabulary_maps_rare_and_unseen_codes_to_oov(demo):
     cohort = mortality_cohort(demo)
-    vocab = Vocabulary.build((v for s in cohort.samples for v in s.visits), min_count=2)
+    vocab = Vocabulary.build((v.codes for s in cohort.samples for v in s.visits), min_count=2)
     assert len(vocab) > 2
-    visit = next(iter(cohort.samples)).visits[-1]
+    visit = next(iter(cohort.samples)).visits[-1].codes
     encoded = vocab.encode(visit | {"dx9:never-seen"})
     assert OOV in encoded and all(0 < i < len(vocab) for i in encoded)
     assert Vocabulary.from_json(vocab.to_json()) == vocab

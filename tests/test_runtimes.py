@@ -74,3 +74,39 @@ def test_device_path_runs_without_tensorflow_pandas_or_sklearn():
                   + GOLDEN_SCRIPT)
     assert result["backend"] == "ai-edge-litert"
     assert result["int8_self_test"] <= 0.05
+
+
+COMPANION_SCRIPT = """
+import json
+from device import bundle
+from device.companion import RiskModel
+from device.inference import interpreter_backend
+from preprocessing.validation import decode_visit_history
+out = {"backend": interpreter_backend()}
+for name in ("mortality", "readmission"):
+    b = bundle.open_bundle(bundle.default_bundle_path(name))
+    histories = [decode_visit_history({"patient": "g", "visits": g["history"]}).visits for g in b.manifest["golden"]]
+    for role in ("int8", "float"):
+        model = RiskModel(b, role)
+        out[f"{name}/{role}"] = [model.predict(h) for h in histories]
+        out[f"{name}/{role}/self_test"] = model.self_test()
+print(json.dumps(out))
+"""
+
+
+def test_companion_bundles_run_the_same_on_tflite_runtime_214_and_without_training_libs():
+    python = os.environ.get("ADVISOR_TFLITE214_PYTHON")
+    ours = _run(sys.executable, BLOCK_TRAINING_STACK + COMPANION_SCRIPT)
+    assert ours["backend"] == "ai-edge-litert"
+    assert all(v <= 0.02 for k, v in ours.items() if k.endswith("self_test"))
+    if not python or not Path(python).exists():
+        message = "tflite-runtime 2.14 environment not set up (run bash tests/run.sh)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    theirs = _run(python, COMPANION_SCRIPT)
+    assert theirs["backend"] == "tflite-runtime"
+    for key in ours:
+        if not key.endswith("self_test") and key != "backend":
+            tolerance = 1e-6 if key.endswith("int8") else 1e-4
+            np.testing.assert_allclose(theirs[key], ours[key], atol=tolerance, err_msg=key)

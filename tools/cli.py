@@ -146,6 +146,62 @@ def train_dose(data_dir, out, key, report_dir, patients, window, max_epochs, no_
     click.echo(f"bundle: {out}\nreport: {report_path}")
 
 
+def _train_companion(task: str, mimic_dir: Path, out: Path, key: Path | None, report_dir: Path | None,
+                     index: str, folds: int, epochs: int | None) -> None:
+    from dataclasses import replace
+
+    from device.bundle import sign_bundle_dir
+    from device.evaluation import predict_unsigned_companion_dir
+    from model import companion, companion_report
+
+    config = companion.CompanionTrainingConfig(task=task, index=index, folds=folds)
+    if epochs is not None:
+        config = replace(config, network=replace(config.network, epochs=epochs))
+    try:
+        result = companion.train_companion(mimic_dir, out, config, predict_unsigned_companion_dir,
+                                           progress=lambda msg: click.echo(msg, err=True))
+    except companion.CompanionError as exc:
+        raise click.ClickException(str(exc)) from None
+    report_path = companion_report.write_report(result, report_dir or out.with_name(out.name + "-report"))
+    if key is not None:
+        click.echo(f"signed with key {sign_bundle_dir(out, key)}", err=True)
+    else:
+        click.echo("bundle is NOT signed; devices refuse it until you run "
+                   f"'advisor bundle sign {out} --key KEY'", err=True)
+    click.echo(companion_report.comparison_table(result))
+    if result.manifest["data"]["demo_trained"]:
+        click.echo(companion.SMALL_DATA_NOTE)
+    click.echo(f"bundle: {out}\nreport: {report_path}")
+
+
+def _companion_command(task: str, summary: str):
+    @train.command(task, help=summary)
+    @click.option("--mimic", "mimic_dir", type=click.Path(path_type=Path, file_okay=False),
+                  default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"), required=True,
+                  help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).")
+    @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write.")
+    @click.option("--key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                  help="Ed25519 private key to sign the bundle (see 'advisor keygen').")
+    @click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+                  help="Where to write report.md and plots (default: OUT-report beside the bundle).")
+    @click.option("--index", type=click.Choice(["auto", "hf", "all"]), default="auto", show_default=True,
+                  help="Readmission index events: heart-failure admissions, every admission, or hf when it "
+                       "has enough positives.")
+    @click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True,
+                  help="Stratified cross-validation folds.")
+    @click.option("--epochs", type=click.IntRange(1, 10000), default=None, help="Training epochs per network.")
+    @friendly
+    def command(mimic_dir, out, key, report_dir, index, folds, epochs) -> None:
+        _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs)
+
+    return command
+
+
+_companion_command("mortality", "Train the 1-year mortality companion model (LSTM, GRU, BiLSTM) from MIMIC.")
+_companion_command("readmission", "Train the 30-day readmission companion model (RNN, CNN-Wide, MLP, L1-LR) "
+                                  "from MIMIC.")
+
+
 # ----------------------------------------------------------------------------- evaluate
 @main.group()
 def evaluate() -> None:

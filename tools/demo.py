@@ -20,6 +20,7 @@ from pathlib import Path
 from device.config import BrokerConfig, DeviceConfig, HttpConfig
 from device.service import DeviceService
 from preprocessing.events import Event, within_timestamp_rank
+from preprocessing.synthetic import synthetic_visit_history
 
 from .broker import start_local_broker
 from .replay import EventPublisher
@@ -80,10 +81,12 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         patient = events[0].patient
         echo(f"replaying: {description}")
         echo(f"bedside page: {service.web.url}?patient={patient}")
+        echo("risk context: a made-up visit history is sent to the demo-trained companion models")
         echo("Decision support only, not a certified medical device. Press Ctrl-C to stop.")
         publisher = EventPublisher(broker_config, DEMO_DEVICE_ID)
         publisher.wait_connected()
         live_from = events[-1].ts - timedelta(days=1)
+        publisher.publish_visit_history(synthetic_visit_history(patient, events[-1].ts))
 
         def pause(event: Event) -> float:
             return options.interval_s if event.ts >= live_from else 0.0

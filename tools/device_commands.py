@@ -24,7 +24,7 @@ def device() -> None:
 
 
 def _build_config(config_file, broker, username, password, protocol, device_id, http, state_dir, bundle,
-                  clock, trust):
+                  clock, trust, risk_bundles=()):
     from dataclasses import replace
 
     from device.config import HttpConfig, load_config
@@ -35,6 +35,8 @@ def _build_config(config_file, broker, username, password, protocol, device_id, 
                                    http=HttpConfig.parse(http) if http else None)
     if trust:
         config = replace(config, trust=config.trust + tuple(trust))
+    if risk_bundles:
+        config = replace(config, risk_bundles=tuple(risk_bundles) + config.risk_bundles)
     return config
 
 
@@ -55,10 +57,12 @@ def _build_config(config_file, broker, username, password, protocol, device_id, 
               help="Extra trusted bundle-signing public key (repeatable).")
 @click.option("--allow-downgrade", is_flag=True, default=None,
               help="Accept flashed bundles older than the running one.")
+@click.option("--risk-bundle", "risk_bundles", multiple=True, type=click.Path(path_type=Path),
+              help="Companion (mortality/readmission) bundle to use instead of the packaged one (repeatable).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @friendly
 def device_run(config_file, broker, username, password, protocol, device_id, http, state_dir, bundle, clock,
-               trust, allow_downgrade, verbose) -> None:
+               trust, allow_downgrade, risk_bundles, verbose) -> None:
     """Run the device: MQTT events in, supervised suggestions out, bedside page served."""
     from dataclasses import replace
 
@@ -66,7 +70,7 @@ def device_run(config_file, broker, username, password, protocol, device_id, htt
 
     _configure_logging(verbose)
     config = _build_config(config_file, broker, username, password, protocol, device_id, http, state_dir,
-                           bundle, clock, trust)
+                           bundle, clock, trust, risk_bundles)
     if allow_downgrade:
         config = replace(config, allow_downgrade=True)
     service = DeviceService(config)

@@ -37,6 +37,13 @@ class EventPublisher(PersistentPublisher):
         self._issued.add(mid)
         return mid
 
+    def publish_visit_history(self, payload: dict | bytes) -> int:
+        """Queue one ``patients`` message (a visit history for the companion models)."""
+        body = json.dumps(payload) if isinstance(payload, dict) else payload
+        mid = self.tracker.publish(self.topics.patients, body)
+        self._issued.add(mid)
+        return mid
+
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until the broker has confirmed everything published so far."""
         if not self.tracker.wait(self._issued, timeout_s):
@@ -59,7 +66,7 @@ class EventPublisher(PersistentPublisher):
 
 
 class DeviceWatcher:
-    """Subscribes to a device's suggestions, errors and status and keeps every message."""
+    """Subscribes to a device's suggestions, errors, status and risk and keeps every message."""
 
     def __init__(self, broker: BrokerConfig, device_id: str, client_id: str | None = None,
                  persistent: bool = False) -> None:
@@ -68,6 +75,7 @@ class DeviceWatcher:
         self.suggestions: list[dict] = []
         self.errors: list[dict] = []
         self.status: list[dict] = []
+        self.risk: list[dict] = []
         self.suggestion_flags: list[tuple[bool, int | None]] = []  # (retained, MQTT 5 expiry seconds)
         self.arrival: dict[str, float] = {}  # event id -> perf_counter() when its suggestion arrived
         self._changed = threading.Condition()
@@ -83,7 +91,8 @@ class DeviceWatcher:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
             disable_nagle(client)
-            client.subscribe([(self.topics.suggestions, 1), (self.topics.errors, 1), (self.topics.status, 1)])
+            client.subscribe([(self.topics.suggestions, 1), (self.topics.errors, 1), (self.topics.status, 1),
+                              (self.topics.risk, 1)])
 
     def _on_message(self, client, userdata, message) -> None:
         try:
@@ -91,7 +100,7 @@ class DeviceWatcher:
         except ValueError:
             payload = {"undecodable": message.payload[:200].decode("utf-8", "replace")}
         target = {self.topics.suggestions: self.suggestions, self.topics.errors: self.errors,
-                  self.topics.status: self.status}.get(message.topic)
+                  self.topics.status: self.status, self.topics.risk: self.risk}.get(message.topic)
         if target is None:
             return
         with self._changed:

@@ -1,0 +1,418 @@
+"""``advisor train mortality|readmission``: MIMIC → cohort → networks and L1 logistic
+regression under stratified k-fold cross-validation → the best network as TFLite → bundle.
+
+Performance figures are out-of-fold: every sample is scored by a model that never saw it.
+Resampling for class imbalance (random oversampling, SMOTE) happens inside the training
+folds only. The exported network is then refitted on the whole cohort; its TFLite/Keras
+parity is measured on the whole cohort through the device inference path, which ``model/``
+does not import (the caller passes ``device_predict``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from preprocessing.cohorts import Cohort, mortality_cohort, readmission_cohort
+from preprocessing.mimic import MimicData, read_mimic
+from preprocessing.visits import Visit, VisitSpec
+from preprocessing.vocabulary import Vocabulary
+
+from . import bundle_writer, classification_metrics, companion_networks, export
+
+DevicePredict = Callable[[Path, str, np.ndarray], np.ndarray]
+Progress = Callable[[str], None]
+
+TASKS = ("mortality", "readmission")
+LOGISTIC = "logistic_l1"
+IMBALANCE_METHODS = ("class_weights", "random_oversampling", "smote")
+MODEL_LABELS = {
+    "lstm": "LSTM", "gru": "GRU", "bilstm": "bidirectional LSTM",
+    "rnn_last_hf": "RNN, last-index loss", "cnn_wide": "CNN-Wide", "mlp": "MLP on the index visit",
+    LOGISTIC: "L1 logistic regression (timeline summary)",
+}
+OUTPUTS = {
+    "mortality": "probability of death within 365 days of ICU discharge",
+    "readmission": "probability of a new admission within 30 days of this discharge",
+}
+DEMO_PATIENT_LIMIT = 1000
+SMALL_DATA_NOTE = ("This data set is too small for a meaningful AUROC: the figures below are wide "
+                   "intervals around a handful of positives, shown to prove the pipeline, not the model.")
+
+
+class CompanionError(Exception):
+    """Training cannot proceed on this data; the message says why."""
+
+
+@dataclass(frozen=True)
+class CompanionTrainingConfig:
+    """Everything ``train mortality|readmission`` can vary; defaults in one place."""
+
+    task: str = "mortality"
+    index: str = "auto"  # readmission: "hf", "all", or "auto" (hf when it has enough positives)
+    max_visits: int = 10
+    min_code_count: int = 2
+    max_vocabulary: int = 2000
+    network: companion_networks.CompanionNetworkConfig = field(
+        default_factory=companion_networks.CompanionNetworkConfig)
+    folds: int = 5
+    bootstrap: int = 1000
+    imbalance_network: dict = field(default_factory=lambda: {"mortality": "gru", "readmission": "mlp"})
+    logistic_c: float = 1.0
+    target_sensitivity: float = 0.8
+    importance_features: int = 200
+    golden_pairs: int = 6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}")
+        if self.index not in ("hf", "all", "auto"):
+            raise ValueError("index must be hf, all or auto")
+        if self.folds < 2:
+            raise ValueError("cross-validation needs at least 2 folds")
+
+
+@dataclass
+class CompanionResult:
+    task: str
+    bundle_dir: Path
+    manifest: dict
+    cohort: Cohort
+    labels: np.ndarray
+    out_of_fold: dict[str, np.ndarray]
+    metrics: dict[str, dict]
+    imbalance: dict[str, dict[str, dict]]
+    best: str
+    confusion: dict
+    importance: dict[str, list[dict]]
+    parity: dict
+    notes: list[str]
+    seconds: float
+    encoded: np.ndarray  # the cohort's encoded histories (parity inputs)
+    keras_probabilities: np.ndarray  # the exported network's Keras outputs on them
+
+
+@dataclass
+class _Encoded:
+    spec: VisitSpec
+    x: np.ndarray
+    y: np.ndarray
+    visit_labels: np.ndarray
+    visit_weights: np.ndarray
+    groups: np.ndarray  # subject id of each sample
+
+
+def _cohort(data: MimicData, config: CompanionTrainingConfig, notes: list[str]) -> Cohort:
+    if config.task == "mortality":
+        return mortality_cohort(data)
+    if config.index != "auto":
+        return readmission_cohort(data, config.index)
+    hf = readmission_cohort(data, "hf")
+    negatives = len(hf.samples) - hf.positives
+    if min(hf.positives, negatives) >= config.folds:
+        return hf
+    notes.append(f"heart-failure cohort has {len(hf.samples)} samples and {hf.positives} positive(s), too few for "
+                 f"{config.folds}-fold cross-validation; trained the all-admissions variant instead")
+    return readmission_cohort(data, "all")
+
+
+def build_vocabulary(samples: list, config: CompanionTrainingConfig) -> Vocabulary:
+    """Codes counted once per distinct admission of the given samples.
+
+    Counting per sample would be a label leak: in the all-admissions variant an admission
+    reappears in every later sample of its patient, so only a patient's last admission
+    (label 0 by construction: nothing follows it) would have codes seen once — the
+    out-of-vocabulary flag then predicts "not readmitted" (L1 weight −5.3 on the demo).
+    """
+    admissions = {(s.subject_id, v.admit, v.discharge): v.codes for s in samples for v in s.visits}
+    return Vocabulary.build(admissions.values(), config.min_code_count, config.max_vocabulary)
+
+
+def _encode(cohort: Cohort, vocabulary_from: list, config: CompanionTrainingConfig) -> _Encoded:
+    """Every sample encoded with a vocabulary built from ``vocabulary_from`` only."""
+    spec = VisitSpec(build_vocabulary(vocabulary_from, config), config.max_visits)
+    x = spec.encode_many([s.visits for s in cohort.samples])
+    y = np.array([s.label for s in cohort.samples], dtype=int)
+    visit_labels = np.zeros((len(y), config.max_visits), dtype=np.float32)
+    visit_weights = np.zeros_like(visit_labels)
+    for i, sample in enumerate(cohort.samples):
+        labels = list(sample.visit_labels or (sample.label,))[-config.max_visits:]
+        visit_labels[i, config.max_visits - len(labels):] = labels
+        real = min(len(sample.visits), config.max_visits)
+        visit_weights[i, config.max_visits - real:] = config.network.aux_weight
+        visit_weights[i, -1] = 1.0
+    groups = np.array([s.subject_id for s in cohort.samples])
+    return _Encoded(spec, x, y, visit_labels, visit_weights, groups)
+
+
+@dataclass
+class _Fold:
+    train: np.ndarray
+    test: np.ndarray
+    enc: _Encoded  # vocabulary from the training patients only
+
+
+def _folds(cohort: Cohort, enc: _Encoded, config: CompanionTrainingConfig) -> list[_Fold]:
+    """Stratified by label, grouped by patient: a patient's samples never sit on both sides.
+
+    (Ungrouped, the all-admissions sequence labeller learned a test sample's label from a
+    later sample of the same patient, whose earlier visits carry it: AUROC 0.94 on the demo.)
+    Each fold encodes with a vocabulary of its training patients, so a test patient's own
+    codes — including those of admissions after the index — never shape the vocabulary.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splitter = StratifiedGroupKFold(config.folds, shuffle=True, random_state=config.seed)
+    return [_Fold(train, test, _encode(cohort, [cohort.samples[i] for i in train], config))
+            for train, test in splitter.split(np.zeros(len(enc.y)), enc.y, enc.groups)]
+
+
+def summary_features(x: np.ndarray) -> np.ndarray:
+    """Timeline summary for the logistic regression: index visit, mean of earlier visits, count."""
+    index = x[:, -1, :]
+    earlier = x[:, :-1, :]
+    count = earlier[:, :, 0].sum(axis=1, keepdims=True)
+    mean = earlier.sum(axis=1) / np.maximum(count, 1.0)
+    return np.concatenate([index, mean, count / max(x.shape[1] - 1, 1)], axis=1)
+
+
+def summary_feature_names(spec: VisitSpec) -> list[str]:
+    names = spec.feature_names()
+    return [f"index visit: {n}" for n in names] + [f"earlier visits: {n}" for n in names] + ["earlier visits (count)"]
+
+
+def class_weights(y: np.ndarray) -> np.ndarray:
+    """Balanced per-sample weights: each class carries half of the total weight."""
+    counts = np.bincount(y, minlength=2).astype(float)
+    per_class = len(y) / (2.0 * np.maximum(counts, 1.0))
+    return per_class[y]
+
+
+def _l1_logistic(config: CompanionTrainingConfig):
+    """The LASSO baseline of the readmission paper: logistic regression with a pure L1 penalty."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(l1_ratio=1.0, solver="liblinear", C=config.logistic_c, max_iter=1000)
+
+
+def _resample(method: str, rows: np.ndarray, y: np.ndarray, x: np.ndarray, seed: int):
+    """Training rows after resampling: (x, y, weights, row index of each sample or -1 if synthetic)."""
+    if method == "class_weights":
+        return x[rows], y[rows], class_weights(y[rows]), rows
+    if method == "random_oversampling":
+        from imblearn.over_sampling import RandomOverSampler
+
+        sampler = RandomOverSampler(random_state=seed)
+        picked, _ = sampler.fit_resample(rows.reshape(-1, 1), y[rows])
+        picked = picked.reshape(-1)
+        return x[picked], y[picked], np.ones(len(picked)), picked
+    if method == "smote":
+        from imblearn.over_sampling import SMOTE
+
+        minority = int(min(np.bincount(y[rows], minlength=2)))
+        if minority < 2:
+            raise CompanionError("SMOTE needs at least two minority samples in every training fold")
+        flat = x[rows].reshape(len(rows), -1)
+        sampler = SMOTE(k_neighbors=min(5, minority - 1), random_state=seed)
+        new_x, new_y = sampler.fit_resample(flat, y[rows])
+        origin = np.concatenate([rows, -np.ones(len(new_y) - len(rows), dtype=int)])
+        return new_x.reshape(-1, *x.shape[1:]).astype(np.float32), new_y, np.ones(len(new_y)), origin
+    raise ValueError(f"unknown imbalance method {method!r}")
+
+
+def _fit_predict(kind: str, enc: _Encoded, train: np.ndarray, test: np.ndarray, method: str,
+                 config: CompanionTrainingConfig) -> tuple[np.ndarray, object]:
+    x, y, weights, origin = _resample(method, train, enc.y, enc.x, config.seed)
+    if kind == LOGISTIC:
+        model = _l1_logistic(config)
+        model.fit(summary_features(x), y, sample_weight=weights)
+        return model.predict_proba(summary_features(enc.x[test]))[:, 1], model
+    labels = weights_seq = None
+    if kind in companion_networks.SEQUENCE_OUTPUT:
+        if np.any(origin < 0):
+            raise CompanionError("synthetic (SMOTE) samples have no per-visit labels for the sequence labeller")
+        labels, weights_seq = enc.visit_labels[origin], enc.visit_weights[origin]
+    model = companion_networks.fit(kind, x, y, weights, config.network, labels, weights_seq)
+    return companion_networks.predict(model, kind, enc.x[test]), model
+
+
+def _cross_validate(kind: str, folds: list[_Fold], config: CompanionTrainingConfig, method: str,
+                    progress: Progress) -> tuple[np.ndarray, float, int]:
+    """Out-of-fold probabilities, total training seconds and the parameter count."""
+    oof = np.zeros(len(folds[0].enc.y))
+    seconds, params = 0.0, 0
+    for fold, split in enumerate(folds, start=1):
+        started = time.monotonic()
+        oof[split.test], model = _fit_predict(kind, split.enc, split.train, split.test, method, config)
+        seconds += time.monotonic() - started
+        params = (int(np.count_nonzero(model.coef_)) + 1 if kind == LOGISTIC
+                  else companion_networks.parameters(model))
+        progress(f"  {MODEL_LABELS[kind]} [{method}] fold {fold}/{config.folds}")
+    return oof, seconds, params
+
+
+def _golden_histories(spec: VisitSpec, n: int, seed: int) -> list[list[Visit]]:
+    """Synthetic histories for the bundle's self-test (no patient data in the bundle)."""
+    rng = np.random.default_rng(seed)
+    codes = list(spec.vocabulary.codes)
+    start = datetime(2100, 1, 1)
+    histories = []
+    for i in range(n):
+        visits, when = [], start
+        for _ in range(1 + i % (spec.max_visits + 2)):
+            picked = rng.choice(codes, size=min(len(codes), int(rng.integers(3, 40))), replace=False)
+            chosen = set(picked.tolist()) | ({"dx9:unseen-code"} if i % 3 == 0 else set())
+            stay = timedelta(days=float(rng.uniform(1, 20)))
+            visits.append(Visit(when, when + stay, frozenset(chosen)))
+            when = when + stay + timedelta(days=float(rng.uniform(5, 400)))
+        histories.append(visits)
+    return histories
+
+
+def history_to_json(visits: list[Visit]) -> list[dict]:
+    """A history as the device's ``patients`` payload expects it."""
+    return [{"admit": v.admit.isoformat() + "Z", "discharge": v.discharge.isoformat() + "Z",
+             "codes": sorted(v.codes)} for v in visits]
+
+
+def _fingerprint(data: MimicData, cohort: Cohort) -> str:
+    digest = hashlib.sha256(f"{data.layout} {data.version}".encode())
+    for s in cohort.samples:
+        digest.update(f"{s.subject_id},{s.index_hadm},{s.label};".encode())
+    return digest.hexdigest()
+
+
+def _toggle_importance(model, kind: str, enc: _Encoded, limit: int) -> list[dict]:
+    """Mean change in probability when each feature of the last visit is switched on vs off."""
+    names = enc.spec.feature_names()
+    frequency = enc.x[:, -1, :].sum(axis=0)
+    frequency[0] = -1  # "a visit is here" is not a feature to toggle
+    columns = [int(c) for c in np.argsort(-frequency, kind="stable")[:limit] if frequency[c] > 0]
+    graph = companion_networks.inference_graph(model, kind)
+    rows = []
+    for column in columns:
+        on, off = enc.x.copy(), enc.x.copy()
+        on[:, -1, column], off[:, -1, column] = 1.0, 0.0
+        delta = (np.asarray(graph(on, training=False)) - np.asarray(graph(off, training=False))).reshape(-1)
+        rows.append({"feature": names[column], "mean_change": float(delta.mean()),
+                     "in_index_visits": int(frequency[column])})
+    return sorted(rows, key=lambda r: -abs(r["mean_change"]))
+
+
+def _logistic_importance(enc: _Encoded, config: CompanionTrainingConfig) -> list[dict]:
+    model = _l1_logistic(config)
+    model.fit(summary_features(enc.x), enc.y, sample_weight=class_weights(enc.y))
+    names = summary_feature_names(enc.spec)
+    coefs = model.coef_.reshape(-1)
+    return [{"feature": names[i], "coefficient": float(coefs[i])}
+            for i in np.argsort(-np.abs(coefs), kind="stable") if coefs[i] != 0]
+
+
+def _model_files(task: str) -> dict[str, str]:
+    return {"int8": f"{task}_int8.tflite", "float": f"{task}_float.tflite"}
+
+
+def train_companion(mimic_dir: Path, out_dir: Path, config: CompanionTrainingConfig,
+                    device_predict: DevicePredict, progress: Progress = print) -> CompanionResult:
+    """Cross-validate every candidate, compare imbalance handling, export the best network."""
+    started = time.monotonic()
+    data = read_mimic(Path(mimic_dir))
+    notes = list(data.notes)
+    progress(f"{data.layout}{' ' + data.version if data.version else ''}: {len(data.patients)} patients")
+    cohort = _cohort(data, config, notes)
+    negatives = len(cohort.samples) - cohort.positives
+    if min(cohort.positives, negatives) < config.folds:
+        raise CompanionError(f"{cohort.name} cohort has {cohort.positives} positive and {negatives} negative "
+                             f"samples; {config.folds}-fold cross-validation needs at least {config.folds} of each")
+    enc = _encode(cohort, cohort.samples, config)
+    folds = _folds(cohort, enc, config)
+    progress(f"cohort {cohort.name}: {len(enc.y)} samples, {int(enc.y.sum())} positive; "
+             f"vocabulary {len(enc.spec.vocabulary)} codes; input {enc.spec.shape}")
+    networks = (companion_networks.MORTALITY_NETWORKS if config.task == "mortality"
+                else companion_networks.READMISSION_NETWORKS)
+    out_of_fold, metrics = {}, {}
+    for kind in (*networks, LOGISTIC):
+        oof, seconds, params = _cross_validate(kind, folds, config, "class_weights", progress)
+        out_of_fold[kind] = oof
+        metrics[kind] = {**classification_metrics.summary(enc.y, oof, config.bootstrap),
+                         "parameters": params, "train_seconds": seconds}
+    best = max(networks, key=lambda k: (np.nan_to_num(metrics[k]["auroc"], nan=-1.0), -metrics[k]["parameters"]))
+    imbalance: dict[str, dict[str, dict]] = {}
+    for kind in (config.imbalance_network[config.task], LOGISTIC):
+        imbalance[kind] = {"class_weights": {k: metrics[kind][k] for k in ("auroc", "auroc_ci95", "auprc")}}
+        for method in IMBALANCE_METHODS[1:]:
+            try:
+                oof, _, _ = _cross_validate(kind, folds, config, method, progress)
+            except CompanionError as exc:
+                imbalance[kind][method] = {"error": str(exc)}
+                continue
+            summary = classification_metrics.summary(enc.y, oof, config.bootstrap)
+            imbalance[kind][method] = {k: summary[k] for k in ("auroc", "auroc_ci95", "auprc")}
+    threshold = classification_metrics.threshold_for_sensitivity(enc.y, out_of_fold[best], config.target_sensitivity)
+    confusion = classification_metrics.confusion(enc.y, out_of_fold[best], threshold)
+
+    progress(f"refitting {MODEL_LABELS[best]} on all {len(enc.y)} samples and exporting to TFLite")
+    final = companion_networks.fit(best, enc.x, enc.y, class_weights(enc.y), config.network,
+                                   enc.visit_labels, enc.visit_weights)
+    graph = companion_networks.inference_graph(final, best)
+    keras_p = companion_networks.predict(final, best, enc.x)
+    tflite = export.to_tflite(graph, enc.x, config.seed, input_name="visits")
+    files = _model_files(config.task)
+    quant = {role: export.tensor_quantization(tflite[role]) for role in files}
+    manifest = {
+        "name": config.task,
+        "version": "unreleased",
+        "features": enc.spec.to_json(),
+        "models": {role: {"file": files[role], **quant[role]} for role in files},
+        "output": {"units": "probability", "meaning": OUTPUTS[config.task], "network": best},
+    }
+    golden_histories = _golden_histories(enc.spec, config.golden_pairs, config.seed)
+    golden_x = enc.spec.encode_many(golden_histories)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "bundle"
+        bundle_writer.write_bundle(staged, manifest, {files[r]: tflite[r] for r in files})
+        device_p = {role: device_predict(staged, role, enc.x) for role in files}
+        golden_p = {role: device_predict(staged, role, golden_x) for role in files}
+    parity = {"keras_auroc_in_sample": classification_metrics.auroc(enc.y, keras_p)}
+    for role in files:
+        parity[f"{role}_auroc_in_sample"] = classification_metrics.auroc(enc.y, device_p[role])
+        parity[f"{role}_vs_keras_max_abs"] = float(np.max(np.abs(device_p[role] - keras_p)))
+        parity[f"{role}_vs_keras_auroc_diff"] = abs(parity[f"{role}_auroc_in_sample"] - parity["keras_auroc_in_sample"])
+    progress("feature importance (L1 coefficients; toggling features of the index visit)")
+    importance = {"logistic_l1": _logistic_importance(enc, config),
+                  best: _toggle_importance(final, best, enc, config.importance_features)}
+    demo = len(data.patients) < DEMO_PATIENT_LIMIT
+    cohort_json = cohort.to_json()
+    manifest.update({
+        "version": bundle_writer.new_version(),
+        "created": bundle_writer.created_now(),
+        "cohort": {"size": cohort_json["size"], "positives": cohort_json["positives"], "steps": cohort_json["steps"],
+                   "definition": cohort.name},
+        "golden": [{"history": history_to_json(h), "outputs": {r: float(golden_p[r][i]) for r in files}}
+                   for i, h in enumerate(golden_histories)],
+        "metrics": {"cross_validation": metrics, "folds": config.folds, "best": best, "imbalance": imbalance,
+                    "confusion_at_threshold": confusion, "parity": parity,
+                    "note": SMALL_DATA_NOTE if demo else "out-of-fold estimates"},
+        "data": {"source": data.layout, "version": data.version, "patients": len(data.patients),
+                 "fingerprint_sha256": _fingerprint(data, cohort), "notes": notes,
+                 "demo_trained": demo,
+                 "label": ("demo-trained: MIMIC demo subset, for showing the pipeline only; not a validated risk model"
+                           if demo else "trained on the full data set named in 'source'")},
+        "training": {"network": config.network.to_json(), "max_visits": config.max_visits,
+                     "min_code_count": config.min_code_count, "max_vocabulary": config.max_vocabulary,
+                     "vocabulary_from": "distinct admissions of the cohort (per training fold in cross-validation)",
+                     "class_imbalance": "class weights"},
+        "versions": bundle_writer.library_versions(),
+    })
+    manifest = bundle_writer.write_bundle(Path(out_dir), manifest, {files[r]: tflite[r] for r in files})
+    progress(f"bundle written to {out_dir}")
+    return CompanionResult(config.task, Path(out_dir), manifest, cohort, enc.y, out_of_fold, metrics, imbalance,
+                           best, confusion, importance, parity, notes, time.monotonic() - started, enc.x, keras_p)

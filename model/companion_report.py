@@ -1,0 +1,187 @@
+"""The companion-model report: cohort steps, the comparison table, imbalance handling,
+confusion matrix with its clinical reading, TFLite parity, feature importance, ROC/PR plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .companion import IMBALANCE_METHODS, MODEL_LABELS, OUTPUTS, CompanionResult
+
+LEAK_FIX = ("The input sequence stops at the index admission. The source notebook fed every admission of the "
+            "patient, including those after the index stay — a patient readmitted later is by definition alive, "
+            "so later admissions leak the outcome. They are excluded here.")
+LEAKAGE_AUDIT = (
+    "Cross-validation folds are grouped by patient (a patient's samples are never on both sides) and each "
+    "fold builds its code vocabulary from its training patients' distinct admissions only. Both guard against "
+    "leaks found while building this pipeline on the demo: ungrouped folds let the sequence labeller learn a "
+    "test sample's label from a later sample of the same patient; counting codes per sample instead of per "
+    "admission made the out-of-vocabulary flag mark a patient's last admission, which is never followed by a "
+    "readmission.")
+TOP_FEATURES = 15
+OUTCOME = {"mortality": ("died within a year", "survived the year"),
+           "readmission": ("were readmitted within 30 days", "were not readmitted")}
+
+
+def _interval(ci) -> str:
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "n/a"
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def comparison_table(result: CompanionResult) -> str:
+    lines = ["| model | parameters | train time (s, all folds) | AUROC (95 % CI) | AUPRC (95 % CI) |",
+             "|---|---:|---:|---|---|"]
+    for kind, m in result.metrics.items():
+        star = " **(exported)**" if kind == result.best else ""
+        lines.append(f"| {MODEL_LABELS[kind]}{star} | {m['parameters']:,} | {m['train_seconds']:.1f} | "
+                     f"{_fmt(m['auroc'])} ({_interval(m['auroc_ci95'])}) | "
+                     f"{_fmt(m['auprc'])} ({_interval(m['auprc_ci95'])}) |")
+    return "\n".join(lines)
+
+
+def imbalance_table(result: CompanionResult) -> str:
+    lines = ["| model | " + " | ".join(m.replace("_", " ") for m in IMBALANCE_METHODS) + " |",
+             "|---|" + "---|" * len(IMBALANCE_METHODS)]
+    for kind, methods in result.imbalance.items():
+        cells = []
+        for method in IMBALANCE_METHODS:
+            m = methods.get(method, {})
+            cells.append(m["error"] if "error" in m else
+                         f"AUROC {_fmt(m['auroc'])} ({_interval(m['auroc_ci95'])}), AUPRC {_fmt(m['auprc'])}")
+        lines.append(f"| {MODEL_LABELS[kind]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def clinical_reading(result: CompanionResult) -> str:
+    c = result.confusion
+    yes, no = OUTCOME[result.task]
+    return (f"At threshold {c['threshold']:.3f} (chosen on the out-of-fold scores to catch at least "
+            f"80 % of positives): of the {c['tp'] + c['fn']} patients who {yes}, the model flags {c['tp']} "
+            f"and misses {c['fn']}; of the {c['tn'] + c['fp']} who {no}, it wrongly flags {c['fp']}. "
+            f"A flagged patient turns out positive {_pct(c['ppv'])} of the time (PPV); an unflagged one "
+            f"is negative {_pct(c['npv'])} of the time (NPV). The threshold was picked on the same "
+            "out-of-fold scores it is judged on, so these rates are optimistic.")
+
+
+def _pct(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{100 * value:.0f} %"
+
+
+def _plots(result: CompanionResult, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    names = []
+    for name, curve, xlabel, ylabel in (("roc.png", roc_curve, "false-positive rate", "true-positive rate"),
+                                        ("pr.png", precision_recall_curve, "recall", "precision")):
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        for kind, scores in result.out_of_fold.items():
+            a, b, _ = curve(result.labels, scores)
+            x, y = (a, b) if name == "roc.png" else (b, a)
+            score = result.metrics[kind]["auroc" if name == "roc.png" else "auprc"]
+            ax.plot(x, y, label=f"{MODEL_LABELS[kind]} ({_fmt(score)})")
+        if name == "roc.png":
+            ax.plot([0, 1], [0, 1], ":", color="grey")
+        else:
+            ax.axhline(result.labels.mean(), linestyle=":", color="grey", label="prevalence")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{result.task}: out-of-fold {'ROC' if name == 'roc.png' else 'precision-recall'}")
+        ax.legend(fontsize=7, loc="lower right" if name == "roc.png" else "upper right")
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def _steps(result: CompanionResult) -> list[str]:
+    return [f"| {s['step']} | {s['count']} |" for s in result.manifest["cohort"]["steps"]]
+
+
+def write_report(result: CompanionResult, out: Path) -> Path:
+    """Write ``report.md`` and the ROC/PR plots into ``out``; return the markdown path."""
+    out.mkdir(parents=True, exist_ok=True)
+    m = result.manifest
+    plots = _plots(result, out)
+    parity = result.parity
+    c = result.confusion
+    lr = result.importance.get("logistic_l1", [])[:TOP_FEATURES]
+    toggled = result.importance.get(result.best, [])[:TOP_FEATURES]
+    lines = [
+        f"# {result.task.capitalize()} model report — bundle {m['version']}",
+        "",
+        f"Output: {OUTPUTS[result.task]}. Risk context for the clinician only: it does not change the dose, "
+        "and this is decision support, not a certified medical device.",
+        "",
+        f"**{m['data']['label']}.**" if m["data"]["demo_trained"] else "",
+        "",
+        f"> {m['metrics']['note']}",
+        "",
+        "## Data and cohort",
+        f"- {m['data']['source']}{' ' + m['data']['version'] if m['data']['version'] else ''}, "
+        f"{m['data']['patients']} patients; cohort `{m['cohort']['definition']}`; "
+        f"fingerprint `{m['data']['fingerprint_sha256'][:16]}…`.",
+        *[f"- Note: {n}" for n in result.notes],
+        "",
+        "| step | count |", "|---|---:|", *_steps(result),
+        "",
+    ]
+    if result.task == "mortality":
+        lines += [f"**Leakage fix.** {LEAK_FIX}", ""]
+    else:
+        lines += ["Labels follow the heart-failure paper's timeline: an admission is positive when the next one "
+                  "starts within 30 days of its discharge; the sample is the history up to the index admission.", ""]
+    lines += [
+        f"## Models ({m['metrics']['folds']}-fold stratified cross-validation, out-of-fold scores)",
+        comparison_table(result),
+        "",
+        f"**Leakage audit.** {LEAKAGE_AUDIT}",
+        "",
+        f"Confidence intervals: {len(result.labels)} patients resampled 1,000 times (percentile bootstrap). "
+        f"Chance AUPRC is the prevalence, {result.labels.mean():.3f}. The exported network is the one with the "
+        "best out-of-fold AUROC (ties: fewer parameters); the L1 logistic regression is a baseline and is not "
+        "exported.",
+        "",
+        "## Class imbalance (inside the training folds only)",
+        imbalance_table(result),
+        "",
+        f"## Confusion matrix — {MODEL_LABELS[result.best]}, out-of-fold",
+        "| | flagged | not flagged |", "|---|---:|---:|",
+        f"| positive | {c['tp']} | {c['fn']} |", f"| negative | {c['fp']} | {c['tn']} |",
+        "",
+        f"Sensitivity {_pct(c['sensitivity'])}, specificity {_pct(c['specificity'])}. {clinical_reading(result)}",
+        "",
+        "## TFLite on the device path vs Keras (whole cohort, refitted model)",
+        f"- AUROC: Keras {_fmt(parity['keras_auroc_in_sample'])}, TFLite float "
+        f"{_fmt(parity['float_auroc_in_sample'])}, int8 {_fmt(parity['int8_auroc_in_sample'])} "
+        "(in-sample: a parity check, not a performance figure).",
+        f"- Largest per-patient probability difference: float {parity['float_vs_keras_max_abs']:.2e}, "
+        f"int8 {parity['int8_vs_keras_max_abs']:.4f}.",
+        "- Bundle files: " + ", ".join(f"`{n}` {e['bytes'] / 1024:.1f} KiB" for n, e in sorted(m["files"].items())),
+        "",
+        "## Feature importance",
+        "L1 logistic regression, non-zero coefficients (largest first):",
+        "", "| feature | coefficient |", "|---|---:|",
+        *[f"| {r['feature']} | {r['coefficient']:+.3f} |" for r in lr],
+        "",
+        f"{MODEL_LABELS[result.best]}: mean change in predicted probability when a feature of the index visit "
+        "is switched on rather than off (refitted model, whole cohort):",
+        "", "| feature | mean change | index visits with it |", "|---|---:|---:|",
+        *[f"| {r['feature']} | {r['mean_change']:+.3f} | {r['in_index_visits']} |" for r in toggled],
+        "",
+        "## Plots",
+        *[f"![{p}]({p})" for p in plots],
+        "",
+        f"Training took {result.seconds / 60:.1f} min.",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

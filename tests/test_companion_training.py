@@ -1,0 +1,128 @@
+"""Companion-model training end to end on the real MIMIC-III demo and its MIMIC-IV-shaped copy.
+
+The demo is too small for meaningful AUROC; these tests check cohort counts, that training,
+export and bundle writing run, and that TFLite on the device path agrees with Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from device import bundle as bundle_mod
+from device.companion import RiskModel
+from model import classification_metrics, companion
+from preprocessing.cohorts import mortality_cohort, readmission_cohort
+from preprocessing.mimic import read_mimic
+
+from .conftest import ROOT
+from .mimic_iv_fixture import build_mimic_iv
+
+pytestmark = pytest.mark.slow
+QUICK = ("--folds", "3", "--epochs", "4")
+
+
+@pytest.fixture(scope="module")
+def mortality(mimic_dir, tmp_path_factory):
+    from dataclasses import replace
+
+    from device.evaluation import predict_unsigned_companion_dir
+
+    config = companion.CompanionTrainingConfig(task="mortality", folds=3, bootstrap=200)
+    config = replace(config, network=replace(config.network, epochs=4))
+    out = tmp_path_factory.mktemp("mortality") / "bundle"
+    return companion.train_companion(mimic_dir, out, config, predict_unsigned_companion_dir, progress=lambda m: None)
+
+
+def test_mortality_manifest_cohort_matches_the_definition(mortality, mimic_dir):
+    expected = mortality_cohort(read_mimic(mimic_dir)).to_json()
+    cohort = mortality.manifest["cohort"]
+    assert (cohort["size"], cohort["positives"], cohort["steps"]) == (65, 40, expected["steps"])
+    assert cohort["size"] == expected["size"] and cohort["positives"] == expected["positives"]
+    assert mortality.manifest["data"]["demo_trained"] is True
+    assert "too small" in mortality.manifest["metrics"]["note"]
+    assert any("hadm 168674" in n for n in mortality.manifest["data"]["notes"])  # the missing admission row
+
+
+def test_mortality_tflite_agrees_with_keras_on_the_device_path(mortality):
+    bundle = bundle_mod.open_bundle(mortality.bundle_dir, trusted=[], require_signature=False)
+    keras_auroc = classification_metrics.auroc(mortality.labels, mortality.keras_probabilities)
+    for role in ("float", "int8"):
+        model = RiskModel(bundle, role)
+        probabilities = model.predict_many(mortality.encoded)
+        assert np.max(np.abs(probabilities - mortality.keras_probabilities)) <= 0.02, role
+        assert abs(classification_metrics.auroc(mortality.labels, probabilities) - keras_auroc) <= 0.01, role
+        assert model.self_test() <= 0.02
+
+
+def test_mortality_compares_every_model_and_imbalance_method(mortality):
+    assert set(mortality.metrics) == {"lstm", "gru", "bilstm", "logistic_l1"}
+    for m in mortality.metrics.values():
+        assert 0.0 <= m["auroc"] <= 1.0 and m["parameters"] > 0 and m["train_seconds"] > 0
+        assert m["n"] == 65
+    assert mortality.best in ("lstm", "gru", "bilstm")
+    assert set(mortality.imbalance["gru"]) == {"class_weights", "random_oversampling", "smote"}
+    c = mortality.confusion
+    assert c["tp"] + c["fn"] == 40 and c["fp"] + c["tn"] == 25 and c["sensitivity"] >= 0.8
+    assert mortality.importance["logistic_l1"] and mortality.importance[mortality.best]
+
+
+def test_report_has_tables_plots_and_says_the_demo_is_too_small(mortality, tmp_path):
+    from model import companion_report
+
+    path = companion_report.write_report(mortality, tmp_path)
+    text = path.read_text()
+    assert "too small for a meaningful AUROC" in text and "Leakage fix" in text
+    assert "| bidirectional LSTM" in text and "random oversampling" in text and "flagged" in text
+    assert (tmp_path / "roc.png").stat().st_size > 1000 and (tmp_path / "pr.png").stat().st_size > 1000
+
+
+def test_readmission_command_on_the_mimic_iv_layout(mimic_dir, tmp_path):
+    root = build_mimic_iv(mimic_dir, tmp_path / "mimic-iv-2.2")
+    out = tmp_path / "readmission"
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", "train", "readmission", "--mimic", str(root),
+                           "--out", str(out), *QUICK], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "too small for a meaningful AUROC" in proc.stdout and "CNN-Wide" in proc.stdout
+    assert "all-admissions variant instead" in proc.stderr  # few heart-failure stays in the demo
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = readmission_cohort(read_mimic(root), "all").to_json()
+    assert manifest["data"]["source"] == "MIMIC-IV"
+    assert {k: manifest["cohort"][k] for k in ("size", "positives", "steps")} == \
+        {k: expected[k] for k in ("size", "positives", "steps")}
+    assert manifest["metrics"]["parity"]["int8_vs_keras_max_abs"] <= 0.02
+    assert manifest["metrics"]["parity"]["int8_vs_keras_auroc_diff"] <= 0.01
+    report = (tmp_path / "readmission-report" / "report.md").read_text()
+    assert "Feature importance" in report and "L1 logistic regression" in report
+
+
+def test_mortality_refuses_mimic_iv_v1_and_bad_folds_are_clear(mimic_dir, tmp_path):
+    root = build_mimic_iv(mimic_dir, tmp_path / "mimic-iv-1.0")
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", "train", "mortality", "--mimic", str(root),
+                           "--out", str(tmp_path / "m")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0 and "1-year mortality cannot be labelled" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", "train", "readmission", "--mimic", str(mimic_dir),
+                           "--index", "hf", "--out", str(tmp_path / "r")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode != 0 and "needs at least 5 of each" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_packaged_companion_bundles_are_signed_demo_trained_and_pass_their_self_test(mimic_dir):
+    data = read_mimic(mimic_dir)
+    expected = {"mortality": mortality_cohort(data).to_json(), "readmission": readmission_cohort(data, "all").to_json()}
+    for name in ("mortality", "readmission"):
+        bundle = bundle_mod.open_bundle(bundle_mod.default_bundle_path(name))
+        assert bundle.signed_by and bundle.is_companion and bundle.name == name
+        assert bundle.manifest["data"]["demo_trained"] is True
+        assert "demo-trained" in bundle.manifest["data"]["label"]
+        cohort = bundle.manifest["cohort"]
+        assert (cohort["size"], cohort["positives"]) == (expected[name]["size"], expected[name]["positives"])
+        assert cohort["steps"] == expected[name]["steps"]
+        for role in ("int8", "float"):
+            assert RiskModel(bundle, role).self_test() <= 0.02
