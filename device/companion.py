@@ -23,11 +23,12 @@ GOLDEN_TOLERANCE = 0.02
 class RiskModel:
     """One companion bundle's TFLite model, fed encoded visit histories."""
 
-    def __init__(self, bundle: Bundle, role: str = "int8", backend: str | None = None) -> None:
+    def __init__(self, bundle: Bundle, role: str | None = None, backend: str | None = None) -> None:
+        """``role`` defaults to the model the bundle names for the device (the one that matched Keras)."""
         if not bundle.is_companion:
             raise BundleError(f"bundle {bundle.name!r} is not a companion (visit-history) model")
         self.bundle = bundle
-        self.role = role
+        self.role = role or str(bundle.manifest.get("output", {}).get("device_role", "int8"))
         try:
             self.spec = bundle.visit_spec
         except (KeyError, TypeError, ValueError) as exc:
@@ -52,6 +53,7 @@ class RiskModel:
         """What the risk message and the page say about this model."""
         data = self.bundle.manifest.get("data", {})
         return {"version": self.bundle.version, "network": self.bundle.manifest.get("output", {}).get("network"),
+                "runs": self.role,
                 "demo_trained": bool(data.get("demo_trained", False)), "label": data.get("label", "")}
 
     def predict_encoded(self, x: np.ndarray) -> float:

@@ -25,7 +25,7 @@ from preprocessing.mimic import MimicData, read_mimic
 from preprocessing.visits import Visit, VisitSpec
 from preprocessing.vocabulary import Vocabulary
 
-from . import bundle_writer, classification_metrics, companion_networks, export
+from . import bundle_writer, classification_metrics, companion_networks, export, skipgram
 
 DevicePredict = Callable[[Path, str, np.ndarray], np.ndarray]
 Progress = Callable[[str], None]
@@ -68,6 +68,7 @@ class CompanionTrainingConfig:
     logistic_c: float = 1.0
     target_sensitivity: float = 0.8
     importance_features: int = 200
+    skipgram: bool = False  # initialise code embeddings from skip-gram vectors of co-occurring codes
     golden_pairs: int = 6
     seed: int = 0
 
@@ -108,6 +109,7 @@ class _Encoded:
     visit_labels: np.ndarray
     visit_weights: np.ndarray
     groups: np.ndarray  # subject id of each sample
+    code_vectors: np.ndarray | None  # skip-gram initialisation of the code embedding, if asked for
 
 
 def _cohort(data: MimicData, config: CompanionTrainingConfig, notes: list[str]) -> Cohort:
@@ -132,13 +134,20 @@ def build_vocabulary(samples: list, config: CompanionTrainingConfig) -> Vocabula
     (label 0 by construction: nothing follows it) would have codes seen once — the
     out-of-vocabulary flag then predicts "not readmitted" (L1 weight −5.3 on the demo).
     """
-    admissions = {(s.subject_id, v.admit, v.discharge): v.codes for s in samples for v in s.visits}
-    return Vocabulary.build(admissions.values(), config.min_code_count, config.max_vocabulary)
+    return Vocabulary.build(_admissions(samples), config.min_code_count, config.max_vocabulary)
+
+
+def _admissions(samples: list) -> list[frozenset[str]]:
+    """The code sets of the distinct admissions behind ``samples``."""
+    return list({(s.subject_id, v.admit, v.discharge): v.codes for s in samples for v in s.visits}.values())
 
 
 def _encode(cohort: Cohort, vocabulary_from: list, config: CompanionTrainingConfig) -> _Encoded:
     """Every sample encoded with a vocabulary built from ``vocabulary_from`` only."""
     spec = VisitSpec(build_vocabulary(vocabulary_from, config), config.max_visits)
+    vectors = (skipgram.train_vectors(_admissions(vocabulary_from), spec.vocabulary,
+                                      skipgram.SkipGramConfig(dim=config.network.embedding, seed=config.seed))
+               if config.skipgram else None)
     x = spec.encode_many([s.visits for s in cohort.samples])
     y = np.array([s.label for s in cohort.samples], dtype=int)
     visit_labels = np.zeros((len(y), config.max_visits), dtype=np.float32)
@@ -150,7 +159,7 @@ def _encode(cohort: Cohort, vocabulary_from: list, config: CompanionTrainingConf
         visit_weights[i, config.max_visits - real:] = config.network.aux_weight
         visit_weights[i, -1] = 1.0
     groups = np.array([s.subject_id for s in cohort.samples])
-    return _Encoded(spec, x, y, visit_labels, visit_weights, groups)
+    return _Encoded(spec, x, y, visit_labels, visit_weights, groups, vectors)
 
 
 @dataclass
@@ -240,7 +249,7 @@ def _fit_predict(kind: str, enc: _Encoded, train: np.ndarray, test: np.ndarray, 
         if np.any(origin < 0):
             raise CompanionError("synthetic (SMOTE) samples have no per-visit labels for the sequence labeller")
         labels, weights_seq = enc.visit_labels[origin], enc.visit_weights[origin]
-    model = companion_networks.fit(kind, x, y, weights, config.network, labels, weights_seq)
+    model = companion_networks.fit(kind, x, y, weights, config.network, labels, weights_seq, enc.code_vectors)
     return companion_networks.predict(model, kind, enc.x[test]), model
 
 
@@ -320,6 +329,68 @@ def _model_files(task: str) -> dict[str, str]:
     return {"int8": f"{task}_int8.tflite", "float": f"{task}_float.tflite"}
 
 
+@dataclass
+class _Exported:
+    tflite: dict[str, bytes]
+    manifest: dict
+    keras: np.ndarray
+    parity: dict
+    extra: dict[str, np.ndarray]
+
+
+def _export(model, kind: str, spec: VisitSpec, calibration: np.ndarray, x: np.ndarray, y: np.ndarray,
+            config: CompanionTrainingConfig, device_predict: DevicePredict,
+            extra: np.ndarray | None = None) -> _Exported:
+    """TFLite float and int8 of ``model``, and its device-path outputs on ``x`` compared with Keras."""
+    graph = companion_networks.inference_graph(model, kind)
+    keras_p = companion_networks.predict(model, kind, x)
+    tflite = export.to_tflite(graph, calibration, config.seed, input_name="visits")
+    files = _model_files(config.task)
+    manifest = {
+        "name": config.task,
+        "version": "unreleased",
+        "features": spec.to_json(),
+        "models": {role: {"file": files[role], **export.tensor_quantization(tflite[role])} for role in files},
+        "output": {"units": "probability", "meaning": OUTPUTS[config.task], "network": kind},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "bundle"
+        bundle_writer.write_bundle(staged, manifest, {files[r]: tflite[r] for r in files})
+        device_p = {role: device_predict(staged, role, x) for role in files}
+        extra_p = {role: device_predict(staged, role, extra) for role in files} if extra is not None else {}
+    parity = {"n": int(len(y)), "positives": int(np.sum(y)),
+              "keras_auroc": classification_metrics.auroc(y, keras_p)}
+    for role in files:
+        parity[f"{role}_auroc"] = classification_metrics.auroc(y, device_p[role])
+        parity[f"{role}_vs_keras_max_abs"] = float(np.max(np.abs(device_p[role] - keras_p)))
+        parity[f"{role}_vs_keras_auroc_diff"] = abs(parity[f"{role}_auroc"] - parity["keras_auroc"])
+    return _Exported(tflite, manifest, keras_p, parity, extra_p)
+
+
+PARITY_MAX_PROBABILITY = 0.02
+PARITY_MAX_AUROC = 0.01
+
+
+def _worst(parity: dict, role: str) -> tuple[float, float]:
+    return (max(p[f"{role}_vs_keras_max_abs"] for p in parity.values()),
+            max(float(np.nan_to_num(p[f"{role}_vs_keras_auroc_diff"])) for p in parity.values()))
+
+
+def device_role(parity: dict) -> dict:
+    """Which model the device runs: int8 only if it matches Keras everywhere it was checked."""
+    gaps = {role: _worst(parity, role) for role in ("int8", "float")}
+    ok = {role: p <= PARITY_MAX_PROBABILITY and a <= PARITY_MAX_AUROC for role, (p, a) in gaps.items()}
+    words = {role: f"{role} differs from Keras by up to {p:.4f} in probability and {a:.4f} in AUROC"
+             for role, (p, a) in gaps.items()}
+    limits = f"limits {PARITY_MAX_PROBABILITY} and {PARITY_MAX_AUROC}"
+    if ok["int8"]:
+        return {"device_role": "int8", "device_role_reason": f"{words['int8']}, within the {limits}"}
+    if ok["float"]:
+        return {"device_role": "float",
+                "device_role_reason": f"{words['int8']}, beyond the {limits}; {words['float']}"}
+    raise CompanionError(f"no TFLite model matches Keras: {words['int8']}; {words['float']} ({limits})")
+
+
 def train_companion(mimic_dir: Path, out_dir: Path, config: CompanionTrainingConfig,
                     device_predict: DevicePredict, progress: Progress = print) -> CompanionResult:
     """Cross-validate every candidate, compare imbalance handling, export the best network."""
@@ -328,6 +399,8 @@ def train_companion(mimic_dir: Path, out_dir: Path, config: CompanionTrainingCon
     notes = list(data.notes)
     progress(f"{data.layout}{' ' + data.version if data.version else ''}: {len(data.patients)} patients")
     cohort = _cohort(data, config, notes)
+    for note in notes:
+        progress(f"note: {note}")
     negatives = len(cohort.samples) - cohort.positives
     if min(cohort.positives, negatives) < config.folds:
         raise CompanionError(f"{cohort.name} cohort has {cohort.positives} positive and {negatives} negative "
@@ -359,33 +432,26 @@ def train_companion(mimic_dir: Path, out_dir: Path, config: CompanionTrainingCon
     threshold = classification_metrics.threshold_for_sensitivity(enc.y, out_of_fold[best], config.target_sensitivity)
     confusion = classification_metrics.confusion(enc.y, out_of_fold[best], threshold)
 
+    held_out = folds[0]
+    progress(f"TFLite parity on held-out fold 1 ({len(held_out.test)} samples)")
+    fold_model = companion_networks.fit(
+        best, held_out.enc.x[held_out.train], enc.y[held_out.train], class_weights(enc.y[held_out.train]),
+        config.network, held_out.enc.visit_labels[held_out.train], held_out.enc.visit_weights[held_out.train],
+        held_out.enc.code_vectors)
+    fold_export = _export(fold_model, best, held_out.enc.spec, held_out.enc.x[held_out.train],
+                          held_out.enc.x[held_out.test], enc.y[held_out.test], config, device_predict)
+
     progress(f"refitting {MODEL_LABELS[best]} on all {len(enc.y)} samples and exporting to TFLite")
     final = companion_networks.fit(best, enc.x, enc.y, class_weights(enc.y), config.network,
-                                   enc.visit_labels, enc.visit_weights)
-    graph = companion_networks.inference_graph(final, best)
-    keras_p = companion_networks.predict(final, best, enc.x)
-    tflite = export.to_tflite(graph, enc.x, config.seed, input_name="visits")
-    files = _model_files(config.task)
-    quant = {role: export.tensor_quantization(tflite[role]) for role in files}
-    manifest = {
-        "name": config.task,
-        "version": "unreleased",
-        "features": enc.spec.to_json(),
-        "models": {role: {"file": files[role], **quant[role]} for role in files},
-        "output": {"units": "probability", "meaning": OUTPUTS[config.task], "network": best},
-    }
+                                   enc.visit_labels, enc.visit_weights, enc.code_vectors)
     golden_histories = _golden_histories(enc.spec, config.golden_pairs, config.seed)
-    golden_x = enc.spec.encode_many(golden_histories)
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / "bundle"
-        bundle_writer.write_bundle(staged, manifest, {files[r]: tflite[r] for r in files})
-        device_p = {role: device_predict(staged, role, enc.x) for role in files}
-        golden_p = {role: device_predict(staged, role, golden_x) for role in files}
-    parity = {"keras_auroc_in_sample": classification_metrics.auroc(enc.y, keras_p)}
-    for role in files:
-        parity[f"{role}_auroc_in_sample"] = classification_metrics.auroc(enc.y, device_p[role])
-        parity[f"{role}_vs_keras_max_abs"] = float(np.max(np.abs(device_p[role] - keras_p)))
-        parity[f"{role}_vs_keras_auroc_diff"] = abs(parity[f"{role}_auroc_in_sample"] - parity["keras_auroc_in_sample"])
+    shipped = _export(final, best, enc.spec, enc.x, enc.x, enc.y, config, device_predict,
+                      enc.spec.encode_many(golden_histories))
+    manifest, tflite, files, keras_p = shipped.manifest, shipped.tflite, _model_files(config.task), shipped.keras
+    golden_p = shipped.extra
+    parity = {"held_out_fold": fold_export.parity, "whole_cohort": shipped.parity}
+    manifest["output"].update(device_role(parity))
+    progress(f"device runs the {manifest['output']['device_role']} model: {manifest['output']['device_role_reason']}")
     progress("feature importance (L1 coefficients; toggling features of the index visit)")
     importance = {"logistic_l1": _logistic_importance(enc, config),
                   best: _toggle_importance(final, best, enc, config.importance_features)}
@@ -409,7 +475,8 @@ def train_companion(mimic_dir: Path, out_dir: Path, config: CompanionTrainingCon
         "training": {"network": config.network.to_json(), "max_visits": config.max_visits,
                      "min_code_count": config.min_code_count, "max_vocabulary": config.max_vocabulary,
                      "vocabulary_from": "distinct admissions of the cohort (per training fold in cross-validation)",
-                     "class_imbalance": "class weights"},
+                     "class_imbalance": "class weights",
+                     "code_embedding_init": "skip-gram vectors" if config.skipgram else "random"},
         "versions": bundle_writer.library_versions(),
     })
     manifest = bundle_writer.write_bundle(Path(out_dir), manifest, {files[r]: tflite[r] for r in files})

@@ -113,16 +113,40 @@ def inference_graph(model, kind: str):
     return keras.Model(model.input, keras.layers.Flatten(name="risk")(last), name=f"{kind}_inference")
 
 
-def fit(kind: str, x, y, sample_weight, config: CompanionNetworkConfig, visit_labels=None, visit_weights=None):
+def initialise_embedding(model, code_vectors) -> bool:
+    """Put pre-trained code vectors (rows 0…len−1 of the visit row) into the code embedding.
+
+    Scaled to the spread of the layer's random initialisation; returns False when the
+    network has no code embedding (the MLP).
+    """
+    import numpy as np
+
+    try:
+        layer = model.get_layer("code_embedding")
+    except ValueError:
+        return False
+    kernel = layer.get_weights()[0]
+    vectors = np.asarray(code_vectors, dtype=np.float32)
+    spread = float(vectors[2:].std()) or 1.0
+    kernel[:len(vectors)] = vectors / spread * float(kernel.std())
+    layer.set_weights([kernel])
+    return True
+
+
+def fit(kind: str, x, y, sample_weight, config: CompanionNetworkConfig, visit_labels=None, visit_weights=None,
+        code_vectors=None):
     """Train one network; ``sample_weight`` carries the class weights (or ones).
 
-    For sequence labellers ``visit_labels``/``visit_weights`` are ``(n, max_visits)``.
+    For sequence labellers ``visit_labels``/``visit_weights`` are ``(n, max_visits)``;
+    ``code_vectors`` (optional) initialise the code embedding.
     """
     import keras
     import numpy as np
 
     keras.utils.set_random_seed(config.seed)
     model = build(kind, x.shape[1], x.shape[2], config)
+    if code_vectors is not None:
+        initialise_embedding(model, code_vectors)
     model.compile(keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy")
     if kind in SEQUENCE_OUTPUT:
         targets = visit_labels[..., None].astype("float32")

@@ -109,7 +109,8 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     assert page.inner_text("#risk-readmission") == f"{math.floor(100 * risk['readmission_30d'] + 0.5)} %"
     assert "does not change the dose" in page.inner_text("#risk-title").lower()
     assert risk["models"]["mortality"]["version"] in page.inner_text("#risk-models")
-    assert "demo-trained" in page.inner_text("#risk-models")
+    assert page.inner_text("#risk-title").lower() == "demo-trained risk · does not change the dose"
+    assert risk["models"]["readmission"]["version"] in page.inner_text("#risk-models")
     assert page.locator("#chart circle").count() == 1  # one reading in the last 24 h
     assert page.locator("#chart rect").count() == 0
 

@@ -32,7 +32,7 @@ def mortality(mimic_dir, tmp_path_factory):
 
     from device.evaluation import predict_unsigned_companion_dir
 
-    config = companion.CompanionTrainingConfig(task="mortality", folds=3, bootstrap=200)
+    config = companion.CompanionTrainingConfig(task="mortality", folds=3, bootstrap=200, skipgram=True)
     config = replace(config, network=replace(config.network, epochs=4))
     out = tmp_path_factory.mktemp("mortality") / "bundle"
     return companion.train_companion(mimic_dir, out, config, predict_unsigned_companion_dir, progress=lambda m: None)
@@ -44,19 +44,38 @@ def test_mortality_manifest_cohort_matches_the_definition(mortality, mimic_dir):
     assert (cohort["size"], cohort["positives"], cohort["steps"]) == (65, 40, expected["steps"])
     assert cohort["size"] == expected["size"] and cohort["positives"] == expected["positives"]
     assert mortality.manifest["data"]["demo_trained"] is True
+    assert mortality.manifest["training"]["code_embedding_init"] == "skip-gram vectors"
     assert "too small" in mortality.manifest["metrics"]["note"]
     assert any("hadm 168674" in n for n in mortality.manifest["data"]["notes"])  # the missing admission row
 
 
 def test_mortality_tflite_agrees_with_keras_on_the_device_path(mortality):
+    """The model the device runs matches Keras on a held-out fold and on the shipped model."""
+    role = mortality.manifest["output"]["device_role"]
+    assert role in ("int8", "float") and mortality.manifest["output"]["device_role_reason"]
+    held_out = mortality.parity["held_out_fold"]
+    assert held_out["n"] < 65
+    assert held_out[f"{role}_vs_keras_max_abs"] <= 0.02 and held_out[f"{role}_vs_keras_auroc_diff"] <= 0.01
     bundle = bundle_mod.open_bundle(mortality.bundle_dir, trusted=[], require_signature=False)
     keras_auroc = classification_metrics.auroc(mortality.labels, mortality.keras_probabilities)
-    for role in ("float", "int8"):
-        model = RiskModel(bundle, role)
-        probabilities = model.predict_many(mortality.encoded)
-        assert np.max(np.abs(probabilities - mortality.keras_probabilities)) <= 0.02, role
-        assert abs(classification_metrics.auroc(mortality.labels, probabilities) - keras_auroc) <= 0.01, role
-        assert model.self_test() <= 0.02
+    model = RiskModel(bundle)
+    assert model.role == role
+    probabilities = model.predict_many(mortality.encoded)
+    assert np.max(np.abs(probabilities - mortality.keras_probabilities)) <= 0.02
+    assert abs(classification_metrics.auroc(mortality.labels, probabilities) - keras_auroc) <= 0.01
+    for other in ("float", "int8"):
+        assert RiskModel(bundle, other).self_test() <= 0.02
+
+
+def test_the_device_runs_int8_only_when_it_matches_keras():
+    close = {"int8_vs_keras_max_abs": 0.004, "int8_vs_keras_auroc_diff": 0.0,
+             "float_vs_keras_max_abs": 1e-7, "float_vs_keras_auroc_diff": 0.0}
+    assert companion.device_role({"held_out_fold": close, "whole_cohort": close})["device_role"] == "int8"
+    drifted = {**close, "int8_vs_keras_max_abs": 0.028, "int8_vs_keras_auroc_diff": 0.025}
+    chosen = companion.device_role({"held_out_fold": drifted, "whole_cohort": close})
+    assert chosen["device_role"] == "float" and "0.0280" in chosen["device_role_reason"]
+    with pytest.raises(companion.CompanionError):
+        companion.device_role({"held_out_fold": {**drifted, "float_vs_keras_max_abs": 0.5}})
 
 
 def test_mortality_compares_every_model_and_imbalance_method(mortality):
@@ -94,8 +113,10 @@ def test_readmission_command_on_the_mimic_iv_layout(mimic_dir, tmp_path):
     assert manifest["data"]["source"] == "MIMIC-IV"
     assert {k: manifest["cohort"][k] for k in ("size", "positives", "steps")} == \
         {k: expected[k] for k in ("size", "positives", "steps")}
-    assert manifest["metrics"]["parity"]["int8_vs_keras_max_abs"] <= 0.02
-    assert manifest["metrics"]["parity"]["int8_vs_keras_auroc_diff"] <= 0.01
+    role = manifest["output"]["device_role"]
+    for evaluated_on in ("held_out_fold", "whole_cohort"):
+        parity = manifest["metrics"]["parity"][evaluated_on]
+        assert parity[f"{role}_vs_keras_max_abs"] <= 0.02 and parity[f"{role}_vs_keras_auroc_diff"] <= 0.01
     report = (tmp_path / "readmission-report" / "report.md").read_text()
     assert "Feature importance" in report and "L1 logistic regression" in report
 
@@ -126,3 +147,6 @@ def test_packaged_companion_bundles_are_signed_demo_trained_and_pass_their_self_
         assert cohort["steps"] == expected[name]["steps"]
         for role in ("int8", "float"):
             assert RiskModel(bundle, role).self_test() <= 0.02
+        role = bundle.manifest["output"]["device_role"]
+        for parity in bundle.manifest["metrics"]["parity"].values():
+            assert parity[f"{role}_vs_keras_max_abs"] <= 0.02 and parity[f"{role}_vs_keras_auroc_diff"] <= 0.01

@@ -151,3 +151,19 @@ def test_threshold_reaches_the_target_sensitivity_and_the_confusion_adds_up():
     c = cm.confusion(y, p, threshold)
     assert (c["tp"], c["fn"], c["fp"], c["tn"]) == (4, 1, 2, 3)
     assert c["sensitivity"] == 0.8 and c["specificity"] == 0.6 and c["ppv"] == pytest.approx(4 / 6)
+
+
+def test_skipgram_vectors_put_codes_that_share_visits_together():
+    from model.skipgram import SkipGramConfig, train_vectors
+
+    rng = np.random.default_rng(0)
+    group_a, group_b = [f"a{i}" for i in range(50)], [f"b{i}" for i in range(50)]
+    visits = [frozenset(rng.choice(group_a if k % 2 else group_b, 5, replace=False)) for k in range(400)]
+    vocab = Vocabulary.build(visits)
+    vectors = train_vectors(visits, vocab, SkipGramConfig(dim=16))
+    assert vectors.shape == (len(vocab), 16) and not vectors[:2].any() and np.isfinite(vectors).all()
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+    index = {c: i + 2 for i, c in enumerate(vocab.codes)}
+    same = np.mean([unit[index[x]] @ unit[index[y]] for x in group_a for y in group_a if x != y])
+    across = np.mean([unit[index[x]] @ unit[index[y]] for x in group_a for y in group_b])
+    assert same > across + 0.2

@@ -147,14 +147,14 @@ def train_dose(data_dir, out, key, report_dir, patients, window, max_epochs, no_
 
 
 def _train_companion(task: str, mimic_dir: Path, out: Path, key: Path | None, report_dir: Path | None,
-                     index: str, folds: int, epochs: int | None) -> None:
+                     index: str, folds: int, epochs: int | None, skipgram: bool) -> None:
     from dataclasses import replace
 
     from device.bundle import sign_bundle_dir
     from device.evaluation import predict_unsigned_companion_dir
     from model import companion, companion_report
 
-    config = companion.CompanionTrainingConfig(task=task, index=index, folds=folds)
+    config = companion.CompanionTrainingConfig(task=task, index=index, folds=folds, skipgram=skipgram)
     if epochs is not None:
         config = replace(config, network=replace(config.network, epochs=epochs))
     try:
@@ -190,9 +190,11 @@ def _companion_command(task: str, summary: str):
     @click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True,
                   help="Stratified cross-validation folds.")
     @click.option("--epochs", type=click.IntRange(1, 10000), default=None, help="Training epochs per network.")
+    @click.option("--skipgram-init", "skipgram", is_flag=True,
+                  help="Initialise code embeddings from skip-gram vectors of codes sharing an admission.")
     @friendly
-    def command(mimic_dir, out, key, report_dir, index, folds, epochs) -> None:
-        _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs)
+    def command(mimic_dir, out, key, report_dir, index, folds, epochs, skipgram) -> None:
+        _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs, skipgram)
 
     return command
 
