@@ -34,7 +34,7 @@ class RiskModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"visit spec unusable: {exc}") from exc
         self.backend = backend or interpreter_backend()
-        self._interpreter = make_interpreter(bundle.model_bytes(role), self.backend)
+        self._interpreter = make_interpreter(bundle.model_bytes(self.role), self.backend)
         inp = self._interpreter.get_input_details()[0]
         out = self._interpreter.get_output_details()[0]
         expected = (1, *self.spec.shape)
