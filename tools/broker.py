@@ -56,6 +56,7 @@ class MosquittoBroker:
     extra_config: str = ""
     process: subprocess.Popen | None = None
     protocol: str = "5"
+    config_file: Path | None = None  # a complete configuration (e.g. a deployment profile) to run instead
 
     @property
     def url(self) -> str:
@@ -63,6 +64,8 @@ class MosquittoBroker:
 
     def _write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.config_file is not None:
+            return self.config_file
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"

@@ -251,6 +251,35 @@ def keygen(out: Path) -> None:
     click.echo(f"private key: {private} (keep it secret)\npublic key:  {public}")
 
 
+@main.command("broker-profile")
+@click.option("--device-id", required=True, help="The device this broker serves (topics advisor/<id>/…).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for mosquitto.conf, acl, passwd, certificates and credentials.txt.")
+@click.option("--host", "hosts", multiple=True, default=("localhost", "127.0.0.1"), show_default=True,
+              help="Name or IP address clients use to reach the broker (repeatable; goes into the certificate).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="TLS listener port.")
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address the TLS listener binds to.")
+@friendly
+def broker_profile(device_id: str, out: Path, hosts: tuple[str, ...], port: int, bind: str) -> None:
+    """Write a locked-down Mosquitto profile: TLS only, passwords, an ACL per role."""
+    from device.topics import check_device_id
+
+    from .broker_profile import write_profile
+
+    try:
+        check_device_id(device_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device-id") from None
+    profile = write_profile(out, device_id, list(hosts), port, bind)
+    click.echo(f"Mosquitto profile for device {device_id} in {profile.folder}:")
+    click.echo(f"  mosquitto.conf  TLS listener {bind}:{port}, no anonymous access")
+    click.echo("  acl             device / sensor / flasher / monitor, each only its topics")
+    click.echo("  passwd          hashed passwords (mosquitto_passwd)")
+    click.echo("  ca.crt          give to every client (broker.ca_file); keep ca.key offline")
+    click.echo("  credentials.txt one user and password per role (mode 600): hand out, then delete")
+    click.echo("See docs/deployment.md.")
+
+
 @main.group()
 def bundle() -> None:
     """Sign and inspect model bundles."""

@@ -1,0 +1,166 @@
+"""The deployment profile against a real Mosquitto: TLS only, passwords, an ACL per role.
+
+The broker runs the files ``advisor broker-profile`` writes (certificates generated here); a
+real device process connects with its own credentials. Intruders and over-reaching roles
+are refused, and the device sees nothing from them.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from device.config import BrokerConfig
+from device.mqtt_client import make_client
+from tools.broker import MosquittoBroker, free_port, mosquitto_path
+from tools.broker_profile import acl_text, make_certificates, write_profile
+from tools.replay import DeviceWatcher, EventPublisher
+
+from . import event_factory
+from .conftest import IN_CI
+from .device_process import DeviceProcess
+
+DEVICE = "bed-sec"
+
+
+@pytest.fixture()
+def secure_broker(tmp_path):
+    if mosquitto_path() is None:
+        message = "mosquitto is not installed (apt-get install mosquitto)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    port = free_port()
+    profile = write_profile(tmp_path / "broker", DEVICE, ["localhost", "127.0.0.1"], port, "127.0.0.1",
+                            run_as=getpass.getuser())
+    broker = MosquittoBroker(profile.folder, port=port, config_file=profile.conf).start()
+    yield profile
+    broker.stop()
+
+
+def config_for(profile, role: str | None, password: str | None = None, scheme: str = "mqtts",
+               ca_file=None) -> BrokerConfig:
+    if role is None:
+        url = f"{scheme}://localhost:{profile.tls_port}"
+    else:
+        cred = profile.credentials[role]
+        url = f"{scheme}://{cred.username}:{password or cred.password}@localhost:{profile.tls_port}"
+    return BrokerConfig(url=url, ca_file=ca_file or profile.ca_file)
+
+
+def try_connect(config: BrokerConfig, publish: tuple[str, str] | None = None) -> dict:
+    """Connect once (no retries); optionally publish at QoS 1. Returns what the broker answered."""
+    client = make_client(config, f"probe-{time.monotonic_ns()}", persistent=False)
+    answers: dict = {}
+    done = threading.Event()
+    client.on_connect = lambda c, u, flags, rc, props: (answers.update(connect=str(rc)), done.set())
+    client.on_publish = lambda c, u, mid, rc, props: (answers.update(publish=str(rc)), done.set())
+    try:
+        client.connect(config.host, config.port, 10)
+    except OSError as exc:  # TLS handshake refused before MQTT starts
+        return {"error": type(exc).__name__}
+    client.loop_start()
+    done.wait(5)
+    if publish and answers.get("connect") == "Success":
+        done.clear()
+        client.publish(publish[0], publish[1], qos=1)
+        done.wait(5)
+    client.loop_stop()
+    client.disconnect()
+    return answers
+
+
+@pytest.fixture()
+def device_rig(secure_broker, tmp_path):
+    profile = secure_broker
+    device_config = config_for(profile, "device")
+    config_file = tmp_path / "device.toml"
+    config_file.write_text(f'[broker]\nca_file = "{profile.ca_file}"\n')
+    device = DeviceProcess(tmp_path / "state", device_config.url, DEVICE,
+                           extra=("--config", str(config_file))).start()
+    monitor = DeviceWatcher(config_for(profile, "monitor"), DEVICE, client_id="ward-monitor")
+    assert monitor.subscribed.wait(10)
+    yield profile, device, monitor
+    monitor.close()
+    device.stop()
+
+
+def test_acl_gives_each_role_only_its_topics():
+    text = acl_text("bed9", {"sensor": "s", "flasher": "f", "monitor": "m", "device": "d"})
+    blocks: dict[str, list[str]] = {}
+    user = None
+    for line in text.splitlines():
+        if line.startswith("user "):
+            user = line.split()[1]
+            blocks[user] = []
+        elif line.startswith("topic ") and user:
+            blocks[user].append(line)
+    assert blocks["s"] == ["topic write advisor/bed9/events"]
+    assert all(line.startswith("topic read") for line in blocks["m"] if line)
+    assert "topic write advisor/bed9/model" in blocks["f"] and not any("events" in x for x in blocks["f"])
+    assert "topic read advisor/bed9/events" in blocks["d"] and "topic write advisor/bed9/suggestions" in blocks["d"]
+
+
+def test_intruders_are_refused_and_the_device_sees_nothing_from_them(device_rig):
+    profile, device, monitor = device_rig
+    events = f"advisor/{DEVICE}/events"
+    injected = json.dumps(event_factory.glucose("intruder-1", "p-sec", datetime.now(timezone.utc), 300))
+    assert try_connect(config_for(profile, None), (events, injected)) == {"connect": "Not authorized"}
+    assert try_connect(config_for(profile, "sensor", password="guess"), (events, injected)) == \
+        {"connect": "Not authorized"}
+    # a legitimate sensor may not flash; the monitor may not inject readings
+    begin = json.dumps({"type": "begin", "transfer": "t-evil", "size": 10, "sha256": "0" * 64, "chunks": 1})
+    assert try_connect(config_for(profile, "sensor"), (f"advisor/{DEVICE}/model", begin)) == \
+        {"connect": "Success", "publish": "Not authorized"}
+    monitor_event = json.dumps(event_factory.glucose("intruder-2", "p-sec", datetime.now(timezone.utc), 300))
+    assert try_connect(config_for(profile, "monitor"), (events, monitor_event)) == \
+        {"connect": "Success", "publish": "Not authorized"}
+    # the real sensor still gets through, and only its event reached the device
+    sensor = EventPublisher(config_for(profile, "sensor"), DEVICE, client_id="ward-sensor")
+    sensor.wait_connected()
+    for event in event_factory.history("p-sec", datetime.now(timezone.utc)):
+        sensor.publish(event)
+    sensor.flush()
+    assert monitor.wait_for(lambda w: any(s["patient"] == "p-sec" for s in w.suggestions), 10)
+    sensor.close()
+    time.sleep(0.3)
+    assert monitor.suggestion_for("intruder-1") is None and monitor.suggestion_for("intruder-2") is None
+    assert not any(e.get("event_id", "").startswith("intruder") for e in monitor.errors if e.get("event_id"))
+    with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
+        stored = [r[0] for r in db.execute("SELECT id FROM events")]
+    assert stored and not any(i.startswith("intruder") for i in stored)
+    assert not (device.state_dir / "bundles").exists() or not any((device.state_dir / "bundles").iterdir())
+
+
+def test_plain_tcp_and_an_unknown_ca_are_refused(secure_broker, tmp_path):
+    profile = secure_broker
+    assert try_connect(config_for(profile, "sensor", scheme="mqtt")).get("connect") is None  # no MQTT over plain TCP
+    make_certificates(tmp_path / "other", ["localhost"])
+    answer = try_connect(config_for(profile, "sensor", ca_file=tmp_path / "other" / "ca.crt"))
+    assert answer.get("error") in ("SSLCertVerificationError", "SSLError")
+    assert try_connect(config_for(profile, "sensor")) == {"connect": "Success"}
+
+
+def test_broker_profile_command_writes_a_private_profile(tmp_path):
+    from click.testing import CliRunner
+
+    from tools.cli import main
+
+    result = CliRunner().invoke(main, ["broker-profile", "--device-id", "bed3", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "p"
+    for name in ("ca.key", "server.key", "passwd", "credentials.txt"):
+        assert (folder / name).stat().st_mode & 0o077 == 0, name
+    conf = (folder / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in conf and "listener 8883 0.0.0.0" in conf and "\nlistener" in conf
+    assert conf.count("listener ") == 1  # TLS only: no plain listener
+    passwords = [line.split()[2] for line in (folder / "credentials.txt").read_text().splitlines()[1:]]
+    assert len(passwords) == 4 and not any(p in (folder / "passwd").read_text() for p in passwords)
+    bad = CliRunner().invoke(main, ["broker-profile", "--device-id", "../x", "--out", str(tmp_path / "q")])
+    assert bad.exit_code != 0 and "device" in bad.output.lower()
