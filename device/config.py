@@ -41,6 +41,9 @@ PROTOCOLS = ("5", "3.1.1")
 DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "insulin-advisor"
 ENV_USERNAME = "ADVISOR_MQTT_USERNAME"
 ENV_PASSWORD = "ADVISOR_MQTT_PASSWORD"
+ENV_PAGE_TOKEN = "ADVISOR_PAGE_TOKEN"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+MIN_PAGE_TOKEN_CHARS = 6
 
 
 class ConfigError(ValueError):
@@ -116,24 +119,46 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    """The bedside page's listening address (localhost unless deliberately exposed)."""
+    """The bedside page's listening address (localhost unless deliberately exposed).
+
+    A page reachable from the network records doses only with the per-device ``token`` (a PIN
+    or passphrase of at least 6 characters; from the config or ``ADVISOR_PAGE_TOKEN``). It is
+    never shown in ``repr`` or logs.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8080
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.host:
             raise ConfigError("http.host must not be empty")
         if not 0 <= self.port <= 65535:
             raise ConfigError("http.port must be between 0 and 65535 (0 picks a free port)")
+        token = self.action_token
+        if token is not None and len(token) < MIN_PAGE_TOKEN_CHARS:
+            raise ConfigError(f"http.token must be at least {MIN_PAGE_TOKEN_CHARS} characters")
+        if self.exposed and token is None:
+            raise ConfigError(f"the bedside page on {self.host} is reachable from the network: set http.token "
+                              f"(or {ENV_PAGE_TOKEN}) so that only staff can record doses")
+
+    @property
+    def exposed(self) -> bool:
+        """Whether other machines can reach the page."""
+        return self.host not in LOOPBACK_HOSTS
+
+    @property
+    def action_token(self) -> str | None:
+        """The token page actions need: the configured one, else the environment's, else none."""
+        return self.token or os.environ.get(ENV_PAGE_TOKEN) or None
 
     @classmethod
-    def parse(cls, value: str) -> "HttpConfig":
-        """``HOST:PORT`` as given on the command line."""
+    def parse(cls, value: str, token: str | None = None) -> "HttpConfig":
+        """``HOST:PORT`` as given on the command line (the token comes from the config or environment)."""
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit():
             raise ConfigError(f"--http must be HOST:PORT, got {value!r}")
-        return cls(host=host.strip("[]") or "127.0.0.1", port=int(port))
+        return cls(host=host.strip("[]") or "127.0.0.1", port=int(port), token=token)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,8 @@ class DeviceService:
         """What the bedside page shows about the device itself."""
         return {**self._status("online" if self.ready.is_set() else "starting"),
                 "broker": self.config.broker.display_url,
-                "broker_connected": self.connected.is_set()}
+                "broker_connected": self.connected.is_set(),
+                "actions_need_pin": self.web.guard.required}
 
     def patients(self) -> list[str]:
         """Patients with events or a risk assessment, for the page's list."""

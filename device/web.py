@@ -31,9 +31,11 @@ from preprocessing.limits import INSULIN_UNITS
 from preprocessing.validation import IDENTIFIER
 
 from .config import HttpConfig
+from .page_auth import ActionGuard
 
 log = logging.getLogger("advisor.web")
 MAX_BODY_BYTES = 4096
+TOKEN_HEADER = "X-Advisor-Token"
 HEARTBEAT_S = 10.0
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'")
@@ -89,6 +91,7 @@ class BedsideServer:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.page = files("device").joinpath("web_assets/bedside.html").read_bytes()
+        self.guard = ActionGuard(config.action_token)
 
     @property
     def url(self) -> str:
@@ -190,10 +193,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         length = int(self.headers.get("Content-Length") or 0)
         if not 0 < length <= MAX_BODY_BYTES:
+            self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST, "missing or oversized body")
             return
+        raw = self.rfile.read(length)
+        decision = self.app.guard.check(self.headers.get(TOKEN_HEADER))
+        if not decision.allowed:
+            log.warning("refused a page action from %s: %s", self.client_address[0], decision.reason)
+            self._error(decision.status, decision.reason)
+            return
         try:
-            body = json.loads(self.rfile.read(length))
+            body = json.loads(raw)
             if not isinstance(body, dict) or not isinstance(body.get("suggestion_id"), str):
                 raise ValueError("suggestion_id is required")
             if action == "confirm":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,26 @@ def mosquitto(tmp_path):
 @pytest.fixture(scope="session")
 def mimic_dir() -> Path:
     return _data_dir("ADVISOR_MIMIC_DIR", ROOT.parent / "shared" / "data" / "mimic-iii-demo", "MIMIC-III demo")
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "playwright is not installed (pip install -e '.[dev]')"
+    if not shutil.which("chromium"):
+        missing = "chromium is not installed (apt-get install chromium)"
+    if missing:
+        if IN_CI:
+            pytest.fail(missing + " — CI requires it", pytrace=False)
+        pytest.skip(missing)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        yield browser
+        browser.close()

@@ -7,7 +7,6 @@ what a nurse sees, uses the buttons, and saves an 800×480 screenshot as a test 
 from __future__ import annotations
 
 import math
-import shutil
 import sqlite3
 from datetime import datetime, timezone
 
@@ -17,31 +16,9 @@ from device.config import BrokerConfig
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
-from .conftest import IN_CI
 from .device_process import DeviceProcess
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DEVICE = "bed2"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "playwright is not installed (pip install -e '.[dev]')"
-    if not shutil.which("chromium"):
-        missing = "chromium is not installed (apt-get install chromium)"
-    if missing:
-        if IN_CI:
-            pytest.fail(missing + " — CI requires it", pytrace=False)
-        pytest.skip(missing)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture()

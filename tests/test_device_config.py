@@ -23,6 +23,7 @@ protocol = "3.1.1"
 [http]
 host = "0.0.0.0"
 port = 8081
+token = "ward7-pin-2231"
 
 [safety.default]
 max_single_units = 12
@@ -44,7 +45,8 @@ def test_full_config_file(tmp_path):
     assert config.broker.tls and config.broker.host == "broker.ward" and config.broker.port == 8884
     assert config.broker.credentials == ("nurse", "s3cret")
     assert config.broker.display_url == "mqtts://broker.ward:8884"
-    assert config.http == HttpConfig("0.0.0.0", 8081)
+    assert config.http == HttpConfig("0.0.0.0", 8081, "ward7-pin-2231")
+    assert config.http.exposed and "ward7-pin-2231" not in repr(config)
     assert config.safety.default.max_single_units == 12
     p21 = config.safety.for_patient("p-21")
     assert p21.max_above_usual_units == 2 and p21.max_single_units == 12  # merged onto the default
@@ -130,3 +132,15 @@ def test_check_config_command(tmp_path):
 
     missing = runner.invoke(main, ["device", "check-config", str(tmp_path / "nope.toml")])
     assert missing.exit_code == 1 and "cannot read config" in missing.output
+
+
+def test_an_exposed_page_needs_a_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("ADVISOR_PAGE_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="reachable from the network: set http.token"):
+        load_config(write(tmp_path, GOOD.replace('token = "ward7-pin-2231"\n', "")))
+    with pytest.raises(ConfigError, match="at least 6 characters"):
+        HttpConfig("0.0.0.0", 8081, "1234")
+    assert not HttpConfig("127.0.0.1", 8080).exposed and HttpConfig().action_token is None
+    monkeypatch.setenv("ADVISOR_PAGE_TOKEN", "from-the-env")
+    assert HttpConfig("0.0.0.0", 8081).action_token == "from-the-env"
+    assert HttpConfig.parse("0.0.0.0:9000", "ward-pin-77").action_token == "ward-pin-77"

@@ -32,7 +32,7 @@ def _build_config(config_file, broker, username, password, protocol, device_id, 
     config = load_config(config_file)
     config = config.with_overrides(url=broker, username=username, password=password, protocol=protocol,
                                    device_id=device_id, state_dir=state_dir, bundle=bundle, clock=clock,
-                                   http=HttpConfig.parse(http) if http else None)
+                                   http=HttpConfig.parse(http, config.http.token) if http else None)
     if trust:
         config = replace(config, trust=config.trust + tuple(trust))
     if risk_bundles:
@@ -91,7 +91,8 @@ def device_check_config(config_file: Path) -> None:
     click.echo(f"  device_id  {config.device_id}")
     click.echo(f"  broker     {config.broker.display_url} (MQTT {config.broker.protocol}, "
                f"user {'set' if config.broker.credentials[0] else 'none'})")
-    click.echo(f"  http       {config.http.host}:{config.http.port}")
+    click.echo(f"  http       {config.http.host}:{config.http.port}"
+               + (" (exposed; actions need the page token)" if config.http.exposed else " (this machine only)"))
     click.echo(f"  state_dir  {config.state_dir}")
     click.echo(f"  bundle     {config.bundle or 'packaged default'}")
     click.echo(f"  clock      {config.clock}")

@@ -1,0 +1,135 @@
+"""The bedside page exposed on a network: actions need the device PIN; guessing is locked out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+
+from device.config import BrokerConfig
+from device.page_auth import ActionGuard
+from tools.broker import free_port
+from tools.replay import DeviceWatcher, EventPublisher
+
+from . import event_factory
+from .conftest import ROOT
+from .device_process import DeviceProcess
+
+DEVICE = "bed-pin"
+PIN = "ward-pin-4821"
+
+
+def test_guard_allows_everything_without_a_token():
+    assert ActionGuard(None).check(None).allowed and not ActionGuard(None).required
+
+
+def test_guard_needs_the_token_and_locks_out_guessing():
+    now = [100.0]
+    guard = ActionGuard(PIN, clock=lambda: now[0], max_failures=5, lockout_s=60)
+    assert guard.required
+    assert (guard.check(None).status, guard.check(PIN).allowed) == (401, True)
+    for _ in range(4):
+        assert guard.check("000000").status == 401
+    locked = guard.check("111111")
+    assert locked.status == 429 and "locked for 60 s" in locked.reason
+    assert guard.check(PIN).status == 429  # even the right PIN waits out the lock
+    now[0] += 61
+    assert guard.check(PIN).allowed
+    assert guard.check("000000").status == 401  # the count started again after the success
+
+
+def post(device, path: str, body: dict, token: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["X-Advisor-Token"] = token
+    request = urllib.request.Request(device.url + path, json.dumps(body).encode(), headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_an_exposed_device_records_doses_only_with_its_pin(mosquitto, tmp_path):
+    port = free_port()
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--http", f"0.0.0.0:{port}"),
+                           env={"ADVISOR_PAGE_TOKEN": PIN})
+    device.port = port
+    device.start()
+    broker = BrokerConfig(url=mosquitto.url)
+    watcher = DeviceWatcher(broker, DEVICE)
+    publisher = EventPublisher(broker, DEVICE)
+    try:
+        publisher.wait_connected()
+        assert watcher.subscribed.wait(5)
+        now = datetime.now(timezone.utc)
+        for event in event_factory.history("p-pin", now):
+            publisher.publish(event)
+        publisher.publish(event_factory.glucose("pin-g", "p-pin", now, 180))
+        assert watcher.wait_for(lambda w: w.suggestion_for("pin-g"), 10)
+        suggestion = watcher.suggestion_for("pin-g")
+        assert device.status()["actions_need_pin"] is True
+        body = {"suggestion_id": suggestion["id"], "units": suggestion["units"]}
+        assert post(device, "api/patients/p-pin/confirm", body)[0] == 401
+        status, answer = post(device, "api/patients/p-pin/confirm", body, "wrong-pin")
+        assert status == 401 and answer["error"] == "wrong PIN"
+        status, answer = post(device, "api/patients/p-pin/confirm", body, PIN)
+        assert status == 200 and answer["ok"] is True
+        assert PIN not in device.log.read_text()
+    finally:
+        publisher.close()
+        watcher.close()
+        device.stop()
+
+
+def test_exposing_the_page_without_a_pin_is_refused_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ADVISOR_PAGE_TOKEN"}
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", "device", "run", "--http", "0.0.0.0:0",
+                           "--state-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "reachable from the network: set http.token" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_page_asks_for_the_pin_and_records_with_it(browser, mosquitto, tmp_path):
+    port = free_port()
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--http", f"0.0.0.0:{port}"),
+                           env={"ADVISOR_PAGE_TOKEN": PIN})
+    device.port = port
+    device.start()
+    broker = BrokerConfig(url=mosquitto.url)
+    watcher = DeviceWatcher(broker, DEVICE)
+    publisher = EventPublisher(broker, DEVICE)
+    try:
+        publisher.wait_connected()
+        assert watcher.subscribed.wait(5)
+        now = datetime.now(timezone.utc)
+        for event in event_factory.history("p-pin", now):
+            publisher.publish(event)
+        publisher.publish(event_factory.glucose("pin-page", "p-pin", now, 180))
+        assert watcher.wait_for(lambda w: w.suggestion_for("pin-page"), 10)
+        page = browser.new_page(viewport={"width": 800, "height": 480})
+        prompts: list[str] = []
+
+        def answer(dialog):
+            prompts.append(dialog.message)
+            dialog.accept("wrong-pin" if len(prompts) == 1 else PIN)
+
+        page.on("dialog", answer)
+        page.goto(device.url + "?patient=p-pin")
+        page.wait_for_function("() => document.getElementById('status-word').textContent === 'Suggested dose'")
+        page.get_by_role("button", name="Dose given").click()
+        page.wait_for_function("() => document.getElementById('message').textContent.startsWith('Not recorded')")
+        assert "wrong PIN" in page.inner_text("#message") and len(prompts) == 1
+        page.get_by_role("button", name="Dose given").click()
+        page.wait_for_function("() => document.getElementById('message').textContent.startsWith('Recorded')")
+        assert len(prompts) == 2 and "device PIN" in prompts[1]
+        page.close()
+    finally:
+        publisher.close()
+        watcher.close()
+        device.stop()
