@@ -12,8 +12,8 @@ set of codes from diagnoses, procedures and prescriptions) and ICU stays.
   refused there (:attr:`MimicData.out_of_hospital_deaths`).
 
 Codes are prefixed by their source: ``dx9:4280``, ``dx10:I509``, ``px9:3605``, ``rx:Bisacodyl``.
-Rows that cannot be joined (an ICU stay whose admission row is missing) are counted in
-:attr:`MimicData.notes`, never fatal.
+Rows that cannot be joined (an ICU stay whose admission row is missing) and rows whose ids,
+numbers or times do not parse are left out and counted in :attr:`MimicData.notes`, never fatal.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -111,12 +111,37 @@ def _rows(path: Path):
 
 
 def _time(value: str | None) -> datetime | None:
+    """A naive UTC time, or None when empty or unreadable."""
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+class _Skipped:
+    """Counts rows left out per table because an id, number or time does not parse."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def ints(self, table: str, row: dict, *keys: str) -> tuple[int, ...] | None:
+        try:
+            return tuple(int(row[k]) for k in keys)
+        except (KeyError, TypeError, ValueError):
+            self.counts[table] += 1
+            return None
+
+    def skip(self, table: str) -> None:
+        self.counts[table] += 1
+
+    def notes(self) -> list[str]:
+        return [f"{n} row(s) of {table} left out: an id, number or time does not parse"
+                for table, n in sorted(self.counts.items())]
 
 
 def _require(folder: Path, name: str, *aliases: str) -> Path:
@@ -136,53 +161,66 @@ def read_mimic(folder: Path) -> MimicData:
     raise MimicError(f"{folder}: neither MIMIC-III (ADMISSIONS.csv) nor MIMIC-IV (hosp/admissions.csv.gz) found")
 
 
-def _codes(folder: Path, diag: str, proc: str, presc: str, iv: bool) -> tuple[dict, dict]:
+def _codes(folder: Path, diag: str, proc: str, presc: str, iv: bool, skipped: _Skipped) -> tuple[dict, dict]:
     codes: dict[int, set[str]] = defaultdict(set)
     primary: dict[int, tuple[int, str]] = {}
     for table, prefix in ((diag, "dx"), (proc, "px")):
         for row in _rows(_require(folder, table)):
-            code = (row.get("icd_code") if iv else row.get("icd9_code")) or ""
-            version = (row.get("icd_version") or "9") if iv else "9"
+            code = ((row.get("icd_code") if iv else row.get("icd9_code")) or "").strip()
+            version = ((row.get("icd_version") or "9") if iv else "9").strip()
             if not code or not row.get("hadm_id"):
                 continue
-            hadm = int(row["hadm_id"])
-            tagged = f"{prefix}{version}:{code.strip()}"
+            ids = skipped.ints(table, {**row, "seq_num": row.get("seq_num") or "999"}, "hadm_id", "seq_num")
+            if ids is None:
+                continue
+            hadm, seq = ids
+            tagged = f"{prefix}{version}:{code}"
             codes[hadm].add(tagged)
-            if prefix == "dx":
-                seq = int(row.get("seq_num") or 999)
-                if hadm not in primary or seq < primary[hadm][0]:
-                    primary[hadm] = (seq, tagged)
+            if prefix == "dx" and (hadm not in primary or seq < primary[hadm][0]):
+                primary[hadm] = (seq, tagged)
     presc_path = _find(folder, presc)
     if presc_path is not None:
         for row in _rows(presc_path):
             drug = (row.get("drug") or "").strip()
             if drug and row.get("hadm_id"):
-                codes[int(row["hadm_id"])].add("rx:" + re.sub(r"\s+", " ", drug.lower()))
+                ids = skipped.ints(presc, row, "hadm_id")
+                if ids is not None:
+                    codes[ids[0]].add("rx:" + re.sub(r"\s+", " ", drug.lower()))
     return codes, {h: code for h, (_, code) in primary.items()}
 
 
-def _admissions(rows, codes: dict, primary: dict) -> dict[int, list[Admission]]:
+def _admissions(rows, codes: dict, primary: dict, skipped: _Skipped) -> dict[int, list[Admission]]:
     by_subject: dict[int, list[Admission]] = defaultdict(list)
     for row in rows:
         admit, discharge = _time(row.get("admittime")), _time(row.get("dischtime"))
-        if admit is None or discharge is None:
+        ids = skipped.ints("admissions", row, "hadm_id", "subject_id")
+        if ids is None:
             continue
-        hadm = int(row["hadm_id"])
+        if admit is None or discharge is None:
+            skipped.skip("admissions")
+            continue
+        hadm, subject = ids
         died = bool(row.get("deathtime")) or row.get("hospital_expire_flag") == "1"
-        by_subject[int(row["subject_id"])].append(Admission(
-            hadm, int(row["subject_id"]), admit, discharge, died, frozenset(codes.get(hadm, ())), primary.get(hadm)))
+        by_subject[subject].append(Admission(
+            hadm, subject, admit, discharge, died, frozenset(codes.get(hadm, ())), primary.get(hadm)))
     for rows_ in by_subject.values():
         rows_.sort(key=lambda a: a.admit)
     return dict(by_subject)
 
 
-def _stays(rows, stay_key: str) -> list[IcuStay]:
+def _stays(rows, stay_key: str, skipped: _Skipped) -> list[IcuStay]:
     stays = []
     for row in rows:
         intime, outtime = _time(row.get("intime")), _time(row.get("outtime"))
-        if intime is None or outtime is None or not row.get("hadm_id"):
+        if not row.get("hadm_id"):
             continue
-        stays.append(IcuStay(int(row[stay_key]), int(row["subject_id"]), int(row["hadm_id"]), intime, outtime))
+        ids = skipped.ints("icustays", row, stay_key, "subject_id", "hadm_id")
+        if ids is None:
+            continue
+        if intime is None or outtime is None:
+            skipped.skip("icustays")
+            continue
+        stays.append(IcuStay(*ids, intime, outtime))
     return stays
 
 
@@ -195,14 +233,22 @@ def _note_orphans(data: MimicData) -> MimicData:
 
 
 def _read_iii(folder: Path) -> MimicData:
-    codes, primary = _codes(folder, "DIAGNOSES_ICD.csv", "PROCEDURES_ICD.csv", "PRESCRIPTIONS.csv", iv=False)
+    skipped = _Skipped()
+    codes, primary = _codes(folder, "DIAGNOSES_ICD.csv", "PROCEDURES_ICD.csv", "PRESCRIPTIONS.csv", False, skipped)
     patients = {}
     for row in _rows(_require(folder, "PATIENTS.csv")):
-        sid = int(row["subject_id"])
-        patients[sid] = Patient(sid, row.get("gender", ""), _time(row.get("dod")), dob=_time(row.get("dob")))
-    admissions = _admissions(_rows(_require(folder, "ADMISSIONS.csv")), codes, primary)
-    stays = _stays(_rows(_require(folder, "ICUSTAYS.csv")), "icustay_id")
-    return _note_orphans(MimicData("MIMIC-III", None, patients, admissions, stays, out_of_hospital_deaths=True))
+        ids, dob = skipped.ints("patients", row, "subject_id"), _time(row.get("dob"))
+        if ids is None:
+            continue
+        if dob is None:
+            skipped.skip("patients")
+            continue
+        patients[ids[0]] = Patient(ids[0], row.get("gender", ""), _time(row.get("dod")), dob=dob)
+    admissions = _admissions(_rows(_require(folder, "ADMISSIONS.csv")), codes, primary, skipped)
+    stays = _stays(_rows(_require(folder, "ICUSTAYS.csv")), "icustay_id", skipped)
+    data = MimicData("MIMIC-III", None, patients, admissions, stays, out_of_hospital_deaths=True)
+    data.notes.extend(skipped.notes())
+    return _note_orphans(data)
 
 
 def _iv_version(folder: Path) -> str | None:
@@ -218,17 +264,22 @@ def _iv_version(folder: Path) -> str | None:
 
 def _read_iv(folder: Path) -> MimicData:
     hosp, icu = folder / "hosp", folder / "icu"
-    codes, primary = _codes(hosp, "diagnoses_icd.csv", "procedures_icd.csv", "prescriptions.csv", iv=True)
+    skipped = _Skipped()
+    codes, primary = _codes(hosp, "diagnoses_icd.csv", "procedures_icd.csv", "prescriptions.csv", True, skipped)
     patients = {}
     for row in _rows(_require(hosp, "patients.csv")):
-        sid = int(row["subject_id"])
-        patients[sid] = Patient(sid, row.get("gender", ""), _time(row.get("dod")),
-                                anchor_age=float(row["anchor_age"]), anchor_year=int(row["anchor_year"]))
-    admissions = _admissions(_rows(_require(hosp, "admissions.csv")), codes, primary)
-    stays = _stays(_rows(_require(icu, "icustays.csv")), "stay_id")
+        ids = skipped.ints("patients", row, "subject_id", "anchor_age", "anchor_year")
+        if ids is None:
+            continue
+        sid, age, year = ids
+        patients[sid] = Patient(sid, row.get("gender", ""), _time(row.get("dod")), anchor_age=float(age),
+                                anchor_year=year)
+    admissions = _admissions(_rows(_require(hosp, "admissions.csv")), codes, primary, skipped)
+    stays = _stays(_rows(_require(icu, "icustays.csv")), "stay_id", skipped)
     version = _iv_version(folder)
     deaths_after_discharge = version is None or not version.startswith("1.")
     data = MimicData("MIMIC-IV", version, patients, admissions, stays, deaths_after_discharge)
+    data.notes.extend(skipped.notes())
     if version is None:
         data.notes.append("MIMIC-IV version not named by the folder; assumed v2.0 or later "
                           "(deaths after discharge recorded)")
