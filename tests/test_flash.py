@@ -210,3 +210,29 @@ def test_flash_to_a_state_directory(tmp_path, keys):
     assert forced.exit_code == 0
     assert open_bundle(card / "bundles" / "dose.tar.gz", [signing.load_public(keys["public"])]).version == \
         "2000.01.01.000000"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "bad-signature"])
+def test_malformed_bundle_on_disk_at_start_falls_back_to_the_packaged_one(rig, keys, tmp_path, damage):
+    start, broker, watcher, publisher = rig
+    target = tmp_path / "state" / "bundles" / "dose.tar.gz"
+    target.parent.mkdir(parents=True)
+    archive = pack_archive(default_bundle_path("dose"))
+    if damage == "garbage":
+        target.write_bytes(b"\x00not a bundle at all" * 50)
+    elif damage == "truncated":
+        target.write_bytes(archive[: len(archive) // 2])
+    else:  # a complete archive whose manifest no longer matches its signature
+        staged = tmp_path / "tampered"
+        shutil.copytree(default_bundle_path("dose"), staged)
+        manifest = json.loads((staged / "manifest.json").read_text())
+        manifest["version"] = "9999.01.01.000000"
+        (staged / "manifest.json").write_text(json.dumps(manifest))
+        target.write_bytes(pack_archive(staged))
+    device = start()
+    status = device.status()
+    packaged = open_bundle(default_bundle_path("dose")).version
+    assert status["models"][0]["version"] == packaged and status["model_problem"] is None
+    assert any(str(target) in note and "was not used" in note for note in status["notes"])
+    assert any(f"running bundle {default_bundle_path('dose')}" in note for note in status["notes"])
+    assert suggestion_version(publisher, watcher, f"after-{damage}") == packaged
