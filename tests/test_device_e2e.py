@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -15,6 +16,7 @@ from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
 from .device_process import DeviceProcess
+from .tcp_proxy import CuttableProxy
 
 DEVICE = "bed1"
 
@@ -216,3 +218,29 @@ def test_broker_restart_mid_stream_loses_nothing(rig):
     publisher.flush()
     assert_nothing_lost_nothing_repeated(device, watcher, accepted)
     assert device.status()["broker_connected"]
+
+
+def test_network_cut_mid_stream_loses_nothing_and_repeats_nothing(mosquitto, tmp_path):
+    """The device's link to the broker goes through a proxy that drops every connection for 2 s."""
+    proxy = CuttableProxy(mosquitto.port)
+    broker = BrokerConfig(url=mosquitto.url)
+    watcher = DeviceWatcher(broker, DEVICE, client_id="test-watcher-net", persistent=True)
+    assert watcher.subscribed.wait(5)
+    device = DeviceProcess(tmp_path / "state", f"mqtt://127.0.0.1:{proxy.port}", DEVICE).start()
+    publisher = EventPublisher(broker, DEVICE, client_id="test-sensor-net")
+    publisher.wait_connected()
+    try:
+        def cable_pulled() -> None:
+            proxy.cut()
+            threading.Timer(2.0, proxy.restore).start()
+
+        accepted = stream_with_fault(publisher, 1 / 3, cable_pulled, before_publish=False)
+        publisher.flush()
+        assert_nothing_lost_nothing_repeated(device, watcher, accepted)
+        assert proxy.connections >= 2, "the device never reconnected through the proxy"
+        assert db_rows(device, "SELECT COUNT(*) FROM events")[0][0] == len(accepted)
+    finally:
+        publisher.close()
+        watcher.close()
+        device.stop()
+        proxy.close()
