@@ -26,3 +26,15 @@ def test_bench_produces_every_figure(mosquitto):
     assert device["throughput"]["lost"] == 0 and device["throughput"]["events_per_s"] > 0
     assert 0 < device["cold_start_s"] < 30 and device["peak_rss_mb"] > 10
     assert figures["bundle"]["int8_tflite_bytes"] < figures["bundle"]["float_tflite_bytes"]
+
+
+@pytest.mark.slow
+def test_load_reports_rate_latency_losses_and_memory(mosquitto):
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "load", "--json", "--patients", "3", "--burst", "300",
+                           "--soak-minutes", "0.1", "--soak-rate", "10"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout)
+    assert figures["burst_lost"] == 0 and figures["soak_lost"] == 0 and figures["soak_events"] == 60
+    assert figures["burst_events_per_s"] > 0 and 0 < figures["soak_p50_ms"] <= figures["soak_p99_ms"]
+    assert 10 < figures["rss_start_mb"] <= figures["rss_after_burst_mb"] + 50

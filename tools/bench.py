@@ -19,7 +19,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -145,6 +146,45 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def machine_description() -> str:
+    return f"{os.uname().machine}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+
+
+@dataclass
+class Rig:
+    """A private broker, a sensor, a suggestion timer and (once spawned) the device process."""
+
+    workdir: Path
+    broker: MosquittoBroker
+    publisher: EventPublisher
+    timings: "_Timings"
+    device: subprocess.Popen | None = None
+
+
+@contextmanager
+def measurement_rig(prefix: str, sensor_id: str) -> Iterator[Rig]:
+    """Set up a :class:`Rig`; tear it down after, keeping the work folder (device log) on failure."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = MosquittoBroker(workdir / "broker").start()
+    config = BrokerConfig(url=broker.url)
+    rig = Rig(workdir, broker, EventPublisher(config, DEVICE_ID, client_id=sensor_id), _Timings(config))
+    succeeded = False
+    try:
+        rig.publisher.wait_connected()
+        rig.timings.ready.wait(10)
+        yield rig
+        succeeded = True
+    finally:
+        if rig.device is not None and rig.device.poll() is None:
+            rig.device.terminate()
+            rig.device.wait(20)
+        rig.publisher.close()
+        rig.timings.close()
+        broker.stop()
+        if succeeded:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _history(patient: str, now: datetime) -> list[dict]:
     out = []
     for day in range(14, 0, -1):
@@ -204,29 +244,20 @@ def _throughput(count: int, patients: list[str], publisher: EventPublisher, timi
 def measure_device(events: int = 1000, patients: int = 20, idle_events: int = 100, sustained_events: int = 10000,
                    progress: Callable[[str], None] = lambda _m: None) -> DeviceFigures:
     """Run the device benchmark on a private Mosquitto; returns the measured figures."""
-    workdir = Path(tempfile.mkdtemp(prefix="advisor-bench-"))
-    broker = MosquittoBroker(workdir / "broker").start()
-    config = BrokerConfig(url=broker.url)
-    state = workdir / "state"
-    log = workdir / "device.log"
-    timings = _Timings(config)
-    publisher = EventPublisher(config, DEVICE_ID, client_id="advisor-bench-sensor")
-    device = None
-    succeeded = False
-    try:
-        publisher.wait_connected()
-        timings.ready.wait(10)
+    with measurement_rig("advisor-bench-", "advisor-bench-sensor") as rig:
+        publisher, timings, broker = rig.publisher, rig.timings, rig.broker
+        state, log = rig.workdir / "state", rig.workdir / "device.log"
         progress("creating the device's broker session")
         port = free_port()
-        device = _spawn_device(broker.url, state, log, port)
+        rig.device = _spawn_device(broker.url, state, log, port)
         if not _wait_online(port, 60):
             raise RuntimeError(f"the device did not come online; see {log}")
         publisher.publish({"id": "warm-0", "patient": "warm", "ts": datetime.now(timezone.utc).isoformat(),
                            "kind": "request"})
         if not timings.wait({"warm-0"}, 60):
             raise RuntimeError(f"the device did not answer; see {log}")
-        device.terminate()
-        device.wait(20)
+        rig.device.terminate()
+        rig.device.wait(20)
 
         progress("cold start: spawning the device with a reading waiting at the broker")
         now = datetime.now(timezone.utc)
@@ -234,7 +265,7 @@ def measure_device(events: int = 1000, patients: int = 20, idle_events: int = 10
                            "mg_dl": 120})
         publisher.flush()
         started = time.perf_counter()
-        device = _spawn_device(broker.url, state, log, port)
+        rig.device = _spawn_device(broker.url, state, log, port)
         if not timings.wait({"cold-0"}, 60):
             raise RuntimeError(f"no suggestion after the cold start; see {log}")
         cold_start = timings.arrived["cold-0"][0] - started
@@ -255,22 +286,10 @@ def measure_device(events: int = 1000, patients: int = 20, idle_events: int = 10
             phases.append(_latency_phase(name, gap, count, names, publisher, timings))
         progress(f"sustained: {sustained_events} readings over {len(names)} patients, back to back")
         throughput = _throughput(sustained_events, names, publisher, timings)
-        figures = DeviceFigures(
+        return DeviceFigures(
             patients=patients, phases=phases, throughput=throughput, cold_start_s=round(cold_start, 3),
-            peak_rss_mb=round(_peak_rss_mb(device.pid), 1),
-            machine=f"{os.uname().machine}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+            peak_rss_mb=round(_peak_rss_mb(rig.device.pid), 1), machine=machine_description(),
         )
-        succeeded = True
-        return figures
-    finally:
-        if device is not None and device.poll() is None:
-            device.terminate()
-            device.wait(20)
-        publisher.close()
-        timings.close()
-        broker.stop()
-        if succeeded:
-            shutil.rmtree(workdir, ignore_errors=True)  # on failure the device log stays for inspection
 
 
 def device_table(figures: DeviceFigures) -> str:

@@ -325,6 +325,7 @@ def bundle_info(bundle_path: Path | None, as_json: bool, trust) -> None:
 main.add_command(device_commands.device)
 main.add_command(device_commands.demo)
 main.add_command(device_commands.bench)
+main.add_command(device_commands.load)
 main.add_command(device_commands.flash)
 main.add_command(device_commands.replay)
 main.add_command(firmware_commands.export_c)

@@ -260,3 +260,25 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
     click.echo(json_mod.dumps(report.to_json(), indent=2))
     if report.lost:
         raise click.ClickException(f"{report.lost} events or suggestions were lost")
+
+
+@click.command()
+@click.option("--patients", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--burst", type=click.IntRange(100, 1_000_000), default=10_000, show_default=True,
+              help="Readings sent back to back across the patients.")
+@click.option("--soak-minutes", type=click.FloatRange(0.1, 24 * 60), default=10.0, show_default=True)
+@click.option("--soak-rate", type=click.FloatRange(0.1, 1000), default=20.0, show_default=True,
+              help="Readings per second during the soak.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@friendly
+def load(patients: int, burst: int, soak_minutes: float, soak_rate: float, as_json: bool) -> None:
+    """Load and soak a real device on a private Mosquitto: events/s, latency, lost, memory."""
+    import json
+
+    from . import load as load_mod
+
+    figures = load_mod.run_load(patients, burst, soak_minutes, soak_rate,
+                                progress=lambda msg: click.echo(msg, err=True))
+    click.echo(json.dumps(load_mod.to_json(figures), indent=2) if as_json else load_mod.table(figures))
+    if figures.burst_lost or figures.soak_lost:
+        raise SystemExit(1)
