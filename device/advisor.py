@@ -8,6 +8,7 @@ network thread; the bedside page reads :meth:`Advisor.patient_view`.
 from __future__ import annotations
 
 import math
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from preprocessing.features import (
     PatientHistory,
     context_at,
     feature,
+    minutes,
     window_at,
 )
 from preprocessing.validation import ValidationError, decode_event
@@ -30,7 +32,7 @@ from .config import SafetyConfig
 from .decision import decision_inputs
 from .inference import DoseModel
 from .safety import INSUFFICIENT, Verdict, supervise
-from .store import Added, Store
+from .store import Added, Store, StoreError
 
 SUGGESTION = "suggestion"
 ERROR = "error"
@@ -52,6 +54,7 @@ class Outcome:
     messages: list[Outgoing] = field(default_factory=list)
     event: Event | None = None
     added: Added | None = None
+    unstored: str | None = None  # why the event or its suggestion is held in memory, not yet in SQLite
 
     @property
     def suggestion(self) -> dict | None:
@@ -93,6 +96,8 @@ class Advisor:
         self._latest_ts: datetime | None = None
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
+        self._held_events: dict[str, Event] = {}  # accepted while SQLite refused writes
+        self._held_records: dict[str, dict] = {}  # suggestions sent while SQLite refused writes
 
     # ---------------------------------------------------------------- listeners
     def subscribe(self, listener: Callable[[str], None]) -> None:
@@ -135,7 +140,11 @@ class Advisor:
 
     def _rebuild(self, patient: str) -> PatientHistory:
         history = PatientHistory(self.spec)
-        history.extend(self.store.events_for(patient))
+        events = self.store.events_for(patient)
+        held = [e for e in self._held_events.values() if e.patient == patient and e.kind is not Kind.REQUEST]
+        if held:
+            events = sorted(events + held, key=lambda e: (minutes(e.ts), e.kind is Kind.INSULIN))
+        history.extend(events)
         if history.events:
             history.prune(history.events[-1].ts)
         self._histories[patient] = history
@@ -171,7 +180,11 @@ class Advisor:
             return outcome
         with self._lock:
             outcome.event = event
-            outcome.added = self.store.add_event(event)
+            try:
+                outcome.added = self.store.add_event(event)
+            except StoreError as exc:  # locked or full: keep it in memory and go on suggesting
+                outcome.added = self._hold_event(event)
+                outcome.unstored = str(exc)
             if outcome.added is Added.CONFLICT:
                 outcome.messages.append(Outgoing(ERROR, {
                     "event_id": event.id,
@@ -182,22 +195,61 @@ class Advisor:
             if outcome.added is Added.NEW:
                 self._remember(event)
             if event.kind in DECISION_KINDS:
-                suggestion = self._suggestion_for(event, received)
+                suggestion = self._suggestion_for(event, received, outcome)
                 if suggestion is not None:
                     outcome.messages.append(Outgoing(SUGGESTION, suggestion))
+            if event.id in self._held_events:
+                outcome.unstored = outcome.unstored or "the event is held in memory until the database recovers"
         self.touch(event.patient)
         return outcome
 
-    def _suggestion_for(self, event: Event, received: float) -> dict | None:
-        if self.store.suggestion_for_event(event.id) is not None:
+    def _hold_event(self, event: Event) -> Added:
+        """Keep an event the database refused; a repeat of a held or stored one is a duplicate."""
+        try:
+            stored = self.store.has_event(event.id)
+        except sqlite3.Error:
+            stored = False
+        if stored or event.id in self._held_events:
+            return Added.DUPLICATE
+        self._held_events[event.id] = event
+        return Added.NEW
+
+    def _suggestion_for(self, event: Event, received: float, outcome: Outcome) -> dict | None:
+        if event.id in self._held_records or self.store.suggestion_for_event(event.id) is not None:
             return None  # sent before (the event is a redelivery): never send it twice
         payload = self.decide(event.patient, self._decision_time(event), event.id)
         payload["latency_ms"] = round((time.perf_counter() - received) * 1000.0, 3)
+        try:
+            self._record(payload)
+        except StoreError as exc:
+            self._held_records[event.id] = payload
+            outcome.unstored = str(exc)
+        return payload
+
+    def _record(self, payload: dict) -> None:
         self.store.record_sent(payload)
         self.store.audit(payload["status"], {"units": payload["units"], "reasons": payload["reasons"],
                                              "model_units": payload["model_units"]},
-                         patient=event.patient, event_id=event.id, suggestion_id=payload["id"])
-        return payload
+                         patient=payload["patient"], event_id=payload["event_id"], suggestion_id=payload["id"])
+
+    @property
+    def held(self) -> int:
+        """Events and suggestion records waiting in memory for the database."""
+        return len(self._held_events) + len(self._held_records)
+
+    def flush_held(self) -> str | None:
+        """Write what the database refused earlier; None when everything is stored, else why not."""
+        with self._lock:
+            try:
+                for event_id, event in list(self._held_events.items()):
+                    self.store.add_event(event)
+                    del self._held_events[event_id]
+                for event_id, payload in list(self._held_records.items()):
+                    self._record(payload)
+                    del self._held_records[event_id]
+            except StoreError as exc:
+                return str(exc)
+        return None
 
     def decide(self, patient: str, at: datetime, event_id: str) -> dict:
         """The supervised suggestion for ``patient`` at ``at`` (SPEC.md "Suggestions")."""

@@ -186,6 +186,7 @@ class DeviceConfig:
     clock: str = "wall"
     allow_downgrade: bool = False
     suggestion_expiry_s: int = 900
+    db_busy_timeout_s: float = 5.0  # how long a write waits for a locked database before holding in memory
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
@@ -197,6 +198,8 @@ class DeviceConfig:
             raise ConfigError(f"clock must be one of {', '.join(CLOCKS)}")
         if not 60 <= self.suggestion_expiry_s <= 3600:
             raise ConfigError("suggestion_expiry_s must be between 60 and 3600 seconds")
+        if not 0.05 <= self.db_busy_timeout_s <= 60:
+            raise ConfigError("db_busy_timeout_s must be between 0.05 and 60 seconds")
 
     @property
     def client_id(self) -> str:
@@ -216,6 +219,11 @@ class DeviceConfig:
             if not isinstance(data["allow_downgrade"], bool):
                 raise ConfigError("allow_downgrade must be true or false")
             kwargs["allow_downgrade"] = data["allow_downgrade"]
+        if "db_busy_timeout_s" in data:
+            value = data["db_busy_timeout_s"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError("db_busy_timeout_s must be a number of seconds")
+            kwargs["db_busy_timeout_s"] = float(value)
         if "suggestion_expiry_s" in data:
             kwargs["suggestion_expiry_s"] = _typed(data["suggestion_expiry_s"], int, "suggestion_expiry_s")
         if "state_dir" in data:

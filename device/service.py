@@ -44,6 +44,7 @@ from .web import BedsideServer
 log = logging.getLogger("advisor.device")
 DATABASE_NAME = "advisor.sqlite3"
 WORK_QUEUE_MAX = 64
+STORE_RETRY_S = 2.0  # while SQLite refuses writes, try again this often
 
 
 class DeviceService:
@@ -53,7 +54,7 @@ class DeviceService:
         self.config = config
         self.topics = Topics(config.device_id)
         self.started_at = datetime.now(timezone.utc)
-        self.store = Store(config.state_dir / DATABASE_NAME)
+        self.store = Store(config.state_dir / DATABASE_NAME, config.db_busy_timeout_s)
         self.model_slot, self.model_notes = load_dose_model(config)
         for note in self.model_notes:
             log.warning(note)
@@ -63,6 +64,8 @@ class DeviceService:
         for note in risk_notes:
             log.warning(note)
         self.risk = RiskAssessor(risk_models)
+        self.storage_problem: str | None = None
+        self._unacked: list[tuple[int, int]] = []  # (mid, qos) of events held in memory, acked once stored
         self.ota = Receiver()
         self._expiry = expiring(config.broker, config.suggestion_expiry_s)
         self._work: queue.Queue = queue.Queue(maxsize=WORK_QUEUE_MAX)
@@ -88,6 +91,7 @@ class DeviceService:
             "models": [self.model_slot.info],
             "risk_models": self.risk.describe(),
             "model_problem": self.model_slot.problem,
+            "storage_problem": self.storage_problem,
             "notes": self.model_notes,
             "clock": self.config.clock,
             "started_at": self.started_at.isoformat(timespec="seconds"),
@@ -147,10 +151,39 @@ class DeviceService:
 
     def _worker(self) -> None:
         while True:
-            item = self._work.get()
+            try:
+                item = self._work.get(timeout=STORE_RETRY_S if self.storage_problem else None)
+            except queue.Empty:
+                self._retry_storage()
+                continue
             if item is None:
                 return
+            if self.storage_problem:
+                self._retry_storage()
             self._handle_message(self.client, *item)
+
+    def _storage_failed(self, reason: str, event_id: str | None) -> None:
+        """SQLite refused a write: say so once, keep suggesting from memory."""
+        if self.storage_problem is None:
+            log.error("state database unavailable: %s; suggesting from memory until it recovers", reason)
+            self.storage_problem = reason
+            self._publish_error({"event_id": event_id, "reason": f"{reason}; suggesting from memory, "
+                                 "the event is kept at the broker and stored when the database recovers"})
+            self.client.publish(self.topics.status, json.dumps(self._status("online")), qos=1, retain=True)
+            self.advisor.touch()
+
+    def _retry_storage(self) -> None:
+        """Store what was held in memory; then acknowledge the events the broker kept for us."""
+        problem = self.advisor.flush_held()
+        if problem is not None:
+            return
+        for mid, qos in self._unacked:
+            self.client.ack(mid, qos)
+        log.warning("state database recovered: %d held event(s) stored", len(self._unacked))
+        self._unacked = []
+        self.storage_problem = None
+        self.client.publish(self.topics.status, json.dumps(self._status("online")), qos=1, retain=True)
+        self.advisor.touch()
 
     def _handle_message(self, client, received: float, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.topics.model:
@@ -181,6 +214,10 @@ class DeviceService:
             elif outgoing.kind == SUGGESTION:
                 self.client.publish(self.topics.suggestions, json.dumps(outgoing.payload), qos=1, retain=False,
                                     properties=self._expiry)
+        if outcome.unstored is not None:
+            self._storage_failed(outcome.unstored, outcome.event.id if outcome.event else None)
+            self._unacked.append((message.mid, message.qos))  # acknowledged once it is in SQLite
+            return
         client.ack(message.mid, message.qos)
 
     def _on_visit_history(self, raw: bytes) -> None:

@@ -88,11 +88,12 @@ def event_digest(payload: dict) -> str:
 class Store:
     """The device's SQLite database; safe to call from several threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                       timeout=busy_timeout_s)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
@@ -157,10 +158,14 @@ class Store:
     def record_sent(self, payload: dict) -> None:
         """Commit a suggestion as sent, immediately before it is published (one per triggering event)."""
         self._write(
-            "INSERT INTO suggestions (id, event_id, patient, status, payload, sent_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO suggestions (id, event_id, patient, status, payload, sent_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (payload["id"], payload["event_id"], payload["patient"], payload["status"],
              json.dumps(payload), _now_iso()),
         )
+
+    def has_event(self, event_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM events WHERE id = ?", (event_id,)))
 
     def suggestion_for_event(self, event_id: str) -> dict | None:
         rows = self._read("SELECT payload FROM suggestions WHERE event_id = ?", (event_id,))

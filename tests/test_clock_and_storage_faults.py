@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -18,6 +19,7 @@ from device.inference import DoseModel
 from device.store import Store
 
 from . import event_factory
+from .conftest import IN_CI
 
 REAL = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 
@@ -64,3 +66,74 @@ def test_wall_clock_jumping_forward_and_back(tmp_path, dose_model):
     assert set(accepted) <= stored and {"before", "ahead", "behind", "after"} <= stored
     ids = [r[0] for r in sqlite3.connect(tmp_path / "state.sqlite3").execute("SELECT id FROM suggestions")]
     assert len(ids) == len(set(ids)) and Counter(ids)["s-ahead"] == 1
+
+
+def rows(path, sql: str) -> list[tuple]:
+    with sqlite3.connect(path, timeout=0.1) as db:
+        return db.execute(sql).fetchall()
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs for the state folder, so the disk can really fill up (needs root, as in CI)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        message = f"cannot mount a small tmpfs ({done.stderr.strip()}); run as root"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill_disk(folder) -> object:
+    """Write a file until the disk has no room left; returns its path."""
+    filler = folder / "filler.bin"
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("fault", ["locked", "full"])
+def test_database_locked_or_full_keeps_suggesting_from_memory_and_recovers(tmp_path, dose_model, fault, request):
+    folder = request.getfixturevalue("small_disk") if fault == "full" else tmp_path
+    path = folder / "state.sqlite3"
+    store = Store(path, busy_timeout_s=0.1)
+    advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: REAL)
+    for raw in event_factory.history("p-1", REAL - timedelta(minutes=10)):
+        advisor.handle(json.dumps(raw).encode(), 0.0)
+    blocker = filler = None
+    if fault == "locked":  # another process holds the write lock (a backup, a sqlite3 shell)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+    else:  # the SD card is full
+        filler = fill_disk(folder)
+    outcomes = [advisor.handle(glucose(f"held-{i}", REAL - timedelta(minutes=3 - i)), 0.0) for i in range(3)]
+    for outcome in outcomes:
+        assert outcome.unstored and ("locked" in outcome.unstored or "full" in outcome.unstored)
+        assert outcome.suggestion is not None and outcome.suggestion["status"] == "suggest"  # from memory
+    assert advisor.held == 6  # three events, three suggestion records
+    again = advisor.handle(glucose("held-1", REAL - timedelta(minutes=2)), 0.0)  # a redelivery meanwhile
+    assert again.suggestion is None and again.unstored
+    assert advisor.flush_held() is not None  # still refused
+    if blocker is not None:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    else:
+        filler.unlink()
+    assert advisor.flush_held() is None and advisor.held == 0
+    stored = {r[0] for r in rows(path, "SELECT id FROM events")}
+    assert {"held-0", "held-1", "held-2"} <= stored
+    assert sorted(r[0] for r in rows(path, "SELECT event_id FROM suggestions WHERE event_id LIKE 'held-%'")) == \
+        ["held-0", "held-1", "held-2"]
+    after = advisor.handle(glucose("held-1", REAL - timedelta(minutes=2)), 0.0)  # the broker's redelivery
+    assert after.unstored is None and after.suggestion is None
+    fresh = advisor.handle(glucose("fresh", REAL), 0.0)
+    assert fresh.unstored is None and fresh.suggestion["status"] == "suggest"

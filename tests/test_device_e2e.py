@@ -244,3 +244,49 @@ def test_network_cut_mid_stream_loses_nothing_and_repeats_nothing(mosquitto, tmp
         watcher.close()
         device.stop()
         proxy.close()
+
+
+def test_locked_database_suggests_from_memory_then_stores_everything(mosquitto, tmp_path):
+    """Another process holds SQLite's write lock mid-stream; the device keeps suggesting and catches up."""
+    broker = BrokerConfig(url=mosquitto.url)
+    watcher = DeviceWatcher(broker, DEVICE, client_id="test-watcher-db", persistent=True)
+    assert watcher.subscribed.wait(5)
+    config = tmp_path / "device.toml"
+    config.write_text("db_busy_timeout_s = 0.2\n")
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--config", str(config))).start()
+    publisher = EventPublisher(broker, DEVICE, client_id="test-sensor-db")
+    publisher.wait_connected()
+    blocker = sqlite3.connect(device.state_dir / "advisor.sqlite3", isolation_level=None)
+    try:
+        now = datetime.now(timezone.utc)
+        history = event_factory.history("p-db", now - timedelta(minutes=30))
+        for event in history:
+            publisher.publish(event)
+        assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s["patient"] == "p-db"]) >= 5, 10)
+        blocker.execute("BEGIN EXCLUSIVE")
+        held = [event_factory.glucose(f"db-{i}", "p-db", now - timedelta(minutes=5 - i), 160) for i in range(4)]
+        for event in held:
+            publisher.publish(event)
+        assert watcher.wait_for(lambda w: all(w.suggestion_for(e["id"]) for e in held), 10), "no suggestion from memory"
+        assert watcher.wait_for(lambda w: any("suggesting from memory" in e["reason"] for e in w.errors), 5)
+        assert "locked" in device.status()["storage_problem"]
+        blocker.execute("ROLLBACK")
+        deadline = time.monotonic() + 15
+        while device.status()["storage_problem"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert device.status()["storage_problem"] is None, "the device did not recover"
+        stored = {r[0] for r in db_rows(device, "SELECT id FROM events")}
+        assert {e["id"] for e in history + held} <= stored
+        device.kill()  # whatever the broker still holds comes back; nothing may be repeated
+        device.start()
+        after = event_factory.glucose("db-after", "p-db", datetime.now(timezone.utc), 150)
+        publisher.publish(after)
+        assert watcher.wait_for(lambda w: w.suggestion_for("db-after"), 10)
+        counts = Counter(s["id"] for s in watcher.suggestions)
+        assert not {k: v for k, v in counts.items() if v > 1}, "suggestions repeated"
+        assert len(db_rows(device, "SELECT id FROM suggestions WHERE event_id LIKE 'db-%'")) == 5
+    finally:
+        blocker.close()
+        publisher.close()
+        watcher.close()
+        device.stop()
