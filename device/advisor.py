@@ -233,6 +233,11 @@ class Advisor:
                          patient=payload["patient"], event_id=payload["event_id"], suggestion_id=payload["id"])
 
     @property
+    def held_events(self) -> int:
+        """Accepted events waiting in memory for the database."""
+        return len(self._held_events)
+
+    @property
     def held(self) -> int:
         """Events and suggestion records waiting in memory for the database."""
         return len(self._held_events) + len(self._held_records)

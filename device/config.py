@@ -187,6 +187,7 @@ class DeviceConfig:
     allow_downgrade: bool = False
     suggestion_expiry_s: int = 900
     db_busy_timeout_s: float = 5.0  # how long a write waits for a locked database before holding in memory
+    max_held_events: int = 1000  # events kept in memory while the database refuses writes; then backpressure
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
@@ -200,6 +201,8 @@ class DeviceConfig:
             raise ConfigError("suggestion_expiry_s must be between 60 and 3600 seconds")
         if not 0.05 <= self.db_busy_timeout_s <= 60:
             raise ConfigError("db_busy_timeout_s must be between 0.05 and 60 seconds")
+        if not 1 <= self.max_held_events <= 100_000:
+            raise ConfigError("max_held_events must be between 1 and 100000")
 
     @property
     def client_id(self) -> str:
@@ -224,8 +227,9 @@ class DeviceConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError("db_busy_timeout_s must be a number of seconds")
             kwargs["db_busy_timeout_s"] = float(value)
-        if "suggestion_expiry_s" in data:
-            kwargs["suggestion_expiry_s"] = _typed(data["suggestion_expiry_s"], int, "suggestion_expiry_s")
+        for key in ("suggestion_expiry_s", "max_held_events"):
+            if key in data:
+                kwargs[key] = _typed(data[key], int, key)
         if "state_dir" in data:
             kwargs["state_dir"] = Path(_typed(data["state_dir"], str, "state_dir")).expanduser()
         if data.get("bundle"):

@@ -92,6 +92,7 @@ class DeviceService:
             "risk_models": self.risk.describe(),
             "model_problem": self.model_slot.problem,
             "storage_problem": self.storage_problem,
+            "held_in_memory": self.advisor.held_events,
             "notes": self.model_notes,
             "clock": self.config.clock,
             "started_at": self.started_at.isoformat(timespec="seconds"),
@@ -151,6 +152,11 @@ class DeviceService:
 
     def _worker(self) -> None:
         while True:
+            while self.storage_problem and self.advisor.held_events >= self.config.max_held_events:
+                # memory holds as much as allowed: take nothing new; the broker keeps the rest
+                if self._stopping.wait(STORE_RETRY_S):
+                    return
+                self._retry_storage()
             try:
                 item = self._work.get(timeout=STORE_RETRY_S if self.storage_problem else None)
             except queue.Empty:
@@ -321,7 +327,10 @@ class DeviceService:
         self.client.disconnect()
         self.client.loop_stop()
         if self._worker_thread.is_alive():
-            self._work.put(None)
+            try:
+                self._work.put(None, timeout=1.0)
+            except queue.Full:
+                pass  # a worker waiting for the database sees the stop flag instead
             self._worker_thread.join(10)
         self.web.stop()
         self.store.close()

@@ -290,3 +290,45 @@ def test_locked_database_suggests_from_memory_then_stores_everything(mosquitto, 
         publisher.close()
         watcher.close()
         device.stop()
+
+
+def test_memory_holds_at_most_max_held_events_then_the_broker_keeps_the_rest(mosquitto, tmp_path):
+    broker = BrokerConfig(url=mosquitto.url)
+    watcher = DeviceWatcher(broker, DEVICE, client_id="test-watcher-cap", persistent=True)
+    assert watcher.subscribed.wait(5)
+    config = tmp_path / "device.toml"
+    config.write_text("db_busy_timeout_s = 0.1\nmax_held_events = 10\n")
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--config", str(config))).start()
+    publisher = EventPublisher(broker, DEVICE, client_id="test-sensor-cap")
+    publisher.wait_connected()
+    blocker = sqlite3.connect(device.state_dir / "advisor.sqlite3", isolation_level=None)
+    try:
+        now = datetime.now(timezone.utc)
+        for event in event_factory.history("p-cap", now - timedelta(minutes=60)):
+            publisher.publish(event)
+        assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s["patient"] == "p-cap"]) >= 5, 10)
+        blocker.execute("BEGIN EXCLUSIVE")
+        readings = [event_factory.glucose(f"cap-{i:02d}", "p-cap", now - timedelta(seconds=300 - i), 150)
+                    for i in range(40)]
+        for event in readings:
+            publisher.publish(event)
+        publisher.flush()
+        assert watcher.wait_for(lambda w: sum(1 for e in readings if w.suggestion_for(e["id"])) >= 10, 10)
+        peak = 0
+        for _ in range(10):
+            peak = max(peak, device.status()["held_in_memory"])
+            time.sleep(0.1)
+        assert peak == 10, "memory should hold exactly the configured number of events"
+        assert sum(1 for e in readings if watcher.suggestion_for(e["id"])) == 10  # the rest wait at the broker
+        blocker.execute("ROLLBACK")
+        assert watcher.wait_for(lambda w: all(w.suggestion_for(e["id"]) for e in readings), 20)
+        stored = {r[0] for r in db_rows(device, "SELECT id FROM events WHERE id LIKE 'cap-%'")}
+        assert stored == {e["id"] for e in readings}
+        counts = Counter(s["id"] for s in watcher.suggestions)
+        assert not {k: v for k, v in counts.items() if v > 1}, "suggestions repeated"
+        assert device.status()["held_in_memory"] == 0 and device.status()["storage_problem"] is None
+    finally:
+        blocker.close()
+        publisher.close()
+        watcher.close()
+        device.stop()
