@@ -136,6 +136,9 @@ def test_intruders_are_refused_and_the_device_sees_nothing_from_them(device_rig)
         stored = [r[0] for r in db.execute("SELECT id FROM events")]
     assert stored and not any(i.startswith("intruder") for i in stored)
     assert not (device.state_dir / "bundles").exists() or not any((device.state_dir / "bundles").iterdir())
+    log = device.log.read_text()
+    assert log and not any(cred.password in log for cred in profile.credentials.values()), "a password was logged"
+    assert profile.credentials["device"].password not in json.dumps(device.status())
 
 
 def test_plain_tcp_and_an_unknown_ca_are_refused(secure_broker, tmp_path):
