@@ -6,7 +6,6 @@ Their output never reaches the safety supervisor or the dose: nothing here impor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,7 +13,7 @@ import numpy as np
 from preprocessing.visits import Visit
 
 from .bundle import Bundle, BundleError
-from .inference import interpreter_backend, make_interpreter
+from .inference import SingleOutputModel, golden_self_test
 
 COMPANION_NAMES = ("mortality", "readmission")
 GOLDEN_TOLERANCE = 0.02
@@ -33,17 +32,8 @@ class RiskModel:
             self.spec = bundle.visit_spec
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"visit spec unusable: {exc}") from exc
-        self.backend = backend or interpreter_backend()
-        self._interpreter = make_interpreter(bundle.model_bytes(self.role), self.backend)
-        inp = self._interpreter.get_input_details()[0]
-        out = self._interpreter.get_output_details()[0]
-        expected = (1, *self.spec.shape)
-        if tuple(inp["shape"]) != expected:
-            raise BundleError(f"model input shape {tuple(inp['shape'])} is not {expected}")
-        self._in_index, self._in_dtype = inp["index"], inp["dtype"]
-        self._in_scale, self._in_zero = inp["quantization"]
-        self._out_index, self._out_dtype = out["index"], out["dtype"]
-        self._out_scale, self._out_zero = out["quantization"]
+        self._model = SingleOutputModel(bundle.model_bytes(self.role), (1, *self.spec.shape), backend)
+        self.backend = self._model.backend
 
     @property
     def name(self) -> str:
@@ -58,14 +48,7 @@ class RiskModel:
 
     def predict_encoded(self, x: np.ndarray) -> float:
         """Probability for one encoded ``(max_visits, n_features)`` history."""
-        x = np.asarray(x, dtype=np.float32)[None, ...]
-        if self._in_dtype == np.int8:
-            x = np.clip(np.round(x / self._in_scale + self._in_zero), -128, 127).astype(np.int8)
-        self._interpreter.set_tensor(self._in_index, x.astype(self._in_dtype))
-        self._interpreter.invoke()
-        value = float(self._interpreter.get_tensor(self._out_index).reshape(-1)[0])
-        if self._out_dtype == np.int8:
-            value = (value - self._out_zero) * self._out_scale
+        value = self._model.run(np.asarray(x, dtype=np.float32)[None, ...])
         return min(max(value, 0.0), 1.0)
 
     def predict(self, visits: Sequence[Visit]) -> float:
@@ -76,25 +59,13 @@ class RiskModel:
 
     def self_test(self) -> float:
         """Run the manifest's golden histories; return the worst error, raise if out of tolerance."""
+        return golden_self_test(self.bundle, self.role, self._predict_golden, GOLDEN_TOLERANCE, "")
+
+    def _predict_golden(self, pair: dict) -> float:
         from preprocessing.validation import ValidationError, decode_visit_history
 
-        golden = self.bundle.manifest.get("golden", [])
-        if not golden:
-            raise BundleError("bundle has no golden histories for its self-test")
-        worst = 0.0
-        for pair in golden:
-            expected = pair.get("outputs", {}).get(self.role)
-            if expected is None:
-                raise BundleError(f"golden pair lacks an expected {self.role} output")
-            try:
-                history = decode_visit_history({"patient": "golden", "visits": pair.get("history")})
-            except ValidationError as exc:
-                raise BundleError(f"golden history unusable: {exc.reason}") from exc
-            got = self.predict(history.visits)
-            if not math.isfinite(got):
-                raise BundleError("self-test failed: the model gave a non-finite output")
-            worst = max(worst, abs(got - float(expected)))
-        if worst > GOLDEN_TOLERANCE:
-            raise BundleError(f"self-test failed: golden probabilities differ by up to {worst:.3f} "
-                              f"(tolerance {GOLDEN_TOLERANCE})")
-        return worst
+        try:
+            history = decode_visit_history({"patient": "golden", "visits": pair.get("history")})
+        except ValidationError as exc:
+            raise BundleError(f"golden history unusable: {exc.reason}") from exc
+        return self.predict(history.visits)

@@ -9,6 +9,7 @@ output on every runtime version and machine, which a dosing device needs more th
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -53,6 +54,55 @@ def make_interpreter(model: bytes, backend: str | None = None, threads: int = 1)
     return interpreter
 
 
+class SingleOutputModel:
+    """One TFLite model with one input and one output value, quantising int8 tensors as needed."""
+
+    def __init__(self, model: bytes, input_shape: tuple[int, ...], backend: str | None = None) -> None:
+        self.backend = backend or interpreter_backend()
+        self._interpreter = make_interpreter(model, self.backend)
+        inp = self._interpreter.get_input_details()[0]
+        out = self._interpreter.get_output_details()[0]
+        if tuple(inp["shape"]) != input_shape:
+            raise BundleError(f"model input shape {tuple(inp['shape'])} is not {input_shape}")
+        self._in_index, self._in_dtype = inp["index"], inp["dtype"]
+        self._in_scale, self._in_zero = inp["quantization"]
+        self._out_index, self._out_dtype = out["index"], out["dtype"]
+        self._out_scale, self._out_zero = out["quantization"]
+
+    def run(self, x: np.ndarray) -> float:
+        """The output value for one float input of the model's input shape."""
+        x = np.asarray(x, dtype=np.float32)
+        if self._in_dtype == np.int8:
+            x = np.clip(np.round(x / self._in_scale + self._in_zero), -128, 127)
+        self._interpreter.set_tensor(self._in_index, x.astype(self._in_dtype))
+        self._interpreter.invoke()
+        value = float(self._interpreter.get_tensor(self._out_index).reshape(-1)[0])
+        if self._out_dtype == np.int8:
+            value = (value - self._out_zero) * self._out_scale
+        return value
+
+
+def golden_self_test(bundle: Bundle, role: str, predict: Callable[[dict], float], tolerance: float,
+                     unit: str) -> float:
+    """Run ``predict`` on each golden pair of the manifest; return the worst error, raise beyond ``tolerance``."""
+    golden = bundle.manifest.get("golden", [])
+    if not golden:
+        raise BundleError("bundle has no golden pairs for its self-test")
+    worst = 0.0
+    for pair in golden:
+        expected = pair.get("outputs", {}).get(role)
+        if expected is None:
+            raise BundleError(f"golden pair lacks an expected {role} output")
+        got = predict(pair)
+        if not math.isfinite(got):
+            raise BundleError("self-test failed: the model gave a non-finite output")
+        worst = max(worst, abs(got - float(expected)))
+    if worst > tolerance:
+        raise BundleError(f"self-test failed: golden outputs differ by up to {worst:.3f}{unit} "
+                          f"(tolerance {tolerance}{unit})")
+    return worst
+
+
 class DoseModel:
     """Runs one bundle's TFLite model on raw windows and returns units."""
 
@@ -64,33 +114,15 @@ class DoseModel:
             self.scaling = Scaling.from_json(bundle.manifest.get("scaling", {}), self.spec.n_features)
         except ValueError as exc:
             raise BundleError(f"manifest scaling unusable: {exc}") from exc
-        self.backend = backend or interpreter_backend()
-        self._interpreter = make_interpreter(bundle.model_bytes(role), self.backend)
-        inp = self._interpreter.get_input_details()[0]
-        out = self._interpreter.get_output_details()[0]
-        expected = (1, self.spec.window, self.spec.n_features)
-        if tuple(inp["shape"]) != expected:
-            raise BundleError(f"model input shape {tuple(inp['shape'])} is not {expected}")
-        self._in_index, self._in_dtype = inp["index"], inp["dtype"]
-        self._in_scale, self._in_zero = inp["quantization"]
-        self._out_index, self._out_dtype = out["index"], out["dtype"]
-        self._out_scale, self._out_zero = out["quantization"]
+        self._model = SingleOutputModel(bundle.model_bytes(role), (1, self.spec.window, self.spec.n_features),
+                                        backend)
+        self.backend = self._model.backend
         transform = bundle.manifest.get("output", {}).get("residual_of")
         self._residual_index = None if transform is None else self.spec.names.index(transform)
 
     def predict(self, window: np.ndarray) -> float:
         """Model units for one raw ``(window, n_features)`` input (may be non-finite)."""
-        x = self.scaling.apply(np.asarray(window, dtype=np.float32))[None, ...]
-        if self._in_dtype == np.int8:
-            x = np.clip(np.round(x / self._in_scale + self._in_zero), -128, 127).astype(np.int8)
-        else:
-            x = x.astype(self._in_dtype)
-        self._interpreter.set_tensor(self._in_index, x)
-        self._interpreter.invoke()
-        y = self._interpreter.get_tensor(self._out_index).reshape(-1)[0]
-        value = float(y)
-        if self._out_dtype == np.int8:
-            value = (value - self._out_zero) * self._out_scale
+        value = self._model.run(self.scaling.apply(np.asarray(window, dtype=np.float32))[None, ...])
         if self._residual_index is not None:
             value += float(window[-1, self._residual_index])
         return value
@@ -99,22 +131,7 @@ class DoseModel:
         return np.array([self.predict(w) for w in windows], dtype=np.float64)
 
     def self_test(self) -> float:
-        """Run the manifest's golden pairs; return the worst error, raise if out of tolerance."""
-        golden = self.bundle.manifest.get("golden", [])
-        if not golden:
-            raise BundleError("bundle has no golden input/output pairs for its self-test")
-        worst = 0.0
-        for pair in golden:
-            expected = pair.get("outputs", {}).get(self.role)
-            if expected is None:
-                raise BundleError(f"golden pair lacks an expected {self.role} output")
-            got = self.predict(np.asarray(pair["input"], dtype=np.float32))
-            if not math.isfinite(got):
-                raise BundleError("self-test failed: the model gave a non-finite output")
-            worst = max(worst, abs(got - float(expected)))
-        if worst > GOLDEN_TOLERANCE_UNITS:
-            raise BundleError(
-                f"self-test failed: golden outputs differ by up to {worst:.3f} U "
-                f"(tolerance {GOLDEN_TOLERANCE_UNITS} U)"
-            )
-        return worst
+        """Run the manifest's golden pairs; return the worst error in units, raise if out of tolerance."""
+        return golden_self_test(self.bundle, self.role,
+                                lambda pair: self.predict(np.asarray(pair["input"], dtype=np.float32)),
+                                GOLDEN_TOLERANCE_UNITS, " U")
