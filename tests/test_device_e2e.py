@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -246,18 +247,31 @@ def test_network_cut_mid_stream_loses_nothing_and_repeats_nothing(mosquitto, tmp
         proxy.close()
 
 
-def test_locked_database_suggests_from_memory_then_stores_everything(mosquitto, tmp_path):
-    """Another process holds SQLite's write lock mid-stream; the device keeps suggesting and catches up."""
+@contextmanager
+def locked_database_rig(mosquitto, tmp_path, name: str, config_text: str):
+    """A device with ``config_text``, a watcher, a sensor and a connection that can lock the device's SQLite."""
     broker = BrokerConfig(url=mosquitto.url)
-    watcher = DeviceWatcher(broker, DEVICE, client_id="test-watcher-db", persistent=True)
+    watcher = DeviceWatcher(broker, DEVICE, client_id=f"test-watcher-{name}", persistent=True)
     assert watcher.subscribed.wait(5)
     config = tmp_path / "device.toml"
-    config.write_text("db_busy_timeout_s = 0.2\n")
+    config.write_text(config_text)
     device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--config", str(config))).start()
-    publisher = EventPublisher(broker, DEVICE, client_id="test-sensor-db")
+    publisher = EventPublisher(broker, DEVICE, client_id=f"test-sensor-{name}")
     publisher.wait_connected()
     blocker = sqlite3.connect(device.state_dir / "advisor.sqlite3", isolation_level=None)
     try:
+        yield device, publisher, watcher, blocker
+    finally:
+        blocker.close()
+        publisher.close()
+        watcher.close()
+        device.stop()
+
+
+def test_locked_database_suggests_from_memory_then_stores_everything(mosquitto, tmp_path):
+    """Another process holds SQLite's write lock mid-stream; the device keeps suggesting and catches up."""
+    with locked_database_rig(mosquitto, tmp_path, "db", "db_busy_timeout_s = 0.2\n") as rig:
+        device, publisher, watcher, blocker = rig
         now = datetime.now(timezone.utc)
         history = event_factory.history("p-db", now - timedelta(minutes=30))
         for event in history:
@@ -285,24 +299,11 @@ def test_locked_database_suggests_from_memory_then_stores_everything(mosquitto, 
         counts = Counter(s["id"] for s in watcher.suggestions)
         assert not {k: v for k, v in counts.items() if v > 1}, "suggestions repeated"
         assert len(db_rows(device, "SELECT id FROM suggestions WHERE event_id LIKE 'db-%'")) == 5
-    finally:
-        blocker.close()
-        publisher.close()
-        watcher.close()
-        device.stop()
 
 
 def test_memory_holds_at_most_max_held_events_then_the_broker_keeps_the_rest(mosquitto, tmp_path):
-    broker = BrokerConfig(url=mosquitto.url)
-    watcher = DeviceWatcher(broker, DEVICE, client_id="test-watcher-cap", persistent=True)
-    assert watcher.subscribed.wait(5)
-    config = tmp_path / "device.toml"
-    config.write_text("db_busy_timeout_s = 0.1\nmax_held_events = 10\n")
-    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--config", str(config))).start()
-    publisher = EventPublisher(broker, DEVICE, client_id="test-sensor-cap")
-    publisher.wait_connected()
-    blocker = sqlite3.connect(device.state_dir / "advisor.sqlite3", isolation_level=None)
-    try:
+    with locked_database_rig(mosquitto, tmp_path, "cap", "db_busy_timeout_s = 0.1\nmax_held_events = 10\n") as rig:
+        device, publisher, watcher, blocker = rig
         now = datetime.now(timezone.utc)
         for event in event_factory.history("p-cap", now - timedelta(minutes=60)):
             publisher.publish(event)
@@ -327,8 +328,3 @@ def test_memory_holds_at_most_max_held_events_then_the_broker_keeps_the_rest(mos
         counts = Counter(s["id"] for s in watcher.suggestions)
         assert not {k: v for k, v in counts.items() if v > 1}, "suggestions repeated"
         assert device.status()["held_in_memory"] == 0 and device.status()["storage_problem"] is None
-    finally:
-        blocker.close()
-        publisher.close()
-        watcher.close()
-        device.stop()

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 
+import pytest
+
 from device.config import BrokerConfig
 from device.page_auth import ActionGuard
 from tools.broker import free_port
@@ -54,7 +56,9 @@ def post(device, path: str, body: dict, token: str | None = None) -> tuple[int, 
         return exc.code, json.loads(exc.read())
 
 
-def test_an_exposed_device_records_doses_only_with_its_pin(mosquitto, tmp_path):
+@pytest.fixture()
+def exposed(mosquitto, tmp_path):
+    """A device whose page listens on every address with a PIN, and a suggestion waiting on it."""
     port = free_port()
     device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--http", f"0.0.0.0:{port}"),
                            env={"ADVISOR_PAGE_TOKEN": PIN})
@@ -71,19 +75,23 @@ def test_an_exposed_device_records_doses_only_with_its_pin(mosquitto, tmp_path):
             publisher.publish(event)
         publisher.publish(event_factory.glucose("pin-g", "p-pin", now, 180))
         assert watcher.wait_for(lambda w: w.suggestion_for("pin-g"), 10)
-        suggestion = watcher.suggestion_for("pin-g")
-        assert device.status()["actions_need_pin"] is True
-        body = {"suggestion_id": suggestion["id"], "units": suggestion["units"]}
-        assert post(device, "api/patients/p-pin/confirm", body)[0] == 401
-        status, answer = post(device, "api/patients/p-pin/confirm", body, "wrong-pin")
-        assert status == 401 and answer["error"] == "wrong PIN"
-        status, answer = post(device, "api/patients/p-pin/confirm", body, PIN)
-        assert status == 200 and answer["ok"] is True
-        assert PIN not in device.log.read_text()
+        yield device, watcher.suggestion_for("pin-g")
     finally:
         publisher.close()
         watcher.close()
         device.stop()
+
+
+def test_an_exposed_device_records_doses_only_with_its_pin(exposed):
+    device, suggestion = exposed
+    assert device.status()["actions_need_pin"] is True
+    body = {"suggestion_id": suggestion["id"], "units": suggestion["units"]}
+    assert post(device, "api/patients/p-pin/confirm", body)[0] == 401
+    status, answer = post(device, "api/patients/p-pin/confirm", body, "wrong-pin")
+    assert status == 401 and answer["error"] == "wrong PIN"
+    status, answer = post(device, "api/patients/p-pin/confirm", body, PIN)
+    assert status == 200 and answer["ok"] is True
+    assert PIN not in device.log.read_text()
 
 
 def test_exposing_the_page_without_a_pin_is_refused_in_one_line(tmp_path):
@@ -95,41 +103,22 @@ def test_exposing_the_page_without_a_pin_is_refused_in_one_line(tmp_path):
     assert "reachable from the network: set http.token" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_the_page_asks_for_the_pin_and_records_with_it(browser, mosquitto, tmp_path):
-    port = free_port()
-    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--http", f"0.0.0.0:{port}"),
-                           env={"ADVISOR_PAGE_TOKEN": PIN})
-    device.port = port
-    device.start()
-    broker = BrokerConfig(url=mosquitto.url)
-    watcher = DeviceWatcher(broker, DEVICE)
-    publisher = EventPublisher(broker, DEVICE)
-    try:
-        publisher.wait_connected()
-        assert watcher.subscribed.wait(5)
-        now = datetime.now(timezone.utc)
-        for event in event_factory.history("p-pin", now):
-            publisher.publish(event)
-        publisher.publish(event_factory.glucose("pin-page", "p-pin", now, 180))
-        assert watcher.wait_for(lambda w: w.suggestion_for("pin-page"), 10)
-        page = browser.new_page(viewport={"width": 800, "height": 480})
-        prompts: list[str] = []
+def test_the_page_asks_for_the_pin_and_records_with_it(browser, exposed):
+    device, _ = exposed
+    page = browser.new_page(viewport={"width": 800, "height": 480})
+    prompts: list[str] = []
 
-        def answer(dialog):
-            prompts.append(dialog.message)
-            dialog.accept("wrong-pin" if len(prompts) == 1 else PIN)
+    def answer(dialog):
+        prompts.append(dialog.message)
+        dialog.accept("wrong-pin" if len(prompts) == 1 else PIN)
 
-        page.on("dialog", answer)
-        page.goto(device.url + "?patient=p-pin")
-        page.wait_for_function("() => document.getElementById('status-word').textContent === 'Suggested dose'")
-        page.get_by_role("button", name="Dose given").click()
-        page.wait_for_function("() => document.getElementById('message').textContent.startsWith('Not recorded')")
-        assert "wrong PIN" in page.inner_text("#message") and len(prompts) == 1
-        page.get_by_role("button", name="Dose given").click()
-        page.wait_for_function("() => document.getElementById('message').textContent.startsWith('Recorded')")
-        assert len(prompts) == 2 and "device PIN" in prompts[1]
-        page.close()
-    finally:
-        publisher.close()
-        watcher.close()
-        device.stop()
+    page.on("dialog", answer)
+    page.goto(device.url + "?patient=p-pin")
+    page.wait_for_function("() => document.getElementById('status-word').textContent === 'Suggested dose'")
+    page.get_by_role("button", name="Dose given").click()
+    page.wait_for_function("() => document.getElementById('message').textContent.startsWith('Not recorded')")
+    assert "wrong PIN" in page.inner_text("#message") and len(prompts) == 1
+    page.get_by_role("button", name="Dose given").click()
+    page.wait_for_function("() => document.getElementById('message').textContent.startsWith('Recorded')")
+    assert len(prompts) == 2 and "device PIN" in prompts[1]
+    page.close()
