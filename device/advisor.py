@@ -31,34 +31,39 @@ from preprocessing.validation import ValidationError, decode_event
 from .config import SafetyConfig
 from .decision import decision_inputs
 from .inference import DoseModel
+from .messages import (
+    DosePoint,
+    ErrorMessage,
+    GlucoseNow,
+    GlucosePoint,
+    ModelInfo,
+    PatientView,
+    Risk,
+    Series,
+    Suggestion,
+)
 from .safety import INSUFFICIENT, Verdict, supervise
 from .store import Added, Store, StoreError
 
-SUGGESTION = "suggestion"
-ERROR = "error"
 DECISION_KINDS = (Kind.GLUCOSE, Kind.REQUEST)
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message the service must publish: a suggestion or an error answer."""
-
-    kind: str
-    payload: dict
 
 
 @dataclass(slots=True)
 class Outcome:
-    """What handling one payload produced."""
+    """What handling one payload produced: the answers to publish, and what became of the event."""
 
-    messages: list[Outgoing] = field(default_factory=list)
+    messages: list[Suggestion | ErrorMessage] = field(default_factory=list)
     event: Event | None = None
     added: Added | None = None
     unstored: str | None = None  # why the event or its suggestion is held in memory, not yet in SQLite
 
     @property
-    def suggestion(self) -> dict | None:
-        return next((m.payload for m in self.messages if m.kind == SUGGESTION), None)
+    def suggestion(self) -> Suggestion | None:
+        return next((m for m in self.messages if isinstance(m, Suggestion)), None)
+
+    @property
+    def errors(self) -> list[ErrorMessage]:
+        return [m for m in self.messages if isinstance(m, ErrorMessage)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +74,11 @@ class ModelSlot:
     problem: str | None = None
 
     @property
-    def info(self) -> dict:
+    def info(self) -> ModelInfo:
         if self.model is None:
-            return {"name": "dose", "version": None, "sha256": None}
+            return ModelInfo("dose", None, None)
         bundle = self.model.bundle
-        return {"name": bundle.name, "version": bundle.version, "sha256": bundle.manifest_sha256}
+        return ModelInfo(bundle.name, bundle.version, bundle.manifest_sha256)
 
 
 def suggestion_id(event_id: str) -> str:
@@ -97,7 +102,7 @@ class Advisor:
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
         self._held_events: dict[str, Event] = {}  # accepted while SQLite refused writes
-        self._held_records: dict[str, dict] = {}  # suggestions sent while SQLite refused writes
+        self._held_records: dict[str, Suggestion] = {}  # suggestions sent while SQLite refused writes
 
     # ---------------------------------------------------------------- listeners
     def subscribe(self, listener: Callable[[str], None]) -> None:
@@ -176,7 +181,7 @@ class Advisor:
         try:
             event = decode_event(raw, self._wall())
         except ValidationError as exc:
-            outcome.messages.append(Outgoing(ERROR, exc.to_payload()))
+            outcome.messages.append(ErrorMessage(exc.event_id, exc.reason))
             return outcome
         with self._lock:
             outcome.event = event
@@ -186,18 +191,15 @@ class Advisor:
                 outcome.added = self._hold_event(event)
                 outcome.unstored = str(exc)
             if outcome.added is Added.CONFLICT:
-                outcome.messages.append(Outgoing(ERROR, {
-                    "event_id": event.id,
-                    "reason": "an event with this id was already accepted with different content; "
-                              "the first one is kept",
-                }))
+                outcome.messages.append(ErrorMessage(
+                    event.id, "an event with this id was already accepted with different content; the first one is kept"))
                 return outcome
             if outcome.added is Added.NEW:
                 self._remember(event)
             if event.kind in DECISION_KINDS:
                 suggestion = self._suggestion_for(event, received, outcome)
                 if suggestion is not None:
-                    outcome.messages.append(Outgoing(SUGGESTION, suggestion))
+                    outcome.messages.append(suggestion)
             if event.id in self._held_events:
                 outcome.unstored = outcome.unstored or "the event is held in memory until the database recovers"
         self.touch(event.patient)
@@ -214,23 +216,23 @@ class Advisor:
         self._held_events[event.id] = event
         return Added.NEW
 
-    def _suggestion_for(self, event: Event, received: float, outcome: Outcome) -> dict | None:
-        if event.id in self._held_records or self.store.suggestion_for_event(event.id) is not None:
+    def _suggestion_for(self, event: Event, received: float, outcome: Outcome) -> Suggestion | None:
+        if event.id in self._held_records or self.store.has_suggestion_for(event.id):
             return None  # sent before (the event is a redelivery): never send it twice
-        payload = self.decide(event.patient, self._decision_time(event), event.id)
-        payload["latency_ms"] = round((time.perf_counter() - received) * 1000.0, 3)
+        decided = self.decide(event.patient, self._decision_time(event), event.id)
+        suggestion = decided.with_latency(round((time.perf_counter() - received) * 1000.0, 3))
         try:
-            self._record(payload)
+            self._record(suggestion)
         except StoreError as exc:
-            self._held_records[event.id] = payload
+            self._held_records[event.id] = suggestion
             outcome.unstored = str(exc)
-        return payload
+        return suggestion
 
-    def _record(self, payload: dict) -> None:
-        self.store.record_sent(payload)
-        self.store.audit(payload["status"], {"units": payload["units"], "reasons": payload["reasons"],
-                                             "model_units": payload["model_units"]},
-                         patient=payload["patient"], event_id=payload["event_id"], suggestion_id=payload["id"])
+    def _record(self, suggestion: Suggestion) -> None:
+        self.store.record_sent(suggestion)
+        self.store.audit(suggestion.status, {"units": suggestion.units, "reasons": suggestion.reasons,
+                                             "model_units": suggestion.model_units},
+                         patient=suggestion.patient, event_id=suggestion.event_id, suggestion_id=suggestion.id)
 
     @property
     def held_events(self) -> int:
@@ -249,14 +251,14 @@ class Advisor:
                 for event_id, event in list(self._held_events.items()):
                     self.store.add_event(event)
                     del self._held_events[event_id]
-                for event_id, payload in list(self._held_records.items()):
-                    self._record(payload)
+                for event_id, suggestion in list(self._held_records.items()):
+                    self._record(suggestion)
                     del self._held_records[event_id]
             except StoreError as exc:
                 return str(exc)
         return None
 
-    def decide(self, patient: str, at: datetime, event_id: str) -> dict:
+    def decide(self, patient: str, at: datetime, event_id: str) -> Suggestion:
         """The supervised suggestion for ``patient`` at ``at`` (SPEC.md "Suggestions")."""
         history = self.history(patient)
         window = window_at(history, at)
@@ -269,34 +271,36 @@ class Advisor:
                 f"No valid dose model is loaded ({self.model.problem}); no dose can be suggested."], ["no_model"])
         else:
             verdict = supervise(inputs, self.safety.for_patient(patient))
-        return {
-            "id": suggestion_id(event_id),
-            "patient": patient,
-            "event_id": event_id,
-            "ts": at.isoformat(),
-            "status": verdict.status,
-            "units": verdict.units,
-            "model_units": _finite_or_none(model_units),
-            "usual_units": inputs.usual_units,
-            "reasons": verdict.reasons,
-            "rules": verdict.rules,
-            "glucose_mg_dl": inputs.glucose_mg_dl,
-            "glucose_age_min": None if inputs.glucose_age_min is None else round(inputs.glucose_age_min, 1),
-            "iob_units": round(inputs.iob_units, 2),
-            "model": self.model.info,
-        }
+        return Suggestion(
+            id=suggestion_id(event_id),
+            patient=patient,
+            event_id=event_id,
+            ts=at.isoformat(),
+            status=verdict.status,
+            units=verdict.units,
+            model_units=_finite_or_none(model_units),
+            usual_units=inputs.usual_units,
+            reasons=verdict.reasons,
+            rules=verdict.rules,
+            glucose_mg_dl=inputs.glucose_mg_dl,
+            glucose_age_min=None if inputs.glucose_age_min is None else round(inputs.glucose_age_min, 1),
+            iob_units=round(inputs.iob_units, 2),
+            model=self.model.info,
+        )
 
     # ------------------------------------------------------------------- views
     def patients(self) -> list[str]:
         return self.store.patients()
 
-    def patient_view(self, patient: str) -> dict:
+    def patient_view(self, patient: str, risk: Risk | None = None) -> PatientView:
         """What the bedside page shows for one patient, as of the device's now."""
         with self._lock:
             now = self.now()
             history = self.history(patient)
             since = now - timedelta(minutes=DAY_MIN)
-            glucose, doses, last_glucose = [], [], None
+            glucose: list[GlucosePoint] = []
+            doses: list[DosePoint] = []
+            last_glucose: Event | None = None
             for e in history.events:
                 if e.ts > now:
                     break
@@ -304,27 +308,21 @@ class Advisor:
                     last_glucose = e
                 if e.ts < since:
                     continue
-                if e.kind is Kind.GLUCOSE:
-                    glucose.append({"ts": e.ts.isoformat(), "mg_dl": e.mg_dl})
-                elif e.kind is Kind.INSULIN:
-                    doses.append({"ts": e.ts.isoformat(), "insulin": e.insulin.value, "units": e.units})
+                if e.kind is Kind.GLUCOSE and e.mg_dl is not None:
+                    glucose.append(GlucosePoint(e.ts.isoformat(), e.mg_dl))
+                elif e.kind is Kind.INSULIN and e.insulin is not None and e.units is not None:
+                    doses.append(DosePoint(e.ts.isoformat(), e.insulin.value, e.units))
             usual = None
             if history.events:
                 context = context_at(history, now.astimezone(history.events[-1].ts.tzinfo))
                 if context[feature("reg_same_slot_count")] > 0 or context[feature("reg_last_units")] > 0:
                     usual = float(context[feature("reg_usual_units")])
         current = None
-        if last_glucose is not None:
-            current = {"mg_dl": last_glucose.mg_dl, "ts": last_glucose.ts.isoformat(),
-                       "age_min": round((now - last_glucose.ts).total_seconds() / 60.0, 1)}
-        return {
-            "patient": patient,
-            "now": now.isoformat(),
-            "glucose": current,
-            "usual_units": usual,
-            "suggestion": self.store.latest_suggestion(patient),
-            "series": {"glucose": glucose, "doses": doses},
-        }
+        if last_glucose is not None and last_glucose.mg_dl is not None:
+            current = GlucoseNow(last_glucose.mg_dl, last_glucose.ts.isoformat(),
+                                 round((now - last_glucose.ts).total_seconds() / 60.0, 1))
+        return PatientView(patient=patient, now=now.isoformat(), glucose=current, usual_units=usual,
+                           suggestion=self.store.latest_suggestion(patient), series=Series(glucose, doses), risk=risk)
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -14,6 +14,7 @@ from preprocessing.visits import Visit
 
 from .bundle import Bundle, BundleError
 from .inference import SingleOutputModel, golden_self_test
+from .messages import RiskModelInfo
 
 COMPANION_NAMES = ("mortality", "readmission")
 GOLDEN_TOLERANCE = 0.02
@@ -39,12 +40,12 @@ class RiskModel:
     def name(self) -> str:
         return self.bundle.name
 
-    def describe(self) -> dict:
+    def describe(self) -> RiskModelInfo:
         """What the risk message and the page say about this model."""
         data = self.bundle.manifest.get("data", {})
-        return {"version": self.bundle.version, "network": self.bundle.manifest.get("output", {}).get("network"),
-                "runs": self.role,
-                "demo_trained": bool(data.get("demo_trained", False)), "label": data.get("label", "")}
+        return RiskModelInfo(version=self.bundle.version, network=self.bundle.manifest.get("output", {}).get("network"),
+                             runs=self.role, demo_trained=bool(data.get("demo_trained", False)),
+                             label=str(data.get("label", "")))
 
     def predict_encoded(self, x: np.ndarray) -> float:
         """Probability for one encoded ``(max_visits, n_features)`` history."""

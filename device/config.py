@@ -29,14 +29,17 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from . import schema
 from .safety import ProfileError, SafetyProfile
 from .topics import check_device_id
 
-CLOCKS = ("wall", "event")
+Clock = Literal["wall", "event"]
+CLOCKS: tuple[Clock, ...] = ("wall", "event")
 PROTOCOLS = ("5", "3.1.1")
 DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "insulin-advisor"
 ENV_USERNAME = "ADVISOR_MQTT_USERNAME"
@@ -153,7 +156,7 @@ class HttpConfig:
         return self.token or os.environ.get(ENV_PAGE_TOKEN) or None
 
     @classmethod
-    def parse(cls, value: str, token: str | None = None) -> "HttpConfig":
+    def parse(cls, value: str, token: str | None = None) -> HttpConfig:
         """``HOST:PORT`` as given on the command line (the token comes from the config or environment)."""
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit():
@@ -172,6 +175,26 @@ class SafetyConfig:
         return self.patients.get(patient, self.default)
 
 
+def _safety(data: object, where: str) -> SafetyConfig:
+    """The ``[safety]`` section: a default profile and per-patient overrides merged onto it."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table of settings")
+    unknown = sorted(set(data) - {"default", "patients"})
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(f'{where}.{k}' for k in unknown)}")
+    default_raw, patients_raw = data.get("default", {}), data.get("patients", {})
+    if not isinstance(default_raw, dict) or not isinstance(patients_raw, dict) \
+            or not all(isinstance(v, dict) for v in patients_raw.values()):
+        raise ConfigError(f"{where}.default and {where}.patients.<id> must be tables of settings")
+    try:
+        default = SafetyProfile.from_dict(default_raw)
+        patients = {str(pid): SafetyProfile.from_dict({**default.to_dict(), **values})
+                    for pid, values in patients_raw.items()}
+    except (ProfileError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return SafetyConfig(default=default, patients=patients)
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     """Everything ``advisor device run`` needs."""
@@ -183,12 +206,12 @@ class DeviceConfig:
     bundle: Path | None = None
     trust: tuple[Path, ...] = ()
     risk_bundles: tuple[Path, ...] = ()  # companion bundles; the packaged ones fill any gap
-    clock: str = "wall"
+    clock: Clock = "wall"
     allow_downgrade: bool = False
     suggestion_expiry_s: int = 900
     db_busy_timeout_s: float = 5.0  # how long a write waits for a locked database before holding in memory
     max_held_events: int = 1000  # events kept in memory while the database refuses writes; then backpressure
-    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig, metadata={"load": _safety})
 
     def __post_init__(self) -> None:
         try:
@@ -210,45 +233,11 @@ class DeviceConfig:
         return f"advisor-device-{self.device_id}"
 
     @classmethod
-    def from_mapping(cls, data: dict) -> "DeviceConfig":
+    def from_mapping(cls, data: object) -> DeviceConfig:
         """Build from a parsed config file; unknown keys and bad values raise :class:`ConfigError`."""
-        data = dict(data)
-        _check_keys(data, {f.name for f in fields(cls)}, "")
-        kwargs: dict = {}
-        for key in ("device_id", "clock"):
-            if key in data:
-                kwargs[key] = _typed(data[key], str, key)
-        if "allow_downgrade" in data:
-            if not isinstance(data["allow_downgrade"], bool):
-                raise ConfigError("allow_downgrade must be true or false")
-            kwargs["allow_downgrade"] = data["allow_downgrade"]
-        if "db_busy_timeout_s" in data:
-            value = data["db_busy_timeout_s"]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError("db_busy_timeout_s must be a number of seconds")
-            kwargs["db_busy_timeout_s"] = float(value)
-        for key in ("suggestion_expiry_s", "max_held_events"):
-            if key in data:
-                kwargs[key] = _typed(data[key], int, key)
-        if "state_dir" in data:
-            kwargs["state_dir"] = Path(_typed(data["state_dir"], str, "state_dir")).expanduser()
-        if data.get("bundle"):
-            kwargs["bundle"] = Path(_typed(data["bundle"], str, "bundle")).expanduser()
-        for key, what in (("trust", "public-key file paths"), ("risk_bundles", "companion bundle paths")):
-            if key in data:
-                paths = data[key]
-                if not isinstance(paths, list) or not all(isinstance(t, str) for t in paths):
-                    raise ConfigError(f"{key} must be a list of {what}")
-                kwargs[key] = tuple(Path(t).expanduser() for t in paths)
-        if "broker" in data:
-            kwargs["broker"] = _section(BrokerConfig, data["broker"], "broker")
-        if "http" in data:
-            kwargs["http"] = _section(HttpConfig, data["http"], "http")
-        if "safety" in data:
-            kwargs["safety"] = _safety(data["safety"])
-        return cls(**kwargs)
+        return schema.load(cls, data, what="setting", error=ConfigError, root="the config")
 
-    def with_overrides(self, **overrides) -> "DeviceConfig":
+    def with_overrides(self, **overrides: object) -> DeviceConfig:
         """A copy with command-line values applied (``None`` means not given)."""
         given = {k: v for k, v in overrides.items() if v is not None}
         broker_keys = {"url", "username", "password", "protocol"}
@@ -257,53 +246,6 @@ class DeviceConfig:
         if broker:
             config = replace(config, broker=replace(config.broker, **broker))
         return config
-
-
-def _check_keys(data: object, known: set[str], where: str) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'the config'} must be a table of settings")
-    unknown = set(data) - known
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown setting(s): {', '.join(prefix + k for k in sorted(unknown))}")
-
-
-def _typed(value: object, kind: type, key: str):
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"{key} must be a {kind.__name__}")
-    return value
-
-
-def _section(cls, data: object, where: str):
-    _check_keys(data, {f.name for f in fields(cls)}, where)
-    kwargs = {}
-    for f in fields(cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        if f.name == "ca_file":
-            kwargs[f.name] = Path(_typed(value, str, f"{where}.{f.name}")).expanduser()
-        elif f.type in ("int", int):
-            kwargs[f.name] = _typed(value, int, f"{where}.{f.name}")
-        else:
-            kwargs[f.name] = _typed(value, str, f"{where}.{f.name}")
-    return cls(**kwargs)
-
-
-def _safety(data: object) -> SafetyConfig:
-    _check_keys(data, {"default", "patients"}, "safety")
-    try:
-        default = SafetyProfile.from_dict(data.get("default", {}))
-        patients_raw = data.get("patients", {})
-        if not isinstance(patients_raw, dict):
-            raise ConfigError("safety.patients must be a table of patient ids")
-        patients = {
-            str(pid): SafetyProfile.from_dict({**default.to_dict(), **_typed(values, dict, f"safety.patients.{pid}")})
-            for pid, values in patients_raw.items()
-        }
-    except (ProfileError, TypeError) as exc:
-        raise ConfigError(f"safety: {exc}") from None
-    return SafetyConfig(default=default, patients=patients)
 
 
 def read_config_file(path: Path) -> dict:

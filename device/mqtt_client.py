@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
 import threading
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -14,19 +14,11 @@ from paho.mqtt.properties import Properties
 
 from .config import BrokerConfig
 
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    """A last-will message the broker publishes if the client vanishes."""
-
-    topic: str
-    payload: bytes
-    retain: bool = True
+RECONNECT_MIN_S = 1
 
 
-def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_ack: bool = False,
-                will: Will | None = None) -> mqtt.Client:
-    """A paho client (callback API 2) with credentials, TLS, will and reconnect backoff set.
+def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_ack: bool = False) -> mqtt.Client:
+    """A paho client (callback API 2) with credentials, TLS and reconnect backoff set.
 
     ``persistent`` asks the broker to keep the session (subscriptions and queued QoS 1
     messages) across disconnects, under the stable ``client_id``.
@@ -43,9 +35,7 @@ def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_a
     if broker.tls:
         client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None,
                        cert_reqs=ssl.CERT_REQUIRED)
-    if will is not None:
-        client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
-    client.reconnect_delay_set(min_delay=1, max_delay=broker.reconnect_max_s)
+    client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=broker.reconnect_max_s)
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(100)
     return client
@@ -113,42 +103,148 @@ class PublishTracker:
 
     def wait(self, mids: set[int], timeout_s: float) -> bool:
         """Block until every packet id in ``mids`` is confirmed; forget them when they are."""
-        deadline = time.monotonic() + timeout_s
         with self._changed:
-            while not mids <= self._confirmed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
+            if not self._changed.wait_for(lambda: mids <= self._confirmed, timeout_s):
+                return False
             self._confirmed -= mids
         return True
 
 
-class PersistentPublisher:
-    """A started client on a persistent session that publishes at QoS 1 with confirmations.
+class ToolClient:
+    """A started client for the tools: connects in the background, keeps ``connected`` current.
 
-    Shared by the replay tools and the serial bridge: connects in the background, sets
-    ``TCP_NODELAY``, keeps ``connected`` up to date, and tracks PUBACKs in ``tracker``.
+    Sets ``TCP_NODELAY`` on every connection and remembers why the last attempt failed, so
+    a tool can say what is wrong instead of only "timed out".
     """
 
-    def __init__(self, broker: BrokerConfig, client_id: str) -> None:
-        self.client = make_client(broker, client_id, persistent=True)
+    def __init__(self, broker: BrokerConfig, client_id: str, persistent: bool) -> None:
+        self.broker = broker
+        self.client = make_client(broker, client_id, persistent=persistent)
         self.connected = threading.Event()
-        self.tracker = PublishTracker(self.client)
+        self.problem: str | None = None
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = lambda *a: self.connected.clear()
-        connect_async(self.client, broker, persistent=True)
+        self.configure(self.client)
+        connect_async(self.client, broker, persistent=persistent)
         self.client.loop_start()
 
+    def configure(self, client: mqtt.Client) -> None:
+        """Set further callbacks before the network loop starts (subclasses)."""
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not reason_code.is_failure:
-            disable_nagle(client)
-            self.connected.set()
+        if reason_code.is_failure:
+            self.problem = f"the broker refused the connection: {reason_code}"
+            return
+        disable_nagle(client)
+        self.problem = None
+        self.connected.set()
+        self.on_ready()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self.problem = describe_connect_failure(sys.exc_info()[1])
+
+    def on_ready(self) -> None:
+        """Called on the network thread after every successful connection."""
 
     def wait_connected(self, timeout_s: float = 10.0) -> None:
         if not self.connected.wait(timeout_s):
-            raise TimeoutError(f"could not connect to the broker within {timeout_s:g} s")
+            why = f": {self.problem}" if self.problem else ""
+            raise TimeoutError(f"could not reach the broker at {self.broker.display_url} within {timeout_s:g} s{why}")
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class PersistentPublisher(ToolClient):
+    """A QoS 1 publisher on a persistent session that tracks the broker's confirmations.
+
+    Shared by the replay tools and the serial bridge; PUBACKs are tracked in ``tracker``.
+    """
+
+    tracker: PublishTracker
+
+    def __init__(self, broker: BrokerConfig, client_id: str) -> None:
+        super().__init__(broker, client_id, persistent=True)
+
+    def configure(self, client: mqtt.Client) -> None:
+        self.tracker = PublishTracker(client)
+
+
+class Subscriber(ToolClient):
+    """Subscribes to ``topics`` (re-subscribing after every reconnect) and hands on each message.
+
+    ``handle(message)`` runs on the network thread; ``subscribed`` is set once the broker has
+    granted the subscription. Callers wait for what the messages bring with :meth:`wait_until`
+    instead of writing their own loop.
+    """
+
+    def __init__(self, broker: BrokerConfig, client_id: str, topics: list[str],
+                 handle: Callable[[mqtt.MQTTMessage], None], persistent: bool = False) -> None:
+        self.topics = topics
+        self.subscribed = threading.Event()
+        self.changed = threading.Condition()
+        self._handle = handle
+        super().__init__(broker, client_id, persistent)
+
+    def configure(self, client: mqtt.Client) -> None:
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+
+    def on_ready(self) -> None:
+        self.client.subscribe([(topic, 1) for topic in self.topics])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            self.problem = f"the broker refused the subscription to {', '.join(self.topics)}"
+            return
+        self.subscribed.set()
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        with self.changed:
+            self._handle(message)
+            self.changed.notify_all()
+
+    def wait_subscribed(self, timeout_s: float = 10.0) -> None:
+        if self.subscribed.wait(timeout_s):
+            return
+        why = f": {self.problem}" if self.problem else ""
+        if not self.connected.is_set():
+            raise TimeoutError(f"could not reach the broker at {self.broker.display_url} within {timeout_s:g} s{why}")
+        raise TimeoutError(f"the broker at {self.broker.display_url} did not grant the subscription{why}")
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Block until ``predicate()`` holds (checked after each message) or the timeout passes."""
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout_s)
+
+
+def reconnect_wait_s(failures: int, min_s: float, max_s: float) -> float:
+    """Seconds paho 2 waits after the ``failures``-th failed attempt in a row before the next one.
+
+    paho doubles its delay from ``min_s`` up to ``max_s`` before every attempt, and after the
+    very first failure it waits twice (once in its first-connection loop, once in its main
+    loop): 1 + 2, then 4, 8, 16 … seconds with the defaults (measured against paho 2.1).
+    """
+    def delay(n: int) -> float:  # the n-th wait, from 1
+        return min(min_s * 2 ** (n - 1), max_s)
+
+    return delay(1) + delay(2) if failures <= 1 else delay(failures + 1)
+
+
+def describe_connect_failure(error: BaseException | None) -> str:
+    """One plain line for why a connection attempt failed."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"the broker's TLS certificate was not accepted ({error.verify_message})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS handshake failed ({error.reason or error})"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (is the broker running on that port?)"
+    if isinstance(error, socket.gaierror):
+        return "the broker's host name does not resolve"
+    if isinstance(error, TimeoutError | socket.timeout):
+        return "no answer from the broker's host (timed out)"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return "the connection failed"

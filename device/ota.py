@@ -1,10 +1,10 @@
 """Over-the-air bundle transfer on ``advisor/<id>/model``: framing and reassembly (pure logic).
 
-A transfer is a ``begin`` message, ``count`` ``chunk`` messages and an ``end`` message, each a
-JSON object with the transfer id. ``begin`` carries the total size and sha256 of the bundle
-archive; each chunk carries its index, its own sha256 and base64 data. The device answers
-on ``model/ack`` with ``{"transfer", "accepted": true, "name", "version"}`` or
-``{"transfer", "accepted": false, "reason"}``.
+A transfer is a :class:`~device.messages.TransferBegin` message, ``chunks``
+:class:`~device.messages.TransferChunk` messages and a :class:`~device.messages.TransferEnd`
+(docs/contract.md). ``begin`` carries the total size and sha256 of the bundle archive; each
+chunk carries its index, its own sha256 and base64 data. The device answers on ``model/ack``
+with one :class:`~device.messages.ModelAck`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import uuid
 from dataclasses import dataclass, field
 
 from preprocessing.validation import ValidationError, parse_json_object
+
+from .messages import TRANSFER_TYPES, TransferBegin, TransferChunk, TransferEnd
+from .schema import SchemaError
 
 CHUNK_BYTES = 32 * 1024
 MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
@@ -31,17 +34,20 @@ class TransferError(ValueError):
         self.transfer = transfer
 
 
-def encode_transfer(archive: bytes, transfer: str | None = None, chunk_bytes: int = CHUNK_BYTES) -> list[dict]:
+TransferMessage = TransferBegin | TransferChunk | TransferEnd
+
+
+def encode_transfer(archive: bytes, transfer: str | None = None,
+                    chunk_bytes: int = CHUNK_BYTES) -> list[TransferMessage]:
     """The messages that deliver ``archive`` (a bundle ``.tar.gz``), in order."""
     transfer = transfer or uuid.uuid4().hex
     chunks = [archive[i:i + chunk_bytes] for i in range(0, len(archive), chunk_bytes)]
-    messages: list[dict] = [{"transfer": transfer, "type": "begin", "size": len(archive),
-                             "sha256": hashlib.sha256(archive).hexdigest(), "chunks": len(chunks)}]
+    messages: list[TransferMessage] = [
+        TransferBegin(transfer, len(archive), hashlib.sha256(archive).hexdigest(), len(chunks))]
     for index, chunk in enumerate(chunks):
-        messages.append({"transfer": transfer, "type": "chunk", "index": index,
-                         "sha256": hashlib.sha256(chunk).hexdigest(),
-                         "data": base64.b64encode(chunk).decode("ascii")})
-    messages.append({"transfer": transfer, "type": "end"})
+        messages.append(TransferChunk(transfer, index, hashlib.sha256(chunk).hexdigest(),
+                                      base64.b64encode(chunk).decode("ascii")))
+    messages.append(TransferEnd(transfer))
     return messages
 
 
@@ -99,39 +105,43 @@ class Receiver:
 
     def _step(self, transfer: str, message: dict) -> bytes | None:
         kind = message.get("type")
-        if kind == "begin":
-            return self._begin(transfer, message)
+        schema_cls = TRANSFER_TYPES.get(kind) if isinstance(kind, str) else None
+        if schema_cls is None:
+            raise TransferError(f"unknown message type {str(kind)[:20]!r}", transfer)
+        try:
+            parsed = schema_cls.from_payload(message)
+        except SchemaError as exc:
+            raise TransferError(str(exc), transfer) from None
+        if isinstance(parsed, TransferBegin):
+            self.current = self._begin(parsed)
+            return None
         current = self.current
         if current is None or current.transfer != transfer:
             raise TransferError("no such transfer in progress (was 'begin' lost?)", transfer)
-        if kind == "chunk":
-            self._chunk(current, message)
+        if isinstance(parsed, TransferChunk):
+            self._chunk(current, parsed)
             return None
-        if kind == "end":
-            self.current = None
-            return current.assemble()
-        raise TransferError(f"unknown message type {str(kind)[:20]!r}", transfer)
-
-    def _begin(self, transfer: str, message: dict) -> None:
-        size, count, sha = message.get("size"), message.get("chunks"), message.get("sha256")
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_ARCHIVE_BYTES:
-            raise TransferError(f"bundle size must be 1–{MAX_ARCHIVE_BYTES} bytes", transfer)
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= size:
-            raise TransferError("'chunks' must be a positive count", transfer)
-        if not isinstance(sha, str) or len(sha) != 64:
-            raise TransferError("'sha256' must be 64 hex digits", transfer)
-        self.current = Transfer(transfer, size, sha.lower(), count)
-        return None
+        self.current = None
+        return current.assemble()
 
     @staticmethod
-    def _chunk(current: Transfer, message: dict) -> None:
-        index = message.get("index")
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < current.count:
+    def _begin(begin: TransferBegin) -> Transfer:
+        if not 0 < begin.size <= MAX_ARCHIVE_BYTES:
+            raise TransferError(f"bundle size must be 1–{MAX_ARCHIVE_BYTES} bytes", begin.transfer)
+        if not 0 < begin.chunks <= begin.size:
+            raise TransferError("'chunks' must be a positive count", begin.transfer)
+        if len(begin.sha256) != 64:
+            raise TransferError("'sha256' must be 64 hex digits", begin.transfer)
+        return Transfer(begin.transfer, begin.size, begin.sha256.lower(), begin.chunks)
+
+    @staticmethod
+    def _chunk(current: Transfer, chunk: TransferChunk) -> None:
+        if not 0 <= chunk.index < current.count:
             raise TransferError(f"chunk index must be 0–{current.count - 1}", current.transfer)
         try:
-            data = base64.b64decode(message.get("data", ""), validate=True)
-        except (binascii.Error, TypeError, ValueError):
-            raise TransferError(f"chunk {index} is not valid base64", current.transfer) from None
-        if hashlib.sha256(data).hexdigest() != message.get("sha256"):
-            raise TransferError(f"chunk {index} is corrupted (sha256 mismatch)", current.transfer)
-        current.chunks[index] = data
+            data = base64.b64decode(chunk.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise TransferError(f"chunk {chunk.index} is not valid base64", current.transfer) from None
+        if hashlib.sha256(data).hexdigest() != chunk.sha256:
+            raise TransferError(f"chunk {chunk.index} is corrupted (sha256 mismatch)", current.transfer)
+        current.chunks[chunk.index] = data

@@ -9,18 +9,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from preprocessing.validation import ValidationError, decode_visit_history_bytes
+from preprocessing.validation import ValidationError, VisitHistory, decode_visit_history_bytes
 
 from . import signing
 from .bundle import BundleError, default_bundle_path, open_bundle
 from .companion import COMPANION_NAMES, RiskModel
+from .messages import ErrorMessage, Risk, RiskModelInfo
 
 log = logging.getLogger("advisor.risk")
-OUTPUT_KEYS = {"mortality": "mortality_1y", "readmission": "readmission_30d"}
 STATEMENT = "Risk context only: these estimates do not change the dose suggestion."
 MAX_REMEMBERED_PATIENTS = 1000
 
@@ -45,49 +44,39 @@ def load_risk_models(configured: tuple[Path, ...], keys: list[signing.PublicKey]
     return models, notes
 
 
-@dataclass(frozen=True)
-class RiskResult:
-    """What one ``patients`` message produced: a risk payload, or an error payload."""
-
-    risk: dict | None = None
-    error: dict | None = None
-
-
 class RiskAssessor:
     """Runs every loaded companion model on a visit history and remembers the latest per patient."""
 
     def __init__(self, models: dict[str, RiskModel]) -> None:
         self.models = models
-        self._latest: OrderedDict[str, dict] = OrderedDict()
+        self._latest: OrderedDict[str, Risk] = OrderedDict()
         self._lock = threading.Lock()
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, RiskModelInfo]:
         return {name: model.describe() for name, model in self.models.items()}
 
-    def assess(self, raw: bytes) -> RiskResult:
+    def _probability(self, name: str, history: VisitHistory) -> float | None:
+        model = self.models.get(name)
+        return round(model.predict(history.visits), 4) if model is not None else None
+
+    def assess(self, raw: bytes) -> Risk | ErrorMessage:
         """Validate the payload and score it; a bad payload gives a one-line reason."""
         try:
             history = decode_visit_history_bytes(raw)
         except ValidationError as exc:
-            return RiskResult(error={"event_id": None, "reason": f"visit history rejected: {exc.reason}"})
-        risk: dict = {"patient": history.patient}
-        for name, key in OUTPUT_KEYS.items():
-            model = self.models.get(name)
-            risk[key] = round(model.predict(history.visits), 4) if model is not None else None
-        risk.update({
-            "models": self.describe(),
-            "visits": len(history.visits),
-            "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "note": STATEMENT,
-        })
+            return ErrorMessage(None, f"visit history rejected: {exc.reason}")
+        risk = Risk(patient=history.patient, mortality_1y=self._probability("mortality", history),
+                    readmission_30d=self._probability("readmission", history), models=self.describe(),
+                    visits=len(history.visits),
+                    computed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), note=STATEMENT)
         with self._lock:
             self._latest[history.patient] = risk
             self._latest.move_to_end(history.patient)
             while len(self._latest) > MAX_REMEMBERED_PATIENTS:
                 self._latest.popitem(last=False)
-        return RiskResult(risk=risk)
+        return risk
 
-    def latest(self, patient: str) -> dict | None:
+    def latest(self, patient: str) -> Risk | None:
         with self._lock:
             return self._latest.get(patient)
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Final, Literal
 
-SUGGEST = "suggest"
-WITHHOLD = "withhold"
-INSUFFICIENT = "insufficient_data"
+SUGGEST: Final = "suggest"
+WITHHOLD: Final = "withhold"
+INSUFFICIENT: Final = "insufficient_data"
+Status = Literal["suggest", "withhold", "insufficient_data"]
 
 HARD_MAX_SINGLE_UNITS = 30.0
 HARD_MAX_DAILY_REGULAR_UNITS = 100.0
@@ -59,7 +61,7 @@ class SafetyProfile:
             raise ProfileError("pen_step_units must be in (0, 2] U")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SafetyProfile":
+    def from_dict(cls, data: dict) -> SafetyProfile:
         """Build from config; unknown keys are an error."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
@@ -92,7 +94,7 @@ class Verdict:
     is the cause of a withhold or insufficient-data answer), for reports and dashboards.
     """
 
-    status: str
+    status: Status
     units: float
     reasons: list[str] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)

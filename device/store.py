@@ -22,6 +22,8 @@ from preprocessing.events import Event, Kind
 from preprocessing.features import minutes
 from preprocessing.validation import event_from_mapping
 
+from .messages import Suggestion
+
 SCHEMA_VERSION = 1
 _STORED_NOW = datetime(9000, 1, 1, tzinfo=timezone.utc)  # stored events were checked on arrival
 
@@ -135,54 +137,45 @@ class Store:
         rows = self._read("SELECT digest FROM events WHERE id = ?", (event.id,))
         return Added.DUPLICATE if rows and rows[0][0] == digest else Added.CONFLICT
 
-    def events_for(self, patient: str, since: datetime | None = None) -> list[Event]:
+    def events_for(self, patient: str) -> list[Event]:
         """A patient's stored events (requests excluded) in replay order: time, insulin last, arrival."""
-        since_min = minutes(since) if since else float("-inf")
         rows = self._read(
-            "SELECT payload FROM events WHERE patient = ? AND ts_min >= ? AND kind != ? "
-            "ORDER BY ts_min, kind = 'insulin', seq",
-            (patient, since_min, Kind.REQUEST.value),
+            "SELECT payload FROM events WHERE patient = ? AND kind != ? ORDER BY ts_min, kind = 'insulin', seq",
+            (patient, Kind.REQUEST.value),
         )
         return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
 
     def patients(self) -> list[str]:
         return [r[0] for r in self._read("SELECT DISTINCT patient FROM events ORDER BY patient")]
 
-    def event_ids(self) -> set[str]:
-        return {r[0] for r in self._read("SELECT id FROM events")}
-
     def count_events(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM events")[0][0])
 
     # ------------------------------------------------------------- suggestions
-    def record_sent(self, payload: dict) -> None:
+    def record_sent(self, suggestion: Suggestion) -> None:
         """Commit a suggestion as sent, immediately before it is published (one per triggering event)."""
         self._write(
             "INSERT OR IGNORE INTO suggestions (id, event_id, patient, status, payload, sent_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (payload["id"], payload["event_id"], payload["patient"], payload["status"],
-             json.dumps(payload), _now_iso()),
+            (suggestion.id, suggestion.event_id, suggestion.patient, suggestion.status,
+             json.dumps(suggestion.to_payload()), _now_iso()),
         )
 
     def has_event(self, event_id: str) -> bool:
         return bool(self._read("SELECT 1 FROM events WHERE id = ?", (event_id,)))
 
-    def suggestion_for_event(self, event_id: str) -> dict | None:
-        rows = self._read("SELECT payload FROM suggestions WHERE event_id = ?", (event_id,))
-        return json.loads(rows[0][0]) if rows else None
+    def has_suggestion_for(self, event_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM suggestions WHERE event_id = ?", (event_id,)))
 
-    def latest_suggestion(self, patient: str) -> dict | None:
+    def latest_suggestion(self, patient: str) -> Suggestion | None:
         rows = self._read(
             "SELECT payload FROM suggestions WHERE patient = ? ORDER BY rowid DESC LIMIT 1", (patient,)
         )
-        return json.loads(rows[0][0]) if rows else None
+        return Suggestion.from_json(rows[0][0]) if rows else None
 
-    def suggestion(self, suggestion_id: str) -> dict | None:
+    def suggestion(self, suggestion_id: str) -> Suggestion | None:
         rows = self._read("SELECT payload FROM suggestions WHERE id = ?", (suggestion_id,))
-        return json.loads(rows[0][0]) if rows else None
-
-    def suggestion_ids(self) -> list[str]:
-        return [r[0] for r in self._read("SELECT id FROM suggestions ORDER BY rowid")]
+        return Suggestion.from_json(rows[0][0]) if rows else None
 
     # ------------------------------------------------------------------- audit
     def audit(self, action: str, detail: dict, patient: str | None = None,

@@ -1,4 +1,4 @@
-"""Every MQTT topic of one device, built in one place (SPEC.md "Other topics")."""
+"""Every MQTT topic of one device, built in one place (docs/contract.md, "MQTT topics")."""
 
 from __future__ import annotations
 
@@ -27,37 +27,38 @@ class Topics:
     def __post_init__(self) -> None:
         check_device_id(self.device_id)
 
-    def _topic(self, leaf: str) -> str:
+    def of(self, leaf: str) -> str:
+        """The full topic of one leaf (docs/contract.md lists them)."""
         return f"{PREFIX}/{self.device_id}/{leaf}"
 
     @property
     def events(self) -> str:
-        return self._topic("events")
+        return self.of("events")
 
     @property
     def errors(self) -> str:
-        return self._topic("errors")
+        return self.of("errors")
 
     @property
     def suggestions(self) -> str:
-        return self._topic("suggestions")
+        return self.of("suggestions")
 
     @property
     def status(self) -> str:
-        return self._topic("status")
+        return self.of("status")
 
     @property
     def model(self) -> str:
-        return self._topic("model")
+        return self.of("model")
 
     @property
     def model_ack(self) -> str:
-        return self._topic("model/ack")
+        return self.of("model/ack")
 
     @property
     def patients(self) -> str:
-        return self._topic("patients")
+        return self.of("patients")
 
     @property
     def risk(self) -> str:
-        return self._topic("risk")
+        return self.of("risk")

@@ -3,34 +3,38 @@
 Standard library only. Binds to localhost unless configured otherwise. The page loads nothing
 from elsewhere and its Content-Security-Policy forbids it to contact any other origin.
 
-Routes::
-
-    GET  /                                  the page
-    GET  /api/status                        device, model and broker state
-    GET  /api/patients                      known patient ids
-    GET  /api/patients/<id>                 what the page shows for one patient
-    GET  /api/stream                        server-sent events: {"patient": id} on every change
-    POST /api/patients/<id>/confirm         {"suggestion_id", "units"}: the dose was given
-    POST /api/patients/<id>/acknowledge     {"suggestion_id"}: a withhold was seen
+The routes and their payloads are in docs/contract.md ("HTTP endpoints"); each payload is a
+schema of :mod:`device.messages`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import queue
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+from preprocessing.events import Event
 from preprocessing.limits import INSULIN_UNITS
 from preprocessing.validation import IDENTIFIER
 
 from .config import HttpConfig
+from .messages import (
+    Acknowledge,
+    ActionDone,
+    ApiError,
+    ConfirmDose,
+    Message,
+    PageStatus,
+    PatientList,
+    PatientView,
+    StreamNudge,
+)
 from .page_auth import ActionGuard
 
 log = logging.getLogger("advisor.web")
@@ -42,15 +46,19 @@ CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline
 
 
 class BedsideBackend(Protocol):
-    """What the page needs from the running device."""
+    """What the page needs from the running device (:class:`device.service.DeviceService`)."""
 
-    advisor: object
+    def status(self) -> PageStatus: ...
 
-    def status(self) -> dict: ...
+    def patients(self) -> list[str]: ...
 
-    def confirm_dose(self, patient: str, suggestion_id: str, units: float) -> dict: ...
+    def patient_view(self, patient: str) -> PatientView: ...
+
+    def confirm_dose(self, patient: str, suggestion_id: str, units: float) -> Event: ...
 
     def acknowledge(self, patient: str, suggestion_id: str) -> None: ...
+
+    def subscribe(self, listener: Callable[[str], None]) -> None: ...
 
 
 class _Broadcaster:
@@ -87,7 +95,7 @@ class BedsideServer:
         self.config = config
         self.backend = backend
         self.streams = _Broadcaster()
-        backend.advisor.subscribe(self.streams.publish)
+        backend.subscribe(self.streams.publish)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.page = files("device").joinpath("web_assets/bedside.html").read_bytes()
@@ -145,11 +153,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _json(self, data: object, status: int = HTTPStatus.OK) -> None:
-        self._send(status, json.dumps(data).encode(), "application/json")
+    def _json(self, message: Message, status: int = HTTPStatus.OK) -> None:
+        self._send(status, message.to_json(), "application/json")
 
     def _error(self, status: int, message: str) -> None:
-        self._json({"error": message}, status)
+        self._json(ApiError(message), status)
 
     def _patient_route(self, path: str) -> tuple[str | None, str]:
         """``/api/patients/<id>[/action]`` → (id, action)."""
@@ -167,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/status":
             self._json(backend.status())
         elif path == "/api/patients":
-            self._json({"patients": backend.patients()})
+            self._json(PatientList(backend.patients()))
         elif path == "/api/stream":
             self._stream()
         elif path.startswith("/api/patients/"):
@@ -203,19 +211,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(decision.status, decision.reason)
             return
         try:
-            body = json.loads(raw)
-            if not isinstance(body, dict) or not isinstance(body.get("suggestion_id"), str):
-                raise ValueError("suggestion_id is required")
             if action == "confirm":
-                units = body.get("units")
-                if isinstance(units, bool) or not isinstance(units, (int, float)) or not math.isfinite(units) \
-                        or not INSULIN_UNITS.low < units <= INSULIN_UNITS.high:
+                confirm = ConfirmDose.from_json(raw)
+                if not INSULIN_UNITS.low < confirm.units <= INSULIN_UNITS.high:
                     raise ValueError(f"units must be a number in (0, {INSULIN_UNITS.high:g}]")
-                event = self.app.backend.confirm_dose(patient, body["suggestion_id"], float(units))
-                self._json({"ok": True, "event": event})
+                event = self.app.backend.confirm_dose(patient, confirm.suggestion_id, confirm.units)
+                self._json(ActionDone(ok=True, event=event.to_payload()))
             else:
-                self.app.backend.acknowledge(patient, body["suggestion_id"])
-                self._json({"ok": True})
+                self.app.backend.acknowledge(patient, Acknowledge.from_json(raw).suggestion_id)
+                self._json(ActionDone(ok=True))
         except ValueError as exc:
             self._error(HTTPStatus.BAD_REQUEST, str(exc))
 
@@ -227,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         q = self.app.streams.add()
         try:
-            self.wfile.write(b"retry: 2000\ndata: {\"patient\": \"\"}\n\n")
+            self.wfile.write(b"retry: 2000\ndata: " + StreamNudge("").to_json() + b"\n\n")
             self.wfile.flush()
             while True:
                 try:
@@ -238,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
                     continue
                 if item is None:
                     break
-                self.wfile.write(f"data: {json.dumps({'patient': item})}\n\n".encode())
+                self.wfile.write(b"data: " + StreamNudge(item).to_json() + b"\n\n")
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from device.config import BrokerConfig
 from device.mqtt_client import PersistentPublisher
 from device.topics import Topics
-from preprocessing.validation import ValidationError, event_from_mapping
+from preprocessing.validation import ValidationError
 
 from .links import Link
 from .protocol import (
@@ -32,7 +32,7 @@ from .protocol import (
     FrameParser,
     SequenceTracker,
     encode_frame,
-    event_payload,
+    frame_event,
 )
 
 log = logging.getLogger("advisor.bridge")
@@ -103,19 +103,18 @@ class SerialBridge:
             return
         self._last_answer, self._pending = None, None
         try:
-            payload = event_payload(item, self.source)
-            event_from_mapping(payload, datetime.now(timezone.utc))
+            event = frame_event(item, self.source, datetime.now(timezone.utc))
         except FrameError as exc:
             self._refuse(item.seq, exc.reason)
             return
         except ValidationError as exc:
             self._refuse(item.seq, f"invalid {exc.reason}")
             return
-        self._pending = self.publishes.publish(self.topics.events, json.dumps(payload))
-        self._pending_id = payload["id"]
+        self._pending = self.publishes.publish(self.topics.events, json.dumps(event.to_payload()))
+        self._pending_id = event.id
         if self._confirmed():
             self.stats.delivered += 1
-            self._answer(encode_frame(item.seq, ACK, (payload["id"],)))
+            self._answer(encode_frame(item.seq, ACK, (event.id,)))
         else:
             log.warning("broker did not confirm seq %d within %.0f s; the firmware will resend",
                         item.seq, self.publish_timeout_s)

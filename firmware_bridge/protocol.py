@@ -36,8 +36,10 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from preprocessing.events import Event, Insulin, Kind
+from preprocessing.validation import ValidationError, event_from_mapping, parse_timestamp
 
 MAX_FRAME = 256
 SEQ_MODULO = 65536
@@ -148,11 +150,12 @@ class FrameParser:
         return out
 
 
-def event_payload(frame: Frame, source: str) -> dict:
-    """The SPEC.md event payload of an event frame (validated later like any other event).
+def frame_event(frame: Frame, source: str, now: datetime) -> Event:
+    """The validated event of an event frame; raises :class:`FrameError` or ``ValidationError``.
 
     The event id is ``<source>-<timestamp digits>-<seq>``: a resent frame maps to the same id,
-    so a repeat is idempotent at the device even when the bridge restarted in between.
+    so a repeat is idempotent at the device even when the bridge restarted in between. The
+    frame's fields fill an :class:`Event`, which then passes the device's own validation.
     """
     kind = EVENT_TYPES.get(frame.type)
     if kind is None:
@@ -161,32 +164,34 @@ def event_payload(frame: Frame, source: str) -> dict:
         raise FrameError("missing_field", frame.seq)
     ts, patient, rest = frame.fields[0], frame.fields[1], frame.fields[2:]
     stamp = re.sub(r"\D", "", ts)[:14]
-    payload: dict = {"id": f"{source}-{stamp}-{frame.seq}", "patient": patient, "ts": ts, "kind": kind.value}
+    event_id = f"{source}-{stamp}-{frame.seq}"
     try:
-        if kind is Kind.GLUCOSE:
-            payload["mg_dl"] = float(rest[0])
-            if len(rest) > 1:
-                payload["context"] = rest[1]
-        elif kind is Kind.INSULIN:
-            if rest[0] not in INSULIN_CODES:
-                raise FrameError("bad_field", frame.seq)
-            payload["insulin"] = INSULIN_CODES[rest[0]].value
-            payload["units"] = float(rest[1])
-        elif kind is Kind.MEAL:
-            payload["size"] = rest[0]
-            if len(rest) > 1:
-                payload["carbs_g"] = float(rest[1])
-        elif kind is Kind.EXERCISE:
-            payload["intensity"] = rest[0]
-        elif kind is Kind.SPECIAL and rest:
-            payload["note"] = rest[0]
+        when = parse_timestamp(ts, event_id, now)
+        candidate = Event(id=event_id, patient=patient, ts=when, kind=kind, **_kind_fields(kind, rest, frame.seq))
     except IndexError:
         raise FrameError("missing_field", frame.seq) from None
-    except FrameError:
+    except (FrameError, ValidationError):
         raise
     except ValueError:
         raise FrameError("bad_number", frame.seq) from None
-    return payload
+    return event_from_mapping(candidate.to_payload(), now)
+
+
+def _kind_fields(kind: Kind, rest: list[str], seq: int) -> dict[str, object]:
+    """The kind-specific fields of an event frame, typed (validated afterwards)."""
+    if kind is Kind.GLUCOSE:
+        return {"mg_dl": float(rest[0]), "context": rest[1] if len(rest) > 1 else None}
+    if kind is Kind.INSULIN:
+        if rest[0] not in INSULIN_CODES:
+            raise FrameError("bad_field", seq)
+        return {"insulin": INSULIN_CODES[rest[0]], "units": float(rest[1])}
+    if kind is Kind.MEAL:
+        return {"size": rest[0], "carbs_g": float(rest[1]) if len(rest) > 1 else None}
+    if kind is Kind.EXERCISE:
+        return {"intensity": rest[0]}
+    if kind is Kind.SPECIAL and rest:
+        return {"note": rest[0]}
+    return {}
 
 
 def event_frame(event: Event, seq: int) -> bytes:

@@ -44,10 +44,6 @@ class ValidationError(ValueError):
         self.reason = reason
         self.event_id = event_id
 
-    def to_payload(self) -> dict:
-        """The body of the message on the errors topic."""
-        return {"event_id": self.event_id, "reason": self.reason}
-
 
 def _nesting_depth(raw: bytes) -> int:
     """Deepest bracket nesting outside strings; a linear scan that cannot recurse."""
@@ -239,6 +235,15 @@ class VisitHistory:
 
     patient: str
     visits: tuple[Visit, ...]
+
+    def to_payload(self) -> dict:
+        """The ``patients`` JSON payload of this history (inverse of :func:`decode_visit_history`)."""
+        def iso(ts: datetime) -> str:
+            return ts.replace(tzinfo=timezone.utc).isoformat(timespec="seconds")
+
+        return {"patient": self.patient,
+                "visits": [{"admit": iso(v.admit), "discharge": iso(v.discharge), "codes": sorted(v.codes)}
+                           for v in self.visits]}
 
 
 def _visit_time(value: object, field: str, position: int) -> datetime:

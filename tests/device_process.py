@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+from device.messages import ActionDone, ApiError, Message, PageStatus, PatientView
 from tools.broker import free_port
 
 
@@ -49,20 +50,34 @@ class DeviceProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"device exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
             try:
-                if self.status().get("state") == "online":
+                if self.status().state == "online":
                     return self
             except OSError:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"device not ready within {timeout_s:g} s: {self.log.read_text()[-2000:]}")
 
-    def status(self) -> dict:
+    def status(self) -> PageStatus:
         with urllib.request.urlopen(self.url + "api/status", timeout=2) as response:
-            return json.loads(response.read())
+            return PageStatus.from_json(response.read())
 
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path.lstrip("/"), timeout=5) as response:
-            return json.loads(response.read())
+    def view(self, patient: str) -> PatientView:
+        with urllib.request.urlopen(f"{self.url}api/patients/{patient}", timeout=5) as response:
+            return PatientView.from_json(response.read())
+
+    def post(self, path: str, body: Message | bytes, token: str | None = None,
+             content_type: str = "application/json") -> tuple[int, ActionDone | ApiError]:
+        """A page action: the HTTP status and the typed answer (raw bytes for hostile-input tests)."""
+        headers = {"Content-Type": content_type}
+        if token is not None:
+            headers["X-Advisor-Token"] = token
+        data = body.to_json() if isinstance(body, Message) else body
+        request = urllib.request.Request(self.url + path.lstrip("/"), data, headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, ActionDone.from_json(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, ApiError.from_json(exc.read())
 
     def kill(self) -> None:
         """``kill -9``: no clean-up of any kind."""

@@ -1,20 +1,51 @@
-"""Event payloads for device tests: a patient's recent routine and single readings."""
+"""Events for device tests: a patient's recent routine and single readings, typed.
+
+``raw`` gives the bytes a sensor would publish, for tests that feed the device core directly.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import json
+from datetime import datetime, timedelta, timezone
+
+from preprocessing.events import Event, Insulin, Kind
+from preprocessing.validation import VisitHistory
+from preprocessing.visits import Visit
 
 
-def history(patient: str, now: datetime, days: int = 5, units: float = 7.0) -> list[dict]:
+def history(patient: str, now: datetime, days: int = 5, units: float = 7.0) -> list[Event]:
     """One glucose reading and one regular dose a day for ``days`` days before ``now``."""
     out = []
     for d in range(days, 0, -1):
-        ts = (now - timedelta(days=d)).isoformat()
-        out.append({"id": f"{patient}-g{d}", "patient": patient, "ts": ts, "kind": "glucose", "mg_dl": 150})
-        out.append({"id": f"{patient}-i{d}", "patient": patient, "ts": ts, "kind": "insulin",
-                    "insulin": "regular", "units": units})
+        ts = now - timedelta(days=d)
+        out.append(Event(id=f"{patient}-g{d}", patient=patient, ts=ts, kind=Kind.GLUCOSE, mg_dl=150.0,
+                         context="unspecified"))
+        out.append(Event(id=f"{patient}-i{d}", patient=patient, ts=ts, kind=Kind.INSULIN, insulin=Insulin.REGULAR,
+                         units=units))
     return out
 
 
-def glucose(event_id: str, patient: str, ts: datetime, mg_dl: float) -> dict:
-    return {"id": event_id, "patient": patient, "ts": ts.isoformat(), "kind": "glucose", "mg_dl": mg_dl}
+def glucose(event_id: str, patient: str, ts: datetime, mg_dl: float) -> Event:
+    return Event(id=event_id, patient=patient, ts=ts, kind=Kind.GLUCOSE, mg_dl=float(mg_dl), context="unspecified")
+
+
+def request(event_id: str, patient: str, ts: datetime) -> Event:
+    return Event(id=event_id, patient=patient, ts=ts, kind=Kind.REQUEST)
+
+
+def meal(event_id: str, patient: str, ts: datetime, size: str = "typical") -> Event:
+    return Event(id=event_id, patient=patient, ts=ts, kind=Kind.MEAL, size=size)
+
+
+def visit_history(patient: str, *visits: tuple[str, str, list[str]]) -> VisitHistory:
+    """A visit history from (admit, discharge, codes) with ISO times, as a sender would build it."""
+    return VisitHistory(patient, tuple(Visit(naive_utc(a), naive_utc(d), frozenset(c)) for a, d, c in visits))
+
+
+def naive_utc(iso: str) -> datetime:
+    return datetime.fromisoformat(iso).astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def raw(event: Event) -> bytes:
+    """The event's payload as published."""
+    return json.dumps(event.to_payload()).encode()

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from device.config import BrokerConfig
+from device.messages import ActionDone
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
@@ -62,10 +63,9 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     publisher.publish(event_factory.glucose("g-now", "p-1", now, 180))
     assert watcher.wait_for(lambda w: w.suggestion_for("g-now"), 5)
     suggestion = watcher.suggestion_for("g-now")
-    assert suggestion["status"] == "suggest"
-    publisher.publish_visit_history({"patient": "p-1", "visits": [
-        {"admit": "2131-03-02T08:00:00+00:00", "discharge": "2131-03-09T15:00:00+00:00",
-         "codes": ["dx9:4280", "rx:furosemide"]}]})
+    assert suggestion.status == "suggest"
+    publisher.publish_visit_history(event_factory.visit_history(
+        "p-1", ("2131-03-02T08:00:00+00:00", "2131-03-09T15:00:00+00:00", ["dx9:4280", "rx:furosemide"])))
     assert watcher.wait_for(lambda w: w.risk, 5)
     risk = watcher.risk[-1]
 
@@ -74,27 +74,27 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     page.on("request", lambda r: requests.append(r.url))
     page.goto(device.url + "?patient=p-1")
     page.wait_for_function("() => document.getElementById('status-word').textContent === 'Suggested dose'")
-    assert page.inner_text("#units") == f"{suggestion['units']:.1f} U"
+    assert page.inner_text("#units") == f"{suggestion.units:.1f} U"
     assert page.inner_text("#glucose") == "180 mg/dL"
     assert "min ago" in page.inner_text("#glucose-age")
     assert page.inner_text("#usual") == "7.0 U"
     assert "Model estimate" in page.inner_text("#reasons")
-    assert suggestion["model"]["version"] in page.inner_text("#model")
+    assert suggestion.model.version in page.inner_text("#model")
     page.wait_for_function("() => document.getElementById('broker-text').textContent === 'broker connected'")
     assert "not a certified medical device" in page.inner_text("body")
-    assert page.inner_text("#risk-mortality") == f"{math.floor(100 * risk['mortality_1y'] + 0.5)} %"
-    assert page.inner_text("#risk-readmission") == f"{math.floor(100 * risk['readmission_30d'] + 0.5)} %"
+    assert page.inner_text("#risk-mortality") == f"{math.floor(100 * risk.mortality_1y + 0.5)} %"
+    assert page.inner_text("#risk-readmission") == f"{math.floor(100 * risk.readmission_30d + 0.5)} %"
     assert "does not change the dose" in page.inner_text("#risk-title").lower()
-    assert risk["models"]["mortality"]["version"] in page.inner_text("#risk-models")
+    assert risk.models['mortality'].version in page.inner_text("#risk-models")
     assert page.inner_text("#risk-title").lower() == "demo-trained risk · does not change the dose"
-    assert risk["models"]["readmission"]["version"] in page.inner_text("#risk-models")
+    assert risk.models['readmission'].version in page.inner_text("#risk-models")
     assert page.locator("#chart circle").count() == 1  # one reading in the last 24 h
     assert page.locator("#chart rect").count() == 0
 
     # accessibility: real buttons with names, labelled inputs, readable contrast
     assert page.get_by_role("button", name="Dose given").is_enabled()
     assert page.get_by_role("button", name="Acknowledge").is_hidden()  # only the action that fits
-    assert page.get_by_label("Units given").input_value() == f"{suggestion['units']:g}"
+    assert page.get_by_label("Units given").input_value() == f"{suggestion.units:g}"
     assert page.get_by_label("Patient").input_value() == "p-1"
     for selector in ("#status-word", "#units", "#reasons", "#glucose", ".notice", "#risk-mortality", "#risk-models"):
         fg, bg = colours(page, selector)
@@ -113,8 +113,8 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
         given = db.execute("SELECT payload FROM events WHERE id LIKE 'bed2-given-%'").fetchall()
         audit = db.execute("SELECT action, suggestion_id FROM audit WHERE action = 'dose_confirmed'").fetchall()
-    assert len(given) == 1 and f'"units": {suggestion["units"]}' in given[0][0]
-    assert audit == [("dose_confirmed", suggestion["id"])]
+    assert len(given) == 1 and f'"units": {suggestion.units}' in given[0][0]
+    assert audit == [("dose_confirmed", suggestion.id)]
 
     # live update: a low reading arrives; the page turns to withhold without a reload
     publisher.publish(event_factory.glucose("g-low", "p-1", datetime.now(timezone.utc), 55))
@@ -149,7 +149,6 @@ def test_page_fits_a_phone(browser, bedside):
 
 
 def test_page_api_rejects_bad_actions(bedside):
-    import json
     import urllib.error
     import urllib.request
 
@@ -157,21 +156,14 @@ def test_page_api_rejects_bad_actions(bedside):
     publisher.publish(event_factory.glucose("g-api", "p-3", datetime.now(timezone.utc), 140))
     assert watcher.wait_for(lambda w: w.suggestion_for("g-api"), 5)
 
-    def post(path: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
-        request = urllib.request.Request(device.url + path, data=body, method="POST",
-                                         headers={"Content-Type": content_type})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
+    post = device.post
     status, body = post("api/patients/p-3/confirm", b'{"suggestion_id": "s-g-api", "units": 3}')
-    assert status == 400 and "not a dose" in body["error"]  # insufficient data: nothing to confirm
+    assert status == 400 and "not a dose" in body.error  # insufficient data: nothing to confirm
     assert post("api/patients/p-3/confirm", b'{"suggestion_id": "s-g-api", "units": 1e9}')[0] == 400
     assert post("api/patients/p-3/confirm", b'{"suggestion_id": "nope", "units": 2}')[0] == 400
-    assert post("api/patients/p-3/acknowledge", b"suggestion_id=s-g-api", "text/plain")[0] == 415
+    assert post("api/patients/p-3/acknowledge", b"suggestion_id=s-g-api", content_type="text/plain")[0] == 415
     assert post("api/patients/..%2F..%2Fetc/acknowledge", b'{"suggestion_id": "x"}')[0] == 404
-    assert post("api/patients/p-3/acknowledge", b'{"suggestion_id": "s-g-api"}') == (200, {"ok": True})
+    assert post("api/patients/p-3/acknowledge", b'{"suggestion_id": "s-g-api"}') == (200, ActionDone(ok=True))
+    assert post("api/patients/p-3/acknowledge", b'{"suggestion_id": 7}')[1].error == "suggestion_id must be a string"
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(device.url + "api/patients/unknown", timeout=5)

@@ -8,7 +8,6 @@ are refused, and the device sees nothing from them.
 from __future__ import annotations
 
 import getpass
-import json
 import sqlite3
 import threading
 import time
@@ -17,6 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from device.config import BrokerConfig
+from device.messages import TransferBegin
 from device.mqtt_client import make_client
 from tools.broker import MosquittoBroker, free_port, mosquitto_path
 from tools.broker_profile import acl_text, make_certificates, write_profile
@@ -110,15 +110,15 @@ def test_acl_gives_each_role_only_its_topics():
 def test_intruders_are_refused_and_the_device_sees_nothing_from_them(device_rig):
     profile, device, monitor = device_rig
     events = f"advisor/{DEVICE}/events"
-    injected = json.dumps(event_factory.glucose("intruder-1", "p-sec", datetime.now(timezone.utc), 300))
+    injected = event_factory.raw(event_factory.glucose("intruder-1", "p-sec", datetime.now(timezone.utc), 300))
     assert try_connect(config_for(profile, None), (events, injected)) == {"connect": "Not authorized"}
     assert try_connect(config_for(profile, "sensor", password="guess"), (events, injected)) == \
         {"connect": "Not authorized"}
     # a legitimate sensor may not flash; the monitor may not inject readings
-    begin = json.dumps({"type": "begin", "transfer": "t-evil", "size": 10, "sha256": "0" * 64, "chunks": 1})
+    begin = TransferBegin("t-evil", size=10, sha256="0" * 64, chunks=1).to_json()
     assert try_connect(config_for(profile, "sensor"), (f"advisor/{DEVICE}/model", begin)) == \
         {"connect": "Success", "publish": "Not authorized"}
-    monitor_event = json.dumps(event_factory.glucose("intruder-2", "p-sec", datetime.now(timezone.utc), 300))
+    monitor_event = event_factory.raw(event_factory.glucose("intruder-2", "p-sec", datetime.now(timezone.utc), 300))
     assert try_connect(config_for(profile, "monitor"), (events, monitor_event)) == \
         {"connect": "Success", "publish": "Not authorized"}
     # the real sensor still gets through, and only its event reached the device
@@ -127,18 +127,18 @@ def test_intruders_are_refused_and_the_device_sees_nothing_from_them(device_rig)
     for event in event_factory.history("p-sec", datetime.now(timezone.utc)):
         sensor.publish(event)
     sensor.flush()
-    assert monitor.wait_for(lambda w: any(s["patient"] == "p-sec" for s in w.suggestions), 10)
+    assert monitor.wait_for(lambda w: any(s.patient == "p-sec" for s in w.suggestions), 10)
     sensor.close()
     time.sleep(0.3)
     assert monitor.suggestion_for("intruder-1") is None and monitor.suggestion_for("intruder-2") is None
-    assert not any(e.get("event_id", "").startswith("intruder") for e in monitor.errors if e.get("event_id"))
+    assert not any((e.event_id or "").startswith("intruder") for e in monitor.errors)
     with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
         stored = [r[0] for r in db.execute("SELECT id FROM events")]
     assert stored and not any(i.startswith("intruder") for i in stored)
     assert not (device.state_dir / "bundles").exists() or not any((device.state_dir / "bundles").iterdir())
     log = device.log.read_text()
     assert log and not any(cred.password in log for cred in profile.credentials.values()), "a password was logged"
-    assert profile.credentials["device"].password not in json.dumps(device.status())
+    assert profile.credentials["device"].password not in device.status().to_json().decode()
 
 
 def test_plain_tcp_and_an_unknown_ca_are_refused(secure_broker, tmp_path):

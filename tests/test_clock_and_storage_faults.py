@@ -4,7 +4,6 @@ suggestion is repeated; every refusal says why."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 from collections import Counter
@@ -12,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from device.advisor import ERROR, Advisor, ModelSlot
+from device.advisor import Advisor, ModelSlot
 from device.bundle import default_bundle_path, open_bundle
 from device.config import SafetyConfig
 from device.inference import DoseModel
@@ -30,7 +29,7 @@ def dose_model() -> DoseModel:
 
 
 def glucose(event_id: str, ts: datetime, mg_dl: float = 170) -> bytes:
-    return json.dumps(event_factory.glucose(event_id, "p-1", ts, mg_dl)).encode()
+    return event_factory.raw(event_factory.glucose(event_id, "p-1", ts, mg_dl))
 
 
 def test_wall_clock_jumping_forward_and_back(tmp_path, dose_model):
@@ -38,8 +37,8 @@ def test_wall_clock_jumping_forward_and_back(tmp_path, dose_model):
     store = Store(tmp_path / "state.sqlite3")
     advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall",
                       wall_clock=lambda: REAL + offset[0])
-    for raw in event_factory.history("p-1", REAL):
-        advisor.handle(json.dumps(raw).encode(), 0.0)
+    for event in event_factory.history("p-1", REAL):
+        advisor.handle(event_factory.raw(event), 0.0)
     accepted, outcomes = [], {}
 
     def send(event_id: str, minutes: float) -> None:
@@ -49,19 +48,19 @@ def test_wall_clock_jumping_forward_and_back(tmp_path, dose_model):
             accepted.append(event_id)
 
     send("before", 0)
-    assert outcomes["before"].suggestion["status"] == "suggest"
+    assert outcomes["before"].suggestion.status == "suggest"
     offset[0] = timedelta(hours=6)  # the device's clock jumps 6 h ahead of the sensors
     send("ahead", 1)
     ahead = outcomes["ahead"].suggestion
-    assert ahead["status"] == "insufficient_data" and "stale_glucose" in ahead["rules"]
+    assert ahead.status == "insufficient_data" and "stale_glucose" in ahead.rules
     offset[0] = timedelta(days=-1)  # then a day behind: new readings look like the future
     send("behind", 2)
-    errors = [m.payload for m in outcomes["behind"].messages if m.kind == ERROR]
-    assert outcomes["behind"].event is None and "in the future" in errors[0]["reason"]
+    errors = outcomes["behind"].errors
+    assert outcomes["behind"].event is None and "in the future" in errors[0].reason
     offset[0] = timedelta(0)  # clock fixed (NTP): the sensor's retry and new readings go through
     send("behind", 2)
     send("after", 3)
-    assert outcomes["after"].suggestion["status"] == "suggest"
+    assert outcomes["after"].suggestion.status == "suggest"
     stored = {r[0] for r in sqlite3.connect(tmp_path / "state.sqlite3").execute("SELECT id FROM events")}
     assert set(accepted) <= stored and {"before", "ahead", "behind", "after"} <= stored
     ids = [r[0] for r in sqlite3.connect(tmp_path / "state.sqlite3").execute("SELECT id FROM suggestions")]
@@ -107,8 +106,8 @@ def test_database_locked_or_full_keeps_suggesting_from_memory_and_recovers(tmp_p
     path = folder / "state.sqlite3"
     store = Store(path, busy_timeout_s=0.1)
     advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: REAL)
-    for raw in event_factory.history("p-1", REAL - timedelta(minutes=10)):
-        advisor.handle(json.dumps(raw).encode(), 0.0)
+    for event in event_factory.history("p-1", REAL - timedelta(minutes=10)):
+        advisor.handle(event_factory.raw(event), 0.0)
     blocker = filler = None
     if fault == "locked":  # another process holds the write lock (a backup, a sqlite3 shell)
         blocker = sqlite3.connect(path, isolation_level=None)
@@ -118,7 +117,7 @@ def test_database_locked_or_full_keeps_suggesting_from_memory_and_recovers(tmp_p
     outcomes = [advisor.handle(glucose(f"held-{i}", REAL - timedelta(minutes=3 - i)), 0.0) for i in range(3)]
     for outcome in outcomes:
         assert outcome.unstored and ("locked" in outcome.unstored or "full" in outcome.unstored)
-        assert outcome.suggestion is not None and outcome.suggestion["status"] == "suggest"  # from memory
+        assert outcome.suggestion is not None and outcome.suggestion.status == "suggest"  # from memory
     assert advisor.held == 6  # three events, three suggestion records
     again = advisor.handle(glucose("held-1", REAL - timedelta(minutes=2)), 0.0)  # a redelivery meanwhile
     assert again.suggestion is None and again.unstored
@@ -136,4 +135,4 @@ def test_database_locked_or_full_keeps_suggesting_from_memory_and_recovers(tmp_p
     after = advisor.handle(glucose("held-1", REAL - timedelta(minutes=2)), 0.0)  # the broker's redelivery
     assert after.unstored is None and after.suggestion is None
     fresh = advisor.handle(glucose("fresh", REAL), 0.0)
-    assert fresh.unstored is None and fresh.suggestion["status"] == "suggest"
+    assert fresh.unstored is None and fresh.suggestion.status == "suggest"

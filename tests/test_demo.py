@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -16,6 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 from device.config import BrokerConfig, DeviceConfig, HttpConfig
+from device.messages import PatientView
 from device.service import DeviceService
 from tools.broker import EmbeddedBroker
 from tools.replay import DeviceWatcher, EventPublisher
@@ -69,14 +69,15 @@ def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c():
         view = None
         while time.monotonic() < deadline:
             try:
-                view = json.loads(urllib.request.urlopen(f"{url}/api/patients/{patient}", timeout=5).read())
+                view = PatientView.from_json(
+                    urllib.request.urlopen(f"{url}/api/patients/{patient}", timeout=5).read())
             except urllib.error.HTTPError:  # 404 until the patient's first event is stored
                 view = None
-            if view and view["suggestion"] and view["risk"]:
+            if view and view.suggestion and view.risk:
                 break
             time.sleep(0.2)
-        assert view and view["suggestion"]["status"] in ("suggest", "withhold", "insufficient_data")
-        assert 0 <= view["risk"]["mortality_1y"] <= 1 and 0 <= view["risk"]["readmission_30d"] <= 1
+        assert view and view.suggestion.status in ("suggest", "withhold", "insufficient_data")
+        assert 0 <= view.risk.mortality_1y <= 1 and 0 <= view.risk.readmission_30d <= 1
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0
         assert "demo stopped" in process.stderr.read()
@@ -104,7 +105,7 @@ def test_device_works_on_the_embedded_broker(tmp_path):
             publisher.publish(event)
         publisher.publish(event_factory.glucose("emb-g", "p-1", now, 170))
         assert watcher.wait_for(lambda w: w.suggestion_for("emb-g"), 10)
-        assert watcher.suggestion_for("emb-g")["status"] == "suggest"
+        assert watcher.suggestion_for("emb-g").status == "suggest"
     finally:
         publisher.close()
         watcher.close()

@@ -86,7 +86,7 @@ def test_overrides_win(tmp_path):
     ('[broker]\nurl = "mqtt://x:99999"', "invalid port"),
     ('[broker]\nurl = "mqtt://x/path"', "nothing after"),
     ('[broker]\nhost = "x"', "broker.host"),
-    ('[broker]\nkeepalive_s = "30"', "broker.keepalive_s must be a int"),
+    ('[broker]\nkeepalive_s = "30"', "broker.keepalive_s must be an integer"),
     ('[http]\nport = 70000', "http.port"),
     ('clock = "sundial"', "clock must be one of"),
     ('device_id = "bed/7"', "device id"),
@@ -95,7 +95,12 @@ def test_overrides_win(tmp_path):
     ('[safety.default]\nlow_glucose_mg_dl = 40', "may not be below 70"),
     ('[safety.default]\nbolus = 3', "unknown safety setting"),
     ('[safety.patients."p-1"]\nmax_daily_regular_units = 1000', "max_daily_regular_units"),
-    ('trust = "key.pub"', "trust must be a list"),
+    ('trust = "key.pub"', "trust must be a list of paths"),
+    ('db_busy_timeout_s = true', "db_busy_timeout_s must be a number"),
+    ('allow_downgrade = "yes"', "allow_downgrade must be true or false"),
+    ('[broker]\nca_file = 3', "broker.ca_file must be a path or null"),
+    ('broker = "mqtt://x"', "broker must be a table of settings"),
+    ('[safety.patients]\np1 = 3', "safety.default and safety.patients.<id> must be tables"),
     ("not toml at all [", "not valid TOML"),
 ])
 def test_bad_configs_are_rejected(tmp_path, text, words):

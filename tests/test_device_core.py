@@ -7,13 +7,12 @@ bulk evaluation path (EVALUATION.md §1), so the live device and the published f
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from device.advisor import ERROR, Advisor, ModelSlot
+from device.advisor import Advisor, ModelSlot
 from device.bundle import default_bundle_path, open_bundle
 from device.config import DeviceConfig, SafetyConfig
 from device.evaluation import evaluate
@@ -21,7 +20,7 @@ from device.inference import DoseModel
 from device.models import load_dose_model
 from device.safety import SafetyProfile
 from device.store import Added, Store
-from preprocessing.events import Event, Kind, within_timestamp_rank
+from preprocessing.events import Event, Insulin, Kind, within_timestamp_rank
 from preprocessing.features import PatientHistory, window_at
 from preprocessing.validation import decode_event
 
@@ -40,30 +39,28 @@ def make_advisor(tmp_path, dose_model, clock="wall", safety=None) -> Advisor:
     return Advisor(store, ModelSlot(dose_model), safety or SafetyConfig(), clock, wall_clock=lambda: NOW)
 
 
-def payload(**fields) -> bytes:
-    return json.dumps(fields).encode()
+glucose, request, raw = event_factory.glucose, event_factory.request, event_factory.raw
 
 
 def history_payloads(patient="p-1"):
-    return [json.dumps(p).encode() for p in event_factory.history(patient, NOW)]
+    return [raw(e) for e in event_factory.history(patient, NOW)]
 
 
 # ------------------------------------------------------------------------ store
 def test_store_duplicates_conflicts_and_order(tmp_path):
     store = Store(tmp_path / "s.sqlite3")
-    glucose = decode_event(payload(id="e1", patient="p", ts=NOW.isoformat(), kind="glucose", mg_dl=100), NOW)
-    dose = decode_event(payload(id="e0", patient="p", ts=NOW.isoformat(), kind="insulin", insulin="regular",
-                                units=3), NOW)
+    reading = glucose("e1", "p", NOW, 100)
+    dose = Event(id="e0", patient="p", ts=NOW, kind=Kind.INSULIN, insulin=Insulin.REGULAR, units=3.0)
     assert store.add_event(dose) is Added.NEW
-    assert store.add_event(glucose) is Added.NEW
-    assert store.add_event(glucose) is Added.DUPLICATE
-    changed = decode_event(payload(id="e1", patient="p", ts=NOW.isoformat(), kind="glucose", mg_dl=101), NOW)
+    assert store.add_event(reading) is Added.NEW
+    assert store.add_event(reading) is Added.DUPLICATE
+    changed = glucose("e1", "p", NOW, 101)
     assert store.add_event(changed) is Added.CONFLICT
     assert store.count_events() == 2
     assert [e.id for e in store.events_for("p")] == ["e1", "e0"]  # insulin after glucose at one timestamp
     store.close()
     reopened = Store(tmp_path / "s.sqlite3")
-    assert reopened.events_for("p")[0] == glucose
+    assert reopened.events_for("p")[0] == reading
     assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -80,76 +77,71 @@ def test_audit_is_append_only(tmp_path):
 # ---------------------------------------------------------------------- advisor
 def test_fresh_glucose_gets_a_supervised_suggestion(tmp_path, dose_model):
     advisor = make_advisor(tmp_path, dose_model)
-    for raw in history_payloads():
-        advisor.handle(raw)
-    outcome = advisor.handle(payload(id="now", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=180))
+    for payload in history_payloads():
+        advisor.handle(payload)
+    outcome = advisor.handle(raw(glucose("now", "p-1", NOW, 180)))
     s = outcome.suggestion
-    assert s["status"] == "suggest" and s["event_id"] == "now" and s["id"] == "s-now"
-    assert s["usual_units"] == 7.0 and 0 < s["units"] <= s["model_units"] + 1e-9
-    assert s["units"] % 0.5 == 0 and s["latency_ms"] > 0
-    assert s["model"]["name"] == "dose" and s["model"]["version"] == dose_model.bundle.version
-    assert {"id", "patient", "event_id", "ts", "status", "units", "model_units", "usual_units", "reasons",
-            "model", "latency_ms"} <= set(s)
+    assert s.status == "suggest" and s.event_id == "now" and s.id == "s-now"
+    assert s.usual_units == 7.0 and 0 < s.units <= s.model_units + 1e-9
+    assert s.units % 0.5 == 0 and s.latency_ms > 0
+    assert s.model.name == "dose" and s.model.version == dose_model.bundle.version
     assert [r["action"] for r in advisor.store.audit_rows()][-1] == "suggest"
 
 
 @pytest.mark.parametrize("event, status, words", [
-    ({"kind": "glucose", "mg_dl": 55}, "withhold", "below 70"),
-    ({"kind": "glucose", "mg_dl": 150, "ts": (NOW - timedelta(minutes=20)).isoformat()}, "insufficient_data",
-     "20 minutes old"),
-    ({"kind": "request"}, "insufficient_data", "5.0 hours old"),  # the last reading is 5 h old
+    (glucose("e", "p-1", NOW, 55), "withhold", "below 70"),
+    (glucose("e", "p-1", NOW - timedelta(minutes=20), 150), "insufficient_data", "20 minutes old"),
+    (request("e", "p-1", NOW), "insufficient_data", "5.0 hours old"),  # the last reading is 5 h old
 ])
 def test_withhold_and_insufficient(tmp_path, dose_model, event, status, words):
     advisor = make_advisor(tmp_path, dose_model)
-    for raw in history_payloads():
-        advisor.handle(raw)
-    if event["kind"] == "request":
-        advisor.handle(payload(id="g-old", patient="p-1", ts=(NOW - timedelta(minutes=300)).isoformat(),
-                               kind="glucose", mg_dl=140))
-    s = advisor.handle(payload(**({"id": "e", "patient": "p-1", "ts": NOW.isoformat()} | event))).suggestion
-    assert s["status"] == status and s["units"] == 0.0
-    assert words in " ".join(s["reasons"])
+    for payload in history_payloads():
+        advisor.handle(payload)
+    if event.kind is Kind.REQUEST:
+        advisor.handle(raw(glucose("g-old", "p-1", NOW - timedelta(minutes=300), 140)))
+    s = advisor.handle(raw(event)).suggestion
+    assert s.status == status and s.units == 0.0
+    assert words in " ".join(s.reasons)
 
 
 def test_hypo_symptoms_then_glucose_withholds(tmp_path, dose_model):
     advisor = make_advisor(tmp_path, dose_model)
-    for raw in history_payloads():
-        advisor.handle(raw)
-    advisor.handle(payload(id="h", patient="p-1", ts=(NOW - timedelta(hours=1)).isoformat(), kind="hypo_symptoms"))
-    s = advisor.handle(payload(id="g", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=160)).suggestion
-    assert s["status"] == "withhold" and "symptoms" in s["reasons"][0]
+    for payload in history_payloads():
+        advisor.handle(payload)
+    advisor.handle(raw(Event(id="h", patient="p-1", ts=NOW - timedelta(hours=1), kind=Kind.HYPO_SYMPTOMS)))
+    s = advisor.handle(raw(glucose("g", "p-1", NOW, 160))).suggestion
+    assert s.status == "withhold" and "symptoms" in s.reasons[0]
 
 
 def test_per_patient_profile(tmp_path, dose_model):
     strict = SafetyProfile(max_single_units=2.0)
     advisor = make_advisor(tmp_path, dose_model, safety=SafetyConfig(patients={"p-1": strict}))
-    for raw in history_payloads() + history_payloads("p-2"):
-        advisor.handle(raw)
-    one = advisor.handle(payload(id="a", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=180)).suggestion
-    two = advisor.handle(payload(id="b", patient="p-2", ts=NOW.isoformat(), kind="glucose", mg_dl=180)).suggestion
-    assert one["units"] == 2.0 and "maximum single dose" in " ".join(one["reasons"])
-    assert two["units"] > 2.0
+    for payload in history_payloads() + history_payloads("p-2"):
+        advisor.handle(payload)
+    one = advisor.handle(raw(glucose("a", "p-1", NOW, 180))).suggestion
+    two = advisor.handle(raw(glucose("b", "p-2", NOW, 180))).suggestion
+    assert one.units == 2.0 and "maximum single dose" in " ".join(one.reasons)
+    assert two.units > 2.0
 
 
 def test_duplicates_and_conflicts(tmp_path, dose_model):
     advisor = make_advisor(tmp_path, dose_model)
-    for raw in history_payloads():
-        advisor.handle(raw)
-    raw = payload(id="now", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=180)
-    first = advisor.handle(raw)
+    for payload in history_payloads():
+        advisor.handle(payload)
+    first = advisor.handle(raw(glucose("now", "p-1", NOW, 180)))
     assert first.added is Added.NEW and first.suggestion
-    again = advisor.handle(raw)
+    again = advisor.handle(raw(glucose("now", "p-1", NOW, 180)))
     assert again.added is Added.DUPLICATE
     assert again.messages == []  # its suggestion was sent already: never again
     assert advisor.store.count_events() == 11 and len(advisor.history("p-1")) == 11
-    conflict = advisor.handle(payload(id="now", patient="p-1", ts=NOW.isoformat(), kind="glucose", mg_dl=90))
-    assert conflict.messages[0].kind == ERROR and "different content" in conflict.messages[0].payload["reason"]
+    conflict = advisor.handle(raw(glucose("now", "p-1", NOW, 90)))
+    assert "different content" in conflict.errors[0].reason and conflict.messages == conflict.errors
 
 
 def test_bad_payload_is_an_error_and_nothing_is_stored(tmp_path, dose_model):
     advisor = make_advisor(tmp_path, dose_model)
     outcome = advisor.handle(b'{"id": "x1", "patient": "p", "ts": "2026-11-21T12:00:00+00:00", "kind": "glucose"}')
-    assert outcome.messages[0].kind == ERROR and outcome.messages[0].payload["event_id"] == "x1"
+    assert outcome.errors[0].event_id == "x1" and outcome.messages == outcome.errors
     assert advisor.store.count_events() == 0
 
 
@@ -157,8 +149,8 @@ def test_late_event_rebuilds_history_in_order(tmp_path, dose_model):
     advisor = make_advisor(tmp_path, dose_model, clock="event")
     raws = history_payloads()
     late = raws.pop(3)  # the insulin of day 4 arrives last
-    for raw in raws + [late]:
-        advisor.handle(raw)
+    for payload in raws + [late]:
+        advisor.handle(payload)
     expected = PatientHistory(advisor.spec)
     events = sorted((decode_event(r, NOW) for r in history_payloads()), key=lambda e: (e.ts, within_timestamp_rank(e)))
     expected.extend(events)
@@ -168,8 +160,8 @@ def test_late_event_rebuilds_history_in_order(tmp_path, dose_model):
 
 def test_restart_reloads_history_from_the_store(tmp_path, dose_model):
     advisor = make_advisor(tmp_path, dose_model)
-    for raw in history_payloads():
-        advisor.handle(raw)
+    for payload in history_payloads():
+        advisor.handle(payload)
     before = window_at(advisor.history("p-1"), NOW)
     advisor.store.close()
     fresh = make_advisor(tmp_path, dose_model)
@@ -179,9 +171,9 @@ def test_restart_reloads_history_from_the_store(tmp_path, dose_model):
 def test_without_a_model_every_decision_is_insufficient(tmp_path):
     advisor = Advisor(Store(tmp_path / "s.sqlite3"), ModelSlot(None, "bundle signature invalid"), SafetyConfig(),
                       wall_clock=lambda: NOW)
-    s = advisor.handle(payload(id="g", patient="p", ts=NOW.isoformat(), kind="glucose", mg_dl=150)).suggestion
-    assert s["status"] == "insufficient_data" and "bundle signature invalid" in s["reasons"][0]
-    assert s["model"]["version"] is None
+    s = advisor.handle(raw(glucose("g", "p", NOW, 150))).suggestion
+    assert s.status == "insufficient_data" and "bundle signature invalid" in s.reasons[0]
+    assert s.model.version is None
 
 
 def test_broken_configured_bundle_falls_back_to_packaged(tmp_path):
@@ -204,12 +196,11 @@ def test_golden_replay_matches_the_evaluation_path(tmp_path, dose_model, aim94_l
     for event in events:
         if event.is_regular_dose and event.ts not in requested:
             requested.add(event.ts)
-            request = Event(id=f"req-{len(requested)}", patient=event.patient, ts=event.ts, kind=Kind.REQUEST)
-            got.append(advisor.handle(json.dumps(request.to_payload()).encode()).suggestion)
-        advisor.handle(json.dumps(event.to_payload()).encode())
-    by_ts = {s["ts"]: s for s in got}
+            got.append(advisor.handle(raw(request(f"req-{len(requested)}", event.patient, event.ts))).suggestion)
+        advisor.handle(raw(event))
+    by_ts = {s.ts: s for s in got}
     assert len(rows) >= len(by_ts) > 50
     for row in rows:
         s = by_ts[row.ts]
-        assert s["model_units"] == pytest.approx(row.model_units, abs=1e-3)
-        assert s["status"] == row.status and s["units"] == row.suggested_units
+        assert s.model_units == pytest.approx(row.model_units, abs=1e-3)
+        assert s.status == row.status and s.units == row.suggested_units

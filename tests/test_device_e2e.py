@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from device.config import BrokerConfig
+from preprocessing.events import Event
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
@@ -42,7 +43,7 @@ def send_history(publisher, watcher, patient="p-1", now=None):
     events = event_factory.history(patient, now)
     for event in events:
         publisher.publish(event)
-    assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s["patient"] == patient]) >= 5, 10)
+    assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s.patient == patient]) >= 5, 10)
     return now
 
 
@@ -53,13 +54,13 @@ def db_rows(device, sql):
 
 def test_status_is_retained_online_then_offline_on_sigterm(rig):
     device, publisher, watcher, broker = rig
-    assert watcher.wait_for(lambda w: any(s["state"] == "online" for s in w.status), 5)
-    online = [s for s in watcher.status if s["state"] == "online"][-1]
-    assert online["models"][0]["name"] == "dose" and online["models"][0]["version"]
+    assert watcher.wait_for(lambda w: any(s.state == "online" for s in w.status), 5)
+    online = [s for s in watcher.status if s.state == "online"][-1]
+    assert online.models[0].name == "dose" and online.models[0].version
     late = DeviceWatcher(BrokerConfig(url=broker.url), DEVICE)  # connects later: gets the retained status
-    assert late.wait_for(lambda w: w.status and w.status[-1]["state"] == "online", 5)
+    assert late.wait_for(lambda w: w.status and w.status[-1].state == "online", 5)
     assert device.terminate() == 0
-    assert late.wait_for(lambda w: w.status[-1]["state"] == "offline", 5)
+    assert late.wait_for(lambda w: w.status[-1].state == "offline", 5)
     late.close()
 
 
@@ -71,9 +72,9 @@ def test_fresh_glucose_gets_a_suggestion_within_one_second(rig):
     assert watcher.wait_for(lambda w: w.suggestion_for("fresh-1"), 1.0), "no suggestion within 1 s"
     elapsed = time.monotonic() - start
     s = watcher.suggestion_for("fresh-1")
-    assert s["status"] == "suggest" and s["units"] > 0 and s["usual_units"] == 7.0
-    assert 0 < s["latency_ms"] < 1000 and elapsed < 1.0
-    assert s["reasons"] and s["model"]["version"]
+    assert s.status == "suggest" and s.units > 0 and s.usual_units == 7.0
+    assert 0 < s.latency_ms < 1000 and elapsed < 1.0
+    assert s.reasons and s.model.version
     assert all(flags == (False, 900) for flags in watcher.suggestion_flags), "not retained, 15 min expiry"
     late = DeviceWatcher(BrokerConfig(url=rig[3].url), DEVICE)
     assert late.subscribed.wait(5) and late.wait_for(lambda w: w.status, 5)
@@ -88,8 +89,8 @@ def test_low_glucose_withholds_with_a_reason(rig):
     publisher.publish(event_factory.glucose("low-1", "p-1", now, 55))
     assert watcher.wait_for(lambda w: w.suggestion_for("low-1"), 2)
     s = watcher.suggestion_for("low-1")
-    assert s["status"] == "withhold" and s["units"] == 0
-    assert "55 mg/dL is below 70" in s["reasons"][0]
+    assert s.status == "withhold" and s.units == 0
+    assert "55 mg/dL is below 70" in s.reasons[0]
 
 
 def test_stale_reading_is_insufficient_data(rig):
@@ -98,7 +99,7 @@ def test_stale_reading_is_insufficient_data(rig):
     publisher.publish(event_factory.glucose("stale-1", "p-1", now - timedelta(minutes=40), 150))
     assert watcher.wait_for(lambda w: w.suggestion_for("stale-1"), 2)
     s = watcher.suggestion_for("stale-1")
-    assert s["status"] == "insufficient_data" and s["units"] == 0 and "40 minutes old" in s["reasons"][0]
+    assert s.status == "insufficient_data" and s.units == 0 and "40 minutes old" in s.reasons[0]
 
 
 def hostile_payloads(now: datetime) -> list[tuple[str, bytes, str | None]]:
@@ -135,12 +136,12 @@ def test_hostile_payloads_are_answered_and_the_device_keeps_serving(rig):
     assert watcher.wait_for(lambda w: len(w.errors) >= len(cases), 5), watcher.errors
     assert len(watcher.errors) == len(cases)
     for (name, _, event_id), error in zip(cases, watcher.errors):
-        assert error["event_id"] == event_id, name
-        assert error["reason"], name
+        assert error.event_id == event_id, name
+        assert error.reason, name
     publisher.publish(event_factory.glucose("after-1", "p-1", now, 160))
     assert watcher.wait_for(lambda w: w.suggestion_for("after-1"), 2)
     assert db_rows(device, "SELECT COUNT(*) FROM events")[0][0] == 11  # nothing hostile was stored
-    assert device.status()["state"] == "online"
+    assert device.status().state == "online"
 
 
 def test_duplicate_id_is_counted_once(rig):
@@ -151,14 +152,14 @@ def test_duplicate_id_is_counted_once(rig):
         publisher.publish(event)
     publisher.publish(event_factory.glucose("dup-2", "p-1", now, 151))
     assert watcher.wait_for(lambda w: w.suggestion_for("dup-2"), 3)
-    assert [s["event_id"] for s in watcher.suggestions].count("dup-1") == 1
+    assert [s.event_id for s in watcher.suggestions].count("dup-1") == 1
     assert db_rows(device, "SELECT COUNT(*) FROM events WHERE id = 'dup-1'")[0][0] == 1
 
 
 STREAM = 60
 
 
-def stream_events(now: datetime) -> list[dict]:
+def stream_events(now: datetime) -> list[Event]:
     """Fresh glucose readings of three patients, a few seconds apart, plus meals."""
     out = []
     for i in range(STREAM):
@@ -166,24 +167,23 @@ def stream_events(now: datetime) -> list[dict]:
         ts = now - timedelta(seconds=STREAM - i)
         out.append(event_factory.glucose(f"s-{i:03d}", patient, ts, 120 + i))
         if i % 10 == 0:
-            out.append({"id": f"m-{i:03d}", "patient": patient, "ts": ts.isoformat(), "kind": "meal",
-                        "size": "typical"})
+            out.append(event_factory.meal(f"m-{i:03d}", patient, ts))
     return out
 
 
-def assert_nothing_lost_nothing_repeated(device, watcher, accepted: list[dict]):
-    decisions = {e["id"] for e in accepted if e["kind"] == "glucose"}
-    watcher.wait_for(lambda w: {s["event_id"] for s in w.suggestions} >= decisions, 20)
+def assert_nothing_lost_nothing_repeated(device, watcher, accepted: list[Event]):
+    decisions = {e.id for e in accepted if e.kind == "glucose"}
+    watcher.wait_for(lambda w: {s.event_id for s in w.suggestions} >= decisions, 20)
     stored = {r[0] for r in db_rows(device, "SELECT id FROM events")}
-    assert {e["id"] for e in accepted} - stored == set(), "accepted events were lost"
-    assert decisions - {s["event_id"] for s in watcher.suggestions} == set(), "decisions without a suggestion"
-    counts = Counter(s["id"] for s in watcher.suggestions)
+    assert {e.id for e in accepted} - stored == set(), "accepted events were lost"
+    assert decisions - {s.event_id for s in watcher.suggestions} == set(), "decisions without a suggestion"
+    counts = Counter(s.id for s in watcher.suggestions)
     repeated = {k: v for k, v in counts.items() if v > 1}
     assert not repeated, f"suggestions repeated: {repeated}"
     assert len(db_rows(device, "SELECT id FROM suggestions")) == len(counts)
 
 
-def stream_with_fault(publisher, at: float, fault, before_publish: bool) -> list[dict]:
+def stream_with_fault(publisher, at: float, fault, before_publish: bool) -> list[Event]:
     """Three patients' history, then a stream of readings with ``fault()`` part-way; returns all events."""
     now = datetime.now(timezone.utc)
     accepted = [e for p in ("p-1", "p-2", "p-3") for e in event_factory.history(p, now)]
@@ -218,7 +218,7 @@ def test_broker_restart_mid_stream_loses_nothing(rig):
     assert publisher.connected.wait(15), "the sensor did not reconnect"
     publisher.flush()
     assert_nothing_lost_nothing_repeated(device, watcher, accepted)
-    assert device.status()["broker_connected"]
+    assert device.status().broker_connected
 
 
 def test_network_cut_mid_stream_loses_nothing_and_repeats_nothing(mosquitto, tmp_path):
@@ -276,27 +276,27 @@ def test_locked_database_suggests_from_memory_then_stores_everything(mosquitto, 
         history = event_factory.history("p-db", now - timedelta(minutes=30))
         for event in history:
             publisher.publish(event)
-        assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s["patient"] == "p-db"]) >= 5, 10)
+        assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s.patient == "p-db"]) >= 5, 10)
         blocker.execute("BEGIN EXCLUSIVE")
         held = [event_factory.glucose(f"db-{i}", "p-db", now - timedelta(minutes=5 - i), 160) for i in range(4)]
         for event in held:
             publisher.publish(event)
-        assert watcher.wait_for(lambda w: all(w.suggestion_for(e["id"]) for e in held), 10), "no suggestion from memory"
-        assert watcher.wait_for(lambda w: any("suggesting from memory" in e["reason"] for e in w.errors), 5)
-        assert "locked" in device.status()["storage_problem"]
+        assert watcher.wait_for(lambda w: all(w.suggestion_for(e.id) for e in held), 10), "no suggestion from memory"
+        assert watcher.wait_for(lambda w: any("suggesting from memory" in e.reason for e in w.errors), 5)
+        assert "locked" in device.status().storage_problem
         blocker.execute("ROLLBACK")
         deadline = time.monotonic() + 15
-        while device.status()["storage_problem"] and time.monotonic() < deadline:
+        while device.status().storage_problem and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert device.status()["storage_problem"] is None, "the device did not recover"
+        assert device.status().storage_problem is None, "the device did not recover"
         stored = {r[0] for r in db_rows(device, "SELECT id FROM events")}
-        assert {e["id"] for e in history + held} <= stored
+        assert {e.id for e in history + held} <= stored
         device.kill()  # whatever the broker still holds comes back; nothing may be repeated
         device.start()
         after = event_factory.glucose("db-after", "p-db", datetime.now(timezone.utc), 150)
         publisher.publish(after)
         assert watcher.wait_for(lambda w: w.suggestion_for("db-after"), 10)
-        counts = Counter(s["id"] for s in watcher.suggestions)
+        counts = Counter(s.id for s in watcher.suggestions)
         assert not {k: v for k, v in counts.items() if v > 1}, "suggestions repeated"
         assert len(db_rows(device, "SELECT id FROM suggestions WHERE event_id LIKE 'db-%'")) == 5
 
@@ -307,24 +307,24 @@ def test_memory_holds_at_most_max_held_events_then_the_broker_keeps_the_rest(mos
         now = datetime.now(timezone.utc)
         for event in event_factory.history("p-cap", now - timedelta(minutes=60)):
             publisher.publish(event)
-        assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s["patient"] == "p-cap"]) >= 5, 10)
+        assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s.patient == "p-cap"]) >= 5, 10)
         blocker.execute("BEGIN EXCLUSIVE")
         readings = [event_factory.glucose(f"cap-{i:02d}", "p-cap", now - timedelta(seconds=300 - i), 150)
                     for i in range(40)]
         for event in readings:
             publisher.publish(event)
         publisher.flush()
-        assert watcher.wait_for(lambda w: sum(1 for e in readings if w.suggestion_for(e["id"])) >= 10, 10)
+        assert watcher.wait_for(lambda w: sum(1 for e in readings if w.suggestion_for(e.id)) >= 10, 10)
         peak = 0
         for _ in range(10):
-            peak = max(peak, device.status()["held_in_memory"])
+            peak = max(peak, device.status().held_in_memory)
             time.sleep(0.1)
         assert peak == 10, "memory should hold exactly the configured number of events"
-        assert sum(1 for e in readings if watcher.suggestion_for(e["id"])) == 10  # the rest wait at the broker
+        assert sum(1 for e in readings if watcher.suggestion_for(e.id)) == 10  # the rest wait at the broker
         blocker.execute("ROLLBACK")
-        assert watcher.wait_for(lambda w: all(w.suggestion_for(e["id"]) for e in readings), 20)
+        assert watcher.wait_for(lambda w: all(w.suggestion_for(e.id) for e in readings), 20)
         stored = {r[0] for r in db_rows(device, "SELECT id FROM events WHERE id LIKE 'cap-%'")}
-        assert stored == {e["id"] for e in readings}
-        counts = Counter(s["id"] for s in watcher.suggestions)
+        assert stored == {e.id for e in readings}
+        counts = Counter(s.id for s in watcher.suggestions)
         assert not {k: v for k, v in counts.items() if v > 1}, "suggestions repeated"
-        assert device.status()["held_in_memory"] == 0 and device.status()["storage_problem"] is None
+        assert device.status().held_in_memory == 0 and device.status().storage_problem is None

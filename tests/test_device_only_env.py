@@ -65,7 +65,7 @@ def test_device_runs_and_suggests_without_training_libraries(device_python, mosq
         publisher.publish(event_factory.glucose("lite-g", "p-1", now, 170))
         assert watcher.wait_for(lambda w: w.suggestion_for("lite-g"), 10)
         s = watcher.suggestion_for("lite-g")
-        assert s["status"] == "suggest" and s["units"] > 0 and s["model"]["version"]
+        assert s.status == "suggest" and s.units > 0 and s.model.version
     finally:
         publisher.close()
         watcher.close()

@@ -32,9 +32,8 @@ from firmware_bridge.protocol import (
     decode_body,
     encode_frame,
     event_frame,
-    event_payload,
+    frame_event,
 )
-from preprocessing.validation import event_from_mapping
 from tools.cli import main
 
 from .conftest import ROOT
@@ -61,7 +60,7 @@ def test_event_frames_map_to_spec_events(aim94_logs):
     parser = FrameParser()
     for seq, event in enumerate(log.events):
         [frame] = parser.feed(event_frame(event, seq % 65536))
-        back = event_from_mapping(event_payload(frame, "fw"), NOW)
+        back = frame_event(frame, "fw", NOW)
         assert (back.kind, back.patient, back.ts, back.mg_dl, back.insulin, back.units, back.size) == \
                (event.kind, event.patient, event.ts, event.mg_dl, event.insulin, event.units, event.size)
 
@@ -85,7 +84,7 @@ def test_resynchronises_after_noise_and_reports_damage():
 def test_bad_event_frames(frame, reason):
     [parsed] = FrameParser().feed(frame)
     with pytest.raises(FrameError) as caught:
-        event_payload(parsed, "fw")
+        frame_event(parsed, "fw", NOW)
     assert caught.value.reason == reason and caught.value.seq == 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from device import signing
 from device.bundle import default_bundle_path, open_bundle, pack_archive, sign_bundle_dir
 from device.config import BrokerConfig
 from device.install import FAULT_ENV
-from device.ota import encode_transfer
+from device.messages import TransferChunk
+from device.ota import TransferMessage, encode_transfer
+from device.topics import Topics
 from tools.cli import main
 from tools.flash import FlashError, flash_over_mqtt
 from tools.replay import DeviceWatcher, EventPublisher
@@ -86,7 +89,7 @@ def suggestion_version(publisher, watcher, event_id: str) -> str:
         publisher.publish(event)
     publisher.publish(event_factory.glucose(event_id, "p-1", now, 170))
     assert watcher.wait_for(lambda w: w.suggestion_for(event_id), 5)
-    return watcher.suggestion_for(event_id)["model"]["version"]
+    return watcher.suggestion_for(event_id).model.version
 
 
 def test_accepted_bundle_is_used_without_restart(rig, keys, tmp_path):
@@ -95,19 +98,20 @@ def test_accepted_bundle_is_used_without_restart(rig, keys, tmp_path):
     assert suggestion_version(publisher, watcher, "before") == PACKAGED_VERSION
     newer = variant(tmp_path, keys["private"])
     answer = flash_over_mqtt(pack_archive(newer), broker, DEVICE, timeout_s=30)
-    assert answer["accepted"] and answer["version"] == "2099.01.01.000000"
+    assert answer.accepted and answer.version == "2099.01.01.000000"
     assert suggestion_version(publisher, watcher, "after") == "2099.01.01.000000"
-    assert device.status()["models"][0]["version"] == "2099.01.01.000000"
-    assert watcher.wait_for(lambda w: w.status[-1]["models"][0]["version"] == "2099.01.01.000000", 5)
+    assert device.status().models[0].version == "2099.01.01.000000"
+    assert watcher.wait_for(lambda w: w.status[-1].models[0].version == "2099.01.01.000000", 5)
     assert (device.state_dir / "bundles" / "dose.tar.gz").is_file()
     device.terminate()
-    assert start().status()["models"][0]["version"] == "2099.01.01.000000"  # and after a restart
+    assert start().status().models[0].version == "2099.01.01.000000"  # and after a restart
 
 
-def corrupt_chunk(messages: list[dict]) -> list[dict]:
+def corrupt_chunk(messages: list[TransferMessage]) -> list[TransferMessage]:
     chunk = messages[2]
-    chunk["data"] = chunk["data"][:-8] + ("A" * 8 if not chunk["data"].endswith("A" * 8) else "B" * 8)
-    return messages
+    assert isinstance(chunk, TransferChunk)
+    data = chunk.data[:-8] + ("A" * 8 if not chunk.data.endswith("A" * 8) else "B" * 8)
+    return [*messages[:2], replace(chunk, data=data), *messages[3:]]
 
 
 REJECTIONS = [
@@ -117,7 +121,7 @@ REJECTIONS = [
     ("failed self-test", dict(golden_shift=1.0), None, "self-test failed"),
     ("corrupted chunk", {}, corrupt_chunk, "corrupted"),
     ("missing chunk", {}, lambda m: m[:3] + m[4:], "missing chunk(s) 2"),
-    ("hash mismatch", {}, lambda m: [m[0] | {"sha256": "0" * 64}] + m[1:], "does not match its announced sha256"),
+    ("hash mismatch", {}, lambda m: [replace(m[0], sha256="0" * 64)] + m[1:], "does not match its announced sha256"),
 ]
 
 
@@ -135,7 +139,7 @@ def test_rejected_bundles_keep_the_old_one(rig, keys, tmp_path, name, change, ta
     with pytest.raises(FlashError) as caught:
         flash_over_mqtt(archive, broker, DEVICE, timeout_s=30, messages=messages)
     assert "rejected" in str(caught.value) and reason in str(caught.value)
-    assert device.status()["models"][0]["version"] == PACKAGED_VERSION
+    assert device.status().models[0].version == PACKAGED_VERSION
     assert suggestion_version(publisher, watcher, f"after-{len(name)}") == PACKAGED_VERSION
     assert not (device.state_dir / "bundles" / "dose.tar.gz").exists()
 
@@ -174,8 +178,8 @@ def test_kill_9_during_install_leaves_a_complete_bundle(rig, keys, tmp_path, poi
     device.process.wait(10)
     assert device.process.returncode == -9
     restarted = start()
-    assert restarted.status()["models"][0]["version"] == expected
-    assert restarted.status()["model_problem"] is None
+    assert restarted.status().models[0].version == expected
+    assert restarted.status().model_problem is None
     assert suggestion_version(publisher, watcher, f"after-{point}") == expected
 
 
@@ -185,13 +189,13 @@ def test_kill_9_mid_transfer_then_flash_again(rig, keys, tmp_path):
     archive = pack_archive(variant(tmp_path, keys["private"]))
     messages = encode_transfer(archive, chunk_bytes=16 * 1024)
     for message in messages[: len(messages) // 2]:
-        publisher.client.publish(f"advisor/{DEVICE}/model", json.dumps(message), qos=1)
+        publisher.client.publish(Topics(DEVICE).model, message.to_json(), qos=1)
     publisher.flush()
     device.kill()
     restarted = start()
-    assert restarted.status()["models"][0]["version"] == PACKAGED_VERSION
-    assert flash_over_mqtt(archive, broker, DEVICE, timeout_s=30)["accepted"]
-    assert restarted.status()["models"][0]["version"] == "2099.01.01.000000"
+    assert restarted.status().models[0].version == PACKAGED_VERSION
+    assert flash_over_mqtt(archive, broker, DEVICE, timeout_s=30).accepted
+    assert restarted.status().models[0].version == "2099.01.01.000000"
 
 
 def test_flash_to_a_state_directory(tmp_path, keys):
@@ -232,7 +236,7 @@ def test_malformed_bundle_on_disk_at_start_falls_back_to_the_packaged_one(rig, k
     device = start()
     status = device.status()
     packaged = open_bundle(default_bundle_path("dose")).version
-    assert status["models"][0]["version"] == packaged and status["model_problem"] is None
-    assert any(str(target) in note and "was not used" in note for note in status["notes"])
-    assert any(f"running bundle {default_bundle_path('dose')}" in note for note in status["notes"])
+    assert status.models[0].version == packaged and status.model_problem is None
+    assert any(str(target) in note and "was not used" in note for note in status.notes)
+    assert any(f"running bundle {default_bundle_path('dose')}" in note for note in status.notes)
     assert suggestion_version(publisher, watcher, f"after-{damage}") == packaged

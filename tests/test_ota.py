@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from device.messages import Message
 from device.ota import Receiver, TransferError, encode_transfer
 
 ARCHIVE = os.urandom(100_000)
 
 
-def feed_all(receiver: Receiver, messages: list[dict]):
+def feed_all(receiver: Receiver, messages: list[Message]):
     result = None
     for message in messages:
-        result = receiver.feed(json.dumps(message).encode())
+        result = receiver.feed(message.to_json())
     return result
 
 
@@ -30,11 +31,12 @@ def test_round_trip_in_any_chunk_order():
 
 @pytest.mark.parametrize("tamper, reason", [
     (lambda m: m[:2] + m[3:], "missing chunk(s) 1"),
-    (lambda m: [m[0] | {"size": 5}] + m[1:], "announced"),
-    (lambda m: [m[0] | {"size": 10**12}] + m[1:], "bundle size"),
-    (lambda m: [m[0]] + [m[1] | {"data": "!!!"}] + m[2:], "not valid base64"),
-    (lambda m: [m[0]] + [m[1] | {"index": 99}] + m[2:], "chunk index"),
-    (lambda m: [m[0]] + [m[1] | {"type": "jump"}] + m[2:], "unknown message type"),
+    (lambda m: [replace(m[0], size=5)] + m[1:], "announced"),
+    (lambda m: [replace(m[0], size=10**12)] + m[1:], "bundle size"),
+    (lambda m: [m[0]] + [replace(m[1], data="!!!")] + m[2:], "not valid base64"),
+    (lambda m: [m[0]] + [replace(m[1], index=99)] + m[2:], "chunk index"),
+    (lambda m: [m[0]] + [replace(m[1], type="jump")] + m[2:], "unknown message type"),
+    (lambda m: [m[0]] + [replace(m[1], index="1")] + m[2:], "index must be an integer"),
     (lambda m: m[1:], "no such transfer"),
 ])
 def test_broken_transfers_are_named(tamper, reason):
@@ -47,10 +49,10 @@ def test_broken_transfers_are_named(tamper, reason):
 def test_rest_of_a_failed_transfer_is_ignored_and_a_new_one_works():
     receiver = Receiver()
     messages = encode_transfer(ARCHIVE, "t3", chunk_bytes=30_000)
-    receiver.feed(json.dumps(messages[0]).encode())
+    receiver.feed(messages[0].to_json())
     with pytest.raises(TransferError):
-        receiver.feed(json.dumps(messages[1] | {"sha256": "0" * 64}).encode())
-    assert receiver.feed(json.dumps(messages[-1]).encode()) == ("t3", None)
+        receiver.feed(replace(messages[1], sha256="0" * 64).to_json())
+    assert receiver.feed(messages[-1].to_json()) == ("t3", None)
     assert feed_all(receiver, encode_transfer(ARCHIVE, "t4")) == ("t4", ARCHIVE)
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 
 import pytest
 
 from device.config import BrokerConfig
+from device.messages import ConfirmDose
 from device.page_auth import ActionGuard
 from tools.broker import free_port
 from tools.replay import DeviceWatcher, EventPublisher
@@ -44,18 +42,6 @@ def test_guard_needs_the_token_and_locks_out_guessing():
     assert guard.check("000000").status == 401  # the count started again after the success
 
 
-def post(device, path: str, body: dict, token: str | None = None) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["X-Advisor-Token"] = token
-    request = urllib.request.Request(device.url + path, json.dumps(body).encode(), headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 @pytest.fixture()
 def exposed(mosquitto, tmp_path):
     """A device whose page listens on every address with a PIN, and a suggestion waiting on it."""
@@ -84,13 +70,13 @@ def exposed(mosquitto, tmp_path):
 
 def test_an_exposed_device_records_doses_only_with_its_pin(exposed):
     device, suggestion = exposed
-    assert device.status()["actions_need_pin"] is True
-    body = {"suggestion_id": suggestion["id"], "units": suggestion["units"]}
-    assert post(device, "api/patients/p-pin/confirm", body)[0] == 401
-    status, answer = post(device, "api/patients/p-pin/confirm", body, "wrong-pin")
-    assert status == 401 and answer["error"] == "wrong PIN"
-    status, answer = post(device, "api/patients/p-pin/confirm", body, PIN)
-    assert status == 200 and answer["ok"] is True
+    assert device.status().actions_need_pin is True
+    body = ConfirmDose(suggestion.id, suggestion.units)
+    assert device.post("api/patients/p-pin/confirm", body)[0] == 401
+    status, answer = device.post("api/patients/p-pin/confirm", body, "wrong-pin")
+    assert status == 401 and answer.error == "wrong PIN"
+    status, answer = device.post("api/patients/p-pin/confirm", body, PIN)
+    assert status == 200 and answer.ok is True
     assert PIN not in device.log.read_text()
 
 

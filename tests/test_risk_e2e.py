@@ -17,12 +17,13 @@ from . import event_factory
 from .device_process import DeviceProcess
 
 DEVICE = "bed-risk"
-HISTORY = {"patient": "p-risk", "visits": [
-    {"admit": "2131-03-02T08:00:00+00:00", "discharge": "2131-03-09T15:00:00+00:00",
-     "codes": ["dx9:4280", "dx9:42731", "rx:furosemide", "rx:heparin", "dx9:never-seen-code"]},
-    {"admit": "2131-03-25T22:00:00+00:00", "discharge": "2131-04-02T11:00:00+00:00",
-     "codes": ["dx9:4280", "dx9:5849", "rx:furosemide", "rx:metoprolol tartrate"]},
-]}
+HISTORY = event_factory.visit_history(
+    "p-risk",
+    ("2131-03-02T08:00:00+00:00", "2131-03-09T15:00:00+00:00",
+     ["dx9:4280", "dx9:42731", "rx:furosemide", "rx:heparin", "dx9:never-seen-code"]),
+    ("2131-03-25T22:00:00+00:00", "2131-04-02T11:00:00+00:00",
+     ["dx9:4280", "dx9:5849", "rx:furosemide", "rx:metoprolol tartrate"]),
+)
 
 
 @pytest.fixture()
@@ -40,7 +41,7 @@ def rig(mosquitto, tmp_path):
 
 
 def expected_probabilities() -> dict[str, float]:
-    visits = decode_visit_history(HISTORY).visits
+    visits = decode_visit_history(HISTORY.to_payload()).visits  # as the device decodes it
     return {name: RiskModel(bundle_mod.open_bundle(bundle_mod.default_bundle_path(name))).predict(visits)
             for name in ("mortality", "readmission")}
 
@@ -50,27 +51,26 @@ def test_a_visit_history_gets_a_risk_message_and_the_page_shows_it(rig):
     publisher.publish_visit_history(HISTORY)
     assert watcher.wait_for(lambda w: w.risk, 10), "no risk message"
     risk = watcher.risk[-1]
-    assert set(risk) >= {"patient", "mortality_1y", "readmission_30d", "models"}
-    assert risk["patient"] == "p-risk" and risk["visits"] == 2
+    assert risk.patient == "p-risk" and risk.visits == 2
     expected = expected_probabilities()
-    assert risk["mortality_1y"] == pytest.approx(expected["mortality"], abs=1e-4)
-    assert risk["readmission_30d"] == pytest.approx(expected["readmission"], abs=1e-4)
+    assert risk.mortality_1y == pytest.approx(expected["mortality"], abs=1e-4)
+    assert risk.readmission_30d == pytest.approx(expected["readmission"], abs=1e-4)
     for name in ("mortality", "readmission"):
-        model = risk["models"][name]
-        assert model["version"] and model["demo_trained"] is True and "demo-trained" in model["label"]
-    assert "do not change the dose" in risk["note"]
-    view = device.get("api/patients/p-risk")
-    assert view["risk"]["mortality_1y"] == risk["mortality_1y"]
+        model = risk.models[name]
+        assert model.version and model.demo_trained is True and "demo-trained" in model.label
+    assert "do not change the dose" in risk.note
+    view = device.view("p-risk")
+    assert view.risk.mortality_1y == risk.mortality_1y
     status = device.status()
-    assert set(status["risk_models"]) == {"mortality", "readmission"}
+    assert set(status.risk_models) == {"mortality", "readmission"}
 
 
 def test_a_bad_history_is_answered_on_errors_and_the_device_keeps_serving(rig):
     device, publisher, watcher = rig
     publisher.publish_visit_history(b"{not json")
-    publisher.publish_visit_history({"patient": "p-risk", "visits": [{"admit": "2131-03-02T08:00:00+00:00"}]})
+    publisher.publish_visit_history(b'{"patient": "p-risk", "visits": [{"admit": "2131-03-02T08:00:00+00:00"}]}')
     assert watcher.wait_for(lambda w: len(w.errors) >= 2, 10)
-    reasons = [e["reason"] for e in watcher.errors]
+    reasons = [e.reason for e in watcher.errors]
     assert all(r.startswith("visit history rejected: ") for r in reasons)
     assert "not valid JSON" in reasons[0] and "'discharge'" in reasons[1]
     assert watcher.risk == []
@@ -79,4 +79,4 @@ def test_a_bad_history_is_answered_on_errors_and_the_device_keeps_serving(rig):
     now = datetime.now(timezone.utc)
     for event in event_factory.history("p-dose", now):
         publisher.publish(event)
-    assert watcher.wait_for(lambda w: any(s["patient"] == "p-dose" for s in w.suggestions), 10)
+    assert watcher.wait_for(lambda w: any(s.patient == "p-dose" for s in w.suggestions), 10)

@@ -103,7 +103,6 @@ def test_bad_payloads_are_rejected_with_id_and_reason(payload, event_id, words):
     assert caught.value.event_id == event_id
     assert words.lower() in caught.value.reason.lower()
     assert "\n" not in caught.value.reason
-    assert caught.value.to_payload() == {"event_id": event_id, "reason": caught.value.reason}
 
 
 def test_future_limit_follows_the_clock():

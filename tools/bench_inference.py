@@ -22,6 +22,8 @@ import numpy as np
 from device.bundle import Bundle, default_bundle_path, open_bundle
 from device.inference import DoseModel
 
+from .figures import percentile
+
 TFLITE214_ENV = "ADVISOR_TFLITE214_PYTHON"
 
 
@@ -35,10 +37,8 @@ class InferenceTiming:
 
 
 def _timing(model: str, runtime: str, samples: list[float]) -> InferenceTiming:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return InferenceTiming(model, runtime, round(statistics.median(samples) * 1000, 4), round(p99 * 1000, 4),
-                           len(samples))
+    return InferenceTiming(model, runtime, round(statistics.median(samples) * 1000, 4),
+                           round(percentile(samples, 99) * 1000, 4), len(samples))
 
 
 def _windows(bundle: Bundle) -> list[np.ndarray]:

@@ -198,7 +198,7 @@ def flash(bundle_path, broker, device_id, to_dir, key, protocol, timeout, trust,
                                            timeout)
     except flash_mod.FlashError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"accepted: device {device_id} now runs {answer['name']} {answer['version']}")
+    click.echo(f"accepted: device {device_id} now runs {answer.name} {answer.version}")
 
 
 def _speed(value: str) -> float | None:

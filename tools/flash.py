@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
-import threading
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
 
 from device import signing
 from device.bundle import BundleError, open_bundle, pack_archive, read_archive_bytes, sign_bundle_dir
 from device.config import BrokerConfig
 from device.install import check_archive, install_archive, installed_path
-from device.mqtt_client import connect_async, disable_nagle, make_client
-from device.ota import encode_transfer
+from device.messages import ModelAck
+from device.mqtt_client import Subscriber
+from device.ota import TransferMessage, encode_transfer
+from device.schema import SchemaError
 from device.topics import Topics
 
 
@@ -39,51 +41,40 @@ def bundle_archive(path: Path, key: Path | None = None) -> bytes:
 
 
 def flash_over_mqtt(archive: bytes, broker: BrokerConfig, device_id: str, timeout_s: float = 60.0,
-                    messages: list[dict] | None = None) -> dict:
+                    messages: list[TransferMessage] | None = None) -> ModelAck:
     """Send the archive in chunks and wait for the device's answer on ``model/ack``.
 
     ``messages`` overrides the encoded transfer (tests use it to corrupt or drop chunks).
     """
     topics = Topics(device_id)
     messages = messages if messages is not None else encode_transfer(archive)
-    transfer = messages[0]["transfer"]
-    answer: dict = {}
-    answered = threading.Event()
-    subscribed = threading.Event()
-    client = make_client(broker, f"advisor-flash-{transfer[:12]}", persistent=False)
+    transfer = messages[0].transfer
+    answers: list[ModelAck] = []
 
-    def on_connect(c, userdata, flags, reason_code, properties):
-        if not reason_code.is_failure:
-            disable_nagle(c)
-            c.subscribe(topics.model_ack, qos=1)
-
-    def on_message(c, userdata, message):
+    def keep(message: mqtt.MQTTMessage) -> None:
         try:
-            payload = json.loads(message.payload)
-        except ValueError:
+            ack = ModelAck.from_json(message.payload)
+        except SchemaError:
             return
-        if payload.get("transfer") == transfer:
-            answer.update(payload)
-            answered.set()
+        if ack.transfer == transfer:
+            answers.append(ack)
 
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *a: subscribed.set()
-    client.on_message = on_message
-    connect_async(client, broker, persistent=False)
-    client.loop_start()
+    client = Subscriber(broker, f"advisor-flash-{transfer[:12]}", [topics.model_ack], keep)
     try:
-        if not subscribed.wait(min(timeout_s, 15.0)):
-            raise FlashError(f"could not reach the broker at {broker.display_url}")
+        try:
+            client.wait_subscribed(min(timeout_s, 15.0))
+        except TimeoutError as exc:
+            raise FlashError(str(exc)) from None
         for message in messages:
-            client.publish(topics.model, json.dumps(message), qos=1)
-        if not answered.wait(timeout_s):
+            client.client.publish(topics.model, message.to_json(), qos=1)
+        if not client.wait_until(lambda: bool(answers), timeout_s):
             raise FlashError(f"device {device_id} did not answer within {timeout_s:g} s "
                              "(is it running and subscribed to this broker?)")
     finally:
-        client.disconnect()
-        client.loop_stop()
-    if not answer.get("accepted"):
-        raise FlashError(f"device {device_id} rejected the bundle: {answer.get('reason', 'no reason given')}")
+        client.close()
+    answer = answers[0]
+    if not answer.accepted:
+        raise FlashError(f"device {device_id} rejected the bundle: {answer.reason or 'no reason given'}")
     return answer
 
 

@@ -23,7 +23,7 @@ from device.config import BrokerConfig
 from preprocessing.events import Event, Kind, within_timestamp_rank
 from preprocessing.validation import ValidationError, event_from_mapping, parse_json_object
 
-from .bench import percentile
+from .figures import percentile
 from .replay import DeviceWatcher, EventPublisher
 
 
@@ -127,15 +127,15 @@ def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: 
         if not watcher.subscribed.wait(10) or not watcher.wait_for(lambda w: w.status, 5):
             raise ReplayError(f"device {device_id} has published no status on {broker.display_url}; is it running?")
         status = watcher.status[-1]
-        if status.get("state") != "online":
-            raise ReplayError(f"device {device_id} is {status.get('state')}")
-        if status.get("clock") != "event":
-            raise ReplayError(f"device {device_id} runs on the {status.get('clock')} clock; "
+        if status.state != "online":
+            raise ReplayError(f"device {device_id} is {status.state}")
+        if status.clock != "event":
+            raise ReplayError(f"device {device_id} runs on the {status.clock} clock; "
                               "start it with --clock event to replay a log")
         via_mqtt = send is None
         if via_mqtt:
             def send(event: Event) -> str:
-                publisher.publish(event.to_payload())
+                publisher.publish(event)
                 return event.id  # confirmed by the broker at the flush below
         sent_at: dict[str, float] = {}
         delivered_as: dict[str, str] = {}
@@ -157,7 +157,7 @@ def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: 
         report.events_acked = len(delivered_as)
         expecting = {delivered_as.get(s.event.id, s.event.id) for s in steps
                      if s.event.kind in (Kind.GLUCOSE, Kind.REQUEST)}
-        watcher.wait_for(lambda w: expecting <= {x["event_id"] for x in w.suggestions}, timeout_s)
+        watcher.wait_for(lambda w: expecting <= {x.event_id for x in w.suggestions}, timeout_s)
         report.duration_s = round(time.perf_counter() - started, 3)
     finally:
         publisher.close()
@@ -168,7 +168,7 @@ def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: 
 
 def _measure(report: ReplayReport, steps: list[Step], watcher: DeviceWatcher, sent_at: dict[str, float],
              expecting: set[str], delivered_as: dict[str, str]) -> None:
-    by_event = {s["event_id"]: s for s in watcher.suggestions}
+    by_event = {s.event_id: s for s in watcher.suggestions}
     arrived = watcher.arrival
     report.suggestions = len({k for k in by_event if k in expecting})
     report.lost = (report.events_sent - report.events_acked) + (len(expecting) - report.suggestions)
@@ -183,21 +183,21 @@ def _measure(report: ReplayReport, steps: list[Step], watcher: DeviceWatcher, se
                "actual_units": step.actual_units, "status": None, "units": None, "model_units": None,
                "rules": "", "latency_ms": None}
         if s is not None:
-            row.update(status=s["status"], units=s["units"], model_units=s["model_units"],
-                       rules=" ".join(s.get("rules", [])), latency_ms=s["latency_ms"])
-            if s["model_units"] is not None:
-                model_errors.append(abs(s["model_units"] - step.actual_units))
-            suggested_errors.append(abs(s["units"] - step.actual_units))
-            cause = (s.get("rules") or ["unknown"])[0]
-            if s["status"] == "withhold":
+            row.update(status=s.status, units=s.units, model_units=s.model_units, rules=" ".join(s.rules),
+                       latency_ms=s.latency_ms)
+            if s.model_units is not None:
+                model_errors.append(abs(s.model_units - step.actual_units))
+            suggested_errors.append(abs(s.units - step.actual_units))
+            cause = (s.rules or ["unknown"])[0]
+            if s.status == "withhold":
                 withheld[cause] += 1
-            elif s["status"] == "insufficient_data":
+            elif s.status == "insufficient_data":
                 insufficient[cause] += 1
         report.rows.append(row)
     report.mae = round(statistics.fmean(model_errors), 4) if model_errors else None
     report.mae_suggested = round(statistics.fmean(suggested_errors), 4) if suggested_errors else None
     report.withheld, report.insufficient = dict(withheld), dict(insufficient)
-    latencies = [s["latency_ms"] for k, s in by_event.items() if k in expecting]
+    latencies = [s.latency_ms for k, s in by_event.items() if k in expecting and s.latency_ms is not None]
     trips = [(arrived[k] - sent_at[k]) * 1000.0 for k in by_event if k in expecting and k in arrived]
     if latencies:
         report.latency_ms_p50 = round(statistics.median(latencies), 3)

@@ -1,7 +1,7 @@
 """``advisor load``: a burst of readings across many patients as fast as the device takes them,
 then a soak at a steady rate; events per second, latency, losses and memory at start and end.
 
-Runs a private Mosquitto and a real device process (the helpers of :mod:`tools.bench`).
+Runs a private Mosquitto and a real device process (the rig of :mod:`tools.measure`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
-from .bench import _history, _spawn_device, _wait_online, machine_description, measurement_rig, percentile
 from .broker import free_port
+from .figures import machine_description, percentile, process_memory_mb
+from .measure import (    history_events,
+    measurement_rig,
+    reading,
+    request,
+    wait_online,
+)
 
 
 @dataclass(frozen=True)
@@ -34,49 +39,37 @@ class LoadFigures:
     machine: str
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process now (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _reading(event_id: str, patient: str, i: int) -> dict:
-    return {"id": event_id, "patient": patient, "kind": "glucose", "mg_dl": 90 + i % 200,
-            "ts": datetime.now(timezone.utc).isoformat()}
-
-
 def run_load(patients: int = 50, burst: int = 10_000, soak_minutes: float = 10.0, soak_rate: float = 20.0,
              progress: Callable[[str], None] = lambda _m: None) -> LoadFigures:
     """Burst, then soak; every reading must get its suggestion (``lost`` counts those that did not)."""
     with measurement_rig("advisor-load-", "advisor-load-sensor") as rig:
         publisher, timings = rig.publisher, rig.timings
         port = free_port()
-        rig.device = _spawn_device(rig.broker.url, rig.workdir / "state", rig.workdir / "device.log", port)
-        if not _wait_online(port, 60):
-            raise RuntimeError(f"the device did not come online; see {rig.workdir / 'device.log'}")
+        rig.spawn(port)
+        if not wait_online(port, 60):
+            raise RuntimeError(f"the device did not come online; see {rig.log}")
+        assert rig.device is not None
         names = [f"load-p{i:03d}" for i in range(patients)]
         progress(f"history for {patients} patients")
         now = datetime.now(timezone.utc)
         for name in names:
-            for event in _history(name, now):
+            for event in history_events(name, now):
                 publisher.publish(event)
-        publisher.publish({"id": "history-done", "patient": names[-1], "kind": "request", "ts": now.isoformat()})
+        publisher.publish(request("history-done", names[-1], now))
         if not timings.wait({"history-done"}, 300):
             raise RuntimeError("the device did not finish the history")
-        rss_start = rss_mb(rig.device.pid)
+        rss_start = process_memory_mb(rig.device.pid)
 
         progress(f"burst: {burst} readings across {patients} patients, back to back")
         ids = [f"burst-{i:06d}" for i in range(burst)]
         start = time.perf_counter()
         for i, event_id in enumerate(ids):
-            publisher.publish(_reading(event_id, names[i % patients], i))
+            publisher.publish(reading(event_id, names[i % patients], 90.0 + i % 200))
         publisher.flush(300)
         timings.wait(set(ids), 900)
         got = [timings.arrived[k][0] for k in ids if k in timings.arrived]
         burst_rate = len(got) / (max(got) - start) if got else 0.0
-        rss_burst = rss_mb(rig.device.pid)
+        rss_burst = process_memory_mb(rig.device.pid)
 
         total = int(soak_minutes * 60 * soak_rate)
         progress(f"soak: {total} readings at {soak_rate:g}/s for {soak_minutes:g} min")
@@ -85,7 +78,7 @@ def run_load(patients: int = 50, burst: int = 10_000, soak_minutes: float = 10.0
         for i in range(total):
             event_id = f"soak-{i:06d}"
             sent[event_id] = time.perf_counter()
-            publisher.publish(_reading(event_id, names[i % patients], i))
+            publisher.publish(reading(event_id, names[i % patients], 90.0 + i % 200))
             next_at += 1.0 / soak_rate
             time.sleep(max(0.0, next_at - time.perf_counter()))
         publisher.flush(120)
@@ -98,7 +91,7 @@ def run_load(patients: int = 50, burst: int = 10_000, soak_minutes: float = 10.0
             soak_p50_ms=round(percentile(latencies, 50), 2) if latencies else float("nan"),
             soak_p99_ms=round(percentile(latencies, 99), 2) if latencies else float("nan"),
             rss_start_mb=round(rss_start, 1), rss_after_burst_mb=round(rss_burst, 1),
-            rss_end_mb=round(rss_mb(rig.device.pid), 1), machine=machine_description(),
+            rss_end_mb=round(process_memory_mb(rig.device.pid), 1), machine=machine_description(),
         )
 
 

@@ -12,10 +12,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+import paho.mqtt.client as mqtt
+
 from device.config import BrokerConfig
-from device.mqtt_client import PersistentPublisher, connect_async, disable_nagle, make_client
+from device.messages import DeviceStatus, ErrorMessage, Message, Risk, Suggestion
+from device.mqtt_client import PersistentPublisher, Subscriber
+from device.schema import SchemaError
 from device.topics import Topics
 from preprocessing.events import Event
+from preprocessing.validation import VisitHistory
 
 MAX_UNCONFIRMED = 30000
 
@@ -28,19 +33,20 @@ class EventPublisher(PersistentPublisher):
         self._issued: set[int] = set()
         super().__init__(broker, client_id or f"advisor-replay-{device_id}")
 
-    def publish(self, payload: dict | bytes | str) -> int:
-        """Queue one payload (an event dict, or raw bytes for hostile-input tests); returns its packet id."""
+    def publish(self, event: Event | bytes | str) -> int:
+        """Queue one event (or raw bytes, for hostile-input tests); returns its packet id."""
+        body = json.dumps(event.to_payload()) if isinstance(event, Event) else event
+        return self._publish(self.topics.events, body)
+
+    def publish_visit_history(self, history: VisitHistory | bytes | str) -> int:
+        """Queue one ``patients`` message (a visit history for the companion models)."""
+        body = json.dumps(history.to_payload()) if isinstance(history, VisitHistory) else history
+        return self._publish(self.topics.patients, body)
+
+    def _publish(self, topic: str, body: bytes | str) -> int:
         if len(self._issued) > MAX_UNCONFIRMED:
             self.flush()  # packet ids wrap at 65535: settle before reusing them
-        body = json.dumps(payload) if isinstance(payload, dict) else payload
-        mid = self.tracker.publish(self.topics.events, body)
-        self._issued.add(mid)
-        return mid
-
-    def publish_visit_history(self, payload: dict | bytes) -> int:
-        """Queue one ``patients`` message (a visit history for the companion models)."""
-        body = json.dumps(payload) if isinstance(payload, dict) else payload
-        mid = self.tracker.publish(self.topics.patients, body)
+        mid = self.tracker.publish(topic, body)
         self._issued.add(mid)
         return mid
 
@@ -60,74 +66,56 @@ class EventPublisher(PersistentPublisher):
                 break
             if stop is not None and stop.is_set():
                 break
-            self.publish(event.to_payload())
+            self.publish(event)
             sent += 1
         return sent
 
 
-class DeviceWatcher:
-    """Subscribes to a device's suggestions, errors, status and risk and keeps every message."""
+class DeviceWatcher(Subscriber):
+    """Subscribes to a device's suggestions, errors, status and risk and keeps every message, typed.
+
+    A message that does not fit its schema is kept in ``undecodable`` with the reason, so a
+    test or report sees it instead of losing it.
+    """
 
     def __init__(self, broker: BrokerConfig, device_id: str, client_id: str | None = None,
                  persistent: bool = False) -> None:
         """With ``persistent`` and a stable ``client_id`` nothing is missed across a broker restart."""
-        self.topics = Topics(device_id)
-        self.suggestions: list[dict] = []
-        self.errors: list[dict] = []
-        self.status: list[dict] = []
-        self.risk: list[dict] = []
+        self.device_topics = Topics(device_id)
+        self.suggestions: list[Suggestion] = []
+        self.errors: list[ErrorMessage] = []
+        self.status: list[DeviceStatus] = []
+        self.risk: list[Risk] = []
+        self.undecodable: list[str] = []
         self.suggestion_flags: list[tuple[bool, int | None]] = []  # (retained, MQTT 5 expiry seconds)
         self.arrival: dict[str, float] = {}  # event id -> perf_counter() when its suggestion arrived
-        self._changed = threading.Condition()
-        self.subscribed = threading.Event()
-        self.client = make_client(broker, client_id or f"advisor-watch-{device_id}-{id(self):x}",
-                                  persistent=persistent)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
-        self.client.on_message = self._on_message
-        connect_async(self.client, broker, persistent=persistent)
-        self.client.loop_start()
+        t = self.device_topics
+        self._targets: dict[str, tuple[type[Message], list]] = {
+            t.suggestions: (Suggestion, self.suggestions), t.errors: (ErrorMessage, self.errors),
+            t.status: (DeviceStatus, self.status), t.risk: (Risk, self.risk),
+        }
+        super().__init__(broker, client_id or f"advisor-watch-{device_id}-{id(self):x}", list(self._targets),
+                         self._keep, persistent=persistent)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not reason_code.is_failure:
-            disable_nagle(client)
-            client.subscribe([(self.topics.suggestions, 1), (self.topics.errors, 1), (self.topics.status, 1),
-                              (self.topics.risk, 1)])
-
-    def _on_message(self, client, userdata, message) -> None:
+    def _keep(self, message: mqtt.MQTTMessage) -> None:
+        schema_cls, target = self._targets[message.topic]
         try:
-            payload = json.loads(message.payload)
-        except ValueError:
-            payload = {"undecodable": message.payload[:200].decode("utf-8", "replace")}
-        target = {self.topics.suggestions: self.suggestions, self.topics.errors: self.errors,
-                  self.topics.status: self.status, self.topics.risk: self.risk}.get(message.topic)
-        if target is None:
+            decoded = schema_cls.from_json(message.payload)
+        except SchemaError as exc:
+            self.undecodable.append(f"{message.topic}: {exc}")
             return
-        with self._changed:
-            if target is self.suggestions:
-                self.arrival.setdefault(str(payload.get("event_id")), time.perf_counter())
-                expiry = getattr(message.properties, "MessageExpiryInterval", None) if message.properties else None
-                self.suggestion_flags.append((bool(message.retain), expiry))
-            target.append(payload)
-            self._changed.notify_all()
+        if isinstance(decoded, Suggestion):
+            self.arrival.setdefault(decoded.event_id, time.perf_counter())
+            expiry = getattr(message.properties, "MessageExpiryInterval", None) if message.properties else None
+            self.suggestion_flags.append((bool(message.retain), expiry))
+        target.append(decoded)
 
-    def wait_for(self, predicate: Callable[["DeviceWatcher"], bool], timeout_s: float = 5.0) -> bool:
+    def wait_for(self, predicate: Callable[[DeviceWatcher], bool], timeout_s: float = 5.0) -> bool:
         """Block until ``predicate(self)`` holds or the timeout passes; returns whether it held."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while not predicate(self):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-        return True
+        return self.wait_until(lambda: predicate(self), timeout_s)
 
-    def suggestion_for(self, event_id: str) -> dict | None:
-        return next((s for s in self.suggestions if s.get("event_id") == event_id), None)
+    def suggestion_for(self, event_id: str) -> Suggestion | None:
+        return next((s for s in self.suggestions if s.event_id == event_id), None)
 
-    def error_for(self, event_id: str | None) -> dict | None:
-        return next((e for e in self.errors if e.get("event_id") == event_id), None)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    def error_for(self, event_id: str | None) -> ErrorMessage | None:
+        return next((e for e in self.errors if e.event_id == event_id), None)

@@ -1,0 +1,347 @@
+"""Every message the device exchanges, one typed schema each (docs/contract.md).
+
+MQTT: events and visit histories in, suggestions, errors, status, risk and model
+acknowledgements out, bundle transfers in. HTTP: what the bedside page reads and posts.
+The device, the page server, the tools (replay, bench, flash, watcher) and the tests build
+and read these payloads only through the classes here, so a field has one name everywhere.
+
+Events are :class:`preprocessing.events.Event` (shared with training) and visit histories
+:class:`preprocessing.validation.VisitHistory`; their untrusted-input decoders with plain
+reasons live in :mod:`preprocessing.validation`. :data:`MQTT_CONTRACT` and
+:data:`HTTP_CONTRACT` list every topic and endpoint; a test checks the document against them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
+
+from preprocessing.events import Event
+from preprocessing.validation import VisitHistory
+
+from . import schema
+from .safety import Status as SuggestionStatus
+
+M = TypeVar("M", bound="Message")
+DeviceState = Literal["starting", "online", "offline"]
+
+
+class Message:
+    """JSON conversion shared by every schema (a mixin for frozen dataclasses)."""
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON object of this message."""
+        payload: dict[str, Any] = schema.dump(self)
+        return payload
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_payload()).encode()
+
+    @classmethod
+    def from_payload(cls: type[M], data: object) -> M:
+        """Parse a decoded JSON object strictly; raises :class:`schema.SchemaError` naming the field."""
+        return schema.load(cls, data)
+
+    @classmethod
+    def from_json(cls: type[M], raw: bytes | str) -> M:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise schema.SchemaError(f"not JSON: {exc}") from None
+        return cls.from_payload(data)
+
+
+# --------------------------------------------------------------------------- out: MQTT
+@dataclass(frozen=True, slots=True)
+class ModelInfo(Message):
+    """Which dose bundle answered: name, version and manifest sha256 (all null without a model)."""
+
+    name: str
+    version: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion(Message):
+    """The answer to a glucose reading or a request (SPEC.md "Suggestions")."""
+
+    id: str
+    patient: str
+    event_id: str
+    ts: str
+    status: SuggestionStatus
+    units: float
+    model_units: float | None
+    usual_units: float | None
+    reasons: list[str]
+    rules: list[str]
+    glucose_mg_dl: float | None
+    glucose_age_min: float | None
+    iob_units: float
+    model: ModelInfo
+    latency_ms: float | None = None
+
+    @property
+    def is_dose(self) -> bool:
+        return self.status == "suggest"
+
+    def with_latency(self, latency_ms: float) -> Suggestion:
+        return replace(self, latency_ms=latency_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMessage(Message):
+    """A rejected or failed input, in one plain line; ``event_id`` when it could be read."""
+
+    event_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RiskModelInfo(Message):
+    """One companion model as the risk message and the page describe it."""
+
+    version: str
+    network: str | None
+    runs: str
+    demo_trained: bool
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus(Message):
+    """The retained ``status`` message: what runs, what is wrong, since when."""
+
+    state: DeviceState
+    device_id: str
+    models: list[ModelInfo]
+    risk_models: dict[str, RiskModelInfo]
+    model_problem: str | None
+    storage_problem: str | None
+    held_in_memory: int
+    notes: list[str]
+    clock: Literal["wall", "event"]
+    started_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class PageStatus(DeviceStatus):
+    """``GET /api/status``: the device status plus the broker link and page state the page shows."""
+
+    broker: str
+    broker_connected: bool
+    broker_problem: str | None
+    actions_need_pin: bool
+
+    @classmethod
+    def of(cls, status: DeviceStatus, broker: str, broker_connected: bool, broker_problem: str | None,
+           actions_need_pin: bool) -> PageStatus:
+        """The page's status: ``status`` plus the broker link and page state."""
+        fields = {f: getattr(status, f) for f in schema.field_names(DeviceStatus)}
+        return cls(**fields, broker=broker, broker_connected=broker_connected, broker_problem=broker_problem,
+                   actions_need_pin=actions_need_pin)
+
+
+@dataclass(frozen=True, slots=True)
+class Risk(Message):
+    """Companion-model risk context for one patient; never changes the dose."""
+
+    patient: str
+    mortality_1y: float | None
+    readmission_30d: float | None
+    models: dict[str, RiskModelInfo]
+    visits: int
+    computed_at: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAck(Message):
+    """The device's answer to a bundle transfer: installed (name, version) or refused (reason)."""
+
+    transfer: str | None
+    accepted: bool
+    reason: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+
+# ---------------------------------------------------------------------------- in: OTA
+@dataclass(frozen=True, slots=True)
+class TransferBegin(Message):
+    """Opens a bundle transfer: total size and sha256 of the archive, number of chunks."""
+
+    transfer: str
+    size: int
+    sha256: str
+    chunks: int
+    type: Literal["begin"] = "begin"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferChunk(Message):
+    """One piece of the archive, base64, with its own sha256."""
+
+    transfer: str
+    index: int
+    sha256: str
+    data: str
+    type: Literal["chunk"] = "chunk"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEnd(Message):
+    """Closes a transfer: the device reassembles, checks and installs (or refuses)."""
+
+    transfer: str
+    type: Literal["end"] = "end"
+
+
+TRANSFER_TYPES: dict[str, type[TransferBegin] | type[TransferChunk] | type[TransferEnd]] = {
+    "begin": TransferBegin, "chunk": TransferChunk, "end": TransferEnd,
+}
+
+
+# ------------------------------------------------------------------------------- HTTP
+@dataclass(frozen=True, slots=True)
+class GlucoseNow(Message):
+    """The patient's latest reading and its age at the device's now."""
+
+    mg_dl: float
+    ts: str
+    age_min: float
+
+
+@dataclass(frozen=True, slots=True)
+class GlucosePoint(Message):
+    ts: str
+    mg_dl: float
+
+
+@dataclass(frozen=True, slots=True)
+class DosePoint(Message):
+    ts: str
+    insulin: str
+    units: float
+
+
+@dataclass(frozen=True, slots=True)
+class Series(Message):
+    """The last 24 hours for the page's chart."""
+
+    glucose: list[GlucosePoint]
+    doses: list[DosePoint]
+
+
+@dataclass(frozen=True, slots=True)
+class PatientView(Message):
+    """``GET /api/patients/<id>``: what the page shows for one patient."""
+
+    patient: str
+    now: str
+    glucose: GlucoseNow | None
+    usual_units: float | None
+    suggestion: Suggestion | None
+    series: Series
+    risk: Risk | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PatientList(Message):
+    """``GET /api/patients``."""
+
+    patients: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmDose(Message):
+    """``POST /api/patients/<id>/confirm``: this dose was given for this suggestion."""
+
+    suggestion_id: str
+    units: float
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge(Message):
+    """``POST /api/patients/<id>/acknowledge``: a withhold or insufficient-data answer was seen."""
+
+    suggestion_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDone(Message):
+    """The answer to a page action; ``event`` is the insulin event a confirmation published."""
+
+    ok: bool
+    event: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError(Message):
+    """Any refused HTTP request, in one plain line."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamNudge(Message):
+    """One server-sent event on ``/api/stream``: this patient (or ``""``: the device) changed."""
+
+    patient: str
+
+
+# --------------------------------------------------------------------------- contract
+@dataclass(frozen=True, slots=True)
+class TopicContract:
+    """One MQTT topic under ``advisor/<device_id>/``: who publishes, what, how."""
+
+    leaf: str
+    direction: Literal["to device", "from device"]
+    schema: type
+    qos: int
+    retained: bool
+    note: str = ""
+    expires: bool = False  # MQTT 5 message expiry: the device's suggestion_expiry_s
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointContract:
+    """One HTTP route of the bedside page server."""
+
+    method: Literal["GET", "POST"]
+    path: str
+    request: type | None
+    response: type | None
+    note: str = ""
+
+
+MQTT_CONTRACT: tuple[TopicContract, ...] = (
+    TopicContract("events", "to device", Event, 1, False, "glucose, insulin, meal, … and request events"),
+    TopicContract("patients", "to device", VisitHistory, 1, False, "a visit history for the companion models"),
+    TopicContract("model", "to device", TransferBegin, 1, False, "bundle transfer: begin, chunk…, end"),
+    TopicContract("suggestions", "from device", Suggestion, 1, False, "MQTT 5 message expiry = suggestion_expiry_s",
+                  expires=True),
+    TopicContract("errors", "from device", ErrorMessage, 1, False),
+    TopicContract("status", "from device", DeviceStatus, 1, True, "also the last will (state offline)"),
+    TopicContract("risk", "from device", Risk, 1, False),
+    TopicContract("model/ack", "from device", ModelAck, 1, False),
+)
+
+CONTRACT_BY_SCHEMA: dict[type, TopicContract] = {c.schema: c for c in MQTT_CONTRACT}
+
+HTTP_CONTRACT: tuple[EndpointContract, ...] = (
+    EndpointContract("GET", "/", None, None, "the bedside page (HTML)"),
+    EndpointContract("GET", "/api/status", None, PageStatus),
+    EndpointContract("GET", "/api/patients", None, PatientList),
+    EndpointContract("GET", "/api/patients/<id>", None, PatientView),
+    EndpointContract("GET", "/api/stream", None, StreamNudge, "server-sent events"),
+    EndpointContract("POST", "/api/patients/<id>/confirm", ConfirmDose, ActionDone),
+    EndpointContract("POST", "/api/patients/<id>/acknowledge", Acknowledge, ActionDone),
+)
+
+ALL_SCHEMAS: tuple[type, ...] = (
+    Event, VisitHistory, ModelInfo, Suggestion, ErrorMessage, RiskModelInfo, DeviceStatus, PageStatus, Risk,
+    ModelAck, TransferBegin, TransferChunk, TransferEnd, GlucoseNow, GlucosePoint, DosePoint, Series,
+    PatientView, PatientList, ConfirmDose, Acknowledge, ActionDone, ApiError, StreamNudge,
+)

@@ -1,0 +1,69 @@
+"""Bundle transfers on ``model``: reassemble, check end to end, install atomically, swap, answer.
+
+The transfer framing is :mod:`device.ota`; the checks and the durable install are
+:mod:`device.install`. The answer on ``model/ack`` is one :class:`~device.messages.ModelAck`
+per transfer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+
+from .bundle import BundleError
+from .config import DeviceConfig
+from .dispatcher import Handled
+from .inference import DoseModel
+from .install import check_archive, install_archive
+from .messages import Message, ModelAck
+from .models import trusted_keys
+from .ota import Receiver, TransferError
+from .store import Store, StoreError
+
+log = logging.getLogger("advisor.device")
+
+
+class OtaInstaller:
+    """Feeds the transfer receiver and installs what it completes."""
+
+    def __init__(self, config: DeviceConfig, store: Store, running_version: Callable[[], str | None],
+                 use_model: Callable[[DoseModel], None], send: Callable[[Message], object]) -> None:
+        """``use_model`` switches the device to a newly installed model."""
+        self.config = config
+        self.store = store
+        self.receiver = Receiver()
+        self._running_version = running_version
+        self._use_model = use_model
+        self._send = send
+
+    def __call__(self, message: mqtt.MQTTMessage, received: float) -> Handled:
+        answer = self.feed(bytes(message.payload))
+        if answer is not None:
+            self._send(answer)
+        return Handled.DONE
+
+    def feed(self, raw: bytes) -> ModelAck | None:
+        """One transfer message; the answer once the transfer is complete or broken."""
+        try:
+            transfer, archive = self.receiver.feed(raw)
+        except TransferError as exc:
+            return ModelAck(exc.transfer, accepted=False, reason=exc.reason)
+        if archive is None:
+            return None
+        try:
+            model = check_archive(archive, trusted_keys(self.config), self._running_version(),
+                                  self.config.allow_downgrade, f"transfer {transfer}")
+            install_archive(self.config.state_dir, archive)
+        except (BundleError, OSError) as exc:
+            log.warning("rejected bundle transfer %s: %s", transfer, exc)
+            return ModelAck(transfer, accepted=False, reason=str(exc))
+        self._use_model(model)
+        log.info("installed dose bundle %s from transfer %s", model.bundle.version, transfer)
+        try:
+            self.store.audit("bundle_installed", {"version": model.bundle.version, "transfer": transfer,
+                                                  "sha256": model.bundle.manifest_sha256})
+        except StoreError as exc:
+            log.error("bundle installation not audited: %s", exc)
+        return ModelAck(transfer, accepted=True, name=model.bundle.name, version=model.bundle.version)

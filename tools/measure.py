@@ -1,0 +1,155 @@
+"""The measurement rig shared by ``advisor bench`` and ``advisor load``.
+
+A private Mosquitto, a sensor publishing events, a timer recording when each suggestion
+arrives, and a real ``advisor device run`` process; plus the small statistics and process
+readings both commands report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from device.config import BrokerConfig
+from device.messages import PageStatus, Suggestion
+from device.mqtt_client import Subscriber
+from device.schema import SchemaError
+from device.topics import Topics
+from preprocessing.events import Event, Insulin, Kind
+
+from .broker import MosquittoBroker
+from .replay import EventPublisher
+
+DEVICE_ID = "bench"
+RELAY_TOPIC = "advisor-bench/relay"
+
+
+class SuggestionTimer(Subscriber):
+    """Records when each suggestion (by event id) and each plain broker relay arrived.
+
+    ``arrived[event_id] = (perf_counter at arrival, the device's own latency_ms)``.
+    """
+
+    def __init__(self, broker: BrokerConfig) -> None:
+        self.arrived: dict[str, tuple[float, float]] = {}
+        self._suggestions = Topics(DEVICE_ID).suggestions
+        super().__init__(broker, "advisor-bench-watch", [self._suggestions, RELAY_TOPIC], self._keep)
+
+    def _keep(self, message: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        if message.topic == RELAY_TOPIC:
+            self.arrived[bytes(message.payload).decode()] = (now, 0.0)
+            return
+        try:
+            suggestion = Suggestion.from_json(message.payload)
+        except SchemaError:
+            return
+        self.arrived[suggestion.event_id] = (now, suggestion.latency_ms or 0.0)
+
+    def relay(self, relay_id: str) -> None:
+        """Send a plain message through the broker to this timer, for scale."""
+        self.client.publish(RELAY_TOPIC, relay_id.encode(), qos=1)
+
+    def wait(self, event_ids: set[str], timeout_s: float) -> bool:
+        return self.wait_until(lambda: event_ids <= self.arrived.keys(), timeout_s)
+
+
+def spawn_device(broker_url: str, state_dir: Path, log: Path, port: int) -> subprocess.Popen:
+    """Start ``advisor device run`` as its own process, output appended to ``log``."""
+    command = [sys.executable, "-m", "tools.cli", "device", "run", "--broker", broker_url, "--device-id",
+               DEVICE_ID, "--http", f"127.0.0.1:{port}", "--state-dir", str(state_dir)]
+    with open(log, "ab") as handle:
+        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                                cwd=Path(__file__).resolve().parents[1])
+
+
+def wait_online(port: int, timeout_s: float) -> bool:
+    """Poll the device's page until its status says online."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=1) as response:
+                if PageStatus.from_json(response.read()).state == "online":
+                    return True
+        except (OSError, SchemaError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def history_events(patient: str, now: datetime) -> list[Event]:
+    """Fourteen days of three meals a day (glucose and a regular dose) before ``now``."""
+    out = []
+    for day in range(14, 0, -1):
+        for hour, units in ((7, 7.0), (12, 5.0), (18, 6.0)):
+            ts = (now - timedelta(days=day)).replace(hour=hour, minute=30, second=0, microsecond=0)
+            out.append(Event(id=f"{patient}-g-{day}-{hour}", patient=patient, ts=ts, kind=Kind.GLUCOSE,
+                             mg_dl=140.0 + hour))
+            out.append(Event(id=f"{patient}-i-{day}-{hour}", patient=patient, ts=ts, kind=Kind.INSULIN,
+                             insulin=Insulin.REGULAR, units=units))
+    return out
+
+
+def reading(event_id: str, patient: str, mg_dl: float) -> Event:
+    """A glucose reading taken now."""
+    return Event(id=event_id, patient=patient, ts=datetime.now(timezone.utc), kind=Kind.GLUCOSE, mg_dl=mg_dl)
+
+
+def request(event_id: str, patient: str, ts: datetime | None = None) -> Event:
+    """A request for a suggestion at ``ts`` (default now)."""
+    return Event(id=event_id, patient=patient, ts=ts or datetime.now(timezone.utc), kind=Kind.REQUEST)
+
+
+@dataclass
+class Rig:
+    """A private broker, a sensor, a suggestion timer and (once spawned) the device process."""
+
+    workdir: Path
+    broker: MosquittoBroker
+    publisher: EventPublisher
+    timings: SuggestionTimer
+    device: subprocess.Popen | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "device.log"
+
+    def spawn(self, port: int) -> None:
+        """Start the device on this rig's broker and state folder."""
+        self.device = spawn_device(self.broker.url, self.workdir / "state", self.log, port)
+
+
+@contextmanager
+def measurement_rig(prefix: str, sensor_id: str) -> Iterator[Rig]:
+    """Set up a :class:`Rig`; tear it down after, keeping the work folder (device log) on failure."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = MosquittoBroker(workdir / "broker").start()
+    config = BrokerConfig(url=broker.url)
+    rig = Rig(workdir, broker, EventPublisher(config, DEVICE_ID, client_id=sensor_id), SuggestionTimer(config))
+    succeeded = False
+    try:
+        rig.publisher.wait_connected()
+        rig.timings.wait_subscribed(10)
+        yield rig
+        succeeded = True
+    finally:
+        if rig.device is not None and rig.device.poll() is None:
+            rig.device.terminate()
+            rig.device.wait(20)
+        rig.publisher.close()
+        rig.timings.close()
+        broker.stop()
+        if succeeded:
+            shutil.rmtree(workdir, ignore_errors=True)
