@@ -11,13 +11,13 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from preprocessing.events import Event, Kind
 from preprocessing.features import (
-    DAY_MIN,
+    MINUTES_PER_DAY,
     FeatureSpec,
     OutOfOrderError,
     PatientHistory,
@@ -89,13 +89,19 @@ def suggestion_id(event_id: str) -> str:
 class Advisor:
     """Per-patient histories, the model and the safety supervisor behind one lock."""
 
-    def __init__(self, store: Store, model: ModelSlot, safety: SafetyConfig, clock: str = "wall",
-                 wall_clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        model: ModelSlot,
+        safety: SafetyConfig,
+        clock: str = "wall",
+        wall_clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.store = store
         self.model = model
         self.safety = safety
         self.clock = clock
-        self._wall = wall_clock or (lambda: datetime.now(timezone.utc))
+        self._wall = wall_clock or (lambda: datetime.now(UTC))
         self.spec: FeatureSpec = model.model.spec if model.model else FeatureSpec()
         self._histories: dict[str, PatientHistory] = {}
         self._latest_ts: datetime | None = None
@@ -191,8 +197,12 @@ class Advisor:
                 outcome.added = self._hold_event(event)
                 outcome.unstored = str(exc)
             if outcome.added is Added.CONFLICT:
-                outcome.messages.append(ErrorMessage(
-                    event.id, "an event with this id was already accepted with different content; the first one is kept"))
+                outcome.messages.append(
+                    ErrorMessage(
+                        event.id,
+                        "an event with this id was already accepted with different content; the first one is kept",
+                    )
+                )
                 return outcome
             if outcome.added is Added.NEW:
                 self._remember(event)
@@ -230,9 +240,13 @@ class Advisor:
 
     def _record(self, suggestion: Suggestion) -> None:
         self.store.record_sent(suggestion)
-        self.store.audit(suggestion.status, {"units": suggestion.units, "reasons": suggestion.reasons,
-                                             "model_units": suggestion.model_units},
-                         patient=suggestion.patient, event_id=suggestion.event_id, suggestion_id=suggestion.id)
+        self.store.audit(
+            suggestion.status,
+            {"units": suggestion.units, "reasons": suggestion.reasons, "model_units": suggestion.model_units},
+            patient=suggestion.patient,
+            event_id=suggestion.event_id,
+            suggestion_id=suggestion.id,
+        )
 
     @property
     def held_events(self) -> int:
@@ -267,8 +281,12 @@ class Advisor:
             model_units = self.model.model.predict(window)
         inputs = decision_inputs(window, model_units)
         if self.model.model is None:
-            verdict = Verdict(INSUFFICIENT, 0.0, [
-                f"No valid dose model is loaded ({self.model.problem}); no dose can be suggested."], ["no_model"])
+            verdict = Verdict(
+                INSUFFICIENT,
+                0.0,
+                [f"No valid dose model is loaded ({self.model.problem}); no dose can be suggested."],
+                ["no_model"],
+            )
         else:
             verdict = supervise(inputs, self.safety.for_patient(patient))
         return Suggestion(
@@ -297,7 +315,7 @@ class Advisor:
         with self._lock:
             now = self.now()
             history = self.history(patient)
-            since = now - timedelta(minutes=DAY_MIN)
+            since = now - timedelta(minutes=MINUTES_PER_DAY)
             glucose: list[GlucosePoint] = []
             doses: list[DosePoint] = []
             last_glucose: Event | None = None
@@ -319,10 +337,20 @@ class Advisor:
                     usual = float(context[feature("reg_usual_units")])
         current = None
         if last_glucose is not None and last_glucose.mg_dl is not None:
-            current = GlucoseNow(last_glucose.mg_dl, last_glucose.ts.isoformat(),
-                                 round((now - last_glucose.ts).total_seconds() / 60.0, 1))
-        return PatientView(patient=patient, now=now.isoformat(), glucose=current, usual_units=usual,
-                           suggestion=self.store.latest_suggestion(patient), series=Series(glucose, doses), risk=risk)
+            current = GlucoseNow(
+                last_glucose.mg_dl,
+                last_glucose.ts.isoformat(),
+                round((now - last_glucose.ts).total_seconds() / 60.0, 1),
+            )
+        return PatientView(
+            patient=patient,
+            now=now.isoformat(),
+            glucose=current,
+            usual_units=usual,
+            suggestion=self.store.latest_suggestion(patient),
+            series=Series(glucose, doses),
+            risk=risk,
+        )
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def packaged_trusted_keys() -> list[signing.PublicKey]:
     return [signing.load_public(p) for p in sorted(PACKAGED_KEYS.glob("*.pub"))]
 
 
+def trusted_keys(extra: Iterable[Path] = ()) -> list[signing.PublicKey]:
+    """The packaged release keys plus the public-key files in ``extra`` (``--trust``, config ``trust``)."""
+    return packaged_trusted_keys() + [signing.load_public(p) for p in extra]
+
+
 def _read_directory(path: Path) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     total = 0
@@ -156,8 +162,9 @@ def parse_manifest(raw: bytes, origin: str) -> dict:
     return manifest
 
 
-def verify_files(files: dict[str, bytes], trusted: list[signing.PublicKey], origin: str,
-                 require_signature: bool = True) -> tuple[dict, str | None]:
+def verify_files(
+    files: dict[str, bytes], trusted: list[signing.PublicKey], origin: str, require_signature: bool = True
+) -> tuple[dict, str | None]:
     """Check signature and hashes of a bundle's files; return the manifest and signer key id."""
     if MANIFEST not in files:
         raise BundleError(f"{origin}: no manifest.json")
@@ -202,8 +209,7 @@ def verify_files(files: dict[str, bytes], trusted: list[signing.PublicKey], orig
     return manifest, signer
 
 
-def open_bundle(path: Path, trusted: list[signing.PublicKey] | None = None,
-                require_signature: bool = True) -> Bundle:
+def open_bundle(path: Path, trusted: list[signing.PublicKey] | None = None, require_signature: bool = True) -> Bundle:
     """Read and verify a bundle; trusted keys default to the packaged release keys."""
     path = Path(path)
     keys = packaged_trusted_keys() if trusted is None else trusted

@@ -39,8 +39,13 @@ log = logging.getLogger("advisor.device")
 class Communicator:
     """One device's MQTT client: subscriptions from the contract, publishing, acknowledgements."""
 
-    def __init__(self, config: DeviceConfig, on_message: Callable[[mqtt.MQTTMessage], None],
-                 on_ready: Callable[[], None], on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        on_message: Callable[[mqtt.MQTTMessage], None],
+        on_ready: Callable[[], None],
+        on_change: Callable[[], None],
+    ) -> None:
         """``on_ready`` is called once subscribed (each time), ``on_change`` on every other change of the link."""
         self.config = config
         self.topics = Topics(config.device_id)
@@ -84,8 +89,9 @@ class Communicator:
         """Say at once what failed and when the next attempt comes."""
         self._failures += 1
         retry = reconnect_wait_s(self._failures, RECONNECT_MIN_S, self.config.broker.reconnect_max_s)
-        self.problem = (f"cannot reach the broker at {self.config.broker.display_url}: {reason}; "
-                        f"trying again in {retry:g} s")
+        self.problem = (
+            f"cannot reach the broker at {self.config.broker.display_url}: {reason}; trying again in {retry:g} s"
+        )
         log.warning("%s", self.problem)
         self._on_change()
 
@@ -110,9 +116,13 @@ class Communicator:
     def send(self, message: Message | Event) -> mqtt.MQTTMessageInfo:
         """Publish a message on its topic with the QoS, retention and expiry of the contract."""
         contract = CONTRACT_BY_SCHEMA[type(message)]
-        return self.client.publish(self.topics.of(contract.leaf), json.dumps(message.to_payload()),
-                                   qos=contract.qos, retain=contract.retained,
-                                   properties=self._expiry if contract.expires else None)
+        return self.client.publish(
+            self.topics.of(contract.leaf),
+            json.dumps(message.to_payload()),
+            qos=contract.qos,
+            retain=contract.retained,
+            properties=self._expiry if contract.expires else None,
+        )
 
     def ack(self, message: mqtt.MQTTMessage) -> None:
         """Acknowledge an inbound message: the broker forgets it."""

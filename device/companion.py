@@ -43,9 +43,13 @@ class RiskModel:
     def describe(self) -> RiskModelInfo:
         """What the risk message and the page say about this model."""
         data = self.bundle.manifest.get("data", {})
-        return RiskModelInfo(version=self.bundle.version, network=self.bundle.manifest.get("output", {}).get("network"),
-                             runs=self.role, demo_trained=bool(data.get("demo_trained", False)),
-                             label=str(data.get("label", "")))
+        return RiskModelInfo(
+            version=self.bundle.version,
+            network=self.bundle.manifest.get("output", {}).get("network"),
+            runs=self.role,
+            demo_trained=bool(data.get("demo_trained", False)),
+            label=str(data.get("label", "")),
+        )
 
     def predict_encoded(self, x: np.ndarray) -> float:
         """Probability for one encoded ``(max_visits, n_features)`` history."""

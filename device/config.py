@@ -74,7 +74,7 @@ class BrokerConfig:
         if not parts.hostname:
             raise ConfigError("broker.url has no host")
         try:
-            parts.port
+            _ = parts.port  # urlsplit checks the port only when asked
         except ValueError:
             raise ConfigError("broker.url has an invalid port") from None
         if parts.path not in ("", "/") or parts.query or parts.fragment:
@@ -91,8 +91,10 @@ class BrokerConfig:
             raise ConfigError("broker.receive_maximum must be between 1 and 65535")
 
     def __repr__(self) -> str:
-        return (f"BrokerConfig(url={self.display_url!r}, protocol={self.protocol!r}, "
-                f"credentials={'set' if any(self.credentials) else 'none'})")
+        return (
+            f"BrokerConfig(url={self.display_url!r}, protocol={self.protocol!r}, "
+            f"credentials={'set' if any(self.credentials) else 'none'})"
+        )
 
     @property
     def tls(self) -> bool:
@@ -142,8 +144,10 @@ class HttpConfig:
         if token is not None and len(token) < MIN_PAGE_TOKEN_CHARS:
             raise ConfigError(f"http.token must be at least {MIN_PAGE_TOKEN_CHARS} characters")
         if self.exposed and token is None:
-            raise ConfigError(f"the bedside page on {self.host} is reachable from the network: set http.token "
-                              f"(or {ENV_PAGE_TOKEN}) so that only staff can record doses")
+            raise ConfigError(
+                f"the bedside page on {self.host} is reachable from the network: set http.token "
+                f"(or {ENV_PAGE_TOKEN}) so that only staff can record doses"
+            )
 
     @property
     def exposed(self) -> bool:
@@ -183,13 +187,17 @@ def _safety(data: object, where: str) -> SafetyConfig:
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(f'{where}.{k}' for k in unknown)}")
     default_raw, patients_raw = data.get("default", {}), data.get("patients", {})
-    if not isinstance(default_raw, dict) or not isinstance(patients_raw, dict) \
-            or not all(isinstance(v, dict) for v in patients_raw.values()):
+    if (
+        not isinstance(default_raw, dict)
+        or not isinstance(patients_raw, dict)
+        or not all(isinstance(v, dict) for v in patients_raw.values())
+    ):
         raise ConfigError(f"{where}.default and {where}.patients.<id> must be tables of settings")
     try:
         default = SafetyProfile.from_dict(default_raw)
-        patients = {str(pid): SafetyProfile.from_dict({**default.to_dict(), **values})
-                    for pid, values in patients_raw.items()}
+        patients = {
+            str(pid): SafetyProfile.from_dict({**default.to_dict(), **values}) for pid, values in patients_raw.items()
+        }
     except (ProfileError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return SafetyConfig(default=default, patients=patients)
@@ -237,15 +245,37 @@ class DeviceConfig:
         """Build from a parsed config file; unknown keys and bad values raise :class:`ConfigError`."""
         return schema.load(cls, data, what="setting", error=ConfigError, root="the config")
 
-    def with_overrides(self, **overrides: object) -> DeviceConfig:
+    def with_overrides(
+        self,
+        *,
+        url: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        protocol: str | None = None,
+        device_id: str | None = None,
+        state_dir: Path | None = None,
+        bundle: Path | None = None,
+        clock: Clock | None = None,
+        http: HttpConfig | None = None,
+    ) -> DeviceConfig:
         """A copy with command-line values applied (``None`` means not given)."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        broker_keys = {"url", "username", "password", "protocol"}
-        broker = {k: given.pop(k) for k in list(given) if k in broker_keys}
-        config = replace(self, **given)
-        if broker:
-            config = replace(config, broker=replace(config.broker, **broker))
-        return config
+        broker = self.broker
+        broker = replace(
+            broker,
+            url=url or broker.url,
+            username=username or broker.username,
+            password=password or broker.password,
+            protocol=protocol or broker.protocol,
+        )
+        return replace(
+            self,
+            broker=broker,
+            device_id=device_id or self.device_id,
+            state_dir=state_dir or self.state_dir,
+            bundle=bundle or self.bundle,
+            clock=clock or self.clock,
+            http=http or self.http,
+        )
 
 
 def read_config_file(path: Path) -> dict:

@@ -10,6 +10,7 @@ once acknowledgements start flowing: it pushed 9,500 of 10,000 events unacknowle
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import queue
@@ -39,8 +40,9 @@ Handler = Callable[[mqtt.MQTTMessage, float], Handled]
 class Dispatcher:
     """Routes each message by topic; unknown topics are acknowledged and dropped."""
 
-    def __init__(self, routes: dict[str, Handler], ack: Callable[[mqtt.MQTTMessage], None],
-                 recovery: StorageRecovery) -> None:
+    def __init__(
+        self, routes: dict[str, Handler], ack: Callable[[mqtt.MQTTMessage], None], recovery: StorageRecovery
+    ) -> None:
         self.routes = routes
         self._ack = ack
         self._recovery = recovery
@@ -81,8 +83,6 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Full):  # a worker waiting for the database sees the stop flag
                 self._work.put(None, timeout=1.0)
-            except queue.Full:
-                pass  # a worker waiting for the database sees the stop flag instead
             self._thread.join(10)

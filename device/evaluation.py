@@ -7,9 +7,9 @@ wrapper and safety supervisor as the live device; no pandas.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -21,9 +21,7 @@ from .decision import decide
 from .inference import DoseModel
 from .safety import SafetyProfile
 
-PREDICTION_COLUMNS = (
-    "patient", "ts", "seq", "split", "actual_units", "model_units", "suggested_units", "status",
-)
+PREDICTION_COLUMNS = ("patient", "ts", "seq", "split", "actual_units", "model_units", "suggested_units", "status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +36,16 @@ class PredictionRow:
     status: str
 
     def as_csv(self) -> list:
-        return [self.patient, self.ts, self.seq, self.split, f"{self.actual_units:g}",
-                f"{self.model_units:.4f}", f"{self.suggested_units:g}", self.status]
+        return [
+            self.patient,
+            self.ts,
+            self.seq,
+            self.split,
+            f"{self.actual_units:g}",
+            f"{self.model_units:.4f}",
+            f"{self.suggested_units:g}",
+            self.status,
+        ]
 
 
 def predict_unsigned_dir(path: Path, role: str, windows: np.ndarray) -> np.ndarray:
@@ -56,19 +62,34 @@ def predict_unsigned_companion_dir(path: Path, role: str, encoded: np.ndarray) -
     return RiskModel(bundle, role).predict_many(encoded)
 
 
-def evaluate(bundle: Bundle, logs: Iterable[aim94.PatientLog], profile: SafetyProfile | None = None,
-             role: str = "int8", on_patient: Callable[[int], None] | None = None) -> list[PredictionRow]:
+def evaluate(
+    bundle: Bundle,
+    logs: Iterable[aim94.PatientLog],
+    profile: SafetyProfile | None = None,
+    role: str = "int8",
+    on_patient: Callable[[int], None] | None = None,
+) -> list[PredictionRow]:
     """One row per decision point: the raw model output and the supervised suggestion."""
     model = DoseModel(bundle, role)
     profile = profile or SafetyProfile()
     rows: list[PredictionRow] = []
     for log in logs:
         points = decision_points(log, model.spec)
-        for point, split in zip(points, chronological_split(points)):
+        for point, split in zip(points, chronological_split(points), strict=False):
             units = model.predict(point.window)
             verdict = decide(point.window, units, profile)
-            rows.append(PredictionRow(point.patient, point.ts.isoformat(), point.seq, split,
-                                      point.target_units, units, verdict.units, verdict.status))
+            rows.append(
+                PredictionRow(
+                    point.patient,
+                    point.ts.isoformat(),
+                    point.seq,
+                    split,
+                    point.target_units,
+                    units,
+                    verdict.units,
+                    verdict.status,
+                )
+            )
         if on_patient is not None:
             on_patient(log.number)
     return rows

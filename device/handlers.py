@@ -70,10 +70,15 @@ class VisitHistoryHandler:
         if isinstance(answer, ErrorMessage):
             return Handled.DONE
         try:
-            self.store.audit("risk_assessed", {"mortality_1y": answer.mortality_1y,
-                                               "readmission_30d": answer.readmission_30d,
-                                               "versions": {n: m.version for n, m in answer.models.items()}},
-                             patient=answer.patient)
+            self.store.audit(
+                "risk_assessed",
+                {
+                    "mortality_1y": answer.mortality_1y,
+                    "readmission_30d": answer.readmission_30d,
+                    "versions": {n: m.version for n, m in answer.models.items()},
+                },
+                patient=answer.patient,
+            )
         except StoreError as exc:
             log.error("risk not audited: %s", exc)
         self.touch(answer.patient)

@@ -9,7 +9,7 @@ output on every runtime version and machine, which a dosing device needs more th
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -82,8 +82,7 @@ class SingleOutputModel:
         return value
 
 
-def golden_self_test(bundle: Bundle, role: str, predict: Callable[[dict], float], tolerance: float,
-                     unit: str) -> float:
+def golden_self_test(bundle: Bundle, role: str, predict: Callable[[dict], float], tolerance: float, unit: str) -> float:
     """Run ``predict`` on each golden pair of the manifest; return the worst error, raise beyond ``tolerance``."""
     golden = bundle.manifest.get("golden", [])
     if not golden:
@@ -98,8 +97,9 @@ def golden_self_test(bundle: Bundle, role: str, predict: Callable[[dict], float]
             raise BundleError("self-test failed: the model gave a non-finite output")
         worst = max(worst, abs(got - float(expected)))
     if worst > tolerance:
-        raise BundleError(f"self-test failed: golden outputs differ by up to {worst:.3f}{unit} "
-                          f"(tolerance {tolerance}{unit})")
+        raise BundleError(
+            f"self-test failed: golden outputs differ by up to {worst:.3f}{unit} (tolerance {tolerance}{unit})"
+        )
     return worst
 
 
@@ -114,8 +114,7 @@ class DoseModel:
             self.scaling = Scaling.from_json(bundle.manifest.get("scaling", {}), self.spec.n_features)
         except ValueError as exc:
             raise BundleError(f"manifest scaling unusable: {exc}") from exc
-        self._model = SingleOutputModel(bundle.model_bytes(role), (1, self.spec.window, self.spec.n_features),
-                                        backend)
+        self._model = SingleOutputModel(bundle.model_bytes(role), (1, self.spec.window, self.spec.n_features), backend)
         self.backend = self._model.backend
         transform = bundle.manifest.get("output", {}).get("residual_of")
         self._residual_index = None if transform is None else self.spec.names.index(transform)
@@ -132,6 +131,10 @@ class DoseModel:
 
     def self_test(self) -> float:
         """Run the manifest's golden pairs; return the worst error in units, raise if out of tolerance."""
-        return golden_self_test(self.bundle, self.role,
-                                lambda pair: self.predict(np.asarray(pair["input"], dtype=np.float32)),
-                                GOLDEN_TOLERANCE_UNITS, " U")
+        return golden_self_test(
+            self.bundle,
+            self.role,
+            lambda pair: self.predict(np.asarray(pair["input"], dtype=np.float32)),
+            GOLDEN_TOLERANCE_UNITS,
+            " U",
+        )

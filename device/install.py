@@ -28,16 +28,22 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def check_archive(archive: bytes, keys: list[signing.PublicKey], current_version: str | None,
-                  allow_downgrade: bool, origin: str) -> DoseModel:
+def check_archive(
+    archive: bytes, keys: list[signing.PublicKey], current_version: str | None, allow_downgrade: bool, origin: str
+) -> DoseModel:
     """Verify a received dose bundle end to end; returns the ready model or raises BundleError."""
     bundle = open_archive_bytes(archive, origin, keys)
     if bundle.name != "dose":
         raise BundleError(f"the bundle is a {bundle.name!r} model; this device runs 'dose'")
-    if current_version is not None and not allow_downgrade:
-        if version_key(bundle.version) < version_key(current_version):
-            raise BundleError(f"version {bundle.version} is older than the running {current_version} "
-                              "(the device allows downgrades only with --allow-downgrade)")
+    if (
+        current_version is not None
+        and not allow_downgrade
+        and version_key(bundle.version) < version_key(current_version)
+    ):
+        raise BundleError(
+            f"version {bundle.version} is older than the running {current_version} "
+            "(the device allows downgrades only with --allow-downgrade)"
+        )
     model = DoseModel(bundle)
     model.self_test()
     return model
@@ -52,7 +58,7 @@ def install_archive(state_dir: Path, archive: bytes, name: str = "dose") -> Path
     with open(incoming, "wb") as handle:
         handle.write(archive[: len(archive) // 2])
         _fault("mid-write")
-        handle.write(archive[len(archive) // 2:])
+        handle.write(archive[len(archive) // 2 :])
         handle.flush()
         os.fsync(handle.fileno())
     _fault("before-rename")

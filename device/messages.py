@@ -44,7 +44,7 @@ class Message:
         return schema.load(cls, data)
 
     @classmethod
-    def from_json(cls: type[M], raw: bytes | str) -> M:
+    def from_json(cls: type[M], raw: bytes | bytearray | str) -> M:
         try:
             data = json.loads(raw)
         except ValueError as exc:
@@ -135,12 +135,23 @@ class PageStatus(DeviceStatus):
     actions_need_pin: bool
 
     @classmethod
-    def of(cls, status: DeviceStatus, broker: str, broker_connected: bool, broker_problem: str | None,
-           actions_need_pin: bool) -> PageStatus:
+    def of(
+        cls,
+        status: DeviceStatus,
+        broker: str,
+        broker_connected: bool,
+        broker_problem: str | None,
+        actions_need_pin: bool,
+    ) -> PageStatus:
         """The page's status: ``status`` plus the broker link and page state."""
         fields = {f: getattr(status, f) for f in schema.field_names(DeviceStatus)}
-        return cls(**fields, broker=broker, broker_connected=broker_connected, broker_problem=broker_problem,
-                   actions_need_pin=actions_need_pin)
+        return cls(
+            **fields,
+            broker=broker,
+            broker_connected=broker_connected,
+            broker_problem=broker_problem,
+            actions_need_pin=actions_need_pin,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +210,9 @@ class TransferEnd(Message):
 
 
 TRANSFER_TYPES: dict[str, type[TransferBegin] | type[TransferChunk] | type[TransferEnd]] = {
-    "begin": TransferBegin, "chunk": TransferChunk, "end": TransferEnd,
+    "begin": TransferBegin,
+    "chunk": TransferChunk,
+    "end": TransferEnd,
 }
 
 
@@ -320,8 +333,9 @@ MQTT_CONTRACT: tuple[TopicContract, ...] = (
     TopicContract("events", "to device", Event, 1, False, "glucose, insulin, meal, … and request events"),
     TopicContract("patients", "to device", VisitHistory, 1, False, "a visit history for the companion models"),
     TopicContract("model", "to device", TransferBegin, 1, False, "bundle transfer: begin, chunk…, end"),
-    TopicContract("suggestions", "from device", Suggestion, 1, False, "MQTT 5 message expiry = suggestion_expiry_s",
-                  expires=True),
+    TopicContract(
+        "suggestions", "from device", Suggestion, 1, False, "MQTT 5 message expiry = suggestion_expiry_s", expires=True
+    ),
     TopicContract("errors", "from device", ErrorMessage, 1, False),
     TopicContract("status", "from device", DeviceStatus, 1, True, "also the last will (state offline)"),
     TopicContract("risk", "from device", Risk, 1, False),
@@ -341,7 +355,28 @@ HTTP_CONTRACT: tuple[EndpointContract, ...] = (
 )
 
 ALL_SCHEMAS: tuple[type, ...] = (
-    Event, VisitHistory, ModelInfo, Suggestion, ErrorMessage, RiskModelInfo, DeviceStatus, PageStatus, Risk,
-    ModelAck, TransferBegin, TransferChunk, TransferEnd, GlucoseNow, GlucosePoint, DosePoint, Series,
-    PatientView, PatientList, ConfirmDose, Acknowledge, ActionDone, ApiError, StreamNudge,
+    Event,
+    VisitHistory,
+    ModelInfo,
+    Suggestion,
+    ErrorMessage,
+    RiskModelInfo,
+    DeviceStatus,
+    PageStatus,
+    Risk,
+    ModelAck,
+    TransferBegin,
+    TransferChunk,
+    TransferEnd,
+    GlucoseNow,
+    GlucosePoint,
+    DosePoint,
+    Series,
+    PatientView,
+    PatientList,
+    ConfirmDose,
+    Acknowledge,
+    ActionDone,
+    ApiError,
+    StreamNudge,
 )

@@ -11,18 +11,10 @@ from pathlib import Path
 
 from . import signing
 from .advisor import ModelSlot
-from .bundle import BundleError, default_bundle_path, open_bundle, packaged_trusted_keys
+from .bundle import BundleError, default_bundle_path, open_bundle, trusted_keys
 from .config import DeviceConfig
 from .inference import DoseModel
 from .install import installed_path
-
-
-def trusted_keys(config: DeviceConfig) -> list[signing.PublicKey]:
-    """The packaged release key plus every key the configuration trusts."""
-    keys = list(packaged_trusted_keys())
-    for path in config.trust:
-        keys.append(signing.load_public(path))
-    return keys
 
 
 def _load(path: Path, keys: list[signing.PublicKey]) -> DoseModel:
@@ -37,7 +29,7 @@ def _load(path: Path, keys: list[signing.PublicKey]) -> DoseModel:
 def load_dose_model(config: DeviceConfig) -> tuple[ModelSlot, list[str]]:
     """The model slot to run with, and plain-words notes about what was chosen and why."""
     notes: list[str] = []
-    keys = trusted_keys(config)
+    keys = trusted_keys(config.trust)
     candidates: list[Path] = []
     if config.bundle is not None:
         candidates.append(config.bundle)

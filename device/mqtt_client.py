@@ -24,17 +24,22 @@ def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_a
     messages) across disconnects, under the stable ``client_id``.
     """
     if broker.protocol == "5":
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
+        )
     else:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=not persistent, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=not persistent,
+            protocol=mqtt.MQTTv311,
+            manual_ack=manual_ack,
+        )
     user, password = broker.credentials
     if user:
         client.username_pw_set(user, password)
     if broker.tls:
-        client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None,
-                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
     client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=broker.reconnect_max_s)
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(100)
@@ -48,7 +53,7 @@ def disable_nagle(client: mqtt.Client) -> None:
     small PUBLISH back while an earlier segment is unacknowledged (measured: +8 ms median).
     """
     sock = client.socket()
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
@@ -61,8 +66,9 @@ def connect_async(client: mqtt.Client, broker: BrokerConfig, persistent: bool) -
         # without a bound the broker would push its whole backlog and the confirmations would
         # queue behind it (measured: memory grew by ~10 kB per backlog message).
         properties.ReceiveMaximum = broker.receive_maximum
-        client.connect_async(broker.host, broker.port, broker.keepalive_s,
-                             clean_start=not persistent, properties=properties)
+        client.connect_async(
+            broker.host, broker.port, broker.keepalive_s, clean_start=not persistent, properties=properties
+        )
     else:
         client.connect_async(broker.host, broker.port, broker.keepalive_s)
 
@@ -180,8 +186,14 @@ class Subscriber(ToolClient):
     instead of writing their own loop.
     """
 
-    def __init__(self, broker: BrokerConfig, client_id: str, topics: list[str],
-                 handle: Callable[[mqtt.MQTTMessage], None], persistent: bool = False) -> None:
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        client_id: str,
+        topics: list[str],
+        handle: Callable[[mqtt.MQTTMessage], None],
+        persistent: bool = False,
+    ) -> None:
         self.topics = topics
         self.subscribed = threading.Event()
         self.changed = threading.Condition()
@@ -227,6 +239,7 @@ def reconnect_wait_s(failures: int, min_s: float, max_s: float) -> float:
     very first failure it waits twice (once in its first-connection loop, once in its main
     loop): 1 + 2, then 4, 8, 16 … seconds with the defaults (measured against paho 2.1).
     """
+
     def delay(n: int) -> float:  # the n-th wait, from 1
         return min(min_s * 2 ** (n - 1), max_s)
 

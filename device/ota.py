@@ -37,16 +37,19 @@ class TransferError(ValueError):
 TransferMessage = TransferBegin | TransferChunk | TransferEnd
 
 
-def encode_transfer(archive: bytes, transfer: str | None = None,
-                    chunk_bytes: int = CHUNK_BYTES) -> list[TransferMessage]:
+def encode_transfer(
+    archive: bytes, transfer: str | None = None, chunk_bytes: int = CHUNK_BYTES
+) -> list[TransferMessage]:
     """The messages that deliver ``archive`` (a bundle ``.tar.gz``), in order."""
     transfer = transfer or uuid.uuid4().hex
-    chunks = [archive[i:i + chunk_bytes] for i in range(0, len(archive), chunk_bytes)]
+    chunks = [archive[i : i + chunk_bytes] for i in range(0, len(archive), chunk_bytes)]
     messages: list[TransferMessage] = [
-        TransferBegin(transfer, len(archive), hashlib.sha256(archive).hexdigest(), len(chunks))]
+        TransferBegin(transfer, len(archive), hashlib.sha256(archive).hexdigest(), len(chunks))
+    ]
     for index, chunk in enumerate(chunks):
-        messages.append(TransferChunk(transfer, index, hashlib.sha256(chunk).hexdigest(),
-                                      base64.b64encode(chunk).decode("ascii")))
+        messages.append(
+            TransferChunk(transfer, index, hashlib.sha256(chunk).hexdigest(), base64.b64encode(chunk).decode("ascii"))
+        )
     messages.append(TransferEnd(transfer))
     return messages
 

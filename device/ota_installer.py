@@ -12,13 +12,12 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from .bundle import BundleError
+from .bundle import BundleError, trusted_keys
 from .config import DeviceConfig
 from .dispatcher import Handled
 from .inference import DoseModel
 from .install import check_archive, install_archive
 from .messages import Message, ModelAck
-from .models import trusted_keys
 from .ota import Receiver, TransferError
 from .store import Store, StoreError
 
@@ -28,8 +27,14 @@ log = logging.getLogger("advisor.device")
 class OtaInstaller:
     """Feeds the transfer receiver and installs what it completes."""
 
-    def __init__(self, config: DeviceConfig, store: Store, running_version: Callable[[], str | None],
-                 use_model: Callable[[DoseModel], None], send: Callable[[Message], object]) -> None:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        store: Store,
+        running_version: Callable[[], str | None],
+        use_model: Callable[[DoseModel], None],
+        send: Callable[[Message], object],
+    ) -> None:
         """``use_model`` switches the device to a newly installed model."""
         self.config = config
         self.store = store
@@ -53,8 +58,13 @@ class OtaInstaller:
         if archive is None:
             return None
         try:
-            model = check_archive(archive, trusted_keys(self.config), self._running_version(),
-                                  self.config.allow_downgrade, f"transfer {transfer}")
+            model = check_archive(
+                archive,
+                trusted_keys(self.config.trust),
+                self._running_version(),
+                self.config.allow_downgrade,
+                f"transfer {transfer}",
+            )
             install_archive(self.config.state_dir, archive)
         except (BundleError, OSError) as exc:
             log.warning("rejected bundle transfer %s: %s", transfer, exc)
@@ -62,8 +72,10 @@ class OtaInstaller:
         self._use_model(model)
         log.info("installed dose bundle %s from transfer %s", model.bundle.version, transfer)
         try:
-            self.store.audit("bundle_installed", {"version": model.bundle.version, "transfer": transfer,
-                                                  "sha256": model.bundle.manifest_sha256})
+            self.store.audit(
+                "bundle_installed",
+                {"version": model.bundle.version, "transfer": transfer, "sha256": model.bundle.manifest_sha256},
+            )
         except StoreError as exc:
             log.error("bundle installation not audited: %s", exc)
         return ModelAck(transfer, accepted=True, name=model.bundle.name, version=model.bundle.version)

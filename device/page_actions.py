@@ -20,7 +20,9 @@ from .store import Store
 class PageActions:
     """The page's state-changing actions, checked against the stored suggestion."""
 
-    def __init__(self, device_id: str, store: Store, advisor: Advisor, publish_event: Callable[[Event], object]) -> None:
+    def __init__(
+        self, device_id: str, store: Store, advisor: Advisor, publish_event: Callable[[Event], object]
+    ) -> None:
         self.device_id = device_id
         self.store = store
         self.advisor = advisor
@@ -38,17 +40,31 @@ class PageActions:
         if not suggestion.is_dose:
             raise ValueError("this suggestion is not a dose; nothing to confirm")
         now = self.advisor.now().astimezone(datetime.fromisoformat(suggestion.ts).tzinfo)
-        event = Event(id=f"{self.device_id}-given-{uuid.uuid4().hex[:12]}", patient=patient,
-                      ts=now.replace(microsecond=0), kind=Kind.INSULIN, insulin=Insulin.REGULAR, units=units)
-        self.store.audit("dose_confirmed", {"units": units, "suggested_units": suggestion.units,
-                                            "differs_from_suggestion": units != suggestion.units},
-                         patient=patient, event_id=event.id, suggestion_id=suggestion_id)
+        event = Event(
+            id=f"{self.device_id}-given-{uuid.uuid4().hex[:12]}",
+            patient=patient,
+            ts=now.replace(microsecond=0),
+            kind=Kind.INSULIN,
+            insulin=Insulin.REGULAR,
+            units=units,
+        )
+        self.store.audit(
+            "dose_confirmed",
+            {"units": units, "suggested_units": suggestion.units, "differs_from_suggestion": units != suggestion.units},
+            patient=patient,
+            event_id=event.id,
+            suggestion_id=suggestion_id,
+        )
         self._publish_event(event)
         return event
 
     def acknowledge(self, patient: str, suggestion_id: str) -> None:
         """A person saw a withhold or insufficient-data answer: audit it."""
         suggestion = self._suggestion(patient, suggestion_id)
-        self.store.audit("acknowledged", {"status": suggestion.status, "reasons": suggestion.reasons},
-                         patient=patient, suggestion_id=suggestion_id)
+        self.store.audit(
+            "acknowledged",
+            {"status": suggestion.status, "reasons": suggestion.reasons},
+            patient=patient,
+            suggestion_id=suggestion_id,
+        )
         self.advisor.touch(patient)

@@ -25,8 +25,13 @@ class Decision:
 
 
 class ActionGuard:
-    def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic,
-                 max_failures: int = MAX_FAILURES, lockout_s: float = LOCKOUT_S) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        clock: Callable[[], float] = time.monotonic,
+        max_failures: int = MAX_FAILURES,
+        lockout_s: float = LOCKOUT_S,
+    ) -> None:
         self._token = token.encode() if token else None
         self._clock = clock
         self._max_failures = max_failures

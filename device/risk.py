@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from preprocessing.validation import ValidationError, VisitHistory, decode_visit_history_bytes
@@ -65,10 +65,15 @@ class RiskAssessor:
             history = decode_visit_history_bytes(raw)
         except ValidationError as exc:
             return ErrorMessage(None, f"visit history rejected: {exc.reason}")
-        risk = Risk(patient=history.patient, mortality_1y=self._probability("mortality", history),
-                    readmission_30d=self._probability("readmission", history), models=self.describe(),
-                    visits=len(history.visits),
-                    computed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), note=STATEMENT)
+        risk = Risk(
+            patient=history.patient,
+            mortality_1y=self._probability("mortality", history),
+            readmission_30d=self._probability("readmission", history),
+            models=self.describe(),
+            visits=len(history.visits),
+            computed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            note=STATEMENT,
+        )
         with self._lock:
             self._latest[history.patient] = risk
             self._latest.move_to_end(history.patient)

@@ -54,9 +54,7 @@ class SafetyProfile:
         if not 0 < self.max_single_units <= HARD_MAX_SINGLE_UNITS:
             raise ProfileError(f"max_single_units must be in (0, {HARD_MAX_SINGLE_UNITS:g}] U")
         if not 0 < self.max_daily_regular_units <= HARD_MAX_DAILY_REGULAR_UNITS:
-            raise ProfileError(
-                f"max_daily_regular_units must be in (0, {HARD_MAX_DAILY_REGULAR_UNITS:g}] U"
-            )
+            raise ProfileError(f"max_daily_regular_units must be in (0, {HARD_MAX_DAILY_REGULAR_UNITS:g}] U")
         if not 0 < self.pen_step_units <= 2:
             raise ProfileError("pen_step_units must be in (0, 2] U")
 
@@ -122,31 +120,53 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
     if m is None or not math.isfinite(m):
         return Verdict(INSUFFICIENT, 0.0, ["No valid model output; no dose can be suggested."], ["model_invalid"])
     if m < 0:
-        return Verdict(INSUFFICIENT, 0.0, [f"The model gave a negative dose ({m:.2f} U); no dose can be suggested."],
-                       ["model_negative"])
+        return Verdict(
+            INSUFFICIENT,
+            0.0,
+            [f"The model gave a negative dose ({m:.2f} U); no dose can be suggested."],
+            ["model_negative"],
+        )
     g, g_age = inputs.glucose_mg_dl, inputs.glucose_age_min
     if g is None or g_age is None:
         return Verdict(INSUFFICIENT, 0.0, ["No glucose reading is known; measure glucose first."], ["no_glucose"])
     if g_age > profile.stale_glucose_min:
-        return Verdict(INSUFFICIENT, 0.0, [
-            f"The last glucose reading is {_describe_age(g_age)} old (limit {profile.stale_glucose_min:.0f} "
-            "minutes); measure glucose again."
-        ], ["stale_glucose"])
+        return Verdict(
+            INSUFFICIENT,
+            0.0,
+            [
+                f"The last glucose reading is {_describe_age(g_age)} old (limit {profile.stale_glucose_min:.0f} "
+                "minutes); measure glucose again."
+            ],
+            ["stale_glucose"],
+        )
     if g < profile.low_glucose_mg_dl:
-        return Verdict(WITHHOLD, 0.0, [
-            f"Glucose {g:.0f} mg/dL is below {profile.low_glucose_mg_dl:.0f} mg/dL: no insulin. "
-            "Treat the low and recheck."
-        ], ["low_glucose"])
+        return Verdict(
+            WITHHOLD,
+            0.0,
+            [
+                f"Glucose {g:.0f} mg/dL is below {profile.low_glucose_mg_dl:.0f} mg/dL: no insulin. "
+                "Treat the low and recheck."
+            ],
+            ["low_glucose"],
+        )
     hypo_age = inputs.hypo_symptoms_age_min
     if hypo_age is not None and hypo_age <= profile.hypo_symptoms_lockout_h * 60:
-        return Verdict(WITHHOLD, 0.0, [
-            f"Hypoglycaemia symptoms were reported {hypo_age / 60:.1f} h ago "
-            f"(lock-out {profile.hypo_symptoms_lockout_h:g} h): no insulin."
-        ], ["hypo_symptoms"])
+        return Verdict(
+            WITHHOLD,
+            0.0,
+            [
+                f"Hypoglycaemia symptoms were reported {hypo_age / 60:.1f} h ago "
+                f"(lock-out {profile.hypo_symptoms_lockout_h:g} h): no insulin."
+            ],
+            ["hypo_symptoms"],
+        )
     if inputs.usual_units is None:
-        return Verdict(INSUFFICIENT, 0.0, [
-            "Too little history: no earlier regular dose is known for this patient."
-        ], ["no_history"])
+        return Verdict(
+            INSUFFICIENT,
+            0.0,
+            ["Too little history: no earlier regular dose is known for this patient."],
+            ["no_history"],
+        )
 
     reasons: list[str] = []
     rules: list[str] = []

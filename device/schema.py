@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import math
 import types
 import typing
@@ -29,9 +28,15 @@ class SchemaError(ValueError):
     """A mapping does not fit its schema; the message names the key and the problem."""
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The resolved type hints of a schema (cached: resolving them is slow)."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _describe(hint: Any) -> str:
@@ -63,8 +68,14 @@ def _fail(where: str, hint: Any, error: type[ValueError]) -> typing.NoReturn:
     raise error(f"{where or 'the value'} must be {_describe(hint)}")
 
 
-def load(cls: type[T], data: object, where: str = "", what: str = "field",
-         error: type[ValueError] = SchemaError, root: str = "the message") -> T:
+def load(
+    cls: type[T],
+    data: object,
+    where: str = "",
+    what: str = "field",
+    error: type[ValueError] = SchemaError,
+    root: str = "the message",
+) -> T:
     """Build dataclass ``cls`` from ``data``, strictly; ``where`` prefixes key names in errors.
 
     ``what`` names a key in error messages ("field", "setting"), ``root`` the whole mapping

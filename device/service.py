@@ -24,18 +24,19 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from preprocessing.events import Event
 
 from .advisor import Advisor, ModelSlot
+from .bundle import trusted_keys
 from .communicator import Communicator
 from .config import DeviceConfig
 from .dispatcher import Dispatcher
 from .handlers import EventHandler, VisitHistoryHandler
 from .inference import DoseModel
 from .messages import DeviceState, DeviceStatus, PageStatus, PatientView
-from .models import load_dose_model, trusted_keys
+from .models import load_dose_model
 from .ota_installer import OtaInstaller
 from .page_actions import PageActions
 from .risk import RiskAssessor, load_risk_models
@@ -52,25 +53,29 @@ class DeviceService:
 
     def __init__(self, config: DeviceConfig) -> None:
         self.config = config
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
         self.store = Store(config.state_dir / DATABASE_NAME, config.db_busy_timeout_s)
         self.model_slot, self.model_notes = load_dose_model(config)
         self.advisor = Advisor(self.store, self.model_slot, config.safety, config.clock)
-        risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config))
+        risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config.trust))
         self.model_notes.extend(risk_notes)
         for note in self.model_notes:
             log.warning(note)
         self.risk = RiskAssessor(risk_models)
-        self.link = Communicator(config, self._on_message, on_ready=self.publish_status,
-                                 on_change=self.advisor.touch)
-        self.recovery = StorageRecovery(self.advisor, config.max_held_events, self.link.ack, self.link.send,
-                                        on_change=self.publish_status)
+        self.link = Communicator(config, self._on_message, on_ready=self.publish_status, on_change=self.advisor.touch)
+        self.recovery = StorageRecovery(
+            self.advisor, config.max_held_events, self.link.ack, self.link.send, on_change=self.publish_status
+        )
         topics = self.link.topics
-        self.dispatcher = Dispatcher({
-            topics.events: EventHandler(self.advisor, self.link.send, self.recovery),
-            topics.patients: VisitHistoryHandler(self.risk, self.store, self.link.send, self.advisor.touch),
-            topics.model: OtaInstaller(config, self.store, self._running_version, self._use_model, self.link.send),
-        }, self.link.ack, self.recovery)
+        self.dispatcher = Dispatcher(
+            {
+                topics.events: EventHandler(self.advisor, self.link.send, self.recovery),
+                topics.patients: VisitHistoryHandler(self.risk, self.store, self.link.send, self.advisor.touch),
+                topics.model: OtaInstaller(config, self.store, self._running_version, self._use_model, self.link.send),
+            },
+            self.link.ack,
+            self.recovery,
+        )
         self.actions = PageActions(config.device_id, self.store, self.advisor, self.link.send)
         self.web = BedsideServer(config.http, self)
 
@@ -96,10 +101,15 @@ class DeviceService:
     def device_status(self, state: DeviceState) -> DeviceStatus:
         """The device's state as the retained ``status`` message says it."""
         return DeviceStatus(
-            state=state, device_id=self.config.device_id, models=[self.model_slot.info],
-            risk_models=self.risk.describe(), model_problem=self.model_slot.problem,
-            storage_problem=self.recovery.problem, held_in_memory=self.advisor.held_events,
-            notes=list(self.model_notes), clock=self.config.clock,
+            state=state,
+            device_id=self.config.device_id,
+            models=[self.model_slot.info],
+            risk_models=self.risk.describe(),
+            model_problem=self.model_slot.problem,
+            storage_problem=self.recovery.problem,
+            held_in_memory=self.advisor.held_events,
+            notes=list(self.model_notes),
+            clock=self.config.clock,
             started_at=self.started_at.isoformat(timespec="seconds"),
         )
 
@@ -113,9 +123,13 @@ class DeviceService:
     def status(self) -> PageStatus:
         """What the bedside page shows about the device itself."""
         current = self.device_status("online" if self.link.ready.is_set() else "starting")
-        return PageStatus.of(current, broker=self.config.broker.display_url,
-                             broker_connected=self.link.connected.is_set(), broker_problem=self.link.problem,
-                             actions_need_pin=self.web.guard.required)
+        return PageStatus.of(
+            current,
+            broker=self.config.broker.display_url,
+            broker_connected=self.link.connected.is_set(),
+            broker_problem=self.link.problem,
+            actions_need_pin=self.web.guard.required,
+        )
 
     def patients(self) -> list[str]:
         """Patients with events or a risk assessment, for the page's list."""
@@ -142,8 +156,9 @@ class DeviceService:
         self.web.start()
         self.dispatcher.start()
         self.link.start(will=self.device_status("offline"))
-        log.info("device %s: bedside page at %s, model %s", self.config.device_id, self.web.url,
-                 self.model_slot.info.version)
+        log.info(
+            "device %s: bedside page at %s, model %s", self.config.device_id, self.web.url, self.model_slot.info.version
+        )
 
     def stop(self) -> None:
         """Publish offline, disconnect, stop the worker and the page, close the database."""

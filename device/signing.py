@@ -56,9 +56,7 @@ def generate(out_dir: Path) -> tuple[Path, Path]:
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
     public_path.write_bytes(
-        private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return private_path, public_path
 

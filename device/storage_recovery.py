@@ -25,8 +25,14 @@ RETRY_S = 2.0  # while SQLite refuses writes, try again this often
 class StorageRecovery:
     """The storage-problem state: held acknowledgements, retries, and what to tell the world."""
 
-    def __init__(self, advisor: Advisor, max_held_events: int, ack: Callable[[mqtt.MQTTMessage], None],
-                 report: Callable[[ErrorMessage], None], on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        advisor: Advisor,
+        max_held_events: int,
+        ack: Callable[[mqtt.MQTTMessage], None],
+        report: Callable[[ErrorMessage], object],
+        on_change: Callable[[], None],
+    ) -> None:
         self.advisor = advisor
         self.max_held_events = max_held_events
         self.problem: str | None = None
@@ -49,8 +55,13 @@ class StorageRecovery:
             self.problem = self.problem or reason
         if first:
             log.error("state database unavailable: %s; suggesting from memory until it recovers", reason)
-            self._report(ErrorMessage(event_id, f"{reason}; suggesting from memory, the event is kept at the "
-                                                "broker and stored when the database recovers"))
+            self._report(
+                ErrorMessage(
+                    event_id,
+                    f"{reason}; suggesting from memory, the event is kept at the "
+                    "broker and stored when the database recovers",
+                )
+            )
             self._on_change()
 
     def retry(self) -> None:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from preprocessing.events import Event, Kind
@@ -25,7 +25,7 @@ from preprocessing.validation import event_from_mapping
 from .messages import Suggestion
 
 SCHEMA_VERSION = 1
-_STORED_NOW = datetime(9000, 1, 1, tzinfo=timezone.utc)  # stored events were checked on arrival
+_STORED_NOW = datetime(9000, 1, 1, tzinfo=UTC)  # stored events were checked on arrival
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,7 +79,7 @@ class Added(enum.Enum):
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def event_digest(payload: dict) -> str:
@@ -94,8 +94,7 @@ class Store:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                       timeout=busy_timeout_s)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
@@ -129,8 +128,16 @@ class Store:
         cursor = self._write(
             "INSERT OR IGNORE INTO events (id, patient, ts, ts_min, kind, payload, digest, received_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (event.id, event.patient, event.ts.isoformat(), minutes(event.ts), event.kind.value,
-             json.dumps(payload), digest, _now_iso()),
+            (
+                event.id,
+                event.patient,
+                event.ts.isoformat(),
+                minutes(event.ts),
+                event.kind.value,
+                json.dumps(payload),
+                digest,
+                _now_iso(),
+            ),
         )
         if cursor.rowcount == 1:
             return Added.NEW
@@ -157,8 +164,14 @@ class Store:
         self._write(
             "INSERT OR IGNORE INTO suggestions (id, event_id, patient, status, payload, sent_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (suggestion.id, suggestion.event_id, suggestion.patient, suggestion.status,
-             json.dumps(suggestion.to_payload()), _now_iso()),
+            (
+                suggestion.id,
+                suggestion.event_id,
+                suggestion.patient,
+                suggestion.status,
+                json.dumps(suggestion.to_payload()),
+                _now_iso(),
+            ),
         )
 
     def has_event(self, event_id: str) -> bool:
@@ -168,9 +181,7 @@ class Store:
         return bool(self._read("SELECT 1 FROM suggestions WHERE event_id = ?", (event_id,)))
 
     def latest_suggestion(self, patient: str) -> Suggestion | None:
-        rows = self._read(
-            "SELECT payload FROM suggestions WHERE patient = ? ORDER BY rowid DESC LIMIT 1", (patient,)
-        )
+        rows = self._read("SELECT payload FROM suggestions WHERE patient = ? ORDER BY rowid DESC LIMIT 1", (patient,))
         return Suggestion.from_json(rows[0][0]) if rows else None
 
     def suggestion(self, suggestion_id: str) -> Suggestion | None:
@@ -178,8 +189,14 @@ class Store:
         return Suggestion.from_json(rows[0][0]) if rows else None
 
     # ------------------------------------------------------------------- audit
-    def audit(self, action: str, detail: dict, patient: str | None = None,
-              event_id: str | None = None, suggestion_id: str | None = None) -> None:
+    def audit(
+        self,
+        action: str,
+        detail: dict,
+        patient: str | None = None,
+        event_id: str | None = None,
+        suggestion_id: str | None = None,
+    ) -> None:
         """Append one row to the audit trail."""
         self._write(
             "INSERT INTO audit (at, action, patient, event_id, suggestion_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
@@ -188,7 +205,8 @@ class Store:
 
     def audit_rows(self, action: str | None = None) -> list[dict]:
         sql = "SELECT seq, at, action, patient, event_id, suggestion_id, detail FROM audit"
-        rows = self._read(sql + (" WHERE action = ? ORDER BY seq" if action else " ORDER BY seq"),
-                          (action,) if action else ())
+        rows = self._read(
+            sql + (" WHERE action = ? ORDER BY seq" if action else " ORDER BY seq"), (action,) if action else ()
+        )
         keys = ("seq", "at", "action", "patient", "event_id", "suggestion_id")
-        return [{**dict(zip(keys, r[:6])), "detail": json.loads(r[6])} for r in rows]
+        return [{**dict(zip(keys, r[:6], strict=False)), "detail": json.loads(r[6])} for r in rows]

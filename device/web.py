@@ -9,13 +9,14 @@ schema of :mod:`device.messages`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
-from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -41,8 +42,10 @@ log = logging.getLogger("advisor.web")
 MAX_BODY_BYTES = 4096
 TOKEN_HEADER = "X-Advisor-Token"
 HEARTBEAT_S = 10.0
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-       "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+)
 
 
 class BedsideBackend(Protocol):
@@ -82,10 +85,8 @@ class _Broadcaster:
         with self._lock:
             targets = list(self._queues)
         for q in targets:
-            try:
+            with contextlib.suppress(queue.Full):  # a stalled browser misses a nudge; its next fetch catches up
                 q.put_nowait(item)
-            except queue.Full:
-                pass  # a stalled browser misses a nudge; its next fetch catches up
 
 
 class BedsideServer:
@@ -119,8 +120,9 @@ class BedsideServer:
         try:
             self._server = ThreadingHTTPServer((self.config.host, self.config.port), handler)
         except OSError as exc:
-            raise OSError(f"cannot serve the bedside page on {self.config.host}:{self.config.port}: "
-                          f"{exc.strerror}") from None
+            raise OSError(
+                f"cannot serve the bedside page on {self.config.host}:{self.config.port}: {exc.strerror}"
+            ) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="bedside-http", daemon=True)
         self._thread.start()
@@ -161,13 +163,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _patient_route(self, path: str) -> tuple[str | None, str]:
         """``/api/patients/<id>[/action]`` → (id, action)."""
-        rest = path[len("/api/patients/"):]
+        rest = path[len("/api/patients/") :]
         patient, _, action = rest.partition("/")
         patient = unquote(patient)
         return (patient if IDENTIFIER.match(patient) else None), action
 
     # ------------------------------------------------------------------ verbs
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         path = urlsplit(self.path).path
         backend = self.app.backend
         if path in ("/", "/index.html"):
@@ -187,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(HTTPStatus.NOT_FOUND, "not found")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = urlsplit(self.path).path
         if not path.startswith("/api/patients/"):
             self._error(HTTPStatus.NOT_FOUND, "not found")

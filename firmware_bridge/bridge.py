@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from device.config import BrokerConfig
 from device.mqtt_client import PersistentPublisher
@@ -55,8 +55,9 @@ def _reason_field(text: str) -> str:
 class SerialBridge:
     """Runs until ``stop`` is set; one link, one device's events topic."""
 
-    def __init__(self, link: Link, broker: BrokerConfig, device_id: str, source: str,
-                 publish_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, link: Link, broker: BrokerConfig, device_id: str, source: str, publish_timeout_s: float = 5.0
+    ) -> None:
         self.link = link
         self.topics = Topics(device_id)
         self.source = source
@@ -103,7 +104,7 @@ class SerialBridge:
             return
         self._last_answer, self._pending = None, None
         try:
-            event = frame_event(item, self.source, datetime.now(timezone.utc))
+            event = frame_event(item, self.source, datetime.now(UTC))
         except FrameError as exc:
             self._refuse(item.seq, exc.reason)
             return
@@ -116,8 +117,11 @@ class SerialBridge:
             self.stats.delivered += 1
             self._answer(encode_frame(item.seq, ACK, (event.id,)))
         else:
-            log.warning("broker did not confirm seq %d within %.0f s; the firmware will resend",
-                        item.seq, self.publish_timeout_s)
+            log.warning(
+                "broker did not confirm seq %d within %.0f s; the firmware will resend",
+                item.seq,
+                self.publish_timeout_s,
+            )
 
     def _confirmed(self) -> bool:
         """Whether the broker confirmed the last publish (waiting up to the timeout)."""

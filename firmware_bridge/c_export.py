@@ -59,7 +59,7 @@ def header_text(bundle: Bundle, role: str = "int8") -> str:
         f"static ADVISOR_ALIGN16 const unsigned char {name}[{len(model)}] = {{",
     ]
     for start in range(0, len(model), BYTES_PER_LINE):
-        chunk = model[start:start + BYTES_PER_LINE]
+        chunk = model[start : start + BYTES_PER_LINE]
         lines.append("    " + ", ".join(f"0x{b:02x}" for b in chunk) + ",")
     lines += ["};", "", f"#endif /* {guard} */", ""]
     return "\n".join(lines)

@@ -31,8 +31,9 @@ class Noise:
 
 
 class FirmwareEmulator:
-    def __init__(self, link: Link, noise: Noise = Noise(), answer_timeout_s: float = 5.0, retries: int = 3,
-                 first_seq: int = 0) -> None:
+    def __init__(
+        self, link: Link, noise: Noise = Noise(), answer_timeout_s: float = 5.0, retries: int = 3, first_seq: int = 0
+    ) -> None:
         self.link = link
         self.noise = noise
         self.rng = random.Random(noise.seed)
@@ -41,7 +42,6 @@ class FirmwareEmulator:
         self.seq = first_seq % SEQ_MODULO
         self.parser = FrameParser()
         self.naks: list[tuple[int, str]] = []
-        self.resends = 0
         self.last_answer: Frame | None = None
 
     def _noise_before(self, frame: bytes) -> bytes:
@@ -56,9 +56,7 @@ class FirmwareEmulator:
 
     def send_frame(self, frame: bytes, seq: int) -> bool:
         """Send one frame until answered; True on ``A``, False on ``N`` or no answer."""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.resends += 1
+        for _attempt in range(self.retries + 1):
             self.link.write(self._noise_before(frame) + frame)
             answer = self._await(seq)
             if answer is None or answer.type == RESEND:
@@ -75,7 +73,8 @@ class FirmwareEmulator:
         self.seq = (self.seq + 1) % SEQ_MODULO
         if not self.send_frame(event_frame(event, seq), seq):
             return None
-        return self.last_answer.fields[0] if self.last_answer.fields else ""
+        answer = self.last_answer
+        return answer.fields[0] if answer is not None and answer.fields else ""
 
     def _await(self, seq: int) -> Frame | None:
         """The answer for ``seq``: ``A``/``N`` win; a ``D`` counts only if nothing better follows soon."""

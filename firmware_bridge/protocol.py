@@ -45,8 +45,15 @@ MAX_FRAME = 256
 SEQ_MODULO = 65536
 _FIELD_FORBIDDEN = re.compile(r"[$*,\r\n]")
 
-EVENT_TYPES = {"G": Kind.GLUCOSE, "I": Kind.INSULIN, "M": Kind.MEAL, "E": Kind.EXERCISE,
-               "H": Kind.HYPO_SYMPTOMS, "S": Kind.SPECIAL, "R": Kind.REQUEST}
+EVENT_TYPES = {
+    "G": Kind.GLUCOSE,
+    "I": Kind.INSULIN,
+    "M": Kind.MEAL,
+    "E": Kind.EXERCISE,
+    "H": Kind.HYPO_SYMPTOMS,
+    "S": Kind.SPECIAL,
+    "R": Kind.REQUEST,
+}
 TYPE_OF_KIND = {kind: letter for letter, kind in EVENT_TYPES.items()}
 INSULIN_CODES = {"r": Insulin.REGULAR, "n": Insulin.NPH, "u": Insulin.ULTRALENTE}
 CODE_OF_INSULIN = {v: k for k, v in INSULIN_CODES.items()}
@@ -166,8 +173,7 @@ def frame_event(frame: Frame, source: str, now: datetime) -> Event:
     stamp = re.sub(r"\D", "", ts)[:14]
     event_id = f"{source}-{stamp}-{frame.seq}"
     try:
-        when = parse_timestamp(ts, event_id, now)
-        candidate = Event(id=event_id, patient=patient, ts=when, kind=kind, **_kind_fields(kind, rest, frame.seq))
+        candidate = _event(event_id, patient, parse_timestamp(ts, event_id, now), kind, list(rest), frame.seq)
     except IndexError:
         raise FrameError("missing_field", frame.seq) from None
     except (FrameError, ValidationError):
@@ -177,33 +183,33 @@ def frame_event(frame: Frame, source: str, now: datetime) -> Event:
     return event_from_mapping(candidate.to_payload(), now)
 
 
-def _kind_fields(kind: Kind, rest: list[str], seq: int) -> dict[str, object]:
-    """The kind-specific fields of an event frame, typed (validated afterwards)."""
+def _event(event_id: str, patient: str, ts: datetime, kind: Kind, rest: list[str], seq: int) -> Event:
+    """The event a frame's fields describe, typed (validated afterwards)."""
     if kind is Kind.GLUCOSE:
-        return {"mg_dl": float(rest[0]), "context": rest[1] if len(rest) > 1 else None}
+        return Event(event_id, patient, ts, kind, mg_dl=float(rest[0]), context=rest[1] if len(rest) > 1 else None)
     if kind is Kind.INSULIN:
         if rest[0] not in INSULIN_CODES:
             raise FrameError("bad_field", seq)
-        return {"insulin": INSULIN_CODES[rest[0]], "units": float(rest[1])}
+        return Event(event_id, patient, ts, kind, insulin=INSULIN_CODES[rest[0]], units=float(rest[1]))
     if kind is Kind.MEAL:
-        return {"size": rest[0], "carbs_g": float(rest[1]) if len(rest) > 1 else None}
+        return Event(event_id, patient, ts, kind, size=rest[0], carbs_g=float(rest[1]) if len(rest) > 1 else None)
     if kind is Kind.EXERCISE:
-        return {"intensity": rest[0]}
+        return Event(event_id, patient, ts, kind, intensity=rest[0])
     if kind is Kind.SPECIAL and rest:
-        return {"note": rest[0]}
-    return {}
+        return Event(event_id, patient, ts, kind, note=rest[0])
+    return Event(event_id, patient, ts, kind)
 
 
 def event_frame(event: Event, seq: int) -> bytes:
     """The frame a firmware sends for ``event`` (used by the emulator and serial replay)."""
     fields = [event.ts.isoformat(), event.patient]
     if event.kind is Kind.GLUCOSE:
-        fields += [f"{event.mg_dl:g}"] + ([event.context] if event.context else [])
-    elif event.kind is Kind.INSULIN:
-        fields += [CODE_OF_INSULIN[event.insulin], f"{event.units:g}"]
-    elif event.kind is Kind.MEAL:
+        fields += [f"{event.reading:g}"] + ([event.context] if event.context else [])
+    elif event.kind is Kind.INSULIN and event.insulin is not None:
+        fields += [CODE_OF_INSULIN[event.insulin], f"{event.dose:g}"]
+    elif event.kind is Kind.MEAL and event.size is not None:
         fields += [event.size] + ([f"{event.carbs_g:g}"] if event.carbs_g is not None else [])
-    elif event.kind is Kind.EXERCISE:
+    elif event.kind is Kind.EXERCISE and event.intensity is not None:
         fields += [event.intensity]
     elif event.kind is Kind.SPECIAL and event.note:
         fields += [_FIELD_FORBIDDEN.sub(" ", event.note)[:120]]

@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 MANIFEST = "manifest.json"
@@ -24,8 +24,7 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for dist in ("insulin-advisor", "tensorflow-cpu", "tensorflow", "keras", "numpy",
-                 "scikit-learn", "ai-edge-litert"):
+    for dist in ("insulin-advisor", "tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn", "ai-edge-litert"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -35,7 +34,7 @@ def library_versions() -> dict[str, str]:
 
 def new_version(now: datetime | None = None) -> str:
     """A sortable version string: ``YYYY.MM.DD.HHMMSS``."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime("%Y.%m.%d.%H%M%S")
 
 
@@ -69,4 +68,4 @@ def write_bundle(out_dir: Path, manifest: dict, files: dict[str, bytes]) -> dict
 
 
 def created_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -24,8 +24,9 @@ def auprc(y: np.ndarray, p: np.ndarray) -> float:
     return float(average_precision_score(y, p)) if _both_classes(y) else float("nan")
 
 
-def bootstrap_ci(y: np.ndarray, p: np.ndarray, metric, resamples: int = 1000,
-                 level: float = 0.95) -> tuple[float, float] | None:
+def bootstrap_ci(
+    y: np.ndarray, p: np.ndarray, metric, resamples: int = 1000, level: float = 0.95
+) -> tuple[float, float] | None:
     """Percentile interval of ``metric`` over patient resamples (None if it cannot be formed)."""
     y, p = np.asarray(y), np.asarray(p)
     rng = np.random.default_rng(BOOTSTRAP_SEED)
@@ -49,7 +50,7 @@ def summary(y: np.ndarray, p: np.ndarray, resamples: int = 1000) -> dict:
         "auprc": auprc(y, p),
         "auprc_ci95": bootstrap_ci(y, p, auprc, resamples),
         "prevalence": float(y.mean()) if len(y) else float("nan"),
-        "n": int(len(y)),
+        "n": len(y),
         "positives": int(y.sum()),
     }
 
@@ -75,6 +76,14 @@ def confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     def rate(a: int, b: int) -> float:
         return a / (a + b) if a + b else float("nan")
 
-    return {"threshold": float(threshold), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "sensitivity": rate(tp, fn), "specificity": rate(tn, fp),
-            "ppv": rate(tp, fp), "npv": rate(tn, fn)}
+    return {
+        "threshold": float(threshold),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "sensitivity": rate(tp, fn),
+        "specificity": rate(tn, fp),
+        "ppv": rate(tp, fp),
+        "npv": rate(tn, fn),
+    }

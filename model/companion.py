@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,12 @@ TASKS = ("mortality", "readmission")
 LOGISTIC = "logistic_l1"
 IMBALANCE_METHODS = ("class_weights", "random_oversampling", "smote")
 MODEL_LABELS = {
-    "lstm": "LSTM", "gru": "GRU", "bilstm": "bidirectional LSTM",
-    "rnn_last_hf": "RNN, last-index loss", "cnn_wide": "CNN-Wide", "mlp": "MLP on the index visit",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "bilstm": "bidirectional LSTM",
+    "rnn_last_hf": "RNN, last-index loss",
+    "cnn_wide": "CNN-Wide",
+    "mlp": "MLP on the index visit",
     LOGISTIC: "L1 logistic regression (timeline summary)",
 }
 OUTPUTS = {
@@ -43,8 +48,10 @@ OUTPUTS = {
     "readmission": "probability of a new admission within 30 days of this discharge",
 }
 DEMO_PATIENT_LIMIT = 1000
-SMALL_DATA_NOTE = ("This data set is too small for a meaningful AUROC: the figures below are wide "
-                   "intervals around a handful of positives, shown to prove the pipeline, not the model.")
+SMALL_DATA_NOTE = (
+    "This data set is too small for a meaningful AUROC: the figures below are wide "
+    "intervals around a handful of positives, shown to prove the pipeline, not the model."
+)
 
 
 class CompanionError(Exception):
@@ -61,7 +68,8 @@ class CompanionTrainingConfig:
     min_code_count: int = 2
     max_vocabulary: int = 2000
     network: companion_networks.CompanionNetworkConfig = field(
-        default_factory=companion_networks.CompanionNetworkConfig)
+        default_factory=companion_networks.CompanionNetworkConfig
+    )
     folds: int = 5
     bootstrap: int = 1000
     imbalance_network: dict = field(default_factory=lambda: {"mortality": "gru", "readmission": "mlp"})
@@ -121,8 +129,10 @@ def _cohort(data: MimicData, config: CompanionTrainingConfig, notes: list[str]) 
     negatives = len(hf.samples) - hf.positives
     if min(hf.positives, negatives) >= config.folds:
         return hf
-    notes.append(f"heart-failure cohort has {len(hf.samples)} samples and {hf.positives} positive(s), too few for "
-                 f"{config.folds}-fold cross-validation; trained the all-admissions variant instead")
+    notes.append(
+        f"heart-failure cohort has {len(hf.samples)} samples and {hf.positives} positive(s), too few for "
+        f"{config.folds}-fold cross-validation; trained the all-admissions variant instead"
+    )
     return readmission_cohort(data, "all")
 
 
@@ -145,18 +155,24 @@ def _admissions(samples: list) -> list[frozenset[str]]:
 def _encode(cohort: Cohort, vocabulary_from: list, config: CompanionTrainingConfig) -> _Encoded:
     """Every sample encoded with a vocabulary built from ``vocabulary_from`` only."""
     spec = VisitSpec(build_vocabulary(vocabulary_from, config), config.max_visits)
-    vectors = (skipgram.train_vectors(_admissions(vocabulary_from), spec.vocabulary,
-                                      skipgram.SkipGramConfig(dim=config.network.embedding, seed=config.seed))
-               if config.skipgram else None)
+    vectors = (
+        skipgram.train_vectors(
+            _admissions(vocabulary_from),
+            spec.vocabulary,
+            skipgram.SkipGramConfig(dim=config.network.embedding, seed=config.seed),
+        )
+        if config.skipgram
+        else None
+    )
     x = spec.encode_many([s.visits for s in cohort.samples])
     y = np.array([s.label for s in cohort.samples], dtype=int)
     visit_labels = np.zeros((len(y), config.max_visits), dtype=np.float32)
     visit_weights = np.zeros_like(visit_labels)
     for i, sample in enumerate(cohort.samples):
-        labels = list(sample.visit_labels or (sample.label,))[-config.max_visits:]
-        visit_labels[i, config.max_visits - len(labels):] = labels
+        labels = list(sample.visit_labels or (sample.label,))[-config.max_visits :]
+        visit_labels[i, config.max_visits - len(labels) :] = labels
         real = min(len(sample.visits), config.max_visits)
-        visit_weights[i, config.max_visits - real:] = config.network.aux_weight
+        visit_weights[i, config.max_visits - real :] = config.network.aux_weight
         visit_weights[i, -1] = 1.0
     groups = np.array([s.subject_id for s in cohort.samples])
     return _Encoded(spec, x, y, visit_labels, visit_weights, groups, vectors)
@@ -180,8 +196,10 @@ def _folds(cohort: Cohort, enc: _Encoded, config: CompanionTrainingConfig) -> li
     from sklearn.model_selection import StratifiedGroupKFold
 
     splitter = StratifiedGroupKFold(config.folds, shuffle=True, random_state=config.seed)
-    return [_Fold(train, test, _encode(cohort, [cohort.samples[i] for i in train], config))
-            for train, test in splitter.split(np.zeros(len(enc.y)), enc.y, enc.groups)]
+    return [
+        _Fold(train, test, _encode(cohort, [cohort.samples[i] for i in train], config))
+        for train, test in splitter.split(np.zeros(len(enc.y)), enc.y, enc.groups)
+    ]
 
 
 def summary_features(x: np.ndarray) -> np.ndarray:
@@ -217,7 +235,7 @@ def _resample(method: str, rows: np.ndarray, y: np.ndarray, x: np.ndarray, seed:
     if method == "class_weights":
         return x[rows], y[rows], class_weights(y[rows]), rows
     if method == "random_oversampling":
-        from imblearn.over_sampling import RandomOverSampler
+        from imblearn.over_sampling import RandomOverSampler  # type: ignore[import-untyped]
 
         sampler = RandomOverSampler(random_state=seed)
         picked, _ = sampler.fit_resample(rows.reshape(-1, 1), y[rows])
@@ -237,8 +255,9 @@ def _resample(method: str, rows: np.ndarray, y: np.ndarray, x: np.ndarray, seed:
     raise ValueError(f"unknown imbalance method {method!r}")
 
 
-def _fit_predict(kind: str, enc: _Encoded, train: np.ndarray, test: np.ndarray, method: str,
-                 config: CompanionTrainingConfig) -> tuple[np.ndarray, object]:
+def _fit_predict(
+    kind: str, enc: _Encoded, train: np.ndarray, test: np.ndarray, method: str, config: CompanionTrainingConfig
+) -> tuple[np.ndarray, Any]:
     x, y, weights, origin = _resample(method, train, enc.y, enc.x, config.seed)
     if kind == LOGISTIC:
         model = _l1_logistic(config)
@@ -253,8 +272,9 @@ def _fit_predict(kind: str, enc: _Encoded, train: np.ndarray, test: np.ndarray, 
     return companion_networks.predict(model, kind, enc.x[test]), model
 
 
-def _cross_validate(kind: str, folds: list[_Fold], config: CompanionTrainingConfig, method: str,
-                    progress: Progress) -> tuple[np.ndarray, float, int]:
+def _cross_validate(
+    kind: str, folds: list[_Fold], config: CompanionTrainingConfig, method: str, progress: Progress
+) -> tuple[np.ndarray, float, int]:
     """Out-of-fold probabilities, total training seconds and the parameter count."""
     oof = np.zeros(len(folds[0].enc.y))
     seconds, params = 0.0, 0
@@ -262,8 +282,7 @@ def _cross_validate(kind: str, folds: list[_Fold], config: CompanionTrainingConf
         started = time.monotonic()
         oof[split.test], model = _fit_predict(kind, split.enc, split.train, split.test, method, config)
         seconds += time.monotonic() - started
-        params = (int(np.count_nonzero(model.coef_)) + 1 if kind == LOGISTIC
-                  else companion_networks.parameters(model))
+        params = int(np.count_nonzero(model.coef_)) + 1 if kind == LOGISTIC else companion_networks.parameters(model)
         progress(f"  {MODEL_LABELS[kind]} [{method}] fold {fold}/{config.folds}")
     return oof, seconds, params
 
@@ -288,8 +307,10 @@ def _golden_histories(spec: VisitSpec, n: int, seed: int) -> list[list[Visit]]:
 
 def history_to_json(visits: list[Visit]) -> list[dict]:
     """A history as the device's ``patients`` payload expects it."""
-    return [{"admit": v.admit.isoformat() + "Z", "discharge": v.discharge.isoformat() + "Z",
-             "codes": sorted(v.codes)} for v in visits]
+    return [
+        {"admit": v.admit.isoformat() + "Z", "discharge": v.discharge.isoformat() + "Z", "codes": sorted(v.codes)}
+        for v in visits
+    ]
 
 
 def _fingerprint(data: MimicData, cohort: Cohort) -> str:
@@ -311,8 +332,9 @@ def _toggle_importance(model, kind: str, enc: _Encoded, limit: int) -> list[dict
         on, off = enc.x.copy(), enc.x.copy()
         on[:, -1, column], off[:, -1, column] = 1.0, 0.0
         delta = (np.asarray(graph(on, training=False)) - np.asarray(graph(off, training=False))).reshape(-1)
-        rows.append({"feature": names[column], "mean_change": float(delta.mean()),
-                     "in_index_visits": int(frequency[column])})
+        rows.append(
+            {"feature": names[column], "mean_change": float(delta.mean()), "in_index_visits": int(frequency[column])}
+        )
     return sorted(rows, key=lambda r: -abs(r["mean_change"]))
 
 
@@ -321,8 +343,11 @@ def _logistic_importance(enc: _Encoded, config: CompanionTrainingConfig) -> list
     model.fit(summary_features(enc.x), enc.y, sample_weight=class_weights(enc.y))
     names = summary_feature_names(enc.spec)
     coefs = model.coef_.reshape(-1)
-    return [{"feature": names[i], "coefficient": float(coefs[i])}
-            for i in np.argsort(-np.abs(coefs), kind="stable") if coefs[i] != 0]
+    return [
+        {"feature": names[i], "coefficient": float(coefs[i])}
+        for i in np.argsort(-np.abs(coefs), kind="stable")
+        if coefs[i] != 0
+    ]
 
 
 def _model_files(task: str) -> dict[str, str]:
@@ -338,9 +363,17 @@ class _Exported:
     extra: dict[str, np.ndarray]
 
 
-def _export(model, kind: str, spec: VisitSpec, calibration: np.ndarray, x: np.ndarray, y: np.ndarray,
-            config: CompanionTrainingConfig, device_predict: DevicePredict,
-            extra: np.ndarray | None = None) -> _Exported:
+def _export(
+    model,
+    kind: str,
+    spec: VisitSpec,
+    calibration: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: CompanionTrainingConfig,
+    device_predict: DevicePredict,
+    extra: np.ndarray | None = None,
+) -> _Exported:
     """TFLite float and int8 of ``model``, and its device-path outputs on ``x`` compared with Keras."""
     graph = companion_networks.inference_graph(model, kind)
     keras_p = companion_networks.predict(model, kind, x)
@@ -358,8 +391,7 @@ def _export(model, kind: str, spec: VisitSpec, calibration: np.ndarray, x: np.nd
         bundle_writer.write_bundle(staged, manifest, {files[r]: tflite[r] for r in files})
         device_p = {role: device_predict(staged, role, x) for role in files}
         extra_p = {role: device_predict(staged, role, extra) for role in files} if extra is not None else {}
-    parity = {"n": int(len(y)), "positives": int(np.sum(y)),
-              "keras_auroc": classification_metrics.auroc(y, keras_p)}
+    parity = {"n": len(y), "positives": int(np.sum(y)), "keras_auroc": classification_metrics.auroc(y, keras_p)}
     for role in files:
         parity[f"{role}_auroc"] = classification_metrics.auroc(y, device_p[role])
         parity[f"{role}_vs_keras_max_abs"] = float(np.max(np.abs(device_p[role] - keras_p)))
@@ -372,27 +404,35 @@ PARITY_MAX_AUROC = 0.01
 
 
 def _worst(parity: dict, role: str) -> tuple[float, float]:
-    return (max(p[f"{role}_vs_keras_max_abs"] for p in parity.values()),
-            max(float(np.nan_to_num(p[f"{role}_vs_keras_auroc_diff"])) for p in parity.values()))
+    return (
+        max(p[f"{role}_vs_keras_max_abs"] for p in parity.values()),
+        max(float(np.nan_to_num(p[f"{role}_vs_keras_auroc_diff"])) for p in parity.values()),
+    )
 
 
 def device_role(parity: dict) -> dict:
     """Which model the device runs: int8 only if it matches Keras everywhere it was checked."""
     gaps = {role: _worst(parity, role) for role in ("int8", "float")}
     ok = {role: p <= PARITY_MAX_PROBABILITY and a <= PARITY_MAX_AUROC for role, (p, a) in gaps.items()}
-    words = {role: f"{role} differs from Keras by up to {p:.4f} in probability and {a:.4f} in AUROC"
-             for role, (p, a) in gaps.items()}
+    words = {
+        role: f"{role} differs from Keras by up to {p:.4f} in probability and {a:.4f} in AUROC"
+        for role, (p, a) in gaps.items()
+    }
     limits = f"limits {PARITY_MAX_PROBABILITY} and {PARITY_MAX_AUROC}"
     if ok["int8"]:
         return {"device_role": "int8", "device_role_reason": f"{words['int8']}, within the {limits}"}
     if ok["float"]:
-        return {"device_role": "float",
-                "device_role_reason": f"{words['int8']}, beyond the {limits}; {words['float']}"}
+        return {"device_role": "float", "device_role_reason": f"{words['int8']}, beyond the {limits}; {words['float']}"}
     raise CompanionError(f"no TFLite model matches Keras: {words['int8']}; {words['float']} ({limits})")
 
 
-def train_companion(mimic_dir: Path, out_dir: Path, config: CompanionTrainingConfig,
-                    device_predict: DevicePredict, progress: Progress = print) -> CompanionResult:
+def train_companion(
+    mimic_dir: Path,
+    out_dir: Path,
+    config: CompanionTrainingConfig,
+    device_predict: DevicePredict,
+    progress: Progress = print,
+) -> CompanionResult:
     """Cross-validate every candidate, compare imbalance handling, export the best network."""
     started = time.monotonic()
     data = read_mimic(Path(mimic_dir))
@@ -403,20 +443,28 @@ def train_companion(mimic_dir: Path, out_dir: Path, config: CompanionTrainingCon
         progress(f"note: {note}")
     negatives = len(cohort.samples) - cohort.positives
     if min(cohort.positives, negatives) < config.folds:
-        raise CompanionError(f"{cohort.name} cohort has {cohort.positives} positive and {negatives} negative "
-                             f"samples; {config.folds}-fold cross-validation needs at least {config.folds} of each")
+        raise CompanionError(
+            f"{cohort.name} cohort has {cohort.positives} positive and {negatives} negative "
+            f"samples; {config.folds}-fold cross-validation needs at least {config.folds} of each"
+        )
     enc = _encode(cohort, cohort.samples, config)
     folds = _folds(cohort, enc, config)
-    progress(f"cohort {cohort.name}: {len(enc.y)} samples, {int(enc.y.sum())} positive; "
-             f"vocabulary {len(enc.spec.vocabulary)} codes; input {enc.spec.shape}")
-    networks = (companion_networks.MORTALITY_NETWORKS if config.task == "mortality"
-                else companion_networks.READMISSION_NETWORKS)
+    progress(
+        f"cohort {cohort.name}: {len(enc.y)} samples, {int(enc.y.sum())} positive; "
+        f"vocabulary {len(enc.spec.vocabulary)} codes; input {enc.spec.shape}"
+    )
+    networks = (
+        companion_networks.MORTALITY_NETWORKS if config.task == "mortality" else companion_networks.READMISSION_NETWORKS
+    )
     out_of_fold, metrics = {}, {}
     for kind in (*networks, LOGISTIC):
         oof, seconds, params = _cross_validate(kind, folds, config, "class_weights", progress)
         out_of_fold[kind] = oof
-        metrics[kind] = {**classification_metrics.summary(enc.y, oof, config.bootstrap),
-                         "parameters": params, "train_seconds": seconds}
+        metrics[kind] = {
+            **classification_metrics.summary(enc.y, oof, config.bootstrap),
+            "parameters": params,
+            "train_seconds": seconds,
+        }
     best = max(networks, key=lambda k: (np.nan_to_num(metrics[k]["auroc"], nan=-1.0), -metrics[k]["parameters"]))
     imbalance: dict[str, dict[str, dict]] = {}
     for kind in (config.imbalance_network[config.task], LOGISTIC):
@@ -435,51 +483,111 @@ def train_companion(mimic_dir: Path, out_dir: Path, config: CompanionTrainingCon
     held_out = folds[0]
     progress(f"TFLite parity on held-out fold 1 ({len(held_out.test)} samples)")
     fold_model = companion_networks.fit(
-        best, held_out.enc.x[held_out.train], enc.y[held_out.train], class_weights(enc.y[held_out.train]),
-        config.network, held_out.enc.visit_labels[held_out.train], held_out.enc.visit_weights[held_out.train],
-        held_out.enc.code_vectors)
-    fold_export = _export(fold_model, best, held_out.enc.spec, held_out.enc.x[held_out.train],
-                          held_out.enc.x[held_out.test], enc.y[held_out.test], config, device_predict)
+        best,
+        held_out.enc.x[held_out.train],
+        enc.y[held_out.train],
+        class_weights(enc.y[held_out.train]),
+        config.network,
+        held_out.enc.visit_labels[held_out.train],
+        held_out.enc.visit_weights[held_out.train],
+        held_out.enc.code_vectors,
+    )
+    fold_export = _export(
+        fold_model,
+        best,
+        held_out.enc.spec,
+        held_out.enc.x[held_out.train],
+        held_out.enc.x[held_out.test],
+        enc.y[held_out.test],
+        config,
+        device_predict,
+    )
 
     progress(f"refitting {MODEL_LABELS[best]} on all {len(enc.y)} samples and exporting to TFLite")
-    final = companion_networks.fit(best, enc.x, enc.y, class_weights(enc.y), config.network,
-                                   enc.visit_labels, enc.visit_weights, enc.code_vectors)
+    final = companion_networks.fit(
+        best, enc.x, enc.y, class_weights(enc.y), config.network, enc.visit_labels, enc.visit_weights, enc.code_vectors
+    )
     golden_histories = _golden_histories(enc.spec, config.golden_pairs, config.seed)
-    shipped = _export(final, best, enc.spec, enc.x, enc.x, enc.y, config, device_predict,
-                      enc.spec.encode_many(golden_histories))
+    shipped = _export(
+        final, best, enc.spec, enc.x, enc.x, enc.y, config, device_predict, enc.spec.encode_many(golden_histories)
+    )
     manifest, tflite, files, keras_p = shipped.manifest, shipped.tflite, _model_files(config.task), shipped.keras
     golden_p = shipped.extra
     parity = {"held_out_fold": fold_export.parity, "whole_cohort": shipped.parity}
     manifest["output"].update(device_role(parity))
     progress(f"device runs the {manifest['output']['device_role']} model: {manifest['output']['device_role_reason']}")
     progress("feature importance (L1 coefficients; toggling features of the index visit)")
-    importance = {"logistic_l1": _logistic_importance(enc, config),
-                  best: _toggle_importance(final, best, enc, config.importance_features)}
+    importance = {
+        "logistic_l1": _logistic_importance(enc, config),
+        best: _toggle_importance(final, best, enc, config.importance_features),
+    }
     demo = len(data.patients) < DEMO_PATIENT_LIMIT
     cohort_json = cohort.to_json()
-    manifest.update({
-        "version": bundle_writer.new_version(),
-        "created": bundle_writer.created_now(),
-        "cohort": {"size": cohort_json["size"], "positives": cohort_json["positives"], "steps": cohort_json["steps"],
-                   "definition": cohort.name},
-        "golden": [{"history": history_to_json(h), "outputs": {r: float(golden_p[r][i]) for r in files}}
-                   for i, h in enumerate(golden_histories)],
-        "metrics": {"cross_validation": metrics, "folds": config.folds, "best": best, "imbalance": imbalance,
-                    "confusion_at_threshold": confusion, "parity": parity,
-                    "note": SMALL_DATA_NOTE if demo else "out-of-fold estimates"},
-        "data": {"source": data.layout, "version": data.version, "patients": len(data.patients),
-                 "fingerprint_sha256": _fingerprint(data, cohort), "notes": notes,
-                 "demo_trained": demo,
-                 "label": ("demo-trained: MIMIC demo subset, for showing the pipeline only; not a validated risk model"
-                           if demo else "trained on the full data set named in 'source'")},
-        "training": {"network": config.network.to_json(), "max_visits": config.max_visits,
-                     "min_code_count": config.min_code_count, "max_vocabulary": config.max_vocabulary,
-                     "vocabulary_from": "distinct admissions of the cohort (per training fold in cross-validation)",
-                     "class_imbalance": "class weights",
-                     "code_embedding_init": "skip-gram vectors" if config.skipgram else "random"},
-        "versions": bundle_writer.library_versions(),
-    })
+    manifest.update(
+        {
+            "version": bundle_writer.new_version(),
+            "created": bundle_writer.created_now(),
+            "cohort": {
+                "size": cohort_json["size"],
+                "positives": cohort_json["positives"],
+                "steps": cohort_json["steps"],
+                "definition": cohort.name,
+            },
+            "golden": [
+                {"history": history_to_json(h), "outputs": {r: float(golden_p[r][i]) for r in files}}
+                for i, h in enumerate(golden_histories)
+            ],
+            "metrics": {
+                "cross_validation": metrics,
+                "folds": config.folds,
+                "best": best,
+                "imbalance": imbalance,
+                "confusion_at_threshold": confusion,
+                "parity": parity,
+                "note": SMALL_DATA_NOTE if demo else "out-of-fold estimates",
+            },
+            "data": {
+                "source": data.layout,
+                "version": data.version,
+                "patients": len(data.patients),
+                "fingerprint_sha256": _fingerprint(data, cohort),
+                "notes": notes,
+                "demo_trained": demo,
+                "label": (
+                    "demo-trained: MIMIC demo subset, for showing the pipeline only; not a validated risk model"
+                    if demo
+                    else "trained on the full data set named in 'source'"
+                ),
+            },
+            "training": {
+                "network": config.network.to_json(),
+                "max_visits": config.max_visits,
+                "min_code_count": config.min_code_count,
+                "max_vocabulary": config.max_vocabulary,
+                "vocabulary_from": "distinct admissions of the cohort (per training fold in cross-validation)",
+                "class_imbalance": "class weights",
+                "code_embedding_init": "skip-gram vectors" if config.skipgram else "random",
+            },
+            "versions": bundle_writer.library_versions(),
+        }
+    )
     manifest = bundle_writer.write_bundle(Path(out_dir), manifest, {files[r]: tflite[r] for r in files})
     progress(f"bundle written to {out_dir}")
-    return CompanionResult(config.task, Path(out_dir), manifest, cohort, enc.y, out_of_fold, metrics, imbalance,
-                           best, confusion, importance, parity, notes, time.monotonic() - started, enc.x, keras_p)
+    return CompanionResult(
+        config.task,
+        Path(out_dir),
+        manifest,
+        cohort,
+        enc.y,
+        out_of_fold,
+        metrics,
+        imbalance,
+        best,
+        confusion,
+        importance,
+        parity,
+        notes,
+        time.monotonic() - started,
+        enc.x,
+        keras_p,
+    )

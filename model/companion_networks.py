@@ -128,13 +128,21 @@ def initialise_embedding(model, code_vectors) -> bool:
     kernel = layer.get_weights()[0]
     vectors = np.asarray(code_vectors, dtype=np.float32)
     spread = float(vectors[2:].std()) or 1.0
-    kernel[:len(vectors)] = vectors / spread * float(kernel.std())
+    kernel[: len(vectors)] = vectors / spread * float(kernel.std())
     layer.set_weights([kernel])
     return True
 
 
-def fit(kind: str, x, y, sample_weight, config: CompanionNetworkConfig, visit_labels=None, visit_weights=None,
-        code_vectors=None):
+def fit(
+    kind: str,
+    x,
+    y,
+    sample_weight,
+    config: CompanionNetworkConfig,
+    visit_labels=None,
+    visit_weights=None,
+    code_vectors=None,
+):
     """Train one network; ``sample_weight`` carries the class weights (or ones).
 
     For sequence labellers ``visit_labels``/``visit_weights`` are ``(n, max_visits)``;
@@ -153,8 +161,9 @@ def fit(kind: str, x, y, sample_weight, config: CompanionNetworkConfig, visit_la
         weights = (visit_weights * sample_weight[:, None]).astype("float32")
     else:
         targets, weights = np.asarray(y, "float32"), np.asarray(sample_weight, "float32")
-    model.fit(x, targets, sample_weight=weights, epochs=config.epochs, batch_size=config.batch_size,
-              shuffle=True, verbose=0)
+    model.fit(
+        x, targets, sample_weight=weights, epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0
+    )
     return model
 
 

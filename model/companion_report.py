@@ -9,19 +9,24 @@ import numpy as np
 
 from .companion import IMBALANCE_METHODS, MODEL_LABELS, OUTPUTS, CompanionResult
 
-LEAK_FIX = ("The input sequence stops at the index admission. The source notebook fed every admission of the "
-            "patient, including those after the index stay — a patient readmitted later is by definition alive, "
-            "so later admissions leak the outcome. They are excluded here.")
+LEAK_FIX = (
+    "The input sequence stops at the index admission. The source notebook fed every admission of the "
+    "patient, including those after the index stay — a patient readmitted later is by definition alive, "
+    "so later admissions leak the outcome. They are excluded here."
+)
 LEAKAGE_AUDIT = (
     "Cross-validation folds are grouped by patient (a patient's samples are never on both sides) and each "
     "fold builds its code vocabulary from its training patients' distinct admissions only. Both guard against "
     "leaks found while building this pipeline on the demo: ungrouped folds let the sequence labeller learn a "
     "test sample's label from a later sample of the same patient; counting codes per sample instead of per "
     "admission made the out-of-vocabulary flag mark a patient's last admission, which is never followed by a "
-    "readmission.")
+    "readmission."
+)
 TOP_FEATURES = 15
-OUTCOME = {"mortality": ("died within a year", "survived the year"),
-           "readmission": ("were readmitted within 30 days", "were not readmitted")}
+OUTCOME = {
+    "mortality": ("died within a year", "survived the year"),
+    "readmission": ("were readmitted within 30 days", "were not readmitted"),
+}
 
 
 def _interval(ci) -> str:
@@ -33,25 +38,34 @@ def _fmt(value: float) -> str:
 
 
 def comparison_table(result: CompanionResult) -> str:
-    lines = ["| model | parameters | train time (s, all folds) | AUROC (95 % CI) | AUPRC (95 % CI) |",
-             "|---|---:|---:|---|---|"]
+    lines = [
+        "| model | parameters | train time (s, all folds) | AUROC (95 % CI) | AUPRC (95 % CI) |",
+        "|---|---:|---:|---|---|",
+    ]
     for kind, m in result.metrics.items():
         star = " **(exported)**" if kind == result.best else ""
-        lines.append(f"| {MODEL_LABELS[kind]}{star} | {m['parameters']:,} | {m['train_seconds']:.1f} | "
-                     f"{_fmt(m['auroc'])} ({_interval(m['auroc_ci95'])}) | "
-                     f"{_fmt(m['auprc'])} ({_interval(m['auprc_ci95'])}) |")
+        lines.append(
+            f"| {MODEL_LABELS[kind]}{star} | {m['parameters']:,} | {m['train_seconds']:.1f} | "
+            f"{_fmt(m['auroc'])} ({_interval(m['auroc_ci95'])}) | "
+            f"{_fmt(m['auprc'])} ({_interval(m['auprc_ci95'])}) |"
+        )
     return "\n".join(lines)
 
 
 def imbalance_table(result: CompanionResult) -> str:
-    lines = ["| model | " + " | ".join(m.replace("_", " ") for m in IMBALANCE_METHODS) + " |",
-             "|---|" + "---|" * len(IMBALANCE_METHODS)]
+    lines = [
+        "| model | " + " | ".join(m.replace("_", " ") for m in IMBALANCE_METHODS) + " |",
+        "|---|" + "---|" * len(IMBALANCE_METHODS),
+    ]
     for kind, methods in result.imbalance.items():
         cells = []
         for method in IMBALANCE_METHODS:
             m = methods.get(method, {})
-            cells.append(m["error"] if "error" in m else
-                         f"AUROC {_fmt(m['auroc'])} ({_interval(m['auroc_ci95'])}), AUPRC {_fmt(m['auprc'])}")
+            cells.append(
+                m["error"]
+                if "error" in m
+                else f"AUROC {_fmt(m['auroc'])} ({_interval(m['auroc_ci95'])}), AUPRC {_fmt(m['auprc'])}"
+            )
         lines.append(f"| {MODEL_LABELS[kind]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -59,12 +73,14 @@ def imbalance_table(result: CompanionResult) -> str:
 def clinical_reading(result: CompanionResult) -> str:
     c = result.confusion
     yes, no = OUTCOME[result.task]
-    return (f"At threshold {c['threshold']:.3g} (chosen on the out-of-fold scores to catch at least "
-            f"80 % of positives): of the {c['tp'] + c['fn']} patients who {yes}, the model flags {c['tp']} "
-            f"and misses {c['fn']}; of the {c['tn'] + c['fp']} who {no}, it wrongly flags {c['fp']}. "
-            f"A flagged patient turns out positive {_pct(c['ppv'])} of the time (PPV); an unflagged one "
-            f"is negative {_pct(c['npv'])} of the time (NPV). The threshold was picked on the same "
-            "out-of-fold scores it is judged on, so these rates are optimistic.")
+    return (
+        f"At threshold {c['threshold']:.3g} (chosen on the out-of-fold scores to catch at least "
+        f"80 % of positives): of the {c['tp'] + c['fn']} patients who {yes}, the model flags {c['tp']} "
+        f"and misses {c['fn']}; of the {c['tn'] + c['fp']} who {no}, it wrongly flags {c['fp']}. "
+        f"A flagged patient turns out positive {_pct(c['ppv'])} of the time (PPV); an unflagged one "
+        f"is negative {_pct(c['npv'])} of the time (NPV). The threshold was picked on the same "
+        "out-of-fold scores it is judged on, so these rates are optimistic."
+    )
 
 
 def _pct(value: float) -> str:
@@ -79,8 +95,10 @@ def _plots(result: CompanionResult, out: Path) -> list[str]:
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     names = []
-    for name, curve, xlabel, ylabel in (("roc.png", roc_curve, "false-positive rate", "true-positive rate"),
-                                        ("pr.png", precision_recall_curve, "recall", "precision")):
+    for name, curve, xlabel, ylabel in (
+        ("roc.png", roc_curve, "false-positive rate", "true-positive rate"),
+        ("pr.png", precision_recall_curve, "recall", "precision"),
+    ):
         fig, ax = plt.subplots(figsize=(5.5, 5))
         for kind, scores in result.out_of_fold.items():
             a, b, _ = curve(result.labels, scores)
@@ -131,14 +149,19 @@ def write_report(result: CompanionResult, out: Path) -> Path:
         f"fingerprint `{m['data']['fingerprint_sha256'][:16]}…`.",
         *[f"- Note: {n}" for n in result.notes],
         "",
-        "| step | count |", "|---|---:|", *_steps(result),
+        "| step | count |",
+        "|---|---:|",
+        *_steps(result),
         "",
     ]
     if result.task == "mortality":
         lines += [f"**Leakage fix.** {LEAK_FIX}", ""]
     else:
-        lines += ["Labels follow the heart-failure paper's timeline: an admission is positive when the next one "
-                  "starts within 30 days of its discharge; the sample is the history up to the index admission.", ""]
+        lines += [
+            "Labels follow the heart-failure paper's timeline: an admission is positive when the next one "
+            "starts within 30 days of its discharge; the sample is the history up to the index admission.",
+            "",
+        ]
     lines += [
         f"## Models ({m['metrics']['folds']}-fold stratified cross-validation, out-of-fold scores)",
         comparison_table(result),
@@ -155,8 +178,10 @@ def write_report(result: CompanionResult, out: Path) -> Path:
         imbalance_table(result),
         "",
         f"## Confusion matrix — {MODEL_LABELS[result.best]}, out-of-fold",
-        "| | flagged | not flagged |", "|---|---:|---:|",
-        f"| positive | {c['tp']} | {c['fn']} |", f"| negative | {c['fp']} | {c['tn']} |",
+        "| | flagged | not flagged |",
+        "|---|---:|---:|",
+        f"| positive | {c['tp']} | {c['fn']} |",
+        f"| negative | {c['fp']} | {c['tn']} |",
         "",
         f"Sensitivity {_pct(c['sensitivity'])}, specificity {_pct(c['specificity'])}. {clinical_reading(result)}",
         "",
@@ -164,10 +189,14 @@ def write_report(result: CompanionResult, out: Path) -> Path:
         "| evaluated on | samples (positive) | AUROC Keras | AUROC TFLite float | AUROC TFLite int8 | "
         "max prob. diff float | max prob. diff int8 |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        *[f"| {label} | {p['n']} ({p['positives']}) | {_fmt(p['keras_auroc'])} | {_fmt(p['float_auroc'])} | "
-          f"{_fmt(p['int8_auroc'])} | {p['float_vs_keras_max_abs']:.1e} | {p['int8_vs_keras_max_abs']:.4f} |"
-          for label, p in (("held-out fold 1 (model trained on the other folds)", parity["held_out_fold"]),
-                           ("whole cohort (the shipped model, in-sample)", parity["whole_cohort"]))],
+        *[
+            f"| {label} | {p['n']} ({p['positives']}) | {_fmt(p['keras_auroc'])} | {_fmt(p['float_auroc'])} | "
+            f"{_fmt(p['int8_auroc'])} | {p['float_vs_keras_max_abs']:.1e} | {p['int8_vs_keras_max_abs']:.4f} |"
+            for label, p in (
+                ("held-out fold 1 (model trained on the other folds)", parity["held_out_fold"]),
+                ("whole cohort (the shipped model, in-sample)", parity["whole_cohort"]),
+            )
+        ],
         "",
         "The held-out row is the agreement check on unseen patients; the in-sample AUROC of the shipped model "
         "is not a performance figure.",
@@ -177,12 +206,16 @@ def write_report(result: CompanionResult, out: Path) -> Path:
         "",
         "## Feature importance",
         "L1 logistic regression, non-zero coefficients (largest first):",
-        "", "| feature | coefficient |", "|---|---:|",
+        "",
+        "| feature | coefficient |",
+        "|---|---:|",
         *[f"| {r['feature']} | {r['coefficient']:+.3f} |" for r in lr],
         "",
         f"{MODEL_LABELS[result.best]}: mean change in predicted probability when a feature of the index visit "
         "is switched on rather than off (refitted model, whole cohort):",
-        "", "| feature | mean change | index visits with it |", "|---|---:|---:|",
+        "",
+        "| feature | mean change | index visits with it |",
+        "|---|---:|---:|",
         *[f"| {r['feature']} | {r['mean_change']:+.3f} | {r['in_index_visits']} |" for r in toggled],
         "",
         "## Plots",

@@ -65,12 +65,11 @@ def data_fingerprint(logs: list[aim94.PatientLog]) -> str:
 def carve_validation(split: list[str], share: float) -> list[str]:
     """Mark the last ``share`` of one patient's train rows as ``val`` (chronological)."""
     n_train = split.count("train")
-    n_val = int(round(share * n_train))
+    n_val = round(share * n_train)
     return ["val" if n_train - n_val <= i < n_train else s for i, s in enumerate(split)]
 
 
-def build(folder: Path, spec: FeatureSpec, val_share: float = 0.15,
-          patients: list[int] | None = None) -> DoseDataset:
+def build(folder: Path, spec: FeatureSpec, val_share: float = 0.15, patients: list[int] | None = None) -> DoseDataset:
     """Read an AIM-94 folder and build every decision point's window."""
     logs = aim94.read_folder(Path(folder), patients)
     windows, targets, pats, stamps, seqs, split = [], [], [], [], [], []

@@ -22,9 +22,7 @@ def _saved_model(model, window: int, n_features: int, out_dir: Path, input_name:
 
     path = out_dir / "saved_model"
     model.export(
-        str(path),
-        verbose=False,
-        input_signature=[tf.TensorSpec([1, window, n_features], tf.float32, name=input_name)],
+        str(path), verbose=False, input_signature=[tf.TensorSpec([1, window, n_features], tf.float32, name=input_name)]
     )
     return path
 
@@ -35,8 +33,7 @@ def to_tflite(model, representative: np.ndarray, seed: int = 0, input_name: str 
 
     _, window, n_features = representative.shape
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(representative), size=min(REPRESENTATIVE_SAMPLES, len(representative)),
-                       replace=False)
+    picks = rng.choice(len(representative), size=min(REPRESENTATIVE_SAMPLES, len(representative)), replace=False)
     calibration = representative[np.sort(picks)].astype(np.float32)
 
     def dataset():
@@ -61,8 +58,9 @@ def tensor_quantization(model_bytes: bytes) -> dict:
     """Input/output dtype, shape and (scale, zero point) of a TFLite model, for the manifest."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=model_bytes,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = Interpreter(
+        model_content=model_bytes, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     interpreter.allocate_tensors()
 
     def describe(detail: dict) -> dict:

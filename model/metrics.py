@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("mae", "rmse", "r2", "within_1u")
-
 
 def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """The four metrics on the rows given; non-finite predictions count as errors of the actual."""
@@ -19,5 +17,5 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, f
         "rmse": float(np.sqrt((err**2).mean())),
         "r2": float(1.0 - (err**2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
         "within_1u": float((np.abs(err) <= 1.0).mean()),
-        "n": int(len(actual)),
+        "n": len(actual),
     }

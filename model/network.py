@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -53,8 +53,14 @@ def build_model(window: int, n_features: int, config: NetworkConfig):
     return keras.Model(inputs, outputs, name="hybrid_lstm_gru")
 
 
-def train(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-          config: NetworkConfig, on_epoch: Callable[[int, dict], None] | None = None):
+def train(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: NetworkConfig,
+    on_epoch: Callable[[int, dict], None] | None = None,
+):
     """Fit with MAE loss, early stopping on validation MAE; return (model, history dict)."""
     import keras
 
@@ -68,7 +74,8 @@ def train(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
     history = model.fit(
-        x_train, y_train,
+        x_train,
+        y_train,
         validation_data=(x_val, y_val),
         epochs=config.max_epochs,
         batch_size=config.batch_size,

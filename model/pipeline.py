@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -77,9 +77,7 @@ def _manifest_core(spec: FeatureSpec, scaling: Scaling, quant: dict) -> dict:
         "version": "unreleased",
         "features": spec.to_json(),
         "scaling": scaling.to_json(),
-        "models": {
-            role: {"file": MODEL_FILES[role], **quant[role]} for role in MODEL_FILES
-        },
+        "models": {role: {"file": MODEL_FILES[role], **quant[role]} for role in MODEL_FILES},
         "output": {
             "units": "U",
             "meaning": "next regular-insulin dose",
@@ -89,9 +87,16 @@ def _manifest_core(spec: FeatureSpec, scaling: Scaling, quant: dict) -> dict:
     }
 
 
-def _fit_view(ds: dataset.DoseDataset, train: np.ndarray, val: np.ndarray, test: np.ndarray,
-              config: DoseTrainingConfig, device_predict: DevicePredict, progress: Progress,
-              label: str) -> tuple[ViewResult, dict]:
+def _fit_view(
+    ds: dataset.DoseDataset,
+    train: np.ndarray,
+    val: np.ndarray,
+    test: np.ndarray,
+    config: DoseTrainingConfig,
+    device_predict: DevicePredict,
+    progress: Progress,
+    label: str,
+) -> tuple[ViewResult, dict]:
     """Train every model on ``train`` (+``val``) and predict ``test``; also return artefacts."""
     scaling = Scaling.fit(ds.windows[train], feature("present"))
     x = scaling.apply(ds.windows)
@@ -100,13 +105,15 @@ def _fit_view(ds: dataset.DoseDataset, train: np.ndarray, val: np.ndarray, test:
 
     def on_epoch(epoch: int, logs: dict) -> None:
         if epoch % 10 == 0:
-            progress(f"  [{label}] epoch {epoch + 1}: train MAE {logs['loss']:.3f}, "
-                     f"validation MAE {logs['val_loss']:.3f}")
+            progress(
+                f"  [{label}] epoch {epoch + 1}: train MAE {logs['loss']:.3f}, validation MAE {logs['val_loss']:.3f}"
+            )
 
-    progress(f"[{label}] training hybrid LSTM-GRU on {int(train.sum())} windows "
-             f"(validation {int(val.sum())}, test {int(test.sum())})")
-    keras_model, history = network.train(x[train], y_resid[train], x[val], y_resid[val],
-                                         config.network, on_epoch)
+    progress(
+        f"[{label}] training hybrid LSTM-GRU on {int(train.sum())} windows "
+        f"(validation {int(val.sum())}, test {int(test.sum())})"
+    )
+    keras_model, history = network.train(x[train], y_resid[train], x[val], y_resid[val], config.network, on_epoch)
     epochs = len(history["loss"])
     progress(f"[{label}] stopped after {epochs} epochs; exporting TFLite float and int8")
     tflite = export.to_tflite(keras_model, x[train], seed=config.network.seed)
@@ -114,8 +121,9 @@ def _fit_view(ds: dataset.DoseDataset, train: np.ndarray, val: np.ndarray, test:
     preds = {"lstm_gru_keras": network.predict(keras_model, x[test]) + base[test]}
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "bundle"
-        bundle_writer.write_bundle(staged, _manifest_core(ds.spec, scaling, quant),
-                                   {MODEL_FILES[r]: tflite[r] for r in MODEL_FILES})
+        bundle_writer.write_bundle(
+            staged, _manifest_core(ds.spec, scaling, quant), {MODEL_FILES[r]: tflite[r] for r in MODEL_FILES}
+        )
         for role in ("float", "int8"):
             progress(f"[{label}] running TFLite {role} through the device inference path")
             preds[f"lstm_gru_tflite_{role}"] = device_predict(staged, role, ds.windows[test])
@@ -123,8 +131,7 @@ def _fit_view(ds: dataset.DoseDataset, train: np.ndarray, val: np.ndarray, test:
     preds["last_same_slot"] = baselines.last_same_slot(current[test])
     preds["median5_same_slot"] = baselines.median5_same_slot(current[test])
     progress(f"[{label}] fitting gradient boosting baseline")
-    gbm = baselines.fit_gradient_boosting(current[train | val], ds.targets[train | val],
-                                          config.network.seed)
+    gbm = baselines.fit_gradient_boosting(current[train | val], ds.targets[train | val], config.network.seed)
     preds["gradient_boosting"] = gbm.predict(current[test])
     artefacts = {"scaling": scaling, "tflite": tflite, "quant": quant, "history": history}
     return ViewResult(np.flatnonzero(test), preds, [epochs]), artefacts
@@ -135,7 +142,7 @@ def _tail_validation(ds: dataset.DoseDataset, rows: np.ndarray, share: float) ->
     val = np.zeros(len(ds), dtype=bool)
     for patient in np.unique(ds.patients[rows]):
         idx = np.flatnonzero(rows & (ds.patients == patient))
-        n_val = int(round(share * len(idx)))
+        n_val = round(share * len(idx))
         if n_val:
             val[idx[-n_val:]] = True
     return val
@@ -143,15 +150,18 @@ def _tail_validation(ds: dataset.DoseDataset, rows: np.ndarray, share: float) ->
 
 def _leave_patients_out(ds, config, device_predict, progress) -> ViewResult:
     folds = ds.patient_fold()
-    rows, preds, epochs = [], {}, []
+    rows: list[np.ndarray] = []
+    preds: dict[str, list[np.ndarray]] = {}
+    epochs: list[int] = []
     for k in range(dataset.N_PATIENT_FOLDS):
         test = folds == k
         if not test.any() or test.all():
             continue
         val = _tail_validation(ds, ~test, config.val_share)
         train = ~test & ~val
-        view, _ = _fit_view(ds, train, val, test, config, device_predict, progress,
-                            f"patients fold {k + 1}/{dataset.N_PATIENT_FOLDS}")
+        view, _ = _fit_view(
+            ds, train, val, test, config, device_predict, progress, f"patients fold {k + 1}/{dataset.N_PATIENT_FOLDS}"
+        )
         rows.append(view.rows)
         epochs += view.epochs
         for name, p in view.predictions.items():
@@ -164,24 +174,32 @@ def _golden(ds, test_rows: np.ndarray, n: int, staged: Path, device_predict) -> 
     windows = ds.windows[picks]
     outputs = {role: device_predict(staged, role, windows) for role in MODEL_FILES}
     return [
-        {"input": windows[i].tolist(),
-         "outputs": {role: float(outputs[role][i]) for role in outputs},
-         "patient": int(ds.patients[r]), "ts": ds.timestamps[r].isoformat()}
+        {
+            "input": windows[i].tolist(),
+            "outputs": {role: float(outputs[role][i]) for role in outputs},
+            "patient": int(ds.patients[r]),
+            "ts": ds.timestamps[r].isoformat(),
+        }
         for i, r in enumerate(picks)
     ]
 
 
-def train_dose(data_dir: Path, out_dir: Path, config: DoseTrainingConfig,
-               device_predict: DevicePredict, progress: Progress = print) -> DoseTrainingResult:
+def train_dose(
+    data_dir: Path, out_dir: Path, config: DoseTrainingConfig, device_predict: DevicePredict, progress: Progress = print
+) -> DoseTrainingResult:
     """Train, compare with baselines, export, and write the (unsigned) bundle."""
     started = time.monotonic()
     progress(f"reading AIM-94 logs from {data_dir}")
-    ds = dataset.build(Path(data_dir), config.spec, config.val_share,
-                       list(config.patients) if config.patients else None)
-    progress(f"{ds.check.kept} records kept, {sum(ds.check.rejected.values())} rejected; "
-             f"{len(ds)} decision points from {len(np.unique(ds.patients))} patients")
-    chrono, art = _fit_view(ds, ds.mask("train"), ds.mask("val"), ds.mask("test"), config,
-                            device_predict, progress, "chronological")
+    ds = dataset.build(
+        Path(data_dir), config.spec, config.val_share, list(config.patients) if config.patients else None
+    )
+    progress(
+        f"{ds.check.kept} records kept, {sum(ds.check.rejected.values())} rejected; "
+        f"{len(ds)} decision points from {len(np.unique(ds.patients))} patients"
+    )
+    chrono, art = _fit_view(
+        ds, ds.mask("train"), ds.mask("val"), ds.mask("test"), config, device_predict, progress, "chronological"
+    )
     views = {"chronological": chrono}
     if config.patient_folds:
         views["leave_patients_out"] = _leave_patients_out(ds, config, device_predict, progress)
@@ -191,40 +209,41 @@ def train_dose(data_dir: Path, out_dir: Path, config: DoseTrainingConfig,
     }
     keras_p = chrono.predictions["lstm_gru_keras"]
     parity = {
-        f"{role}_vs_keras_mean_abs_units":
-            float(np.mean(np.abs(chrono.predictions[f"lstm_gru_tflite_{role}"] - keras_p)))
+        f"{role}_vs_keras_mean_abs_units": float(
+            np.mean(np.abs(chrono.predictions[f"lstm_gru_tflite_{role}"] - keras_p))
+        )
         for role in MODEL_FILES
     }
-    parity["int8_vs_keras_max_abs_units"] = float(
-        np.max(np.abs(chrono.predictions["lstm_gru_tflite_int8"] - keras_p)))
+    parity["int8_vs_keras_max_abs_units"] = float(np.max(np.abs(chrono.predictions["lstm_gru_tflite_int8"] - keras_p)))
     manifest = _manifest_core(ds.spec, art["scaling"], art["quant"])
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "bundle"
-        bundle_writer.write_bundle(staged, manifest,
-                                   {MODEL_FILES[r]: art["tflite"][r] for r in MODEL_FILES})
+        bundle_writer.write_bundle(staged, manifest, {MODEL_FILES[r]: art["tflite"][r] for r in MODEL_FILES})
         golden = _golden(ds, chrono.rows, config.golden_pairs, staged, device_predict)
-    manifest.update({
-        "version": bundle_writer.new_version(),
-        "created": bundle_writer.created_now(),
-        "golden": golden,
-        "metrics": {"test": metrics, "parity": parity, "epochs": {v: r.epochs for v, r in views.items()}},
-        "data": {
-            "source": "AIM-94",
-            "fingerprint_sha256": ds.fingerprint,
-            "records_kept": ds.check.kept,
-            "records_rejected": ds.check.rejected,
-            "decision_points": len(ds),
-            "patients": int(len(np.unique(ds.patients))),
-            "split": "per patient chronological, first floor(0.8 n) train (validation carved from its tail)",
-        },
-        "training": {"network": config.network.to_json(), "val_share": config.val_share},
-        "versions": bundle_writer.library_versions(),
-    })
+    manifest.update(
+        {
+            "version": bundle_writer.new_version(),
+            "created": bundle_writer.created_now(),
+            "golden": golden,
+            "metrics": {"test": metrics, "parity": parity, "epochs": {v: r.epochs for v, r in views.items()}},
+            "data": {
+                "source": "AIM-94",
+                "fingerprint_sha256": ds.fingerprint,
+                "records_kept": ds.check.kept,
+                "records_rejected": ds.check.rejected,
+                "decision_points": len(ds),
+                "patients": len(np.unique(ds.patients)),
+                "split": "per patient chronological, first floor(0.8 n) train (validation carved from its tail)",
+            },
+            "training": {"network": config.network.to_json(), "val_share": config.val_share},
+            "versions": bundle_writer.library_versions(),
+        }
+    )
     manifest = bundle_writer.write_bundle(
-        Path(out_dir), manifest, {MODEL_FILES[r]: art["tflite"][r] for r in MODEL_FILES})
+        Path(out_dir), manifest, {MODEL_FILES[r]: art["tflite"][r] for r in MODEL_FILES}
+    )
     progress(f"bundle written to {out_dir}")
-    return DoseTrainingResult(Path(out_dir), manifest, ds, views, metrics, parity,
-                              time.monotonic() - started)
+    return DoseTrainingResult(Path(out_dir), manifest, ds, views, metrics, parity, time.monotonic() - started)
 
 
 def slot_labels(ds: dataset.DoseDataset, rows: np.ndarray) -> np.ndarray:

@@ -20,8 +20,10 @@ def metrics_table(metrics: dict[str, dict]) -> str:
     for name, label in MODEL_LABELS.items():
         if name in metrics:
             m = metrics[name]
-            lines.append(f"| {label} | {m['mae']:.3f} | {m['rmse']:.3f} | {m['r2']:.3f} | "
-                         f"{100 * m['within_1u']:.1f} % | {m['n']} |")
+            lines.append(
+                f"| {label} | {m['mae']:.3f} | {m['rmse']:.3f} | {m['r2']:.3f} | "
+                f"{100 * m['within_1u']:.1f} % | {m['n']} |"
+            )
     return "\n".join(lines)
 
 
@@ -30,10 +32,14 @@ def verdict(metrics: dict[str, dict]) -> str:
     best = min(BASELINES, key=lambda b: metrics[b]["mae"])
     ours, theirs = metrics[INT8]["mae"], metrics[best]["mae"]
     if ours < theirs:
-        return (f"The int8 model on the device path beats every baseline on MAE "
-                f"({ours:.3f} U vs {theirs:.3f} U for {MODEL_LABELS[best]}).")
-    return (f"The int8 model on the device path does **not** beat the best baseline on MAE "
-            f"({ours:.3f} U vs {theirs:.3f} U for {MODEL_LABELS[best]}); work on it continues.")
+        return (
+            f"The int8 model on the device path beats every baseline on MAE "
+            f"({ours:.3f} U vs {theirs:.3f} U for {MODEL_LABELS[best]})."
+        )
+    return (
+        f"The int8 model on the device path does **not** beat the best baseline on MAE "
+        f"({ours:.3f} U vs {theirs:.3f} U for {MODEL_LABELS[best]}); work on it continues."
+    )
 
 
 def _save(plt, fig, out: Path, name: str) -> str:
@@ -55,13 +61,12 @@ def _plots(result: DoseTrainingResult, out: Path) -> list[str]:
     names = []
 
     patients = ds.patients[rows]
-    top = [p for p, _ in sorted(((p, (patients == p).sum()) for p in np.unique(patients)),
-                                key=lambda t: -t[1])[:3]]
+    top = [p for p, _ in sorted(((p, (patients == p).sum()) for p in np.unique(patients)), key=lambda t: -t[1])[:3]]
     fig, axes = plt.subplots(len(top), 1, figsize=(10, 3 * len(top)), squeeze=False)
-    for ax, patient in zip(axes[:, 0], top):
-        idx = np.flatnonzero(patients == patient)
-        start = ds.timestamps[rows[idx[0]]]
-        idx = [i for i in idx if ds.timestamps[rows[i]] < start + timedelta(days=7)]
+    for ax, patient in zip(axes[:, 0], top, strict=False):
+        in_patient = np.flatnonzero(patients == patient)
+        start = ds.timestamps[rows[in_patient[0]]]
+        idx = [i for i in in_patient if ds.timestamps[rows[i]] < start + timedelta(days=7)]
         ts = [ds.timestamps[rows[i]] for i in idx]
         ax.plot(ts, actual[idx], "o-", label="actual dose", color="black")
         ax.plot(ts, preds[INT8][idx], "s--", label="LSTM-GRU int8", color="tab:blue")
@@ -76,8 +81,10 @@ def _plots(result: DoseTrainingResult, out: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.2
     for k, name in enumerate((INT8, "gradient_boosting", "median5_same_slot", "last_same_slot")):
-        maes = [np.abs(preds[name][slots == s] - actual[slots == s]).mean() if (slots == s).any() else 0
-                for s in range(len(SLOTS))]
+        maes = [
+            np.abs(preds[name][slots == s] - actual[slots == s]).mean() if (slots == s).any() else 0
+            for s in range(len(SLOTS))
+        ]
         ax.bar(np.arange(len(SLOTS)) + (k - 1.5) * width, maes, width, label=MODEL_LABELS[name])
     ax.set_xticks(range(len(SLOTS)), [f"{s}\n(n={(slots == i).sum()})" for i, s in enumerate(SLOTS)])
     ax.set_ylabel("MAE (U)")
@@ -86,7 +93,7 @@ def _plots(result: DoseTrainingResult, out: Path) -> list[str]:
     names.append(_save(plt, fig, out, "error_by_slot.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    bins = np.linspace(-6, 6, 49)
+    bins = np.linspace(-6, 6, 49).tolist()
     for name in (INT8, "gradient_boosting"):
         ax.hist(np.clip(preds[name] - actual, -6, 6), bins=bins, alpha=0.55, label=MODEL_LABELS[name])
     ax.set_xlabel("predicted − actual (U), clipped to ±6")

@@ -26,8 +26,7 @@ class SkipGramConfig:
     seed: int = 0
 
 
-def _pairs(visits: Iterable[Iterable[str]], vocabulary: Vocabulary, limit: int,
-           rng: np.random.Generator) -> np.ndarray:
+def _pairs(visits: Iterable[Iterable[str]], vocabulary: Vocabulary, limit: int, rng: np.random.Generator) -> np.ndarray:
     """(centre, context) index pairs of known codes sharing a visit, at most ``limit`` per visit."""
     chunks = []
     for visit in visits:
@@ -55,8 +54,9 @@ def _apply(weights: np.ndarray, rows: np.ndarray, updates: np.ndarray) -> None:
     weights += total / np.maximum(seen, 1)[:, None]
 
 
-def train_vectors(visits: list[frozenset[str]], vocabulary: Vocabulary,
-                  config: SkipGramConfig = SkipGramConfig()) -> np.ndarray:
+def train_vectors(
+    visits: list[frozenset[str]], vocabulary: Vocabulary, config: SkipGramConfig = SkipGramConfig()
+) -> np.ndarray:
     """A ``(len(vocabulary), dim)`` matrix; rows 0 (padding) and 1 (unknown) stay zero."""
     rng = np.random.default_rng(config.seed)
     size = len(vocabulary)
@@ -71,7 +71,7 @@ def train_vectors(visits: list[frozenset[str]], vocabulary: Vocabulary,
     for _ in range(config.epochs):
         order = rng.permutation(len(pairs))
         for start in range(0, len(order), config.batch_size):
-            batch = pairs[order[start:start + config.batch_size]]
+            batch = pairs[order[start : start + config.batch_size]]
             c, o = batch[:, 0], batch[:, 1]
             negatives = rng.choice(size, (len(batch), config.negatives), p=noise)
             targets = np.concatenate([o[:, None], negatives], axis=1)  # first column positive

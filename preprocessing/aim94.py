@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .events import Event, Insulin, Kind
@@ -41,8 +42,7 @@ EXERCISE_CODES = {69: "typical", 70: "more", 71: "less"}
 HYPO_CODE = 65
 SPECIAL_CODE = 72
 DOCUMENTED_CODES = (
-    set(GLUCOSE_CODES) | set(INSULIN_CODES) | set(MEAL_CODES) | set(EXERCISE_CODES)
-    | {HYPO_CODE, SPECIAL_CODE}
+    set(GLUCOSE_CODES) | set(INSULIN_CODES) | set(MEAL_CODES) | set(EXERCISE_CODES) | {HYPO_CODE, SPECIAL_CODE}
 )
 
 # Rejection reasons, in the order they are checked.
@@ -120,7 +120,7 @@ def _parse_datetime(date_s: str, time_s: str) -> datetime | None:
     month, day, year = (int(g) for g in d.groups())
     hour, minute = (int(g) for g in t.groups())
     try:
-        return datetime(year, month, day, hour, minute, tzinfo=timezone.utc)
+        return datetime(year, month, day, hour, minute, tzinfo=UTC)
     except ValueError:
         return None
 
@@ -149,16 +149,20 @@ def _event_for(code: int, value: float, patient: str, event_id: str, ts: datetim
 
 
 def _identity(event: Event) -> tuple:
-    return (event.ts, event.kind, event.mg_dl, event.context, event.insulin, event.units,
-            event.size, event.intensity)
+    return (event.ts, event.kind, event.mg_dl, event.context, event.insulin, event.units, event.size, event.intensity)
+
+
+def _patient_number(path: Path) -> int:
+    """NN of a ``data-NN`` file."""
+    match = FILE_PATTERN.match(path.name)
+    if match is None:
+        raise Aim94Error(f"{path.name}: not an AIM-94 data file name (expected data-NN)")
+    return int(match.group(1))
 
 
 def read_patient_file(path: Path) -> PatientLog:
     """Read one ``data-NN`` file; every line ends up kept or rejected with a reason."""
-    match = FILE_PATTERN.match(path.name)
-    if match is None:
-        raise Aim94Error(f"{path.name}: not an AIM-94 data file name (expected data-NN)")
-    number = int(match.group(1))
+    number = _patient_number(path)
     patient = patient_id_for(number)
     try:
         raw = path.read_bytes().decode("ascii", errors="replace")
@@ -193,13 +197,13 @@ def data_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_folder(folder: Path, patients: list[int] | None = None) -> list[PatientLog]:
+def read_folder(folder: Path, patients: Collection[int] | None = None) -> list[PatientLog]:
     """Read every (or the chosen) patient file of an AIM-94 folder."""
     files = data_files(Path(folder))
     if patients is not None:
         wanted = set(patients)
-        files = [f for f in files if int(FILE_PATTERN.match(f.name).group(1)) in wanted]
-        missing = wanted - {int(FILE_PATTERN.match(f.name).group(1)) for f in files}
+        files = [f for f in files if _patient_number(f) in wanted]
+        missing = wanted - {_patient_number(f) for f in files}
         if missing:
             raise Aim94Error(f"{folder}: no data file for patient(s) {sorted(missing)}")
     return [read_patient_file(f) for f in files]

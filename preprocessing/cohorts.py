@@ -17,10 +17,11 @@ bundle manifest (``cohort: {"size", "positives", "steps"}``).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from .mimic import Admission, MimicData, MimicError
+from .mimic import Admission, IcuStay, MimicData, MimicError
 from .visits import Visit
 
 ADULT_YEARS = 18.0
@@ -56,22 +57,27 @@ class Cohort:
 
 def mortality_cohort(data: MimicData) -> Cohort:
     if not data.out_of_hospital_deaths:
-        raise MimicError(f"{data.layout} {data.version} records no deaths after discharge: "
-                         "1-year mortality cannot be labelled (use MIMIC-IV v2.0 or later)")
+        raise MimicError(
+            f"{data.layout} {data.version} records no deaths after discharge: "
+            "1-year mortality cannot be labelled (use MIMIC-IV v2.0 or later)"
+        )
     cohort = Cohort("mortality_1y", [])
     cohort.step("patients", len(data.patients))
-    first_stays = {}
+    first_stays: dict[int, tuple[IcuStay, Admission]] = {}
     for stay in sorted(data.icu_stays, key=lambda s: s.intime):
-        if data.admission(stay.hadm_id) is not None and stay.subject_id in data.patients:
-            first_stays.setdefault(stay.subject_id, stay)
+        admission = data.admission(stay.hadm_id)
+        if admission is not None and stay.subject_id in data.patients:
+            first_stays.setdefault(stay.subject_id, (stay, admission))
     cohort.step("patients with an ICU stay joined to its admission", len(first_stays))
-    adults = {sid: stay for sid, stay in first_stays.items()
-              if data.patients[sid].age_at(data.admission(stay.hadm_id).admit) >= ADULT_YEARS}
+    adults = {
+        sid: (stay, admission)
+        for sid, (stay, admission) in first_stays.items()
+        if data.patients[sid].age_at(admission.admit) >= ADULT_YEARS
+    }
     cohort.step("adults (>= 18 at admission), first ICU stay each", len(adults))
-    alive = {sid: stay for sid, stay in adults.items() if not data.admission(stay.hadm_id).died_in_hospital}
+    alive = {sid: pair for sid, pair in adults.items() if not pair[1].died_in_hospital}
     cohort.step("alive at hospital discharge", len(alive))
-    for sid, stay in sorted(alive.items()):
-        index = data.admission(stay.hadm_id)
+    for sid, (stay, index) in sorted(alive.items()):
         dod = data.patients[sid].dod
         days = (dod - stay.outtime).total_seconds() / 86400.0 if dod else None
         label = int(days is not None and 0 < days <= MORTALITY_DAYS)
@@ -88,13 +94,13 @@ def _visit(admission: Admission) -> Visit:
 
 def is_heart_failure(admission: Admission) -> bool:
     code = admission.primary_dx or ""
-    return code.startswith("dx9:428") or code.startswith("dx10:I50")
+    return code.startswith(("dx9:428", "dx10:I50"))
 
 
 def readmission_labels(admissions: list[Admission]) -> list[int]:
     """Each admission's label: the next one starts within 30 days of its discharge."""
     window = timedelta(days=READMISSION_DAYS)
-    return [int(nxt.admit - cur.discharge <= window) for cur, nxt in zip(admissions, admissions[1:])] + [0]
+    return [int(nxt.admit - cur.discharge <= window) for cur, nxt in itertools.pairwise(admissions)] + [0]
 
 
 def readmission_cohort(data: MimicData, index: str = "hf") -> Cohort:
@@ -109,9 +115,10 @@ def readmission_cohort(data: MimicData, index: str = "hf") -> Cohort:
         labels = readmission_labels(rows)
         indices = [i for i, a in enumerate(rows) if index == "all" or is_heart_failure(a)]
         with_index += bool(indices)
-        for i in (indices if index == "all" else indices[-1:]):
-            cohort.samples.append(Sample(sid, rows[i].hadm_id, tuple(_visit(a) for a in rows[:i + 1]),
-                                         tuple(labels[:i + 1]), labels[i]))
+        for i in indices if index == "all" else indices[-1:]:
+            cohort.samples.append(
+                Sample(sid, rows[i].hadm_id, tuple(_visit(a) for a in rows[: i + 1]), tuple(labels[: i + 1]), labels[i])
+            )
     cohort.step("patients with an index admission" + (" (heart failure)" if index == "hf" else ""), with_index)
     cohort.step("samples (index events)", len(cohort.samples))
     cohort.step("positives (next admission within 30 days)", cohort.positives)

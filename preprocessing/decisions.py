@@ -38,9 +38,7 @@ def decision_points(log: PatientLog, spec: FeatureSpec) -> list[DecisionPoint]:
             continue
         seq = seq + 1 if event.ts == previous_ts else 0
         previous_ts = event.ts
-        points.append(
-            DecisionPoint(log.number, event.ts, seq, float(event.units), window_at(history, event.ts))
-        )
+        points.append(DecisionPoint(log.number, event.ts, seq, event.dose, window_at(history, event.ts)))
     return points
 
 

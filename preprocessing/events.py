@@ -64,6 +64,20 @@ class Event:
     note: str | None = None
 
     @property
+    def reading(self) -> float:
+        """The mg/dL of a glucose event (validation guarantees it is there)."""
+        if self.mg_dl is None:
+            raise ValueError(f"event {self.id} is not a glucose reading")
+        return self.mg_dl
+
+    @property
+    def dose(self) -> float:
+        """The units of an insulin event (validation guarantees they are there)."""
+        if self.units is None:
+            raise ValueError(f"event {self.id} is not an insulin dose")
+        return self.units
+
+    @property
     def is_insulin(self) -> bool:
         return self.kind is Kind.INSULIN
 
@@ -73,12 +87,7 @@ class Event:
 
     def to_payload(self) -> dict:
         """The SPEC.md JSON payload of this event (inverse of validation)."""
-        payload: dict = {
-            "id": self.id,
-            "patient": self.patient,
-            "ts": self.ts.isoformat(),
-            "kind": self.kind.value,
-        }
+        payload: dict = {"id": self.id, "patient": self.patient, "ts": self.ts.isoformat(), "kind": self.kind.value}
         if self.kind is Kind.GLUCOSE:
             payload["mg_dl"] = self.mg_dl
             if self.context is not None:

@@ -35,7 +35,6 @@ STEP_AGE_CAP_H = 168.0
 MEASURED_WITHIN_MIN = 30.0
 MEAL_WITHIN_MIN = 180.0
 EXERCISE_WITHIN_MIN = 720.0
-DAY_MIN = 1440.0
 SAME_SLOT_DOSES = 5
 
 CONTEXT_FEATURES = (
@@ -127,7 +126,7 @@ class FeatureSpec:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "FeatureSpec":
+    def from_json(cls, data: dict) -> FeatureSpec:
         spec = cls(
             window=int(data["window"]),
             lookback_days=float(data["lookback_days"]),
@@ -173,9 +172,7 @@ class PatientHistory:
         """Add the newest event; raise :class:`OutOfOrderError` if it is older than the last."""
         t = minutes(event.ts)
         if self.times and t < self.times[-1]:
-            raise OutOfOrderError(
-                f"event {event.id} at {event.ts.isoformat()} is older than the newest event"
-            )
+            raise OutOfOrderError(f"event {event.id} at {event.ts.isoformat()} is older than the newest event")
         self.events.append(event)
         self.times.append(t)
         self._steps.pop(t, None)  # a step at this very timestamp may now read differently
@@ -190,7 +187,7 @@ class PatientHistory:
         A window reaches back one look-back for its past steps, and each step's context one
         more, so two look-backs are kept.
         """
-        horizon = minutes(now) - 2 * self.spec.lookback_days * DAY_MIN
+        horizon = minutes(now) - 2 * self.spec.lookback_days * MINUTES_PER_DAY
         cut = bisect.bisect_left(self.times, horizon)
         if cut:
             del self.events[:cut]
@@ -216,7 +213,7 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
 
     events, times = history.events, history.times
     end = bisect.bisect_right(times, t)
-    floor_t = t - spec.lookback_days * DAY_MIN
+    floor_t = t - spec.lookback_days * MINUTES_PER_DAY
     curve = spec.curve
 
     glucose_last: Event | None = None
@@ -248,19 +245,20 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
             if glucose_last is None:
                 glucose_last, glucose_last_t = e, et
             elif glucose_prev is None:
-                glucose_prev = e.mg_dl
-            if age <= DAY_MIN:
-                glucose_24h.append(e.mg_dl)
+                glucose_prev = e.reading
+            if age <= MINUTES_PER_DAY:
+                glucose_24h.append(e.reading)
         elif kind is Kind.INSULIN:
             e_slot = slot_of(e.ts)
             if e.insulin is Insulin.REGULAR:
+                units = e.dose
                 if reg_last_t is None:
-                    reg_last_t, reg_last_units = et, e.units
-                if age <= DAY_MIN:
-                    reg_24h += e.units
-                iob += e.units * curve.fraction_remaining(age)
+                    reg_last_t, reg_last_units = et, units
+                if age <= MINUTES_PER_DAY:
+                    reg_24h += units
+                iob += units * curve.fraction_remaining(age)
                 if e_slot == slot and len(same_slot) < SAME_SLOT_DOSES:
-                    same_slot.append(e.units)
+                    same_slot.append(units)
             elif age <= AGE_CAP_H * 60.0:  # older long-acting doses no longer count
                 if e.insulin is Insulin.NPH:
                     if nph_last_t is None:
@@ -281,7 +279,7 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
             if hypo_last_t is None:
                 hypo_last_t = et
         elif kind is Kind.SPECIAL:
-            if age <= DAY_MIN:
+            if age <= MINUTES_PER_DAY:
                 out[_IDX["special_24h"]] = 1.0
         if age > AGE_CAP_H * 60.0 and glucose_prev is not None and len(same_slot) >= SAME_SLOT_DOSES:
             break  # everything further back is capped or already found
@@ -290,7 +288,7 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
         return AGE_CAP_H if found is None else min(AGE_CAP_H, (t - found) / 60.0)
 
     if glucose_last is not None:
-        out[_IDX["glucose_last_mg_dl"]] = glucose_last.mg_dl
+        out[_IDX["glucose_last_mg_dl"]] = glucose_last.reading
         out[_IDX["glucose_known"]] = 1.0
         g_age = t - glucose_last_t
         out[_IDX["glucose_measured"]] = 1.0 if g_age <= MEASURED_WITHIN_MIN else 0.0
@@ -300,7 +298,7 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
             out[_IDX["glucose_ctx_post_meal"]] = 1.0 if ctx in _POST_MEAL else 0.0
             out[_IDX["glucose_ctx_pre_snack"]] = 1.0 if ctx == "pre_snack" else 0.0
         if glucose_prev is not None:
-            out[_IDX["glucose_delta_prev"]] = glucose_last.mg_dl - glucose_prev
+            out[_IDX["glucose_delta_prev"]] = glucose_last.reading - glucose_prev
     out[_IDX["glucose_age_h"]] = age_h(glucose_last_t if glucose_last is not None else None)
     if glucose_24h:
         out[_IDX["glucose_mean_24h"]] = sum(glucose_24h) / len(glucose_24h)
@@ -310,9 +308,7 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
     if same_slot:
         out[_IDX["reg_same_slot_median5"]] = statistics.median(same_slot)
     out[_IDX["reg_same_slot_count"]] = float(len(same_slot))
-    out[_IDX["reg_usual_units"]] = (
-        out[_IDX["reg_same_slot_median5"]] if same_slot else reg_last_units
-    )
+    out[_IDX["reg_usual_units"]] = out[_IDX["reg_same_slot_median5"]] if same_slot else reg_last_units
     out[_IDX["reg_last_units"]] = reg_last_units
     out[_IDX["reg_last_age_h"]] = age_h(reg_last_t)
     out[_IDX["reg_24h_units"]] = reg_24h
@@ -320,7 +316,7 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
     out[_IDX["nph_last_age_h"]] = age_h(nph_last_t)
     out[_IDX["nph_same_slot_lag1"]] = nph_same_slot or 0.0
     out[_IDX["ul_last_age_h"]] = age_h(ul_last_t)
-    out[_IDX["hypo_24h"]] = 1.0 if hypo_last_t is not None and t - hypo_last_t <= DAY_MIN else 0.0
+    out[_IDX["hypo_24h"]] = 1.0 if hypo_last_t is not None and t - hypo_last_t <= MINUTES_PER_DAY else 0.0
     out[_IDX["hypo_age_h"]] = age_h(hypo_last_t)
     out[_IDX["prev_event_age_h"]] = age_h(prev_event_t)
     return out
@@ -329,7 +325,7 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
 def _past_decision_times(history: PatientHistory, t: float, count: int) -> list[tuple[float, int]]:
     """The last ``count`` distinct regular-dose timestamps before ``t`` (oldest first)."""
     events, times = history.events, history.times
-    floor_t = t - history.spec.lookback_days * DAY_MIN
+    floor_t = t - history.spec.lookback_days * MINUTES_PER_DAY
     found: list[tuple[float, int]] = []
     i = bisect.bisect_left(times, t) - 1
     while i >= 0 and times[i] >= floor_t and len(found) < count:
@@ -350,9 +346,7 @@ def _step(history: PatientHistory, t_k: float, index: int) -> np.ndarray:
     step[:_N_CONTEXT] = _context(history, t_k, slot_of(event.ts), event.ts)
     lo = bisect.bisect_left(history.times, t_k)
     hi = bisect.bisect_right(history.times, t_k)
-    step[_IDX["dose_regular_units"]] = sum(
-        e.units for e in history.events[lo:hi] if e.is_regular_dose
-    )
+    step[_IDX["dose_regular_units"]] = sum(e.dose for e in history.events[lo:hi] if e.is_regular_dose)
     step[_IDX["present"]] = 1.0
     history._steps[t_k] = step
     return step

@@ -33,9 +33,7 @@ class ActivityCurve:
         tau = tp * (1 - tp / td) / (1 - 2 * tp / td)
         a = 2 * tau / td
         s = 1 / (1 - a + (1 + a) * math.exp(-td / tau))
-        remaining = 1 - s * (1 - a) * (
-            (t * t / (tau * td * (1 - a)) - t / tau - 1) * math.exp(-t / tau) + 1
-        )
+        remaining = 1 - s * (1 - a) * ((t * t / (tau * td * (1 - a)) - t / tau - 1) * math.exp(-t / tau) + 1)
         return min(1.0, max(0.0, remaining))
 
 

@@ -24,7 +24,7 @@ import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -119,7 +119,7 @@ def _time(value: str | None) -> datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
 
 
@@ -140,8 +140,10 @@ class _Skipped:
         self.counts[table] += 1
 
     def notes(self) -> list[str]:
-        return [f"{n} row(s) of {table} left out: an id, number or time does not parse"
-                for table, n in sorted(self.counts.items())]
+        return [
+            f"{n} row(s) of {table} left out: an id, number or time does not parse"
+            for table, n in sorted(self.counts.items())
+        ]
 
 
 def _require(folder: Path, name: str, *aliases: str) -> Path:
@@ -201,8 +203,9 @@ def _admissions(rows, codes: dict, primary: dict, skipped: _Skipped) -> dict[int
             continue
         hadm, subject = ids
         died = bool(row.get("deathtime")) or row.get("hospital_expire_flag") == "1"
-        by_subject[subject].append(Admission(
-            hadm, subject, admit, discharge, died, frozenset(codes.get(hadm, ())), primary.get(hadm)))
+        by_subject[subject].append(
+            Admission(hadm, subject, admit, discharge, died, frozenset(codes.get(hadm, ())), primary.get(hadm))
+        )
     for rows_ in by_subject.values():
         rows_.sort(key=lambda a: a.admit)
     return dict(by_subject)
@@ -220,7 +223,8 @@ def _stays(rows, stay_key: str, skipped: _Skipped) -> list[IcuStay]:
         if intime is None or outtime is None:
             skipped.skip("icustays")
             continue
-        stays.append(IcuStay(*ids, intime, outtime))
+        stay_id, subject_id, hadm_id = ids
+        stays.append(IcuStay(stay_id, subject_id, hadm_id, intime, outtime))
     return stays
 
 
@@ -272,8 +276,9 @@ def _read_iv(folder: Path) -> MimicData:
         if ids is None:
             continue
         sid, age, year = ids
-        patients[sid] = Patient(sid, row.get("gender", ""), _time(row.get("dod")), anchor_age=float(age),
-                                anchor_year=year)
+        patients[sid] = Patient(
+            sid, row.get("gender", ""), _time(row.get("dod")), anchor_age=float(age), anchor_year=year
+        )
     admissions = _admissions(_rows(_require(hosp, "admissions.csv")), codes, primary, skipped)
     stays = _stays(_rows(_require(icu, "icustays.csv")), "stay_id", skipped)
     version = _iv_version(folder)
@@ -281,6 +286,7 @@ def _read_iv(folder: Path) -> MimicData:
     data = MimicData("MIMIC-IV", version, patients, admissions, stays, deaths_after_discharge)
     data.notes.extend(skipped.notes())
     if version is None:
-        data.notes.append("MIMIC-IV version not named by the folder; assumed v2.0 or later "
-                          "(deaths after discharge recorded)")
+        data.notes.append(
+            "MIMIC-IV version not named by the folder; assumed v2.0 or later (deaths after discharge recorded)"
+        )
     return _note_orphans(data)

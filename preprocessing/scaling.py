@@ -22,7 +22,7 @@ class Scaling:
     clip: float = DEFAULT_CLIP
 
     @classmethod
-    def fit(cls, windows: np.ndarray, present_index: int, clip: float = DEFAULT_CLIP) -> "Scaling":
+    def fit(cls, windows: np.ndarray, present_index: int, clip: float = DEFAULT_CLIP) -> Scaling:
         """Fit on the present (non-padding) steps of training windows."""
         rows = windows[windows[..., present_index] > 0]
         mean = rows.mean(axis=0)
@@ -31,7 +31,7 @@ class Scaling:
         return cls(mean.astype(np.float32), std.astype(np.float32), float(clip))
 
     @classmethod
-    def from_json(cls, data: dict, n_features: int) -> "Scaling":
+    def from_json(cls, data: dict, n_features: int) -> Scaling:
         mean = np.asarray(data.get("mean", []), dtype=np.float32)
         std = np.asarray(data.get("std", []), dtype=np.float32)
         clip = float(data.get("clip", DEFAULT_CLIP))
@@ -42,8 +42,12 @@ class Scaling:
         return cls(mean, std, clip)
 
     def to_json(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "clip": self.clip,
-                "method": "standardise then clip"}
+        return {
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "clip": self.clip,
+            "method": "standardise then clip",
+        }
 
     def apply(self, windows: np.ndarray) -> np.ndarray:
         scaled = (np.asarray(windows, dtype=np.float32) - self.mean) / self.std

@@ -9,7 +9,7 @@ has history to work with. The patient id starts with ``synthetic`` and the page 
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .events import Event, Insulin, Kind, within_timestamp_rank
 from .validation import VisitHistory
@@ -63,11 +63,20 @@ def synthetic_patient(days: int = 14, end: datetime | None = None, seed: int = 7
 
 def synthetic_visit_history(patient: str, end: datetime) -> VisitHistory:
     """A made-up visit history (two earlier admissions with common diabetes codes) for the demo."""
-    first = (end - timedelta(days=400)).astimezone(timezone.utc).replace(tzinfo=None)
-    second = (end - timedelta(days=60)).astimezone(timezone.utc).replace(tzinfo=None)
-    return VisitHistory(patient, (
-        Visit(first, first + timedelta(days=5),
-              frozenset({"dx9:25000", "dx9:4019", "rx:insulin", "rx:metformin", "rx:heparin"})),
-        Visit(second, second + timedelta(days=8),
-              frozenset({"dx9:25000", "dx9:4280", "dx9:5849", "rx:furosemide", "rx:insulin", "rx:heparin"})),
-    ))
+    first = (end - timedelta(days=400)).astimezone(UTC).replace(tzinfo=None)
+    second = (end - timedelta(days=60)).astimezone(UTC).replace(tzinfo=None)
+    return VisitHistory(
+        patient,
+        (
+            Visit(
+                first,
+                first + timedelta(days=5),
+                frozenset({"dx9:25000", "dx9:4019", "rx:insulin", "rx:metformin", "rx:heparin"}),
+            ),
+            Visit(
+                second,
+                second + timedelta(days=8),
+                frozenset({"dx9:25000", "dx9:4280", "dx9:5849", "rx:furosemide", "rx:insulin", "rx:heparin"}),
+            ),
+        ),
+    )

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .events import AMOUNTS, GLUCOSE_CONTEXTS, MG_DL_PER_MMOL_L, Event, Insulin, Kind
 from .limits import CARBS_G, FUTURE_TOLERANCE_S, GLUCOSE_MG_DL, INSULIN_UNITS
@@ -21,7 +21,7 @@ from .visits import Visit
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_NESTING = 8
 MAX_NOTE_CHARS = 500
-EARLIEST_TS = datetime(1900, 1, 1, tzinfo=timezone.utc)
+EARLIEST_TS = datetime(1900, 1, 1, tzinfo=UTC)
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 COMMON_FIELDS = ("id", "patient", "ts", "kind")
@@ -99,11 +99,16 @@ def _identifier(data: dict, key: str, event_id: str | None) -> str:
     return value
 
 
-def _number(data: dict, key: str, event_id: str, required: bool = True) -> float | None:
+def _number(data: dict, key: str, event_id: str) -> float:
+    value = _optional_number(data, key, event_id)
+    if value is None:
+        raise ValidationError(f"missing field '{key}'", event_id)
+    return value
+
+
+def _optional_number(data: dict, key: str, event_id: str) -> float | None:
     value = data.get(key)
     if value is None:
-        if required:
-            raise ValidationError(f"missing field '{key}'", event_id)
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"'{key}' must be a number", event_id)
@@ -113,11 +118,16 @@ def _number(data: dict, key: str, event_id: str, required: bool = True) -> float
     return value
 
 
-def _choice(data: dict, key: str, allowed: tuple[str, ...], event_id: str, required: bool = True) -> str | None:
+def _choice(data: dict, key: str, allowed: tuple[str, ...], event_id: str) -> str:
+    value = _optional_choice(data, key, allowed, event_id)
+    if value is None:
+        raise ValidationError(f"missing field '{key}'", event_id)
+    return value
+
+
+def _optional_choice(data: dict, key: str, allowed: tuple[str, ...], event_id: str) -> str | None:
     value = data.get(key)
     if value is None:
-        if required:
-            raise ValidationError(f"missing field '{key}'", event_id)
         return None
     if not isinstance(value, str) or value not in allowed:
         raise ValidationError(f"'{key}' must be one of: {', '.join(allowed)}", event_id)
@@ -137,9 +147,7 @@ def parse_timestamp(value: object, event_id: str | None, now: datetime) -> datet
     if ts < EARLIEST_TS:
         raise ValidationError("'ts' is before 1900", event_id)
     if ts > now + timedelta(seconds=FUTURE_TOLERANCE_S):
-        raise ValidationError(
-            f"'ts' is more than {FUTURE_TOLERANCE_S / 60:g} minutes in the future", event_id
-        )
+        raise ValidationError(f"'ts' is more than {FUTURE_TOLERANCE_S / 60:g} minutes in the future", event_id)
     return ts
 
 
@@ -178,18 +186,18 @@ def event_from_mapping(data: dict, now: datetime) -> Event:
         kind = Kind(kind_value)
     except ValueError:
         raise ValidationError(
-            f"unknown kind {str(kind_value)[:40]!r}; expected one of: {', '.join(k.value for k in Kind)}",
-            event_id,
+            f"unknown kind {str(kind_value)[:40]!r}; expected one of: {', '.join(k.value for k in Kind)}", event_id
         ) from None
     unknown = set(data) - set(COMMON_FIELDS) - set(KIND_FIELDS[kind])
     if unknown:
         names = ", ".join(sorted(str(k)[:40] for k in unknown)[:5])
         raise ValidationError(f"unexpected field(s) for a {kind.value} event: {names}", event_id)
 
-    base = {"id": event_id, "patient": patient, "ts": ts, "kind": kind}
     if kind is Kind.GLUCOSE:
-        context = _choice(data, "context", GLUCOSE_CONTEXTS, event_id, required=False)
-        return Event(**base, mg_dl=_glucose_mg_dl(data, event_id), context=context or "unspecified")
+        context = _optional_choice(data, "context", GLUCOSE_CONTEXTS, event_id)
+        return Event(
+            event_id, patient, ts, kind, mg_dl=_glucose_mg_dl(data, event_id), context=context or "unspecified"
+        )
     if kind is Kind.INSULIN:
         insulin_value = _choice(data, "insulin", tuple(i.value for i in Insulin), event_id)
         units = _number(data, "units", event_id)
@@ -197,26 +205,26 @@ def event_from_mapping(data: dict, now: datetime) -> Event:
             raise ValidationError(
                 f"insulin {units:g} U is outside the plausible range {INSULIN_UNITS.describe()}", event_id
             )
-        return Event(**base, insulin=Insulin(insulin_value), units=units)
+        return Event(event_id, patient, ts, kind, insulin=Insulin(insulin_value), units=units)
     if kind is Kind.MEAL:
         size = _choice(data, "size", AMOUNTS, event_id)
-        carbs = _number(data, "carbs_g", event_id, required=False)
+        carbs = _optional_number(data, "carbs_g", event_id)
         if carbs is not None and not CARBS_G.contains(carbs):
             raise ValidationError(f"carbs_g {carbs:g} is outside {CARBS_G.describe()}", event_id)
-        return Event(**base, size=size, carbs_g=carbs)
+        return Event(event_id, patient, ts, kind, size=size, carbs_g=carbs)
     if kind is Kind.EXERCISE:
-        return Event(**base, intensity=_choice(data, "intensity", AMOUNTS, event_id))
+        return Event(event_id, patient, ts, kind, intensity=_choice(data, "intensity", AMOUNTS, event_id))
     if kind is Kind.SPECIAL:
         note = data.get("note")
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_CHARS):
             raise ValidationError(f"'note' must be a string of at most {MAX_NOTE_CHARS} characters", event_id)
-        return Event(**base, note=note)
-    return Event(**base)
+        return Event(event_id, patient, ts, kind, note=note)
+    return Event(event_id, patient, ts, kind)
 
 
 def decode_event(raw: bytes, now: datetime | None = None) -> Event:
     """Decode one MQTT payload into a validated :class:`Event` or raise :class:`ValidationError`."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return event_from_mapping(parse_json_object(raw), now)
 
 
@@ -224,7 +232,7 @@ MAX_HISTORY_BYTES = 256 * 1024
 MAX_VISITS = 500
 MAX_CODES_PER_VISIT = 2000
 MAX_CODE_CHARS = 128
-LATEST_VISIT_TS = datetime(2300, 1, 1, tzinfo=timezone.utc)  # MIMIC dates are shifted into 2100–2200
+LATEST_VISIT_TS = datetime(2300, 1, 1, tzinfo=UTC)  # MIMIC dates are shifted into 2100–2200
 HISTORY_FIELDS = ("patient", "visits")
 VISIT_FIELDS = ("admit", "discharge", "codes")
 
@@ -238,12 +246,16 @@ class VisitHistory:
 
     def to_payload(self) -> dict:
         """The ``patients`` JSON payload of this history (inverse of :func:`decode_visit_history`)."""
-        def iso(ts: datetime) -> str:
-            return ts.replace(tzinfo=timezone.utc).isoformat(timespec="seconds")
 
-        return {"patient": self.patient,
-                "visits": [{"admit": iso(v.admit), "discharge": iso(v.discharge), "codes": sorted(v.codes)}
-                           for v in self.visits]}
+        def iso(ts: datetime) -> str:
+            return ts.replace(tzinfo=UTC).isoformat(timespec="seconds")
+
+        return {
+            "patient": self.patient,
+            "visits": [
+                {"admit": iso(v.admit), "discharge": iso(v.discharge), "codes": sorted(v.codes)} for v in self.visits
+            ],
+        }
 
 
 def _visit_time(value: object, field: str, position: int) -> datetime:
@@ -258,7 +270,7 @@ def _visit_time(value: object, field: str, position: int) -> datetime:
         raise ValidationError(f"{where} must carry a UTC offset, e.g. +00:00")
     if not EARLIEST_TS <= ts < LATEST_VISIT_TS:
         raise ValidationError(f"{where} is outside the years 1900–2299")
-    return ts.astimezone(timezone.utc).replace(tzinfo=None)
+    return ts.astimezone(UTC).replace(tzinfo=None)
 
 
 def _visit(item: object, position: int) -> Visit:

@@ -67,7 +67,7 @@ class VisitSpec:
     def encode(self, visits: Sequence[Visit]) -> np.ndarray:
         """The ``(max_visits, n_features)`` input of one history (oldest first, scored visit last)."""
         out = np.zeros(self.shape, dtype=np.float32)
-        kept = list(visits)[-self.max_visits:]
+        kept = list(visits)[-self.max_visits :]
         offset = len(visits) - len(kept)
         timeline = len(self.vocabulary)
         for row, visit in enumerate(kept, start=self.max_visits - len(kept)):
@@ -88,11 +88,15 @@ class VisitSpec:
         return np.stack([self.encode(h) for h in histories]) if histories else np.zeros((0, *self.shape), np.float32)
 
     def to_json(self) -> dict:
-        return {"kind": KIND, "max_visits": self.max_visits, "timeline": list(TIMELINE_FEATURES),
-                "vocabulary": self.vocabulary.to_json()}
+        return {
+            "kind": KIND,
+            "max_visits": self.max_visits,
+            "timeline": list(TIMELINE_FEATURES),
+            "vocabulary": self.vocabulary.to_json(),
+        }
 
     @classmethod
-    def from_json(cls, data: dict) -> "VisitSpec":
+    def from_json(cls, data: dict) -> VisitSpec:
         if not isinstance(data, dict) or data.get("kind") != KIND:
             raise ValueError(f"feature spec is not a {KIND}")
         if list(data.get("timeline", [])) != list(TIMELINE_FEATURES):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PAD, OOV = 0, 1
 
@@ -16,9 +16,10 @@ PAD, OOV = 0, 1
 @dataclass(frozen=True)
 class Vocabulary:
     codes: tuple[str, ...]  # index 2 onwards
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     @classmethod
-    def build(cls, visits: Iterable[Iterable[str]], min_count: int = 2, max_size: int | None = None) -> "Vocabulary":
+    def build(cls, visits: Iterable[Iterable[str]], min_count: int = 2, max_size: int | None = None) -> Vocabulary:
         """From training visits; codes seen in fewer than ``min_count`` visits map to OOV.
 
         With ``max_size`` only the most frequent codes are kept (ties broken by name).
@@ -41,7 +42,7 @@ class Vocabulary:
         return {"pad": PAD, "oov": OOV, "codes": list(self.codes)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Vocabulary":
+    def from_json(cls, data: dict) -> Vocabulary:
         if data.get("pad") != PAD or data.get("oov") != OOV or not isinstance(data.get("codes"), list):
             raise ValueError("vocabulary must hold pad 0, oov 1 and a list of codes")
         return cls(tuple(str(c) for c in data["codes"]))

@@ -1,9 +1,16 @@
-"""Shared fixtures: real data from ../shared (or $ADVISOR_AIM94_DIR); in CI, absence fails."""
+"""Shared fixtures: real data from ../shared (or $ADVISOR_AIM94_DIR); in CI, absence fails.
+
+Markers tell the truth: a test that uses a real broker or Chromium is marked ``e2e`` at
+collection, and any other test that starts a process fails unless it is marked ``e2e``
+itself; ``slow`` marks tests that train networks. ``-m "not e2e and not slow"`` is the
+fast loop of pure logic.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +18,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ARTIFACTS = ROOT / "test-artifacts"
+E2E_FIXTURES = {"mosquitto", "browser"}  # a real Mosquitto process, a real Chromium
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _only_e2e_tests_start_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked ``e2e`` that starts a process fails, naming the command."""
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+
+    def refuse(self: subprocess.Popen, args: object, *rest: object, **options: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process ({str(args)[:120]}); mark it e2e")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 def _data_dir(env: str, default: Path, what: str) -> Path:
@@ -78,7 +104,8 @@ def browser():
             pytest.fail(missing + " — CI requires it", pytrace=False)
         pytest.skip(missing)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
         yield browser
         browser.close()

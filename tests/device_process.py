@@ -18,8 +18,16 @@ from tools.broker import free_port
 class DeviceProcess:
     """One device process; ``start`` waits until its page reports the broker subscription ready."""
 
-    def __init__(self, state_dir: Path, broker_url: str, device_id: str = "bed1", clock: str = "wall",
-                 python: str = sys.executable, extra: tuple[str, ...] = (), env: dict | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        broker_url: str,
+        device_id: str = "bed1",
+        clock: str = "wall",
+        python: str = sys.executable,
+        extra: tuple[str, ...] = (),
+        env: dict | None = None,
+    ) -> None:
         self.state_dir = state_dir
         self.broker_url = broker_url
         self.device_id = device_id
@@ -36,15 +44,38 @@ class DeviceProcess:
         return f"http://127.0.0.1:{self.port}/"
 
     def command(self) -> list[str]:
-        return [self.python, "-m", "tools.cli", "device", "run", "--broker", self.broker_url,
-                "--device-id", self.device_id, "--http", f"127.0.0.1:{self.port}",
-                "--state-dir", str(self.state_dir), "--clock", self.clock, *self.extra]
+        return [
+            self.python,
+            "-m",
+            "tools.cli",
+            "device",
+            "run",
+            "--broker",
+            self.broker_url,
+            "--device-id",
+            self.device_id,
+            "--http",
+            f"127.0.0.1:{self.port}",
+            "--state-dir",
+            str(self.state_dir),
+            "--clock",
+            self.clock,
+            *self.extra,
+        ]
 
-    def start(self, timeout_s: float = 20.0) -> "DeviceProcess":
+    def launch(self) -> DeviceProcess:
+        """Spawn the process and return at once."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            cwd=Path(__file__).resolve().parents[1])
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[1]
+            )
+        return self
+
+    def start(self, timeout_s: float = 20.0) -> DeviceProcess:
+        """Spawn the process and wait until its page reports it online."""
+        self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -65,8 +96,9 @@ class DeviceProcess:
         with urllib.request.urlopen(f"{self.url}api/patients/{patient}", timeout=5) as response:
             return PatientView.from_json(response.read())
 
-    def post(self, path: str, body: Message | bytes, token: str | None = None,
-             content_type: str = "application/json") -> tuple[int, ActionDone | ApiError]:
+    def post(
+        self, path: str, body: Message | bytes, token: str | None = None, content_type: str = "application/json"
+    ) -> tuple[int, ActionDone | ApiError]:
         """A page action: the HTTP status and the typed answer (raw bytes for hostile-input tests)."""
         headers = {"Content-Type": content_type}
         if token is not None:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from preprocessing.events import Event, Insulin, Kind
 from preprocessing.validation import VisitHistory
@@ -18,10 +18,12 @@ def history(patient: str, now: datetime, days: int = 5, units: float = 7.0) -> l
     out = []
     for d in range(days, 0, -1):
         ts = now - timedelta(days=d)
-        out.append(Event(id=f"{patient}-g{d}", patient=patient, ts=ts, kind=Kind.GLUCOSE, mg_dl=150.0,
-                         context="unspecified"))
-        out.append(Event(id=f"{patient}-i{d}", patient=patient, ts=ts, kind=Kind.INSULIN, insulin=Insulin.REGULAR,
-                         units=units))
+        out.append(
+            Event(id=f"{patient}-g{d}", patient=patient, ts=ts, kind=Kind.GLUCOSE, mg_dl=150.0, context="unspecified")
+        )
+        out.append(
+            Event(id=f"{patient}-i{d}", patient=patient, ts=ts, kind=Kind.INSULIN, insulin=Insulin.REGULAR, units=units)
+        )
     return out
 
 
@@ -43,7 +45,7 @@ def visit_history(patient: str, *visits: tuple[str, str, list[str]]) -> VisitHis
 
 
 def naive_utc(iso: str) -> datetime:
-    return datetime.fromisoformat(iso).astimezone(timezone.utc).replace(tzinfo=None)
+    return datetime.fromisoformat(iso).astimezone(UTC).replace(tzinfo=None)
 
 
 def raw(event: Event) -> bytes:

@@ -14,7 +14,7 @@ the input saved by libFuzzer.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import atheris
 
@@ -23,7 +23,7 @@ with atheris.instrument_imports():
     from firmware_bridge.protocol import FrameError, FrameParser
     from preprocessing.validation import ValidationError, decode_event, decode_visit_history_bytes
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 def one_input(data: bytes) -> None:

@@ -38,23 +38,58 @@ def build_mimic_iv(mimic_dir: Path, root: Path) -> Path:
         admit = first_admit.get(row["subject_id"], row["dob"])
         year = int(admit[:4])
         age = (int(admit[:4]) - int(row["dob"][:4])) - (1 if admit[5:10] < row["dob"][5:10] else 0)
-        patients.append({"subject_id": row["subject_id"], "gender": row["gender"], "anchor_age": age,
-                         "anchor_year": year, "dod": row["dod"][:10]})
-    write_gz(root / "hosp" / "patients.csv.gz", ["subject_id", "gender", "anchor_age", "anchor_year", "dod"],
-             patients)
-    write_gz(root / "hosp" / "admissions.csv.gz",
-             ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "hospital_expire_flag"],
-             [{k: r[k] for k in ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime",
-                                 "hospital_expire_flag")} for r in admissions])
+        patients.append(
+            {
+                "subject_id": row["subject_id"],
+                "gender": row["gender"],
+                "anchor_age": age,
+                "anchor_year": year,
+                "dod": row["dod"][:10],
+            }
+        )
+    write_gz(root / "hosp" / "patients.csv.gz", ["subject_id", "gender", "anchor_age", "anchor_year", "dod"], patients)
+    write_gz(
+        root / "hosp" / "admissions.csv.gz",
+        ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "hospital_expire_flag"],
+        [
+            {k: r[k] for k in ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "hospital_expire_flag")}
+            for r in admissions
+        ],
+    )
     for name in ("diagnoses_icd", "procedures_icd"):
         rows = read_table(mimic_dir / f"{name.upper()}.csv")
-        write_gz(root / "hosp" / f"{name}.csv.gz", ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
-                 [{"subject_id": r["subject_id"], "hadm_id": r["hadm_id"], "seq_num": r["seq_num"],
-                   "icd_code": r["icd9_code"], "icd_version": "9"} for r in rows])
+        write_gz(
+            root / "hosp" / f"{name}.csv.gz",
+            ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
+            [
+                {
+                    "subject_id": r["subject_id"],
+                    "hadm_id": r["hadm_id"],
+                    "seq_num": r["seq_num"],
+                    "icd_code": r["icd9_code"],
+                    "icd_version": "9",
+                }
+                for r in rows
+            ],
+        )
     prescriptions = read_table(mimic_dir / "PRESCRIPTIONS.csv")
-    write_gz(root / "hosp" / "prescriptions.csv.gz", ["subject_id", "hadm_id", "drug"],
-             [{k: r[k] for k in ("subject_id", "hadm_id", "drug")} for r in prescriptions])
-    write_gz(root / "icu" / "icustays.csv.gz", ["subject_id", "hadm_id", "stay_id", "intime", "outtime"],
-             [{"subject_id": r["subject_id"], "hadm_id": r["hadm_id"], "stay_id": r["icustay_id"],
-               "intime": r["intime"], "outtime": r["outtime"]} for r in read_table(mimic_dir / "ICUSTAYS.csv")])
+    write_gz(
+        root / "hosp" / "prescriptions.csv.gz",
+        ["subject_id", "hadm_id", "drug"],
+        [{k: r[k] for k in ("subject_id", "hadm_id", "drug")} for r in prescriptions],
+    )
+    write_gz(
+        root / "icu" / "icustays.csv.gz",
+        ["subject_id", "hadm_id", "stay_id", "intime", "outtime"],
+        [
+            {
+                "subject_id": r["subject_id"],
+                "hadm_id": r["hadm_id"],
+                "stay_id": r["icustay_id"],
+                "intime": r["intime"],
+                "outtime": r["outtime"],
+            }
+            for r in read_table(mimic_dir / "ICUSTAYS.csv")
+        ],
+    )
     return root

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh machine, then run it.
-#   bash tests/run.sh            # whole suite (what CI runs)
-#   bash tests/run.sh -m 'not slow'   # extra arguments go to pytest
+#   bash tests/run.sh                             # whole suite (what CI runs)
+#   bash tests/run.sh -m "not e2e and not slow"   # the fast loop; extra arguments go to pytest
+# PYTHON picks the interpreter (default python3: your current environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,12 +29,14 @@ if [ ! -x "$TFL_ENV/bin/python" ] || ! "$TFL_ENV/bin/python" -c "import tflite_r
 fi
 export ADVISOR_TFLITE214_PYTHON="$PWD/$TFL_ENV/bin/python"
 
-# The device must run with only the "device" extra: no tensorflow, pandas or scikit-learn.
+# The device must run with only the "device" extra, at the versions a Raspberry Pi installs
+# (requirements/device.txt): no tensorflow, pandas or scikit-learn.
 DEV_ENV=.venv-device
 if [ ! -x "$DEV_ENV/bin/python" ]; then
     "$PY" -m venv "$DEV_ENV"
 fi
-"$DEV_ENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[device]"
+"$DEV_ENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements/device.txt
+"$DEV_ENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
 export ADVISOR_DEVICE_ONLY_PYTHON="$PWD/$DEV_ENV/bin/python"
 
 exec "$PY" -m pytest "$@"

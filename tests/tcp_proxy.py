@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import struct
@@ -66,10 +67,8 @@ class CuttableProxy:
         finally:
             selector.close()
             for sock in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         """Drop every open connection (RST) and refuse new ones."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -49,7 +49,7 @@ def test_parse_line_kind_or_reason(line, expected):
 def test_regular_dose_fields():
     event = aim94.parse_line("04-21-1991\t9:09\t33\t009", "aim94-01", "id-1")
     assert event.insulin is Insulin.REGULAR and event.units == 9.0
-    assert event.ts == datetime(1991, 4, 21, 9, 9, tzinfo=timezone.utc)
+    assert event.ts == datetime(1991, 4, 21, 9, 9, tzinfo=UTC)
 
 
 def test_every_line_is_kept_or_rejected(aim94_logs):
@@ -65,11 +65,11 @@ def test_known_defects_are_rejected_with_reasons(aim94_logs):
     assert rejected[aim94.NON_NUMERIC_VALUE] >= 8
     assert rejected[aim94.GLUCOSE_METER_HI] >= 1
     assert rejected[aim94.DUPLICATE] >= 4
-    units = {r.text.split("\t")[-1] for log in aim94_logs for r in log.rejections
-             if r.reason == aim94.IMPLAUSIBLE_REGULAR}
+    units = {
+        r.text.split("\t")[-1] for log in aim94_logs for r in log.rejections if r.reason == aim94.IMPLAUSIBLE_REGULAR
+    }
     assert {"060", "99", "344"} <= units
-    codes = {r.text.split("\t")[2] for log in aim94_logs for r in log.rejections
-             if r.reason == aim94.UNDOCUMENTED_CODE}
+    codes = {r.text.split("\t")[2] for log in aim94_logs for r in log.rejections if r.reason == aim94.UNDOCUMENTED_CODE}
     assert {"0", "4", "36", "56"} <= codes
 
 
@@ -77,7 +77,7 @@ def test_events_sorted_stably(aim94_logs):
     for log in aim94_logs:
         stamps = [e.ts for e in log.events]
         assert stamps == sorted(stamps)
-        for a, b in zip(log.events, log.events[1:]):
+        for a, b in zip(log.events, log.events[1:], strict=False):
             if a.ts == b.ts:
                 assert a.id < b.id  # file order breaks ties
 

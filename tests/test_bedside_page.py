@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -38,34 +38,42 @@ def bedside(mosquitto, tmp_path):
 
 def contrast(rgb_a: str, rgb_b: str) -> float:
     """WCAG contrast ratio of two ``rgb(r, g, b)`` CSS colours."""
+
     def luminance(css: str) -> float:
-        r, g, b = (int(v) / 255 for v in css[css.index("(") + 1:css.index(")")].split(",")[:3])
+        r, g, b = (int(v) / 255 for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
         lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
         return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
     a, b = sorted((luminance(rgb_a), luminance(rgb_b)), reverse=True)
     return (a + 0.05) / (b + 0.05)
 
 
 def colours(page, selector: str) -> tuple[str, str]:
-    return page.eval_on_selector(selector, """el => {
+    return page.eval_on_selector(
+        selector,
+        """el => {
         let bg = 'rgba(0, 0, 0, 0)', node = el;
         while (node && (bg === 'rgba(0, 0, 0, 0)' || bg === 'transparent')) {
             bg = getComputedStyle(node).backgroundColor; node = node.parentElement; }
         return [getComputedStyle(el).color, bg === 'rgba(0, 0, 0, 0)' ? 'rgb(255, 255, 255)' : bg];
-    }""")
+    }""",
+    )
 
 
 def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     device, publisher, watcher = bedside
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for event in event_factory.history("p-1", now):
         publisher.publish(event)
     publisher.publish(event_factory.glucose("g-now", "p-1", now, 180))
     assert watcher.wait_for(lambda w: w.suggestion_for("g-now"), 5)
     suggestion = watcher.suggestion_for("g-now")
     assert suggestion.status == "suggest"
-    publisher.publish_visit_history(event_factory.visit_history(
-        "p-1", ("2131-03-02T08:00:00+00:00", "2131-03-09T15:00:00+00:00", ["dx9:4280", "rx:furosemide"])))
+    publisher.publish_visit_history(
+        event_factory.visit_history(
+            "p-1", ("2131-03-02T08:00:00+00:00", "2131-03-09T15:00:00+00:00", ["dx9:4280", "rx:furosemide"])
+        )
+    )
     assert watcher.wait_for(lambda w: w.risk, 5)
     risk = watcher.risk[-1]
 
@@ -85,9 +93,9 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     assert page.inner_text("#risk-mortality") == f"{math.floor(100 * risk.mortality_1y + 0.5)} %"
     assert page.inner_text("#risk-readmission") == f"{math.floor(100 * risk.readmission_30d + 0.5)} %"
     assert "does not change the dose" in page.inner_text("#risk-title").lower()
-    assert risk.models['mortality'].version in page.inner_text("#risk-models")
+    assert risk.models["mortality"].version in page.inner_text("#risk-models")
     assert page.inner_text("#risk-title").lower() == "demo-trained risk · does not change the dose"
-    assert risk.models['readmission'].version in page.inner_text("#risk-models")
+    assert risk.models["readmission"].version in page.inner_text("#risk-models")
     assert page.locator("#chart circle").count() == 1  # one reading in the last 24 h
     assert page.locator("#chart rect").count() == 0
 
@@ -117,7 +125,7 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     assert audit == [("dose_confirmed", suggestion.id)]
 
     # live update: a low reading arrives; the page turns to withhold without a reload
-    publisher.publish(event_factory.glucose("g-low", "p-1", datetime.now(timezone.utc), 55))
+    publisher.publish(event_factory.glucose("g-low", "p-1", datetime.now(UTC), 55))
     page.wait_for_function("() => document.getElementById('status-word').textContent === 'Withhold insulin'")
     assert page.inner_text("#units") == "0.0 U"
     assert "below 70" in page.inner_text("#reasons")
@@ -137,7 +145,7 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
 
 def test_page_fits_a_phone(browser, bedside):
     device, publisher, watcher = bedside
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     publisher.publish(event_factory.glucose("g-phone", "p-9", now, 140))
     assert watcher.wait_for(lambda w: w.suggestion_for("g-phone"), 5)
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
@@ -153,7 +161,7 @@ def test_page_api_rejects_bad_actions(bedside):
     import urllib.request
 
     device, publisher, watcher = bedside
-    publisher.publish(event_factory.glucose("g-api", "p-3", datetime.now(timezone.utc), 140))
+    publisher.publish(event_factory.glucose("g-api", "p-3", datetime.now(UTC), 140))
     assert watcher.wait_for(lambda w: w.suggestion_for("g-api"), 5)
 
     post = device.post

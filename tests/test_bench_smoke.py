@@ -12,10 +12,31 @@ from .conftest import ROOT
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_bench_produces_every_figure(mosquitto):
-    done = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "--json", "--repeats", "100", "--events", "20",
-                           "--idle-events", "10", "--sustained", "200", "--patients", "2"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "bench",
+            "--json",
+            "--repeats",
+            "100",
+            "--events",
+            "20",
+            "--idle-events",
+            "10",
+            "--sustained",
+            "200",
+            "--patients",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout)
     models = {(row["model"], row["runtime"]) for row in figures["inference"]}
@@ -29,10 +50,29 @@ def test_bench_produces_every_figure(mosquitto):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_load_reports_rate_latency_losses_and_memory(mosquitto):
-    done = subprocess.run([sys.executable, "-m", "tools.cli", "load", "--json", "--patients", "3", "--burst", "300",
-                           "--soak-minutes", "0.1", "--soak-rate", "10"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "load",
+            "--json",
+            "--patients",
+            "3",
+            "--burst",
+            "300",
+            "--soak-minutes",
+            "0.1",
+            "--soak-rate",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout)
     assert figures["burst_lost"] == 0 and figures["soak_lost"] == 0 and figures["soak_events"] == 60

@@ -11,7 +11,7 @@ import getpass
 import sqlite3
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -37,15 +37,17 @@ def secure_broker(tmp_path):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     port = free_port()
-    profile = write_profile(tmp_path / "broker", DEVICE, ["localhost", "127.0.0.1"], port, "127.0.0.1",
-                            run_as=getpass.getuser())
+    profile = write_profile(
+        tmp_path / "broker", DEVICE, ["localhost", "127.0.0.1"], port, "127.0.0.1", run_as=getpass.getuser()
+    )
     broker = MosquittoBroker(profile.folder, port=port, config_file=profile.conf).start()
     yield profile
     broker.stop()
 
 
-def config_for(profile, role: str | None, password: str | None = None, scheme: str = "mqtts",
-               ca_file=None) -> BrokerConfig:
+def config_for(
+    profile, role: str | None, password: str | None = None, scheme: str = "mqtts", ca_file=None
+) -> BrokerConfig:
     if role is None:
         url = f"{scheme}://localhost:{profile.tls_port}"
     else:
@@ -82,8 +84,7 @@ def device_rig(secure_broker, tmp_path):
     device_config = config_for(profile, "device")
     config_file = tmp_path / "device.toml"
     config_file.write_text(f'[broker]\nca_file = "{profile.ca_file}"\n')
-    device = DeviceProcess(tmp_path / "state", device_config.url, DEVICE,
-                           extra=("--config", str(config_file))).start()
+    device = DeviceProcess(tmp_path / "state", device_config.url, DEVICE, extra=("--config", str(config_file))).start()
     monitor = DeviceWatcher(config_for(profile, "monitor"), DEVICE, client_id="ward-monitor")
     assert monitor.subscribed.wait(10)
     yield profile, device, monitor
@@ -107,24 +108,30 @@ def test_acl_gives_each_role_only_its_topics():
     assert "topic read advisor/bed9/events" in blocks["d"] and "topic write advisor/bed9/suggestions" in blocks["d"]
 
 
+@pytest.mark.e2e
 def test_intruders_are_refused_and_the_device_sees_nothing_from_them(device_rig):
     profile, device, monitor = device_rig
     events = f"advisor/{DEVICE}/events"
-    injected = event_factory.raw(event_factory.glucose("intruder-1", "p-sec", datetime.now(timezone.utc), 300))
+    injected = event_factory.raw(event_factory.glucose("intruder-1", "p-sec", datetime.now(UTC), 300))
     assert try_connect(config_for(profile, None), (events, injected)) == {"connect": "Not authorized"}
-    assert try_connect(config_for(profile, "sensor", password="guess"), (events, injected)) == \
-        {"connect": "Not authorized"}
+    assert try_connect(config_for(profile, "sensor", password="guess"), (events, injected)) == {
+        "connect": "Not authorized"
+    }
     # a legitimate sensor may not flash; the monitor may not inject readings
     begin = TransferBegin("t-evil", size=10, sha256="0" * 64, chunks=1).to_json()
-    assert try_connect(config_for(profile, "sensor"), (f"advisor/{DEVICE}/model", begin)) == \
-        {"connect": "Success", "publish": "Not authorized"}
-    monitor_event = event_factory.raw(event_factory.glucose("intruder-2", "p-sec", datetime.now(timezone.utc), 300))
-    assert try_connect(config_for(profile, "monitor"), (events, monitor_event)) == \
-        {"connect": "Success", "publish": "Not authorized"}
+    assert try_connect(config_for(profile, "sensor"), (f"advisor/{DEVICE}/model", begin)) == {
+        "connect": "Success",
+        "publish": "Not authorized",
+    }
+    monitor_event = event_factory.raw(event_factory.glucose("intruder-2", "p-sec", datetime.now(UTC), 300))
+    assert try_connect(config_for(profile, "monitor"), (events, monitor_event)) == {
+        "connect": "Success",
+        "publish": "Not authorized",
+    }
     # the real sensor still gets through, and only its event reached the device
     sensor = EventPublisher(config_for(profile, "sensor"), DEVICE, client_id="ward-sensor")
     sensor.wait_connected()
-    for event in event_factory.history("p-sec", datetime.now(timezone.utc)):
+    for event in event_factory.history("p-sec", datetime.now(UTC)):
         sensor.publish(event)
     sensor.flush()
     assert monitor.wait_for(lambda w: any(s.patient == "p-sec" for s in w.suggestions), 10)
@@ -141,6 +148,7 @@ def test_intruders_are_refused_and_the_device_sees_nothing_from_them(device_rig)
     assert profile.credentials["device"].password not in device.status().to_json().decode()
 
 
+@pytest.mark.e2e
 def test_plain_tcp_and_an_unknown_ca_are_refused(secure_broker, tmp_path):
     profile = secure_broker
     assert try_connect(config_for(profile, "sensor", scheme="mqtt")).get("connect") is None  # no MQTT over plain TCP
@@ -150,6 +158,7 @@ def test_plain_tcp_and_an_unknown_ca_are_refused(secure_broker, tmp_path):
     assert try_connect(config_for(profile, "sensor")) == {"connect": "Success"}
 
 
+@pytest.mark.e2e
 def test_broker_profile_command_writes_a_private_profile(tmp_path):
     from click.testing import CliRunner
 

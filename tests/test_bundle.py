@@ -67,7 +67,7 @@ def test_corrupted_model_file_fails_hash(signed, keys):
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))
-    with pytest.raises(bundle_mod.BundleError, match="sha256 mismatch for dose_int8.tflite"):
+    with pytest.raises(bundle_mod.BundleError, match=r"sha256 mismatch for dose_int8\.tflite"):
         bundle_mod.open_bundle(signed, _trusted(keys))
 
 
@@ -83,7 +83,7 @@ def test_missing_and_extra_files(signed, keys):
 
 def test_garbage_manifest_and_signature(signed, keys):
     (signed / bundle_mod.SIGNATURE).write_text("{not json")
-    with pytest.raises(bundle_mod.BundleError, match="signature.json is malformed"):
+    with pytest.raises(bundle_mod.BundleError, match=r"signature\.json is malformed"):
         bundle_mod.open_bundle(signed, _trusted(keys))
     (signed / "manifest.json").write_bytes(b"\xff\xfe")
     with pytest.raises(bundle_mod.BundleError, match="not valid JSON"):

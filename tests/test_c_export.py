@@ -38,14 +38,19 @@ def gcc() -> str:
     return path
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("role", ["int8", "float"])
 def test_compiled_header_holds_the_exact_model(tmp_path, gcc, role):
     result = CliRunner().invoke(main, ["export-c", "--out", str(tmp_path / "model.h"), "--model", role])
     assert result.exit_code == 0, result.output
     source = tmp_path / "main.c"
     source.write_text(PROGRAM.replace("{role}", role).replace("{ROLE}", role.upper()))
-    subprocess.run([gcc, "-std=c11", "-Wall", "-Werror", "-O1", "-o", str(tmp_path / "prog"), str(source)],
-                   check=True, cwd=tmp_path, capture_output=True)
+    subprocess.run(
+        [gcc, "-std=c11", "-Wall", "-Werror", "-O1", "-o", str(tmp_path / "prog"), str(source)],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+    )
     run = subprocess.run([str(tmp_path / "prog")], capture_output=True, check=True)
     bundle = open_bundle(default_bundle_path("dose"))
     assert run.stdout == bundle.model_bytes(role)

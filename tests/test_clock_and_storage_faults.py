@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,7 +20,7 @@ from device.store import Store
 from . import event_factory
 from .conftest import IN_CI
 
-REAL = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+REAL = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,7 @@ def glucose(event_id: str, ts: datetime, mg_dl: float = 170) -> bytes:
 def test_wall_clock_jumping_forward_and_back(tmp_path, dose_model):
     offset = [timedelta(0)]
     store = Store(tmp_path / "state.sqlite3")
-    advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall",
-                      wall_clock=lambda: REAL + offset[0])
+    advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: REAL + offset[0])
     for event in event_factory.history("p-1", REAL):
         advisor.handle(event_factory.raw(event), 0.0)
     accepted, outcomes = [], {}
@@ -77,8 +76,9 @@ def small_disk(tmp_path):
     """A 1 MiB tmpfs for the state folder, so the disk can really fill up (needs root, as in CI)."""
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         message = f"cannot mount a small tmpfs ({done.stderr.strip()}); run as root"
         if IN_CI:
@@ -100,7 +100,7 @@ def fill_disk(folder) -> object:
     return filler
 
 
-@pytest.mark.parametrize("fault", ["locked", "full"])
+@pytest.mark.parametrize("fault", ["locked", pytest.param("full", marks=pytest.mark.e2e)])  # full mounts a tmpfs
 def test_database_locked_or_full_keeps_suggesting_from_memory_and_recovers(tmp_path, dose_model, fault, request):
     folder = request.getfixturevalue("small_disk") if fault == "full" else tmp_path
     path = folder / "state.sqlite3"
@@ -130,8 +130,11 @@ def test_database_locked_or_full_keeps_suggesting_from_memory_and_recovers(tmp_p
     assert advisor.flush_held() is None and advisor.held == 0
     stored = {r[0] for r in rows(path, "SELECT id FROM events")}
     assert {"held-0", "held-1", "held-2"} <= stored
-    assert sorted(r[0] for r in rows(path, "SELECT event_id FROM suggestions WHERE event_id LIKE 'held-%'")) == \
-        ["held-0", "held-1", "held-2"]
+    assert sorted(r[0] for r in rows(path, "SELECT event_id FROM suggestions WHERE event_id LIKE 'held-%'")) == [
+        "held-0",
+        "held-1",
+        "held-2",
+    ]
     after = advisor.handle(glucose("held-1", REAL - timedelta(minutes=2)), 0.0)  # the broker's redelivery
     assert after.unstored is None and after.suggestion is None
     fresh = advisor.handle(glucose("fresh", REAL), 0.0)

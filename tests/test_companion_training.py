@@ -68,8 +68,12 @@ def test_mortality_tflite_agrees_with_keras_on_the_device_path(mortality):
 
 
 def test_the_device_runs_int8_only_when_it_matches_keras():
-    close = {"int8_vs_keras_max_abs": 0.004, "int8_vs_keras_auroc_diff": 0.0,
-             "float_vs_keras_max_abs": 1e-7, "float_vs_keras_auroc_diff": 0.0}
+    close = {
+        "int8_vs_keras_max_abs": 0.004,
+        "int8_vs_keras_auroc_diff": 0.0,
+        "float_vs_keras_max_abs": 1e-7,
+        "float_vs_keras_auroc_diff": 0.0,
+    }
     assert companion.device_role({"held_out_fold": close, "whole_cohort": close})["device_role"] == "int8"
     drifted = {**close, "int8_vs_keras_max_abs": 0.028, "int8_vs_keras_auroc_diff": 0.025}
     chosen = companion.device_role({"held_out_fold": drifted, "whole_cohort": close})
@@ -100,19 +104,26 @@ def test_report_has_tables_plots_and_says_the_demo_is_too_small(mortality, tmp_p
     assert (tmp_path / "roc.png").stat().st_size > 1000 and (tmp_path / "pr.png").stat().st_size > 1000
 
 
+@pytest.mark.e2e
 def test_readmission_command_on_the_mimic_iv_layout(mimic_dir, tmp_path):
     root = build_mimic_iv(mimic_dir, tmp_path / "mimic-iv-2.2")
     out = tmp_path / "readmission"
-    proc = subprocess.run([sys.executable, "-m", "tools.cli", "train", "readmission", "--mimic", str(root),
-                           "--out", str(out), *QUICK], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "train", "readmission", "--mimic", str(root), "--out", str(out), *QUICK],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "too small for a meaningful AUROC" in proc.stdout and "CNN-Wide" in proc.stdout
     assert "all-admissions variant instead" in proc.stderr  # few heart-failure stays in the demo
     manifest = json.loads((out / "manifest.json").read_text())
     expected = readmission_cohort(read_mimic(root), "all").to_json()
     assert manifest["data"]["source"] == "MIMIC-IV"
-    assert {k: manifest["cohort"][k] for k in ("size", "positives", "steps")} == \
-        {k: expected[k] for k in ("size", "positives", "steps")}
+    assert {k: manifest["cohort"][k] for k in ("size", "positives", "steps")} == {
+        k: expected[k] for k in ("size", "positives", "steps")
+    }
     role = manifest["output"]["device_role"]
     for evaluated_on in ("held_out_fold", "whole_cohort"):
         parity = manifest["metrics"]["parity"][evaluated_on]
@@ -121,15 +132,37 @@ def test_readmission_command_on_the_mimic_iv_layout(mimic_dir, tmp_path):
     assert "Feature importance" in report and "L1 logistic regression" in report
 
 
+@pytest.mark.e2e
 def test_mortality_refuses_mimic_iv_v1_and_bad_folds_are_clear(mimic_dir, tmp_path):
     root = build_mimic_iv(mimic_dir, tmp_path / "mimic-iv-1.0")
-    proc = subprocess.run([sys.executable, "-m", "tools.cli", "train", "mortality", "--mimic", str(root),
-                           "--out", str(tmp_path / "m")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "train", "mortality", "--mimic", str(root), "--out", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "1-year mortality cannot be labelled" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "tools.cli", "train", "readmission", "--mimic", str(mimic_dir),
-                           "--index", "hf", "--out", str(tmp_path / "r")], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "train",
+            "readmission",
+            "--mimic",
+            str(mimic_dir),
+            "--index",
+            "hf",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "needs at least 5 of each" in proc.stderr
     assert "Traceback" not in proc.stderr
 

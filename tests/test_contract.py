@@ -60,7 +60,9 @@ def render(hint: Any) -> str:
 
 def test_topic_table_matches_the_code():
     rows = TABLES["MQTT topics"]
-    documented = [(leaf, direction, name, int(qos), retained == "yes") for leaf, direction, name, qos, retained, _ in rows]
+    documented = [
+        (leaf, direction, name, int(qos), retained == "yes") for leaf, direction, name, qos, retained, _ in rows
+    ]
     declared = [(t.leaf, t.direction, t.schema.__name__, t.qos, t.retained) for t in messages.MQTT_CONTRACT]
     assert documented == declared
     topics = Topics("bed7")
@@ -72,8 +74,10 @@ def test_topic_table_matches_the_code():
 def test_endpoint_table_matches_the_code():
     rows = TABLES["HTTP endpoints (the bedside page)"]
     documented = [(method, path, request, response) for method, path, request, response, _ in rows]
-    declared = [(e.method, e.path, e.request.__name__ if e.request else "—", e.response.__name__ if e.response else "—")
-                for e in messages.HTTP_CONTRACT]
+    declared = [
+        (e.method, e.path, e.request.__name__ if e.request else "—", e.response.__name__ if e.response else "—")
+        for e in messages.HTTP_CONTRACT
+    ]
     assert documented == declared
 
 

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -22,6 +22,8 @@ from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
 from .conftest import ROOT
+
+pytestmark = pytest.mark.e2e  # brokers, device processes and the demo command
 
 
 def demo_command(*args: str) -> list[str]:
@@ -35,8 +37,14 @@ def synthetic_env() -> dict:
 
 
 def test_demo_replays_a_labelled_synthetic_patient(mosquitto):
-    done = subprocess.run(demo_command("--interval", "0", "--exit-after-replay"), capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env=synthetic_env())
+    done = subprocess.run(
+        demo_command("--interval", "0", "--exit-after-replay"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=synthetic_env(),
+    )
     assert done.returncode == 0, done.stderr
     assert "SYNTHETIC patient 'synthetic-demo'" in done.stderr and "not real data" in done.stderr
     assert re.search(r"bedside page: http://127\.0\.0\.1:\d+/\?patient=synthetic-demo", done.stderr)
@@ -44,17 +52,44 @@ def test_demo_replays_a_labelled_synthetic_patient(mosquitto):
     assert "demo stopped" in done.stderr
 
 
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ (\S+): ")
+
+
+def loggers(stderr: str) -> set[str]:
+    """The logger names of the log lines in a command's output."""
+    return {m.group(1) for m in map(LOG_LINE.match, stderr.splitlines()) if m}
+
+
+def test_demo_on_the_embedded_broker_prints_only_its_own_lines():
+    """Without --verbose the libraries stay quiet; with it their lines appear too."""
+    command = demo_command("--interval", "0", "--exit-after-replay", "--embedded-broker")
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=synthetic_env())
+    assert quiet.returncode == 0, quiet.stderr
+    assert "broker: embedded (amqtt)" in quiet.stderr and "demo stopped" in quiet.stderr
+    assert loggers(quiet.stderr) and all(name.startswith("advisor") for name in loggers(quiet.stderr)), quiet.stderr
+    verbose = subprocess.run(
+        [*command, "-v"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=synthetic_env()
+    )
+    assert verbose.returncode == 0, verbose.stderr
+    assert any(not name.startswith("advisor") for name in loggers(verbose.stderr)), "--verbose shows libraries"
+
+
 def test_demo_replays_an_aim94_patient(aim94_dir):
-    done = subprocess.run(demo_command("--interval", "0", "--exit-after-replay", "--data", str(aim94_dir),
-                                       "--patient", "3"),
-                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    done = subprocess.run(
+        demo_command("--interval", "0", "--exit-after-replay", "--data", str(aim94_dir), "--patient", "3"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     assert "AIM-94 patient 3" in done.stderr and "replay finished" in done.stderr
 
 
 def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c():
-    process = subprocess.Popen(demo_command("--interval", "0.05"), stderr=subprocess.PIPE, text=True,
-                               cwd=ROOT, env=synthetic_env())
+    process = subprocess.Popen(
+        demo_command("--interval", "0.05"), stderr=subprocess.PIPE, text=True, cwd=ROOT, env=synthetic_env()
+    )
     try:
         url = None
         deadline = time.monotonic() + 60
@@ -69,8 +104,7 @@ def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c():
         view = None
         while time.monotonic() < deadline:
             try:
-                view = PatientView.from_json(
-                    urllib.request.urlopen(f"{url}/api/patients/{patient}", timeout=5).read())
+                view = PatientView.from_json(urllib.request.urlopen(f"{url}/api/patients/{patient}", timeout=5).read())
             except urllib.error.HTTPError:  # 404 until the patient's first event is stored
                 view = None
             if view and view.suggestion and view.risk:
@@ -89,8 +123,12 @@ def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c():
 def test_device_works_on_the_embedded_broker(tmp_path):
     pytest.importorskip("amqtt")
     broker = EmbeddedBroker().start()
-    config = DeviceConfig(device_id="emb1", broker=BrokerConfig(url=broker.url, protocol="3.1.1"),
-                          http=HttpConfig(port=0), state_dir=tmp_path / "state")
+    config = DeviceConfig(
+        device_id="emb1",
+        broker=BrokerConfig(url=broker.url, protocol="3.1.1"),
+        http=HttpConfig(port=0),
+        state_dir=tmp_path / "state",
+    )
     service = DeviceService(config)
     client_config = BrokerConfig(url=broker.url, protocol="3.1.1")
     watcher = DeviceWatcher(client_config, "emb1")
@@ -100,7 +138,7 @@ def test_device_works_on_the_embedded_broker(tmp_path):
         assert service.ready.wait(10)
         publisher.wait_connected()
         assert watcher.subscribed.wait(5)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for event in event_factory.history("p-1", now):
             publisher.publish(event)
         publisher.publish(event_factory.glucose("emb-g", "p-1", now, 170))

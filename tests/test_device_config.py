@@ -80,29 +80,32 @@ def test_overrides_win(tmp_path):
     assert config.broker.protocol == "3.1.1"  # untouched fields stay
 
 
-@pytest.mark.parametrize("text, words", [
-    ('colour = "red"', "unknown setting(s): colour"),
-    ('[broker]\nurl = "http://x"', "mqtt:// or mqtts://"),
-    ('[broker]\nurl = "mqtt://x:99999"', "invalid port"),
-    ('[broker]\nurl = "mqtt://x/path"', "nothing after"),
-    ('[broker]\nhost = "x"', "broker.host"),
-    ('[broker]\nkeepalive_s = "30"', "broker.keepalive_s must be an integer"),
-    ('[http]\nport = 70000', "http.port"),
-    ('clock = "sundial"', "clock must be one of"),
-    ('device_id = "bed/7"', "device id"),
-    ('device_id = "#"', "device id"),
-    ('[safety.default]\nmax_single_units = 500', "max_single_units"),
-    ('[safety.default]\nlow_glucose_mg_dl = 40', "may not be below 70"),
-    ('[safety.default]\nbolus = 3', "unknown safety setting"),
-    ('[safety.patients."p-1"]\nmax_daily_regular_units = 1000', "max_daily_regular_units"),
-    ('trust = "key.pub"', "trust must be a list of paths"),
-    ('db_busy_timeout_s = true', "db_busy_timeout_s must be a number"),
-    ('allow_downgrade = "yes"', "allow_downgrade must be true or false"),
-    ('[broker]\nca_file = 3', "broker.ca_file must be a path or null"),
-    ('broker = "mqtt://x"', "broker must be a table of settings"),
-    ('[safety.patients]\np1 = 3', "safety.default and safety.patients.<id> must be tables"),
-    ("not toml at all [", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('colour = "red"', "unknown setting(s): colour"),
+        ('[broker]\nurl = "http://x"', "mqtt:// or mqtts://"),
+        ('[broker]\nurl = "mqtt://x:99999"', "invalid port"),
+        ('[broker]\nurl = "mqtt://x/path"', "nothing after"),
+        ('[broker]\nhost = "x"', "broker.host"),
+        ('[broker]\nkeepalive_s = "30"', "broker.keepalive_s must be an integer"),
+        ("[http]\nport = 70000", "http.port"),
+        ('clock = "sundial"', "clock must be one of"),
+        ('device_id = "bed/7"', "device id"),
+        ('device_id = "#"', "device id"),
+        ("[safety.default]\nmax_single_units = 500", "max_single_units"),
+        ("[safety.default]\nlow_glucose_mg_dl = 40", "may not be below 70"),
+        ("[safety.default]\nbolus = 3", "unknown safety setting"),
+        ('[safety.patients."p-1"]\nmax_daily_regular_units = 1000', "max_daily_regular_units"),
+        ('trust = "key.pub"', "trust must be a list of paths"),
+        ("db_busy_timeout_s = true", "db_busy_timeout_s must be a number"),
+        ('allow_downgrade = "yes"', "allow_downgrade must be true or false"),
+        ("[broker]\nca_file = 3", "broker.ca_file must be a path or null"),
+        ('broker = "mqtt://x"', "broker must be a table of settings"),
+        ("[safety.patients]\np1 = 3", "safety.default and safety.patients.<id> must be tables"),
+        ("not toml at all [", "not valid TOML"),
+    ],
+)
 def test_bad_configs_are_rejected(tmp_path, text, words):
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text))
@@ -114,8 +117,9 @@ def test_json_config(tmp_path):
     assert config.device_id == "bed9" and config.http.port == 9000
 
 
-@pytest.mark.parametrize("value, ok", [("127.0.0.1:8080", True), ("[::1]:80", True), ("8080", False),
-                                       ("host:port", False)])
+@pytest.mark.parametrize(
+    "value, ok", [("127.0.0.1:8080", True), ("[::1]:80", True), ("8080", False), ("host:port", False)]
+)
 def test_http_option(value, ok):
     if ok:
         assert HttpConfig.parse(value).port in (8080, 80)
@@ -141,7 +145,7 @@ def test_check_config_command(tmp_path):
 
 def test_an_exposed_page_needs_a_token(tmp_path, monkeypatch):
     monkeypatch.delenv("ADVISOR_PAGE_TOKEN", raising=False)
-    with pytest.raises(ConfigError, match="reachable from the network: set http.token"):
+    with pytest.raises(ConfigError, match=r"reachable from the network: set http\.token"):
         load_config(write(tmp_path, GOOD.replace('token = "ward7-pin-2231"\n', "")))
     with pytest.raises(ConfigError, match="at least 6 characters"):
         HttpConfig("0.0.0.0", 8081, "1234")

@@ -8,7 +8,7 @@ bulk evaluation path (EVALUATION.md §1), so the live device and the published f
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -26,7 +26,7 @@ from preprocessing.validation import decode_event
 
 from . import event_factory
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +88,14 @@ def test_fresh_glucose_gets_a_supervised_suggestion(tmp_path, dose_model):
     assert [r["action"] for r in advisor.store.audit_rows()][-1] == "suggest"
 
 
-@pytest.mark.parametrize("event, status, words", [
-    (glucose("e", "p-1", NOW, 55), "withhold", "below 70"),
-    (glucose("e", "p-1", NOW - timedelta(minutes=20), 150), "insufficient_data", "20 minutes old"),
-    (request("e", "p-1", NOW), "insufficient_data", "5.0 hours old"),  # the last reading is 5 h old
-])
+@pytest.mark.parametrize(
+    "event, status, words",
+    [
+        (glucose("e", "p-1", NOW, 55), "withhold", "below 70"),
+        (glucose("e", "p-1", NOW - timedelta(minutes=20), 150), "insufficient_data", "20 minutes old"),
+        (request("e", "p-1", NOW), "insufficient_data", "5.0 hours old"),  # the last reading is 5 h old
+    ],
+)
 def test_withhold_and_insufficient(tmp_path, dose_model, event, status, words):
     advisor = make_advisor(tmp_path, dose_model)
     for payload in history_payloads():
@@ -169,8 +172,12 @@ def test_restart_reloads_history_from_the_store(tmp_path, dose_model):
 
 
 def test_without_a_model_every_decision_is_insufficient(tmp_path):
-    advisor = Advisor(Store(tmp_path / "s.sqlite3"), ModelSlot(None, "bundle signature invalid"), SafetyConfig(),
-                      wall_clock=lambda: NOW)
+    advisor = Advisor(
+        Store(tmp_path / "s.sqlite3"),
+        ModelSlot(None, "bundle signature invalid"),
+        SafetyConfig(),
+        wall_clock=lambda: NOW,
+    )
     s = advisor.handle(raw(glucose("g", "p", NOW, 150))).suggestion
     assert s.status == "insufficient_data" and "bundle signature invalid" in s.reasons[0]
     assert s.model.version is None

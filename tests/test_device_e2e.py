@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from device.config import BrokerConfig
 from preprocessing.events import Event
+from tools.broker import MosquittoBroker, free_port
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
@@ -39,7 +41,7 @@ def rig(mosquitto, tmp_path):
 
 
 def send_history(publisher, watcher, patient="p-1", now=None):
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     events = event_factory.history(patient, now)
     for event in events:
         publisher.publish(event)
@@ -53,7 +55,7 @@ def db_rows(device, sql):
 
 
 def test_status_is_retained_online_then_offline_on_sigterm(rig):
-    device, publisher, watcher, broker = rig
+    device, _publisher, watcher, broker = rig
     assert watcher.wait_for(lambda w: any(s.state == "online" for s in w.status), 5)
     online = [s for s in watcher.status if s.state == "online"][-1]
     assert online.models[0].name == "dose" and online.models[0].version
@@ -65,7 +67,7 @@ def test_status_is_retained_online_then_offline_on_sigterm(rig):
 
 
 def test_fresh_glucose_gets_a_suggestion_within_one_second(rig):
-    device, publisher, watcher, _ = rig
+    _device, publisher, watcher, _ = rig
     now = send_history(publisher, watcher)
     start = time.monotonic()
     publisher.publish(event_factory.glucose("fresh-1", "p-1", now, 180))
@@ -84,7 +86,7 @@ def test_fresh_glucose_gets_a_suggestion_within_one_second(rig):
 
 
 def test_low_glucose_withholds_with_a_reason(rig):
-    device, publisher, watcher, _ = rig
+    _device, publisher, watcher, _ = rig
     now = send_history(publisher, watcher)
     publisher.publish(event_factory.glucose("low-1", "p-1", now, 55))
     assert watcher.wait_for(lambda w: w.suggestion_for("low-1"), 2)
@@ -94,7 +96,7 @@ def test_low_glucose_withholds_with_a_reason(rig):
 
 
 def test_stale_reading_is_insufficient_data(rig):
-    device, publisher, watcher, _ = rig
+    _device, publisher, watcher, _ = rig
     now = send_history(publisher, watcher)
     publisher.publish(event_factory.glucose("stale-1", "p-1", now - timedelta(minutes=40), 150))
     assert watcher.wait_for(lambda w: w.suggestion_for("stale-1"), 2)
@@ -110,11 +112,19 @@ def hostile_payloads(now: datetime) -> list[tuple[str, bytes, str | None]]:
         ("not an object", b"[1, 2, 3]", None),
         ("wrong type", json.dumps(good | {"id": "h2", "mg_dl": "lots"}).encode(), "h2"),
         ("NaN", json.dumps(good | {"id": "h3", "mg_dl": float("nan")}).encode(), "h3"),
-        ("Infinity", b'{"id": "h4", "patient": "p-1", "ts": "%s", "kind": "glucose", "mg_dl": Infinity}'
-         % ts.encode(), "h4"),
+        (
+            "Infinity",
+            b'{"id": "h4", "patient": "p-1", "ts": "%s", "kind": "glucose", "mg_dl": Infinity}' % ts.encode(),
+            "h4",
+        ),
         ("absurd glucose", json.dumps(good | {"id": "h5", "mg_dl": 99999}).encode(), "h5"),
-        ("absurd insulin", json.dumps({"id": "h6", "patient": "p-1", "ts": ts, "kind": "insulin",
-                                       "insulin": "regular", "units": 5000}).encode(), "h6"),
+        (
+            "absurd insulin",
+            json.dumps(
+                {"id": "h6", "patient": "p-1", "ts": ts, "kind": "insulin", "insulin": "regular", "units": 5000}
+            ).encode(),
+            "h6",
+        ),
         ("far future", json.dumps(good | {"id": "h7", "ts": "2999-01-01T00:00:00+00:00"}).encode(), "h7"),
         ("ancient", json.dumps(good | {"id": "h8", "ts": "0001-01-01T00:00:00+00:00"}).encode(), "h8"),
         ("path-like patient", json.dumps(good | {"id": "h9", "patient": "../../etc/passwd"}).encode(), "h9"),
@@ -135,7 +145,7 @@ def test_hostile_payloads_are_answered_and_the_device_keeps_serving(rig):
         publisher.publish(raw)
     assert watcher.wait_for(lambda w: len(w.errors) >= len(cases), 5), watcher.errors
     assert len(watcher.errors) == len(cases)
-    for (name, _, event_id), error in zip(cases, watcher.errors):
+    for (name, _, event_id), error in zip(cases, watcher.errors, strict=False):
         assert error.event_id == event_id, name
         assert error.reason, name
     publisher.publish(event_factory.glucose("after-1", "p-1", now, 160))
@@ -185,7 +195,7 @@ def assert_nothing_lost_nothing_repeated(device, watcher, accepted: list[Event])
 
 def stream_with_fault(publisher, at: float, fault, before_publish: bool) -> list[Event]:
     """Three patients' history, then a stream of readings with ``fault()`` part-way; returns all events."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     accepted = [e for p in ("p-1", "p-2", "p-3") for e in event_factory.history(p, now)]
     for event in accepted:
         publisher.publish(event)
@@ -231,6 +241,7 @@ def test_network_cut_mid_stream_loses_nothing_and_repeats_nothing(mosquitto, tmp
     publisher = EventPublisher(broker, DEVICE, client_id="test-sensor-net")
     publisher.wait_connected()
     try:
+
         def cable_pulled() -> None:
             proxy.cut()
             threading.Timer(2.0, proxy.restore).start()
@@ -272,7 +283,7 @@ def test_locked_database_suggests_from_memory_then_stores_everything(mosquitto, 
     """Another process holds SQLite's write lock mid-stream; the device keeps suggesting and catches up."""
     with locked_database_rig(mosquitto, tmp_path, "db", "db_busy_timeout_s = 0.2\n") as rig:
         device, publisher, watcher, blocker = rig
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         history = event_factory.history("p-db", now - timedelta(minutes=30))
         for event in history:
             publisher.publish(event)
@@ -293,7 +304,7 @@ def test_locked_database_suggests_from_memory_then_stores_everything(mosquitto, 
         assert {e.id for e in history + held} <= stored
         device.kill()  # whatever the broker still holds comes back; nothing may be repeated
         device.start()
-        after = event_factory.glucose("db-after", "p-db", datetime.now(timezone.utc), 150)
+        after = event_factory.glucose("db-after", "p-db", datetime.now(UTC), 150)
         publisher.publish(after)
         assert watcher.wait_for(lambda w: w.suggestion_for("db-after"), 10)
         counts = Counter(s.id for s in watcher.suggestions)
@@ -304,13 +315,14 @@ def test_locked_database_suggests_from_memory_then_stores_everything(mosquitto, 
 def test_memory_holds_at_most_max_held_events_then_the_broker_keeps_the_rest(mosquitto, tmp_path):
     with locked_database_rig(mosquitto, tmp_path, "cap", "db_busy_timeout_s = 0.1\nmax_held_events = 10\n") as rig:
         device, publisher, watcher, blocker = rig
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for event in event_factory.history("p-cap", now - timedelta(minutes=60)):
             publisher.publish(event)
         assert watcher.wait_for(lambda w: len([s for s in w.suggestions if s.patient == "p-cap"]) >= 5, 10)
         blocker.execute("BEGIN EXCLUSIVE")
-        readings = [event_factory.glucose(f"cap-{i:02d}", "p-cap", now - timedelta(seconds=300 - i), 150)
-                    for i in range(40)]
+        readings = [
+            event_factory.glucose(f"cap-{i:02d}", "p-cap", now - timedelta(seconds=300 - i), 150) for i in range(40)
+        ]
         for event in readings:
             publisher.publish(event)
         publisher.flush()
@@ -328,3 +340,41 @@ def test_memory_holds_at_most_max_held_events_then_the_broker_keeps_the_rest(mos
         counts = Counter(s.id for s in watcher.suggestions)
         assert not {k: v for k, v in counts.items() if v > 1}, "suggestions repeated"
         assert device.status().held_in_memory == 0 and device.status().storage_problem is None
+
+
+def wait_until(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.e2e
+def test_an_unreachable_broker_is_reported_at_once_then_the_device_connects(tmp_path):
+    """No silent retrying: the console and the page say what failed and when the next try comes."""
+    port = free_port()
+    device = DeviceProcess(tmp_path / "state", f"mqtt://127.0.0.1:{port}", "bed-lost").launch()
+    broker = MosquittoBroker(tmp_path / "mosquitto", port=port)
+    try:
+        said = f"cannot reach the broker at mqtt://127.0.0.1:{port}: connection refused"
+        assert wait_until(lambda: said in device.log.read_text(), 3.0), device.log.read_text()
+        assert re.search(r"trying again in \d+ s", device.log.read_text())
+        assert wait_until(lambda: _page_status(device) is not None, 5.0)
+        status = _page_status(device)
+        assert status.state == "starting" and not status.broker_connected
+        assert status.broker_problem is not None and said in status.broker_problem
+        broker.start()
+        assert wait_until(lambda: (s := _page_status(device)) is not None and s.state == "online", 15.0)
+        assert _page_status(device).broker_problem is None
+    finally:
+        device.stop()
+        broker.stop()
+
+
+def _page_status(device: DeviceProcess):
+    try:
+        return device.status()
+    except OSError:
+        return None

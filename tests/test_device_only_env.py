@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,6 +19,8 @@ from tools.replay import DeviceWatcher, EventPublisher
 from . import event_factory
 from .conftest import IN_CI, ROOT
 from .device_process import DeviceProcess
+
+pytestmark = pytest.mark.e2e  # a separate Python environment and a device process
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +39,17 @@ def run(python: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_training_stack_is_absent_and_device_imports(device_python):
-    probe = run(device_python, "-c", (
-        "import importlib.util as u, json, sys\n"
-        "absent = [m for m in ('tensorflow', 'pandas', 'sklearn', 'keras') if u.find_spec(m) is None]\n"
-        "import device, device.service, device.web, device.inference, preprocessing.validation\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'pandas', 'sklearn'})\n"
-        "print(json.dumps({'absent': absent, 'loaded': loaded}))"
-    ))
+    probe = run(
+        device_python,
+        "-c",
+        (
+            "import importlib.util as u, json, sys\n"
+            "absent = [m for m in ('tensorflow', 'pandas', 'sklearn', 'keras') if u.find_spec(m) is None]\n"
+            "import device, device.service, device.web, device.inference, preprocessing.validation\n"
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'pandas', 'sklearn'})\n"
+            "print(json.dumps({'absent': absent, 'loaded': loaded}))"
+        ),
+    )
     assert probe.returncode == 0, probe.stderr
     result = json.loads(probe.stdout)
     assert result["absent"] == ["tensorflow", "pandas", "sklearn", "keras"]
@@ -59,7 +65,7 @@ def test_device_runs_and_suggests_without_training_libraries(device_python, mosq
     publisher = EventPublisher(broker, "lite1", client_id="lite-sensor")
     try:
         publisher.wait_connected()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for event in event_factory.history("p-1", now):
             publisher.publish(event)
         publisher.publish(event_factory.glucose("lite-g", "p-1", now, 170))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -39,8 +40,9 @@ def test_incremental_equals_bulk_for_every_patient(aim94_logs):
         for event in _replay_order(log.events):
             if event.is_regular_dose and event.ts in bulk:
                 incremental = window_at(history, event.ts)
-                np.testing.assert_allclose(incremental, bulk.pop(event.ts), rtol=1e-6, atol=1e-5,
-                                           err_msg=f"patient {log.number} at {event.ts}")
+                np.testing.assert_allclose(
+                    incremental, bulk.pop(event.ts), rtol=1e-6, atol=1e-5, err_msg=f"patient {log.number} at {event.ts}"
+                )
                 checked += 1
             history.append(event)
             history.prune(event.ts)
@@ -77,8 +79,7 @@ def test_features_ignore_target_same_time_insulin_and_future(aim94_logs, patient
                     continue  # drop later non-numeric records entirely
             else:
                 changed.append(e)
-        changed.append(Event("future-hypo", log.patient_id, point.ts + timedelta(minutes=1),
-                             Kind.HYPO_SYMPTOMS))
+        changed.append(Event("future-hypo", log.patient_id, point.ts + timedelta(minutes=1), Kind.HYPO_SYMPTOMS))
         np.testing.assert_array_equal(_window_with(log, changed, point.ts), original)
 
 
@@ -87,13 +88,12 @@ def test_earlier_records_do_change_features(aim94_logs):
     log = aim94_logs[0]
     point = decision_points(log, SPEC)[40]
     original = _window_with(log, log.events, point.ts)
-    earlier = [replace(e, units=e.units + 5) if e.is_regular_dose and e.ts < point.ts else e
-               for e in log.events]
+    earlier = [replace(e, units=e.units + 5) if e.is_regular_dose and e.ts < point.ts else e for e in log.events]
     assert not np.array_equal(_window_with(log, earlier, point.ts), original)
 
 
 def _at(hour, minute=0):
-    return datetime(1991, 4, 21, hour, minute, tzinfo=timezone.utc)
+    return datetime(1991, 4, 21, hour, minute, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("hour, slot", [(4, 0), (10, 0), (11, 1), (15, 1), (16, 2), (20, 2), (21, 3), (0, 3), (3, 3)])
@@ -160,7 +160,7 @@ def test_insulin_on_board_curve():
     curve = ActivityCurve(duration_min=360, peak_min=120)
     values = [curve.fraction_remaining(m) for m in range(0, 400, 10)]
     assert values[0] == 1.0 and values[-1] == 0.0
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
     assert 0.5 < curve.fraction_remaining(120) < 0.75  # most still on board at the peak
     with pytest.raises(ValueError):
         ActivityCurve(duration_min=100, peak_min=60)

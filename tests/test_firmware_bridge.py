@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -39,7 +39,7 @@ from tools.cli import main
 from .conftest import ROOT
 from .device_process import DeviceProcess
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 # ------------------------------------------------------------------ protocol (pure)
@@ -61,8 +61,15 @@ def test_event_frames_map_to_spec_events(aim94_logs):
     for seq, event in enumerate(log.events):
         [frame] = parser.feed(event_frame(event, seq % 65536))
         back = frame_event(frame, "fw", NOW)
-        assert (back.kind, back.patient, back.ts, back.mg_dl, back.insulin, back.units, back.size) == \
-               (event.kind, event.patient, event.ts, event.mg_dl, event.insulin, event.units, event.size)
+        assert (back.kind, back.patient, back.ts, back.mg_dl, back.insulin, back.units, back.size) == (
+            event.kind,
+            event.patient,
+            event.ts,
+            event.mg_dl,
+            event.insulin,
+            event.units,
+            event.size,
+        )
 
 
 def test_resynchronises_after_noise_and_reports_damage():
@@ -74,13 +81,16 @@ def test_resynchronises_after_noise_and_reports_damage():
     assert items[2].seq == 7  # a damaged frame's seq is still read, so the bridge can ask for it again
 
 
-@pytest.mark.parametrize("frame, reason", [
-    (encode_frame(1, "Z", ("1991-04-21T09:09:00+00:00", "p")), "unknown_type"),
-    (encode_frame(1, "G", ("1991-04-21T09:09:00+00:00",)), "missing_field"),
-    (encode_frame(1, "G", ("1991-04-21T09:09:00+00:00", "p")), "missing_field"),
-    (encode_frame(1, "G", ("1991-04-21T09:09:00+00:00", "p", "lots")), "bad_number"),
-    (encode_frame(1, "I", ("1991-04-21T09:09:00+00:00", "p", "x", "4")), "bad_field"),
-])
+@pytest.mark.parametrize(
+    "frame, reason",
+    [
+        (encode_frame(1, "Z", ("1991-04-21T09:09:00+00:00", "p")), "unknown_type"),
+        (encode_frame(1, "G", ("1991-04-21T09:09:00+00:00",)), "missing_field"),
+        (encode_frame(1, "G", ("1991-04-21T09:09:00+00:00", "p")), "missing_field"),
+        (encode_frame(1, "G", ("1991-04-21T09:09:00+00:00", "p", "lots")), "bad_number"),
+        (encode_frame(1, "I", ("1991-04-21T09:09:00+00:00", "p", "x", "4")), "bad_field"),
+    ],
+)
 def test_bad_event_frames(frame, reason):
     [parsed] = FrameParser().feed(frame)
     with pytest.raises(FrameError) as caught:
@@ -104,8 +114,9 @@ def test_sequence_tracker_duplicates_gaps_and_wrap():
     assert (tracker.duplicates, tracker.gaps, tracker.missing) == (1, 1, 2)
 
 
-field_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters="$*,"),
-                     max_size=20)
+field_text = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters="$*,"), max_size=20
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -118,8 +129,13 @@ def test_parser_never_crashes(data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(seq=st.integers(0, 65535), type_=st.sampled_from("GIMEHSRAND"), fields=st.lists(field_text, max_size=5),
-       noise=st.binary(max_size=50), split=st.integers(0, 400))
+@given(
+    seq=st.integers(0, 65535),
+    type_=st.sampled_from("GIMEHSRAND"),
+    fields=st.lists(field_text, max_size=5),
+    noise=st.binary(max_size=50),
+    split=st.integers(0, 400),
+)
 def test_any_frame_is_recovered_from_noise_and_any_split(seq, type_, fields, noise, split):
     frame = encode_frame(seq, type_, tuple(fields))
     stream = noise.replace(b"$", b"#") + b"\n" + frame
@@ -163,8 +179,9 @@ def stored_ids(device) -> list[str]:
 def test_a_noisy_line_delivers_every_event_once(serial_rig, aim94_logs):
     device, bridge, path = serial_rig
     events = next(lg for lg in aim94_logs if lg.number == 3).events[:150]
-    emulator = FirmwareEmulator(SerialLink(path), Noise(garbage=0.3, truncated=0.2, bad_checksum=0.2, seed=3),
-                                answer_timeout_s=2)
+    emulator = FirmwareEmulator(
+        SerialLink(path), Noise(garbage=0.3, truncated=0.2, bad_checksum=0.2, seed=3), answer_timeout_s=2
+    )
     try:
         results = [emulator.send_event(e) for e in events]
     finally:
@@ -202,16 +219,49 @@ def test_refusals_duplicates_and_gaps(serial_rig):
 
 def test_replay_via_serial_through_the_bridge_command(mosquitto, tmp_path, aim94_dir):
     device = DeviceProcess(tmp_path / "state", mosquitto.url, "ser2", clock="event").start()
-    bridge = subprocess.Popen([sys.executable, "-m", "tools.cli", "bridge", "serial", "--port", "pty", "--broker",
-                               mosquitto.url, "--device", "ser2", "--source", "fw2"],
-                              stderr=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    bridge = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "bridge",
+            "serial",
+            "--port",
+            "pty",
+            "--broker",
+            mosquitto.url,
+            "--device",
+            "ser2",
+            "--source",
+            "fw2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     try:
         line = bridge.stderr.readline()
         path = re.search(r"serial port: (\S+)", line).group(1)
         report_path = tmp_path / "serial.json"
-        result = CliRunner().invoke(main, ["replay", "--data", str(aim94_dir), "--patient", "3", "--broker",
-                                           mosquitto.url, "--device", "ser2", "--via-serial", path,
-                                           "--report", str(report_path)])
+        result = CliRunner().invoke(
+            main,
+            [
+                "replay",
+                "--data",
+                str(aim94_dir),
+                "--patient",
+                "3",
+                "--broker",
+                mosquitto.url,
+                "--device",
+                "ser2",
+                "--via-serial",
+                path,
+                "--report",
+                str(report_path),
+            ],
+        )
         assert result.exit_code == 0, result.output
         report = json.loads(report_path.read_text())
         assert report["lost"] == 0 and report["events_acked"] == report["events_sent"] > 300

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -45,8 +45,9 @@ def keys(tmp_path_factory) -> dict[str, Path]:
     return {"private": t_private, "public": t_public, "stranger": s_private}
 
 
-def variant(tmp_path: Path, key: Path, version: str = "2099.01.01.000000", name: str | None = None,
-            golden_shift: float = 0.0) -> Path:
+def variant(
+    tmp_path: Path, key: Path, version: str = "2099.01.01.000000", name: str | None = None, golden_shift: float = 0.0
+) -> Path:
     """A copy of the packaged bundle with a changed manifest, re-signed with ``key``."""
     target = tmp_path / f"bundle-{version}-{name}-{golden_shift}-{key.parent.name}"
     shutil.copytree(default_bundle_path("dose"), target)
@@ -70,8 +71,9 @@ def rig(mosquitto, tmp_path, keys):
     devices: list[DeviceProcess] = []
 
     def start(env: dict | None = None) -> DeviceProcess:
-        device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--trust", str(keys["public"])),
-                               env=env)
+        device = DeviceProcess(
+            tmp_path / "state", mosquitto.url, DEVICE, extra=("--trust", str(keys["public"])), env=env
+        )
         devices.append(device)
         return device.start()
 
@@ -84,7 +86,7 @@ def rig(mosquitto, tmp_path, keys):
 
 
 def suggestion_version(publisher, watcher, event_id: str) -> str:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for event in event_factory.history("p-1", now):
         publisher.publish(event)
     publisher.publish(event_factory.glucose(event_id, "p-1", now, 170))
@@ -145,31 +147,47 @@ def test_rejected_bundles_keep_the_old_one(rig, keys, tmp_path, name, change, ta
 
 
 def test_flash_command_reports_rejection_and_acceptance(rig, keys, tmp_path, mosquitto):
-    start, broker, watcher, publisher = rig
+    start, _broker, _watcher, _publisher = rig
     start()
     runner = CliRunner()
     older = variant(tmp_path, keys["private"], version="2000.01.01.000000")
-    bad = runner.invoke(main, ["flash", str(older), "--broker", mosquitto.url, "--device", DEVICE,
-                               "--timeout", "30"])
+    bad = runner.invoke(main, ["flash", str(older), "--broker", mosquitto.url, "--device", DEVICE, "--timeout", "30"])
     assert bad.exit_code == 1 and "rejected the bundle" in bad.output and "older" in bad.output
     unsigned = variant(tmp_path, keys["stranger"])
-    good = runner.invoke(main, ["flash", str(unsigned), "--broker", mosquitto.url, "--device", DEVICE,
-                                "--key", str(keys["private"]), "--timeout", "30"])  # re-signed on the way
+    good = runner.invoke(
+        main,
+        [
+            "flash",
+            str(unsigned),
+            "--broker",
+            mosquitto.url,
+            "--device",
+            DEVICE,
+            "--key",
+            str(keys["private"]),
+            "--timeout",
+            "30",
+        ],
+    )  # re-signed on the way
     assert good.exit_code == 0, good.output
     assert "accepted" in good.output and "2099.01.01.000000" in good.output
-    silent = runner.invoke(main, ["flash", str(unsigned), "--broker", mosquitto.url, "--device", "nobody",
-                                  "--timeout", "2"])
+    silent = runner.invoke(
+        main, ["flash", str(unsigned), "--broker", mosquitto.url, "--device", "nobody", "--timeout", "2"]
+    )
     assert silent.exit_code == 1 and "did not answer" in silent.output
     usage = runner.invoke(main, ["flash", str(unsigned)])
     assert usage.exit_code == 2 and "--to DIR" in usage.output
 
 
-@pytest.mark.parametrize("point, expected", [
-    ("before-write", PACKAGED_VERSION),
-    ("mid-write", PACKAGED_VERSION),
-    ("before-rename", PACKAGED_VERSION),
-    ("after-rename", "2099.01.01.000000"),
-])
+@pytest.mark.parametrize(
+    "point, expected",
+    [
+        ("before-write", PACKAGED_VERSION),
+        ("mid-write", PACKAGED_VERSION),
+        ("before-rename", PACKAGED_VERSION),
+        ("after-rename", "2099.01.01.000000"),
+    ],
+)
 def test_kill_9_during_install_leaves_a_complete_bundle(rig, keys, tmp_path, point, expected):
     start, broker, watcher, publisher = rig
     device = start(env={FAULT_ENV: point})
@@ -184,7 +202,7 @@ def test_kill_9_during_install_leaves_a_complete_bundle(rig, keys, tmp_path, poi
 
 
 def test_kill_9_mid_transfer_then_flash_again(rig, keys, tmp_path):
-    start, broker, watcher, publisher = rig
+    start, broker, _watcher, publisher = rig
     device = start()
     archive = pack_archive(variant(tmp_path, keys["private"]))
     messages = encode_transfer(archive, chunk_bytes=16 * 1024)
@@ -209,16 +227,19 @@ def test_flash_to_a_state_directory(tmp_path, keys):
     older = variant(tmp_path, keys["private"], version="2000.01.01.000000")
     down = runner.invoke(main, ["flash", str(older), "--to", str(card), "--trust", str(keys["public"])])
     assert down.exit_code == 1 and "older" in down.output
-    forced = runner.invoke(main, ["flash", str(older), "--to", str(card), "--trust", str(keys["public"]),
-                                  "--allow-downgrade"])
+    forced = runner.invoke(
+        main, ["flash", str(older), "--to", str(card), "--trust", str(keys["public"]), "--allow-downgrade"]
+    )
     assert forced.exit_code == 0
-    assert open_bundle(card / "bundles" / "dose.tar.gz", [signing.load_public(keys["public"])]).version == \
-        "2000.01.01.000000"
+    assert (
+        open_bundle(card / "bundles" / "dose.tar.gz", [signing.load_public(keys["public"])]).version
+        == "2000.01.01.000000"
+    )
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "bad-signature"])
 def test_malformed_bundle_on_disk_at_start_falls_back_to_the_packaged_one(rig, keys, tmp_path, damage):
-    start, broker, watcher, publisher = rig
+    start, _broker, watcher, publisher = rig
     target = tmp_path / "state" / "bundles" / "dose.tar.gz"
     target.parent.mkdir(parents=True)
     archive = pack_archive(default_bundle_path("dose"))

@@ -14,11 +14,22 @@ from preprocessing import aim94
 from preprocessing.events import Event
 from preprocessing.mimic import MimicError, read_mimic
 
-REASONS = {aim94.BAD_DATETIME, aim94.UNDOCUMENTED_CODE, aim94.NON_NUMERIC_VALUE, aim94.IMPLAUSIBLE_REGULAR,
-           aim94.GLUCOSE_METER_HI, aim94.OUT_OF_RANGE, aim94.MALFORMED_LINE, aim94.DUPLICATE}
+REASONS = {
+    aim94.BAD_DATETIME,
+    aim94.UNDOCUMENTED_CODE,
+    aim94.NON_NUMERIC_VALUE,
+    aim94.IMPLAUSIBLE_REGULAR,
+    aim94.GLUCOSE_METER_HI,
+    aim94.OUT_OF_RANGE,
+    aim94.MALFORMED_LINE,
+    aim94.DUPLICATE,
+}
 
-fields = st.one_of(st.text(max_size=12), st.integers(-10**6, 10**6).map(str),
-                   st.sampled_from(["04-21-1991", "9:09", "33", "58", "501", "0Hi", "", "\x00", "99:99"]))
+fields = st.one_of(
+    st.text(max_size=12),
+    st.integers(-(10**6), 10**6).map(str),
+    st.sampled_from(["04-21-1991", "9:09", "33", "58", "501", "0Hi", "", "\x00", "99:99"]),
+)
 lines = st.lists(fields, min_size=0, max_size=6).map("\t".join)
 
 
@@ -48,16 +59,33 @@ MIMIC_TABLES = {
     "PROCEDURES_ICD.csv": ["subject_id", "hadm_id", "seq_num", "icd9_code"],
     "PRESCRIPTIONS.csv": ["subject_id", "hadm_id", "drug"],
 }
-cells = st.one_of(st.sampled_from(["1", "2", "100", "-4", "2130-01-01 10:00:00", "2130-02-30", "", "x", "1e9",
-                                   "2200-12-31 23:59:59", "F", "4280", "99999999999999999999999"]),
-                  st.text(max_size=8))
+cells = st.one_of(
+    st.sampled_from(
+        [
+            "1",
+            "2",
+            "100",
+            "-4",
+            "2130-01-01 10:00:00",
+            "2130-02-30",
+            "",
+            "x",
+            "1e9",
+            "2200-12-31 23:59:59",
+            "F",
+            "4280",
+            "99999999999999999999999",
+        ]
+    ),
+    st.text(max_size=8),
+)
 
 
 @st.composite
 def mimic_folder(draw):
     tables = {}
     for name, columns in MIMIC_TABLES.items():
-        rows = draw(st.lists(st.fixed_dictionaries({c: cells for c in columns}), max_size=6))
+        rows = draw(st.lists(st.fixed_dictionaries(dict.fromkeys(columns, cells)), max_size=6))
         tables[name] = (columns, rows)
     return tables
 

@@ -45,8 +45,10 @@ def test_mortality_cohort_counts_and_labels(demo):
     assert cohort.steps[0] == {"step": "patients", "count": 100}
     assert cohort.to_json()["size"] == len(cohort.samples) == cohort.steps[-2]["count"]
     for sample in cohort.samples:
-        stays = sorted((s for s in demo.icu_stays if s.subject_id == sample.subject_id
-                        and demo.admission(s.hadm_id)), key=lambda s: s.intime)
+        stays = sorted(
+            (s for s in demo.icu_stays if s.subject_id == sample.subject_id and demo.admission(s.hadm_id)),
+            key=lambda s: s.intime,
+        )
         index = demo.admission(stays[0].hadm_id)
         assert sample.index_hadm == index.hadm_id and not index.died_in_hospital
         assert demo.patients[sample.subject_id].age_at(index.admit) >= 18
@@ -76,7 +78,7 @@ def test_readmission_label_rule(demo):
     rows = next(r for r in demo.admissions.values() if len(r) >= 3)
     labels = readmission_labels(rows)
     assert labels[-1] == 0 and len(labels) == len(rows)
-    for cur, nxt, label in zip(rows, rows[1:], labels):
+    for cur, nxt, label in zip(rows, rows[1:], labels, strict=False):
         assert label == int(nxt.admit - cur.discharge <= timedelta(days=30))
 
 

@@ -29,16 +29,19 @@ def test_round_trip_in_any_chunk_order():
     assert feed_all(receiver, [messages[0], *reversed(chunks), messages[-1]]) == ("t1", ARCHIVE)
 
 
-@pytest.mark.parametrize("tamper, reason", [
-    (lambda m: m[:2] + m[3:], "missing chunk(s) 1"),
-    (lambda m: [replace(m[0], size=5)] + m[1:], "announced"),
-    (lambda m: [replace(m[0], size=10**12)] + m[1:], "bundle size"),
-    (lambda m: [m[0]] + [replace(m[1], data="!!!")] + m[2:], "not valid base64"),
-    (lambda m: [m[0]] + [replace(m[1], index=99)] + m[2:], "chunk index"),
-    (lambda m: [m[0]] + [replace(m[1], type="jump")] + m[2:], "unknown message type"),
-    (lambda m: [m[0]] + [replace(m[1], index="1")] + m[2:], "index must be an integer"),
-    (lambda m: m[1:], "no such transfer"),
-])
+@pytest.mark.parametrize(
+    "tamper, reason",
+    [
+        (lambda m: m[:2] + m[3:], "missing chunk(s) 1"),
+        (lambda m: [replace(m[0], size=5)] + m[1:], "announced"),
+        (lambda m: [replace(m[0], size=10**12)] + m[1:], "bundle size"),
+        (lambda m: [m[0]] + [replace(m[1], data="!!!")] + m[2:], "not valid base64"),
+        (lambda m: [m[0]] + [replace(m[1], index=99)] + m[2:], "chunk index"),
+        (lambda m: [m[0]] + [replace(m[1], type="jump")] + m[2:], "unknown message type"),
+        (lambda m: [m[0]] + [replace(m[1], index="1")] + m[2:], "index must be an integer"),
+        (lambda m: m[1:], "no such transfer"),
+    ],
+)
 def test_broken_transfers_are_named(tamper, reason):
     receiver = Receiver()
     with pytest.raises(TransferError) as caught:

@@ -28,8 +28,20 @@ def test_packaged_bundle_is_signed_by_the_release_key(packaged):
 
 def test_manifest_records_what_spec_requires(packaged):
     m = packaged.manifest
-    for key in ("name", "version", "created", "features", "scaling", "models", "output", "golden",
-                "metrics", "data", "versions", "files"):
+    for key in (
+        "name",
+        "version",
+        "created",
+        "features",
+        "scaling",
+        "models",
+        "output",
+        "golden",
+        "metrics",
+        "data",
+        "versions",
+        "files",
+    ):
         assert key in m, key
     assert m["features"]["window"] == packaged.feature_spec.window
     assert len(m["scaling"]["mean"]) == len(m["features"]["features"])
@@ -67,8 +79,16 @@ def predictions(aim94_dir, tmp_path_factory):
 
 
 def test_evaluate_writes_every_decision_point(predictions, packaged):
-    assert list(predictions[0]) == ["patient", "ts", "seq", "split", "actual_units", "model_units",
-                                    "suggested_units", "status"]
+    assert list(predictions[0]) == [
+        "patient",
+        "ts",
+        "seq",
+        "split",
+        "actual_units",
+        "model_units",
+        "suggested_units",
+        "status",
+    ]
     assert len(predictions) == packaged.manifest["data"]["decision_points"]
     assert {r["split"] for r in predictions} == {"train", "test"}
     assert {r["status"] for r in predictions} <= {"suggest", "withhold", "insufficient_data"}
@@ -97,6 +117,6 @@ def test_int8_and_float_agree_on_the_test_split(packaged, aim94_logs):
     windows = []
     for log in aim94_logs:
         points = decision_points(log, int8.spec)
-        windows += [p.window for p, s in zip(points, chronological_split(points)) if s == "test"]
+        windows += [p.window for p, s in zip(points, chronological_split(points), strict=False) if s == "test"]
     diff = np.abs(int8.predict_many(np.stack(windows)) - flt.predict_many(np.stack(windows)))
     assert diff.mean() <= 0.05

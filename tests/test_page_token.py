@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -46,8 +46,9 @@ def test_guard_needs_the_token_and_locks_out_guessing():
 def exposed(mosquitto, tmp_path):
     """A device whose page listens on every address with a PIN, and a suggestion waiting on it."""
     port = free_port()
-    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE, extra=("--http", f"0.0.0.0:{port}"),
-                           env={"ADVISOR_PAGE_TOKEN": PIN})
+    device = DeviceProcess(
+        tmp_path / "state", mosquitto.url, DEVICE, extra=("--http", f"0.0.0.0:{port}"), env={"ADVISOR_PAGE_TOKEN": PIN}
+    )
     device.port = port
     device.start()
     broker = BrokerConfig(url=mosquitto.url)
@@ -56,7 +57,7 @@ def exposed(mosquitto, tmp_path):
     try:
         publisher.wait_connected()
         assert watcher.subscribed.wait(5)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for event in event_factory.history("p-pin", now):
             publisher.publish(event)
         publisher.publish(event_factory.glucose("pin-g", "p-pin", now, 180))
@@ -80,11 +81,17 @@ def test_an_exposed_device_records_doses_only_with_its_pin(exposed):
     assert PIN not in device.log.read_text()
 
 
+@pytest.mark.e2e
 def test_exposing_the_page_without_a_pin_is_refused_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ADVISOR_PAGE_TOKEN"}
-    proc = subprocess.run([sys.executable, "-m", "tools.cli", "device", "run", "--http", "0.0.0.0:0",
-                           "--state-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "device", "run", "--http", "0.0.0.0:0", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "reachable from the network: set http.token" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -3,7 +3,7 @@ Mosquitto to a real ``advisor device run`` process, a ``risk`` message back."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,10 +19,16 @@ from .device_process import DeviceProcess
 DEVICE = "bed-risk"
 HISTORY = event_factory.visit_history(
     "p-risk",
-    ("2131-03-02T08:00:00+00:00", "2131-03-09T15:00:00+00:00",
-     ["dx9:4280", "dx9:42731", "rx:furosemide", "rx:heparin", "dx9:never-seen-code"]),
-    ("2131-03-25T22:00:00+00:00", "2131-04-02T11:00:00+00:00",
-     ["dx9:4280", "dx9:5849", "rx:furosemide", "rx:metoprolol tartrate"]),
+    (
+        "2131-03-02T08:00:00+00:00",
+        "2131-03-09T15:00:00+00:00",
+        ["dx9:4280", "dx9:42731", "rx:furosemide", "rx:heparin", "dx9:never-seen-code"],
+    ),
+    (
+        "2131-03-25T22:00:00+00:00",
+        "2131-04-02T11:00:00+00:00",
+        ["dx9:4280", "dx9:5849", "rx:furosemide", "rx:metoprolol tartrate"],
+    ),
 )
 
 
@@ -42,8 +48,10 @@ def rig(mosquitto, tmp_path):
 
 def expected_probabilities() -> dict[str, float]:
     visits = decode_visit_history(HISTORY.to_payload()).visits  # as the device decodes it
-    return {name: RiskModel(bundle_mod.open_bundle(bundle_mod.default_bundle_path(name))).predict(visits)
-            for name in ("mortality", "readmission")}
+    return {
+        name: RiskModel(bundle_mod.open_bundle(bundle_mod.default_bundle_path(name))).predict(visits)
+        for name in ("mortality", "readmission")
+    }
 
 
 def test_a_visit_history_gets_a_risk_message_and_the_page_shows_it(rig):
@@ -66,7 +74,7 @@ def test_a_visit_history_gets_a_risk_message_and_the_page_shows_it(rig):
 
 
 def test_a_bad_history_is_answered_on_errors_and_the_device_keeps_serving(rig):
-    device, publisher, watcher = rig
+    _device, publisher, watcher = rig
     publisher.publish_visit_history(b"{not json")
     publisher.publish_visit_history(b'{"patient": "p-risk", "visits": [{"admit": "2131-03-02T08:00:00+00:00"}]}')
     assert watcher.wait_for(lambda w: len(w.errors) >= 2, 10)
@@ -76,7 +84,7 @@ def test_a_bad_history_is_answered_on_errors_and_the_device_keeps_serving(rig):
     assert watcher.risk == []
     publisher.publish_visit_history(HISTORY)
     assert watcher.wait_for(lambda w: w.risk, 10)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for event in event_factory.history("p-dose", now):
         publisher.publish(event)
     assert watcher.wait_for(lambda w: any(s.patient == "p-dose" for s in w.suggestions), 10)

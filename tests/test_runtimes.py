@@ -42,18 +42,23 @@ sys.meta_path.insert(0, Block())
 
 def _run(python: str, script: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([python, "-c", script], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    proc = subprocess.run([python, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _litert_outputs() -> dict:
     b = bundle_mod.open_bundle(bundle_mod.default_bundle_path("dose"))
-    return {role: [DoseModel(b, role, backend="ai-edge-litert").predict(np.asarray(g["input"], np.float32))
-                   for g in b.manifest["golden"]] for role in ("int8", "float")}
+    return {
+        role: [
+            DoseModel(b, role, backend="ai-edge-litert").predict(np.asarray(g["input"], np.float32))
+            for g in b.manifest["golden"]
+        ]
+        for role in ("int8", "float")
+    }
 
 
+@pytest.mark.e2e
 def test_tflite_runtime_214_gives_the_same_outputs():
     python = os.environ.get("ADVISOR_TFLITE214_PYTHON")
     if not python or not Path(python).exists():
@@ -69,9 +74,9 @@ def test_tflite_runtime_214_gives_the_same_outputs():
     np.testing.assert_allclose(theirs["int8"], ours["int8"], atol=1e-6)  # bit-exact integer kernels
 
 
+@pytest.mark.e2e
 def test_device_path_runs_without_tensorflow_pandas_or_sklearn():
-    result = _run(sys.executable, BLOCK_TRAINING_STACK + "\nimport device.evaluation, device.safety\n"
-                  + GOLDEN_SCRIPT)
+    result = _run(sys.executable, BLOCK_TRAINING_STACK + "\nimport device.evaluation, device.safety\n" + GOLDEN_SCRIPT)
     assert result["backend"] == "ai-edge-litert"
     assert result["int8_self_test"] <= 0.05
 
@@ -94,6 +99,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.e2e
 def test_companion_bundles_run_the_same_on_tflite_runtime_214_and_without_training_libs():
     python = os.environ.get("ADVISOR_TFLITE214_PYTHON")
     ours = _run(sys.executable, BLOCK_TRAINING_STACK + COMPANION_SCRIPT)

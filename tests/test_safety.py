@@ -6,18 +6,17 @@ import math
 
 import pytest
 
-from device.safety import (
-    INSUFFICIENT,
-    SUGGEST,
-    WITHHOLD,
-    DecisionInputs,
-    ProfileError,
-    SafetyProfile,
-    supervise,
-)
+from device.safety import INSUFFICIENT, SUGGEST, WITHHOLD, DecisionInputs, ProfileError, SafetyProfile, supervise
 
-BASE = dict(model_units=8.2, glucose_mg_dl=160.0, glucose_age_min=2.0, hypo_symptoms_age_min=None,
-            iob_units=0.0, regular_24h_units=10.0, usual_units=8.0)
+BASE = dict(
+    model_units=8.2,
+    glucose_mg_dl=160.0,
+    glucose_age_min=2.0,
+    hypo_symptoms_age_min=None,
+    iob_units=0.0,
+    regular_24h_units=10.0,
+    usual_units=8.0,
+)
 
 # (name, overrides, expected status, expected units, words expected in the reasons)
 # Every verdict that is not a plain suggestion also names its rule codes (checked below).
@@ -28,12 +27,22 @@ CASES = [
     ("glucose exactly at the limit is allowed", {"glucose_mg_dl": 70.0}, SUGGEST, 8.0, None),
     ("recent hypo symptoms withhold", {"hypo_symptoms_age_min": 90.0}, WITHHOLD, 0.0, "hypoglycaemia symptoms"),
     ("old hypo symptoms do not", {"hypo_symptoms_age_min": 300.0}, SUGGEST, 8.0, None),
-    ("low glucose with symptoms and insulin on board",
-     {"glucose_mg_dl": 62.0, "hypo_symptoms_age_min": 10.0, "iob_units": 3.0}, WITHHOLD, 0.0, "below 70"),
+    (
+        "low glucose with symptoms and insulin on board",
+        {"glucose_mg_dl": 62.0, "hypo_symptoms_age_min": 10.0, "iob_units": 3.0},
+        WITHHOLD,
+        0.0,
+        "below 70",
+    ),
     ("stale glucose", {"glucose_age_min": 16.0}, INSUFFICIENT, 0.0, "minutes old"),
     ("no glucose known", {"glucose_mg_dl": None, "glucose_age_min": None}, INSUFFICIENT, 0.0, "no glucose"),
-    ("stale beats low: ask for a fresh reading", {"glucose_mg_dl": 50.0, "glucose_age_min": 200.0},
-     INSUFFICIENT, 0.0, "measure glucose again"),
+    (
+        "stale beats low: ask for a fresh reading",
+        {"glucose_mg_dl": 50.0, "glucose_age_min": 200.0},
+        INSUFFICIENT,
+        0.0,
+        "measure glucose again",
+    ),
     ("nan model output", {"model_units": math.nan}, INSUFFICIENT, 0.0, "no valid model output"),
     ("infinite model output", {"model_units": math.inf}, INSUFFICIENT, 0.0, "no valid model output"),
     ("missing model", {"model_units": None}, INSUFFICIENT, 0.0, "no valid model output"),
@@ -47,12 +56,27 @@ CASES = [
     ("daily maximum reached", {"regular_24h_units": 50.0}, WITHHOLD, 0.0, "last 24 h"),
     ("single maximum", {"model_units": 24.0, "usual_units": 22.0}, SUGGEST, 15.0, "maximum single dose"),
     ("zero model output", {"model_units": 0.0}, WITHHOLD, 0.0, "no insulin remains"),
-    ("very old glucose is described as at least 72 hours", {"glucose_age_min": 4320.0}, INSUFFICIENT, 0.0,
-     "at least 72 hours"),
-    ("hypo symptoms win over a high model number and high glucose",
-     {"glucose_mg_dl": 250.0, "hypo_symptoms_age_min": 30.0, "model_units": 14.0}, WITHHOLD, 0.0, "lock-out"),
-    ("cap, then insulin on board, then daily room, each explained",
-     {"model_units": 14.0, "iob_units": 2.0, "regular_24h_units": 42.0}, SUGGEST, 8.0, "above the usual dose"),
+    (
+        "very old glucose is described as at least 72 hours",
+        {"glucose_age_min": 4320.0},
+        INSUFFICIENT,
+        0.0,
+        "at least 72 hours",
+    ),
+    (
+        "hypo symptoms win over a high model number and high glucose",
+        {"glucose_mg_dl": 250.0, "hypo_symptoms_age_min": 30.0, "model_units": 14.0},
+        WITHHOLD,
+        0.0,
+        "lock-out",
+    ),
+    (
+        "cap, then insulin on board, then daily room, each explained",
+        {"model_units": 14.0, "iob_units": 2.0, "regular_24h_units": 42.0},
+        SUGGEST,
+        8.0,
+        "above the usual dose",
+    ),
     ("insulin on board then rounding", {"model_units": 8.0, "iob_units": 1.3}, SUGGEST, 6.5, "rounded down"),
 ]
 
@@ -71,13 +95,16 @@ def test_supervisor_case(name, overrides, status, units, words):
 @pytest.mark.parametrize("iob", [0.0, 0.6, 4.0])
 @pytest.mark.parametrize("given_24h", [0.0, 30.0, 49.0])
 def test_supervisor_never_raises_the_model_number(model_units, iob, given_24h):
-    verdict = supervise(DecisionInputs(**(BASE | {"model_units": model_units, "iob_units": iob,
-                                                  "regular_24h_units": given_24h})), SafetyProfile())
+    verdict = supervise(
+        DecisionInputs(**(BASE | {"model_units": model_units, "iob_units": iob, "regular_24h_units": given_24h})),
+        SafetyProfile(),
+    )
     assert 0.0 <= verdict.units <= model_units
     assert verdict.units <= SafetyProfile().max_single_units
     assert verdict.units + given_24h <= SafetyProfile().max_daily_regular_units + 1e-9
     assert verdict.units / SafetyProfile().pen_step_units == pytest.approx(
-        round(verdict.units / SafetyProfile().pen_step_units))
+        round(verdict.units / SafetyProfile().pen_step_units)
+    )
 
 
 def test_profile_overrides_apply():
@@ -88,15 +115,18 @@ def test_profile_overrides_apply():
     assert verdict.units == 5.0
 
 
-@pytest.mark.parametrize("bad", [
-    {"low_glucose_mg_dl": 50.0},          # under the hard floor
-    {"max_single_units": 31.0},           # over the hard cap
-    {"max_daily_regular_units": 500.0},
-    {"stale_glucose_min": 120.0},
-    {"pen_step_units": 0.0},
-    {"max_above_usual_units": -1.0},
-    {"iob_ignore_below_units": float("nan")},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"low_glucose_mg_dl": 50.0},  # under the hard floor
+        {"max_single_units": 31.0},  # over the hard cap
+        {"max_daily_regular_units": 500.0},
+        {"stale_glucose_min": 120.0},
+        {"pen_step_units": 0.0},
+        {"max_above_usual_units": -1.0},
+        {"iob_ignore_below_units": float("nan")},
+    ],
+)
 def test_profile_cannot_exceed_hard_limits(bad):
     with pytest.raises(ProfileError):
         SafetyProfile(**bad)
@@ -109,8 +139,9 @@ def test_profile_from_dict_rejects_unknown_keys():
 
 
 def test_each_lowering_rule_names_itself_in_the_chain():
-    verdict = supervise(DecisionInputs(**(BASE | {"model_units": 14.0, "iob_units": 2.0,
-                                                  "regular_24h_units": 42.0})), SafetyProfile())
+    verdict = supervise(
+        DecisionInputs(**(BASE | {"model_units": 14.0, "iob_units": 2.0, "regular_24h_units": 42.0})), SafetyProfile()
+    )
     text = " ".join(verdict.reasons)
     assert "above the usual dose" in text and "still active" in text
     assert verdict.units == 8.0  # 14 -> cap 11 -> minus 2 IOB = 9 -> daily room 8
@@ -125,8 +156,10 @@ RULE_CASES = [
     ({"model_units": math.nan}, ["model_invalid"]),
     ({"model_units": -2.0}, ["model_negative"]),
     ({"glucose_mg_dl": None, "glucose_age_min": None}, ["no_glucose"]),
-    ({"model_units": 14.0, "iob_units": 2.0, "regular_24h_units": 42.0},
-     ["above_usual_cap", "insulin_on_board", "max_daily"]),
+    (
+        {"model_units": 14.0, "iob_units": 2.0, "regular_24h_units": 42.0},
+        ["above_usual_cap", "insulin_on_board", "max_daily"],
+    ),
     ({"iob_units": 9.0}, ["nothing_left", "insulin_on_board"]),
     ({}, ["pen_step"]),
     ({"model_units": 7.5}, []),

@@ -20,10 +20,22 @@ def test_train_dose_on_all_patients_signs_reports_and_keeps_int8_parity(aim94_di
     keys = tmp_path / "keys"
     signing.generate(keys)
     out = tmp_path / "dose"
-    result = CliRunner().invoke(main, [
-        "train", "dose", "--data", str(aim94_dir), "--out", str(out), "--key", str(keys / "advisor.key"),
-        "--no-patient-folds", "--max-epochs", "40",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "dose",
+            "--data",
+            str(aim94_dir),
+            "--out",
+            str(out),
+            "--key",
+            str(keys / "advisor.key"),
+            "--no-patient-folds",
+            "--max-epochs",
+            "40",
+        ],
+    )
     assert result.exit_code == 0, result.output
     b = bundle_mod.open_bundle(out, [signing.load_public(keys / "advisor.pub")])
     assert DoseModel(b, "int8").self_test() <= 0.05
@@ -45,10 +57,21 @@ def test_train_dose_on_all_patients_signs_reports_and_keeps_int8_parity(aim94_di
 @pytest.mark.slow
 def test_leave_patients_out_view_covers_every_row(aim94_dir, tmp_path):
     out = tmp_path / "small"
-    result = CliRunner().invoke(main, [
-        "train", "dose", "--data", str(aim94_dir), "--out", str(out),
-        "--patients", "1,2,3,4,5,6,7,8,9,10", "--max-epochs", "2",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "dose",
+            "--data",
+            str(aim94_dir),
+            "--out",
+            str(out),
+            "--patients",
+            "1,2,3,4,5,6,7,8,9,10",
+            "--max-epochs",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "NOT signed" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
@@ -58,14 +81,16 @@ def test_leave_patients_out_view_covers_every_row(aim94_dir, tmp_path):
     assert len(manifest["metrics"]["epochs"]["leave_patients_out"]) == 5
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--patients", "a,b"], "comma-separated patient numbers"),
-    (["--patients", "99"], "no data file for patient"),
-    (["--window", "0"], "0 is not in the range"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--patients", "a,b"], "comma-separated patient numbers"),
+        (["--patients", "99"], "no data file for patient"),
+        (["--window", "0"], "0 is not in the range"),
+    ],
+)
 def test_train_dose_rejects_bad_options(aim94_dir, tmp_path, args, message):
-    result = CliRunner().invoke(main, ["train", "dose", "--data", str(aim94_dir),
-                                       "--out", str(tmp_path / "b"), *args])
+    result = CliRunner().invoke(main, ["train", "dose", "--data", str(aim94_dir), "--out", str(tmp_path / "b"), *args])
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output

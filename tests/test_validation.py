@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from preprocessing.events import Insulin, Kind
 from preprocessing.validation import MAX_PAYLOAD_BYTES, ValidationError, decode_event
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 BASE = {"id": "bed7-000123", "patient": "p-21", "ts": "2026-11-21T09:09:00+00:00"}
 
 
@@ -22,8 +22,11 @@ def raw(**fields) -> bytes:
 
 GOOD = [
     (raw(kind="glucose", mg_dl=100), Kind.GLUCOSE, {"mg_dl": 100.0, "context": "unspecified"}),
-    (raw(kind="glucose", value=5.5, unit="mmol/L", context="pre_lunch"), Kind.GLUCOSE,
-     {"mg_dl": pytest.approx(99.1, abs=0.05), "context": "pre_lunch"}),
+    (
+        raw(kind="glucose", value=5.5, unit="mmol/L", context="pre_lunch"),
+        Kind.GLUCOSE,
+        {"mg_dl": pytest.approx(99.1, abs=0.05), "context": "pre_lunch"},
+    ),
     (raw(kind="insulin", insulin="regular", units=7), Kind.INSULIN, {"insulin": Insulin.REGULAR, "units": 7.0}),
     (raw(kind="insulin", insulin="nph", units=0), Kind.INSULIN, {"insulin": Insulin.NPH, "units": 0.0}),
     (raw(kind="meal", size="more", carbs_g=60), Kind.MEAL, {"size": "more", "carbs_g": 60.0}),
@@ -129,14 +132,25 @@ def test_arbitrary_bytes_never_crash(data):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.fixed_dictionaries({}, optional={
-    "id": st.sampled_from(["e1", "", "../x", 5]) | st.text(max_size=70),
-    "patient": st.sampled_from(["p-1", "a/b", None]) | st.text(max_size=70),
-    "ts": st.sampled_from([BASE["ts"], "2026-11-21", "x", None]) | st.text(max_size=30),
-    "kind": st.sampled_from([k.value for k in Kind] + ["x", None]),
-    "mg_dl": json_values, "units": json_values, "insulin": json_values, "size": json_values,
-    "value": json_values, "unit": json_values, "context": json_values, "note": json_values,
-}))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": st.sampled_from(["e1", "", "../x", 5]) | st.text(max_size=70),
+            "patient": st.sampled_from(["p-1", "a/b", None]) | st.text(max_size=70),
+            "ts": st.sampled_from([BASE["ts"], "2026-11-21", "x", None]) | st.text(max_size=30),
+            "kind": st.sampled_from([k.value for k in Kind] + ["x", None]),
+            "mg_dl": json_values,
+            "units": json_values,
+            "insulin": json_values,
+            "size": json_values,
+            "value": json_values,
+            "unit": json_values,
+            "context": json_values,
+            "note": json_values,
+        },
+    )
+)
 def test_arbitrary_objects_are_accepted_or_explained(obj):
     try:
         event = decode_event(json.dumps(obj).encode(), NOW)

@@ -38,7 +38,7 @@ def test_encoding_left_pads_and_marks_every_real_visit():
     assert timeline["stay_days_of_30"][3] == pytest.approx(6 / 30)
     assert timeline["gap_days_of_365"][3] == pytest.approx(17 / 365)  # day 20 admit − day 3 discharge
     assert timeline["within_30d_of_previous"].tolist() == [0, 0, 0, 1]
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= 0.0 and x.max() <= 1.0
 
 
 def test_encoding_keeps_the_newest_visits_and_their_gaps():
@@ -55,8 +55,13 @@ def test_encoding_keeps_the_newest_visits_and_their_gaps():
 def test_visit_spec_round_trips_and_refuses_foreign_specs():
     spec = VisitSpec(VOCAB, 7)
     assert VisitSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
-    for bad in ({}, {**spec.to_json(), "kind": "window"}, {**spec.to_json(), "timeline": ["x"]},
-                {**spec.to_json(), "max_visits": 0}, {**spec.to_json(), "max_visits": True}):
+    for bad in (
+        {},
+        {**spec.to_json(), "kind": "window"},
+        {**spec.to_json(), "timeline": ["x"]},
+        {**spec.to_json(), "max_visits": 0},
+        {**spec.to_json(), "max_visits": True},
+    ):
         with pytest.raises(ValueError):
             VisitSpec.from_json(bad)
 
@@ -67,10 +72,13 @@ def test_vocabulary_max_size_keeps_the_most_frequent_codes():
     assert Vocabulary.build(visits, min_count=2).codes == ("a", "b", "c", "d")
 
 
-GOOD = {"patient": "p-7", "visits": [
-    {"admit": "2130-01-05T10:00:00+00:00", "discharge": "2130-01-09T12:00:00+00:00", "codes": ["dx9:4280"]},
-    {"admit": "2129-12-01T08:00:00+01:00", "discharge": "2129-12-03T08:00:00+01:00", "codes": []},
-]}
+GOOD = {
+    "patient": "p-7",
+    "visits": [
+        {"admit": "2130-01-05T10:00:00+00:00", "discharge": "2130-01-09T12:00:00+00:00", "codes": ["dx9:4280"]},
+        {"admit": "2129-12-01T08:00:00+01:00", "discharge": "2129-12-03T08:00:00+01:00", "codes": []},
+    ],
+}
 
 
 def test_a_valid_history_is_sorted_and_in_utc():
@@ -90,24 +98,27 @@ def _with(**changes):
     return data
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b"[1, 2]", "JSON object"),
-    (b"\xff\xfe", "UTF-8"),
-    (b"{" * 50 + b"}" * 50, "nested"),
-    (b"{\"patient\": \"x\", \"visits\": [" + b"1," * 200_000 + b"1]}", "bytes"),
-    (json.dumps(_with(patient="../etc")).encode(), "'patient'"),
-    (json.dumps(_with(visits=[])).encode(), "'visits'"),
-    (json.dumps(_with(extra=1)).encode(), "unknown field"),
-    (json.dumps(_with(v0_admit="yesterday")).encode(), "not an ISO 8601"),
-    (json.dumps(_with(v0_admit="2130-01-05T10:00:00")).encode(), "UTC offset"),
-    (json.dumps(_with(v0_admit="1850-01-01T00:00:00+00:00")).encode(), "1900"),
-    (json.dumps(_with(v0_discharge="2130-01-01T00:00:00+00:00")).encode(), "discharged before"),
-    (json.dumps(_with(v0_codes="dx9:4280")).encode(), "'codes'"),
-    (json.dumps(_with(v0_codes=[42])).encode(), "printable"),
-    (json.dumps(_with(v0_codes=["x" * 500])).encode(), "printable"),
-    (json.dumps(_with(v0_codes=["bad\ncode"])).encode(), "printable"),
-    (json.dumps(_with(v0_ward="icu")).encode(), "unknown field"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"[1, 2]", "JSON object"),
+        (b"\xff\xfe", "UTF-8"),
+        (b"{" * 50 + b"}" * 50, "nested"),
+        (b'{"patient": "x", "visits": [' + b"1," * 200_000 + b"1]}", "bytes"),
+        (json.dumps(_with(patient="../etc")).encode(), "'patient'"),
+        (json.dumps(_with(visits=[])).encode(), "'visits'"),
+        (json.dumps(_with(extra=1)).encode(), "unknown field"),
+        (json.dumps(_with(v0_admit="yesterday")).encode(), "not an ISO 8601"),
+        (json.dumps(_with(v0_admit="2130-01-05T10:00:00")).encode(), "UTC offset"),
+        (json.dumps(_with(v0_admit="1850-01-01T00:00:00+00:00")).encode(), "1900"),
+        (json.dumps(_with(v0_discharge="2130-01-01T00:00:00+00:00")).encode(), "discharged before"),
+        (json.dumps(_with(v0_codes="dx9:4280")).encode(), "'codes'"),
+        (json.dumps(_with(v0_codes=[42])).encode(), "printable"),
+        (json.dumps(_with(v0_codes=["x" * 500])).encode(), "printable"),
+        (json.dumps(_with(v0_codes=["bad\ncode"])).encode(), "printable"),
+        (json.dumps(_with(v0_ward="icu")).encode(), "unknown field"),
+    ],
+)
 def test_hostile_histories_are_rejected_with_a_reason(payload, reason):
     with pytest.raises(ValidationError) as caught:
         decode_visit_history_bytes(payload)
@@ -115,10 +126,13 @@ def test_hostile_histories_are_rejected_with_a_reason(payload, reason):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=30),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                                max_size=4),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=30),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+        max_leaves=20,
+    )
+)
 def test_no_mapping_crashes_the_history_decoder(value):
     data = value if isinstance(value, dict) else {"patient": "p", "visits": value}
     try:

@@ -22,11 +22,18 @@ def main(data_dir: str, patient: int) -> None:
     bundle = open_bundle(default_bundle_path("dose"))
     self_test = {role: DoseModel(bundle, role).self_test() for role in ("int8", "float")}
     rows = evaluate(bundle, aim94.read_folder(Path(data_dir), patients=(patient,)))
-    print(json.dumps({
-        "machine": platform.machine(), "python": platform.python_version(), "backend": interpreter_backend(),
-        "bundle": bundle.version, "self_test_worst_units": self_test,
-        "decisions": [[r.ts, r.seq, round(r.model_units, 6), r.suggested_units, r.status] for r in rows],
-    }))
+    print(
+        json.dumps(
+            {
+                "machine": platform.machine(),
+                "python": platform.python_version(),
+                "backend": interpreter_backend(),
+                "bundle": bundle.version,
+                "self_test_worst_units": self_test,
+                "decisions": [[r.ts, r.seq, round(r.model_units, 6), r.suggested_units, r.status] for r in rows],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,17 +14,11 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .broker import free_port
 from .figures import machine_description, percentile, process_memory_mb
-from .measure import (    SuggestionTimer,
-    history_events,
-    measurement_rig,
-    reading,
-    request,
-    wait_online,
-)
+from .measure import SuggestionTimer, history_events, measurement_rig, reading, request, wait_online
 from .replay import EventPublisher
 
 PHASES = (("steady", 0.01), ("idle", 0.2))  # (name, seconds between readings)
@@ -67,8 +61,9 @@ class DeviceFigures:
     machine: str
 
 
-def _latency_phase(name: str, gap: float, count: int, patients: list[str], publisher: EventPublisher,
-                   timings: SuggestionTimer) -> LatencyPhase:
+def _latency_phase(
+    name: str, gap: float, count: int, patients: list[str], publisher: EventPublisher, timings: SuggestionTimer
+) -> LatencyPhase:
     """Alternate device readings and plain relays at one rate; return the percentiles."""
     sent: dict[str, float] = {}
     relayed: dict[str, float] = {}
@@ -92,8 +87,18 @@ def _latency_phase(name: str, gap: float, count: int, patients: list[str], publi
     def p(values: list[float], q: float) -> float:
         return round(percentile(values, q), 2) if values else float("nan")
 
-    return LatencyPhase(name, gap * 1000.0, count, p(client_ms, 50), p(client_ms, 99), p(device_ms, 50),
-                        p(device_ms, 99), p(relay_ms, 50), p(relay_ms, 99), len(sent) - len(got))
+    return LatencyPhase(
+        name,
+        gap * 1000.0,
+        count,
+        p(client_ms, 50),
+        p(client_ms, 99),
+        p(device_ms, 50),
+        p(device_ms, 99),
+        p(relay_ms, 50),
+        p(relay_ms, 99),
+        len(sent) - len(got),
+    )
 
 
 def _throughput(count: int, patients: list[str], publisher: EventPublisher, timings: SuggestionTimer) -> Throughput:
@@ -105,12 +110,18 @@ def _throughput(count: int, patients: list[str], publisher: EventPublisher, timi
     timings.wait(ids, 600)
     got = [timings.arrived[k][0] for k in ids if k in timings.arrived]
     seconds = (max(got) - start) if got else float("nan")
-    return Throughput(count, len(patients), round(seconds, 2), round(len(got) / seconds, 1) if got else 0.0,
-                      count - len(got))
+    return Throughput(
+        count, len(patients), round(seconds, 2), round(len(got) / seconds, 1) if got else 0.0, count - len(got)
+    )
 
 
-def measure_device(events: int = 1000, patients: int = 20, idle_events: int = 100, sustained_events: int = 10000,
-                   progress: Callable[[str], None] = lambda _m: None) -> DeviceFigures:
+def measure_device(
+    events: int = 1000,
+    patients: int = 20,
+    idle_events: int = 100,
+    sustained_events: int = 10000,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> DeviceFigures:
     """Run the device benchmark on a private Mosquitto; returns the measured figures."""
     with measurement_rig("advisor-bench-", "advisor-bench-sensor") as rig:
         publisher, timings = rig.publisher, rig.timings
@@ -128,7 +139,7 @@ def measure_device(events: int = 1000, patients: int = 20, idle_events: int = 10
         rig.device.wait(20)
 
         progress("cold start: spawning the device with a reading waiting at the broker")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         publisher.publish(reading("cold-0", "warm", 120.0))
         publisher.flush()
         started = time.perf_counter()
@@ -153,8 +164,12 @@ def measure_device(events: int = 1000, patients: int = 20, idle_events: int = 10
         progress(f"sustained: {sustained_events} readings over {len(names)} patients, back to back")
         throughput = _throughput(sustained_events, names, publisher, timings)
         return DeviceFigures(
-            patients=patients, phases=phases, throughput=throughput, cold_start_s=round(cold_start, 3),
-            peak_rss_mb=round(process_memory_mb(rig.device.pid, "VmHWM"), 1), machine=machine_description(),
+            patients=patients,
+            phases=phases,
+            throughput=throughput,
+            cold_start_s=round(cold_start, 3),
+            peak_rss_mb=round(process_memory_mb(rig.device.pid, "VmHWM"), 1),
+            machine=machine_description(),
         )
 
 
@@ -164,18 +179,30 @@ def device_table(figures: DeviceFigures) -> str:
     for ph in figures.phases:
         rate = f"{ph.name}, 1 reading per {ph.gap_ms:g} ms, {ph.events} readings"
         rows += [
-            (f"event → suggestion seen by a client, p50 / p99 ({rate})",
-             f"{ph.client_ms_p50:.2f} / {ph.client_ms_p99:.2f} ms", "p99 < 20 ms"),
-            ("  of which inside the device (arrival → suggestion committed), p50 / p99",
-             f"{ph.device_ms_p50:.2f} / {ph.device_ms_p99:.2f} ms", ""),
-            ("  for scale: one plain broker relay, same clients, p50 / p99",
-             f"{ph.relay_ms_p50:.2f} / {ph.relay_ms_p99:.2f} ms", ""),
+            (
+                f"event → suggestion seen by a client, p50 / p99 ({rate})",
+                f"{ph.client_ms_p50:.2f} / {ph.client_ms_p99:.2f} ms",
+                "p99 < 20 ms",
+            ),
+            (
+                "  of which inside the device (arrival → suggestion committed), p50 / p99",
+                f"{ph.device_ms_p50:.2f} / {ph.device_ms_p99:.2f} ms",
+                "",
+            ),
+            (
+                "  for scale: one plain broker relay, same clients, p50 / p99",
+                f"{ph.relay_ms_p50:.2f} / {ph.relay_ms_p99:.2f} ms",
+                "",
+            ),
             ("  suggestions lost", str(ph.lost), "0"),
         ]
     t = figures.throughput
     rows += [
-        (f"sustained: {t.events} readings back to back over {t.patients} patients",
-         f"{t.events_per_s:.0f} events/s, {t.lost} lost", "lost = 0"),
+        (
+            f"sustained: {t.events} readings back to back over {t.patients} patients",
+            f"{t.events_per_s:.0f} events/s, {t.lost} lost",
+            "lost = 0",
+        ),
         ("cold start: process spawn → first suggestion", f"{figures.cold_start_s:.2f} s", "< 2 s"),
         ("device peak RSS (VmHWM)", f"{figures.peak_rss_mb:.0f} MB", "< 120 MB"),
     ]

@@ -37,8 +37,13 @@ class InferenceTiming:
 
 
 def _timing(model: str, runtime: str, samples: list[float]) -> InferenceTiming:
-    return InferenceTiming(model, runtime, round(statistics.median(samples) * 1000, 4),
-                           round(percentile(samples, 99) * 1000, 4), len(samples))
+    return InferenceTiming(
+        model,
+        runtime,
+        round(statistics.median(samples) * 1000, 4),
+        round(percentile(samples, 99) * 1000, 4),
+        len(samples),
+    )
 
 
 def _windows(bundle: Bundle) -> list[np.ndarray]:
@@ -99,8 +104,14 @@ def time_tflite214(bundle_path: Path, repeats: int) -> dict[str, list[float]] | 
     python = os.environ.get(TFLITE214_ENV)
     if not python:
         return None
-    done = subprocess.run([python, "-c", _TFLITE214_SCRIPT, str(bundle_path), str(repeats)], capture_output=True,
-                          text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [python, "-c", _TFLITE214_SCRIPT, str(bundle_path), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     if done.returncode != 0:
         raise RuntimeError(f"tflite-runtime timing failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout)

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class BrokerStartError(RuntimeError):
@@ -81,7 +82,7 @@ class MosquittoBroker:
         )
         return conf
 
-    def start(self) -> "MosquittoBroker":
+    def start(self) -> MosquittoBroker:
         exe = mosquitto_path()
         if exe is None:
             raise BrokerStartError("mosquitto is not installed (apt-get install mosquitto)")
@@ -109,10 +110,6 @@ class MosquittoBroker:
             self.process.wait()
         self.process = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
 
 @dataclass
 class EmbeddedBroker:
@@ -122,15 +119,15 @@ class EmbeddedBroker:
     protocol: str = "3.1.1"
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
-    _broker: object = None
+    _broker: Any = None  # amqtt.broker.Broker (amqtt ships no type information)
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> "EmbeddedBroker":
+    def start(self) -> EmbeddedBroker:
         try:
-            from amqtt.broker import Broker
+            from amqtt.broker import Broker  # type: ignore[import-untyped]
         except ImportError:
             raise BrokerStartError(
                 "no MQTT broker: install Mosquitto (apt-get install mosquitto) or the demo extra "
@@ -140,29 +137,29 @@ class EmbeddedBroker:
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
         started = threading.Event()
         errors: list[BaseException] = []
 
         def serve() -> None:
-            asyncio.set_event_loop(self._loop)
+            asyncio.set_event_loop(loop)
             try:
-                self._broker = Broker(config, loop=self._loop)
-                self._loop.run_until_complete(self._broker.start())
+                self._broker = Broker(config, loop=loop)
+                loop.run_until_complete(self._broker.start())
             except BaseException as exc:  # reported to the caller below
                 errors.append(exc)
                 started.set()
                 return
             started.set()
-            self._loop.run_forever()
+            loop.run_forever()
 
         self._thread = threading.Thread(target=serve, name="embedded-broker", daemon=True)
         self._thread.start()
-        started.wait(15)
+        if not started.wait(15):
+            raise BrokerStartError("the embedded broker did not start within 15 s")
         if errors:
             raise BrokerStartError(f"the embedded broker did not start: {errors[0]}")
-        wait_for_port(self.port)
-        return self
+        return self  # listening: Broker.start() returns once its listeners are bound
 
     def stop(self) -> None:
         if self._loop is None or self._broker is None:
@@ -172,7 +169,8 @@ class EmbeddedBroker:
             future.result(timeout=10)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
             self._loop = None
 
 

@@ -21,7 +21,7 @@ import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from device.topics import Topics
@@ -41,9 +41,17 @@ def acl_text(device_id: str, users: dict[str, str]) -> str:
     """Mosquitto ACL lines for ``users`` (role → user name); anything not listed is denied."""
     t = Topics(device_id)
     rules = {
-        "device": [("read", t.events), ("read", t.patients), ("read", t.model),
-                   ("write", t.events), ("write", t.suggestions), ("write", t.risk), ("readwrite", t.status),
-                   ("write", t.errors), ("write", t.model_ack)],
+        "device": [
+            ("read", t.events),
+            ("read", t.patients),
+            ("read", t.model),
+            ("write", t.events),
+            ("write", t.suggestions),
+            ("write", t.risk),
+            ("readwrite", t.status),
+            ("write", t.errors),
+            ("write", t.model_ack),
+        ],
         "sensor": [("write", t.events)],
         "flasher": [("write", t.model), ("read", t.model_ack), ("read", t.status)],
         "monitor": [("read", f"advisor/{device_id}/#")],
@@ -55,8 +63,9 @@ def acl_text(device_id: str, users: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mosquitto_conf(folder: Path, tls_port: int, bind: str = "0.0.0.0", persistence: bool = True,
-                   run_as: str | None = None) -> str:
+def mosquitto_conf(
+    folder: Path, tls_port: int, bind: str = "0.0.0.0", persistence: bool = True, run_as: str | None = None
+) -> str:
     """The broker configuration: one TLS listener, no anonymous access, password file and ACL.
 
     ``run_as`` is the account Mosquitto keeps after start (it must read the key and password
@@ -93,8 +102,9 @@ def _key():
 def _pem_key(key) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def make_certificates(folder: Path, hostnames: list[str]) -> None:
@@ -103,29 +113,39 @@ def make_certificates(folder: Path, hostnames: list[str]) -> None:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
-    now = datetime.now(timezone.utc) - timedelta(minutes=5)
+    now = datetime.now(UTC) - timedelta(minutes=5)
     ca_key, server_key = _key(), _key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "insulin-advisor ward CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now).not_valid_after(now + timedelta(days=CERT_DAYS))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    names = []
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    names: list[x509.GeneralName] = []
     for host in hostnames:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
-    server = (x509.CertificateBuilder()
-              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
-              .issuer_name(ca_name).public_key(server_key.public_key())
-              .serial_number(x509.random_serial_number())
-              .not_valid_before(now).not_valid_after(now + timedelta(days=CERT_DAYS))
-              .add_extension(x509.SubjectAlternativeName(names), critical=False)
-              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-              .sign(ca_key, hashes.SHA256()))
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=CERT_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (folder / "server.crt").write_bytes(server.public_bytes(serialization.Encoding.PEM))
@@ -162,8 +182,14 @@ class Profile:
         return self.folder / "ca.crt"
 
 
-def write_profile(folder: Path, device_id: str, hostnames: list[str], tls_port: int = 8883,
-                  bind: str = "0.0.0.0", run_as: str | None = None) -> Profile:
+def write_profile(
+    folder: Path,
+    device_id: str,
+    hostnames: list[str],
+    tls_port: int = 8883,
+    bind: str = "0.0.0.0",
+    run_as: str | None = None,
+) -> Profile:
     """Certificates, hashed passwords, ACL and ``mosquitto.conf`` for one device; credentials
     (random, one per role) go to ``credentials.txt`` (mode 600) for handing out once."""
     folder = Path(folder).resolve()

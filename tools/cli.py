@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import device_commands, firmware_commands
-from .common import default_aim94_dir, friendly, trusted_keys
+from .common import KEY_OPTION, OUT_OPTION, REPORT_OPTION, default_aim94_dir, friendly
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,9 +54,14 @@ def data_check(folder: Path, as_json: bool) -> None:
 
 
 @data.command("cohorts")
-@click.option("--mimic", "mimic_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"), required=True,
-              help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).")
+@click.option(
+    "--mimic",
+    "mimic_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"),
+    required=True,
+    help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the cohorts as JSON.")
 @friendly
 def data_cohorts(mimic_dir: Path, as_json: bool) -> None:
@@ -72,8 +77,11 @@ def data_cohorts(mimic_dir: Path, as_json: bool) -> None:
         except MimicError as exc:
             cohorts.append({"error": str(exc)})
     if as_json:
-        click.echo(json.dumps({"layout": data.layout, "version": data.version, "notes": data.notes,
-                               "cohorts": cohorts}, indent=2))
+        click.echo(
+            json.dumps(
+                {"layout": data.layout, "version": data.version, "notes": data.notes, "cohorts": cohorts}, indent=2
+            )
+        )
         return
     click.echo(f"{data.layout}{' ' + data.version if data.version else ''} at {mimic_dir}")
     for note in data.notes:
@@ -106,13 +114,17 @@ def _patients(value: str | None) -> tuple[int, ...] | None:
 
 
 @train.command("dose")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=default_aim94_dir, required=True, help="AIM-94 folder (default $ADVISOR_AIM94_DIR).")
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write.")
-@click.option("--key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Ed25519 private key to sign the bundle (see 'advisor keygen').")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Where to write report.md and plots (default: OUT-report beside the bundle).")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=default_aim94_dir,
+    required=True,
+    help="AIM-94 folder (default $ADVISOR_AIM94_DIR).",
+)
+@OUT_OPTION
+@KEY_OPTION
+@REPORT_OPTION
 @click.option("--patients", help="Only these patient numbers, e.g. 1,2,3 (default: all).")
 @click.option("--window", type=click.IntRange(2, 64), default=None, help="Window length in decision steps.")
 @click.option("--max-epochs", type=click.IntRange(1, 10000), default=None, help="Upper bound on epochs.")
@@ -126,28 +138,38 @@ def train_dose(data_dir, out, key, report_dir, patients, window, max_epochs, no_
     from device.evaluation import predict_unsigned_dir
     from model import pipeline, report
 
-    config = pipeline.DoseTrainingConfig(patients=_patients(patients),
-                                         patient_folds=not no_patient_folds)
+    config = pipeline.DoseTrainingConfig(patients=_patients(patients), patient_folds=not no_patient_folds)
     if window is not None:
         config = replace(config, spec=replace(config.spec, window=window))
     if max_epochs is not None:
         config = replace(config, network=replace(config.network, max_epochs=max_epochs))
-    result = pipeline.train_dose(data_dir, out, config, predict_unsigned_dir,
-                                 progress=lambda msg: click.echo(msg, err=True))
+    result = pipeline.train_dose(
+        data_dir, out, config, predict_unsigned_dir, progress=lambda msg: click.echo(msg, err=True)
+    )
     report_path = report.write_report(result, report_dir or out.with_name(out.name + "-report"))
     if key is not None:
         kid = sign_bundle_dir(out, key)
         click.echo(f"signed with key {kid}", err=True)
     else:
-        click.echo("bundle is NOT signed; devices refuse it until you run "
-                   f"'advisor bundle sign {out} --key KEY'", err=True)
+        click.echo(
+            f"bundle is NOT signed; devices refuse it until you run 'advisor bundle sign {out} --key KEY'", err=True
+        )
     click.echo(report.metrics_table(result.metrics["chronological"]))
     click.echo(report.verdict(result.metrics["chronological"]))
     click.echo(f"bundle: {out}\nreport: {report_path}")
 
 
-def _train_companion(task: str, mimic_dir: Path, out: Path, key: Path | None, report_dir: Path | None,
-                     index: str, folds: int, epochs: int | None, skipgram: bool) -> None:
+def _train_companion(
+    task: str,
+    mimic_dir: Path,
+    out: Path,
+    key: Path | None,
+    report_dir: Path | None,
+    index: str,
+    folds: int,
+    epochs: int | None,
+    skipgram: bool,
+) -> None:
     from dataclasses import replace
 
     from device.bundle import sign_bundle_dir
@@ -158,16 +180,18 @@ def _train_companion(task: str, mimic_dir: Path, out: Path, key: Path | None, re
     if epochs is not None:
         config = replace(config, network=replace(config.network, epochs=epochs))
     try:
-        result = companion.train_companion(mimic_dir, out, config, predict_unsigned_companion_dir,
-                                           progress=lambda msg: click.echo(msg, err=True))
+        result = companion.train_companion(
+            mimic_dir, out, config, predict_unsigned_companion_dir, progress=lambda msg: click.echo(msg, err=True)
+        )
     except companion.CompanionError as exc:
         raise click.ClickException(str(exc)) from None
     report_path = companion_report.write_report(result, report_dir or out.with_name(out.name + "-report"))
     if key is not None:
         click.echo(f"signed with key {sign_bundle_dir(out, key)}", err=True)
     else:
-        click.echo("bundle is NOT signed; devices refuse it until you run "
-                   f"'advisor bundle sign {out} --key KEY'", err=True)
+        click.echo(
+            f"bundle is NOT signed; devices refuse it until you run 'advisor bundle sign {out} --key KEY'", err=True
+        )
     click.echo(companion_report.comparison_table(result))
     if result.manifest["data"]["demo_trained"]:
         click.echo(companion.SMALL_DATA_NOTE)
@@ -176,22 +200,34 @@ def _train_companion(task: str, mimic_dir: Path, out: Path, key: Path | None, re
 
 def _companion_command(task: str, summary: str):
     @train.command(task, help=summary)
-    @click.option("--mimic", "mimic_dir", type=click.Path(path_type=Path, file_okay=False),
-                  default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"), required=True,
-                  help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).")
-    @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write.")
-    @click.option("--key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-                  help="Ed25519 private key to sign the bundle (see 'advisor keygen').")
-    @click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
-                  help="Where to write report.md and plots (default: OUT-report beside the bundle).")
-    @click.option("--index", type=click.Choice(["auto", "hf", "all"]), default="auto", show_default=True,
-                  help="Readmission index events: heart-failure admissions, every admission, or hf when it "
-                       "has enough positives.")
-    @click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True,
-                  help="Stratified cross-validation folds.")
+    @click.option(
+        "--mimic",
+        "mimic_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"),
+        required=True,
+        help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).",
+    )
+    @OUT_OPTION
+    @KEY_OPTION
+    @REPORT_OPTION
+    @click.option(
+        "--index",
+        type=click.Choice(["auto", "hf", "all"]),
+        default="auto",
+        show_default=True,
+        help="Readmission index events: heart-failure admissions, every admission, or hf when it has enough positives.",
+    )
+    @click.option(
+        "--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Stratified cross-validation folds."
+    )
     @click.option("--epochs", type=click.IntRange(1, 10000), default=None, help="Training epochs per network.")
-    @click.option("--skipgram-init", "skipgram", is_flag=True,
-                  help="Initialise code embeddings from skip-gram vectors of codes sharing an admission.")
+    @click.option(
+        "--skipgram-init",
+        "skipgram",
+        is_flag=True,
+        help="Initialise code embeddings from skip-gram vectors of codes sharing an admission.",
+    )
     @friendly
     def command(mimic_dir, out, key, report_dir, index, folds, epochs, skipgram) -> None:
         _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs, skipgram)
@@ -200,8 +236,9 @@ def _companion_command(task: str, summary: str):
 
 
 _companion_command("mortality", "Train the 1-year mortality companion model (LSTM, GRU, BiLSTM) from MIMIC.")
-_companion_command("readmission", "Train the 30-day readmission companion model (RNN, CNN-Wide, MLP, L1-LR) "
-                                  "from MIMIC.")
+_companion_command(
+    "readmission", "Train the 30-day readmission companion model (RNN, CNN-Wide, MLP, L1-LR) from MIMIC."
+)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -211,13 +248,28 @@ def evaluate() -> None:
 
 
 @evaluate.command("dose")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=default_aim94_dir, required=True, help="AIM-94 folder (default $ADVISOR_AIM94_DIR).")
-@click.option("--bundle", "bundle_path", type=click.Path(path_type=Path), default=None,
-              help="Bundle directory or .tar.gz (default: the packaged dose bundle).")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=default_aim94_dir,
+    required=True,
+    help="AIM-94 folder (default $ADVISOR_AIM94_DIR).",
+)
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Bundle directory or .tar.gz (default: the packaged dose bundle).",
+)
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Predictions CSV.")
-@click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Extra trusted public key (repeatable).")
+@click.option(
+    "--trust",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Extra trusted public key (repeatable).",
+)
 @click.option("--model", "role", type=click.Choice(["int8", "float"]), default="int8", show_default=True)
 @friendly
 def evaluate_dose(data_dir, bundle_path, out, trust, role) -> None:
@@ -227,21 +279,27 @@ def evaluate_dose(data_dir, bundle_path, out, trust, role) -> None:
     from preprocessing import aim94
 
     path = bundle_path or bundle_mod.default_bundle_path("dose")
-    bundle = bundle_mod.open_bundle(path, trusted_keys(trust))
+    bundle = bundle_mod.open_bundle(path, bundle_mod.trusted_keys(trust))
     logs = aim94.read_folder(data_dir)
     with click.progressbar(length=len(logs), label="decision points", file=sys.stderr) as bar:
         rows = evaluation.evaluate(bundle, logs, role=role, on_patient=lambda _n: bar.update(1))
     evaluation.write_predictions(rows, out)
     test = [r for r in rows if r.split == "test"]
     mae = sum(abs(r.model_units - r.actual_units) for r in test) / max(1, len(test))
-    click.echo(f"{len(rows)} decision points written to {out}; test split MAE {mae:.3f} U "
-               f"({len(test)} rows, bundle {bundle.version})")
+    click.echo(
+        f"{len(rows)} decision points written to {out}; test split MAE {mae:.3f} U "
+        f"({len(test)} rows, bundle {bundle.version})"
+    )
 
 
 # ----------------------------------------------------------------------------- keys and bundles
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for advisor.key (mode 600) and advisor.pub.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for advisor.key (mode 600) and advisor.pub.",
+)
 @friendly
 def keygen(out: Path) -> None:
     """Create an Ed25519 signing key pair."""
@@ -253,10 +311,20 @@ def keygen(out: Path) -> None:
 
 @main.command("broker-profile")
 @click.option("--device-id", required=True, help="The device this broker serves (topics advisor/<id>/…).")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for mosquitto.conf, acl, passwd, certificates and credentials.txt.")
-@click.option("--host", "hosts", multiple=True, default=("localhost", "127.0.0.1"), show_default=True,
-              help="Name or IP address clients use to reach the broker (repeatable; goes into the certificate).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for mosquitto.conf, acl, passwd, certificates and credentials.txt.",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    default=("localhost", "127.0.0.1"),
+    show_default=True,
+    help="Name or IP address clients use to reach the broker (repeatable; goes into the certificate).",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="TLS listener port.")
 @click.option("--bind", default="0.0.0.0", show_default=True, help="Address the TLS listener binds to.")
 @friendly
@@ -299,15 +367,19 @@ def bundle_sign(bundle_dir: Path, key: Path) -> None:
 @bundle.command("info")
 @click.argument("bundle_path", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-@click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Extra trusted public key (repeatable).")
+@click.option(
+    "--trust",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Extra trusted public key (repeatable).",
+)
 @friendly
 def bundle_info(bundle_path: Path | None, as_json: bool, trust) -> None:
     """Show a verified bundle's manifest (default: the packaged dose bundle)."""
     from device import bundle as bundle_mod
 
     path = bundle_path or bundle_mod.default_bundle_path("dose")
-    data = bundle_mod.info(bundle_mod.open_bundle(path, trusted_keys(trust)))
+    data = bundle_mod.info(bundle_mod.open_bundle(path, bundle_mod.trusted_keys(trust)))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -24,14 +25,33 @@ def friendly(func):
     return wrapper
 
 
+OUT_OPTION = click.option(
+    "--out", "out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write."
+)
+KEY_OPTION = click.option(
+    "--key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Ed25519 private key to sign the bundle (see 'advisor keygen').",
+)
+REPORT_OPTION = click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to write report.md and plots (default: OUT-report beside the bundle).",
+)
+
+
+def configure_logging(verbose: bool) -> None:
+    """The project's own lines (``advisor.*``) at INFO, libraries' only from WARNING up.
+
+    ``verbose`` shows the project's DEBUG lines and the libraries' INFO lines too.
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("advisor").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def default_aim94_dir() -> Path | None:
     value = os.environ.get("ADVISOR_AIM94_DIR")
     return Path(value) if value else None
-
-
-def trusted_keys(trust: tuple[Path, ...]):
-    """The packaged release keys plus the given public-key files."""
-    from device import bundle as bundle_mod
-    from device import signing
-
-    return bundle_mod.packaged_trusted_keys() + [signing.load_public(p) for p in trust]

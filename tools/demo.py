@@ -7,14 +7,13 @@ every few seconds so the bedside page can be watched updating. Ctrl-C stops ever
 
 from __future__ import annotations
 
-import logging
 import shutil
 import signal
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from device.config import BrokerConfig, DeviceConfig, HttpConfig
@@ -22,7 +21,7 @@ from device.service import DeviceService
 from preprocessing.events import Event, within_timestamp_rank
 from preprocessing.synthetic import synthetic_visit_history
 
-from .broker import start_local_broker
+from .broker import EmbeddedBroker, start_local_broker
 from .replay import EventPublisher
 
 DEMO_DEVICE_ID = "demo"
@@ -32,8 +31,9 @@ DEMO_DEVICE_ID = "demo"
 class DemoOptions:
     data_dir: Path | None = None
     patient: int = 1
-    http: HttpConfig = HttpConfig()
+    http: HttpConfig = field(default_factory=HttpConfig)
     broker_url: str | None = None
+    embedded_broker: bool = False
     state_dir: Path | None = None
     interval_s: float = 2.0
     exit_after_replay: bool = False
@@ -51,25 +51,31 @@ def demo_events(options: DemoOptions) -> tuple[list[Event], str]:
         return events, f"AIM-94 patient {options.patient} ({len(events)} events) from {options.data_dir}"
     from preprocessing.synthetic import PATIENT_ID, synthetic_patient
 
-    events = synthetic_patient(end=datetime.now(timezone.utc))
-    return events, (f"SYNTHETIC patient '{PATIENT_ID}' ({len(events)} generated events; "
-                    "not real data — give --data or set ADVISOR_AIM94_DIR for AIM-94)")
+    events = synthetic_patient(end=datetime.now(UTC))
+    return events, (
+        f"SYNTHETIC patient '{PATIENT_ID}' ({len(events)} generated events; "
+        "not real data — give --data or set ADVISOR_AIM94_DIR for AIM-94)"
+    )
 
 
 def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
     """Run until Ctrl-C (or the end of the replay with ``exit_after_replay``)."""
-    logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     events, description = demo_events(options)
     workdir = Path(tempfile.mkdtemp(prefix="advisor-demo-"))
     broker = None
     if options.broker_url is None:
-        broker = start_local_broker(workdir / "broker")
+        broker = EmbeddedBroker().start() if options.embedded_broker else start_local_broker(workdir / "broker")
         echo(f"broker: {'Mosquitto' if broker.protocol == '5' else 'embedded (amqtt)'} at {broker.url}")
         broker_config = BrokerConfig(url=broker.url, protocol=broker.protocol)
     else:
         broker_config = BrokerConfig(url=options.broker_url)
-    config = DeviceConfig(device_id=DEMO_DEVICE_ID, broker=broker_config, http=options.http,
-                          state_dir=options.state_dir or workdir / "state", clock="event")
+    config = DeviceConfig(
+        device_id=DEMO_DEVICE_ID,
+        broker=broker_config,
+        http=options.http,
+        state_dir=options.state_dir or workdir / "state",
+        clock="event",
+    )
     service = DeviceService(config)
     publisher = None
     done = threading.Event()

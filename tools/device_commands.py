@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
 
-from .common import default_aim94_dir, friendly
+from .common import configure_logging, default_aim94_dir, friendly
 
 CONFIG_HELP = "Config file (TOML, or .json); command-line options override it."
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @click.group()
@@ -23,16 +17,25 @@ def device() -> None:
     """Run the bedside device runtime."""
 
 
-def _build_config(config_file, broker, username, password, protocol, device_id, http, state_dir, bundle,
-                  clock, trust, risk_bundles=()):
+def _build_config(
+    config_file, broker, username, password, protocol, device_id, http, state_dir, bundle, clock, trust, risk_bundles=()
+):
     from dataclasses import replace
 
     from device.config import HttpConfig, load_config
 
     config = load_config(config_file)
-    config = config.with_overrides(url=broker, username=username, password=password, protocol=protocol,
-                                   device_id=device_id, state_dir=state_dir, bundle=bundle, clock=clock,
-                                   http=HttpConfig.parse(http, config.http.token) if http else None)
+    config = config.with_overrides(
+        url=broker,
+        username=username,
+        password=password,
+        protocol=protocol,
+        device_id=device_id,
+        state_dir=state_dir,
+        bundle=bundle,
+        clock=clock,
+        http=HttpConfig.parse(http, config.http.token) if http else None,
+    )
     if trust:
         config = replace(config, trust=config.trust + tuple(trust))
     if risk_bundles:
@@ -48,34 +51,73 @@ def _build_config(config_file, broker, username, password, protocol, device_id, 
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), help="MQTT protocol version (default 5).")
 @click.option("--device-id", help="This device's id: topics are advisor/<id>/…")
 @click.option("--http", help="Bedside page address HOST:PORT (default 127.0.0.1:8080).")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="SQLite state and installed bundles.")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="SQLite state and installed bundles."
+)
 @click.option("--bundle", type=click.Path(path_type=Path), help="Dose bundle (default: the packaged one).")
-@click.option("--clock", type=click.Choice(["wall", "event"]),
-              help="wall for live use; event takes each event's timestamp as now (log replay).")
-@click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Extra trusted bundle-signing public key (repeatable).")
-@click.option("--allow-downgrade", is_flag=True, default=None,
-              help="Accept flashed bundles older than the running one.")
-@click.option("--risk-bundle", "risk_bundles", multiple=True, type=click.Path(path_type=Path),
-              help="Companion (mortality/readmission) bundle to use instead of the packaged one (repeatable).")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "--clock",
+    type=click.Choice(["wall", "event"]),
+    help="wall for live use; event takes each event's timestamp as now (log replay).",
+)
+@click.option(
+    "--trust",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Extra trusted bundle-signing public key (repeatable).",
+)
+@click.option(
+    "--allow-downgrade", is_flag=True, default=None, help="Accept flashed bundles older than the running one."
+)
+@click.option(
+    "--risk-bundle",
+    "risk_bundles",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Companion (mortality/readmission) bundle to use instead of the packaged one (repeatable).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also show the libraries' log lines and debug lines.")
 @friendly
-def device_run(config_file, broker, username, password, protocol, device_id, http, state_dir, bundle, clock,
-               trust, allow_downgrade, risk_bundles, verbose) -> None:
+def device_run(
+    config_file,
+    broker,
+    username,
+    password,
+    protocol,
+    device_id,
+    http,
+    state_dir,
+    bundle,
+    clock,
+    trust,
+    allow_downgrade,
+    risk_bundles,
+    verbose,
+) -> None:
     """Run the device: MQTT events in, supervised suggestions out, bedside page served."""
     from dataclasses import replace
 
     from device.service import DeviceService
 
-    _configure_logging(verbose)
-    config = _build_config(config_file, broker, username, password, protocol, device_id, http, state_dir,
-                           bundle, clock, trust, risk_bundles)
+    configure_logging(verbose)
+    config = _build_config(
+        config_file,
+        broker,
+        username,
+        password,
+        protocol,
+        device_id,
+        http,
+        state_dir,
+        bundle,
+        clock,
+        trust,
+        risk_bundles,
+    )
     if allow_downgrade:
         config = replace(config, allow_downgrade=True)
     service = DeviceService(config)
-    click.echo(f"device {config.device_id}: broker {config.broker.display_url}, state {config.state_dir}",
-               err=True)
+    click.echo(f"device {config.device_id}: broker {config.broker.display_url}, state {config.state_dir}", err=True)
     service.run_forever()
 
 
@@ -89,10 +131,14 @@ def device_check_config(config_file: Path) -> None:
     config = load_config(config_file)
     click.echo(f"{config_file}: valid")
     click.echo(f"  device_id  {config.device_id}")
-    click.echo(f"  broker     {config.broker.display_url} (MQTT {config.broker.protocol}, "
-               f"user {'set' if config.broker.credentials[0] else 'none'})")
-    click.echo(f"  http       {config.http.host}:{config.http.port}"
-               + (" (exposed; actions need the page token)" if config.http.exposed else " (this machine only)"))
+    click.echo(
+        f"  broker     {config.broker.display_url} (MQTT {config.broker.protocol}, "
+        f"user {'set' if config.broker.credentials[0] else 'none'})"
+    )
+    click.echo(
+        f"  http       {config.http.host}:{config.http.port}"
+        + (" (exposed; actions need the page token)" if config.http.exposed else " (this machine only)")
+    )
     click.echo(f"  state_dir  {config.state_dir}")
     click.echo(f"  bundle     {config.bundle or 'packaged default'}")
     click.echo(f"  clock      {config.clock}")
@@ -102,40 +148,84 @@ def device_check_config(config_file: Path) -> None:
 
 
 @click.command()
-@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=default_aim94_dir,
-              help="AIM-94 folder (default $ADVISOR_AIM94_DIR); without it a synthetic patient is replayed.")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=default_aim94_dir,
+    help="AIM-94 folder (default $ADVISOR_AIM94_DIR); without it a synthetic patient is replayed.",
+)
 @click.option("--patient", type=click.IntRange(1, 70), default=1, show_default=True, help="AIM-94 patient number.")
 @click.option("--http", default="127.0.0.1:8080", show_default=True, help="Bedside page address HOST:PORT.")
 @click.option("--broker", help="Use this broker instead of starting one.")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Device state (default: a fresh temporary folder).")
-@click.option("--interval", type=click.FloatRange(0.0, 60.0), default=2.0, show_default=True,
-              help="Seconds between events of the replayed last day (earlier history goes at full speed).")
+@click.option("--embedded-broker", is_flag=True, help="Start the built-in broker even when Mosquitto is installed.")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Device state (default: a fresh temporary folder).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.0, 60.0),
+    default=2.0,
+    show_default=True,
+    help="Seconds between events of the replayed last day (earlier history goes at full speed).",
+)
 @click.option("--exit-after-replay", is_flag=True, help="Stop when the replay is done instead of waiting for Ctrl-C.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show the libraries' log lines and debug lines.")
 @friendly
-def demo(data_dir, patient, http, broker, state_dir, interval, exit_after_replay) -> None:
+def demo(data_dir, patient, http, broker, embedded_broker, state_dir, interval, exit_after_replay, verbose) -> None:
     """Broker + device + replay + bedside page on this machine, one command. Ctrl-C stops it."""
     from device.config import HttpConfig
 
     from . import demo as demo_mod
 
-    _configure_logging(False)
-    demo_mod.run_demo(demo_mod.DemoOptions(
-        data_dir=data_dir, patient=patient, http=HttpConfig.parse(http), broker_url=broker,
-        state_dir=state_dir, interval_s=interval, exit_after_replay=exit_after_replay,
-    ), echo=lambda msg: click.echo(msg, err=True))
+    configure_logging(verbose)
+    demo_mod.run_demo(
+        demo_mod.DemoOptions(
+            data_dir=data_dir,
+            patient=patient,
+            http=HttpConfig.parse(http),
+            broker_url=broker,
+            embedded_broker=embedded_broker,
+            state_dir=state_dir,
+            interval_s=interval,
+            exit_after_replay=exit_after_replay,
+        ),
+        echo=lambda msg: click.echo(msg, err=True),
+    )
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@click.option("--repeats", type=click.IntRange(100, 1_000_000), default=2000, show_default=True,
-              help="Timed inferences per model and runtime.")
-@click.option("--events", type=click.IntRange(10, 1_000_000), default=1000, show_default=True,
-              help="Readings sent 10 ms apart for the steady-rate latency.")
-@click.option("--idle-events", type=click.IntRange(10, 10_000), default=100, show_default=True,
-              help="Readings sent 200 ms apart, as on a quiet ward.")
-@click.option("--sustained", type=click.IntRange(100, 1_000_000), default=10_000, show_default=True,
-              help="Readings sent back to back for events per second.")
+@click.option(
+    "--repeats",
+    type=click.IntRange(100, 1_000_000),
+    default=2000,
+    show_default=True,
+    help="Timed inferences per model and runtime.",
+)
+@click.option(
+    "--events",
+    type=click.IntRange(10, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Readings sent 10 ms apart for the steady-rate latency.",
+)
+@click.option(
+    "--idle-events",
+    type=click.IntRange(10, 10_000),
+    default=100,
+    show_default=True,
+    help="Readings sent 200 ms apart, as on a quiet ward.",
+)
+@click.option(
+    "--sustained",
+    type=click.IntRange(100, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="Readings sent back to back for events per second.",
+)
 @click.option("--patients", type=click.IntRange(1, 1000), default=50, show_default=True)
 @friendly
 def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained: int, patients: int) -> None:
@@ -149,53 +239,78 @@ def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained:
     click.echo(f"inference: {repeats} timed calls per model and runtime", err=True)
     timings = bench_inference.measure_inference(repeats=repeats)
     sizes = bench_inference.bundle_sizes()
-    figures = bench_mod.measure_device(events=events, patients=patients, idle_events=idle_events,
-                                       sustained_events=sustained, progress=lambda msg: click.echo(msg, err=True))
+    figures = bench_mod.measure_device(
+        events=events,
+        patients=patients,
+        idle_events=idle_events,
+        sustained_events=sustained,
+        progress=lambda msg: click.echo(msg, err=True),
+    )
     if as_json:
-        click.echo(json_mod.dumps({"inference": bench_inference.to_rows(timings), "device": asdict(figures),
-                                   "bundle": sizes}, indent=2))
+        click.echo(
+            json_mod.dumps(
+                {"inference": bench_inference.to_rows(timings), "device": asdict(figures), "bundle": sizes}, indent=2
+            )
+        )
         return
     click.echo(bench_inference.table(timings))
     click.echo("")
     click.echo(bench_mod.device_table(figures))
     click.echo("")
     kib = {key: value / 1024 for key, value in sizes.items()}
-    click.echo(f"bundle on disk: {kib['bundle_bytes']:.1f} KiB (int8 model {kib['int8_tflite_bytes']:.1f} KiB, "
-               f"float model {kib['float_tflite_bytes']:.1f} KiB)")
+    click.echo(
+        f"bundle on disk: {kib['bundle_bytes']:.1f} KiB (int8 model {kib['int8_tflite_bytes']:.1f} KiB, "
+        f"float model {kib['float_tflite_bytes']:.1f} KiB)"
+    )
 
 
 @click.command()
 @click.argument("bundle_path", type=click.Path(path_type=Path, exists=True))
 @click.option("--broker", help="mqtt://[user:password@]host:port of the device's broker.")
 @click.option("--device", "device_id", help="Device id to flash over MQTT.")
-@click.option("--to", "to_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Install into this device state directory (e.g. an SD card) instead.")
-@click.option("--key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Sign the bundle with this Ed25519 private key before sending.")
+@click.option(
+    "--to",
+    "to_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Install into this device state directory (e.g. an SD card) instead.",
+)
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Sign the bundle with this Ed25519 private key before sending.",
+)
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
-@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
-              help="Seconds to wait for the device's answer.")
-@click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="With --to: extra trusted public key (repeatable).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the device's answer.",
+)
+@click.option(
+    "--trust",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="With --to: extra trusted public key (repeatable).",
+)
 @click.option("--allow-downgrade", is_flag=True, help="With --to: install an older version.")
 @friendly
 def flash(bundle_path, broker, device_id, to_dir, key, protocol, timeout, trust, allow_downgrade) -> None:
     """Deliver a signed BUNDLE to a device over MQTT (or with --to into a state directory)."""
+    from device import bundle as bundle_mod
     from device.config import BrokerConfig
 
     from . import flash as flash_mod
-    from .common import trusted_keys
 
     if (to_dir is None) == (broker is None or device_id is None):
         raise click.UsageError("give either --broker and --device, or --to DIR")
     archive = flash_mod.bundle_archive(bundle_path, key)
     if to_dir is not None:
-        version = flash_mod.flash_to_directory(archive, to_dir, trusted_keys(trust), allow_downgrade)
+        version = flash_mod.flash_to_directory(archive, to_dir, bundle_mod.trusted_keys(trust), allow_downgrade)
         click.echo(f"installed dose {version} into {to_dir}")
         return
     try:
-        answer = flash_mod.flash_over_mqtt(archive, BrokerConfig(url=broker, protocol=protocol), device_id,
-                                           timeout)
+        answer = flash_mod.flash_over_mqtt(archive, BrokerConfig(url=broker, protocol=protocol), device_id, timeout)
     except flash_mod.FlashError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"accepted: device {device_id} now runs {answer.name} {answer.version}")
@@ -214,18 +329,33 @@ def _speed(value: str) -> float | None:
 
 
 @click.command()
-@click.option("--data", "data_path", type=click.Path(path_type=Path, exists=True), default=default_aim94_dir,
-              required=True, help="AIM-94 folder (with --patient) or a JSONL file of events.")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=default_aim94_dir,
+    required=True,
+    help="AIM-94 folder (with --patient) or a JSONL file of events.",
+)
 @click.option("--patient", type=click.IntRange(1, 70), help="AIM-94 patient number.")
 @click.option("--broker", required=True, help="mqtt://[user:password@]host:port of the device's broker.")
 @click.option("--device", "device_id", required=True, help="Device id (running with --clock event).")
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option("--speed", default="max", show_default=True, help="Times real time (3600 = an hour per second) or max.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the JSON report here and the per-decision CSV beside it.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the JSON report here and the per-decision CSV beside it.",
+)
 @click.option("--via-serial", "serial_port", help="Send through the firmware bridge on this serial port/PTY.")
-@click.option("--timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
-              help="Seconds to wait for the last suggestions.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 3600),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the last suggestions.",
+)
 @friendly
 def replay(data_path, patient, broker, device_id, protocol, speed, report_path, serial_port, timeout) -> None:
     """Replay a recorded log into a device and report what it suggested (hardware in the loop)."""
@@ -248,8 +378,16 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
                 emulator = FirmwareEmulator(SerialLink(serial_port))
                 send, close = emulator.send_event, emulator.close
             try:
-                report = hil.run_replay(steps, broker_config, device_id, source, _speed(speed), send, timeout,
-                                        progress=lambda done, total: bar.update(1))
+                report = hil.run_replay(
+                    steps,
+                    broker_config,
+                    device_id,
+                    source,
+                    _speed(speed),
+                    send,
+                    timeout,
+                    progress=lambda done, total: bar.update(1),
+                )
             finally:
                 close()
     except hil.ReplayError as exc:
@@ -264,11 +402,21 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
 
 @click.command()
 @click.option("--patients", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--burst", type=click.IntRange(100, 1_000_000), default=10_000, show_default=True,
-              help="Readings sent back to back across the patients.")
+@click.option(
+    "--burst",
+    type=click.IntRange(100, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="Readings sent back to back across the patients.",
+)
 @click.option("--soak-minutes", type=click.FloatRange(0.1, 24 * 60), default=10.0, show_default=True)
-@click.option("--soak-rate", type=click.FloatRange(0.1, 1000), default=20.0, show_default=True,
-              help="Readings per second during the soak.")
+@click.option(
+    "--soak-rate",
+    type=click.FloatRange(0.1, 1000),
+    default=20.0,
+    show_default=True,
+    help="Readings per second during the soak.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @friendly
 def load(patients: int, burst: int, soak_minutes: float, soak_rate: float, as_json: bool) -> None:
@@ -277,8 +425,9 @@ def load(patients: int, burst: int, soak_minutes: float, soak_rate: float, as_js
 
     from . import load as load_mod
 
-    figures = load_mod.run_load(patients, burst, soak_minutes, soak_rate,
-                                progress=lambda msg: click.echo(msg, err=True))
+    figures = load_mod.run_load(
+        patients, burst, soak_minutes, soak_rate, progress=lambda msg: click.echo(msg, err=True)
+    )
     click.echo(json.dumps(load_mod.to_json(figures), indent=2) if as_json else load_mod.table(figures))
     if figures.burst_lost or figures.soak_lost:
         raise SystemExit(1)

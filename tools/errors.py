@@ -14,5 +14,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from preprocessing.mimic import MimicError
     from tools.broker import BrokerStartError
 
-    return (Aim94Error, BrokerStartError, BundleError, ConfigError, KeyFileError, MimicError, ProfileError,
-            StoreError, OSError)
+    return (
+        Aim94Error,
+        BrokerStartError,
+        BundleError,
+        ConfigError,
+        KeyFileError,
+        MimicError,
+        ProfileError,
+        StoreError,
+        OSError,
+    )

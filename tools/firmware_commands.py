@@ -6,22 +6,28 @@ from pathlib import Path
 
 import click
 
-from .common import friendly, trusted_keys
+from .common import configure_logging, friendly
 
 
 @click.command("export-c")
 @click.argument("bundle_path", type=click.Path(path_type=Path), required=False)
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Header file to write.")
 @click.option("--model", "role", type=click.Choice(["int8", "float"]), default="int8", show_default=True)
-@click.option("--trust", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Extra trusted public key (repeatable).")
+@click.option(
+    "--trust",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Extra trusted public key (repeatable).",
+)
 @friendly
 def export_c(bundle_path: Path | None, out: Path, role: str, trust) -> None:
     """Write a verified bundle's TFLite model (default: the packaged one) as a C array for TFLite Micro."""
     from device import bundle as bundle_mod
     from firmware_bridge.c_export import header_text
 
-    bundle = bundle_mod.open_bundle(bundle_path or bundle_mod.default_bundle_path("dose"), trusted_keys(trust))
+    bundle = bundle_mod.open_bundle(
+        bundle_path or bundle_mod.default_bundle_path("dose"), bundle_mod.trusted_keys(trust)
+    )
     text = header_text(bundle, role)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -34,8 +40,11 @@ def bridge() -> None:
 
 
 @bridge.command("serial")
-@click.option("--port", required=True,
-              help="Serial device (e.g. /dev/ttyUSB0), or 'pty' to create a pseudo-terminal and print its path.")
+@click.option(
+    "--port",
+    required=True,
+    help="Serial device (e.g. /dev/ttyUSB0), or 'pty' to create a pseudo-terminal and print its path.",
+)
 @click.option("--baud", type=int, default=115200, show_default=True)
 @click.option("--broker", required=True, help="mqtt://[user:password@]host:port")
 @click.option("--device", "device_id", required=True, help="Device whose events topic receives the events.")
@@ -44,15 +53,15 @@ def bridge() -> None:
 @friendly
 def bridge_serial(port, baud, broker, device_id, source, protocol) -> None:
     """Turn firmware frames into events; acknowledge each once the broker has it. Ctrl-C stops."""
-    import logging
     import signal
     import threading
 
     from device.config import BrokerConfig
     from firmware_bridge.bridge import SerialBridge
-    from firmware_bridge.links import SerialLink, open_pty
+    from firmware_bridge.links import Link, SerialLink, open_pty
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose=False)
+    link: Link
     if port == "pty":
         link, path = open_pty()
         click.echo(f"serial port: {path}", err=True)
@@ -65,5 +74,8 @@ def bridge_serial(port, baud, broker, device_id, source, protocol) -> None:
     click.echo(f"bridging {port} -> {broker.split('@')[-1]} device {device_id}", err=True)
     runner.run(stop)
     stats = runner.stats
-    click.echo(f"stopped: {stats.delivered} delivered, {stats.refused} refused, {stats.duplicates} duplicates, "
-               f"{stats.gaps} gaps ({stats.missing} frames missing), frame errors {stats.frame_errors}", err=True)
+    click.echo(
+        f"stopped: {stats.delivered} delivered, {stats.refused} refused, {stats.duplicates} duplicates, "
+        f"{stats.gaps} gaps ({stats.missing} frames missing), frame errors {stats.frame_errors}",
+        err=True,
+    )

@@ -40,8 +40,13 @@ def bundle_archive(path: Path, key: Path | None = None) -> bytes:
         return pack_archive(staged)
 
 
-def flash_over_mqtt(archive: bytes, broker: BrokerConfig, device_id: str, timeout_s: float = 60.0,
-                    messages: list[TransferMessage] | None = None) -> ModelAck:
+def flash_over_mqtt(
+    archive: bytes,
+    broker: BrokerConfig,
+    device_id: str,
+    timeout_s: float = 60.0,
+    messages: list[TransferMessage] | None = None,
+) -> ModelAck:
     """Send the archive in chunks and wait for the device's answer on ``model/ack``.
 
     ``messages`` overrides the encoded transfer (tests use it to corrupt or drop chunks).
@@ -68,8 +73,10 @@ def flash_over_mqtt(archive: bytes, broker: BrokerConfig, device_id: str, timeou
         for message in messages:
             client.client.publish(topics.model, message.to_json(), qos=1)
         if not client.wait_until(lambda: bool(answers), timeout_s):
-            raise FlashError(f"device {device_id} did not answer within {timeout_s:g} s "
-                             "(is it running and subscribed to this broker?)")
+            raise FlashError(
+                f"device {device_id} did not answer within {timeout_s:g} s "
+                "(is it running and subscribed to this broker?)"
+            )
     finally:
         client.close()
     answer = answers[0]
@@ -78,8 +85,9 @@ def flash_over_mqtt(archive: bytes, broker: BrokerConfig, device_id: str, timeou
     return answer
 
 
-def flash_to_directory(archive: bytes, state_dir: Path, keys: list[signing.PublicKey],
-                       allow_downgrade: bool = False) -> str:
+def flash_to_directory(
+    archive: bytes, state_dir: Path, keys: list[signing.PublicKey], allow_downgrade: bool = False
+) -> str:
     """Install into a device's state directory (an SD card) with the device's own checks."""
     current = None
     if installed_path(state_dir).exists():

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from device.config import BrokerConfig
@@ -68,7 +68,7 @@ class ReplayReport:
 def read_jsonl(path: Path) -> list[Event]:
     """Events from a JSONL file, one SPEC.md payload per line; a bad line is an error with its number."""
     events = []
-    far_future = datetime(9000, 1, 1, tzinfo=timezone.utc)  # a log is history: no future check
+    far_future = datetime(9000, 1, 1, tzinfo=UTC)  # a log is history: no future check
     for number, line in enumerate(path.read_bytes().splitlines(), start=1):
         if not line.strip():
             continue
@@ -102,17 +102,23 @@ def plan(events: Iterable[Event]) -> list[Step]:
     for event in ordered:
         if event.is_regular_dose and (event.patient, event.ts) not in requested:
             requested.add((event.patient, event.ts))
-            dose = sum(e.units for e in ordered if e.is_regular_dose and e.patient == event.patient
-                       and e.ts == event.ts)
+            dose = sum(e.dose for e in ordered if e.is_regular_dose and e.patient == event.patient and e.ts == event.ts)
             request = Event(id=f"{event.id}-request", patient=event.patient, ts=event.ts, kind=Kind.REQUEST)
             steps.append(Step(request, dose))
         steps.append(Step(event))
     return steps
 
 
-def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: str, speed: float | None,
-               send: Callable[[Event], str | None] | None = None, timeout_s: float = 120.0,
-               progress: Callable[[int, int], None] = lambda _d, _t: None) -> ReplayReport:
+def run_replay(
+    steps: list[Step],
+    broker: BrokerConfig,
+    device_id: str,
+    source: str,
+    speed: float | None,
+    send: Callable[[Event], str | None] | None = None,
+    timeout_s: float = 120.0,
+    progress: Callable[[int, int], None] = lambda _d, _t: None,
+) -> ReplayReport:
     """Send the steps, collect every suggestion, and measure the result.
 
     ``speed`` is the time compression (3600: an hour of log per second; ``None``: as fast as
@@ -124,19 +130,22 @@ def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: 
     publisher = EventPublisher(broker, device_id, client_id=f"advisor-replay-{device_id}")
     try:
         publisher.wait_connected()
-        if not watcher.subscribed.wait(10) or not watcher.wait_for(lambda w: w.status, 5):
+        if not watcher.subscribed.wait(10) or not watcher.wait_for(lambda w: bool(w.status), 5):
             raise ReplayError(f"device {device_id} has published no status on {broker.display_url}; is it running?")
         status = watcher.status[-1]
         if status.state != "online":
             raise ReplayError(f"device {device_id} is {status.state}")
         if status.clock != "event":
-            raise ReplayError(f"device {device_id} runs on the {status.clock} clock; "
-                              "start it with --clock event to replay a log")
+            raise ReplayError(
+                f"device {device_id} runs on the {status.clock} clock; start it with --clock event to replay a log"
+            )
         via_mqtt = send is None
-        if via_mqtt:
-            def send(event: Event) -> str:
-                publisher.publish(event)
-                return event.id  # confirmed by the broker at the flush below
+
+        def publish(event: Event) -> str:
+            publisher.publish(event)
+            return event.id  # confirmed by the broker at the flush below
+
+        deliver = send or publish
         sent_at: dict[str, float] = {}
         delivered_as: dict[str, str] = {}
         started = time.perf_counter()
@@ -146,7 +155,7 @@ def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: 
                 time.sleep(max(0.0, (step.event.ts - previous).total_seconds() / speed))
             previous = step.event.ts
             started_one = time.perf_counter()
-            event_id = send(step.event)
+            event_id = deliver(step.event)
             if event_id is not None:
                 delivered_as[step.event.id] = event_id
                 sent_at[event_id] = started_one
@@ -155,8 +164,9 @@ def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: 
         if via_mqtt:
             publisher.flush(timeout_s)
         report.events_acked = len(delivered_as)
-        expecting = {delivered_as.get(s.event.id, s.event.id) for s in steps
-                     if s.event.kind in (Kind.GLUCOSE, Kind.REQUEST)}
+        expecting = {
+            delivered_as.get(s.event.id, s.event.id) for s in steps if s.event.kind in (Kind.GLUCOSE, Kind.REQUEST)
+        }
         watcher.wait_for(lambda w: expecting <= {x.event_id for x in w.suggestions}, timeout_s)
         report.duration_s = round(time.perf_counter() - started, 3)
     finally:
@@ -166,25 +176,45 @@ def run_replay(steps: list[Step], broker: BrokerConfig, device_id: str, source: 
     return report
 
 
-def _measure(report: ReplayReport, steps: list[Step], watcher: DeviceWatcher, sent_at: dict[str, float],
-             expecting: set[str], delivered_as: dict[str, str]) -> None:
+def _measure(
+    report: ReplayReport,
+    steps: list[Step],
+    watcher: DeviceWatcher,
+    sent_at: dict[str, float],
+    expecting: set[str],
+    delivered_as: dict[str, str],
+) -> None:
     by_event = {s.event_id: s for s in watcher.suggestions}
     arrived = watcher.arrival
     report.suggestions = len({k for k in by_event if k in expecting})
     report.lost = (report.events_sent - report.events_acked) + (len(expecting) - report.suggestions)
     model_errors, suggested_errors = [], []
-    withheld, insufficient = Counter(), Counter()
+    withheld: Counter[str] = Counter()
+    insufficient: Counter[str] = Counter()
     for step in steps:
         if step.actual_units is None:
             continue
         report.decision_points += 1
         s = by_event.get(delivered_as.get(step.event.id, ""))
-        row = {"event_id": step.event.id, "patient": step.event.patient, "ts": step.event.ts.isoformat(),
-               "actual_units": step.actual_units, "status": None, "units": None, "model_units": None,
-               "rules": "", "latency_ms": None}
+        row = {
+            "event_id": step.event.id,
+            "patient": step.event.patient,
+            "ts": step.event.ts.isoformat(),
+            "actual_units": step.actual_units,
+            "status": None,
+            "units": None,
+            "model_units": None,
+            "rules": "",
+            "latency_ms": None,
+        }
         if s is not None:
-            row.update(status=s.status, units=s.units, model_units=s.model_units, rules=" ".join(s.rules),
-                       latency_ms=s.latency_ms)
+            row.update(
+                status=s.status,
+                units=s.units,
+                model_units=s.model_units,
+                rules=" ".join(s.rules),
+                latency_ms=s.latency_ms,
+            )
             if s.model_units is not None:
                 model_errors.append(abs(s.model_units - step.actual_units))
             suggested_errors.append(abs(s.units - step.actual_units))
@@ -213,8 +243,20 @@ def write_report(report: ReplayReport, path: Path) -> tuple[Path, Path]:
     path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     rows_path = path.with_suffix(".csv")
     with open(rows_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["event_id", "patient", "ts", "actual_units", "status",
-                                                    "units", "model_units", "rules", "latency_ms"])
+        writer = csv.DictWriter(
+            handle,
+            fieldnames=[
+                "event_id",
+                "patient",
+                "ts",
+                "actual_units",
+                "status",
+                "units",
+                "model_units",
+                "rules",
+                "latency_ms",
+            ],
+        )
         writer.writeheader()
         writer.writerows(report.rows)
     return path, rows_path

@@ -9,16 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .broker import free_port
 from .figures import machine_description, percentile, process_memory_mb
-from .measure import (    history_events,
-    measurement_rig,
-    reading,
-    request,
-    wait_online,
-)
+from .measure import history_events, measurement_rig, reading, request, wait_online
 
 
 @dataclass(frozen=True)
@@ -39,8 +34,13 @@ class LoadFigures:
     machine: str
 
 
-def run_load(patients: int = 50, burst: int = 10_000, soak_minutes: float = 10.0, soak_rate: float = 20.0,
-             progress: Callable[[str], None] = lambda _m: None) -> LoadFigures:
+def run_load(
+    patients: int = 50,
+    burst: int = 10_000,
+    soak_minutes: float = 10.0,
+    soak_rate: float = 20.0,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> LoadFigures:
     """Burst, then soak; every reading must get its suggestion (``lost`` counts those that did not)."""
     with measurement_rig("advisor-load-", "advisor-load-sensor") as rig:
         publisher, timings = rig.publisher, rig.timings
@@ -51,7 +51,7 @@ def run_load(patients: int = 50, burst: int = 10_000, soak_minutes: float = 10.0
         assert rig.device is not None
         names = [f"load-p{i:03d}" for i in range(patients)]
         progress(f"history for {patients} patients")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for name in names:
             for event in history_events(name, now):
                 publisher.publish(event)
@@ -85,13 +85,20 @@ def run_load(patients: int = 50, burst: int = 10_000, soak_minutes: float = 10.0
         timings.wait(set(sent), 120)
         latencies = [(timings.arrived[k][0] - t) * 1000.0 for k, t in sent.items() if k in timings.arrived]
         return LoadFigures(
-            patients=patients, burst_events=burst, burst_events_per_s=round(burst_rate, 1),
-            burst_lost=burst - len(got), soak_minutes=soak_minutes, soak_rate_per_s=soak_rate, soak_events=total,
+            patients=patients,
+            burst_events=burst,
+            burst_events_per_s=round(burst_rate, 1),
+            burst_lost=burst - len(got),
+            soak_minutes=soak_minutes,
+            soak_rate_per_s=soak_rate,
+            soak_events=total,
             soak_lost=total - len(latencies),
             soak_p50_ms=round(percentile(latencies, 50), 2) if latencies else float("nan"),
             soak_p99_ms=round(percentile(latencies, 99), 2) if latencies else float("nan"),
-            rss_start_mb=round(rss_start, 1), rss_after_burst_mb=round(rss_burst, 1),
-            rss_end_mb=round(process_memory_mb(rig.device.pid), 1), machine=machine_description(),
+            rss_start_mb=round(rss_start, 1),
+            rss_after_burst_mb=round(rss_burst, 1),
+            rss_end_mb=round(process_memory_mb(rig.device.pid), 1),
+            machine=machine_description(),
         )
 
 
@@ -99,12 +106,13 @@ def table(f: LoadFigures) -> str:
     rows = [
         ("patients", f"{f.patients}"),
         (f"burst: {f.burst_events} readings back to back", f"{f.burst_events_per_s} events/s, lost {f.burst_lost}"),
-        (f"soak: {f.soak_events} readings at {f.soak_rate_per_s:g}/s for {f.soak_minutes:g} min",
-         f"p50 {f.soak_p50_ms} ms, p99 {f.soak_p99_ms} ms, lost {f.soak_lost}"),
+        (
+            f"soak: {f.soak_events} readings at {f.soak_rate_per_s:g}/s for {f.soak_minutes:g} min",
+            f"p50 {f.soak_p50_ms} ms, p99 {f.soak_p99_ms} ms, lost {f.soak_lost}",
+        ),
         ("device RSS: start / after burst / end", f"{f.rss_start_mb} / {f.rss_after_burst_mb} / {f.rss_end_mb} MB"),
     ]
-    return "\n".join(["| measure | result |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows],
-                      f"\n{f.machine}."])
+    return "\n".join(["| measure | result |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], f"\n{f.machine}."])
 
 
 def to_json(f: LoadFigures) -> dict:

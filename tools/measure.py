@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -68,11 +68,25 @@ class SuggestionTimer(Subscriber):
 
 def spawn_device(broker_url: str, state_dir: Path, log: Path, port: int) -> subprocess.Popen:
     """Start ``advisor device run`` as its own process, output appended to ``log``."""
-    command = [sys.executable, "-m", "tools.cli", "device", "run", "--broker", broker_url, "--device-id",
-               DEVICE_ID, "--http", f"127.0.0.1:{port}", "--state-dir", str(state_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "tools.cli",
+        "device",
+        "run",
+        "--broker",
+        broker_url,
+        "--device-id",
+        DEVICE_ID,
+        "--http",
+        f"127.0.0.1:{port}",
+        "--state-dir",
+        str(state_dir),
+    ]
     with open(log, "ab") as handle:
-        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                cwd=Path(__file__).resolve().parents[1])
+        return subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1]
+        )
 
 
 def wait_online(port: int, timeout_s: float) -> bool:
@@ -95,21 +109,30 @@ def history_events(patient: str, now: datetime) -> list[Event]:
     for day in range(14, 0, -1):
         for hour, units in ((7, 7.0), (12, 5.0), (18, 6.0)):
             ts = (now - timedelta(days=day)).replace(hour=hour, minute=30, second=0, microsecond=0)
-            out.append(Event(id=f"{patient}-g-{day}-{hour}", patient=patient, ts=ts, kind=Kind.GLUCOSE,
-                             mg_dl=140.0 + hour))
-            out.append(Event(id=f"{patient}-i-{day}-{hour}", patient=patient, ts=ts, kind=Kind.INSULIN,
-                             insulin=Insulin.REGULAR, units=units))
+            out.append(
+                Event(id=f"{patient}-g-{day}-{hour}", patient=patient, ts=ts, kind=Kind.GLUCOSE, mg_dl=140.0 + hour)
+            )
+            out.append(
+                Event(
+                    id=f"{patient}-i-{day}-{hour}",
+                    patient=patient,
+                    ts=ts,
+                    kind=Kind.INSULIN,
+                    insulin=Insulin.REGULAR,
+                    units=units,
+                )
+            )
     return out
 
 
 def reading(event_id: str, patient: str, mg_dl: float) -> Event:
     """A glucose reading taken now."""
-    return Event(id=event_id, patient=patient, ts=datetime.now(timezone.utc), kind=Kind.GLUCOSE, mg_dl=mg_dl)
+    return Event(id=event_id, patient=patient, ts=datetime.now(UTC), kind=Kind.GLUCOSE, mg_dl=mg_dl)
 
 
 def request(event_id: str, patient: str, ts: datetime | None = None) -> Event:
     """A request for a suggestion at ``ts`` (default now)."""
-    return Event(id=event_id, patient=patient, ts=ts or datetime.now(timezone.utc), kind=Kind.REQUEST)
+    return Event(id=event_id, patient=patient, ts=ts or datetime.now(UTC), kind=Kind.REQUEST)
 
 
 @dataclass

@@ -56,8 +56,12 @@ class EventPublisher(PersistentPublisher):
             raise TimeoutError(f"the broker did not confirm every event within {timeout_s:g} s")
         self._issued = set()
 
-    def publish_events(self, events: Iterable[Event], pause: Callable[[Event], float] = lambda e: 0.0,
-                       stop: threading.Event | None = None) -> int:
+    def publish_events(
+        self,
+        events: Iterable[Event],
+        pause: Callable[[Event], float] = lambda e: 0.0,
+        stop: threading.Event | None = None,
+    ) -> int:
         """Publish events in order, sleeping ``pause(event)`` seconds before each; returns the count."""
         sent = 0
         for event in events:
@@ -78,8 +82,9 @@ class DeviceWatcher(Subscriber):
     test or report sees it instead of losing it.
     """
 
-    def __init__(self, broker: BrokerConfig, device_id: str, client_id: str | None = None,
-                 persistent: bool = False) -> None:
+    def __init__(
+        self, broker: BrokerConfig, device_id: str, client_id: str | None = None, persistent: bool = False
+    ) -> None:
         """With ``persistent`` and a stable ``client_id`` nothing is missed across a broker restart."""
         self.device_topics = Topics(device_id)
         self.suggestions: list[Suggestion] = []
@@ -91,11 +96,18 @@ class DeviceWatcher(Subscriber):
         self.arrival: dict[str, float] = {}  # event id -> perf_counter() when its suggestion arrived
         t = self.device_topics
         self._targets: dict[str, tuple[type[Message], list]] = {
-            t.suggestions: (Suggestion, self.suggestions), t.errors: (ErrorMessage, self.errors),
-            t.status: (DeviceStatus, self.status), t.risk: (Risk, self.risk),
+            t.suggestions: (Suggestion, self.suggestions),
+            t.errors: (ErrorMessage, self.errors),
+            t.status: (DeviceStatus, self.status),
+            t.risk: (Risk, self.risk),
         }
-        super().__init__(broker, client_id or f"advisor-watch-{device_id}-{id(self):x}", list(self._targets),
-                         self._keep, persistent=persistent)
+        super().__init__(
+            broker,
+            client_id or f"advisor-watch-{device_id}-{id(self):x}",
+            list(self._targets),
+            self._keep,
+            persistent=persistent,
+        )
 
     def _keep(self, message: mqtt.MQTTMessage) -> None:
         schema_cls, target = self._targets[message.topic]
@@ -116,6 +128,3 @@ class DeviceWatcher(Subscriber):
 
     def suggestion_for(self, event_id: str) -> Suggestion | None:
         return next((s for s in self.suggestions if s.event_id == event_id), None)
-
-    def error_for(self, event_id: str | None) -> ErrorMessage | None:
-        return next((e for e in self.errors if e.event_id == event_id), None)

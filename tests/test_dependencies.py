@@ -1,0 +1,103 @@
+"""Every third-party module the shipped packages import comes from a declared distribution.
+
+Reads the imports with ``ast`` (including the lazy ones inside functions), maps each to the
+distribution that installs it, and checks that distribution is declared in pyproject.toml:
+the device side (device, firmware_bridge, preprocessing) by the core or ``device`` extra
+alone, since that is all a Raspberry Pi installs; the rest by any extra. The lock files in
+requirements/ must pin every declared distribution at a version the declaration allows.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRST_PARTY = {"device", "preprocessing", "model", "firmware_bridge", "tools", "tests"}
+DEVICE_SIDE = ("device", "firmware_bridge", "preprocessing")
+SHIPPED = (*DEVICE_SIDE, "model", "tools")
+OPTIONAL_FALLBACKS = {"tflite_runtime"}  # the device runs on it when ai-edge-litert is absent (SPEC.md)
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _declared(*extras: str) -> dict[str, Requirement]:
+    requirements = [Requirement(r) for r in PROJECT["dependencies"]]
+    for extra in extras:
+        requirements += [Requirement(r) for r in PROJECT["optional-dependencies"][extra]]
+    return {canonicalize_name(r.name): r for r in requirements}
+
+
+def _imports(package: str) -> dict[str, str]:
+    """Top-level third-party module → one file that imports it."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in FIRST_PARTY:
+                    found.setdefault(top, str(path.relative_to(ROOT)))
+    return found
+
+
+DISTRIBUTIONS = importlib.metadata.packages_distributions()
+
+
+def _problems(packages: tuple[str, ...], declared: dict[str, Requirement]) -> list[str]:
+    problems = []
+    for package in packages:
+        for module, where in sorted(_imports(package).items()):
+            if module in OPTIONAL_FALLBACKS:
+                continue
+            providers = {canonicalize_name(d) for d in DISTRIBUTIONS.get(module, [])}
+            if not providers:
+                problems.append(f"import {module} ({where}): no installed distribution provides it")
+            elif not providers & set(declared):
+                problems.append(f"import {module} ({where}): {', '.join(sorted(providers))} is not declared")
+    return problems
+
+
+def test_device_side_imports_are_declared_by_the_device_extra():
+    assert _problems(DEVICE_SIDE, _declared("device")) == []
+
+
+def test_every_shipped_import_is_declared():
+    assert _problems(SHIPPED, _declared(*PROJECT["optional-dependencies"])) == []
+
+
+def _pins(lock: Path) -> dict[str, list[str]]:
+    pins: dict[str, list[str]] = {}
+    for line in lock.read_text().splitlines():
+        spec = line.split("#")[0].strip()
+        if spec and not spec.startswith("-"):
+            requirement = Requirement(spec)
+            version = next(iter(requirement.specifier)).version
+            pins.setdefault(canonicalize_name(requirement.name), []).append(version)
+    return pins
+
+
+@pytest.mark.parametrize(
+    "lock, extras",
+    [("device.txt", ("device",)), ("train.txt", ("device", "train")), ("ci.txt", ("device", "train", "demo", "dev"))],
+)
+def test_lock_files_pin_every_declared_distribution(lock, extras):
+    pins = _pins(ROOT / "requirements" / lock)
+    for name, requirement in _declared(*extras).items():
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue  # for another platform
+        assert name in pins, f"requirements/{lock} does not pin {name} (run bash requirements/refresh.sh)"
+        assert any(requirement.specifier.contains(v) for v in pins[name]), (
+            f"requirements/{lock} pins {name} {pins[name]}, outside {requirement.specifier}"
+        )
