@@ -108,6 +108,8 @@ def _value(hint: Any, value: object, where: str, what: str, error: type[ValueErr
     if hint is Any or hint is object:
         return value
     if origin in (Union, types.UnionType):
+        if value == "" and Path in args and type(None) in args:
+            return None  # TOML has no null: an empty string leaves an optional path unset
         if value is None:
             if type(None) in args:
                 return None

@@ -153,3 +153,11 @@ def test_an_exposed_page_needs_a_token(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVISOR_PAGE_TOKEN", "from-the-env")
     assert HttpConfig("0.0.0.0", 8081).action_token == "from-the-env"
     assert HttpConfig.parse("0.0.0.0:9000", "ward-pin-77").action_token == "ward-pin-77"
+
+
+def test_the_readme_config_example_is_a_valid_config(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("A complete config file:", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    config = load_config(write(tmp_path, example))
+    assert config.device_id == "bed7" and config.bundle is None and config.broker.tls
+    assert config.safety.for_patient("p-21").max_above_usual_units == 2
