@@ -273,7 +273,7 @@ class Advisor:
         return None
 
     def decide(self, patient: str, at: datetime, event_id: str) -> Suggestion:
-        """The supervised suggestion for ``patient`` at ``at`` (SPEC.md "Suggestions")."""
+        """The supervised suggestion for ``patient`` at ``at`` (docs/contract.md, "Suggestion")."""
         history = self.history(patient)
         window = window_at(history, at)
         model_units: float | None = None

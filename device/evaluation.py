@@ -1,6 +1,6 @@
 """Run a bundle through the device inference path on every AIM-94 decision point.
 
-Writes the predictions file of EVALUATION.md §1. Uses the same feature code, inference
+Writes the predictions file of docs/evaluation.md ("Dose model on AIM-94"). Uses the same feature code, inference
 wrapper and safety supervisor as the live device; no pandas.
 """
 

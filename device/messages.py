@@ -64,7 +64,7 @@ class ModelInfo(Message):
 
 @dataclass(frozen=True, slots=True)
 class Suggestion(Message):
-    """The answer to a glucose reading or a request (SPEC.md "Suggestions")."""
+    """The answer to a glucose reading or a request (docs/contract.md, "Suggestion")."""
 
     id: str
     patient: str

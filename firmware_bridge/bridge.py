@@ -1,4 +1,4 @@
-"""``advisor bridge serial``: firmware frames in, SPEC.md events out on MQTT, acks back.
+"""``advisor bridge serial``: firmware frames in, events (docs/contract.md) out on MQTT, acks back.
 
 A frame is acknowledged only after the broker confirmed the event's publish (QoS 1 PUBACK),
 so an ``A`` (with the event id) means the event is safe at the broker. A damaged frame whose

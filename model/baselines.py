@@ -1,4 +1,4 @@
-"""The baselines of EVALUATION.md §1, computed on the same rows as the network."""
+"""The baselines of docs/evaluation.md ("Dose model on AIM-94"), computed on the same rows as the network."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ N_PATIENT_FOLDS = 5
 class DoseDataset:
     """Arrays over all decision points, in patient then time order.
 
-    ``split`` is ``train``/``val``/``test``: the chronological split of EVALUATION.md, with
+    ``split`` is ``train``/``val``/``test``: the chronological split of docs/evaluation.md, with
     validation carved from the tail of each patient's training part (never from test).
     """
 

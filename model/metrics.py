@@ -1,4 +1,4 @@
-"""Dose-model metrics of EVALUATION.md §1: MAE, RMSE, R² and the share within ±1 U."""
+"""Dose-model metrics of docs/evaluation.md ("Dose model on AIM-94"): MAE, RMSE, R² and the share within ±1 U."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """AIM-94 diabetes log reader: raw lines -> typed events, every defect rejected with a reason.
 
-The rules are EVALUATION.md §1 and SOURCE.md: a record is kept only if its date and time
-parse (``MM-DD-YYYY``, ``H:MM`` or ``HH:MM``), its code is documented, its value is a number
-and within plausible limits, and it is not an exact repeat of a kept record.
+The rules are docs/evaluation.md ("Dose model on AIM-94", "Records" and "Known defects"): a
+record is kept only if its date and time parse (``MM-DD-YYYY``, ``H:MM`` or ``HH:MM``), its code
+is documented, its value is a number and within plausible limits, and it is not an exact repeat
+of a kept record.
 """
 
 from __future__ import annotations

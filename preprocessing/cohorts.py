@@ -1,4 +1,4 @@
-"""Cohorts of the companion models, exactly as EVALUATION.md §2 defines them, with counts.
+"""Cohorts of the companion models as docs/evaluation.md ("Companion models on MIMIC") defines them.
 
 Every builder returns the samples and the count after each step, for the report and the
 bundle manifest (``cohort: {"size", "positives", "steps"}``).

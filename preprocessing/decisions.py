@@ -1,4 +1,4 @@
-"""Decision points of an AIM-94 log and their windows, in bulk (EVALUATION.md §1)."""
+"""Decision points of an AIM-94 log and their windows, in bulk (docs/evaluation.md, "Dose model on AIM-94")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The typed event model shared by training, the device and the tools (SPEC.md "Events")."""
+"""The typed event model shared by training, the device and the tools (docs/contract.md, "Event")."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 
 
 class Kind(str, enum.Enum):
-    """Event kinds of SPEC.md."""
+    """Event kinds (docs/contract.md, "Event")."""
 
     GLUCOSE = "glucose"
     INSULIN = "insulin"
@@ -86,7 +86,7 @@ class Event:
         return self.kind is Kind.INSULIN and self.insulin is Insulin.REGULAR
 
     def to_payload(self) -> dict:
-        """The SPEC.md JSON payload of this event (inverse of validation)."""
+        """The JSON payload of this event (docs/contract.md) (inverse of validation)."""
         payload: dict = {"id": self.id, "patient": self.patient, "ts": self.ts.isoformat(), "kind": self.kind.value}
         if self.kind is Kind.GLUCOSE:
             payload["mg_dl"] = self.mg_dl
@@ -110,6 +110,6 @@ def within_timestamp_rank(event: Event) -> int:
     """Order of kinds inside one timestamp when replaying: what is known first comes first.
 
     At a decision point the non-insulin records of the same timestamp are known and the
-    insulin records are not (EVALUATION.md §1), so a replay sends insulin last.
+    insulin records are not (docs/evaluation.md, "Dose model on AIM-94"), so a replay sends insulin last.
     """
     return 1 if event.is_insulin else 0

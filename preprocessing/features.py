@@ -6,7 +6,7 @@ a decision at time ``T``. Training fills a history with a whole log and asks for
 decision point (bulk); the device appends events one at a time and asks when a glucose
 reading or request arrives (incremental). Both call exactly the same code.
 
-What is known at a decision at ``T`` (EVALUATION.md §1): every event with an earlier
+What is known at a decision at ``T`` (docs/evaluation.md, "Dose model on AIM-94"): every event with an earlier
 timestamp, plus the non-insulin events at ``T``. Insulin records at ``T`` are not known, so
 they are skipped even when the history already holds them.
 
@@ -139,7 +139,7 @@ class FeatureSpec:
 
 
 def slot_of(ts: datetime) -> int:
-    """Slot index by hour (EVALUATION.md): 04–11, 11–16, 16–21, 21–04."""
+    """Slot index by hour (docs/evaluation.md, "Slots"): 04–11, 11–16, 16–21, 21–04."""
     h = ts.hour
     if 4 <= h < 11:
         return 0

@@ -1,4 +1,4 @@
-"""Plausibility limits for event values (SPEC.md "Events"), shared by every reader and validator."""
+"""Plausibility limits for event values (docs/contract.md, "Event"), shared by every reader and validator."""
 
 from __future__ import annotations
 

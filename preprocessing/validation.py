@@ -1,4 +1,4 @@
-"""Decode and validate one event payload (SPEC.md "Events"): bytes in, :class:`Event` or a reason.
+"""Decode and validate one event payload (docs/contract.md, "Event"): bytes in, :class:`Event` or a reason.
 
 Pure logic, no I/O. Every rejection is a :class:`ValidationError` carrying the event id when
 one could be read, so the device can answer on its errors topic and keep serving. Hostile

@@ -1,4 +1,4 @@
-"""The AIM-94 reader keeps or rejects every line, with the defects of SOURCE.md counted."""
+"""The AIM-94 reader keeps or rejects every line, with the known defects of the files counted (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_every_line_is_kept_or_rejected(aim94_logs):
 def test_known_defects_are_rejected_with_reasons(aim94_logs):
     report = aim94.check(aim94_logs).to_json()
     rejected = report["rejected"]
-    # SOURCE.md: 33 lines with missing/shifted date or time, plus two "11:0" times in data-29.
+    # docs/evaluation.md: 33 lines with missing/shifted date or time, plus two "11:0" times in data-29.
     assert rejected[aim94.BAD_DATETIME] == 35
     assert rejected[aim94.NON_NUMERIC_VALUE] >= 8
     assert rejected[aim94.GLUCOSE_METER_HI] >= 1

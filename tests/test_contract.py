@@ -124,3 +124,16 @@ def test_names_in_the_prose_exist():
     mentioned = set(re.findall(r"`([A-Z][a-z]+[A-Za-z]*)`", DOC.read_text()))
     known = {s.__name__ for s in messages.ALL_SCHEMAS} | {"Visit"}
     assert mentioned <= known, mentioned - known
+
+
+def test_code_cites_only_the_projects_own_documents():
+    """Docstrings and comments point at docs/ in this repository, and every cited document exists."""
+    root = DOC.parents[1]
+    outside = re.compile(r"\b(SPEC|EVALUATION|SOURCE)\.md\b")
+    cited = re.compile(r"\bdocs/[\w-]+(?:/[\w-]+)*\.md\b")
+    for package in ("device", "preprocessing", "model", "firmware_bridge", "tools", "tests"):
+        for path in (root / package).rglob("*.py"):
+            text = path.read_text()
+            assert not outside.search(text), f"{path.relative_to(root)} cites a document outside the repository"
+            for name in cited.findall(text):
+                assert (root / name).is_file(), f"{path.relative_to(root)} cites {name}, which does not exist"

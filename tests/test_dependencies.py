@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"device", "preprocessing", "model", "firmware_bridge", "tools", "tests"}
 DEVICE_SIDE = ("device", "firmware_bridge", "preprocessing")
 SHIPPED = (*DEVICE_SIDE, "model", "tools")
-OPTIONAL_FALLBACKS = {"tflite_runtime"}  # the device runs on it when ai-edge-litert is absent (SPEC.md)
+OPTIONAL_FALLBACKS = {"tflite_runtime"}  # the device runs on it when ai-edge-litert is absent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 

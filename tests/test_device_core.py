@@ -2,7 +2,7 @@
 
 Uses the packaged bundle on the real LiteRT interpreter. The golden replay sends a recorded
 AIM-94 patient through :class:`Advisor` event by event and checks every decision equals the
-bulk evaluation path (EVALUATION.md §1), so the live device and the published figures agree.
+bulk evaluation path (docs/evaluation.md, "Dose model on AIM-94"), so the live device and the published figures agree.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Event validation (SPEC.md "Events"): every good payload accepted, every bad one named and explained."""
+"""Event validation (docs/contract.md, "Event"): every good payload accepted, every bad one named and explained."""
 
 from __future__ import annotations
 

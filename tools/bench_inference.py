@@ -1,4 +1,6 @@
-"""Inference timing per suggestion: Keras float vs TFLite float vs TFLite int8 (EVALUATION.md §3).
+"""Inference timing per suggestion: Keras float vs TFLite float vs TFLite int8.
+
+docs/evaluation.md, "Device performance".
 
 TFLite is timed through the device path (``DoseModel.predict``: scaling, quantisation,
 interpreter) on the bundle's golden windows, on LiteRT here and on tflite-runtime 2.14 in its

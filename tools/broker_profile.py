@@ -1,6 +1,6 @@
 """A locked-down Mosquitto deployment profile: TLS only, passwords, one ACL entry per role.
 
-Roles (SPEC.md topics, one device id each):
+Roles (docs/contract.md topics, one device id each):
 
 * ``device``  — reads events, patients and model transfers; writes suggestions, risk, status,
   errors and model acks, and insulin events confirmed on its page;

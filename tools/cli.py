@@ -65,7 +65,7 @@ def data_check(folder: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the cohorts as JSON.")
 @friendly
 def data_cohorts(mimic_dir: Path, as_json: bool) -> None:
-    """Build the companion-model cohorts (EVALUATION.md §2) and print the count after each step."""
+    """Build the companion-model cohorts (docs/evaluation.md) and print the count after each step."""
     from preprocessing.cohorts import mortality_cohort, readmission_cohort
     from preprocessing.mimic import MimicError, read_mimic
 
@@ -273,7 +273,7 @@ def evaluate() -> None:
 @click.option("--model", "role", type=click.Choice(["int8", "float"]), default="int8", show_default=True)
 @friendly
 def evaluate_dose(data_dir, bundle_path, out, trust, role) -> None:
-    """Write one prediction per AIM-94 decision point (EVALUATION.md §1) to OUT."""
+    """Write one prediction per AIM-94 decision point (docs/evaluation.md, "Dose model on AIM-94") to OUT."""
     from device import bundle as bundle_mod
     from device import evaluation
     from preprocessing import aim94

@@ -229,7 +229,10 @@ def demo(data_dir, patient, http, broker, embedded_broker, state_dir, interval, 
 @click.option("--patients", type=click.IntRange(1, 1000), default=50, show_default=True)
 @friendly
 def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained: int, patients: int) -> None:
-    """EVALUATION.md §3 in one run: inference per model and runtime, device latency, throughput, RSS, size."""
+    """Measure the device in one run: inference per model and runtime, latency, throughput, RSS, size.
+
+    What each figure means: docs/evaluation.md, "Device performance".
+    """
     import json as json_mod
     from dataclasses import asdict
 

@@ -1,6 +1,6 @@
 """``advisor replay``: hardware-in-the-loop replay of a recorded log into a running device.
 
-The log (one AIM-94 patient, or a JSONL file of SPEC.md events) is sent in time order. At
+The log (one AIM-94 patient, or a JSONL file of events as docs/contract.md describes them) is sent in time order. At
 every decision point — a logged regular-insulin dose — a ``request`` event is sent first,
 carrying the dose's timestamp, so the device decides with exactly what was known then; its
 suggestion is compared with the dose actually given. The device must run with
@@ -66,7 +66,7 @@ class ReplayReport:
 
 
 def read_jsonl(path: Path) -> list[Event]:
-    """Events from a JSONL file, one SPEC.md payload per line; a bad line is an error with its number."""
+    """Events from a JSONL file, one event payload per line; a bad line is an error with its number."""
     events = []
     far_future = datetime(9000, 1, 1, tzinfo=UTC)  # a log is history: no future check
     for number, line in enumerate(path.read_bytes().splitlines(), start=1):
