@@ -110,6 +110,11 @@ class MosquittoBroker:
             self.process.wait()
         self.process = None
 
+    def restart(self) -> None:
+        """Stop cleanly and start again on the same port (tests of a broker restart)."""
+        self.stop()
+        self.start()
+
 
 @dataclass
 class EmbeddedBroker:
