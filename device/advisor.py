@@ -7,10 +7,12 @@ network thread; the bedside page reads :meth:`Advisor.patient_view`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,10 +44,12 @@ from .messages import (
     Series,
     Suggestion,
 )
+from .patient_ids import case_twin, lookalike
 from .safety import INSUFFICIENT, Verdict, supervise
 from .store import Added, Store, StoreError
 
 DECISION_KINDS = (Kind.GLUCOSE, Kind.REQUEST)
+DEFAULT_MAX_HISTORIES = 500
 
 
 @dataclass(slots=True)
@@ -96,14 +100,17 @@ class Advisor:
         safety: SafetyConfig,
         clock: str = "wall",
         wall_clock: Callable[[], datetime] | None = None,
+        max_histories: int = DEFAULT_MAX_HISTORIES,
     ) -> None:
+        """``max_histories`` bounds the patients kept in memory; the least recently used are rebuilt from SQLite."""
         self.store = store
+        self.max_histories = max_histories
         self.model = model
         self.safety = safety
         self.clock = clock
         self._wall = wall_clock or (lambda: datetime.now(UTC))
         self.spec: FeatureSpec = model.model.spec if model.model else FeatureSpec()
-        self._histories: dict[str, PatientHistory] = {}
+        self._histories: OrderedDict[str, PatientHistory] = OrderedDict()
         self._latest_ts: datetime | None = None
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
@@ -146,7 +153,8 @@ class Advisor:
         """The patient's in-memory history, loaded from the store on first use."""
         history = self._histories.get(patient)
         if history is None:
-            history = self._rebuild(patient)
+            return self._rebuild(patient)
+        self._histories.move_to_end(patient)
         return history
 
     def _rebuild(self, patient: str) -> PatientHistory:
@@ -159,6 +167,9 @@ class Advisor:
         if history.events:
             history.prune(history.events[-1].ts)
         self._histories[patient] = history
+        self._histories.move_to_end(patient)
+        while len(self._histories) > self.max_histories:
+            self._histories.popitem(last=False)  # the least recently used; SQLite has it all
         return history
 
     def _remember(self, event: Event) -> None:
@@ -168,6 +179,7 @@ class Advisor:
         if history is None:
             history = self._rebuild(event.patient)  # the store already holds this event
         else:
+            self._histories.move_to_end(event.patient)
             try:
                 history.append(event)
             except OutOfOrderError:
@@ -190,6 +202,12 @@ class Advisor:
             outcome.messages.append(ErrorMessage(exc.event_id, exc.reason))
             return outcome
         with self._lock:
+            refusal, warning = self._check_new_patient(event)
+            if refusal is not None:
+                outcome.messages.append(refusal)
+                return outcome
+            if warning is not None:
+                outcome.messages.append(warning)
             outcome.event = event
             try:
                 outcome.added = self.store.add_event(event)
@@ -214,6 +232,41 @@ class Advisor:
                 outcome.unstored = outcome.unstored or "the event is held in memory until the database recovers"
         self.touch(event.patient)
         return outcome
+
+    def _check_new_patient(self, event: Event) -> tuple[ErrorMessage | None, ErrorMessage | None]:
+        """A first event of a patient id that could be mistaken for a known one: refuse or warn.
+
+        Case-only differences are refused; look-alike ids are accepted with a warning, which the
+        audit keeps so the page shows it (device/patient_ids.py).
+        """
+        try:
+            if self.store.has_patient(event.patient) or event.patient in self._held_patients():
+                return None, None
+            similar = self.store.patients_like(event.patient)
+        except sqlite3.Error:
+            return None, None  # the database cannot tell; the event is judged on its own
+        twin = case_twin(event.patient, similar)
+        if twin is not None:
+            return ErrorMessage(
+                event.id,
+                f"patient '{event.patient}' differs from the known patient '{twin}' only in letter case; "
+                f"not accepted: send '{twin}' if that is the patient (ids are compared exactly)",
+            ), None
+        twin = lookalike(event.patient, similar)
+        if twin is None:
+            return None, None
+        notice = (
+            f"new patient id '{event.patient}' looks like the known patient '{twin}'; "
+            "accepted as a different patient: check which one is meant before acting"
+        )
+        with contextlib.suppress(StoreError):
+            self.store.audit(
+                "patient_id_warning", {"notice": notice, "like": twin}, patient=event.patient, event_id=event.id
+            )
+        return None, ErrorMessage(event.id, notice, level="warning")
+
+    def _held_patients(self) -> set[str]:
+        return {e.patient for e in self._held_events.values()}
 
     def _hold_event(self, event: Event) -> Added:
         """Keep an event the database refused; a repeat of a held or stored one is a duplicate."""
@@ -307,9 +360,6 @@ class Advisor:
         )
 
     # ------------------------------------------------------------------- views
-    def patients(self) -> list[str]:
-        return self.store.patients()
-
     def patient_view(self, patient: str, risk: Risk | None = None) -> PatientView:
         """What the bedside page shows for one patient, as of the device's now."""
         with self._lock:
@@ -342,6 +392,7 @@ class Advisor:
                 last_glucose.ts.isoformat(),
                 round((now - last_glucose.ts).total_seconds() / 60.0, 1),
             )
+        notices = self.store.notices(patient)
         return PatientView(
             patient=patient,
             now=now.isoformat(),
@@ -350,6 +401,7 @@ class Advisor:
             suggestion=self.store.latest_suggestion(patient),
             series=Series(glucose, doses),
             risk=risk,
+            notices=notices,
         )
 
 

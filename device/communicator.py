@@ -21,7 +21,8 @@ import paho.mqtt.client as mqtt
 from preprocessing.events import Event
 
 from .config import DeviceConfig
-from .messages import CONTRACT_BY_SCHEMA, MQTT_CONTRACT, DeviceStatus, Message
+from .delivery import DeliveryTracker
+from .messages import CONTRACT_BY_SCHEMA, MQTT_CONTRACT, DeviceStatus, Message, Suggestion
 from .mqtt_client import (
     RECONNECT_MIN_S,
     connect_async,
@@ -42,11 +43,15 @@ class Communicator:
     def __init__(
         self,
         config: DeviceConfig,
+        delivery: DeliveryTracker,
         on_message: Callable[[mqtt.MQTTMessage], None],
         on_ready: Callable[[], None],
         on_change: Callable[[], None],
     ) -> None:
-        """``on_ready`` is called once subscribed (each time), ``on_change`` on every other change of the link."""
+        """``on_ready`` is called once subscribed (each time), ``on_change`` on every other change of the link.
+
+        Every publish and every PUBACK is reported to ``delivery``.
+        """
         self.config = config
         self.topics = Topics(config.device_id)
         self.connected = threading.Event()
@@ -56,13 +61,14 @@ class Communicator:
         self._failures = 0  # failed connection attempts in a row
         self._on_ready = on_ready
         self._on_change = on_change
-        self._expiry = expiring(config.broker, config.suggestion_expiry_s)
+        self.delivery = delivery
         self.client = make_client(config.broker, config.client_id, persistent=True, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda client, userdata, message: on_message(message)
+        self.client.on_publish = lambda client, userdata, mid, reason_code, properties: delivery.acknowledged(mid)
 
     @property
     def inbound(self) -> list[str]:
@@ -113,16 +119,26 @@ class Communicator:
         self._on_change()
 
     # ------------------------------------------------------------ messages
-    def send(self, message: Message | Event) -> mqtt.MQTTMessageInfo:
-        """Publish a message on its topic with the QoS, retention and expiry of the contract."""
+    def send(self, message: Message | Event, expires_in_s: int | None = None) -> mqtt.MQTTMessageInfo:
+        """Publish a message on its topic with the QoS, retention and expiry of the contract.
+
+        A message whose topic expires (a suggestion) lives ``expires_in_s`` at the broker,
+        by default the configured suggestion expiry (MQTT 5 only).
+        """
         contract = CONTRACT_BY_SCHEMA[type(message)]
-        return self.client.publish(
+        expiry = None
+        if contract.expires:
+            expiry = expiring(self.config.broker, expires_in_s or self.config.suggestion_expiry_s)
+        info = self.client.publish(
             self.topics.of(contract.leaf),
             json.dumps(message.to_payload()),
             qos=contract.qos,
             retain=contract.retained,
-            properties=self._expiry if contract.expires else None,
+            properties=expiry,
         )
+        if contract.qos > 0:
+            self.delivery.published(info.mid, message.id if isinstance(message, Suggestion) else None)
+        return info
 
     def ack(self, message: mqtt.MQTTMessage) -> None:
         """Acknowledge an inbound message: the broker forgets it."""

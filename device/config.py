@@ -134,6 +134,7 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     token: str | None = field(default=None, repr=False)
+    allowed_hosts: tuple[str, ...] = ()  # host names the page answers to besides IP addresses and localhost
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -219,6 +220,7 @@ class DeviceConfig:
     suggestion_expiry_s: int = 900
     db_busy_timeout_s: float = 5.0  # how long a write waits for a locked database before holding in memory
     max_held_events: int = 1000  # events kept in memory while the database refuses writes; then backpressure
+    max_patients_in_memory: int = 500  # patient histories kept in memory; others are rebuilt from SQLite on use
     safety: SafetyConfig = field(default_factory=SafetyConfig, metadata={"load": _safety})
 
     def __post_init__(self) -> None:
@@ -234,6 +236,8 @@ class DeviceConfig:
             raise ConfigError("db_busy_timeout_s must be between 0.05 and 60 seconds")
         if not 1 <= self.max_held_events <= 100_000:
             raise ConfigError("max_held_events must be between 1 and 100000")
+        if not 1 <= self.max_patients_in_memory <= 100_000:
+            raise ConfigError("max_patients_in_memory must be between 1 and 100000")
 
     @property
     def client_id(self) -> str:

@@ -24,6 +24,7 @@ from .storage_recovery import RETRY_S, StorageRecovery
 
 log = logging.getLogger("advisor.device")
 WORK_QUEUE_MAX = 64
+HOUSEKEEPING_S = 0.5
 
 
 class Handled(enum.Enum):
@@ -35,24 +36,40 @@ class Handled(enum.Enum):
 
 
 Handler = Callable[[mqtt.MQTTMessage, float], Handled]
+Task = Callable[[], None]
 
 
 class Dispatcher:
-    """Routes each message by topic; unknown topics are acknowledged and dropped."""
+    """Routes each message by topic; unknown topics are acknowledged and dropped.
+
+    The same thread runs ``housekeeping`` (writing the broker's acknowledgements to SQLite)
+    at most every :data:`HOUSEKEEPING_S`, and one-off tasks handed to :meth:`run_soon`, so
+    everything that writes the database happens on one thread.
+    """
 
     def __init__(
-        self, routes: dict[str, Handler], ack: Callable[[mqtt.MQTTMessage], None], recovery: StorageRecovery
+        self,
+        routes: dict[str, Handler],
+        ack: Callable[[mqtt.MQTTMessage], None],
+        recovery: StorageRecovery,
+        housekeeping: Task,
     ) -> None:
         self.routes = routes
         self._ack = ack
         self._recovery = recovery
-        self._work: queue.Queue[tuple[float, mqtt.MQTTMessage] | None] = queue.Queue(maxsize=WORK_QUEUE_MAX)
+        self._housekeeping = housekeeping
+        self._last_housekeeping = time.monotonic()
+        self._work: queue.Queue[tuple[float, mqtt.MQTTMessage] | Task | None] = queue.Queue(maxsize=WORK_QUEUE_MAX)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="advisor-worker", daemon=True)
 
     def submit(self, message: mqtt.MQTTMessage) -> None:
         """Queue a message with its arrival time; blocks while the queue is full (backpressure)."""
         self._work.put((time.perf_counter(), message))
+
+    def run_soon(self, task: Task) -> None:
+        """Run ``task`` on the worker thread after the messages already queued."""
+        self._work.put(task)
 
     def _run(self) -> None:
         while True:
@@ -61,15 +78,26 @@ class Dispatcher:
                     return
                 self._recovery.retry()
             try:
-                item = self._work.get(timeout=RETRY_S if self._recovery.problem else None)
+                item = self._work.get(timeout=RETRY_S if self._recovery.problem else HOUSEKEEPING_S)
             except queue.Empty:
                 self._recovery.retry()
+                self._tidy(force=True)
                 continue
             if item is None:
+                self._tidy(force=True)
                 return
             if self._recovery.problem:
                 self._recovery.retry()
-            self._handle(*item)
+            if callable(item):
+                item()
+            else:
+                self._handle(*item)
+            self._tidy()
+
+    def _tidy(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_S:
+            self._last_housekeeping = time.monotonic()
+            self._housekeeping()
 
     def _handle(self, received: float, message: mqtt.MQTTMessage) -> None:
         handler = self.routes.get(message.topic)

@@ -70,6 +70,7 @@ class VisitHistoryHandler:
         if isinstance(answer, ErrorMessage):
             return Handled.DONE
         try:
+            self.store.note_patient(answer.patient)
             self.store.audit(
                 "risk_assessed",
                 {

@@ -14,7 +14,7 @@ reasons live in :mod:`preprocessing.validation`. :data:`MQTT_CONTRACT` and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from preprocessing.events import Event
@@ -92,10 +92,15 @@ class Suggestion(Message):
 
 @dataclass(frozen=True, slots=True)
 class ErrorMessage(Message):
-    """A rejected or failed input, in one plain line; ``event_id`` when it could be read."""
+    """A rejected or failed input, or a warning about an accepted one, in one plain line.
+
+    ``event_id`` when it could be read; ``level`` says whether the input was refused or
+    accepted with a warning (for example a patient id that looks like a known one).
+    """
 
     event_id: str | None
     reason: str
+    level: Literal["refused", "warning"] = "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,13 +263,22 @@ class PatientView(Message):
     suggestion: Suggestion | None
     series: Series
     risk: Risk | None = None
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class PatientList(Message):
-    """``GET /api/patients``."""
+    """``GET /api/patients[?offset=&limit=&starting=]``: one page of known patient ids, in order."""
 
     patients: list[str]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class PageSession(Message):
+    """``GET /api/session``: the token the page sends with every action (``X-Advisor-Session``)."""
+
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +361,8 @@ CONTRACT_BY_SCHEMA: dict[type, TopicContract] = {c.schema: c for c in MQTT_CONTR
 HTTP_CONTRACT: tuple[EndpointContract, ...] = (
     EndpointContract("GET", "/", None, None, "the bedside page (HTML)"),
     EndpointContract("GET", "/api/status", None, PageStatus),
-    EndpointContract("GET", "/api/patients", None, PatientList),
+    EndpointContract("GET", "/api/session", None, PageSession, "a token for this page's actions"),
+    EndpointContract("GET", "/api/patients", None, PatientList, "?offset=&limit=&starting="),
     EndpointContract("GET", "/api/patients/<id>", None, PatientView),
     EndpointContract("GET", "/api/stream", None, StreamNudge, "server-sent events"),
     EndpointContract("POST", "/api/patients/<id>/confirm", ConfirmDose, ActionDone),
@@ -374,6 +389,7 @@ ALL_SCHEMAS: tuple[type, ...] = (
     Series,
     PatientView,
     PatientList,
+    PageSession,
     ConfirmDose,
     Acknowledge,
     ActionDone,

@@ -1,20 +1,100 @@
-"""Who may record actions on the bedside page: the per-device token, with a lockout on guessing.
+"""Who may use the bedside page, and from where (pure logic; the clock is injected).
 
-Pure logic (the clock is injected). Without a configured token (the page bound to this
-machine only) every action is allowed; with one, the request must present it, compared in
-constant time, and too many wrong tries in a row lock actions for a while.
+* **Host**: a request must name this server by an IP address, ``localhost`` or a configured
+  host name (``http.allowed_hosts``), on this server's port. A web page elsewhere whose name is
+  rebound to the device's address (DNS rebinding) carries its own name and is refused.
+* **Origin**: a state-changing request sent by a browser must come from the page itself.
+* **Page session**: every action needs the token the page received from ``/api/session``
+  (other sites cannot read it), on loopback too.
+* **PIN**: with a configured token (a page reachable from the network) the request must also
+  present it, compared in constant time; too many wrong tries in a row lock actions for a while.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 MAX_FAILURES = 5
 LOCKOUT_S = 60.0
+SESSION_TTL_S = 24 * 3600.0
+MAX_SESSIONS = 256  # open pages remembered; the oldest session goes first
+
+
+def host_problem(host_header: str | None, port: int, allowed_names: Iterable[str]) -> str | None:
+    """Why a request's ``Host`` does not name this server, or None when it does."""
+    if not host_header:
+        return "the request names no host"
+    parts = urlsplit(f"//{host_header}")
+    try:
+        named_port = parts.port or 80
+    except ValueError:
+        return f"the request names an invalid host {host_header[:80]!r}"
+    name = (parts.hostname or "").lower()
+    if named_port != port:
+        return f"the request is for port {named_port}, this page is on port {port}"
+    if name == "localhost" or name in {n.lower() for n in allowed_names}:
+        return None
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return (
+            f"the request is for the host name {name[:80]!r}, which this device does not answer to "
+            "(open the page by its address, or add the name to http.allowed_hosts)"
+        )
+    return None
+
+
+def origin_problem(origin: str | None, host_header: str | None) -> str | None:
+    """Why a browser's ``Origin`` is not this page, or None (no Origin: not a browser request)."""
+    if origin is None:
+        return None
+    if origin != f"http://{host_header}":
+        return f"actions are taken only on this device's own page, not from {origin[:80]!r}"
+    return None
+
+
+class PageSessions:
+    """Tokens handed to each loaded page; every action must carry one."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        ttl_s: float = SESSION_TTL_S,
+        max_sessions: int = MAX_SESSIONS,
+    ) -> None:
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._max = max_sessions
+        self._issued: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def issue(self) -> str:
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._issued[token] = self._clock() + self._ttl_s
+            while len(self._issued) > self._max:
+                self._issued.popitem(last=False)
+        return token
+
+    def valid(self, token: str | None) -> bool:
+        if not token:
+            return False
+        with self._lock:
+            expires = self._issued.get(token)
+            if expires is None:
+                return False
+            if self._clock() > expires:
+                del self._issued[token]
+                return False
+            return True
 
 
 @dataclass(frozen=True)

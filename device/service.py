@@ -5,6 +5,7 @@
 * :mod:`device.handlers` and :class:`~device.ota_installer.OtaInstaller` — one handler per
   inbound topic;
 * :class:`~device.storage_recovery.StorageRecovery` — what happens while SQLite refuses writes;
+* :class:`~device.delivery.DeliveryTracker` — which suggestions the broker has acknowledged;
 * :class:`~device.page_actions.PageActions` and :class:`~device.web.BedsideServer` — the page.
 
 Delivery guarantees (docs/contract.md, docs/reliability.md):
@@ -14,6 +15,9 @@ Delivery guarantees (docs/contract.md, docs/reliability.md):
 * an event is acknowledged (PUBACK, manual) only after it is committed to SQLite and its
   suggestion, if any, is committed and handed to the connection — so after a ``kill -9`` the
   broker redelivers exactly the unfinished events and stored ones are recognised by id;
+* suggestions are delivered at least once: one counts as delivered only when the broker has
+  acknowledged it (PUBACK); after a restart the unacknowledged ones still within the expiry
+  are published again under the same id, older ones are dropped, never shown late;
 * ``status`` is retained: ``online`` once subscribed and ready, ``offline`` as last will
   and on a clean stop (SIGTERM or SIGINT). It is built and published in one place,
   :meth:`DeviceService.publish_status`.
@@ -32,10 +36,11 @@ from .advisor import Advisor, ModelSlot
 from .bundle import trusted_keys
 from .communicator import Communicator
 from .config import DeviceConfig
+from .delivery import DeliveryTracker
 from .dispatcher import Dispatcher
 from .handlers import EventHandler, VisitHistoryHandler
 from .inference import DoseModel
-from .messages import DeviceState, DeviceStatus, PageStatus, PatientView
+from .messages import DeviceState, DeviceStatus, PageStatus, PatientList, PatientView
 from .models import load_dose_model
 from .ota_installer import OtaInstaller
 from .page_actions import PageActions
@@ -56,13 +61,19 @@ class DeviceService:
         self.started_at = datetime.now(UTC)
         self.store = Store(config.state_dir / DATABASE_NAME, config.db_busy_timeout_s)
         self.model_slot, self.model_notes = load_dose_model(config)
-        self.advisor = Advisor(self.store, self.model_slot, config.safety, config.clock)
+        self.advisor = Advisor(
+            self.store, self.model_slot, config.safety, config.clock, max_histories=config.max_patients_in_memory
+        )
         risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config.trust))
         self.model_notes.extend(risk_notes)
         for note in self.model_notes:
             log.warning(note)
         self.risk = RiskAssessor(risk_models)
-        self.link = Communicator(config, self._on_message, on_ready=self.publish_status, on_change=self.advisor.touch)
+        self.delivery = DeliveryTracker(self.store)
+        self._resent = threading.Event()  # undelivered suggestions of an earlier run were published again
+        self.link = Communicator(
+            config, self.delivery, self._on_message, on_ready=self._on_ready, on_change=self.advisor.touch
+        )
         self.recovery = StorageRecovery(
             self.advisor, config.max_held_events, self.link.ack, self.link.send, on_change=self.publish_status
         )
@@ -75,6 +86,7 @@ class DeviceService:
             },
             self.link.ack,
             self.recovery,
+            housekeeping=self.delivery.flush,
         )
         self.actions = PageActions(config.device_id, self.store, self.advisor, self.link.send)
         self.web = BedsideServer(config.http, self)
@@ -86,6 +98,21 @@ class DeviceService:
 
     def _on_message(self, message) -> None:
         self.dispatcher.submit(message)
+
+    def _on_ready(self) -> None:
+        """Subscribed: say so, and the first time, publish again what an earlier run left undelivered."""
+        self.publish_status()
+        if not self._resent.is_set():
+            self._resent.set()
+            self.dispatcher.run_soon(self._resend_undelivered)
+
+    def _resend_undelivered(self) -> None:
+        """Suggestions recorded but never acknowledged by the broker (the process died): same id, again."""
+        pending = self.delivery.to_resend(self.config.suggestion_expiry_s, datetime.now(UTC))
+        for suggestion, seconds_left in pending:
+            self.link.send(suggestion, expires_in_s=seconds_left)
+        if pending:
+            log.warning("published %d suggestion(s) again that the broker had not acknowledged", len(pending))
 
     # ---------------------------------------------------------------- models
     def _running_version(self) -> str | None:
@@ -131,10 +158,12 @@ class DeviceService:
             actions_need_pin=self.web.guard.required,
         )
 
-    def patients(self) -> list[str]:
-        """Patients with events or a risk assessment, for the page's list."""
-        known = self.advisor.patients()
-        return known + [p for p in self.risk.patients() if p not in known]
+    def patients(self, offset: int = 0, limit: int = 200, starting: str = "") -> PatientList:
+        """One page of the known patients (with events or a risk assessment), in id order."""
+        return PatientList(self.store.patients(offset, limit, starting), self.store.count_patients())
+
+    def has_patient(self, patient: str) -> bool:
+        return self.store.has_patient(patient)
 
     def patient_view(self, patient: str) -> PatientView:
         """The advisor's view of a patient plus the latest risk context."""

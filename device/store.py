@@ -1,11 +1,13 @@
 """Persistent device state in SQLite (WAL): accepted events, suggestions and the audit trail.
 
 An event is committed here before the broker is told it was received, so a ``kill -9`` or
-power cut loses nothing that was acknowledged. Suggestions are stored before they are sent
-and recorded as sent in the same commit, just before they are handed to the broker, so a
-restart never sends one twice (at most once; the window for a loss is the few microseconds
-between that commit and the socket write). The audit table
-is append-only: triggers refuse updates and deletes.
+power cut loses nothing that was acknowledged. A suggestion is committed before it is
+published and counts as delivered only once the broker has acknowledged it (``delivered_at``,
+set from the PUBACK): after a restart the device publishes every undelivered suggestion again
+under the same id, so answers are delivered at least once and a subscriber drops repeats by
+id. One that is older than the suggestion expiry is not sent again but marked ``dropped_at``:
+a stale dose must not reach anyone. The audit table is append-only: triggers refuse updates
+and deletes.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from preprocessing.features import minutes
 from preprocessing.validation import event_from_mapping
 
 from .messages import Suggestion
+from .patient_ids import folded, skeleton
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _STORED_NOW = datetime(9000, 1, 1, tzinfo=UTC)  # stored events were checked on arrival
 
 SCHEMA = """
@@ -47,9 +50,19 @@ CREATE TABLE IF NOT EXISTS suggestions (
     patient TEXT NOT NULL,
     status TEXT NOT NULL,
     payload TEXT NOT NULL,
-    sent_at TEXT NOT NULL
+    sent_at TEXT NOT NULL,
+    delivered_at TEXT,
+    dropped_at TEXT
 );
 CREATE INDEX IF NOT EXISTS suggestions_patient ON suggestions (patient, sent_at);
+CREATE TABLE IF NOT EXISTS patients (
+    id TEXT PRIMARY KEY,
+    folded TEXT NOT NULL,
+    skeleton TEXT NOT NULL,
+    first_seen TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS patients_folded ON patients (folded);
+CREATE INDEX IF NOT EXISTS patients_skeleton ON patients (skeleton);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -59,6 +72,7 @@ CREATE TABLE IF NOT EXISTS audit (
     suggestion_id TEXT,
     detail TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_patient ON audit (patient, seq);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -82,6 +96,10 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _patient_row(patient: str) -> tuple[str, str, str, str]:
+    return patient, folded(patient), skeleton(patient), _now_iso()
+
+
 def event_digest(payload: dict) -> str:
     """Content hash of a canonical event payload, to tell a true repeat from a reused id."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -98,12 +116,32 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the state database {path}: {exc}") from None
         self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        """Bring a database of an earlier version up to :data:`SCHEMA_VERSION`."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(suggestions)")}
+        if "delivered_at" not in columns:  # version 1: suggestions were "sent"; old ones count as delivered
+            self._db.executescript(
+                "BEGIN; ALTER TABLE suggestions ADD COLUMN delivered_at TEXT;"
+                " ALTER TABLE suggestions ADD COLUMN dropped_at TEXT;"
+                " UPDATE suggestions SET delivered_at = sent_at; COMMIT;"
+            )
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS suggestions_undelivered ON suggestions (sent_at)"
+            " WHERE delivered_at IS NULL AND dropped_at IS NULL"
+        )
+        known = {r[0] for r in self._db.execute("SELECT id FROM patients")}
+        for (patient,) in self._db.execute("SELECT DISTINCT patient FROM events").fetchall():
+            if patient not in known:  # version 1 kept no patient list
+                self._db.execute("INSERT INTO patients VALUES (?, ?, ?, ?)", _patient_row(patient))
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = ?",
+            (str(SCHEMA_VERSION), str(SCHEMA_VERSION)),
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -125,20 +163,31 @@ class Store:
         """Commit an accepted event; a repeated id is a duplicate (same content) or a conflict."""
         payload = event.to_payload()
         digest = event_digest(payload)
-        cursor = self._write(
-            "INSERT OR IGNORE INTO events (id, patient, ts, ts_min, kind, payload, digest, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.id,
-                event.patient,
-                event.ts.isoformat(),
-                minutes(event.ts),
-                event.kind.value,
-                json.dumps(payload),
-                digest,
-                _now_iso(),
-            ),
+        row = (
+            event.id,
+            event.patient,
+            event.ts.isoformat(),
+            minutes(event.ts),
+            event.kind.value,
+            json.dumps(payload),
+            digest,
+            _now_iso(),
         )
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO events (id, patient, ts, ts_min, kind, payload, digest, received_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                if cursor.rowcount == 1:
+                    self._db.execute("INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?)", _patient_row(event.patient))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot write to the state database: {exc}") from None
         if cursor.rowcount == 1:
             return Added.NEW
         rows = self._read("SELECT digest FROM events WHERE id = ?", (event.id,))
@@ -152,15 +201,42 @@ class Store:
         )
         return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
 
-    def patients(self) -> list[str]:
-        return [r[0] for r in self._read("SELECT DISTINCT patient FROM events ORDER BY patient")]
+    def patients(self, offset: int = 0, limit: int = -1, starting: str = "") -> list[str]:
+        """Known patient ids in order, a page at a time, optionally those starting with ``starting``."""
+        return [
+            r[0]
+            for r in self._read(
+                "SELECT id FROM patients WHERE id >= ? AND substr(id, 1, ?) = ? ORDER BY id LIMIT ? OFFSET ?",
+                (starting, len(starting), starting, limit, offset),
+            )
+        ]
+
+    def note_patient(self, patient: str) -> None:
+        """Know a patient without an event (a visit history arrived first)."""
+        self._write("INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?)", _patient_row(patient))
+
+    def count_patients(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM patients")[0][0])
+
+    def has_patient(self, patient: str) -> bool:
+        return bool(self._read("SELECT 1 FROM patients WHERE id = ?", (patient,)))
+
+    def patients_like(self, patient: str) -> list[str]:
+        """Known ids equal to ``patient`` but for case, or with the same skeleton (device/patient_ids.py)."""
+        return [
+            r[0]
+            for r in self._read(
+                "SELECT id FROM patients WHERE (folded = ? OR skeleton = ?) AND id != ? ORDER BY id LIMIT 10",
+                (folded(patient), skeleton(patient), patient),
+            )
+        ]
 
     def count_events(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM events")[0][0])
 
     # ------------------------------------------------------------- suggestions
     def record_sent(self, suggestion: Suggestion) -> None:
-        """Commit a suggestion as sent, immediately before it is published (one per triggering event)."""
+        """Commit a suggestion before it is published (one per triggering event); undelivered until PUBACK."""
         self._write(
             "INSERT OR IGNORE INTO suggestions (id, event_id, patient, status, payload, sent_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -176,6 +252,44 @@ class Store:
 
     def has_event(self, event_id: str) -> bool:
         return bool(self._read("SELECT 1 FROM events WHERE id = ?", (event_id,)))
+
+    def mark_delivered(self, suggestion_ids: list[str]) -> list[str]:
+        """Record the broker's acknowledgement of these suggestions; returns the ids not stored (yet)."""
+        now = _now_iso()
+        missing = []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                for suggestion_id in suggestion_ids:
+                    cursor = self._db.execute(
+                        "UPDATE suggestions SET delivered_at = COALESCE(delivered_at, ?) WHERE id = ?",
+                        (now, suggestion_id),
+                    )
+                    if cursor.rowcount == 0:
+                        missing.append(suggestion_id)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot write to the state database: {exc}") from None
+        return missing
+
+    def undelivered(self, sent_since: datetime) -> list[tuple[Suggestion, datetime]]:
+        """Suggestions the broker never acknowledged, recorded since ``sent_since``, oldest first."""
+        rows = self._read(
+            "SELECT payload, sent_at FROM suggestions WHERE delivered_at IS NULL AND dropped_at IS NULL"
+            " AND sent_at >= ? ORDER BY rowid",
+            (sent_since.astimezone(UTC).isoformat(timespec="milliseconds"),),
+        )
+        return [(Suggestion.from_json(payload), datetime.fromisoformat(sent)) for payload, sent in rows]
+
+    def drop_undelivered(self, sent_before: datetime) -> int:
+        """Give up on undelivered suggestions recorded before ``sent_before`` (too old to show); returns how many."""
+        cursor = self._write(
+            "UPDATE suggestions SET dropped_at = ? WHERE delivered_at IS NULL AND dropped_at IS NULL AND sent_at < ?",
+            (_now_iso(), sent_before.astimezone(UTC).isoformat(timespec="milliseconds")),
+        )
+        return cursor.rowcount
 
     def has_suggestion_for(self, event_id: str) -> bool:
         return bool(self._read("SELECT 1 FROM suggestions WHERE event_id = ?", (event_id,)))
@@ -202,6 +316,15 @@ class Store:
             "INSERT INTO audit (at, action, patient, event_id, suggestion_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
             (_now_iso(), action, patient, event_id, suggestion_id, json.dumps(detail)),
         )
+
+    def notices(self, patient: str, limit: int = 5) -> list[str]:
+        """The latest warnings about a patient's data (look-alike id, likely duplicate dose), newest first."""
+        rows = self._read(
+            "SELECT detail FROM audit WHERE patient = ? AND action LIKE '%\\_warning' ESCAPE '\\'"
+            " ORDER BY seq DESC LIMIT ?",
+            (patient, limit),
+        )
+        return [str(json.loads(r[0]).get("notice", "")) for r in rows]
 
     def audit_rows(self, action: str | None = None) -> list[dict]:
         sql = "SELECT seq, at, action, patient, event_id, suggestion_id, detail FROM audit"

@@ -6,12 +6,12 @@ import re
 from dataclasses import dataclass
 
 PREFIX = "advisor"
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def check_device_id(device_id: str) -> str:
     """A device id usable as one topic level: letters, digits, '_' and '-', at most 64."""
-    if not isinstance(device_id, str) or not DEVICE_ID.match(device_id):
+    if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id):
         raise ValueError(f"device id {device_id!r} must be 1–64 letters, digits, '_' or '-' (no '/', '+', '#')")
     return device_id
 

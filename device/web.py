@@ -18,11 +18,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from preprocessing.events import Event
 from preprocessing.limits import INSULIN_UNITS
-from preprocessing.validation import IDENTIFIER
+from preprocessing.validation import is_identifier
 
 from .config import HttpConfig
 from .messages import (
@@ -31,17 +31,28 @@ from .messages import (
     ApiError,
     ConfirmDose,
     Message,
+    PageSession,
     PageStatus,
     PatientList,
     PatientView,
     StreamNudge,
 )
-from .page_auth import ActionGuard
+from .page_auth import ActionGuard, PageSessions, host_problem, origin_problem
 
 log = logging.getLogger("advisor.web")
 MAX_BODY_BYTES = 4096
 TOKEN_HEADER = "X-Advisor-Token"
+SESSION_HEADER = "X-Advisor-Session"
 HEARTBEAT_S = 10.0
+SOCKET_TIMEOUT_S = 15.0  # above HEARTBEAT_S: a healthy event stream always writes in time
+MAX_CONNECTIONS = 64  # open pages, streams and requests at once; more are answered 503
+PATIENT_PAGE = 200
+MAX_PATIENT_PAGE = 500
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 52\r\n"
+    b"Connection: close\r\n\r\n"
+    b'{"error": "too many connections; try again shortly"}'
+)
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
@@ -53,7 +64,9 @@ class BedsideBackend(Protocol):
 
     def status(self) -> PageStatus: ...
 
-    def patients(self) -> list[str]: ...
+    def patients(self, offset: int, limit: int, starting: str) -> PatientList: ...
+
+    def has_patient(self, patient: str) -> bool: ...
 
     def patient_view(self, patient: str) -> PatientView: ...
 
@@ -89,6 +102,31 @@ class _Broadcaster:
                 q.put_nowait(item)
 
 
+class _Server(ThreadingHTTPServer):
+    """A threaded server that serves at most ``max_connections`` at once and answers the rest 503."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the default listen backlog of 5 let idle sockets slow new ones to ~7 per second
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY_RESPONSE)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class BedsideServer:
     """A threaded HTTP server for the page; ``start`` returns at once."""
 
@@ -101,6 +139,7 @@ class BedsideServer:
         self._thread: threading.Thread | None = None
         self.page = files("device").joinpath("web_assets/bedside.html").read_bytes()
         self.guard = ActionGuard(config.action_token)
+        self.sessions = PageSessions()
 
     @property
     def url(self) -> str:
@@ -118,12 +157,11 @@ class BedsideServer:
     def start(self) -> None:
         handler = type("BoundHandler", (_Handler,), {"app": self})
         try:
-            self._server = ThreadingHTTPServer((self.config.host, self.config.port), handler)
+            self._server = _Server((self.config.host, self.config.port), handler, MAX_CONNECTIONS)
         except OSError as exc:
             raise OSError(
                 f"cannot serve the bedside page on {self.config.host}:{self.config.port}: {exc.strerror}"
             ) from None
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="bedside-http", daemon=True)
         self._thread.start()
 
@@ -137,23 +175,32 @@ class BedsideServer:
 
 class _Handler(BaseHTTPRequestHandler):
     app: BedsideServer
-    server_version = "advisor-bedside"
     protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S  # a client that stops sending or reading is dropped, not waited for
 
-    def log_message(self, fmt: str, *args) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
+    def version_string(self) -> str:
+        return "advisor-bedside"  # no software versions for a scanner to read
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
 
     # ---------------------------------------------------------------- helpers
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _headers(self, status: int, content_type: str, length: int | None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        if length is not None:
+            self.send_header("Content-Length", str(length))
         self.send_header("Cache-Control", "no-store")
         self.send_header("Content-Security-Policy", CSP)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("X-Frame-Options", "DENY")
         self.end_headers()
-        self.wfile.write(body)
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self._headers(status, content_type, len(body))
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _json(self, message: Message, status: int = HTTPStatus.OK) -> None:
         self._send(status, message.to_json(), "application/json")
@@ -166,30 +213,75 @@ class _Handler(BaseHTTPRequestHandler):
         rest = path[len("/api/patients/") :]
         patient, _, action = rest.partition("/")
         patient = unquote(patient)
-        return (patient if IDENTIFIER.match(patient) else None), action
+        return (patient if is_identifier(patient) else None), action
+
+    def _refuse_foreign_host(self) -> bool:
+        """Answer 421 to a request that names another host (DNS rebinding); True if refused."""
+        port = self.app.address[1]
+        problem = host_problem(self.headers.get("Host"), port, self.app.config.allowed_hosts)
+        if problem is None:
+            return False
+        log.warning("refused a request from %s: %s", self.client_address[0], problem)
+        self.close_connection = True
+        self._error(HTTPStatus.MISDIRECTED_REQUEST, problem)
+        return True
 
     # ------------------------------------------------------------------ verbs
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path
+        if self._refuse_foreign_host():
+            return
+        parts = urlsplit(self.path)
+        path = parts.path
         backend = self.app.backend
         if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, self.app.page, "text/html; charset=utf-8")
         elif path == "/api/status":
             self._json(backend.status())
+        elif path == "/api/session":
+            self._json(PageSession(self.app.sessions.issue()))
         elif path == "/api/patients":
-            self._json(PatientList(backend.patients()))
+            self._patient_list(parts.query)
         elif path == "/api/stream":
             self._stream()
         elif path.startswith("/api/patients/"):
             patient, action = self._patient_route(path)
-            if patient is None or action or patient not in backend.patients():
+            if patient is None or action or not backend.has_patient(patient):
                 self._error(HTTPStatus.NOT_FOUND, "unknown patient")
                 return
             self._json(backend.patient_view(patient))
         else:
             self._error(HTTPStatus.NOT_FOUND, "not found")
 
+    def do_HEAD(self) -> None:
+        if urlsplit(self.path).path == "/api/stream":
+            self._headers(HTTPStatus.OK, "text/event-stream", None)
+            return
+        self.do_GET()
+
+    def do_OPTIONS(self) -> None:
+        """No cross-origin use: say what the page allows and nothing more."""
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self.send_header("Allow", "GET, HEAD, POST, OPTIONS")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _patient_list(self, query: str) -> None:
+        params = parse_qs(query)
+        try:
+            offset = int(params.get("offset", ["0"])[0])
+            limit = int(params.get("limit", [str(PATIENT_PAGE)])[0])
+        except ValueError:
+            self._error(HTTPStatus.BAD_REQUEST, "offset and limit must be whole numbers")
+            return
+        starting = params.get("starting", [""])[0]
+        if offset < 0 or not 1 <= limit <= MAX_PATIENT_PAGE or len(starting) > 64:
+            self._error(HTTPStatus.BAD_REQUEST, f"offset must be >= 0 and limit 1–{MAX_PATIENT_PAGE}")
+            return
+        self._json(self.app.backend.patients(offset, limit, starting))
+
     def do_POST(self) -> None:
+        if self._refuse_foreign_host():
+            return
         path = urlsplit(self.path).path
         if not path.startswith("/api/patients/"):
             self._error(HTTPStatus.NOT_FOUND, "not found")
@@ -198,15 +290,30 @@ class _Handler(BaseHTTPRequestHandler):
         if patient is None or action not in ("confirm", "acknowledge"):
             self._error(HTTPStatus.NOT_FOUND, "not found")
             return
+        length_header = self.headers.get("Content-Length", "")
+        if not length_header.isdigit() or not 0 < int(length_header) <= MAX_BODY_BYTES:
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, f"send a Content-Length of 1–{MAX_BODY_BYTES} bytes")
+            return
         if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            self.close_connection = True
             self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 < length <= MAX_BODY_BYTES:
+        try:
+            raw = self.rfile.read(int(length_header))
+        except TimeoutError:
             self.close_connection = True
-            self._error(HTTPStatus.BAD_REQUEST, "missing or oversized body")
+            return  # the body never came; the thread is freed
+        if len(raw) < int(length_header):
+            self.close_connection = True
             return
-        raw = self.rfile.read(length)
+        problem = origin_problem(self.headers.get("Origin"), self.headers.get("Host"))
+        if problem is None and not self.app.sessions.valid(self.headers.get(SESSION_HEADER)):
+            problem = "this page session is not valid (reload the page)"
+        if problem is not None:
+            log.warning("refused a page action from %s: %s", self.client_address[0], problem)
+            self._error(HTTPStatus.FORBIDDEN, problem)
+            return
         decision = self.app.guard.check(self.headers.get(TOKEN_HEADER))
         if not decision.allowed:
             log.warning("refused a page action from %s: %s", self.client_address[0], decision.reason)
@@ -226,11 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, str(exc))
 
     def _stream(self) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Content-Security-Policy", CSP)
-        self.end_headers()
+        self._headers(HTTPStatus.OK, "text/event-stream", None)
         q = self.app.streams.add()
         try:
             self.wfile.write(b"retry: 2000\ndata: " + StreamNudge("").to_json() + b"\n\n")
@@ -246,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 self.wfile.write(b"data: " + StreamNudge(item).to_json() + b"\n\n")
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the browser went away or stopped reading
             pass
         finally:
             self.app.streams.remove(q)

@@ -18,10 +18,10 @@ from pathlib import Path
 from .events import Event, Insulin, Kind
 from .limits import GLUCOSE_MG_DL, INSULIN_UNITS
 
-FILE_PATTERN = re.compile(r"^data-(\d{2})$")
-_DATE = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
-_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
-_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+FILE_PATTERN = re.compile(r"data-(\d{2})")
+_DATE = re.compile(r"(\d{2})-(\d{2})-(\d{4})")
+_TIME = re.compile(r"(\d{1,2}):(\d{2})")
+_NUMBER = re.compile(r"\d+(\.\d+)?")
 
 REGULAR_MAX_UNITS = 50.0
 METER_HI_MG_DL = 501.0
@@ -108,14 +108,14 @@ def parse_line(text: str, patient: str, event_id: str) -> Event | str:
         return BAD_DATETIME
     if not code_s.isdigit() or int(code_s) not in DOCUMENTED_CODES:
         return UNDOCUMENTED_CODE
-    if not _NUMBER.match(value_s):
+    if not _NUMBER.fullmatch(value_s):
         return NON_NUMERIC_VALUE
     code, value = int(code_s), float(value_s)
     return _event_for(code, value, patient, event_id, ts)
 
 
 def _parse_datetime(date_s: str, time_s: str) -> datetime | None:
-    d, t = _DATE.match(date_s), _TIME.match(time_s)
+    d, t = _DATE.fullmatch(date_s), _TIME.fullmatch(time_s)
     if d is None or t is None:
         return None
     month, day, year = (int(g) for g in d.groups())
@@ -155,7 +155,7 @@ def _identity(event: Event) -> tuple:
 
 def _patient_number(path: Path) -> int:
     """NN of a ``data-NN`` file."""
-    match = FILE_PATTERN.match(path.name)
+    match = FILE_PATTERN.fullmatch(path.name)
     if match is None:
         raise Aim94Error(f"{path.name}: not an AIM-94 data file name (expected data-NN)")
     return int(match.group(1))
@@ -192,7 +192,7 @@ def data_files(folder: Path) -> list[Path]:
     """The ``data-NN`` files of an AIM-94 folder, in patient order."""
     if not folder.is_dir():
         raise Aim94Error(f"{folder}: not a directory")
-    files = sorted(p for p in folder.iterdir() if FILE_PATTERN.match(p.name) and p.is_file())
+    files = sorted(p for p in folder.iterdir() if FILE_PATTERN.fullmatch(p.name) and p.is_file())
     if not files:
         raise Aim94Error(f"{folder}: no AIM-94 data-NN files found")
     return files

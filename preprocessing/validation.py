@@ -22,7 +22,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_NESTING = 8
 MAX_NOTE_CHARS = 500
 EARLIEST_TS = datetime(1900, 1, 1, tzinfo=UTC)
-IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # the whole string: see is_identifier
 
 COMMON_FIELDS = ("id", "patient", "ts", "kind")
 KIND_FIELDS: dict[Kind, tuple[str, ...]] = {
@@ -86,11 +86,19 @@ def parse_json_object(raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict:
     return data
 
 
+def is_identifier(value: object) -> bool:
+    """An event or patient id: 1–64 letters, digits, ``_ . : -``, starting with a letter or digit.
+
+    The whole string must match (``"p1\\n"`` is not ``p1``): a lookalike id must never pass.
+    """
+    return isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
+
+
 def _identifier(data: dict, key: str, event_id: str | None) -> str:
     value = data.get(key)
     if value is None:
         raise ValidationError(f"missing field '{key}'", event_id)
-    if not isinstance(value, str) or not IDENTIFIER.match(value):
+    if not is_identifier(value):
         raise ValidationError(
             f"'{key}' must be 1–64 characters of letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or digit",
@@ -175,7 +183,7 @@ def _glucose_mg_dl(data: dict, event_id: str) -> float:
 def event_from_mapping(data: dict, now: datetime) -> Event:
     """Validate a decoded JSON object as one event; ``now`` is the wall clock for the future check."""
     raw_id = data.get("id")
-    event_id = raw_id if isinstance(raw_id, str) and IDENTIFIER.match(raw_id) else None
+    event_id = raw_id if is_identifier(raw_id) else None
     event_id = _identifier(data, "id", event_id)
     patient = _identifier(data, "patient", event_id)
     if "ts" not in data:

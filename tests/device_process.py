@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from device.messages import ActionDone, ApiError, Message, PageStatus, PatientView
+from device.messages import ActionDone, ApiError, Message, PageSession, PageStatus, PatientView
 from tools.broker import free_port
 
 
@@ -96,11 +96,24 @@ class DeviceProcess:
         with urllib.request.urlopen(f"{self.url}api/patients/{patient}", timeout=5) as response:
             return PatientView.from_json(response.read())
 
+    def session(self) -> str:
+        """A page session token, as the page gets one."""
+        with urllib.request.urlopen(self.url + "api/session", timeout=5) as response:
+            return PageSession.from_json(response.read()).token
+
     def post(
-        self, path: str, body: Message | bytes, token: str | None = None, content_type: str = "application/json"
+        self,
+        path: str,
+        body: Message | bytes,
+        token: str | None = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, ActionDone | ApiError]:
-        """A page action: the HTTP status and the typed answer (raw bytes for hostile-input tests)."""
-        headers = {"Content-Type": content_type}
+        """A page action as the page sends it (with a session token unless ``headers`` say otherwise).
+
+        Returns the HTTP status and the typed answer; ``body`` may be raw bytes for hostile-input tests.
+        """
+        headers = {"Content-Type": content_type, "X-Advisor-Session": self.session(), **(headers or {})}
         if token is not None:
             headers["X-Advisor-Token"] = token
         data = body.to_json() if isinstance(body, Message) else body

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from device.messages import ModelInfo, Suggestion
 from preprocessing.events import Event, Insulin, Kind
 from preprocessing.validation import VisitHistory
 from preprocessing.visits import Visit
@@ -46,6 +47,26 @@ def visit_history(patient: str, *visits: tuple[str, str, list[str]]) -> VisitHis
 
 def naive_utc(iso: str) -> datetime:
     return datetime.fromisoformat(iso).astimezone(UTC).replace(tzinfo=None)
+
+
+def suggestion(event_id: str, patient: str = "p", units: float = 4.0) -> Suggestion:
+    """A dose suggestion answering event ``event_id`` (id ``s-<event_id>``), as the device would send it."""
+    return Suggestion(
+        id=f"s-{event_id}",
+        patient=patient,
+        event_id=event_id,
+        ts=datetime.now(UTC).isoformat(),
+        status="suggest",
+        units=units,
+        model_units=units,
+        usual_units=units,
+        reasons=["Model estimate."],
+        rules=[],
+        glucose_mg_dl=150.0,
+        glucose_age_min=0.0,
+        iob_units=0.0,
+        model=ModelInfo("dose", "test", None),
+    )
 
 
 def raw(event: Event) -> bytes:

@@ -211,3 +211,35 @@ def test_golden_replay_matches_the_evaluation_path(tmp_path, dose_model, aim94_l
         s = by_ts[row.ts]
         assert s.model_units == pytest.approx(row.model_units, abs=1e-3)
         assert s.status == row.status and s.units == row.suggested_units
+
+
+def test_patient_histories_in_memory_are_bounded_and_rebuilt_on_use(tmp_path, dose_model):
+    """A ward of senders (100,000 ids in the attack) must not grow memory without end."""
+    small = Advisor(
+        Store(tmp_path / "a.sqlite3"), ModelSlot(dose_model), SafetyConfig(), wall_clock=lambda: NOW, max_histories=3
+    )
+    large = Advisor(Store(tmp_path / "b.sqlite3"), ModelSlot(dose_model), SafetyConfig(), wall_clock=lambda: NOW)
+    for advisor in (small, large):
+        for p in range(8):
+            for payload in history_payloads(f"p-{p}"):
+                advisor.handle(payload)
+    assert len(small._histories) == 3 and len(large._histories) == 8
+    evicted = small.handle(raw(glucose("again", "p-0", NOW, 170))).suggestion  # p-0 was evicted first
+    kept = large.handle(raw(glucose("again", "p-0", NOW, 170))).suggestion
+    assert evicted.model_units == kept.model_units and evicted.units == kept.units
+    assert len(small._histories) == 3
+
+
+def test_lookalike_and_case_twin_patient_ids(tmp_path, dose_model):
+    advisor = make_advisor(tmp_path, dose_model)
+    for payload in history_payloads("p1"):
+        advisor.handle(payload)
+    twin = advisor.handle(raw(glucose("t", "P1", NOW, 150)))
+    assert twin.event is None and twin.suggestion is None and "only in letter case" in twin.errors[0].reason
+    look = advisor.handle(raw(glucose("l", "pl", NOW, 150)))
+    assert look.event is not None and look.suggestion is not None
+    assert look.errors[0].level == "warning" and "'p1'" in look.errors[0].reason
+    assert advisor.patient_view("pl").notices == [look.errors[0].reason]
+    again = advisor.handle(raw(glucose("l2", "pl", NOW, 151)))  # known now: no second warning
+    assert again.errors == []
+    assert not advisor.store.has_patient("P1")

@@ -181,7 +181,11 @@ def stream_events(now: datetime) -> list[Event]:
     return out
 
 
-def assert_nothing_lost_nothing_repeated(device, watcher, accepted: list[Event]):
+def assert_nothing_lost(device, watcher, accepted: list[Event], repeats_allowed: bool = False) -> int:
+    """Every accepted event stored, every decision answered; returns how many answers came twice.
+
+    A repeat (allowed after a ``kill -9``: delivery is at least once) must be the same answer.
+    """
     decisions = {e.id for e in accepted if e.kind == "glucose"}
     watcher.wait_for(lambda w: {s.event_id for s in w.suggestions} >= decisions, 20)
     stored = {r[0] for r in db_rows(device, "SELECT id FROM events")}
@@ -189,8 +193,14 @@ def assert_nothing_lost_nothing_repeated(device, watcher, accepted: list[Event])
     assert decisions - {s.event_id for s in watcher.suggestions} == set(), "decisions without a suggestion"
     counts = Counter(s.id for s in watcher.suggestions)
     repeated = {k: v for k, v in counts.items() if v > 1}
-    assert not repeated, f"suggestions repeated: {repeated}"
+    if repeats_allowed:
+        first = {}
+        for s in watcher.suggestions:
+            assert first.setdefault(s.id, s) == s, f"{s.id} repeated with a different answer"
+    else:
+        assert not repeated, f"suggestions repeated: {repeated}"
     assert len(db_rows(device, "SELECT id FROM suggestions")) == len(counts)
+    return sum(v - 1 for v in repeated.values())
 
 
 def stream_with_fault(publisher, at: float, fault, before_publish: bool) -> list[Event]:
@@ -211,13 +221,13 @@ def stream_with_fault(publisher, at: float, fault, before_publish: bool) -> list
     return accepted + stream
 
 
-def test_kill_9_mid_stream_then_restart_loses_nothing_and_repeats_nothing(rig):
+def test_kill_9_mid_stream_then_restart_loses_nothing(rig):
     device, publisher, watcher, _ = rig
     # mid-stream, no clean-up; the rest waits at the broker
     accepted = stream_with_fault(publisher, 1 / 3, device.kill, before_publish=False)
     publisher.flush()
     device.start()
-    assert_nothing_lost_nothing_repeated(device, watcher, accepted)
+    assert_nothing_lost(device, watcher, accepted, repeats_allowed=True)
     assert db_rows(device, "SELECT COUNT(*) FROM events")[0][0] == len(accepted)
 
 
@@ -227,7 +237,7 @@ def test_broker_restart_mid_stream_loses_nothing(rig):
     accepted = stream_with_fault(publisher, 1 / 2, broker.restart, before_publish=True)
     assert publisher.connected.wait(15), "the sensor did not reconnect"
     publisher.flush()
-    assert_nothing_lost_nothing_repeated(device, watcher, accepted)
+    assert_nothing_lost(device, watcher, accepted)
     assert device.status().broker_connected
 
 
@@ -248,7 +258,7 @@ def test_network_cut_mid_stream_loses_nothing_and_repeats_nothing(mosquitto, tmp
 
         accepted = stream_with_fault(publisher, 1 / 3, cable_pulled, before_publish=False)
         publisher.flush()
-        assert_nothing_lost_nothing_repeated(device, watcher, accepted)
+        assert_nothing_lost(device, watcher, accepted)
         assert proxy.connections >= 2, "the device never reconnected through the proxy"
         assert db_rows(device, "SELECT COUNT(*) FROM events")[0][0] == len(accepted)
     finally:

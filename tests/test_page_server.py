@@ -1,0 +1,194 @@
+"""The bedside page server under attack: DNS rebinding, cross-site actions, slow and idle sockets,
+malformed requests. A real device (in this process, so its socket timeout can be shortened)
+on a real Mosquitto; raw sockets and ``http.client`` play the attacker."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from device import web
+from device.config import BrokerConfig, DeviceConfig, HttpConfig
+from device.messages import Acknowledge, ActionDone, ApiError, PatientList, PatientView
+from device.service import DeviceService
+from tools.replay import DeviceWatcher, EventPublisher
+
+from . import event_factory
+
+DEVICE = "bed-page"
+
+
+@pytest.fixture()
+def served(mosquitto, tmp_path, monkeypatch):
+    """A running device whose page drops a silent client after 1 s; a reading already answered."""
+    monkeypatch.setattr(web._Handler, "timeout", 1.0)
+    broker = BrokerConfig(url=mosquitto.url)
+    service = DeviceService(
+        DeviceConfig(device_id=DEVICE, broker=broker, http=HttpConfig(port=0), state_dir=tmp_path / "state")
+    )
+    service.start()
+    watcher = DeviceWatcher(broker, DEVICE)
+    publisher = EventPublisher(broker, DEVICE)
+    try:
+        assert service.ready.wait(10)
+        watcher.wait_subscribed(5)
+        publisher.wait_connected()
+        publisher.publish(event_factory.glucose("g-1", "p-1", datetime.now(UTC), 150))
+        assert watcher.wait_for(lambda w: w.suggestion_for("g-1"), 10)
+        yield service
+    finally:
+        publisher.close()
+        watcher.close()
+        service.stop()
+
+
+def request(
+    service: DeviceService, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    port = service.web.address[1]
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def session(service: DeviceService) -> str:
+    status, _, body = request(service, "GET", "/api/session")
+    assert status == 200
+    return body.decode().split('"token": "')[1].split('"')[0]
+
+
+ACK = Acknowledge("s-g-1").to_json()
+
+
+def test_a_page_rebound_to_the_device_address_cannot_act_or_read(served):
+    """The finding: Host and Origin of another site, no PIN on loopback → a dose was recorded."""
+    port = served.web.address[1]
+    attacker = {
+        "Host": f"attacker.example:{port}",
+        "Origin": f"http://attacker.example:{port}",
+        "Content-Type": "application/json",
+    }
+    for path in ("/api/patients/p-1/acknowledge", "/api/patients/p-1/confirm"):
+        status, _, body = request(served, "POST", path, ACK, attacker)
+        assert status == 421 and b"attacker.example" in body, body
+    assert request(served, "GET", "/api/status", headers={"Host": f"attacker.example:{port}"})[0] == 421
+    assert request(served, "GET", "/api/status", headers={"Host": f"127.0.0.1:{port + 1}"})[0] == 421
+    assert served.store.audit_rows("acknowledged") == []
+
+
+def test_actions_need_the_pages_origin_and_session(served):
+    port = served.web.address[1]
+    own = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json"}
+    status, _, body = request(served, "POST", "/api/patients/p-1/acknowledge", ACK, own)
+    assert status == 403 and "session" in ApiError.from_json(body).error  # curl on loopback, no session
+    token = session(served)
+    cross = {**own, "X-Advisor-Session": token, "Origin": "http://evil.example"}
+    assert request(served, "POST", "/api/patients/p-1/acknowledge", ACK, cross)[0] == 403
+    ok = {**own, "X-Advisor-Session": token, "Origin": f"http://127.0.0.1:{port}"}
+    status, _, body = request(served, "POST", "/api/patients/p-1/acknowledge", ACK, ok)
+    assert status == 200 and ActionDone.from_json(body).ok
+    assert len(served.store.audit_rows("acknowledged")) == 1
+    localhost = {"Host": f"localhost:{port}", "X-Advisor-Session": token, "Content-Type": "application/json"}
+    assert request(served, "POST", "/api/patients/p-1/acknowledge", ACK, localhost)[0] == 200
+
+
+def test_malformed_requests_get_a_clear_answer(served):
+    port = served.web.address[1]
+    base = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json", "X-Advisor-Session": session(served)}
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(
+            b"POST /api/patients/p-1/acknowledge HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+            b"Content-Type: application/json\r\nContent-Length: abc\r\n\r\n" % port
+        )
+        answer = raw.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400") and b"Content-Length" in answer
+    status, headers, body = request(served, "HEAD", "/", headers={"Host": f"127.0.0.1:{port}"})
+    assert status == 200 and body == b"" and int(headers["Content-Length"]) > 1000
+    status, headers, _ = request(served, "OPTIONS", "/api/status", headers={"Host": f"127.0.0.1:{port}"})
+    assert status == 204 and "POST" in headers["Allow"] and "Access-Control-Allow-Origin" not in headers
+    status, headers, _ = request(served, "GET", "/api/status", headers={"Host": f"127.0.0.1:{port}"})
+    assert headers["Server"].startswith("advisor-bedside") and "Python" not in headers["Server"]
+    assert request(served, "POST", "/api/patients/p-1/acknowledge", b"{}", {**base, "Content-Length": "0"})[0] == 400
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as stream:
+        stream.sendall(b"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+        head = stream.recv(4096)
+    assert b"text/event-stream" in head and b"X-Content-Type-Options: nosniff" in head
+
+
+def test_a_body_shorter_than_announced_does_not_hold_a_thread(served):
+    port = served.web.address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(
+            b"POST /api/patients/p-1/acknowledge HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"sugg' % port
+        )
+        started = time.monotonic()
+        assert raw.recv(4096) == b""  # the server gives up on the body and closes
+        assert time.monotonic() - started < 4
+
+
+def test_idle_sockets_are_capped_and_dropped(served):
+    port = served.web.address[1]
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(web.MAX_CONNECTIONS + 36)]
+    try:
+        time.sleep(0.3)
+        assert threading.active_count() <= before + web.MAX_CONNECTIONS + 2  # no thread per extra socket
+        busy = idle[-1].recv(4096)
+        assert busy.startswith(b"HTTP/1.1 503")  # over the cap: answered at once, not queued
+        time.sleep(1.5)  # the idle ones time out
+        status, _, _ = request(served, "GET", "/api/status", headers={"Host": f"127.0.0.1:{port}"})
+        assert status == 200
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_lookalike_patients_through_the_broker(served, mosquitto):
+    """``p1\\n`` is no id; ``P1`` beside ``p1`` is refused; ``pl`` is accepted with a warning the page shows."""
+    broker = BrokerConfig(url=mosquitto.url)
+    watcher = DeviceWatcher(broker, DEVICE)
+    publisher = EventPublisher(broker, DEVICE, client_id="lookalike-sender")
+    try:
+        watcher.wait_subscribed(5)
+        publisher.wait_connected()
+        now = datetime.now(UTC).isoformat()
+        publisher.publish(b'{"id": "nl-1", "patient": "p-1\\n", "ts": "%s", "kind": "request"}' % now.encode())
+        publisher.publish(event_factory.glucose("case-1", "P-1", datetime.now(UTC), 150))
+        publisher.publish(event_factory.glucose("look-1", "p-l", datetime.now(UTC), 150))
+        assert watcher.wait_for(lambda w: len(w.errors) >= 3 and w.suggestion_for("look-1"), 10), watcher.errors
+        by_id = {e.event_id: e for e in watcher.errors}
+        assert by_id["nl-1"].level == "refused" and "'patient' must be" in by_id["nl-1"].reason
+        assert by_id["case-1"].level == "refused" and "only in letter case" in by_id["case-1"].reason
+        assert by_id["look-1"].level == "warning" and "looks like the known patient 'p-1'" in by_id["look-1"].reason
+        assert watcher.suggestion_for("case-1") is None
+        port = served.web.address[1]
+        status, _, body = request(served, "GET", "/api/patients", headers={"Host": f"127.0.0.1:{port}"})
+        assert PatientList.from_json(body) == PatientList(["p-1", "p-l"], 2)
+        status, _, body = request(served, "GET", "/api/patients/p-l", headers={"Host": f"127.0.0.1:{port}"})
+        assert "looks like the known patient 'p-1'" in PatientView.from_json(body).notices[0]
+    finally:
+        publisher.close()
+        watcher.close()
+
+
+def test_the_patient_list_comes_a_page_at_a_time(served):
+    for i in range(30):
+        served.store.note_patient(f"w-{i:03d}")
+    port = served.web.address[1]
+    host = {"Host": f"127.0.0.1:{port}"}
+    first = PatientList.from_json(request(served, "GET", "/api/patients?limit=10", headers=host)[2])
+    assert first.total == 31 and first.patients == ["p-1", *[f"w-{i:03d}" for i in range(9)]]
+    found = PatientList.from_json(request(served, "GET", "/api/patients?starting=w-02&limit=5", headers=host)[2])
+    assert found.patients == [f"w-02{i}" for i in range(5)]
+    assert request(served, "GET", "/api/patients?limit=100000", headers=host)[0] == 400
+    assert request(served, "GET", "/api/patients?offset=x", headers=host)[0] == 400
