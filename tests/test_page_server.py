@@ -173,8 +173,9 @@ def test_lookalike_patients_through_the_broker(served, mosquitto):
         assert watcher.suggestion_for("case-1") is None
         port = served.web.address[1]
         status, _, body = request(served, "GET", "/api/patients", headers={"Host": f"127.0.0.1:{port}"})
-        assert PatientList.from_json(body) == PatientList(["p-1", "p-l"], 2)
+        assert status == 200 and PatientList.from_json(body) == PatientList(["p-1", "p-l"], 2)
         status, _, body = request(served, "GET", "/api/patients/p-l", headers={"Host": f"127.0.0.1:{port}"})
+        assert status == 200
         assert "looks like the known patient 'p-1'" in PatientView.from_json(body).notices[0]
     finally:
         publisher.close()
