@@ -12,7 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
+import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from preprocessing.validation import ValidationError, parse_json_object
@@ -21,8 +25,11 @@ from .messages import TRANSFER_TYPES, TransferBegin, TransferChunk, TransferEnd
 from .schema import SchemaError
 
 CHUNK_BYTES = 32 * 1024
-MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
-MAX_MESSAGE_BYTES = 64 * 1024  # a base64 chunk plus its framing fits
+MAX_CHUNK_BYTES = 45 * 1024  # the most raw bytes whose base64 and framing fit in one message
+MAX_ARCHIVE_BYTES = 32 * 1024 * 1024  # a dose bundle is about 0.5 MB; a transfer holds at most this in memory
+MAX_MESSAGE_BYTES = 64 * 1024
+IDLE_S = 60.0  # a transfer that hears nothing this long is abandoned
+MAX_REMEMBERED = 256  # answered transfer ids kept to ignore the rest of them
 
 
 class TransferError(ValueError):
@@ -56,13 +63,22 @@ def encode_transfer(
 
 @dataclass
 class Transfer:
-    """One transfer being received."""
+    """One transfer being received; it holds at most ``size`` bytes."""
 
     transfer: str
     size: int
     sha256: str
     count: int
+    last_heard: float
     chunks: dict[int, bytes] = field(default_factory=dict)
+    received: int = 0  # bytes held, a repeated chunk counted once
+
+    def add(self, index: int, data: bytes) -> None:
+        received = self.received - len(self.chunks.get(index, b"")) + len(data)
+        if received > self.size:
+            raise TransferError(f"more data than the {self.size} bytes the transfer announced")
+        self.chunks[index] = data
+        self.received = received
 
     def assemble(self) -> bytes:
         missing = [i for i in range(self.count) if i not in self.chunks]
@@ -78,16 +94,25 @@ class Transfer:
 
 
 class Receiver:
-    """Reassembles one transfer at a time; a new ``begin`` abandons an unfinished one."""
+    """Reassembles one transfer at a time, within bounds an untrusted sender cannot stretch.
 
-    def __init__(self) -> None:
+    * a transfer holds at most the size it announced (at most :data:`MAX_ARCHIVE_BYTES`);
+    * a ``begin`` while another transfer is in progress is refused, not obeyed;
+    * a transfer that hears nothing for :data:`IDLE_S` is abandoned (:meth:`expire`);
+    * each transfer is answered once: after a refusal the rest of it is ignored, and the
+      ids remembered for that are bounded (:data:`MAX_REMEMBERED`).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, idle_s: float = IDLE_S) -> None:
         self.current: Transfer | None = None
-        self.failed: set[str] = set()
+        self.finished: OrderedDict[str, None] = OrderedDict()  # answered transfers, oldest first
+        self._clock = clock
+        self._idle_s = idle_s
 
     def feed(self, raw: bytes) -> tuple[str | None, bytes | None]:
         """Take one message; returns ``(transfer id, archive)`` when a transfer is complete.
 
-        Raises :class:`TransferError` on a message that breaks the transfer.
+        Raises :class:`TransferError` on a message that breaks its transfer (answer it once).
         """
         try:
             message = parse_json_object(raw, MAX_MESSAGE_BYTES)
@@ -96,15 +121,37 @@ class Receiver:
         transfer = message.get("transfer")
         if not isinstance(transfer, str) or not 0 < len(transfer) <= 64:
             raise TransferError("message has no valid 'transfer' id", None)
-        if transfer in self.failed:
-            return transfer, None  # already rejected once; the rest of it is ignored
+        if transfer in self.finished:
+            return transfer, None  # answered already; the rest of it is ignored
+        ours = self.current is not None and self.current.transfer == transfer
         try:
-            return transfer, self._step(transfer, message)
+            archive = self._step(transfer, message)
         except TransferError as exc:
-            self.failed.add(transfer)
-            self.current = None
             exc.transfer = transfer
+            if ours:
+                self.current = None
+            self._finish(transfer)
             raise
+        if archive is not None:
+            self._finish(transfer)
+        return transfer, archive
+
+    def expire(self) -> TransferError | None:
+        """Abandon a transfer that has been silent too long; returns its refusal, if any."""
+        current = self.current
+        if current is None or self._clock() - current.last_heard < self._idle_s:
+            return None
+        self.current = None
+        self._finish(current.transfer)
+        return TransferError(
+            f"abandoned: nothing heard for {self._idle_s:g} s ({current.received} of {current.size} bytes received)",
+            current.transfer,
+        )
+
+    def _finish(self, transfer: str) -> None:
+        self.finished[transfer] = None
+        while len(self.finished) > MAX_REMEMBERED:
+            self.finished.popitem(last=False)
 
     def _step(self, transfer: str, message: dict) -> bytes | None:
         kind = message.get("type")
@@ -115,27 +162,37 @@ class Receiver:
             parsed = schema_cls.from_payload(message)
         except SchemaError as exc:
             raise TransferError(str(exc), transfer) from None
+        current = self.current
         if isinstance(parsed, TransferBegin):
+            if current is not None and current.transfer != transfer:
+                raise TransferError(
+                    f"another transfer ({current.transfer[:64]}) is in progress; send again when it has been "
+                    f"answered (or after {self._idle_s:g} s of silence)",
+                    transfer,
+                )
             self.current = self._begin(parsed)
             return None
-        current = self.current
         if current is None or current.transfer != transfer:
             raise TransferError("no such transfer in progress (was 'begin' lost?)", transfer)
+        current.last_heard = self._clock()
         if isinstance(parsed, TransferChunk):
             self._chunk(current, parsed)
             return None
         self.current = None
         return current.assemble()
 
-    @staticmethod
-    def _begin(begin: TransferBegin) -> Transfer:
+    def _begin(self, begin: TransferBegin) -> Transfer:
         if not 0 < begin.size <= MAX_ARCHIVE_BYTES:
             raise TransferError(f"bundle size must be 1–{MAX_ARCHIVE_BYTES} bytes", begin.transfer)
-        if not 0 < begin.chunks <= begin.size:
-            raise TransferError("'chunks' must be a positive count", begin.transfer)
+        if not math.ceil(begin.size / MAX_CHUNK_BYTES) <= begin.chunks <= begin.size:
+            raise TransferError(
+                f"'chunks' must be between {math.ceil(begin.size / MAX_CHUNK_BYTES)} and {begin.size} "
+                f"for {begin.size} bytes",
+                begin.transfer,
+            )
         if len(begin.sha256) != 64:
             raise TransferError("'sha256' must be 64 hex digits", begin.transfer)
-        return Transfer(begin.transfer, begin.size, begin.sha256.lower(), begin.chunks)
+        return Transfer(begin.transfer, begin.size, begin.sha256.lower(), begin.chunks, self._clock())
 
     @staticmethod
     def _chunk(current: Transfer, chunk: TransferChunk) -> None:
@@ -147,4 +204,4 @@ class Receiver:
             raise TransferError(f"chunk {chunk.index} is not valid base64", current.transfer) from None
         if hashlib.sha256(data).hexdigest() != chunk.sha256:
             raise TransferError(f"chunk {chunk.index} is corrupted (sha256 mismatch)", current.transfer)
-        current.chunks[chunk.index] = data
+        current.add(chunk.index, data)

@@ -49,6 +49,13 @@ class OtaInstaller:
             self._send(answer)
         return Handled.DONE
 
+    def expire(self) -> None:
+        """Abandon a transfer that went quiet, and tell its sender (called by the worker's housekeeping)."""
+        refusal = self.receiver.expire()
+        if refusal is not None:
+            log.warning("bundle transfer %s: %s", refusal.transfer, refusal.reason)
+            self._send(ModelAck(refusal.transfer, accepted=False, reason=refusal.reason))
+
     def feed(self, raw: bytes) -> ModelAck | None:
         """One transfer message; the answer once the transfer is complete or broken."""
         try:

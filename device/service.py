@@ -78,15 +78,16 @@ class DeviceService:
             self.advisor, config.max_held_events, self.link.ack, self.link.send, on_change=self.publish_status
         )
         topics = self.link.topics
+        self.ota = OtaInstaller(config, self.store, self._running_version, self._use_model, self.link.send)
         self.dispatcher = Dispatcher(
             {
                 topics.events: EventHandler(self.advisor, self.link.send, self.recovery),
                 topics.patients: VisitHistoryHandler(self.risk, self.store, self.link.send, self.advisor.touch),
-                topics.model: OtaInstaller(config, self.store, self._running_version, self._use_model, self.link.send),
+                topics.model: self.ota,
             },
             self.link.ack,
             self.recovery,
-            housekeeping=self.delivery.flush,
+            housekeeping=self._housekeeping,
         )
         self.actions = PageActions(config.device_id, self.store, self.advisor, self.link.send)
         self.web = BedsideServer(config.http, self)
@@ -98,6 +99,11 @@ class DeviceService:
 
     def _on_message(self, message) -> None:
         self.dispatcher.submit(message)
+
+    def _housekeeping(self) -> None:
+        """On the worker thread, twice a second: record the broker's acknowledgements, end quiet transfers."""
+        self.delivery.flush()
+        self.ota.expire()
 
     def _on_ready(self) -> None:
         """Subscribed: say so, and the first time, publish again what an earlier run left undelivered."""

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.messages import Message
-from device.ota import Receiver, TransferError, encode_transfer
+from device.messages import Message, TransferBegin
+from device.ota import MAX_REMEMBERED, Receiver, TransferError, encode_transfer
 
 ARCHIVE = os.urandom(100_000)
 
@@ -59,11 +59,57 @@ def test_rest_of_a_failed_transfer_is_ignored_and_a_new_one_works():
     assert feed_all(receiver, encode_transfer(ARCHIVE, "t4")) == ("t4", ARCHIVE)
 
 
-def test_a_new_begin_abandons_an_unfinished_transfer():
+def test_a_second_begin_is_refused_while_a_transfer_is_in_progress():
     receiver = Receiver()
     first = encode_transfer(ARCHIVE, "old", chunk_bytes=30_000)
     feed_all(receiver, first[:2])
-    assert feed_all(receiver, encode_transfer(ARCHIVE, "new")) == ("new", ARCHIVE)
+    with pytest.raises(TransferError, match="another transfer \\(old\\) is in progress") as caught:
+        feed_all(receiver, encode_transfer(ARCHIVE, "new")[:1])
+    assert caught.value.transfer == "new"
+    assert feed_all(receiver, first[2:]) == ("old", ARCHIVE)  # the first one was not disturbed
+    assert feed_all(receiver, encode_transfer(ARCHIVE, "newer")) == ("newer", ARCHIVE)
+
+
+def test_a_stray_message_does_not_break_the_transfer_in_progress():
+    receiver = Receiver()
+    first = encode_transfer(ARCHIVE, "mine", chunk_bytes=30_000)
+    feed_all(receiver, first[:2])
+    with pytest.raises(TransferError, match="no such transfer"):
+        feed_all(receiver, encode_transfer(ARCHIVE, "stray", chunk_bytes=30_000)[1:2])
+    assert feed_all(receiver, first[2:]) == ("mine", ARCHIVE)
+
+
+def test_a_transfer_holds_no_more_than_it_announced():
+    """The attack: a 64 MiB begin with 67 million chunks, then thousands of 40 KiB chunks: RSS +100 MB."""
+    receiver = Receiver()
+    with pytest.raises(TransferError, match="'chunks' must be between"):
+        feed_all(receiver, [TransferBegin("huge", 32 * 1024 * 1024, "0" * 64, 67_108_864)])
+    with pytest.raises(TransferError, match="bundle size must be"):
+        feed_all(receiver, [TransferBegin("2gb", 2 * 1024**3, "0" * 64, 50_000)])
+    messages = encode_transfer(os.urandom(60_000), "small", chunk_bytes=30_000)
+    extra = encode_transfer(os.urandom(40_000), "small", chunk_bytes=40_000)[1]
+    feed_all(receiver, messages[:3])
+    with pytest.raises(TransferError, match="more data than the 60000 bytes"):
+        feed_all(receiver, [replace(extra, index=1)])  # a repeated index counts once, a bigger one does not fit
+    assert receiver.current is None
+
+
+def test_a_quiet_transfer_is_abandoned_and_each_transfer_is_answered_once():
+    now = [0.0]
+    receiver = Receiver(clock=lambda: now[0], idle_s=60)
+    messages = encode_transfer(ARCHIVE, "quiet", chunk_bytes=30_000)
+    feed_all(receiver, messages[:2])
+    now[0] = 59.0
+    assert receiver.expire() is None
+    now[0] = 121.0
+    refusal = receiver.expire()
+    assert refusal is not None and refusal.transfer == "quiet" and "nothing heard for 60 s" in refusal.reason
+    assert receiver.expire() is None
+    assert feed_all(receiver, messages[2:]) == ("quiet", None)  # answered: the rest is ignored
+    for i in range(MAX_REMEMBERED + 50):
+        with pytest.raises(TransferError):
+            feed_all(receiver, [TransferBegin(f"bad-{i}", 0, "0" * 64, 1)])
+    assert len(receiver.finished) == MAX_REMEMBERED
 
 
 @settings(max_examples=300, deadline=None)
