@@ -14,8 +14,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from preprocessing.events import Event, Kind
 from preprocessing.features import (
@@ -101,10 +101,17 @@ class Advisor:
         clock: str = "wall",
         wall_clock: Callable[[], datetime] | None = None,
         max_histories: int = DEFAULT_MAX_HISTORIES,
+        zone: tzinfo = UTC,
+        earliest: datetime | None = None,
     ) -> None:
-        """``max_histories`` bounds the patients kept in memory; the least recently used are rebuilt from SQLite."""
+        """``max_histories`` bounds the patients kept in memory (the least recently used are rebuilt
+        from SQLite); ``zone`` is the ward's time zone, in which time of day is read; events before
+        ``earliest`` are refused.
+        """
         self.store = store
         self.max_histories = max_histories
+        self.zone = zone
+        self.earliest = earliest
         self.model = model
         self.safety = safety
         self.clock = clock
@@ -145,7 +152,7 @@ class Advisor:
     def _decision_time(self, event: Event) -> datetime:
         if self.clock == "event":
             return event.ts
-        wall = self._wall().astimezone(event.ts.tzinfo)
+        wall = self._wall().astimezone(self.zone)
         return max(wall, event.ts)
 
     # ----------------------------------------------------------------- history
@@ -159,7 +166,10 @@ class Advisor:
 
     def _rebuild(self, patient: str) -> PatientHistory:
         history = PatientHistory(self.spec)
-        events = self.store.events_for(patient)
+        events = [
+            e if e.ts.tzinfo == self.zone else replace(e, ts=e.ts.astimezone(self.zone))
+            for e in self.store.events_for(patient)
+        ]
         held = [e for e in self._held_events.values() if e.patient == patient and e.kind is not Kind.REQUEST]
         if held:
             events = sorted(events + held, key=lambda e: (minutes(e.ts), e.kind is Kind.INSULIN))
@@ -202,12 +212,11 @@ class Advisor:
             outcome.messages.append(ErrorMessage(exc.event_id, exc.reason))
             return outcome
         with self._lock:
-            refusal, warning = self._check_new_patient(event)
+            event, refusal, warnings = self._screen(event)
+            outcome.messages.extend(warnings)
             if refusal is not None:
                 outcome.messages.append(refusal)
                 return outcome
-            if warning is not None:
-                outcome.messages.append(warning)
             outcome.event = event
             try:
                 outcome.added = self.store.add_event(event)
@@ -224,6 +233,8 @@ class Advisor:
                 return outcome
             if outcome.added is Added.NEW:
                 self._remember(event)
+                if event.is_insulin:
+                    outcome.messages.extend(self._likely_duplicate_dose(event))
             if event.kind in DECISION_KINDS:
                 suggestion = self._suggestion_for(event, received, outcome)
                 if suggestion is not None:
@@ -232,6 +243,62 @@ class Advisor:
                 outcome.unstored = outcome.unstored or "the event is held in memory until the database recovers"
         self.touch(event.patient)
         return outcome
+
+    def _screen(self, event: Event) -> tuple[Event, ErrorMessage | None, list[ErrorMessage]]:
+        """Checks a valid event must still pass here: (the event in ward time, a refusal, warnings)."""
+        warnings: list[ErrorMessage] = []
+        if self.earliest is not None and event.ts < self.earliest:
+            return (
+                event,
+                ErrorMessage(
+                    event.id,
+                    f"'ts' {event.ts.isoformat()} is before {self.earliest.date().isoformat()}, the earliest date "
+                    "this device accepts (earliest_event_date): a clock that was never set?",
+                ),
+                warnings,
+            )
+        local = event.ts.astimezone(self.zone)
+        if local.utcoffset() != event.ts.utcoffset():
+            warnings.append(
+                ErrorMessage(
+                    event.id,
+                    f"the offset of 'ts' ({event.ts.isoformat()[19:]}) is not the ward's ({local.isoformat()[19:]}, "
+                    f"{self.zone}) at that moment; taken as {local.strftime('%Y-%m-%d %H:%M')} ward time: check the "
+                    "sender's time zone",
+                    level="warning",
+                )
+            )
+            event = replace(event, ts=local)
+        refusal, lookalike_warning = self._check_new_patient(event)
+        if lookalike_warning is not None:
+            warnings.append(lookalike_warning)
+        return event, refusal, warnings
+
+    def _likely_duplicate_dose(self, event: Event) -> list[ErrorMessage]:
+        """Another dose of the same insulin and units at the same minute under another id: say so, count both."""
+        try:
+            twins = [
+                e
+                for e in self.store.doses_at(event.patient, event.ts)
+                if e.id != event.id and e.insulin is event.insulin and e.units == event.units
+            ]
+        except sqlite3.Error:
+            return []
+        if not twins:
+            return []
+        notice = (
+            f"likely duplicate dose: {event.dose:g} U {event.insulin.value if event.insulin else ''} at "
+            f"{event.ts.strftime('%H:%M')} was also recorded as event '{twins[0].id}'; both are counted as "
+            "given: check whether it was given once"
+        )
+        with contextlib.suppress(StoreError):
+            self.store.audit(
+                "duplicate_dose_warning",
+                {"notice": notice, "other": twins[0].id},
+                patient=event.patient,
+                event_id=event.id,
+            )
+        return [ErrorMessage(event.id, notice, level="warning")]
 
     def _check_new_patient(self, event: Event) -> tuple[ErrorMessage | None, ErrorMessage | None]:
         """A first event of a patient id that could be mistaken for a known one: refuse or warn.

@@ -30,9 +30,11 @@ import json
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import schema
 from .safety import ProfileError, SafetyProfile
@@ -221,6 +223,8 @@ class DeviceConfig:
     db_busy_timeout_s: float = 5.0  # how long a write waits for a locked database before holding in memory
     max_held_events: int = 1000  # events kept in memory while the database refuses writes; then backpressure
     max_patients_in_memory: int = 500  # patient histories kept in memory; others are rebuilt from SQLite on use
+    timezone: str = "UTC"  # the ward's IANA time zone: time of day is read in it, whatever offset a sender uses
+    earliest_event_date: str = "2000-01-01"  # with the wall clock, events dated before this are refused
     safety: SafetyConfig = field(default_factory=SafetyConfig, metadata={"load": _safety})
 
     def __post_init__(self) -> None:
@@ -238,6 +242,26 @@ class DeviceConfig:
             raise ConfigError("max_held_events must be between 1 and 100000")
         if not 1 <= self.max_patients_in_memory <= 100_000:
             raise ConfigError("max_patients_in_memory must be between 1 and 100000")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        try:
+            date.fromisoformat(self.earliest_event_date)
+        except ValueError:
+            raise ConfigError("earliest_event_date must be a date like 2000-01-01") from None
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The ward's time zone."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def earliest_event(self) -> datetime | None:
+        """Events before this instant are refused (wall clock only: a log replay is history)."""
+        if self.clock != "wall":
+            return None
+        return datetime.combine(date.fromisoformat(self.earliest_event_date), time.min, tzinfo=self.zone)
 
     @property
     def client_id(self) -> str:

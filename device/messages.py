@@ -127,6 +127,7 @@ class DeviceStatus(Message):
     held_in_memory: int
     notes: list[str]
     clock: Literal["wall", "event"]
+    timezone: str
     started_at: str
 
 

@@ -29,6 +29,7 @@ MAX_CHUNK_BYTES = 45 * 1024  # the most raw bytes whose base64 and framing fit i
 MAX_ARCHIVE_BYTES = 32 * 1024 * 1024  # a dose bundle is about 0.5 MB; a transfer holds at most this in memory
 MAX_MESSAGE_BYTES = 64 * 1024
 IDLE_S = 60.0  # a transfer that hears nothing this long is abandoned
+STALE_S = 5.0  # a new begin takes over from a transfer silent this long (a sender that died, a restart)
 MAX_REMEMBERED = 256  # answered transfer ids kept to ignore the rest of them
 
 
@@ -97,7 +98,9 @@ class Receiver:
     """Reassembles one transfer at a time, within bounds an untrusted sender cannot stretch.
 
     * a transfer holds at most the size it announced (at most :data:`MAX_ARCHIVE_BYTES`);
-    * a ``begin`` while another transfer is in progress is refused, not obeyed;
+    * a ``begin`` while another transfer is in progress is refused, not obeyed; one that has been
+      silent for :data:`STALE_S` (its sender died, the device restarted mid-transfer) gives way,
+      and is answered as abandoned;
     * a transfer that hears nothing for :data:`IDLE_S` is abandoned (:meth:`expire`);
     * each transfer is answered once: after a refusal the rest of it is ignored, and the
       ids remembered for that are bounded (:data:`MAX_REMEMBERED`).
@@ -106,6 +109,7 @@ class Receiver:
     def __init__(self, clock: Callable[[], float] = time.monotonic, idle_s: float = IDLE_S) -> None:
         self.current: Transfer | None = None
         self.finished: OrderedDict[str, None] = OrderedDict()  # answered transfers, oldest first
+        self.abandoned: list[TransferError] = []  # refusals of transfers that gave way; the caller answers them
         self._clock = clock
         self._idle_s = idle_s
 
@@ -165,10 +169,20 @@ class Receiver:
         current = self.current
         if isinstance(parsed, TransferBegin):
             if current is not None and current.transfer != transfer:
-                raise TransferError(
-                    f"another transfer ({current.transfer[:64]}) is in progress; send again when it has been "
-                    f"answered (or after {self._idle_s:g} s of silence)",
-                    transfer,
+                silent = self._clock() - current.last_heard
+                if silent < STALE_S:
+                    raise TransferError(
+                        f"another transfer ({current.transfer[:64]}) is in progress; send again when it has been "
+                        f"answered or has been silent for {STALE_S:g} s",
+                        transfer,
+                    )
+                self._finish(current.transfer)
+                self.abandoned.append(
+                    TransferError(
+                        f"abandoned: silent for {silent:.0f} s when transfer {transfer[:64]} began "
+                        f"({current.received} of {current.size} bytes received)",
+                        current.transfer,
+                    )
                 )
             self.current = self._begin(parsed)
             return None

@@ -45,9 +45,16 @@ class OtaInstaller:
 
     def __call__(self, message: mqtt.MQTTMessage, received: float) -> Handled:
         answer = self.feed(bytes(message.payload))
+        self._answer_abandoned()
         if answer is not None:
             self._send(answer)
         return Handled.DONE
+
+    def _answer_abandoned(self) -> None:
+        while self.receiver.abandoned:
+            refusal = self.receiver.abandoned.pop(0)
+            log.warning("bundle transfer %s: %s", refusal.transfer, refusal.reason)
+            self._send(ModelAck(refusal.transfer, accepted=False, reason=refusal.reason))
 
     def expire(self) -> None:
         """Abandon a transfer that went quiet, and tell its sender (called by the worker's housekeeping)."""

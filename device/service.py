@@ -62,7 +62,13 @@ class DeviceService:
         self.store = Store(config.state_dir / DATABASE_NAME, config.db_busy_timeout_s)
         self.model_slot, self.model_notes = load_dose_model(config)
         self.advisor = Advisor(
-            self.store, self.model_slot, config.safety, config.clock, max_histories=config.max_patients_in_memory
+            self.store,
+            self.model_slot,
+            config.safety,
+            config.clock,
+            max_histories=config.max_patients_in_memory,
+            zone=config.zone,
+            earliest=config.earliest_event,
         )
         risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config.trust))
         self.model_notes.extend(risk_notes)
@@ -143,6 +149,7 @@ class DeviceService:
             held_in_memory=self.advisor.held_events,
             notes=list(self.model_notes),
             clock=self.config.clock,
+            timezone=self.config.timezone,
             started_at=self.started_at.isoformat(timespec="seconds"),
         )
 

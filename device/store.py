@@ -201,6 +201,14 @@ class Store:
         )
         return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
 
+    def doses_at(self, patient: str, ts: datetime) -> list[Event]:
+        """The patient's insulin events at the same minute as ``ts``."""
+        rows = self._read(
+            "SELECT payload FROM events WHERE patient = ? AND ts_min = ? AND kind = ?",
+            (patient, minutes(ts), Kind.INSULIN.value),
+        )
+        return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
+
     def patients(self, offset: int = 0, limit: int = -1, starting: str = "") -> list[str]:
         """Known patient ids in order, a page at a time, optionally those starting with ``starting``."""
         return [

@@ -22,6 +22,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_NESTING = 8
 MAX_NOTE_CHARS = 500
 EARLIEST_TS = datetime(1900, 1, 1, tzinfo=UTC)
+MIN_UTC_OFFSET, MAX_UTC_OFFSET = timedelta(hours=-12), timedelta(hours=14)  # every time zone in use lies between
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # the whole string: see is_identifier
 
 COMMON_FIELDS = ("id", "patient", "ts", "kind")
@@ -150,8 +151,11 @@ def parse_timestamp(value: object, event_id: str | None, now: datetime) -> datet
         ts = datetime.fromisoformat(value)
     except ValueError:
         raise ValidationError(f"'ts' is not an ISO 8601 timestamp: {value[:40]!r}", event_id) from None
-    if ts.tzinfo is None or ts.utcoffset() is None:
+    offset = ts.utcoffset()
+    if offset is None:
         raise ValidationError("'ts' must carry a UTC offset, e.g. +00:00", event_id)
+    if not MIN_UTC_OFFSET <= offset <= MAX_UTC_OFFSET or offset.total_seconds() % 60:
+        raise ValidationError("'ts' has a UTC offset no time zone uses (they run from -12:00 to +14:00)", event_id)
     if ts < EARLIEST_TS:
         raise ValidationError("'ts' is before 1900", event_id)
     if ts > now + timedelta(seconds=FUTURE_TOLERANCE_S):

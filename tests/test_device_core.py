@@ -8,7 +8,9 @@ bulk evaluation path (docs/evaluation.md, "Dose model on AIM-94"), so the live d
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -243,3 +245,35 @@ def test_lookalike_and_case_twin_patient_ids(tmp_path, dose_model):
     again = advisor.handle(raw(glucose("l2", "pl", NOW, 151)))  # known now: no second warning
     assert again.errors == []
     assert not advisor.store.has_patient("P1")
+
+
+def test_time_of_day_is_read_in_the_ward_zone(tmp_path, dose_model):
+    """A sender on UTC at a Berlin ward: taken as Berlin time, flagged; the decision equals a Berlin sender's."""
+    berlin = ZoneInfo("Europe/Berlin")
+    utc_sender = Advisor(
+        Store(tmp_path / "a.sqlite3"), ModelSlot(dose_model), SafetyConfig(), wall_clock=lambda: NOW, zone=berlin
+    )
+    local_sender = Advisor(
+        Store(tmp_path / "b.sqlite3"), ModelSlot(dose_model), SafetyConfig(), wall_clock=lambda: NOW, zone=berlin
+    )
+    for event in event_factory.history("p-1", NOW):
+        utc_sender.handle(raw(event))
+        local_sender.handle(raw(replace(event, ts=event.ts.astimezone(berlin))))
+    a = utc_sender.handle(raw(glucose("g", "p-1", NOW, 180)))
+    b = local_sender.handle(raw(glucose("g", "p-1", NOW.astimezone(berlin), 180)))
+    assert a.suggestion.model_units == b.suggestion.model_units and a.suggestion.ts == b.suggestion.ts
+    assert a.suggestion.ts.endswith("+01:00")
+    assert [e.level for e in a.errors] == ["warning"] and "taken as 2026-11-21 13:00 ward time" in a.errors[0].reason
+    assert b.errors == []
+    assert utc_sender.store.events_for("p-1")[-1].ts.utcoffset() == timedelta(hours=1)  # stored in ward time
+
+
+def test_events_before_the_configured_floor_are_refused(tmp_path, dose_model):
+    floor = datetime(2000, 1, 1, tzinfo=UTC)
+    advisor = Advisor(
+        Store(tmp_path / "s.sqlite3"), ModelSlot(dose_model), SafetyConfig(), wall_clock=lambda: NOW, earliest=floor
+    )
+    old = advisor.handle(raw(glucose("old", "p-1", datetime(1970, 1, 1, tzinfo=UTC), 120)))
+    assert old.event is None and "earliest date this device accepts" in old.errors[0].reason
+    assert advisor.handle(raw(glucose("new", "p-1", NOW, 120))).event is not None
+    assert DeviceConfig().earliest_event == floor and DeviceConfig(clock="event").earliest_event is None

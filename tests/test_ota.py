@@ -119,3 +119,17 @@ def test_arbitrary_bytes_never_crash(data):
         Receiver().feed(data)
     except TransferError as exc:
         assert exc.reason
+
+
+def test_a_transfer_silent_for_a_few_seconds_gives_way_to_a_new_one():
+    """After a restart the broker redelivers half a transfer that will never finish; a new one must not wait 60 s."""
+    now = [0.0]
+    receiver = Receiver(clock=lambda: now[0])
+    feed_all(receiver, encode_transfer(ARCHIVE, "cut-off", chunk_bytes=30_000)[:2])
+    now[0] = 1.0
+    with pytest.raises(TransferError, match="in progress"):
+        feed_all(receiver, encode_transfer(ARCHIVE, "too-soon")[:1])
+    now[0] = 7.0
+    assert feed_all(receiver, encode_transfer(ARCHIVE, "fresh")) == ("fresh", ARCHIVE)
+    [abandoned] = receiver.abandoned
+    assert abandoned.transfer == "cut-off" and "silent for 6 s when transfer fresh began" in abandoned.reason

@@ -158,3 +158,16 @@ def test_arbitrary_objects_are_accepted_or_explained(obj):
         assert exc.reason and "\n" not in exc.reason
     else:
         assert event.kind.value == obj["kind"] and event.patient == obj["patient"]
+
+
+@pytest.mark.parametrize("offset", ["+23:59", "-13:00", "+14:01", "+05:30:15"])
+def test_offsets_no_time_zone_uses_are_refused(offset):
+    with pytest.raises(ValidationError, match="no time zone uses"):
+        decode_event(raw(kind="request", ts=f"2026-11-21T09:00:00{offset}"), NOW)
+    assert decode_event(raw(kind="request", ts="2026-11-21T09:00:00+14:00"), NOW + timedelta(days=1)).kind.value
+
+
+def test_ids_must_match_whole():
+    for bad in ("p1\n", "p1\r\n", " p1", "p1 "):
+        with pytest.raises(ValidationError, match="'patient' must be"):
+            decode_event(raw(kind="request", patient=bad), NOW)

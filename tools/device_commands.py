@@ -313,7 +313,13 @@ def flash(bundle_path, broker, device_id, to_dir, key, protocol, timeout, trust,
         click.echo(f"installed dose {version} into {to_dir}")
         return
     try:
-        answer = flash_mod.flash_over_mqtt(archive, BrokerConfig(url=broker, protocol=protocol), device_id, timeout)
+        answer = flash_mod.flash_over_mqtt(
+            archive,
+            BrokerConfig(url=broker, protocol=protocol),
+            device_id,
+            timeout,
+            progress=lambda message: click.echo(message, err=True),
+        )
     except flash_mod.FlashError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"accepted: device {device_id} now runs {answer.name} {answer.version}")

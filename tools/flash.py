@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -17,6 +21,8 @@ from device.mqtt_client import Subscriber
 from device.ota import TransferMessage, encode_transfer
 from device.schema import SchemaError
 from device.topics import Topics
+
+BUSY_RETRY_S = 2.0
 
 
 class FlashError(Exception):
@@ -46,40 +52,52 @@ def flash_over_mqtt(
     device_id: str,
     timeout_s: float = 60.0,
     messages: list[TransferMessage] | None = None,
+    progress: Callable[[str], None] = lambda _m: None,
 ) -> ModelAck:
     """Send the archive in chunks and wait for the device's answer on ``model/ack``.
 
-    ``messages`` overrides the encoded transfer (tests use it to corrupt or drop chunks).
+    A device busy with another transfer is asked again, with a new transfer, until the
+    timeout (an earlier transfer cut off by a restart gives way after a few seconds of
+    silence). ``messages`` overrides the encoded transfer (tests use it to corrupt or drop
+    chunks; it is sent once).
     """
     topics = Topics(device_id)
-    messages = messages if messages is not None else encode_transfer(archive)
-    transfer = messages[0].transfer
-    answers: list[ModelAck] = []
+    answers: dict[str, ModelAck] = {}
 
     def keep(message: mqtt.MQTTMessage) -> None:
         try:
             ack = ModelAck.from_json(message.payload)
         except SchemaError:
             return
-        if ack.transfer == transfer:
-            answers.append(ack)
+        if ack.transfer is not None:
+            answers.setdefault(ack.transfer, ack)
 
-    client = Subscriber(broker, f"advisor-flash-{transfer[:12]}", [topics.model_ack], keep)
+    client = Subscriber(broker, f"advisor-flash-{uuid.uuid4().hex[:12]}", [topics.model_ack], keep)
+    deadline = time.monotonic() + timeout_s
     try:
         try:
             client.wait_subscribed(min(timeout_s, 15.0))
         except TimeoutError as exc:
             raise FlashError(str(exc)) from None
-        for message in messages:
-            client.client.publish(topics.model, message.to_json(), qos=1)
-        if not client.wait_until(lambda: bool(answers), timeout_s):
-            raise FlashError(
-                f"device {device_id} did not answer within {timeout_s:g} s "
-                "(is it running and subscribed to this broker?)"
-            )
+        while True:
+            attempt = messages if messages is not None else encode_transfer(archive)
+            transfer = attempt[0].transfer
+            for message in attempt:
+                client.client.publish(topics.model, message.to_json(), qos=1)
+            answered = functools.partial(dict.__contains__, answers, transfer)
+            if not client.wait_until(answered, max(0.0, deadline - time.monotonic())):
+                raise FlashError(
+                    f"device {device_id} did not answer within {timeout_s:g} s "
+                    "(is it running and subscribed to this broker?)"
+                )
+            answer = answers[transfer]
+            busy = not answer.accepted and "is in progress" in (answer.reason or "")
+            if not busy or messages is not None or time.monotonic() + BUSY_RETRY_S > deadline:
+                break
+            progress(f"device {device_id} is busy with another transfer; trying again in {BUSY_RETRY_S:g} s")
+            time.sleep(BUSY_RETRY_S)
     finally:
         client.close()
-    answer = answers[0]
     if not answer.accepted:
         raise FlashError(f"device {device_id} rejected the bundle: {answer.reason or 'no reason given'}")
     return answer

@@ -128,3 +128,7 @@ class DeviceWatcher(Subscriber):
 
     def suggestion_for(self, event_id: str) -> Suggestion | None:
         return next((s for s in self.suggestions if s.event_id == event_id), None)
+
+    def error_for_id(self, event_id: str) -> ErrorMessage | None:
+        """The first message on ``errors`` about ``event_id``."""
+        return next((e for e in self.errors if e.event_id == event_id), None)

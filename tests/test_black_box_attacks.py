@@ -1,6 +1,10 @@
-"""The bedside page server under attack: DNS rebinding, cross-site actions, slow and idle sockets,
-malformed requests. A real device (in this process, so its socket timeout can be shortened)
-on a real Mosquitto; raw sockets and ``http.client`` play the attacker."""
+"""The device attacked from outside, through its MQTT topics and its page (issue 12's findings).
+
+A real device (in this process, so its page's socket timeout can be shortened) on a real
+Mosquitto; a hostile sender on the broker, raw sockets and ``http.client`` play the attacker:
+DNS rebinding and cross-site actions, slow and idle sockets, malformed requests, look-alike
+patient ids, offsets and dates that shift or fake time, duplicate doses. (Lost suggestions:
+test_delivery.py; bundle transfers: test_ota_attack.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import http.client
 import socket
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -16,6 +20,7 @@ from device import web
 from device.config import BrokerConfig, DeviceConfig, HttpConfig
 from device.messages import Acknowledge, ActionDone, ApiError, PatientList, PatientView
 from device.service import DeviceService
+from preprocessing.events import Event, Insulin, Kind
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
@@ -193,3 +198,81 @@ def test_the_patient_list_comes_a_page_at_a_time(served):
     assert found.patients == [f"w-02{i}" for i in range(5)]
     assert request(served, "GET", "/api/patients?limit=100000", headers=host)[0] == 400
     assert request(served, "GET", "/api/patients?offset=x", headers=host)[0] == 400
+
+
+def sender_and_watcher(mosquitto, client_id: str) -> tuple[EventPublisher, DeviceWatcher]:
+    broker = BrokerConfig(url=mosquitto.url)
+    watcher = DeviceWatcher(broker, DEVICE)
+    publisher = EventPublisher(broker, DEVICE, client_id=client_id)
+    watcher.wait_subscribed(5)
+    publisher.wait_connected()
+    return publisher, watcher
+
+
+def test_the_same_instant_gives_the_same_dose_whatever_offset_the_sender_uses(served, mosquitto):
+    """Before: +00:00 → 6.85 U, +14:00 → 7.06, −12:00 → 7.20 for one instant; +23:59 accepted."""
+    publisher, watcher = sender_and_watcher(mosquitto, "offset-sender")
+    try:
+        now = datetime.now(UTC).replace(microsecond=0)
+        offsets = {"utc": timedelta(0), "east": timedelta(hours=14), "west": timedelta(hours=-12)}
+        for name in offsets:
+            for event in event_factory.history(f"z-{name}", now):
+                publisher.publish(event)
+        for name, offset in offsets.items():
+            at = now.astimezone(timezone(offset))
+            publisher.publish(event_factory.glucose(f"z-{name}-now", f"z-{name}", at, 180))
+        publisher.publish(
+            b'{"id": "z-bad", "patient": "z-utc", "ts": "%s", "kind": "request"}'
+            % now.isoformat().replace("+00:00", "+23:59").encode()
+        )
+        ids = [f"z-{name}-now" for name in offsets]
+        assert watcher.wait_for(lambda w: all(w.suggestion_for(i) for i in ids) and w.error_for_id("z-bad"), 10)
+        answers = [watcher.suggestion_for(i) for i in ids]
+        assert len({(s.model_units, s.units, s.status) for s in answers}) == 1, answers
+        assert all(s.ts.endswith("+00:00") for s in answers)  # decided in ward time (UTC here)
+        flagged = {e.event_id for e in watcher.errors if e.level == "warning" and "ward's" in e.reason}
+        assert flagged == {"z-east-now", "z-west-now"}
+        assert "no time zone uses" in watcher.error_for_id("z-bad").reason
+    finally:
+        publisher.close()
+        watcher.close()
+
+
+def test_readings_from_an_unset_clock_are_refused(served, mosquitto):
+    publisher, watcher = sender_and_watcher(mosquitto, "epoch-sender")
+    try:
+        for event_id, ts in (("e-1900", "1900-01-01T00:00:00+00:00"), ("e-1970", "1970-01-01T00:00:00+00:00")):
+            publisher.publish(
+                b'{"id": "%s", "patient": "p-1", "ts": "%s", "kind": "glucose", "mg_dl": 120}'
+                % (event_id.encode(), ts.encode())
+            )
+        assert watcher.wait_for(lambda w: w.error_for_id("e-1900") and w.error_for_id("e-1970"), 10)
+        assert all("earliest date this device accepts" in watcher.error_for_id(i).reason for i in ("e-1900", "e-1970"))
+        assert watcher.suggestion_for("e-1970") is None
+        assert not served.store.has_event("e-1970")
+    finally:
+        publisher.close()
+        watcher.close()
+
+
+def test_a_likely_duplicate_dose_is_flagged_on_errors_and_the_page(served, mosquitto):
+    """Before: two insulin events, different ids, same time and units: both counted without a word."""
+    publisher, watcher = sender_and_watcher(mosquitto, "dose-sender")
+    try:
+        at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+        for event_id in ("pen-1", "pump-1"):
+            publisher.publish(
+                Event(id=event_id, patient="p-1", ts=at, kind=Kind.INSULIN, insulin=Insulin.REGULAR, units=4.0)
+            )
+        publisher.publish(event_factory.glucose("after-doses", "p-1", datetime.now(UTC), 160))
+        assert watcher.wait_for(lambda w: w.suggestion_for("after-doses") and w.error_for_id("pump-1"), 10)
+        warning = watcher.error_for_id("pump-1")
+        assert warning.level == "warning" and "likely duplicate dose" in warning.reason and "'pen-1'" in warning.reason
+        assert watcher.error_for_id("pen-1") is None
+        assert watcher.suggestion_for("after-doses").iob_units > 4.0  # both are counted: no telling which is real
+        port = served.web.address[1]
+        _, _, body = request(served, "GET", "/api/patients/p-1", headers={"Host": f"127.0.0.1:{port}"})
+        assert any("likely duplicate dose" in n for n in PatientView.from_json(body).notices)
+    finally:
+        publisher.close()
+        watcher.close()
