@@ -132,4 +132,4 @@ def test_a_transfer_silent_for_a_few_seconds_gives_way_to_a_new_one():
     now[0] = 7.0
     assert feed_all(receiver, encode_transfer(ARCHIVE, "fresh")) == ("fresh", ARCHIVE)
     [abandoned] = receiver.abandoned
-    assert abandoned.transfer == "cut-off" and "silent for 6 s when transfer fresh began" in abandoned.reason
+    assert abandoned.transfer == "cut-off" and "silent for 7 s when transfer fresh began" in abandoned.reason
