@@ -1,11 +1,19 @@
-"""The device's MQTT link: connects, subscribes, publishes typed messages, reports its state.
+"""The device's MQTT link: two connections, subscriptions, typed publishing, its state in words.
 
-Owns the paho client of ``advisor device run``; nothing else in the device talks to paho.
-Inbound messages go to one callback (the :class:`~device.dispatcher.Dispatcher`), which
-acknowledges each one through :meth:`Communicator.ack` when it is safely handled (manual
-acknowledgements, QoS 1, persistent session). A failed connection attempt is reported at once,
-with the reason and when the next attempt comes, in the log and in :attr:`problem` (the page
-shows it), instead of retrying in silence.
+Owns the paho clients of ``advisor device run``; nothing else in the device talks to paho.
+
+* **Inbound** (client id ``advisor-device-<id>``, persistent session, manual acknowledgements,
+  the last will): the subscriptions of the contract. Each message goes to one callback (the
+  :class:`~device.dispatcher.Dispatcher`), which acknowledges it through :meth:`ack` once it is
+  safely handled. When the worker falls behind, this connection's network thread waits and
+  TCP pushes back on the broker.
+* **Outbound** (``advisor-device-<id>-out``): everything the device publishes. Its own network
+  thread keeps reading the broker's acknowledgements even while the inbound one waits, so the
+  worker can hold new events until enough answers are acknowledged
+  (:meth:`DeliveryTracker.wait_for_room`) without ever waiting on itself.
+
+A failed connection attempt is reported at once, with the reason and when the next attempt
+comes, in the log and in :attr:`problem` (the page shows it), instead of retrying in silence.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ log = logging.getLogger("advisor.device")
 
 
 class Communicator:
-    """One device's MQTT client: subscriptions from the contract, publishing, acknowledgements."""
+    """One device's MQTT connections: subscriptions from the contract, publishing, acknowledgements."""
 
     def __init__(
         self,
@@ -48,27 +56,31 @@ class Communicator:
         on_ready: Callable[[], None],
         on_change: Callable[[], None],
     ) -> None:
-        """``on_ready`` is called once subscribed (each time), ``on_change`` on every other change of the link.
-
-        Every publish and every PUBACK is reported to ``delivery``.
+        """``on_ready`` is called each time both connections are up and subscribed, ``on_change`` on
+        every other change of the link. Every publish and every PUBACK is reported to ``delivery``.
         """
         self.config = config
         self.topics = Topics(config.device_id)
-        self.connected = threading.Event()
-        self.ready = threading.Event()
+        self.delivery = delivery
+        self.connected = threading.Event()  # both connections up
+        self.ready = threading.Event()  # and subscribed
         self.problem: str | None = None
         self._stopping = threading.Event()
         self._failures = 0  # failed connection attempts in a row
+        self._up: set[str] = set()  # "in", "out": the connections that are up
+        self._subscribed = False
+        self._lock = threading.Lock()
         self._on_ready = on_ready
         self._on_change = on_change
-        self.delivery = delivery
         self.client = make_client(config.broker, config.client_id, persistent=True, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
+        self.outbound = make_client(config.broker, f"{config.client_id}-out", persistent=True)
+        for name, client in (("in", self.client), ("out", self.outbound)):
+            client.on_connect = self._connected_handler(name)
+            client.on_connect_fail = self._on_connect_fail
+            client.on_disconnect = self._disconnected_handler(name)
         self.client.on_subscribe = self._on_subscribe
-        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda client, userdata, message: on_message(message)
-        self.client.on_publish = lambda client, userdata, mid, reason_code, properties: delivery.acknowledged(mid)
+        self.outbound.on_publish = lambda client, userdata, mid, reason_code, properties: delivery.acknowledged(mid)
 
     @property
     def inbound(self) -> list[str]:
@@ -76,25 +88,41 @@ class Communicator:
         return [self.topics.of(t.leaf) for t in MQTT_CONTRACT if t.direction == "to device"]
 
     # ----------------------------------------------------------------- link
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self._failed(f"the broker refused the connection: {reason_code}")
-            return
-        disable_nagle(client)
-        self.connected.set()
-        self.problem = None
-        self._failures = 0
-        log.info("connected to %s (session present: %s)", self.config.broker.display_url, flags.session_present)
-        client.subscribe([(topic, 1) for topic in self.inbound])
-        self._on_change()
+    def _connected_handler(self, name: str) -> Callable[..., None]:
+        def on_connect(client, userdata, flags, reason_code, properties) -> None:
+            if reason_code.is_failure:
+                self._failed(f"the broker refused the connection: {reason_code}")
+                return
+            disable_nagle(client)
+            log.info(
+                "%s connection to %s up (session present: %s)",
+                name,
+                self.config.broker.display_url,
+                flags.session_present,
+            )
+            if name == "in":
+                client.subscribe([(topic, 1) for topic in self.inbound])
+            self._changed(up=name)
+
+        return on_connect
+
+    def _disconnected_handler(self, name: str) -> Callable[..., None]:
+        def on_disconnect(client, userdata, flags, reason_code, properties) -> None:
+            if not self._stopping.is_set():
+                self.problem = f"lost the broker at {self.config.broker.display_url} ({reason_code}); reconnecting"
+                log.warning("%s (%s connection)", self.problem, name)
+            self._changed(down=name)
+
+        return on_disconnect
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._failed(describe_connect_failure(sys.exc_info()[1]))
 
     def _failed(self, reason: str) -> None:
         """Say at once what failed and when the next attempt comes."""
-        self._failures += 1
-        retry = reconnect_wait_s(self._failures, RECONNECT_MIN_S, self.config.broker.reconnect_max_s)
+        with self._lock:
+            self._failures += 1
+            retry = reconnect_wait_s(self._failures, RECONNECT_MIN_S, self.config.broker.reconnect_max_s)
         self.problem = (
             f"cannot reach the broker at {self.config.broker.display_url}: {reason}; trying again in {retry:g} s"
         )
@@ -107,16 +135,35 @@ class Communicator:
             log.error("%s", self.problem)
             self._on_change()
             return
-        self.ready.set()
-        self._on_ready()
+        self._changed(subscribed=True)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected.clear()
-        self.ready.clear()
-        if not self._stopping.is_set():
-            self.problem = f"lost the broker at {self.config.broker.display_url} ({reason_code}); reconnecting"
-            log.warning("%s", self.problem)
-        self._on_change()
+    def _changed(self, up: str | None = None, down: str | None = None, subscribed: bool = False) -> None:
+        """Track both connections; announce readiness once both are up and subscribed."""
+        with self._lock:
+            if up:
+                self._up.add(up)
+            if down:
+                self._up.discard(down)
+                if down == "in":
+                    self._subscribed = False
+            if subscribed:
+                self._subscribed = True
+            both = self._up == {"in", "out"}
+            became_ready = both and self._subscribed and not self.ready.is_set()
+            if both:
+                self.connected.set()
+                self._failures = 0
+                self.problem = None
+            else:
+                self.connected.clear()
+            if not (both and self._subscribed):
+                self.ready.clear()
+            if became_ready:
+                self.ready.set()
+        if became_ready:
+            self._on_ready()
+        else:
+            self._on_change()
 
     # ------------------------------------------------------------ messages
     def send(self, message: Message | Event, expires_in_s: int | None = None) -> mqtt.MQTTMessageInfo:
@@ -129,14 +176,16 @@ class Communicator:
         expiry = None
         if contract.expires:
             expiry = expiring(self.config.broker, expires_in_s or self.config.suggestion_expiry_s)
-        info = self.client.publish(
+        info = self.outbound.publish(
             self.topics.of(contract.leaf),
             json.dumps(message.to_payload()),
             qos=contract.qos,
             retain=contract.retained,
             properties=expiry,
         )
-        if contract.qos > 0:
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho refused it (no free packet id): it was never queued
+            log.error("could not queue a %s message: too many unacknowledged publishes", contract.leaf)
+        elif contract.qos > 0:
             self.delivery.published(info.mid, message.id if isinstance(message, Suggestion) else None)
         return info
 
@@ -148,13 +197,15 @@ class Communicator:
     def start(self, will: DeviceStatus) -> None:
         """Start connecting in the background; the broker publishes ``will`` if the device vanishes."""
         self.client.will_set(self.topics.status, will.to_json(), qos=1, retain=True)
-        connect_async(self.client, self.config.broker, persistent=True)
-        self.client.loop_start()
+        for client in (self.outbound, self.client):
+            connect_async(client, self.config.broker, persistent=True)
+            client.loop_start()
 
     def stop(self, last: DeviceStatus) -> None:
         """Publish ``last`` as the status if connected, then disconnect."""
         self._stopping.set()
         if self.connected.is_set():
             self.send(last).wait_for_publish(timeout=2.0)
-        self.client.disconnect()
-        self.client.loop_stop()
+        for client in (self.client, self.outbound):
+            client.disconnect()
+            client.loop_stop()

@@ -25,6 +25,8 @@ from .storage_recovery import RETRY_S, StorageRecovery
 log = logging.getLogger("advisor.device")
 WORK_QUEUE_MAX = 64
 HOUSEKEEPING_S = 0.5
+ROOM_STEP_S = 0.25
+ROOM_WAIT_S = 5.0
 
 
 class Handled(enum.Enum):
@@ -53,11 +55,14 @@ class Dispatcher:
         ack: Callable[[mqtt.MQTTMessage], None],
         recovery: StorageRecovery,
         housekeeping: Task,
+        room: Callable[[float], bool],
     ) -> None:
+        """``room(timeout_s)`` blocks while the outbound side is full (see DeliveryTracker.wait_for_room)."""
         self.routes = routes
         self._ack = ack
         self._recovery = recovery
         self._housekeeping = housekeeping
+        self._room = room
         self._last_housekeeping = time.monotonic()
         self._work: queue.Queue[tuple[float, mqtt.MQTTMessage] | Task | None] = queue.Queue(maxsize=WORK_QUEUE_MAX)
         self._stopping = threading.Event()
@@ -91,8 +96,23 @@ class Dispatcher:
             if callable(item):
                 item()
             else:
+                self._wait_for_room()
                 self._handle(*item)
             self._tidy()
+
+    def _wait_for_room(self) -> None:
+        """Hold the next event while the broker has not acknowledged enough of the answers sent.
+
+        Bounded waits: the network thread may itself be waiting for this queue, and then it
+        cannot read the acknowledgements; after :data:`ROOM_WAIT_S` the event is handled anyway.
+        """
+        waited = 0.0
+        while not self._room(ROOM_STEP_S):
+            self._tidy(force=True)
+            waited += ROOM_STEP_S
+            if waited >= ROOM_WAIT_S or self._stopping.is_set():
+                log.warning("the broker is slow to acknowledge the device's answers; going on")
+                return
 
     def _tidy(self, force: bool = False) -> None:
         if force or time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_S:

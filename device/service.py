@@ -94,6 +94,7 @@ class DeviceService:
             self.link.ack,
             self.recovery,
             housekeeping=self._housekeeping,
+            room=self.delivery.wait_for_room,
         )
         self.actions = PageActions(config.device_id, self.store, self.advisor, self.link.send)
         self.web = BedsideServer(config.http, self)

@@ -137,3 +137,10 @@ class DeviceProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def assert_repeats_identical(watcher) -> None:
+    """An answer that came twice is the same answer under the same id (delivery is at least once)."""
+    first: dict[str, object] = {}
+    for s in watcher.suggestions:
+        assert first.setdefault(s.id, s) == s, f"{s.id} repeated with a different answer"

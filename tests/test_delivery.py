@@ -22,7 +22,7 @@ from device.store import Store
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
-from .device_process import DeviceProcess
+from .device_process import DeviceProcess, assert_repeats_identical
 
 DEVICE = "bed-kill"
 READINGS = 2000
@@ -71,9 +71,7 @@ def test_kill_9_after_the_600th_of_2000_readings_loses_no_answer(mosquitto, tmp_
         (artifacts / "delivery-kill9.json").write_text(json.dumps(figures, indent=2) + "\n")
         assert lost == 0, figures
         assert figures["stored_suggestions"] == READINGS
-        first = {}
-        for s in watcher.suggestions:  # a repeat is the same answer under the same id
-            assert first.setdefault(s.id, s) == s
+        assert_repeats_identical(watcher)
         assert undelivered == 0 or device.terminate() == 0  # acknowledgements are written within a second
         if undelivered:
             assert rows(device, "SELECT COUNT(*) FROM suggestions WHERE delivered_at IS NULL")[0][0] == 0

@@ -410,7 +410,14 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
 
 
 @click.command()
-@click.option("--patients", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--patients", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option(
+    "--history-days",
+    type=click.IntRange(0, 14),
+    default=14,
+    show_default=True,
+    help="Days of history sent for each patient first (0: every patient is new, as in a flood of ids).",
+)
 @click.option(
     "--burst",
     type=click.IntRange(100, 1_000_000),
@@ -428,14 +435,19 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @friendly
-def load(patients: int, burst: int, soak_minutes: float, soak_rate: float, as_json: bool) -> None:
+def load(patients: int, history_days: int, burst: int, soak_minutes: float, soak_rate: float, as_json: bool) -> None:
     """Load and soak a real device on a private Mosquitto: events/s, latency, lost, memory."""
     import json
 
     from . import load as load_mod
 
     figures = load_mod.run_load(
-        patients, burst, soak_minutes, soak_rate, progress=lambda msg: click.echo(msg, err=True)
+        patients,
+        burst,
+        soak_minutes,
+        soak_rate,
+        progress=lambda msg: click.echo(msg, err=True),
+        history_days=history_days,
     )
     click.echo(json.dumps(load_mod.to_json(figures), indent=2) if as_json else load_mod.table(figures))
     if figures.burst_lost or figures.soak_lost:

@@ -40,6 +40,7 @@ def run_load(
     soak_minutes: float = 10.0,
     soak_rate: float = 20.0,
     progress: Callable[[str], None] = lambda _m: None,
+    history_days: int = 14,
 ) -> LoadFigures:
     """Burst, then soak; every reading must get its suggestion (``lost`` counts those that did not)."""
     with measurement_rig("advisor-load-", "advisor-load-sensor") as rig:
@@ -49,11 +50,11 @@ def run_load(
         if not wait_online(port, 60):
             raise RuntimeError(f"the device did not come online; see {rig.log}")
         assert rig.device is not None
-        names = [f"load-p{i:03d}" for i in range(patients)]
-        progress(f"history for {patients} patients")
+        names = [f"load-p{i:06d}" for i in range(patients)]
+        progress(f"{history_days} days of history for {patients} patients")
         now = datetime.now(UTC)
         for name in names:
-            for event in history_events(name, now):
+            for event in history_events(name, now, history_days):
                 publisher.publish(event)
         publisher.publish(request("history-done", names[-1], now))
         if not timings.wait({"history-done"}, 300):

@@ -103,10 +103,10 @@ def wait_online(port: int, timeout_s: float) -> bool:
     return False
 
 
-def history_events(patient: str, now: datetime) -> list[Event]:
-    """Fourteen days of three meals a day (glucose and a regular dose) before ``now``."""
+def history_events(patient: str, now: datetime, days: int = 14) -> list[Event]:
+    """``days`` days of three meals a day (glucose and a regular dose) before ``now``."""
     out = []
-    for day in range(14, 0, -1):
+    for day in range(days, 0, -1):
         for hour, units in ((7, 7.0), (12, 5.0), (18, 6.0)):
             ts = (now - timedelta(days=day)).replace(hour=hour, minute=30, second=0, microsecond=0)
             out.append(
