@@ -352,21 +352,11 @@ class Advisor:
         decided = self.decide(event.patient, self._decision_time(event), event.id)
         suggestion = decided.with_latency(round((time.perf_counter() - received) * 1000.0, 3))
         try:
-            self._record(suggestion)
+            self.store.record_sent(suggestion)
         except StoreError as exc:
             self._held_records[event.id] = suggestion
             outcome.unstored = str(exc)
         return suggestion
-
-    def _record(self, suggestion: Suggestion) -> None:
-        self.store.record_sent(suggestion)
-        self.store.audit(
-            suggestion.status,
-            {"units": suggestion.units, "reasons": suggestion.reasons, "model_units": suggestion.model_units},
-            patient=suggestion.patient,
-            event_id=suggestion.event_id,
-            suggestion_id=suggestion.id,
-        )
 
     @property
     def held_events(self) -> int:
@@ -386,7 +376,7 @@ class Advisor:
                     self.store.add_event(event)
                     del self._held_events[event_id]
                 for event_id, suggestion in list(self._held_records.items()):
-                    self._record(suggestion)
+                    self.store.record_sent(suggestion)
                     del self._held_records[event_id]
             except StoreError as exc:
                 return str(exc)

@@ -12,11 +12,13 @@ and deletes.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,6 +156,19 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to the state database: {exc}") from None
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several writes, one commit (one fsync); any failure rolls all of them back."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot write to the state database: {exc}") from None
+
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
@@ -173,21 +188,14 @@ class Store:
             digest,
             _now_iso(),
         )
-        with self._lock:
-            try:
-                self._db.execute("BEGIN")
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO events (id, patient, ts, ts_min, kind, payload, digest, received_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-                if cursor.rowcount == 1:
-                    self._db.execute("INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?)", _patient_row(event.patient))
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreError(f"cannot write to the state database: {exc}") from None
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO events (id, patient, ts, ts_min, kind, payload, digest, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            if cursor.rowcount == 1:
+                db.execute("INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?)", _patient_row(event.patient))
         if cursor.rowcount == 1:
             return Added.NEW
         rows = self._read("SELECT digest FROM events WHERE id = ?", (event.id,))
@@ -244,19 +252,38 @@ class Store:
 
     # ------------------------------------------------------------- suggestions
     def record_sent(self, suggestion: Suggestion) -> None:
-        """Commit a suggestion before it is published (one per triggering event); undelivered until PUBACK."""
-        self._write(
-            "INSERT OR IGNORE INTO suggestions (id, event_id, patient, status, payload, sent_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                suggestion.id,
-                suggestion.event_id,
-                suggestion.patient,
-                suggestion.status,
-                json.dumps(suggestion.to_payload()),
-                _now_iso(),
-            ),
-        )
+        """Commit a suggestion before it is published (one per triggering event), with its audit row.
+
+        One transaction, one fsync; it counts as undelivered until the broker's PUBACK.
+        """
+        now = _now_iso()
+        detail = {"units": suggestion.units, "reasons": suggestion.reasons, "model_units": suggestion.model_units}
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO suggestions (id, event_id, patient, status, payload, sent_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    suggestion.id,
+                    suggestion.event_id,
+                    suggestion.patient,
+                    suggestion.status,
+                    json.dumps(suggestion.to_payload()),
+                    now,
+                ),
+            )
+            if cursor.rowcount == 1:
+                db.execute(
+                    "INSERT INTO audit (at, action, patient, event_id, suggestion_id, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        now,
+                        suggestion.status,
+                        suggestion.patient,
+                        suggestion.event_id,
+                        suggestion.id,
+                        json.dumps(detail),
+                    ),
+                )
 
     def has_event(self, event_id: str) -> bool:
         return bool(self._read("SELECT 1 FROM events WHERE id = ?", (event_id,)))
@@ -265,21 +292,13 @@ class Store:
         """Record the broker's acknowledgement of these suggestions; returns the ids not stored (yet)."""
         now = _now_iso()
         missing = []
-        with self._lock:
-            try:
-                self._db.execute("BEGIN")
-                for suggestion_id in suggestion_ids:
-                    cursor = self._db.execute(
-                        "UPDATE suggestions SET delivered_at = COALESCE(delivered_at, ?) WHERE id = ?",
-                        (now, suggestion_id),
-                    )
-                    if cursor.rowcount == 0:
-                        missing.append(suggestion_id)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreError(f"cannot write to the state database: {exc}") from None
+        with self._transaction() as db:
+            for suggestion_id in suggestion_ids:
+                cursor = db.execute(
+                    "UPDATE suggestions SET delivered_at = COALESCE(delivered_at, ?) WHERE id = ?", (now, suggestion_id)
+                )
+                if cursor.rowcount == 0:
+                    missing.append(suggestion_id)
         return missing
 
     def undelivered(self, sent_since: datetime) -> list[tuple[Suggestion, datetime]]:
