@@ -7,14 +7,13 @@ commands never load the training stack.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from . import device_commands, firmware_commands
-from .common import KEY_OPTION, OUT_OPTION, REPORT_OPTION, default_aim94_dir, friendly
+from .common import KEY_OPTION, MIMIC_OPTION, OUT_OPTION, REPORT_OPTION, default_aim94_dir, friendly
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,14 +53,7 @@ def data_check(folder: Path, as_json: bool) -> None:
 
 
 @data.command("cohorts")
-@click.option(
-    "--mimic",
-    "mimic_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"),
-    required=True,
-    help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).",
-)
+@MIMIC_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the cohorts as JSON.")
 @friendly
 def data_cohorts(mimic_dir: Path, as_json: bool) -> None:
@@ -200,14 +192,7 @@ def _train_companion(
 
 def _companion_command(task: str, summary: str):
     @train.command(task, help=summary)
-    @click.option(
-        "--mimic",
-        "mimic_dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"),
-        required=True,
-        help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).",
-    )
+    @MIMIC_OPTION
     @OUT_OPTION
     @KEY_OPTION
     @REPORT_OPTION

@@ -25,6 +25,14 @@ def friendly(func):
     return wrapper
 
 
+MIMIC_OPTION = click.option(
+    "--mimic",
+    "mimic_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"),
+    required=True,
+    help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).",
+)
 OUT_OPTION = click.option(
     "--out", "out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write."
 )
