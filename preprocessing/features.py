@@ -256,7 +256,8 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
                     reg_last_t, reg_last_units = et, units
                 if age <= MINUTES_PER_DAY:
                     reg_24h += units
-                iob += units * curve.fraction_remaining(age)
+                if age < curve.duration_min:  # a dose past its duration of action is off board
+                    iob += units * curve.fraction_remaining(age)
                 if e_slot == slot and len(same_slot) < SAME_SLOT_DOSES:
                     same_slot.append(units)
             elif age <= AGE_CAP_H * 60.0:  # older long-acting doses no longer count

@@ -1,0 +1,216 @@
+"""Who decides the regular insulin in each arm of the trial.
+
+Every arm sees the same patients, meals, readings and meter errors; they differ only in the
+dose given at a reading:
+
+* ``oracle`` — simglucose's basal-bolus rule with the exact carbohydrate (carbs / CR, plus
+  (glucose − 140) / CF above 150 mg/dL), at meals only;
+* ``carb_error`` — the same rule with the person's carbohydrate estimate (±25 %);
+* ``habit`` — the median of the patient's last five doses at that meal;
+* ``advisor`` — the real device decision path (:class:`device.advisor.Advisor`: validation,
+  SQLite store, features, LiteRT model, supervisor), **followed as a person would**: every
+  suggested dose given, at every reading;
+* ``model_only`` — the model's own number at every reading, without the supervisor;
+* ``supervised_habit`` — the habit dose passed through the supervisor's rules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from device.advisor import Advisor, ModelSlot
+from device.config import SafetyConfig
+from device.decision import decision_inputs
+from device.inference import DoseModel
+from device.safety import supervise
+from device.store import Store
+from preprocessing.events import Event, Insulin, Kind
+from preprocessing.features import window_at
+
+from .protocol import Meal
+
+ARMS = ("oracle", "carb_error", "habit", "advisor", "model_only", "supervised_habit")
+ADVISOR_ARMS = ("advisor", "model_only", "supervised_habit")
+HABIT_DOSES = 5
+BB_TARGET, BB_THRESHOLD = 140.0, 150.0  # simglucose's basal-bolus controller
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A glucose reading at which the arm decides the regular dose given now."""
+
+    at: datetime
+    mg_dl: float
+    context: str
+    meal: Meal | None  # announced at this reading
+    carb_estimate: float | None  # the person's count of the meal's carbohydrate
+
+
+@dataclass
+class Decision:
+    units: float
+    status: str = "dose"
+    rules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PatientTerms:
+    """What the basal-bolus rule knows about a patient (simglucose's Quest.csv)."""
+
+    carb_ratio: float  # g/U
+    correction_factor: float  # mg/dL per U
+
+
+def basal_bolus(carbs: float, glucose: float, terms: PatientTerms) -> float:
+    """simglucose's basal-bolus meal dose, U."""
+    correction = (glucose - BB_TARGET) / terms.correction_factor if glucose > BB_THRESHOLD else 0.0
+    return max(0.0, carbs / terms.carb_ratio + correction)
+
+
+class Arm:
+    """One arm for one patient: its history and its decision at each reading."""
+
+    name = "arm"
+
+    def __init__(self, patient: str, terms: PatientTerms) -> None:
+        self.patient = patient.replace("#", "-")  # a device patient id: adolescent-001
+        self.terms = terms
+        self.doses: dict[str, list[float]] = defaultdict(list)  # meal slot -> regular doses, oldest first
+
+    def observe(self, event: Event) -> None:
+        """Something happened (warm-up or trial): an event of this patient's log."""
+
+    def given(self, slot: str | None, units: float) -> None:
+        """A regular dose was given at a meal of ``slot`` (or at no meal)."""
+        if slot is not None and units > 0:
+            self.doses[slot].append(units)
+
+    def habit_dose(self, slot: str) -> float:
+        recent = self.doses[slot][-HABIT_DOSES:]
+        return float(statistics.median(recent)) if recent else 0.0
+
+    def decide(self, reading: Reading) -> Decision:
+        raise NotImplementedError
+
+
+class OracleArm(Arm):
+    name = "oracle"
+
+    def decide(self, reading: Reading) -> Decision:
+        if reading.meal is None:
+            return Decision(0.0, "no_meal")
+        return Decision(basal_bolus(reading.meal.carbs, reading.mg_dl, self.terms))
+
+
+class CarbErrorArm(Arm):
+    name = "carb_error"
+
+    def decide(self, reading: Reading) -> Decision:
+        if reading.meal is None or reading.carb_estimate is None:
+            return Decision(0.0, "no_meal")
+        return Decision(basal_bolus(reading.carb_estimate, reading.mg_dl, self.terms))
+
+
+class HabitArm(Arm):
+    name = "habit"
+
+    def decide(self, reading: Reading) -> Decision:
+        if reading.meal is None:
+            return Decision(0.0, "no_meal")
+        return Decision(self.habit_dose(reading.meal.slot))
+
+
+class AdvisorArm(Arm):
+    """The real device decision path, with an in-memory SQLite store of its own."""
+
+    def __init__(
+        self,
+        name: str,
+        patient: str,
+        terms: PatientTerms,
+        model: DoseModel,
+        safety: SafetyConfig,
+        clock: list[datetime],
+    ) -> None:
+        super().__init__(patient, terms)
+        self.name = name
+        self._clock = clock
+        self.advisor = Advisor(
+            Store(Path(":memory:")), ModelSlot(model), safety, "wall", wall_clock=lambda: self._clock[0]
+        )
+        self.safety = safety
+        self._count = 0
+        self.rules: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+
+    def _id(self) -> str:
+        self._count += 1
+        return f"{self.name}-{self._count}"
+
+    def observe(self, event: Event) -> None:
+        self._feed(event)
+
+    def _feed(self, event: Event) -> Decision | None:
+        outcome = self.advisor.handle(json.dumps(event.to_payload()).encode())
+        suggestion = outcome.suggestion
+        if outcome.event is None:
+            raise RuntimeError(f"the advisor refused a simulated event: {outcome.errors}")
+        if suggestion is None:
+            return None
+        self.statuses[suggestion.status] += 1
+        self.rules.update(suggestion.rules)
+        return Decision(suggestion.units, suggestion.status, list(suggestion.rules))
+
+    def decide(self, reading: Reading) -> Decision:
+        if reading.meal is not None:
+            self._feed(
+                Event(
+                    self._id(),
+                    self.patient,
+                    reading.at,
+                    Kind.MEAL,
+                    size=reading.meal.size,
+                    carbs_g=None if reading.carb_estimate is None else round(reading.carb_estimate, 1),
+                )
+            )
+        answer = self._feed(
+            Event(self._id(), self.patient, reading.at, Kind.GLUCOSE, mg_dl=reading.mg_dl, context=reading.context)
+        )
+        assert answer is not None  # every glucose event is answered
+        if self.name == "advisor":
+            return Decision(answer.units if answer.status == "suggest" else 0.0, answer.status, answer.rules)
+        suggestion = self.advisor.store.latest_suggestion(self.patient)
+        if self.name == "model_only":
+            raw = suggestion.model_units if suggestion is not None else None
+            units = 0.0 if raw is None or not math.isfinite(raw) else max(0.0, math.floor(raw * 2) / 2)
+            return Decision(units, "model")
+        proposal = self.habit_dose(reading.meal.slot) if reading.meal is not None else 0.0
+        inputs = decision_inputs(window_at(self.advisor.history(self.patient), reading.at), proposal)
+        verdict = supervise(inputs, self.safety.for_patient(self.patient))
+        return Decision(verdict.units if verdict.status == "suggest" else 0.0, verdict.status, list(verdict.rules))
+
+    def given(self, slot: str | None, units: float) -> None:
+        super().given(slot, units)
+        if units > 0:
+            self._feed(
+                Event(self._id(), self.patient, self._clock[0], Kind.INSULIN, insulin=Insulin.REGULAR, units=units)
+            )
+
+
+def make_arm(
+    name: str, patient: str, terms: PatientTerms, model: DoseModel | None, safety: SafetyConfig, clock: list[datetime]
+) -> Arm:
+    if name in ADVISOR_ARMS:
+        if model is None:
+            raise ValueError(f"the {name} arm needs a dose model")
+        return AdvisorArm(name, patient, terms, model, safety, clock)
+    arm_class = {"oracle": OracleArm, "carb_error": CarbErrorArm, "habit": HabitArm}.get(name)
+    if arm_class is None:
+        raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARMS)}")
+    return arm_class(patient, terms)

@@ -1,0 +1,118 @@
+"""What happens to each virtual patient, day by day (pure logic, seeded).
+
+The protocol of docs/insilico.md: three meals with day-to-day variation in size and time, a
+finger-stick before each meal and at bedtime with meter error, basal insulin as a continuous
+infusion, lows treated by the rule of 15. Every random draw comes from a generator seeded by
+(seed, patient, day), so every arm sees the same meals, readings and meter errors (common
+random numbers) and arms are compared paired. Stress scenarios change the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+SLOT_NAMES = ("breakfast", "lunch", "supper")
+PRE_MEAL_CONTEXT = {"breakfast": "pre_breakfast", "lunch": "pre_lunch", "supper": "pre_supper"}
+SCENARIOS = {
+    "standard": "the protocol as described",
+    "skipped_meal": "on each day one meal (drawn at random) is skipped; its reading still happens",
+    "late_snack": "an unannounced 30 g snack between 21:00 and 23:00 every day",
+    "missed_readings": "each reading is missed with probability 0.3 (no reading, no correction)",
+    "biased_meter": "the meter reads 15 % high",
+    "poor_habit": "during the warm-up the patient's own doses are 30 % too high",
+    "new_patient": "no warm-up: the advisor meets the patient on day 1",
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The trial protocol; defaults in one place."""
+
+    warmup_days: int = 7
+    days: int = 14
+    meal_times: tuple[int, ...] = (7 * 60, 12 * 60, 18 * 60)  # minutes after midnight
+    meal_carbs: tuple[float, ...] = (45.0, 70.0, 80.0)  # g for a 70 kg adult; scaled by body weight
+    bedtime: int = 22 * 60
+    carb_variation: float = 0.2  # day-to-day: log-normal sigma of meal size
+    time_jitter: int = 20  # ± minutes around each meal time
+    meter_cv: float = 0.05  # finger-stick meter error (coefficient of variation)
+    carb_count_error: float = 0.25  # sigma of a person's carbohydrate estimate (the counting-error arm)
+    hypo_threshold: float = 70.0  # a reading below this is treated: 15 g, recheck in 15 min
+    hypo_carbs: float = 15.0
+    recheck_min: int = 15
+    max_treatments: int = 3  # still low after this many: escalated (30 g, the physician called), no more rechecks
+    escalation_carbs: float = 30.0
+    cgm: bool = False  # readings every few minutes from simglucose's CGM sensor instead of finger-sticks
+    cgm_sensor: str = "Dexcom"
+    scenario: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; choose one of {', '.join(SCENARIOS)}")
+        if self.days < 1 or self.warmup_days < 0:
+            raise ValueError("days must be at least 1 and warmup_days not negative")
+
+    @property
+    def effective_warmup_days(self) -> int:
+        return 0 if self.scenario == "new_patient" else self.warmup_days
+
+    def with_scenario(self, scenario: str) -> Protocol:
+        return replace(self, scenario=scenario)
+
+
+@dataclass(frozen=True)
+class Meal:
+    minute: int  # of the day
+    slot: str
+    carbs: float  # g eaten
+    announced: bool  # the person tells the advisor (a snack is not announced)
+    size: str  # typical / more / less against the patient's usual for the slot
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """One patient's day: meals, reading times and the meter's error factors."""
+
+    meals: tuple[Meal, ...]
+    readings: tuple[tuple[int, str], ...]  # (minute of the day, glucose context)
+    meter_factor: dict[int, float] = field(default_factory=dict)  # minute -> multiplicative meter error
+    carb_estimate: dict[int, float] = field(default_factory=dict)  # minute -> the person's carb estimate
+
+
+def day_plan(protocol: Protocol, seed: int, patient: int, day: int, body_weight: float) -> DayPlan:
+    """The plan of ``day`` for the ``patient``-th virtual patient under ``seed``."""
+    rng = np.random.default_rng([seed, patient, day])
+    scale = float(np.clip(body_weight / 70.0, 0.45, 1.25))
+    skip = int(rng.integers(len(SLOT_NAMES))) if protocol.scenario == "skipped_meal" else -1
+    meals, readings = [], []
+    for i, (base_minute, base_carbs, slot) in enumerate(
+        zip(protocol.meal_times, protocol.meal_carbs, SLOT_NAMES, strict=True)
+    ):
+        minute = base_minute + int(rng.integers(-protocol.time_jitter, protocol.time_jitter + 1))
+        ratio = float(rng.lognormal(0.0, protocol.carb_variation))
+        size = "more" if ratio > 1.2 else "less" if ratio < 0.8 else "typical"
+        if i != skip:
+            meals.append(Meal(minute, slot, round(base_carbs * scale * ratio, 1), True, size))
+        readings.append((minute, PRE_MEAL_CONTEXT[slot]))
+    readings.append((protocol.bedtime, "unspecified"))
+    snack_minute = int(rng.integers(21 * 60, 23 * 60))
+    if protocol.scenario == "late_snack":
+        meals.append(Meal(snack_minute, "snack", round(30.0 * scale, 1), False, "typical"))
+    missed = rng.random(len(readings)) < 0.3
+    if protocol.scenario == "missed_readings":
+        readings = [r for r, gone in zip(readings, missed, strict=True) if not gone]
+    bias = 1.15 if protocol.scenario == "biased_meter" else 1.0
+    meter = {m: bias * float(np.clip(rng.normal(1.0, protocol.meter_cv), 0.8, 1.2)) for m, _ in readings}
+    estimate = {
+        meal.minute: meal.carbs * float(np.clip(rng.normal(1.0, protocol.carb_count_error), 0.4, 1.8))
+        for meal in meals
+        if meal.announced
+    }
+    return DayPlan(tuple(sorted(meals, key=lambda m: m.minute)), tuple(sorted(readings)), meter, estimate)
+
+
+def metered(true_glucose: float, factor: float) -> float:
+    """A finger-stick reading: the true value times the meter's error, whole mg/dL, within 20–600."""
+    return float(np.clip(round(true_glucose * factor), 20, 600))

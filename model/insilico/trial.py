@@ -1,0 +1,359 @@
+"""The in-silico trial: warm-up, then every arm on the same patients, meals and meters.
+
+For each seed the 30 (or chosen) virtual patients first live ``warmup_days`` dosing by their own
+habit (the basal-bolus rule with their carbohydrate-counting error), which becomes every arm's
+history. Then each arm takes over a copy of each patient in the same state, for ``days`` days;
+all copies step together in one :class:`PatientBatch`. The true glucose of every copy is kept
+minute by minute for the metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from device.config import SafetyConfig
+from device.inference import DoseModel
+from preprocessing.events import Event, Insulin, Kind
+
+from .arms import ADVISOR_ARMS, AdvisorArm, Arm, PatientTerms, Reading, basal_bolus, make_arm
+from .metrics import GlucoseMetrics, glucose_metrics
+from .patient import Cohort, PatientBatch
+from .protocol import DayPlan, Meal, Protocol, day_plan, metered
+
+START = datetime(2026, 1, 5, tzinfo=UTC)  # day 0 of the warm-up, a Monday
+BASAL_REPORT_MINUTE = 6 * 60  # the day's basal reported to the advisor as one long-acting dose
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ArmResult:
+    """One arm on one virtual patient under one seed."""
+
+    arm: str
+    patient: str
+    group: str
+    seed: int
+    metrics: GlucoseMetrics
+    doses: int = 0
+    units: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+    rules: dict[str, int] = field(default_factory=dict)
+    hypo_treatments: int = 0
+    escalations: int = 0  # lows still there after the rule of 15 three times
+    level2_after_no_dose: int = 0  # level-2 events within 6 h after a reading that gave no dose
+    trace: np.ndarray | None = None  # true glucose per minute of the trial (float32)
+
+
+@dataclass
+class _Row:
+    arm: Arm
+    patient: int
+    doses: int = 0
+    units: float = 0.0
+    treatments: int = 0
+    no_dose_minutes: list[int] = field(default_factory=list)  # trial minutes of readings without a dose
+
+
+@dataclass(frozen=True)
+class _Item:
+    """Something that happens to a row at a minute: a meal eaten, a reading taken, the basal reported."""
+
+    kind: str  # meal, reading, recheck, basal
+    meal: Meal | None = None  # eaten (meal) or announced with the reading (reading)
+    context: str = "unspecified"  # of a reading
+
+
+class _Day:
+    """The events of one day for every row of a batch, by minute."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, list[tuple[int, _Item]]] = defaultdict(list)
+
+    def add(self, minute: int, row: int, item: _Item) -> None:
+        self.at[minute].append((row, item))
+
+
+def _plan_day(plans: list[DayPlan], rows_patient: list[int], carry: list[tuple[int, int]]) -> _Day:
+    day = _Day()
+    for row, patient in enumerate(rows_patient):
+        plan = plans[patient]
+        announced = {m.minute: m for m in plan.meals if m.announced}
+        for meal in plan.meals:
+            day.add(meal.minute, row, _Item("meal", meal))
+        for minute, context in plan.readings:
+            day.add(minute, row, _Item("reading", announced.get(minute), context))
+        day.add(BASAL_REPORT_MINUTE, row, _Item("basal"))
+    for minute, row in carry:
+        day.add(minute, row, _Item("recheck"))
+    return day
+
+
+def _simulate_day(
+    batch: PatientBatch,
+    rows_patient: list[int],
+    plans: list[DayPlan],
+    day_start: datetime,
+    clock: list[datetime],
+    protocol: Protocol,
+    carry: list[tuple[int, int]],
+    decide: Callable[[int, Reading], float],
+    basal: Callable[[int, datetime, float], None],
+    trace: np.ndarray | None,
+    offset: int,
+    lows: np.ndarray,
+    escalated: np.ndarray,
+) -> list[tuple[int, int]]:
+    """Step one day; returns the rechecks that fall on the next day as (minute, row).
+
+    A reading below the hypoglycaemia threshold is treated by the rule of 15 (15 g, recheck in
+    15 min); ``lows`` counts each row's treatments in a row, and after ``max_treatments`` the
+    low is escalated (30 g, no further rechecks: the physician takes over), counted in ``escalated``.
+    """
+    day = _plan_day(plans, rows_patient, carry)
+    rate = batch.cohort.basal_rate
+    next_day: list[tuple[int, int]] = []
+    for minute in range(1440):
+        clock[0] = day_start + timedelta(minutes=minute)
+        carbs = np.zeros(len(rows_patient))
+        insulin = rate.copy()
+        for row, item in day.at.get(minute, ()):
+            if item.kind == "meal" and item.meal is not None:
+                carbs[row] += item.meal.carbs
+                continue
+            if item.kind == "basal":
+                basal(row, clock[0], float(rate[row]) * 1440.0)
+                continue
+            plan = plans[rows_patient[row]]
+            meal, context = item.meal, item.context
+            factor = plan.meter_factor.get(minute, 1.15 if protocol.scenario == "biased_meter" else 1.0)
+            value = metered(float(batch.glucose[row]), factor)
+            estimate = plan.carb_estimate.get(minute) if meal is not None else None
+            insulin[row] += decide(row, Reading(clock[0], value, context, meal, estimate))
+            if value >= protocol.hypo_threshold:
+                lows[row] = 0
+                continue
+            lows[row] += 1
+            if lows[row] > protocol.max_treatments:
+                carbs[row] += protocol.escalation_carbs
+                escalated[row] += 1
+                lows[row] = 0
+                continue
+            carbs[row] += protocol.hypo_carbs
+            recheck = minute + protocol.recheck_min
+            if recheck < 1440:
+                day.add(recheck, row, _Item("recheck"))
+            else:
+                next_day.append((recheck - 1440, row))
+        batch.step(carbs, insulin)
+        if trace is not None:
+            trace[:, offset + minute] = batch.glucose
+    return next_day
+
+
+def run_seed(
+    protocol: Protocol,
+    names: list[str],
+    arms: list[str],
+    seed: int,
+    model: DoseModel | None,
+    safety: SafetyConfig,
+    progress: Progress = lambda _d, _t, _m: None,
+    keep_traces: bool = True,
+) -> list[ArmResult]:
+    """One seed of the trial: warm-up, then every arm; the results per arm and patient."""
+    cohort = Cohort.of(names)
+    weights = cohort.params["BW"]
+    n = len(names)
+    clock = [START]
+    terms = [PatientTerms(float(cohort.carb_ratio[p]), float(cohort.correction_factor[p])) for p in range(n)]
+    rows = [_Row(make_arm(arm, names[p], terms[p], model, safety, clock), p) for arm in arms for p in range(n)]
+    warmup = protocol.effective_warmup_days
+    total = warmup + protocol.days
+    habit_scale = 1.3 if protocol.scenario == "poor_habit" else 1.0
+
+    # --- warm-up: each patient once, dosing by habit; every arm of the patient sees the same log
+    batch = PatientBatch(cohort)
+    by_patient: dict[int, list[_Row]] = defaultdict(list)
+    for row in rows:
+        by_patient[row.patient].append(row)
+
+    def warm_decide(patient: int, reading: Reading) -> float:
+        units = 0.0
+        if reading.meal is not None and reading.carb_estimate is not None:
+            units = round(habit_scale * basal_bolus(reading.carb_estimate, reading.mg_dl, terms[patient]) * 2) / 2
+        for row in by_patient[patient]:
+            _observe_reading(row.arm, reading)
+            row.arm.given(reading.meal.slot if reading.meal else None, units)
+        return units
+
+    def warm_basal(patient: int, at: datetime, units: float) -> None:
+        for row in by_patient[patient]:
+            row.arm.observe(_long_acting(row.arm, at, units))
+
+    carry: list[tuple[int, int]] = []
+    warm_lows = np.zeros(n, dtype=int)
+    for day in range(warmup):
+        plans = [day_plan(protocol, seed, p, day, float(weights[p])) for p in range(n)]
+        carry = _simulate_day(
+            batch,
+            list(range(n)),
+            plans,
+            START + timedelta(days=day),
+            clock,
+            protocol,
+            carry,
+            warm_decide,
+            warm_basal,
+            None,
+            0,
+            warm_lows,
+            np.zeros(n, dtype=int),
+        )
+        progress(day + 1, total, f"seed {seed}: warm-up day {day + 1} of {warmup}")
+    for row in rows:
+        if isinstance(row.arm, AdvisorArm):
+            row.arm.statuses.clear()
+            row.arm.rules.clear()
+
+    # --- the trial: one copy of every patient per arm, all from the warmed-up state
+    trial = batch.repeat(len(arms))
+    minutes = protocol.days * 1440
+    traces = np.zeros((len(rows), minutes), dtype=np.float32)
+
+    def decide(index: int, reading: Reading) -> float:
+        row = rows[index]
+        decision = row.arm.decide(reading)
+        units = max(0.0, float(decision.units))
+        row.arm.given(reading.meal.slot if reading.meal else None, units)
+        if units > 0:
+            row.doses += 1
+            row.units += units
+        else:
+            row.no_dose_minutes.append(int((reading.at - START).total_seconds() // 60) - warmup * 1440)
+        if reading.mg_dl < protocol.hypo_threshold:
+            row.treatments += 1
+        return units
+
+    def basal_report(index: int, at: datetime, units: float) -> None:
+        arm = rows[index].arm
+        if isinstance(arm, AdvisorArm):
+            arm.observe(_long_acting(arm, at, units))
+
+    rows_patient = [row.patient for row in rows]
+    lows = np.tile(warm_lows, len(arms))
+    escalated = np.zeros(len(rows), dtype=int)
+    carry_rows = [
+        (minute, row) for minute, patient in carry for row in range(len(rows)) if rows_patient[row] == patient
+    ]
+    for day in range(protocol.days):
+        plans = [day_plan(protocol, seed, p, warmup + day, float(weights[p])) for p in range(n)]
+        carry_rows = _simulate_day(
+            trial,
+            rows_patient,
+            plans,
+            START + timedelta(days=warmup + day),
+            clock,
+            protocol,
+            carry_rows,
+            decide,
+            basal_report,
+            traces,
+            day * 1440,
+            lows,
+            escalated,
+        )
+        progress(warmup + day + 1, total, f"seed {seed}: trial day {day + 1} of {protocol.days}")
+
+    minute_of_day = np.arange(minutes) % 1440
+    results = []
+    for index, row in enumerate(rows):
+        trace = traces[index]
+        arm = row.arm
+        results.append(
+            ArmResult(
+                arm=arm.name,
+                patient=names[row.patient],
+                group=names[row.patient].split("#")[0],
+                seed=seed,
+                metrics=glucose_metrics(trace, minute_of_day),
+                doses=row.doses,
+                units=round(row.units, 2),
+                statuses=dict(arm.statuses) if isinstance(arm, AdvisorArm) else {},
+                rules=dict(arm.rules) if isinstance(arm, AdvisorArm) else {},
+                hypo_treatments=row.treatments,
+                escalations=int(escalated[index]),
+                level2_after_no_dose=_level2_after(trace, row.no_dose_minutes),
+                trace=trace if keep_traces else None,
+            )
+        )
+    return results
+
+
+def _observe_reading(arm: Arm, reading: Reading) -> None:
+    """Warm-up: the reading (and the meal announced with it) enters the arm's history."""
+    if not isinstance(arm, AdvisorArm):
+        return
+    if reading.meal is not None:
+        arm.observe(
+            Event(
+                arm._id(),
+                arm.patient,
+                reading.at,
+                Kind.MEAL,
+                size=reading.meal.size,
+                carbs_g=None if reading.carb_estimate is None else round(reading.carb_estimate, 1),
+            )
+        )
+    arm.observe(Event(arm._id(), arm.patient, reading.at, Kind.GLUCOSE, mg_dl=reading.mg_dl, context=reading.context))
+
+
+def _long_acting(arm: Arm, at: datetime, units: float) -> Event:
+    event_id = arm._id() if isinstance(arm, AdvisorArm) else "basal"
+    return Event(event_id, arm.patient, at, Kind.INSULIN, insulin=Insulin.ULTRALENTE, units=round(units, 1))
+
+
+def _level2_after(trace: np.ndarray, minutes: list[int], window: int = 360) -> int:
+    """Level-2 hypoglycaemia events (15 min below 54) that begin within ``window`` min after a no-dose reading."""
+    below = trace < 54.0
+    starts = [
+        i for i in range(len(below) - 14) if below[i] and (i == 0 or not below[i - 1]) and below[i : i + 15].all()
+    ]
+    return sum(1 for s in starts if any(0 <= s - m <= window for m in minutes))
+
+
+def summarize_statuses(results: list[ArmResult]) -> dict[str, Counter]:
+    out: dict[str, Counter] = defaultdict(Counter)
+    for result in results:
+        out[result.arm].update(result.statuses)
+    return out
+
+
+def run_trial(
+    protocol: Protocol,
+    names: list[str],
+    arms: list[str],
+    seeds: list[int],
+    model: DoseModel | None,
+    safety: SafetyConfig,
+    progress: Progress = lambda _d, _t, _m: None,
+) -> tuple[list[ArmResult], float]:
+    """Every seed in turn; the results and the wall time in seconds."""
+    unknown = [a for a in arms if a not in (*ADVISOR_ARMS, "oracle", "carb_error", "habit")]
+    if unknown:
+        raise ValueError(f"unknown arm(s): {', '.join(unknown)}")
+    started = time.perf_counter()
+    results: list[ArmResult] = []
+    days = protocol.effective_warmup_days + protocol.days
+    for i, seed in enumerate(seeds):
+
+        def seed_progress(done: int, _total: int, message: str, before: int = i * days) -> None:
+            progress(before + done, len(seeds) * days, message)
+
+        results += run_seed(protocol, names, arms, seed, model, safety, seed_progress)
+    return results, time.perf_counter() - started

@@ -1,0 +1,125 @@
+"""The in-silico trial: our integration of simglucose's patients, the metrics, the protocol, a smoke run."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from model.insilico.metrics import glucose_metrics, level2_events, risk_indices
+from model.insilico.patient import Cohort, PatientBatch, patient_names
+from model.insilico.protocol import Protocol, day_plan, metered
+from tools.cli import main
+
+simglucose = pytest.importorskip("simglucose.patient.t1dpatient", reason="the sim extra is not installed")
+
+
+def simglucose_trace(name: str, meals: dict[int, float], boluses: dict[int, float], minutes: int) -> np.ndarray:
+    """simglucose's own T1DPatient, stepped minute by minute (plain-float parameters, same equations)."""
+    cohort = Cohort.of([name])
+    row = {k: float(v[0]) for k, v in cohort.params.items()}
+    params = types.SimpleNamespace(Name=name, **row)
+    patient = simglucose.T1DPatient(params, init_state=cohort.initial[0].copy())
+    trace = []
+    for minute in range(minutes):
+        trace.append(patient.observation.Gsub)
+        insulin = float(cohort.basal_rate[0]) + boluses.get(minute, 0.0)
+        patient.step(simglucose.Action(CHO=meals.get(minute, 0.0), insulin=insulin))
+    return np.array(trace)
+
+
+@pytest.mark.parametrize("name", ["adolescent#003", "adult#007", "child#002"])
+def test_our_integration_equals_simglucose(name):
+    """Meals, boluses and a low: the true glucose agrees with simglucose's within 0.05 mg/dL."""
+    minutes = 1440
+    meals = {420: 50.0, 720: 75.0, 1080: 90.0, 1300: 15.0}
+    boluses = {420: 4.0, 720: 9.0, 1080: 12.0}  # generous: the children go low
+    reference = simglucose_trace(name, meals, boluses, minutes)
+    batch = PatientBatch(Cohort.of([name]))
+    ours = []
+    for minute in range(minutes):
+        ours.append(float(batch.glucose[0]))
+        batch.step(np.array([meals.get(minute, 0.0)]), batch.cohort.basal_rate + boluses.get(minute, 0.0))
+    assert np.max(np.abs(np.array(ours) - reference)) < 0.05  # a meter reads whole mg/dL
+    assert reference.max() - reference.min() > 50  # the day was not flat
+
+
+def test_a_batch_steps_each_patient_as_if_alone():
+    names = ["adult#001", "child#004", "adult#001"]
+    together = PatientBatch(Cohort.of(names))
+    alone = PatientBatch(Cohort.of(["child#004"]))
+    for minute in range(600):
+        carbs = np.array([0.0, 40.0 if minute == 100 else 0.0, 60.0 if minute == 50 else 0.0])
+        together.step(carbs, together.cohort.basal_rate)
+        alone.step(carbs[1:2], alone.cohort.basal_rate)
+    assert together.glucose[1] == pytest.approx(alone.glucose[0], abs=1e-9)
+    copies = together.repeat(2)
+    assert copies.state.shape == (6, 13) and np.array_equal(copies.glucose[3:], together.glucose)
+
+
+def test_metrics_of_known_traces():
+    minute_of_day = np.arange(1440)
+    flat = glucose_metrics(np.full(1440, 120.0), minute_of_day)
+    assert flat.tir_70_180 == 100 and flat.tbr_70 == 0 and flat.cv == 0 and flat.gmi == pytest.approx(3.31 + 2.8704)
+    trace = np.full(1440, 120.0)
+    trace[60:80] = 50.0  # 20 min below 54 at night: one level-2 event
+    trace[600:700] = 260.0
+    m = glucose_metrics(trace, minute_of_day)
+    assert m.tbr_54 == pytest.approx(100 * 20 / 1440) and m.tar_250 == pytest.approx(100 * 100 / 1440)
+    assert m.night_tbr_70 == pytest.approx(100 * 20 / 360) and m.level2_events == 1
+    assert level2_events(np.array([50.0] * 14 + [60.0] + [50.0] * 14)) == 0  # two runs of 14 min: none
+    lbgi, hbgi = risk_indices(np.array([112.5]))
+    assert lbgi == pytest.approx(0.0, abs=1e-3) and hbgi == pytest.approx(0.0, abs=1e-3)  # the risk scale's zero
+    assert flat.meets()["tir_70_180"] is not False
+
+
+def test_the_protocol_is_the_same_for_every_arm_and_differs_by_seed():
+    protocol = Protocol()
+    a = day_plan(protocol, seed=3, patient=7, day=2, body_weight=60.0)
+    assert a == day_plan(protocol, seed=3, patient=7, day=2, body_weight=60.0)  # common random numbers
+    assert a != day_plan(protocol, seed=4, patient=7, day=2, body_weight=60.0)
+    assert [m.slot for m in a.meals] == ["breakfast", "lunch", "supper"]
+    assert [c for _, c in a.readings][-1] == "unspecified" and len(a.readings) == 4
+    skipped = day_plan(protocol.with_scenario("skipped_meal"), 3, 7, 2, 60.0)
+    assert len(skipped.meals) == 2 and len(skipped.readings) == 4  # the reading of the skipped meal stays
+    child = day_plan(protocol, 3, 7, 2, 30.0)
+    assert sum(m.carbs for m in child.meals) < sum(m.carbs for m in a.meals)
+    assert metered(100.0, 1.04) == 104.0 and metered(5.0, 1.0) == 20.0
+    with pytest.raises(ValueError, match="unknown scenario"):
+        Protocol(scenario="zombies")
+
+
+def test_patient_names_and_cohort():
+    names = patient_names()
+    assert len(names) == 30 and names[0] == "adolescent#001" and names[-1] == "child#010"
+    cohort = Cohort.of(["adult#001"])
+    assert cohort.carb_ratio[0] > 0 and cohort.basal_rate[0] > 0
+    with pytest.raises(ValueError, match="unknown virtual patient"):
+        Cohort.of(["martian#001"])
+
+
+def test_simulate_smoke_run(tmp_path):
+    """Two patients, two days, every arm, through the command: the report and its numbers exist."""
+    out = tmp_path / "sim"
+    result = CliRunner().invoke(
+        main, ["simulate", "--patients", "adult#001,child#001", "--days", "2", "--warmup-days", "2", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "trial.json").read_text())
+    assert {r["arm"] for r in data["results"]} == {
+        "oracle",
+        "carb_error",
+        "habit",
+        "advisor",
+        "model_only",
+        "supervised_habit",
+    }
+    assert len(data["results"]) == 12 and all(r["minutes"] == 2 * 1440 for r in data["results"])
+    report = (out / "report.md").read_text()
+    assert "## adult" in report and "## Bars" in report and (out / "agp.png").stat().st_size > 10_000
+    assert data["summary"]["statuses"]["advisor"]  # the real advisor answered
+    bad = CliRunner().invoke(main, ["simulate", "--patients", "martian#001"])
+    assert bad.exit_code == 2 and "--patients" in bad.output

@@ -1,0 +1,132 @@
+"""``advisor simulate``: the in-silico trial (model/insilico, docs/insilico.md)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .common import friendly
+
+GROUPS = ("child", "adolescent", "adult")
+
+
+def _names(value: str) -> list[str]:
+    from model.insilico.patient import patient_names
+
+    every = patient_names()
+    if value == "all":
+        return every
+    chosen: list[str] = []
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        if part in GROUPS:
+            chosen += [n for n in every if n.startswith(part + "#")]
+        elif part in every:
+            chosen.append(part)
+        else:
+            raise click.BadParameter(
+                f"{part!r} is neither a group ({', '.join(GROUPS)}) nor a virtual patient such as adult#001",
+                param_hint="--patients",
+            )
+    return list(dict.fromkeys(chosen))
+
+
+def _seeds(value: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter("use comma-separated whole numbers, e.g. 1,2,3", param_hint="--seeds") from None
+    if not seeds:
+        raise click.BadParameter("give at least one seed", param_hint="--seeds")
+    return seeds
+
+
+class _Progress:
+    """A progress line with a time estimate on a terminal; a line per tenth of the way otherwise."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.shown = -1
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        left = elapsed / done * (total - done) if done else 0.0
+        line = f"{100 * done / total:5.1f} %  {message}  ({elapsed:.0f} s, about {left:.0f} s left)"
+        if self.tty:
+            click.echo("\r" + line.ljust(100), nl=done == total, err=True)
+        elif 10 * done // total != self.shown:
+            self.shown = 10 * done // total
+            click.echo(line, err=True)
+
+
+@click.command()
+@click.option(
+    "--patients",
+    default="all",
+    show_default=True,
+    help="all, a group (child, adolescent, adult) or virtual patients, comma-separated.",
+)
+@click.option(
+    "--arms",
+    default="all",
+    show_default=True,
+    help="all, or comma-separated: oracle, carb_error, habit, advisor, model_only, supervised_habit.",
+)
+@click.option("--days", type=click.IntRange(1, 365), default=14, show_default=True, help="Trial days per arm.")
+@click.option(
+    "--warmup-days",
+    type=click.IntRange(0, 60),
+    default=7,
+    show_default=True,
+    help="Days of the patient's own dosing before the arms take over (their history).",
+)
+@click.option("--seeds", default="1", show_default=True, help="Comma-separated seeds, e.g. 1,2,3.")
+@click.option(
+    "--scenario",
+    type=click.Choice(
+        ["standard", "skipped_meal", "late_snack", "missed_readings", "biased_meter", "poor_habit", "new_patient"]
+    ),
+    default="standard",
+    show_default=True,
+    help="A stress scenario (docs/insilico.md).",
+)
+@click.option("--bundle", type=click.Path(path_type=Path), help="Dose bundle (default: the packaged one).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("build/insilico"),
+    show_default=True,
+    help="Where report.md, trial.json and the plots go.",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the pictures (faster).")
+@friendly
+def simulate(patients, arms, days, warmup_days, seeds, scenario, bundle, out, no_plots) -> None:
+    """In-silico trial: simglucose's virtual patients dosed by each arm, the advisor among them."""
+    try:
+        import simglucose  # noqa: F401
+    except ImportError:
+        raise click.ClickException("advisor simulate needs the sim extra: pip install -e '.[sim]'") from None
+    from device.bundle import default_bundle_path, open_bundle, trusted_keys
+    from device.config import SafetyConfig
+    from device.inference import DoseModel
+    from model.insilico.arms import ARMS
+    from model.insilico.protocol import Protocol
+    from model.insilico.report import write_report
+    from model.insilico.trial import run_trial
+
+    names = _names(patients)
+    chosen_arms = list(ARMS) if arms == "all" else [a.strip() for a in arms.split(",") if a.strip()]
+    unknown = [a for a in chosen_arms if a not in ARMS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}", param_hint="--arms"
+        )
+    protocol = Protocol(warmup_days=warmup_days, days=days, scenario=scenario)
+    model = DoseModel(open_bundle(bundle or default_bundle_path("dose"), trusted_keys()))
+    results, seconds = run_trial(protocol, names, chosen_arms, _seeds(seeds), model, SafetyConfig(), _Progress())
+    report = write_report(results, protocol, seconds, out, plots=not no_plots)
+    click.echo(f"{len(names)} patients × {len(chosen_arms)} arms × {len(_seeds(seeds))} seed(s) in {seconds:.0f} s")
+    click.echo(f"report: {report}")
