@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
+from preprocessing.dose_context import dose_context
 from preprocessing.events import Event, Kind
 from preprocessing.features import (
     MINUTES_PER_DAY,
@@ -45,7 +46,7 @@ from .messages import (
     Suggestion,
 )
 from .patient_ids import case_twin, lookalike
-from .safety import INSUFFICIENT, Verdict, supervise
+from .safety import supervise
 from .store import Added, Store, StoreError
 
 DECISION_KINDS = (Kind.GLUCOSE, Kind.REQUEST)
@@ -349,7 +350,7 @@ class Advisor:
     def _suggestion_for(self, event: Event, received: float, outcome: Outcome) -> Suggestion | None:
         if event.id in self._held_records or self.store.has_suggestion_for(event.id):
             return None  # sent before (the event is a redelivery): never send it twice
-        decided = self.decide(event.patient, self._decision_time(event), event.id)
+        decided = self.decide(event.patient, self._decision_time(event), event.id, event.kind is Kind.REQUEST)
         suggestion = decided.with_latency(round((time.perf_counter() - received) * 1000.0, 3))
         try:
             self.store.record_sent(suggestion)
@@ -382,23 +383,23 @@ class Advisor:
                 return str(exc)
         return None
 
-    def decide(self, patient: str, at: datetime, event_id: str) -> Suggestion:
-        """The supervised suggestion for ``patient`` at ``at`` (docs/contract.md, "Suggestion")."""
+    def decide(self, patient: str, at: datetime, event_id: str, request: bool = False) -> Suggestion:
+        """The supervised suggestion for ``patient`` at ``at`` (docs/contract.md, "Suggestion").
+
+        ``request``: a person asked for a dose (a ``request`` event), which makes one due.
+        """
         history = self.history(patient)
         window = window_at(history, at)
         model_units: float | None = None
         if self.model.model is not None:
             model_units = self.model.model.predict(window)
-        inputs = decision_inputs(window, model_units)
-        if self.model.model is None:
-            verdict = Verdict(
-                INSUFFICIENT,
-                0.0,
-                [f"No valid dose model is loaded ({self.model.problem}); no dose can be suggested."],
-                ["no_model"],
-            )
-        else:
-            verdict = supervise(inputs, self.safety.for_patient(patient))
+        context = dose_context(history, at, request)
+        inputs = decision_inputs(window, model_units, context)
+        problem = None if self.model.model is not None else self.model.problem or "no bundle"
+        verdict = supervise(inputs, self.safety.for_patient(patient), problem)
+        recheck_at = None
+        if verdict.recheck_min is not None:
+            recheck_at = (at + timedelta(minutes=verdict.recheck_min)).isoformat()
         return Suggestion(
             id=suggestion_id(event_id),
             patient=patient,
@@ -414,6 +415,8 @@ class Advisor:
             glucose_age_min=None if inputs.glucose_age_min is None else round(inputs.glucose_age_min, 1),
             iob_units=round(inputs.iob_units, 2),
             model=self.model.info,
+            due=context.due,
+            recheck_at=recheck_at,
         )
 
     # ------------------------------------------------------------------- views
@@ -440,8 +443,8 @@ class Advisor:
             usual = None
             if history.events:
                 context = context_at(history, now.astimezone(history.events[-1].ts.tzinfo))
-                if context[feature("reg_same_slot_count")] > 0 or context[feature("reg_last_units")] > 0:
-                    usual = float(context[feature("reg_usual_units")])
+                if context[feature("reg_same_slot_count")] > 0:
+                    usual = float(context[feature("reg_same_slot_median5")])
         current = None
         if last_glucose is not None and last_glucose.mg_dl is not None:
             current = GlucoseNow(

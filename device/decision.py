@@ -1,20 +1,21 @@
-"""From a decision window and a model number to the supervisor's verdict (pure)."""
+"""From a decision window, its dose context and a model number to the supervisor's verdict (pure)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from preprocessing.dose_context import DoseContext
 from preprocessing.features import AGE_CAP_H, feature
 
 from .safety import DecisionInputs, SafetyProfile, Verdict, supervise
 
 
-def decision_inputs(window: np.ndarray, model_units: float | None) -> DecisionInputs:
-    """Read what the supervisor needs from the raw (unscaled) current step of a window."""
+def decision_inputs(window: np.ndarray, model_units: float | None, context: DoseContext) -> DecisionInputs:
+    """What the supervisor needs: the raw (unscaled) current step of a window and the dose context."""
     row = window[-1]
     glucose_known = row[feature("glucose_known")] > 0
     hypo_age_h = float(row[feature("hypo_age_h")])
-    usual_known = row[feature("reg_same_slot_count")] > 0 or row[feature("reg_last_units")] > 0
+    same_slot = row[feature("reg_same_slot_count")] > 0
     return DecisionInputs(
         model_units=model_units,
         glucose_mg_dl=float(row[feature("glucose_last_mg_dl")]) if glucose_known else None,
@@ -22,10 +23,19 @@ def decision_inputs(window: np.ndarray, model_units: float | None) -> DecisionIn
         hypo_symptoms_age_min=hypo_age_h * 60.0 if hypo_age_h < AGE_CAP_H else None,
         iob_units=float(row[feature("reg_iob_units")]),
         regular_24h_units=float(row[feature("reg_24h_units")]),
-        usual_units=float(row[feature("reg_usual_units")]) if usual_known else None,
+        usual_units=float(row[feature("reg_same_slot_median5")]) if same_slot else None,
+        due=context.due,
+        meal_size=context.meal_size,
+        carbs_g=context.carbs_g,
+        usual_carbs_g=context.usual_carbs_g,
+        total_daily_units=context.total_daily_units,
+        typical_daily_regular=context.typical_daily_regular,
+        largest_dose=context.largest_dose,
+        own_carb_ratio=context.own_carb_ratio,
+        bedtime=context.bedtime,
     )
 
 
-def decide(window: np.ndarray, model_units: float | None, profile: SafetyProfile) -> Verdict:
+def decide(window: np.ndarray, model_units: float | None, context: DoseContext, profile: SafetyProfile) -> Verdict:
     """The supervised suggestion for one decision window."""
-    return supervise(decision_inputs(window, model_units), profile)
+    return supervise(decision_inputs(window, model_units, context), profile)

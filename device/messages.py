@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
+from preprocessing.dose_context import Due
 from preprocessing.events import Event
 from preprocessing.validation import VisitHistory
 
@@ -80,6 +81,8 @@ class Suggestion(Message):
     glucose_age_min: float | None
     iob_units: float
     model: ModelInfo
+    due: Due | None = None
+    recheck_at: str | None = None
     latency_ms: float | None = None
 
     @property

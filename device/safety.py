@@ -1,8 +1,21 @@
-"""The safety supervisor: every model number passes a chain of rules that may only lower it.
+"""The safety supervisor: every dose number passes a chain of rules that may only lower it.
 
 Pure logic, no I/O. Modelled on the constraint chains of AndroidAPS and oref0's
-determine-basal: each rule may lower the dose or block it and says why in plain words; hard
-limits that no profile can exceed sit under the configurable ones.
+determine-basal and on the bolus-wizard terms (carbohydrate, sensitivity, target, insulin on
+board). The order is the order of danger (docs/safety.md):
+
+1. the glucose first — none known, too old, low (withhold with treatment advice and a recheck
+   time), hypoglycaemia symptoms — whatever the model says and whether or not one is loaded;
+2. is a dose due? Only a meal (announced, or a pre-meal reading) or a person asking makes one
+   due; any other reading is answered ``no_dose_due``, or with a conservative correction when
+   the glucose is far above the correction threshold;
+3. a due dose needs a model number, same-slot dosing history and the patient's insulin terms;
+   the meal moves it (carbohydrate against the usual count, or the announced size); then the
+   limits lower it: at most a little above the usual dose, the physiological guard (meal +
+   correction − insulin on board), single and daily limits fitted to the patient's own history
+   under the profile's and the hard ones, and last the pen step, always rounded down.
+
+Every rule that changes or blocks the number says so in plain words and leaves a stable code.
 """
 
 from __future__ import annotations
@@ -11,16 +24,28 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Final, Literal
 
+from preprocessing.dose_context import Due
+
 SUGGEST: Final = "suggest"
 WITHHOLD: Final = "withhold"
 INSUFFICIENT: Final = "insufficient_data"
-Status = Literal["suggest", "withhold", "insufficient_data"]
+NO_DOSE_DUE: Final = "no_dose_due"
+Status = Literal["suggest", "withhold", "insufficient_data", "no_dose_due"]
 
 HARD_MAX_SINGLE_UNITS = 30.0
 HARD_MAX_DAILY_REGULAR_UNITS = 100.0
 HARD_MIN_LOW_GLUCOSE_MG_DL = 70.0
 HARD_MAX_STALE_GLUCOSE_MIN = 30.0
+HARD_MIN_TARGET_MG_DL = 90.0
+HARD_MIN_CORRECTION_ABOVE_MG_DL = 180.0
 STALE_AGE_CAP_MIN = 72 * 60.0  # glucose ages are capped at 72 h by the features
+IN_RANGE_MAX_MG_DL = 180.0
+VERY_HIGH_MG_DL = 250.0
+SENSITIVITY_RULE = 1500.0  # mg/dL per U = 1500 / total daily dose (regular insulin)
+CARB_RATIO_RULE = 500.0  # g per U = 500 / total daily dose
+SIZE_FACTORS: Final = {"less": 0.75, "typical": 1.0, "more": 1.25}
+
+_OPTIONAL = ("insulin_sensitivity_mg_dl_per_u", "carb_ratio_g_per_u")
 
 
 class ProfileError(ValueError):
@@ -29,34 +54,87 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class SafetyProfile:
-    """Per-patient limits; defaults are conservative and every value is checked on creation."""
+    """Per-patient limits and terms; defaults are conservative and every value is checked on creation.
+
+    ``insulin_sensitivity_mg_dl_per_u`` and ``carb_ratio_g_per_u`` are set by a clinician who
+    knows them; otherwise they are estimated from the patient's total daily dose.
+    """
 
     low_glucose_mg_dl: float = 70.0
+    hypo_treatment_g: float = 15.0
+    hypo_recheck_min: float = 15.0
     hypo_symptoms_lockout_h: float = 4.0
     stale_glucose_min: float = 15.0
-    max_single_units: float = 15.0
-    max_daily_regular_units: float = 50.0
+    target_mg_dl: float = 110.0
+    correction_above_mg_dl: float = 250.0
+    bedtime_correction_above_mg_dl: float = 300.0
+    bedtime_correction_share: float = 0.5
+    max_single_units: float = 20.0
+    max_daily_regular_units: float = 80.0
+    history_limit_factor: float = 1.5
+    history_daily_factor: float = 2.0
     max_above_usual_units: float = 3.0
     iob_ignore_below_units: float = 0.5
     pen_step_units: float = 0.5
+    insulin_sensitivity_mg_dl_per_u: float | None = None
+    carb_ratio_g_per_u: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name in _OPTIONAL:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ProfileError(f"{f.name} must be a finite number")
             if value < 0:
                 raise ProfileError(f"{f.name} must not be negative")
-        if self.low_glucose_mg_dl < HARD_MIN_LOW_GLUCOSE_MG_DL:
-            raise ProfileError(f"low_glucose_mg_dl may not be below {HARD_MIN_LOW_GLUCOSE_MG_DL:g} mg/dL")
-        if not 0 < self.stale_glucose_min <= HARD_MAX_STALE_GLUCOSE_MIN:
-            raise ProfileError(f"stale_glucose_min must be in (0, {HARD_MAX_STALE_GLUCOSE_MIN:g}] minutes")
-        if not 0 < self.max_single_units <= HARD_MAX_SINGLE_UNITS:
-            raise ProfileError(f"max_single_units must be in (0, {HARD_MAX_SINGLE_UNITS:g}] U")
-        if not 0 < self.max_daily_regular_units <= HARD_MAX_DAILY_REGULAR_UNITS:
-            raise ProfileError(f"max_daily_regular_units must be in (0, {HARD_MAX_DAILY_REGULAR_UNITS:g}] U")
-        if not 0 < self.pen_step_units <= 2:
-            raise ProfileError("pen_step_units must be in (0, 2] U")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        checks = [
+            (
+                self.low_glucose_mg_dl >= HARD_MIN_LOW_GLUCOSE_MG_DL,
+                f"low_glucose_mg_dl may not be below {HARD_MIN_LOW_GLUCOSE_MG_DL:g} mg/dL",
+            ),
+            (
+                0 < self.stale_glucose_min <= HARD_MAX_STALE_GLUCOSE_MIN,
+                f"stale_glucose_min must be in (0, {HARD_MAX_STALE_GLUCOSE_MIN:g}] minutes",
+            ),
+            (
+                0 < self.max_single_units <= HARD_MAX_SINGLE_UNITS,
+                f"max_single_units must be in (0, {HARD_MAX_SINGLE_UNITS:g}] U",
+            ),
+            (
+                0 < self.max_daily_regular_units <= HARD_MAX_DAILY_REGULAR_UNITS,
+                f"max_daily_regular_units must be in (0, {HARD_MAX_DAILY_REGULAR_UNITS:g}] U",
+            ),
+            (0 < self.pen_step_units <= 2, "pen_step_units must be in (0, 2] U"),
+            (5 <= self.hypo_treatment_g <= 60, "hypo_treatment_g must be in [5, 60] g"),
+            (5 <= self.hypo_recheck_min <= 60, "hypo_recheck_min must be in [5, 60] minutes"),
+            (
+                HARD_MIN_TARGET_MG_DL <= self.target_mg_dl <= 180 and self.target_mg_dl > self.low_glucose_mg_dl,
+                f"target_mg_dl must be in [{HARD_MIN_TARGET_MG_DL:g}, 180] mg/dL and above low_glucose_mg_dl",
+            ),
+            (
+                min(self.correction_above_mg_dl, self.bedtime_correction_above_mg_dl)
+                >= HARD_MIN_CORRECTION_ABOVE_MG_DL,
+                f"correction thresholds may not be below {HARD_MIN_CORRECTION_ABOVE_MG_DL:g} mg/dL",
+            ),
+            (self.bedtime_correction_share <= 1, "bedtime_correction_share must be in [0, 1]"),
+            (1 <= self.history_limit_factor <= 3, "history_limit_factor must be in [1, 3]"),
+            (1 <= self.history_daily_factor <= 3, "history_daily_factor must be in [1, 3]"),
+            (
+                self.insulin_sensitivity_mg_dl_per_u is None or 5 <= self.insulin_sensitivity_mg_dl_per_u <= 500,
+                "insulin_sensitivity_mg_dl_per_u must be in [5, 500] mg/dL per U",
+            ),
+            (
+                self.carb_ratio_g_per_u is None or 2 <= self.carb_ratio_g_per_u <= 150,
+                "carb_ratio_g_per_u must be in [2, 150] g per U",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ProfileError(message)
 
     @classmethod
     def from_dict(cls, data: dict) -> SafetyProfile:
@@ -68,12 +146,16 @@ class SafetyProfile:
         return cls(**data)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionInputs:
-    """What the supervisor knows at a decision; ``None`` means not known."""
+    """What the supervisor knows at a decision; ``None`` means not known.
+
+    ``due`` says why a dose is due (``request``, ``meal``, ``pre_meal``) or ``None``;
+    ``usual_units`` is the patient's recent dose in the same time-of-day slot only.
+    """
 
     model_units: float | None
     glucose_mg_dl: float | None
@@ -82,6 +164,15 @@ class DecisionInputs:
     iob_units: float
     regular_24h_units: float
     usual_units: float | None
+    due: Due | None = None
+    meal_size: str | None = None
+    carbs_g: float | None = None
+    usual_carbs_g: float | None = None
+    total_daily_units: float | None = None
+    typical_daily_regular: float | None = None
+    largest_dose: float | None = None
+    own_carb_ratio: float | None = None
+    bedtime: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +180,24 @@ class Verdict:
     """The supervisor's answer: status, the only number to act on, why, and which rules acted.
 
     ``rules`` holds a stable code per rule that changed or blocked the number (the first one
-    is the cause of a withhold or insufficient-data answer), for reports and dashboards.
+    is the cause of a withhold, insufficient-data or no-dose-due answer), for reports and
+    dashboards. ``recheck_min`` is when glucose must be measured again (after a low).
     """
 
     status: Status
     units: float
     reasons: list[str] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
+    recheck_min: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InsulinTerms:
+    """Insulin sensitivity (mg/dL per U) and carbohydrate ratio (g per U), and where they come from."""
+
+    sensitivity: float
+    carb_ratio: float
+    source: str
 
 
 def _fmt(units: float) -> str:
@@ -114,18 +216,52 @@ def _floor_to_step(units: float, step: float) -> float:
     return math.floor(units / step + 1e-9) * step
 
 
-def supervise(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
-    """Run the rule chain; each rule may only lower or block the model's number."""
-    m = inputs.model_units
-    if m is None or not math.isfinite(m):
-        return Verdict(INSUFFICIENT, 0.0, ["No valid model output; no dose can be suggested."], ["model_invalid"])
-    if m < 0:
-        return Verdict(
-            INSUFFICIENT,
-            0.0,
-            [f"The model gave a negative dose ({m:.2f} U); no dose can be suggested."],
-            ["model_negative"],
-        )
+def glucose_state(mg_dl: float, profile: SafetyProfile) -> str:
+    """The glucose in plain words: low, in range, high or very high."""
+    if mg_dl < profile.low_glucose_mg_dl:
+        return "low"
+    if mg_dl <= IN_RANGE_MAX_MG_DL:
+        return "in range"
+    return "high" if mg_dl < VERY_HIGH_MG_DL else "very high"
+
+
+def insulin_terms(inputs: DecisionInputs, profile: SafetyProfile) -> InsulinTerms | None:
+    """Sensitivity and carb ratio: the profile's where a clinician set them, else estimated.
+
+    Sensitivity by the 1500 rule on the total daily insulin; carb ratio from the patient's own
+    dosed meals (carbs ÷ units) when enough are recorded, else by the 500 rule.
+    """
+    tdd = inputs.total_daily_units
+    isf = profile.insulin_sensitivity_mg_dl_per_u
+    cr = profile.carb_ratio_g_per_u
+    if isf is not None and cr is not None:
+        return InsulinTerms(isf, cr, "the patient's profile")
+    if tdd is None or tdd <= 0:
+        return None
+    sources = ["the profile"] if isf is not None or cr is not None else []
+    if isf is None:
+        isf = SENSITIVITY_RULE / tdd
+        sources.append(f"1500 ÷ the patient's {tdd:.0f} U of insulin a day")
+    if cr is None and inputs.own_carb_ratio is not None:
+        cr = inputs.own_carb_ratio
+        sources.append("the patient's own dosed meals")
+    elif cr is None:
+        cr = CARB_RATIO_RULE / tdd
+        sources.append(f"500 ÷ the patient's {tdd:.0f} U a day")
+    return InsulinTerms(isf, cr, ", ".join(sources))
+
+
+def supervise(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | None = None) -> Verdict:
+    """Run the rule chain; ``model_problem`` says why no model is loaded, when none is."""
+    blocked = _glucose_checks(inputs, profile)
+    if blocked is not None:
+        return blocked
+    if inputs.due is None:
+        return _not_due(inputs, profile)
+    return _due(inputs, profile, model_problem)
+
+
+def _glucose_checks(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict | None:
     g, g_age = inputs.glucose_mg_dl, inputs.glucose_age_min
     if g is None or g_age is None:
         return Verdict(INSUFFICIENT, 0.0, ["No glucose reading is known; measure glucose first."], ["no_glucose"])
@@ -144,10 +280,13 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
             WITHHOLD,
             0.0,
             [
-                f"Glucose {g:.0f} mg/dL is below {profile.low_glucose_mg_dl:.0f} mg/dL: no insulin. "
-                "Treat the low and recheck."
+                f"Glucose {g:.0f} mg/dL is below {profile.low_glucose_mg_dl:.0f} mg/dL: no insulin.",
+                f"Treat the low now: {profile.hypo_treatment_g:.0f} g of fast-acting carbohydrate by mouth, then "
+                f"recheck glucose in {profile.hypo_recheck_min:.0f} minutes. If the patient cannot swallow safely, "
+                "follow the severe hypoglycaemia protocol and call the physician.",
             ],
             ["low_glucose"],
+            recheck_min=profile.hypo_recheck_min,
         )
     hypo_age = inputs.hypo_symptoms_age_min
     if hypo_age is not None and hypo_age <= profile.hypo_symptoms_lockout_h * 60:
@@ -156,58 +295,238 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
             0.0,
             [
                 f"Hypoglycaemia symptoms were reported {hypo_age / 60:.1f} h ago "
-                f"(lock-out {profile.hypo_symptoms_lockout_h:g} h): no insulin."
+                f"(lock-out {profile.hypo_symptoms_lockout_h:g} h): no insulin.",
+                "If the patient has symptoms now, measure glucose and treat a low.",
             ],
             ["hypo_symptoms"],
         )
-    if inputs.usual_units is None:
+    return None
+
+
+def _iob_used(inputs: DecisionInputs, profile: SafetyProfile) -> float:
+    return inputs.iob_units if inputs.iob_units >= profile.iob_ignore_below_units else 0.0
+
+
+def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
+    """No meal and no one asking: no dose, or a conservative correction of a glucose far above threshold."""
+    g = inputs.glucose_mg_dl
+    assert g is not None
+    state = glucose_state(g, profile)
+    threshold = profile.bedtime_correction_above_mg_dl if inputs.bedtime else profile.correction_above_mg_dl
+    when = "at bedtime" if inputs.bedtime else "now"
+    head = (
+        f"No dose is due {when}: no meal was announced and no one asked for a dose. Glucose {g:.0f} mg/dL is {state}."
+    )
+    if g < threshold:
+        advice = (
+            f"A correction is considered only above {threshold:.0f} mg/dL{' at bedtime' if inputs.bedtime else ''}; "
+            "give meal insulin only with a meal (announce it, or ask for a suggestion)."
+        )
+        return Verdict(NO_DOSE_DUE, 0.0, [head, advice], ["no_dose_due"])
+    terms = insulin_terms(inputs, profile)
+    if terms is None:
+        return Verdict(
+            NO_DOSE_DUE,
+            0.0,
+            [
+                head,
+                "A correction cannot be estimated: fewer than 2 days of insulin records and no sensitivity in the "
+                "patient's profile. Tell the physician about the high glucose.",
+            ],
+            ["no_dose_due", "no_sensitivity"],
+        )
+    iob = _iob_used(inputs, profile)
+    predicted = g - iob * terms.sensitivity
+    if predicted < threshold:
+        return Verdict(
+            NO_DOSE_DUE,
+            0.0,
+            [
+                head,
+                f"{_fmt(iob)} of regular insulin is still on board and is expected to bring glucose to about "
+                f"{max(predicted, 0):.0f} mg/dL: no correction on top (no stacking). Recheck glucose in 2 hours.",
+            ],
+            ["no_dose_due", "insulin_on_board"],
+        )
+    raw = (g - profile.target_mg_dl) / terms.sensitivity
+    reasons = [
+        head,
+        f"Correction only: ({g:.0f} − {profile.target_mg_dl:.0f}) mg/dL ÷ {terms.sensitivity:.0f} mg/dL per U "
+        f"= {_fmt(raw)}, less {_fmt(iob)} still on board (sensitivity from {terms.source}).",
+    ]
+    rules = ["correction_only"]
+    units = raw - iob
+    if inputs.bedtime and units > 0:
+        reduced = units * profile.bedtime_correction_share
+        reasons.append(
+            f"Reduced from {_fmt(units)} to {_fmt(reduced)} at bedtime ({profile.bedtime_correction_share:.0%})."
+        )
+        rules.append("bedtime_reduced")
+        units = reduced
+    return _finish(units, inputs, profile, reasons, rules, "no_dose_due")
+
+
+def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | None) -> Verdict:
+    """A dose is due: model number, meal adjustment, then the lowering limits."""
+    m = inputs.model_units
+    if m is None or not math.isfinite(m):
+        if model_problem is not None:
+            return Verdict(
+                INSUFFICIENT,
+                0.0,
+                [f"No valid dose model is loaded ({model_problem}); no dose can be suggested."],
+                ["no_model"],
+            )
+        return Verdict(INSUFFICIENT, 0.0, ["No valid model output; no dose can be suggested."], ["model_invalid"])
+    if m < 0:
         return Verdict(
             INSUFFICIENT,
             0.0,
-            ["Too little history: no earlier regular dose is known for this patient."],
-            ["no_history"],
+            [f"The model gave a negative dose ({m:.2f} U); no dose can be suggested."],
+            ["model_negative"],
         )
-
-    reasons: list[str] = []
+    usual = inputs.usual_units
+    if usual is None:
+        return Verdict(
+            INSUFFICIENT,
+            0.0,
+            [
+                "No regular dose is recorded at this time of day in the patient's history, so a dose here cannot "
+                "be suggested from it. Dose by the physician's plan; suggestions start once doses at this time "
+                "are recorded."
+            ],
+            ["no_slot_history"],
+        )
+    terms = insulin_terms(inputs, profile)
+    if terms is None:
+        return Verdict(
+            INSUFFICIENT,
+            0.0,
+            [
+                "Fewer than 2 days of insulin records: the patient's insulin sensitivity cannot be estimated. "
+                "Dose by the physician's plan, or set insulin_sensitivity_mg_dl_per_u and carb_ratio_g_per_u in "
+                "the patient's safety profile."
+            ],
+            ["no_sensitivity"],
+        )
+    g = inputs.glucose_mg_dl
+    assert g is not None
+    why = {"request": "a dose was asked for", "meal": "a meal was announced", "pre_meal": "a pre-meal reading"}
+    reasons = [
+        f"Dose due ({why.get(inputs.due or '', inputs.due)}); model estimate {m:.2f} U; usual dose at this "
+        f"time {_fmt(usual)}."
+    ]
     rules: list[str] = []
-    units = m
-    cap = inputs.usual_units + profile.max_above_usual_units
+    units, meal_units, usual_for_meal = _meal_adjusted(m, usual, inputs, terms, reasons, rules)
+    cap = usual_for_meal + profile.max_above_usual_units
     if units > cap:
         reasons.append(
-            f"Lowered from {_fmt(units)} to {_fmt(cap)}: at most {profile.max_above_usual_units:g} U "
-            f"above the usual dose of {_fmt(inputs.usual_units)} at this time of day."
+            f"Lowered from {_fmt(units)} to {_fmt(cap)}: at most {profile.max_above_usual_units:g} U above the usual "
+            f"dose for this meal ({_fmt(usual_for_meal)})."
         )
         rules.append("above_usual_cap")
         units = cap
-    if inputs.iob_units >= profile.iob_ignore_below_units and units > 0:
-        lowered = max(0.0, units - inputs.iob_units)
+    correction = (g - profile.target_mg_dl) / terms.sensitivity
+    if inputs.bedtime and correction > 0:
+        correction *= profile.bedtime_correction_share
+    iob = _iob_used(inputs, profile)
+    ceiling = meal_units + correction - iob
+    if units > ceiling:
+        lowered = max(0.0, ceiling)
         reasons.append(
-            f"Lowered by {_fmt(units - lowered)}: {_fmt(inputs.iob_units)} of regular insulin from "
-            "recent doses is still active (no stacking)."
+            f"Lowered from {_fmt(units)} to {_fmt(lowered)} by the physiological guard: meal {_fmt(meal_units)} "
+            f"{'+' if correction >= 0 else '−'} {_fmt(abs(correction))} for glucose {g:.0f} against the target "
+            f"{profile.target_mg_dl:.0f} mg/dL (sensitivity {terms.sensitivity:.0f} mg/dL per U) − {_fmt(iob)} "
+            f"still on board; terms from {terms.source}."
         )
-        rules.append("insulin_on_board")
+        rules.append("physiological_guard")
         units = lowered
-    if units > profile.max_single_units:
-        reasons.append(f"Lowered from {_fmt(units)} to the maximum single dose of {_fmt(profile.max_single_units)}.")
+    return _finish(units, inputs, profile, reasons, rules, "nothing_left", min(cap, ceiling))
+
+
+def _meal_adjusted(
+    m: float, usual: float, inputs: DecisionInputs, terms: InsulinTerms, reasons: list[str], rules: list[str]
+) -> tuple[float, float, float]:
+    """The model number moved by the meal; the meal's insulin for the guard; the usual dose for this meal."""
+    carbs = inputs.carbs_g
+    if carbs is not None:
+        usual_carbs, counted = inputs.usual_carbs_g, "counted"
+        if usual_carbs is None:  # no earlier count at this meal: the usual dose through the carb ratio
+            usual_carbs, counted = usual * terms.carb_ratio, "estimated from the usual dose"
+        delta = (carbs - usual_carbs) / terms.carb_ratio
+        if abs(delta) >= 0.05:
+            reasons.append(
+                f"Meal of {carbs:.0f} g against the usual {usual_carbs:.0f} g at this time ({counted}): "
+                f"{delta:+.1f} U at {terms.carb_ratio:.0f} g per U."
+            )
+            rules.append("meal_carbs")
+        return max(0.0, m + delta), carbs / terms.carb_ratio, max(0.0, usual + delta)
+    factor = SIZE_FACTORS.get(inputs.meal_size or "typical", 1.0)
+    if factor != 1.0:
+        reasons.append(f"Meal {inputs.meal_size} than usual: the dose × {factor:g}.")
+        rules.append("meal_size")
+    elif inputs.meal_size is None:
+        reasons.append("No meal size was given: the usual meal at this time is assumed.")
+    return m * factor, usual * factor, usual * factor
+
+
+def _finish(
+    units: float,
+    inputs: DecisionInputs,
+    profile: SafetyProfile,
+    reasons: list[str],
+    rules: list[str],
+    empty_rule: str,
+    meal_ceiling: float | None = None,
+) -> Verdict:
+    """The limits every number passes last: single and daily limits, then the pen step.
+
+    A correction is always rounded down. A meal dose (``meal_ceiling``: the lowest of the cap and
+    the guard) is rounded to the nearest step when that stays under every ceiling, else down.
+    """
+    single, single_why = profile.max_single_units, "the profile's maximum single dose"
+    if inputs.largest_dose is not None and inputs.largest_dose * profile.history_limit_factor < single:
+        single = inputs.largest_dose * profile.history_limit_factor
+        single_why = (
+            f"{profile.history_limit_factor:g} × the patient's largest recent dose of {_fmt(inputs.largest_dose)}"
+        )
+    if units > single:
+        reasons.append(f"Lowered from {_fmt(units)} to {_fmt(single)}: {single_why}.")
         rules.append("max_single")
-        units = profile.max_single_units
-    room = max(0.0, profile.max_daily_regular_units - inputs.regular_24h_units)
+        units = single
+    daily, daily_why = profile.max_daily_regular_units, "the profile's daily limit"
+    typical = inputs.typical_daily_regular
+    if typical is not None and typical * profile.history_daily_factor < daily:
+        daily = typical * profile.history_daily_factor
+        daily_why = f"{profile.history_daily_factor:g} × the patient's typical {_fmt(typical)} a day"
+    room = max(0.0, daily - inputs.regular_24h_units)
     if units > room:
         reasons.append(
-            f"Lowered from {_fmt(units)} to {_fmt(room)}: {_fmt(inputs.regular_24h_units)} of regular "
-            f"insulin in the last 24 h, limit {_fmt(profile.max_daily_regular_units)}."
+            f"Lowered from {_fmt(units)} to {_fmt(room)}: {_fmt(inputs.regular_24h_units)} of regular insulin in "
+            f"the last 24 h, limit {_fmt(daily)} ({daily_why})."
         )
         rules.append("max_daily")
         units = room
-    rounded = _floor_to_step(units, profile.pen_step_units)
-    if abs(rounded - units) > 1e-9:
-        reasons.append(f"Rounded down from {units:.2f} U to the pen step of {profile.pen_step_units:g} U.")
+    step = profile.pen_step_units
+    rounded = _floor_to_step(max(0.0, units), step)
+    if meal_ceiling is not None and units > 0:
+        nearest = round(units / step) * step
+        if nearest <= min(meal_ceiling, single, room) + 1e-9:
+            rounded = nearest
+    if abs(rounded - units) > 1e-9 and units > 0:
+        direction = "up" if rounded > units else "down"
+        reasons.append(f"Rounded {direction} from {units:.2f} U to the pen step of {step:g} U.")
         rules.append("pen_step")
-    units = rounded
+    units = round(rounded, 3)
     if units <= 0:
-        reasons.append("After the safety limits no insulin remains to suggest.")
-        return Verdict(WITHHOLD, 0.0, reasons, ["nothing_left", *rules])
-    if not reasons:
+        if empty_rule == "no_dose_due":
+            reasons.append("No correction remains after insulin on board and the limits: give no insulin now.")
+            return Verdict(NO_DOSE_DUE, 0.0, reasons, ["no_dose_due", *rules])
+        reasons.append(
+            "After the safety limits no insulin remains to suggest: give no regular insulin now; if the patient "
+            "eats, recheck glucose in 2 hours."
+        )
+        return Verdict(WITHHOLD, 0.0, reasons, [empty_rule, *rules])
+    if len(reasons) == 1:
         reasons.append("Within every safety limit.")
-    reasons.insert(0, f"Model estimate {m:.2f} U; usual dose at this time {_fmt(inputs.usual_units)}.")
     return Verdict(SUGGEST, units, reasons, rules)

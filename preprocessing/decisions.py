@@ -8,18 +8,23 @@ from datetime import datetime
 import numpy as np
 
 from .aim94 import PatientLog
+from .dose_context import DoseContext, dose_context
 from .features import FeatureSpec, PatientHistory, window_at
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionPoint:
-    """One kept regular-insulin record: its identity, its target and its model input."""
+    """One kept regular-insulin record: its identity, its target, its model input and dose context.
+
+    The context is read as if a person asked for a dose at that time (the dose was given).
+    """
 
     patient: int
     ts: datetime
     seq: int
     target_units: float
     window: np.ndarray
+    context: DoseContext
 
     @property
     def key(self) -> tuple[int, datetime, int]:
@@ -38,7 +43,16 @@ def decision_points(log: PatientLog, spec: FeatureSpec) -> list[DecisionPoint]:
             continue
         seq = seq + 1 if event.ts == previous_ts else 0
         previous_ts = event.ts
-        points.append(DecisionPoint(log.number, event.ts, seq, event.dose, window_at(history, event.ts)))
+        points.append(
+            DecisionPoint(
+                log.number,
+                event.ts,
+                seq,
+                event.dose,
+                window_at(history, event.ts),
+                dose_context(history, event.ts, request=True),
+            )
+        )
     return points
 
 

@@ -15,12 +15,12 @@ from preprocessing.visits import Visit
 
 
 def history(patient: str, now: datetime, days: int = 5, units: float = 7.0) -> list[Event]:
-    """One glucose reading and one regular dose a day for ``days`` days before ``now``."""
+    """A pre-meal glucose reading and one regular dose a day for ``days`` days before ``now``."""
     out = []
     for d in range(days, 0, -1):
         ts = now - timedelta(days=d)
         out.append(
-            Event(id=f"{patient}-g{d}", patient=patient, ts=ts, kind=Kind.GLUCOSE, mg_dl=150.0, context="unspecified")
+            Event(id=f"{patient}-g{d}", patient=patient, ts=ts, kind=Kind.GLUCOSE, mg_dl=150.0, context="pre_lunch")
         )
         out.append(
             Event(id=f"{patient}-i{d}", patient=patient, ts=ts, kind=Kind.INSULIN, insulin=Insulin.REGULAR, units=units)
@@ -28,8 +28,9 @@ def history(patient: str, now: datetime, days: int = 5, units: float = 7.0) -> l
     return out
 
 
-def glucose(event_id: str, patient: str, ts: datetime, mg_dl: float) -> Event:
-    return Event(id=event_id, patient=patient, ts=ts, kind=Kind.GLUCOSE, mg_dl=float(mg_dl), context="unspecified")
+def glucose(event_id: str, patient: str, ts: datetime, mg_dl: float, context: str = "pre_lunch") -> Event:
+    """A reading; by default a pre-meal one, so a dose is due (``unspecified``: none is)."""
+    return Event(id=event_id, patient=patient, ts=ts, kind=Kind.GLUCOSE, mg_dl=float(mg_dl), context=context)
 
 
 def request(event_id: str, patient: str, ts: datetime) -> Event:

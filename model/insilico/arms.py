@@ -30,6 +30,7 @@ from device.decision import decision_inputs
 from device.inference import DoseModel
 from device.safety import supervise
 from device.store import Store
+from preprocessing.dose_context import dose_context
 from preprocessing.events import Event, Insulin, Kind
 from preprocessing.features import window_at
 
@@ -191,7 +192,9 @@ class AdvisorArm(Arm):
             units = 0.0 if raw is None or not math.isfinite(raw) else max(0.0, math.floor(raw * 2) / 2)
             return Decision(units, "model")
         proposal = self.habit_dose(reading.meal.slot) if reading.meal is not None else 0.0
-        inputs = decision_inputs(window_at(self.advisor.history(self.patient), reading.at), proposal)
+        history = self.advisor.history(self.patient)
+        context = dose_context(history, reading.at, request=False)
+        inputs = decision_inputs(window_at(history, reading.at), proposal, context)
         verdict = supervise(inputs, self.safety.for_patient(self.patient))
         return Decision(verdict.units if verdict.status == "suggest" else 0.0, verdict.status, list(verdict.rules))
 

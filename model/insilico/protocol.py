@@ -17,7 +17,7 @@ SLOT_NAMES = ("breakfast", "lunch", "supper")
 PRE_MEAL_CONTEXT = {"breakfast": "pre_breakfast", "lunch": "pre_lunch", "supper": "pre_supper"}
 SCENARIOS = {
     "standard": "the protocol as described",
-    "skipped_meal": "on each day one meal (drawn at random) is skipped; its reading still happens",
+    "skipped_meal": "each day one meal (drawn at random) is skipped; its reading still happens, with no meal context",
     "late_snack": "an unannounced 30 g snack between 21:00 and 23:00 every day",
     "missed_readings": "each reading is missed with probability 0.3 (no reading, no correction)",
     "biased_meter": "the meter reads 15 % high",
@@ -95,7 +95,7 @@ def day_plan(protocol: Protocol, seed: int, patient: int, day: int, body_weight:
         size = "more" if ratio > 1.2 else "less" if ratio < 0.8 else "typical"
         if i != skip:
             meals.append(Meal(minute, slot, round(base_carbs * scale * ratio, 1), True, size))
-        readings.append((minute, PRE_MEAL_CONTEXT[slot]))
+        readings.append((minute, PRE_MEAL_CONTEXT[slot] if i != skip else "unspecified"))
     readings.append((protocol.bedtime, "unspecified"))
     snack_minute = int(rng.integers(21 * 60, 23 * 60))
     if protocol.scenario == "late_snack":

@@ -90,9 +90,14 @@ def bars(results: list[ArmResult]) -> list[Bar]:
             )
         else:
             out.append(Bar(group, "median time <54 under 1 %", f"{a54:.2f} %", a54 < 1.0))
-        after = sum(r.level2_after_no_dose for r in adv)
+        after = sum(r.level2_after_no_meal for r in adv)
         out.append(
-            Bar(group, "no level-2 hypoglycaemia within 6 h of an answer without a dose", f"{after} events", after == 0)
+            Bar(
+                group,
+                "no level-2 hypoglycaemia within 6 h of a no-meal or bedtime answer",
+                f"{after} events",
+                after == 0,
+            )
         )
         if group != "child" and oracle:
             at, ot = _median(adv, "tir_70_180"), _median(oracle, "tir_70_180")
@@ -120,7 +125,7 @@ def summary(results: list[ArmResult], protocol: Protocol, seconds: float) -> dic
                 **{name: float(np.median([getattr(r.metrics, name) for r in rows])) for name, _ in SHOWN},
                 "meeting_all_targets": float(np.mean([all(r.metrics.meets().values()) for r in rows])),
                 "level2_events": int(sum(r.metrics.level2_events for r in rows)),
-                "level2_after_no_dose": int(sum(r.level2_after_no_dose for r in rows)),
+                "level2_after_no_meal": int(sum(r.level2_after_no_meal for r in rows)),
                 "escalated_lows": int(sum(r.escalations for r in rows)),
                 "doses_per_day": float(np.mean([r.doses for r in rows]) / protocol.days),
             }
@@ -155,7 +160,7 @@ def write_report(results: list[ArmResult], protocol: Protocol, seconds: float, o
             "rules": r.rules,
             "hypo_treatments": r.hypo_treatments,
             "escalations": r.escalations,
-            "level2_after_no_dose": r.level2_after_no_dose,
+            "level2_after_no_meal": r.level2_after_no_meal,
         }
         for r in results
     ]

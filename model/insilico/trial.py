@@ -46,7 +46,7 @@ class ArmResult:
     rules: dict[str, int] = field(default_factory=dict)
     hypo_treatments: int = 0
     escalations: int = 0  # lows still there after the rule of 15 three times
-    level2_after_no_dose: int = 0  # level-2 events within 6 h after a reading that gave no dose
+    level2_after_no_meal: int = 0  # level-2 events within 6 h after a no-meal reading that was not low
     trace: np.ndarray | None = None  # true glucose per minute of the trial (float32)
 
 
@@ -57,7 +57,7 @@ class _Row:
     doses: int = 0
     units: float = 0.0
     treatments: int = 0
-    no_dose_minutes: list[int] = field(default_factory=list)  # trial minutes of readings without a dose
+    no_meal_minutes: list[int] = field(default_factory=list)  # trial minutes of no-meal readings, not low
 
 
 @dataclass(frozen=True)
@@ -234,8 +234,8 @@ def run_seed(
         if units > 0:
             row.doses += 1
             row.units += units
-        else:
-            row.no_dose_minutes.append(int((reading.at - START).total_seconds() // 60) - warmup * 1440)
+        if reading.meal is None and reading.mg_dl >= protocol.hypo_threshold:
+            row.no_meal_minutes.append(int((reading.at - START).total_seconds() // 60) - warmup * 1440)
         if reading.mg_dl < protocol.hypo_threshold:
             row.treatments += 1
         return units
@@ -288,7 +288,7 @@ def run_seed(
                 rules=dict(arm.rules) if isinstance(arm, AdvisorArm) else {},
                 hypo_treatments=row.treatments,
                 escalations=int(escalated[index]),
-                level2_after_no_dose=_level2_after(trace, row.no_dose_minutes),
+                level2_after_no_meal=_level2_after(trace, row.no_meal_minutes),
                 trace=trace if keep_traces else None,
             )
         )
@@ -319,7 +319,7 @@ def _long_acting(arm: Arm, at: datetime, units: float) -> Event:
 
 
 def _level2_after(trace: np.ndarray, minutes: list[int], window: int = 360) -> int:
-    """Level-2 hypoglycaemia events (15 min below 54) that begin within ``window`` min after a no-dose reading."""
+    """Level-2 hypoglycaemia events (15 min below 54) that begin within ``window`` min after one of ``minutes``."""
     below = trace < 54.0
     starts = [
         i for i in range(len(below) - 14) if below[i] and (i == 0 or not below[i - 1]) and below[i : i + 15].all()

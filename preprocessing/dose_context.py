@@ -1,0 +1,136 @@
+"""What a dose decision needs to know from a patient's history besides the model input (pure).
+
+One implementation for the device (each answer) and the bulk evaluation path, so both decide
+alike. It reads only what was known at the decision time ``at`` (events before it, and the
+non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
+
+* **why a dose is due** — a person asked (a ``request``), a meal was announced (a meal event in
+  the last :data:`MEAL_WINDOW_MIN` minutes), or the reading itself is a pre-meal reading;
+  otherwise none is due;
+* the announced meal's size and carbohydrate, and the patient's usual carbohydrate at this
+  meal (their last five counts at the same time of day);
+* the patient's **total daily insulin** (regular and long-acting, per day of history), from which
+  the supervisor estimates insulin sensitivity (the 1500 rule), their typical daily regular
+  insulin and their largest regular dose;
+* the patient's **own carbohydrate ratio**: the median of carbs ÷ regular insulin over their
+  recent counted meals that were dosed (a regular dose from 15 minutes before to
+  :data:`MEAL_WINDOW_MIN` after the meal), when at least :data:`MIN_MEALS_FOR_RATIO` exist.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from .events import Kind
+from .features import MINUTES_PER_DAY, SLOTS, PatientHistory, minutes, slot_of
+
+HISTORY_DAYS = 7
+MEAL_WINDOW_MIN = 30.0
+MIN_DAYS_FOR_TOTALS = 2.0  # fewer days of history tell nothing reliable about daily totals
+PRE_MEAL_CONTEXTS = ("pre_breakfast", "pre_lunch", "pre_supper")
+USUAL_CARB_MEALS = 5
+RATIO_MEALS = 10
+MIN_MEALS_FOR_RATIO = 3
+DOSE_BEFORE_MEAL_MIN = 15.0
+Due = Literal["request", "meal", "pre_meal"]
+
+
+@dataclass(frozen=True, slots=True)
+class DoseContext:
+    """The history's answer to "is a dose due, and how big is this patient's insulin need?"."""
+
+    due: Due | None  # None: no dose is due
+    meal_size: str | None = None
+    carbs_g: float | None = None
+    usual_carbs_g: float | None = None
+    total_daily_units: float | None = None  # regular and long-acting, per day
+    typical_daily_regular: float | None = None
+    largest_dose: float | None = None
+    own_carb_ratio: float | None = None  # g per U, from the patient's dosed meals
+    bedtime: bool = False
+
+
+def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseContext:
+    """The dose context of a decision at ``at`` (``request``: a person asked for a suggestion)."""
+    t = minutes(at)
+    events, times = history.events, history.times
+    end = bisect.bisect_right(times, t)
+    floor_t = t - HISTORY_DAYS * MINUTES_PER_DAY
+    slot = slot_of(at)
+    due: Due | None = "request" if request else None
+    meal_size = carbs = None
+    slot_carbs: list[float] = []
+    total = regular = largest = 0.0
+    first_t: float | None = None
+    glucose_context: str | None = None
+    glucose_t: float | None = None
+    counted_meals: list[tuple[float, float]] = []  # (time, carbs) of earlier meals with a count
+    regular_doses: list[tuple[float, float]] = []  # (time, units), newest first
+    for i in range(end - 1, -1, -1):
+        e, et = events[i], times[i]
+        if et < floor_t:
+            break
+        if e.is_insulin and et == t:
+            continue  # insulin at the decision's own time is not known yet
+        first_t = et
+        kind = e.kind
+        if kind is Kind.MEAL:
+            if due is None and t - et <= MEAL_WINDOW_MIN:
+                due, meal_size, carbs = "meal", e.size, e.carbs_g
+            elif due in ("meal", "request") and meal_size is None and t - et <= MEAL_WINDOW_MIN:
+                meal_size, carbs = e.size, e.carbs_g
+            if (
+                e.carbs_g is not None
+                and slot_of(e.ts) == slot
+                and t - et > MEAL_WINDOW_MIN
+                and len(slot_carbs) < USUAL_CARB_MEALS
+            ):
+                slot_carbs.append(e.carbs_g)
+            if e.carbs_g is not None and t - et > MEAL_WINDOW_MIN and len(counted_meals) < RATIO_MEALS:
+                counted_meals.append((et, e.carbs_g))
+        elif kind is Kind.INSULIN:
+            total += e.dose
+            if e.is_regular_dose:
+                regular += e.dose
+                largest = max(largest, e.dose)
+                regular_doses.append((et, e.dose))
+        elif kind is Kind.GLUCOSE and glucose_t is None:
+            glucose_t, glucose_context = et, e.context
+    if (
+        due is None
+        and glucose_t is not None
+        and t - glucose_t <= MEAL_WINDOW_MIN
+        and glucose_context in PRE_MEAL_CONTEXTS
+    ):
+        due = "pre_meal"
+    days = (t - first_t) / MINUTES_PER_DAY if first_t is not None else 0.0
+    known = days >= MIN_DAYS_FOR_TOTALS
+    return DoseContext(
+        due=due,
+        meal_size=meal_size,
+        carbs_g=carbs,
+        usual_carbs_g=statistics.median(slot_carbs) if slot_carbs else None,
+        total_daily_units=total / days if known and total > 0 else None,
+        typical_daily_regular=regular / days if known and regular > 0 else None,
+        largest_dose=largest or None,
+        own_carb_ratio=_own_carb_ratio(counted_meals, regular_doses),
+        bedtime=SLOTS[slot] == "bedtime",
+    )
+
+
+def _own_carb_ratio(meals: list[tuple[float, float]], doses: list[tuple[float, float]]) -> float | None:
+    """Median grams per unit over counted meals that were dosed; None with too few of them."""
+    doses_by_time = sorted(doses)
+    dose_times = [d[0] for d in doses_by_time]
+    ratios = []
+    for meal_t, carbs in meals:
+        lo = bisect.bisect_left(dose_times, meal_t - DOSE_BEFORE_MEAL_MIN)
+        hi = bisect.bisect_right(dose_times, meal_t + MEAL_WINDOW_MIN)
+        units = sum(u for _, u in doses_by_time[lo:hi])
+        if units > 0 and carbs > 0:
+            ratios.append(carbs / units)
+    return statistics.median(ratios) if len(ratios) >= MIN_MEALS_FOR_RATIO else None
