@@ -412,9 +412,10 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
     g = inputs.glucose_mg_dl
     assert g is not None
     why = {"request": "a dose was asked for", "meal": "a meal was announced", "pre_meal": "a pre-meal reading"}
+    assumed = "; the usual meal assumed" if inputs.meal_size is None and inputs.carbs_g is None else ""
     reasons = [
-        f"Dose due ({why.get(inputs.due or '', inputs.due)}); model estimate {m:.2f} U; usual dose at this "
-        f"time {_fmt(usual)}."
+        f"Dose due ({why.get(inputs.due or '', inputs.due)}{assumed}). Model estimate {m:.2f} U; usual dose at "
+        f"this time {_fmt(usual)}."
     ]
     rules: list[str] = []
     units, meal_units, usual_for_meal = _meal_adjusted(m, usual, inputs, terms, reasons, rules)
@@ -465,8 +466,6 @@ def _meal_adjusted(
     if factor != 1.0:
         reasons.append(f"Meal {inputs.meal_size} than usual: the dose × {factor:g}.")
         rules.append("meal_size")
-    elif inputs.meal_size is None:
-        reasons.append("No meal size was given: the usual meal at this time is assumed.")
     return m * factor, usual * factor, usual * factor
 
 

@@ -173,7 +173,7 @@ def test_restart_reloads_history_from_the_store(tmp_path, dose_model):
     assert (window_at(fresh.history("p-1"), NOW) == before).all()
 
 
-def test_without_a_model_every_decision_is_insufficient(tmp_path):
+def test_without_a_model_a_due_dose_is_insufficient_and_a_low_still_treated(tmp_path):
     advisor = Advisor(
         Store(tmp_path / "s.sqlite3"),
         ModelSlot(None, "bundle signature invalid"),
@@ -183,6 +183,11 @@ def test_without_a_model_every_decision_is_insufficient(tmp_path):
     s = advisor.handle(raw(glucose("g", "p", NOW, 150))).suggestion
     assert s.status == "insufficient_data" and "bundle signature invalid" in s.reasons[0]
     assert s.model.version is None
+    idle = advisor.handle(raw(glucose("g2", "p", NOW, 150, context="unspecified"))).suggestion
+    assert idle.status == "no_dose_due"
+    low = advisor.handle(raw(glucose("g3", "p", NOW, 35))).suggestion  # a new user's first reading: a severe low
+    assert low.status == "withhold" and low.rules == ["low_glucose"] and "15 g" in low.reasons[1]
+    assert low.recheck_at == (NOW + timedelta(minutes=15)).isoformat()
 
 
 def test_broken_configured_bundle_falls_back_to_packaged(tmp_path):

@@ -194,7 +194,7 @@ CASES = [
     ),
     # --- a dose is due: model, history and terms needed
     ("plain suggestion, rounded down to the pen step", {}, SUGGEST, 5.0, ["pen_step"], "pen step"),
-    ("exact step needs no rounding", {"model_units": 4.5}, SUGGEST, 4.5, [], "no meal size was given"),
+    ("exact step needs no rounding", {"model_units": 4.5}, SUGGEST, 4.5, [], "the usual meal assumed"),
     ("glucose exactly at the limit is allowed", {"glucose_mg_dl": 70.0, "model_units": 3.0}, SUGGEST, 3.0, [], None),
     (
         "a meal announced",
