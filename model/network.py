@@ -19,6 +19,7 @@ class NetworkConfig:
     gru_units: int = 32
     dense_units: tuple[int, ...] = (64, 32)
     current_step_skip: bool = True
+    dropout: float = 0.0  # after the recurrent layers and each dense layer, in training only
     learning_rate: float = 1e-3
     batch_size: int = 64
     max_epochs: int = 200
@@ -42,6 +43,8 @@ def build_model(window: int, n_features: int, config: NetworkConfig):
     inputs = keras.Input((window, n_features), name="window")
     seq = keras.layers.LSTM(config.lstm_units, return_sequences=True, unroll=True, name="lstm")(inputs)
     seq = keras.layers.GRU(config.gru_units, unroll=True, name="gru")(seq)
+    if config.dropout:
+        seq = keras.layers.Dropout(config.dropout, name="gru_dropout")(seq)
     head = seq
     if config.current_step_skip:
         current = keras.layers.Cropping1D((window - 1, 0), name="current_step")(inputs)
@@ -49,6 +52,8 @@ def build_model(window: int, n_features: int, config: NetworkConfig):
         head = keras.layers.Concatenate(name="head_input")([seq, current])
     for i, units in enumerate(config.dense_units):
         head = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(head)
+        if config.dropout:
+            head = keras.layers.Dropout(config.dropout, name=f"dense_{i}_dropout")(head)
     outputs = keras.layers.Dense(1, name="units")(head)
     return keras.Model(inputs, outputs, name="hybrid_lstm_gru")
 

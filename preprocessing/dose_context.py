@@ -26,10 +26,10 @@ from datetime import datetime
 from typing import Literal
 
 from .events import Kind
-from .features import MINUTES_PER_DAY, SLOTS, PatientHistory, minutes, slot_of
+from .features import MEAL_ANNOUNCED_MIN, MINUTES_PER_DAY, SLOTS, PatientHistory, minutes, slot_of
 
 HISTORY_DAYS = 7
-MEAL_WINDOW_MIN = 30.0
+MEAL_WINDOW_MIN = MEAL_ANNOUNCED_MIN
 MIN_DAYS_FOR_TOTALS = 2.0  # fewer days of history tell nothing reliable about daily totals
 PRE_MEAL_CONTEXTS = ("pre_breakfast", "pre_lunch", "pre_supper")
 USUAL_CARB_MEALS = 5

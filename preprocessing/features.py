@@ -34,6 +34,7 @@ AGE_CAP_H = 72.0
 STEP_AGE_CAP_H = 168.0
 MEASURED_WITHIN_MIN = 30.0
 MEAL_WITHIN_MIN = 180.0
+MEAL_ANNOUNCED_MIN = 30.0  # a meal this recent is the one being dosed (preprocessing/dose_context.py agrees)
 EXERCISE_WITHIN_MIN = 720.0
 SAME_SLOT_DOSES = 5
 
@@ -72,6 +73,7 @@ CONTEXT_FEATURES = (
     "meal_typical_3h",
     "meal_more_3h",
     "meal_less_3h",
+    "meal_announced_30m",
     "exercise_typical_12h",
     "exercise_more_12h",
     "exercise_less_12h",
@@ -273,6 +275,8 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
         elif kind is Kind.MEAL:
             if age <= MEAL_WITHIN_MIN:
                 out[_IDX[f"meal_{e.size}_3h"]] = 1.0
+            if age <= MEAL_ANNOUNCED_MIN:
+                out[_IDX["meal_announced_30m"]] = 1.0
         elif kind is Kind.EXERCISE:
             if age <= EXERCISE_WITHIN_MIN:
                 out[_IDX[f"exercise_{e.intensity}_12h"]] = 1.0

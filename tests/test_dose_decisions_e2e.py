@@ -147,4 +147,3 @@ def test_low_is_withheld_with_treatment_and_a_recheck_time(ward):
     assert datetime.fromisoformat(low.recheck_at) == at(DAY, 12, 15)
     recheck = answer(publisher, watcher, [glucose("recheck", "p-low", at(DAY, 12, 15), 96.0, "unspecified")])
     assert recheck.status == "no_dose_due" and recheck.recheck_at is None
-

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from model.insilico.cgm import CgmStreams
 from model.insilico.metrics import glucose_metrics, level2_events, risk_indices
 from model.insilico.patient import Cohort, PatientBatch, patient_names
-from model.insilico.protocol import Protocol, day_plan, metered
+from model.insilico.protocol import EXERCISE_UPTAKE, Protocol, day_plan, metered, uptake_by_minute
 from tools.cli import main
 
 simglucose = pytest.importorskip("simglucose.patient.t1dpatient", reason="the sim extra is not installed")
@@ -123,3 +124,66 @@ def test_simulate_smoke_run(tmp_path):
     assert data["summary"]["statuses"]["advisor"]  # the real advisor answered
     bad = CliRunner().invoke(main, ["simulate", "--patients", "martian#001"])
     assert bad.exit_code == 2 and "--patients" in bad.output
+
+
+def test_exercise_raises_glucose_uptake_and_is_planned_on_some_days():
+    batch = PatientBatch(Cohort.of(["adult#004", "adult#004"]))
+    for minute in range(240):
+        batch.uptake[:] = [1.0, EXERCISE_UPTAKE if 60 <= minute < 105 else 1.0]
+        batch.step(np.zeros(2), batch.cohort.basal_rate)
+    assert batch.glucose[1] < batch.glucose[0] - 5, "exercise lowers glucose"
+    protocol = Protocol(scenario="exercise")
+    plans = [day_plan(protocol, 1, 0, day, 70.0) for day in range(10)]
+    days = [p for p in plans if p.exercise is not None]
+    assert 0 < len(days) < 10 and all(15 * 60 <= p.exercise < 17 * 60 for p in days)
+    uptake = uptake_by_minute(days[0])
+    assert uptake is not None and uptake.max() == EXERCISE_UPTAKE and uptake[0] == 1.0
+    assert day_plan(Protocol(), 1, 0, 0, 70.0).exercise is None
+
+
+def test_cgm_streams_are_simglucose_noise_shared_by_the_arms():
+    streams = CgmStreams("GuardianRT", seed=1, patients=2)
+    noise = streams.next_day()
+    assert noise.shape == (2, 288) and 0 < np.abs(noise).mean() < 30
+    assert not np.allclose(noise[0], noise[1])
+    again = CgmStreams("GuardianRT", seed=1, patients=2).next_day()
+    assert np.array_equal(noise, again)  # the same errors for every arm and every run
+    assert streams.reading(30.0, -10.0) == 39.0  # the sensor's floor
+    with pytest.raises(ValueError, match="unknown CGM sensor"):
+        CgmStreams("Tricorder", seed=1, patients=1)
+
+
+def test_cgm_variant_answers_every_reading_without_doses_between_meals(tmp_path):
+    """With a reading every 5 min the advisor answers each one; only meal readings carry meal doses."""
+    from device.bundle import default_bundle_path, open_bundle, trusted_keys
+    from device.config import SafetyConfig
+    from device.inference import DoseModel
+    from model.insilico.trial import run_trial
+
+    model = DoseModel(open_bundle(default_bundle_path("dose"), trusted_keys()))
+    protocol = Protocol(warmup_days=2, days=1, cgm=True)
+    results, _ = run_trial(protocol, ["adult#003"], ["advisor", "oracle"], [1], model, SafetyConfig())
+    advisor = next(r for r in results if r.arm == "advisor")
+    answers = sum(advisor.statuses.values())
+    assert answers >= 288, "every CGM value and finger-stick is answered"
+    assert advisor.statuses.get("no_dose_due", 0) >= 270
+    assert advisor.doses <= 3 + advisor.rules.get("correction_only", 0)
+    assert advisor.metrics.tbr_54 == 0
+
+
+@pytest.mark.e2e
+def test_via_mqtt_the_device_decides_exactly_as_in_process(tmp_path):
+    """The advisor arm through Mosquitto and a real `advisor device run --clock event` gives the same trial."""
+    args = ["simulate", "--patients", "adolescent#003", "--days", "1", "--warmup-days", "2", "--no-plots"]
+    args += ["--arms", "advisor,oracle"]
+    local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "local")])
+    remote = CliRunner().invoke(main, [*args, "--via-mqtt", "--out", str(tmp_path / "mqtt")])
+    assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+    by_arm = {}
+    for name in ("local", "mqtt"):
+        data = json.loads((tmp_path / name / "trial.json").read_text())
+        by_arm[name] = {r["arm"]: r for r in data["results"]}
+    assert by_arm["mqtt"]["advisor"]["statuses"] == by_arm["local"]["advisor"]["statuses"]
+    assert by_arm["mqtt"]["advisor"]["tir_70_180"] == by_arm["local"]["advisor"]["tir_70_180"]
+    assert sum(by_arm["mqtt"]["advisor"]["statuses"].values()) >= 12  # every reading was answered by the device
+    assert (tmp_path / "mqtt" / "mqtt" / "seed1" / "state" / "advisor.sqlite3").exists()

@@ -93,6 +93,16 @@ class _Progress:
     show_default=True,
     help="A stress scenario (docs/insilico.md).",
 )
+@click.option(
+    "--cgm",
+    is_flag=True,
+    help="Also a CGM reading every 5 min between the finger-sticks, each answered by the advisor.",
+)
+@click.option(
+    "--via-mqtt",
+    is_flag=True,
+    help="The advisor arm answered by a real `advisor device run --clock event` over a private Mosquitto.",
+)
 @click.option("--bundle", type=click.Path(path_type=Path), help="Dose bundle (default: the packaged one).")
 @click.option(
     "--out",
@@ -103,7 +113,7 @@ class _Progress:
 )
 @click.option("--no-plots", is_flag=True, help="Skip the pictures (faster).")
 @friendly
-def simulate(patients, arms, days, warmup_days, seeds, scenario, bundle, out, no_plots) -> None:
+def simulate(patients, arms, days, warmup_days, seeds, scenario, cgm, via_mqtt, bundle, out, no_plots) -> None:
     """In-silico trial: simglucose's virtual patients dosed by each arm, the advisor among them."""
     try:
         import simglucose  # noqa: F401
@@ -124,9 +134,31 @@ def simulate(patients, arms, days, warmup_days, seeds, scenario, bundle, out, no
         raise click.BadParameter(
             f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}", param_hint="--arms"
         )
-    protocol = Protocol(warmup_days=warmup_days, days=days, scenario=scenario)
+    protocol = Protocol(warmup_days=warmup_days, days=days, scenario=scenario, cgm=cgm)
     model = DoseModel(open_bundle(bundle or default_bundle_path("dose"), trusted_keys()))
-    results, seconds = run_trial(protocol, names, chosen_arms, _seeds(seeds), model, SafetyConfig(), _Progress())
+    devices = None
+    if via_mqtt:
+        from .sim_mqtt import MqttDevices
+
+        if "advisor" not in chosen_arms:
+            raise click.BadParameter(
+                "--via-mqtt runs the advisor arm through a device; include it", param_hint="--arms"
+            )
+        devices = MqttDevices(Path(out) / "mqtt", bundle)
+    try:
+        results, seconds = run_trial(
+            protocol,
+            names,
+            chosen_arms,
+            _seeds(seeds),
+            model,
+            SafetyConfig(),
+            _Progress(),
+            device=devices.for_seed if devices is not None else None,
+        )
+    finally:
+        if devices is not None:
+            devices.close()
     report = write_report(results, protocol, seconds, out, plots=not no_plots)
     click.echo(f"{len(names)} patients × {len(chosen_arms)} arms × {len(_seeds(seeds))} seed(s) in {seconds:.0f} s")
     click.echo(f"report: {report}")

@@ -20,14 +20,17 @@ import json
 import math
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from device.advisor import Advisor, ModelSlot
 from device.config import SafetyConfig
 from device.decision import decision_inputs
 from device.inference import DoseModel
+from device.messages import Suggestion
 from device.safety import supervise
 from device.store import Store
 from preprocessing.dose_context import dose_context
@@ -51,6 +54,7 @@ class Reading:
     context: str
     meal: Meal | None  # announced at this reading
     carb_estimate: float | None  # the person's count of the meal's carbohydrate
+    source: str = "meter"  # a finger-stick, or "cgm": a value of the sensor's stream
 
 
 @dataclass
@@ -127,8 +131,32 @@ class HabitArm(Arm):
         return Decision(self.habit_dose(reading.meal.slot))
 
 
+class DecisionDevice(Protocol):
+    """Where an advisor arm's events go: the in-process advisor, or a real device over MQTT."""
+
+    def handle(self, event: Event) -> Suggestion | None:
+        """Deliver one event; the device's answer to a reading or request, None for other events."""
+        ...
+
+
+class LocalDevice:
+    """The device core in this process, with an in-memory SQLite store of its own."""
+
+    def __init__(self, model: DoseModel, safety: SafetyConfig, clock: list[datetime]) -> None:
+        self.advisor = Advisor(Store(Path(":memory:")), ModelSlot(model), safety, "wall", wall_clock=lambda: clock[0])
+
+    def handle(self, event: Event) -> Suggestion | None:
+        outcome = self.advisor.handle(json.dumps(event.to_payload()).encode())
+        if outcome.event is None:
+            raise RuntimeError(f"the advisor refused a simulated event: {outcome.errors}")
+        return outcome.suggestion
+
+
+DeviceFactory = Callable[[], DecisionDevice]
+
+
 class AdvisorArm(Arm):
-    """The real device decision path, with an in-memory SQLite store of its own."""
+    """The real device decision path: in this process, or (``advisor`` arm only) a device over MQTT."""
 
     def __init__(
         self,
@@ -138,13 +166,13 @@ class AdvisorArm(Arm):
         model: DoseModel,
         safety: SafetyConfig,
         clock: list[datetime],
+        device: DecisionDevice | None = None,
     ) -> None:
         super().__init__(patient, terms)
         self.name = name
         self._clock = clock
-        self.advisor = Advisor(
-            Store(Path(":memory:")), ModelSlot(model), safety, "wall", wall_clock=lambda: self._clock[0]
-        )
+        self.local = LocalDevice(model, safety, clock) if device is None else None
+        self.device: DecisionDevice = device or self.local  # type: ignore[assignment]
         self.safety = safety
         self._count = 0
         self.rules: Counter[str] = Counter()
@@ -152,21 +180,17 @@ class AdvisorArm(Arm):
 
     def _id(self) -> str:
         self._count += 1
-        return f"{self.name}-{self._count}"
+        return f"{self.patient}-{self.name}-{self._count}"
 
     def observe(self, event: Event) -> None:
         self._feed(event)
 
-    def _feed(self, event: Event) -> Decision | None:
-        outcome = self.advisor.handle(json.dumps(event.to_payload()).encode())
-        suggestion = outcome.suggestion
-        if outcome.event is None:
-            raise RuntimeError(f"the advisor refused a simulated event: {outcome.errors}")
-        if suggestion is None:
-            return None
-        self.statuses[suggestion.status] += 1
-        self.rules.update(suggestion.rules)
-        return Decision(suggestion.units, suggestion.status, list(suggestion.rules))
+    def _feed(self, event: Event) -> Suggestion | None:
+        suggestion = self.device.handle(event)
+        if suggestion is not None:
+            self.statuses[suggestion.status] += 1
+            self.rules.update(suggestion.rules)
+        return suggestion
 
     def decide(self, reading: Reading) -> Decision:
         if reading.meal is not None:
@@ -183,16 +207,18 @@ class AdvisorArm(Arm):
         answer = self._feed(
             Event(self._id(), self.patient, reading.at, Kind.GLUCOSE, mg_dl=reading.mg_dl, context=reading.context)
         )
-        assert answer is not None  # every glucose event is answered
+        if answer is None:
+            raise RuntimeError(f"no answer to a reading of {self.patient} at {reading.at}")
         if self.name == "advisor":
-            return Decision(answer.units if answer.status == "suggest" else 0.0, answer.status, answer.rules)
-        suggestion = self.advisor.store.latest_suggestion(self.patient)
+            return Decision(answer.units if answer.status == "suggest" else 0.0, answer.status, list(answer.rules))
+        if self.local is None:
+            raise RuntimeError(f"the {self.name} arm runs only in this process")
         if self.name == "model_only":
-            raw = suggestion.model_units if suggestion is not None else None
+            raw = answer.model_units
             units = 0.0 if raw is None or not math.isfinite(raw) else max(0.0, math.floor(raw * 2) / 2)
             return Decision(units, "model")
         proposal = self.habit_dose(reading.meal.slot) if reading.meal is not None else 0.0
-        history = self.advisor.history(self.patient)
+        history = self.local.advisor.history(self.patient)
         context = dose_context(history, reading.at, request=False)
         inputs = decision_inputs(window_at(history, reading.at), proposal, context)
         verdict = supervise(inputs, self.safety.for_patient(self.patient))
@@ -207,12 +233,19 @@ class AdvisorArm(Arm):
 
 
 def make_arm(
-    name: str, patient: str, terms: PatientTerms, model: DoseModel | None, safety: SafetyConfig, clock: list[datetime]
+    name: str,
+    patient: str,
+    terms: PatientTerms,
+    model: DoseModel | None,
+    safety: SafetyConfig,
+    clock: list[datetime],
+    device: DecisionDevice | None = None,
 ) -> Arm:
+    """One arm for one patient; ``device``: where the ``advisor`` arm's events go (default: this process)."""
     if name in ADVISOR_ARMS:
         if model is None:
             raise ValueError(f"the {name} arm needs a dose model")
-        return AdvisorArm(name, patient, terms, model, safety, clock)
+        return AdvisorArm(name, patient, terms, model, safety, clock, device if name == "advisor" else None)
     arm_class = {"oracle": OracleArm, "carb_error": CarbErrorArm, "habit": HabitArm}.get(name)
     if arm_class is None:
         raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARMS)}")

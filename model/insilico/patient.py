@@ -167,11 +167,13 @@ def _derivative(
     dbar: np.ndarray,
     gut: tuple[np.ndarray, np.ndarray, np.ndarray],
     r: _Rates,
+    uptake: np.ndarray,
 ) -> np.ndarray:
     """dx/dt of the UVA/Padova 2008 model for every column of ``x`` (13, n): simglucose's equations.
 
     ``gut`` holds what depends only on the current meal: (has a meal, 5 / (2 Dbar (1 − b)),
-    5 / (2 Dbar d)).
+    5 / (2 Dbar d)). ``uptake`` multiplies the tissues' glucose utilisation (1: at rest; above 1
+    during and after exercise, docs/insilico.md).
     """
     has_meal, aa, cc = gut
     dx = np.empty_like(x)
@@ -188,7 +190,7 @@ def _derivative(
     egp = r.kp1 - r.kp2 * x3 - r.kp3 * x8
     renal = np.where(x3 > r.ke2, r.ke1 * (x3 - r.ke2), 0.0)
     dx[3] = np.maximum(egp, 0.0) + r.rate_of_appearance * x2 - r.fsnc - renal - r.k1 * x3 + r.k2 * x4
-    dx[4] = r.k1 * x3 - r.k2 * x4 - (r.vm0 + r.vmx * x6) * x4 / (r.km0 + x4)
+    dx[4] = r.k1 * x3 - r.k2 * x4 - uptake * (r.vm0 + r.vmx * x6) * x4 / (r.km0 + x4)
     dx[5] = r.m1 * x9 + r.ka1 * x10 + r.ka2 * x11 - r.m2_m4 * x5
     plasma_insulin = x5 / r.vi
     dx[6] = r.p2u * (plasma_insulin - r.ib - x6)
@@ -215,13 +217,14 @@ class PatientBatch:
         self._last_cho = np.zeros(n)
         self._last_qsto = self.state[:, 0] + self.state[:, 1]
         self._last_taken = np.zeros(n)
+        self.uptake = np.ones(n)  # glucose utilisation multiplier: exercise raises it
 
     def repeat(self, times: int) -> PatientBatch:
         """``times`` copies of every patient in its current state, copy-major (copy 0's patients first)."""
         names = list(self.cohort.names) * times
         copy = PatientBatch(Cohort.of(names))
         copy.minute = self.minute
-        for name in ("state", "_planned", "_eating", "_last_cho", "_last_qsto", "_last_taken"):
+        for name in ("state", "_planned", "_eating", "_last_cho", "_last_qsto", "_last_taken", "uptake"):
             value = getattr(self, name)
             setattr(copy, name, np.concatenate([value] * times, axis=0))
         return copy
@@ -252,10 +255,10 @@ class PatientBatch:
         cho_mg = cho * 1000.0
         x, h = self.state.T.copy(), 1.0 / SUBSTEPS
         for _ in range(SUBSTEPS):
-            k1 = _derivative(x, cho_mg, insulin, safe, gut, r)
-            k2 = _derivative(x + 0.5 * h * k1, cho_mg, insulin, safe, gut, r)
-            k3 = _derivative(x + 0.5 * h * k2, cho_mg, insulin, safe, gut, r)
-            k4 = _derivative(x + h * k3, cho_mg, insulin, safe, gut, r)
+            k1 = _derivative(x, cho_mg, insulin, safe, gut, r, self.uptake)
+            k2 = _derivative(x + 0.5 * h * k1, cho_mg, insulin, safe, gut, r, self.uptake)
+            k3 = _derivative(x + 0.5 * h * k2, cho_mg, insulin, safe, gut, r, self.uptake)
+            k4 = _derivative(x + h * k3, cho_mg, insulin, safe, gut, r, self.uptake)
             x = x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
         self.state = x.T.copy()
         self.minute += 1

@@ -21,6 +21,7 @@ SCENARIOS = {
     "late_snack": "an unannounced 30 g snack between 21:00 and 23:00 every day",
     "missed_readings": "each reading is missed with probability 0.3 (no reading, no correction)",
     "biased_meter": "the meter reads 15 % high",
+    "exercise": "45 min of moderate exercise in the afternoon on about half the days, reported to the advisor",
     "poor_habit": "during the warm-up the patient's own doses are 30 % too high",
     "new_patient": "no warm-up: the advisor meets the patient on day 1",
 }
@@ -44,8 +45,8 @@ class Protocol:
     recheck_min: int = 15
     max_treatments: int = 3  # still low after this many: escalated (30 g, the physician called), no more rechecks
     escalation_carbs: float = 30.0
-    cgm: bool = False  # readings every few minutes from simglucose's CGM sensor instead of finger-sticks
-    cgm_sensor: str = "Dexcom"
+    cgm: bool = False  # also a CGM reading every 5 min (simglucose's sensor noise) between the finger-sticks
+    cgm_sensor: str = "GuardianRT"  # simglucose's 5-minute sensor
     scenario: str = "standard"
 
     def __post_init__(self) -> None:
@@ -79,6 +80,24 @@ class DayPlan:
     readings: tuple[tuple[int, str], ...]  # (minute of the day, glucose context)
     meter_factor: dict[int, float] = field(default_factory=dict)  # minute -> multiplicative meter error
     carb_estimate: dict[int, float] = field(default_factory=dict)  # minute -> the person's carb estimate
+    exercise: int | None = None  # minute the day's exercise starts
+
+
+EXERCISE_MIN = 45
+EXERCISE_AFTER_MIN = 180
+EXERCISE_UPTAKE = 1.5  # glucose utilisation during exercise, × rest
+EXERCISE_AFTER_UPTAKE = 1.25  # for EXERCISE_AFTER_MIN after it
+
+
+def uptake_by_minute(plan: DayPlan) -> np.ndarray | None:
+    """The day's glucose-utilisation multiplier minute by minute, or None on a day without exercise."""
+    if plan.exercise is None:
+        return None
+    uptake = np.ones(1440)
+    start, end = plan.exercise, plan.exercise + EXERCISE_MIN
+    uptake[start:end] = EXERCISE_UPTAKE
+    uptake[end : end + EXERCISE_AFTER_MIN] = EXERCISE_AFTER_UPTAKE
+    return uptake
 
 
 def day_plan(protocol: Protocol, seed: int, patient: int, day: int, body_weight: float) -> DayPlan:
@@ -110,7 +129,10 @@ def day_plan(protocol: Protocol, seed: int, patient: int, day: int, body_weight:
         for meal in meals
         if meal.announced
     }
-    return DayPlan(tuple(sorted(meals, key=lambda m: m.minute)), tuple(sorted(readings)), meter, estimate)
+    exercise_day = rng.random() < 0.5
+    exercise_start = int(rng.integers(15 * 60, 17 * 60))
+    exercise = exercise_start if protocol.scenario == "exercise" and exercise_day else None
+    return DayPlan(tuple(sorted(meals, key=lambda m: m.minute)), tuple(sorted(readings)), meter, estimate, exercise)
 
 
 def metered(true_glucose: float, factor: float) -> float:

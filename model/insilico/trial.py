@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -21,10 +21,11 @@ from device.config import SafetyConfig
 from device.inference import DoseModel
 from preprocessing.events import Event, Insulin, Kind
 
-from .arms import ADVISOR_ARMS, AdvisorArm, Arm, PatientTerms, Reading, basal_bolus, make_arm
+from .arms import ADVISOR_ARMS, AdvisorArm, Arm, DecisionDevice, PatientTerms, Reading, basal_bolus, make_arm
+from .cgm import SAMPLE_MIN, CgmStreams
 from .metrics import GlucoseMetrics, glucose_metrics
 from .patient import Cohort, PatientBatch
-from .protocol import DayPlan, Meal, Protocol, day_plan, metered
+from .protocol import DayPlan, Meal, Protocol, day_plan, metered, uptake_by_minute
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # day 0 of the warm-up, a Monday
 BASAL_REPORT_MINUTE = 6 * 60  # the day's basal reported to the advisor as one long-acting dose
@@ -56,7 +57,6 @@ class _Row:
     patient: int
     doses: int = 0
     units: float = 0.0
-    treatments: int = 0
     no_meal_minutes: list[int] = field(default_factory=list)  # trial minutes of no-meal readings, not low
 
 
@@ -79,7 +79,28 @@ class _Day:
         self.at[minute].append((row, item))
 
 
-def _plan_day(plans: list[DayPlan], rows_patient: list[int], carry: list[tuple[int, int]]) -> _Day:
+@dataclass
+class _Lows:
+    """Each row's hypoglycaemia treatment state, carried from day to day."""
+
+    in_a_row: np.ndarray  # treatments of the current low
+    treated_at: np.ndarray  # absolute minute of the last treatment
+    treatments: np.ndarray  # rule-of-15 treatments given
+    escalated: np.ndarray  # lows escalated to the physician
+
+    @classmethod
+    def of(cls, rows: int) -> _Lows:
+        zeros = np.zeros(rows, dtype=int)
+        return cls(zeros.copy(), np.full(rows, -(10**9)), zeros.copy(), zeros.copy())
+
+    def tiled(self, times: int) -> _Lows:
+        """The state of every copy of the patients (copy-major), with the counts started afresh."""
+        zeros = np.zeros(len(self.in_a_row) * times, dtype=int)
+        return _Lows(np.tile(self.in_a_row, times), np.tile(self.treated_at, times), zeros.copy(), zeros.copy())
+
+
+def _plan_day(plans: list[DayPlan], rows_patient: list[int], carry: list[tuple[int, int]], cgm: bool) -> _Day:
+    """Meals, readings (with the CGM stream between the finger-sticks) and rechecks by minute."""
     day = _Day()
     for row, patient in enumerate(rows_patient):
         plan = plans[patient]
@@ -88,7 +109,14 @@ def _plan_day(plans: list[DayPlan], rows_patient: list[int], carry: list[tuple[i
             day.add(meal.minute, row, _Item("meal", meal))
         for minute, context in plan.readings:
             day.add(minute, row, _Item("reading", announced.get(minute), context))
+        if cgm:
+            taken = {minute for minute, _ in plan.readings}
+            for minute in range(0, 1440, SAMPLE_MIN):
+                if minute not in taken:
+                    day.add(minute, row, _Item("cgm"))
         day.add(BASAL_REPORT_MINUTE, row, _Item("basal"))
+        if plan.exercise is not None:
+            day.add(plan.exercise, row, _Item("exercise"))
     for minute, row in carry:
         day.add(minute, row, _Item("recheck"))
     return day
@@ -103,48 +131,71 @@ def _simulate_day(
     protocol: Protocol,
     carry: list[tuple[int, int]],
     decide: Callable[[int, Reading], float],
-    basal: Callable[[int, datetime, float], None],
+    report: Callable[[int, Event], None],
     trace: np.ndarray | None,
     offset: int,
-    lows: np.ndarray,
-    escalated: np.ndarray,
+    lows: _Lows,
+    sensor: tuple[CgmStreams, np.ndarray] | None,
 ) -> list[tuple[int, int]]:
     """Step one day; returns the rechecks that fall on the next day as (minute, row).
 
     A reading below the hypoglycaemia threshold is treated by the rule of 15 (15 g, recheck in
-    15 min); ``lows`` counts each row's treatments in a row, and after ``max_treatments`` the
-    low is escalated (30 g, no further rechecks: the physician takes over), counted in ``escalated``.
+    15 min) unless a treatment was given less than 15 min ago (a CGM keeps reading meanwhile);
+    after ``max_treatments`` in a row the low is escalated (30 g, no further rechecks: the
+    physician takes over). ``sensor``: the CGM streams and this day's noise, in the CGM variant.
     """
-    day = _plan_day(plans, rows_patient, carry)
+    day = _plan_day(plans, rows_patient, carry, sensor is not None)
+    uptakes = {row: u for row, p in enumerate(rows_patient) if (u := uptake_by_minute(plans[p])) is not None}
     rate = batch.cohort.basal_rate
     next_day: list[tuple[int, int]] = []
+    day_minute = int((day_start - START).total_seconds() // 60)
     for minute in range(1440):
         clock[0] = day_start + timedelta(minutes=minute)
         carbs = np.zeros(len(rows_patient))
         insulin = rate.copy()
+        for row, uptake in uptakes.items():
+            batch.uptake[row] = uptake[minute]
         for row, item in day.at.get(minute, ()):
             if item.kind == "meal" and item.meal is not None:
                 carbs[row] += item.meal.carbs
                 continue
             if item.kind == "basal":
-                basal(row, clock[0], float(rate[row]) * 1440.0)
+                report(row, _long_acting(clock[0], float(rate[row]) * 1440.0))
+                continue
+            if item.kind == "exercise":
+                report(row, Event("exercise", "", clock[0], Kind.EXERCISE, intensity="typical"))
                 continue
             plan = plans[rows_patient[row]]
             meal, context = item.meal, item.context
-            factor = plan.meter_factor.get(minute, 1.15 if protocol.scenario == "biased_meter" else 1.0)
-            value = metered(float(batch.glucose[row]), factor)
+            if item.kind == "cgm" and sensor is not None:
+                streams, noise = sensor
+                value = streams.reading(
+                    float(batch.glucose[row]), float(noise[rows_patient[row], minute // SAMPLE_MIN])
+                )
+                source = "cgm"
+            else:
+                source = "meter"
+                factor = plan.meter_factor.get(minute, 1.15 if protocol.scenario == "biased_meter" else 1.0)
+                value = metered(float(batch.glucose[row]), factor)
             estimate = plan.carb_estimate.get(minute) if meal is not None else None
-            insulin[row] += decide(row, Reading(clock[0], value, context, meal, estimate))
+            insulin[row] += decide(row, Reading(clock[0], value, context, meal, estimate, source))
             if value >= protocol.hypo_threshold:
-                lows[row] = 0
+                lows.in_a_row[row] = 0
                 continue
-            lows[row] += 1
-            if lows[row] > protocol.max_treatments:
+            now = day_minute + minute
+            if now - lows.treated_at[row] < protocol.recheck_min:
+                continue  # treated a moment ago: wait for the recheck
+            lows.treated_at[row] = now
+            lows.treatments[row] += 1
+            lows.in_a_row[row] += 1
+            if lows.in_a_row[row] > protocol.max_treatments:
                 carbs[row] += protocol.escalation_carbs
-                escalated[row] += 1
-                lows[row] = 0
+                lows.escalated[row] += 1
+                lows.in_a_row[row] = 0
                 continue
             carbs[row] += protocol.hypo_carbs
+            if sensor is not None:
+                continue  # the stream is the recheck
             recheck = minute + protocol.recheck_min
             if recheck < 1440:
                 day.add(recheck, row, _Item("recheck"))
@@ -165,14 +216,18 @@ def run_seed(
     safety: SafetyConfig,
     progress: Progress = lambda _d, _t, _m: None,
     keep_traces: bool = True,
+    device: DecisionDevice | None = None,
 ) -> list[ArmResult]:
-    """One seed of the trial: warm-up, then every arm; the results per arm and patient."""
+    """One seed of the trial: warm-up, then every arm; the results per arm and patient.
+
+    ``device``: where the ``advisor`` arm's events go (default: the device core in this process).
+    """
     cohort = Cohort.of(names)
     weights = cohort.params["BW"]
     n = len(names)
     clock = [START]
     terms = [PatientTerms(float(cohort.carb_ratio[p]), float(cohort.correction_factor[p])) for p in range(n)]
-    rows = [_Row(make_arm(arm, names[p], terms[p], model, safety, clock), p) for arm in arms for p in range(n)]
+    rows = [_Row(make_arm(arm, names[p], terms[p], model, safety, clock, device), p) for arm in arms for p in range(n)]
     warmup = protocol.effective_warmup_days
     total = warmup + protocol.days
     habit_scale = 1.3 if protocol.scenario == "poor_habit" else 1.0
@@ -192,12 +247,17 @@ def run_seed(
             row.arm.given(reading.meal.slot if reading.meal else None, units)
         return units
 
-    def warm_basal(patient: int, at: datetime, units: float) -> None:
+    def warm_report(patient: int, event: Event) -> None:
         for row in by_patient[patient]:
-            row.arm.observe(_long_acting(row.arm, at, units))
+            _report(row.arm, event)
 
     carry: list[tuple[int, int]] = []
-    warm_lows = np.zeros(n, dtype=int)
+    warm_lows = _Lows.of(n)
+    streams = CgmStreams(protocol.cgm_sensor, seed, n) if protocol.cgm else None
+
+    def sensor() -> tuple[CgmStreams, np.ndarray] | None:
+        return None if streams is None else (streams, streams.next_day())
+
     for day in range(warmup):
         plans = [day_plan(protocol, seed, p, day, float(weights[p])) for p in range(n)]
         carry = _simulate_day(
@@ -209,11 +269,11 @@ def run_seed(
             protocol,
             carry,
             warm_decide,
-            warm_basal,
+            warm_report,
             None,
             0,
             warm_lows,
-            np.zeros(n, dtype=int),
+            sensor(),
         )
         progress(day + 1, total, f"seed {seed}: warm-up day {day + 1} of {warmup}")
     for row in rows:
@@ -234,20 +294,16 @@ def run_seed(
         if units > 0:
             row.doses += 1
             row.units += units
-        if reading.meal is None and reading.mg_dl >= protocol.hypo_threshold:
+        planned = reading.source == "meter" or units > 0  # a CGM value counts when it was acted on
+        if reading.meal is None and reading.mg_dl >= protocol.hypo_threshold and planned:
             row.no_meal_minutes.append(int((reading.at - START).total_seconds() // 60) - warmup * 1440)
-        if reading.mg_dl < protocol.hypo_threshold:
-            row.treatments += 1
         return units
 
-    def basal_report(index: int, at: datetime, units: float) -> None:
-        arm = rows[index].arm
-        if isinstance(arm, AdvisorArm):
-            arm.observe(_long_acting(arm, at, units))
+    def report(index: int, event: Event) -> None:
+        _report(rows[index].arm, event)
 
     rows_patient = [row.patient for row in rows]
-    lows = np.tile(warm_lows, len(arms))
-    escalated = np.zeros(len(rows), dtype=int)
+    lows = warm_lows.tiled(len(arms))
     carry_rows = [
         (minute, row) for minute, patient in carry for row in range(len(rows)) if rows_patient[row] == patient
     ]
@@ -262,11 +318,11 @@ def run_seed(
             protocol,
             carry_rows,
             decide,
-            basal_report,
+            report,
             traces,
             day * 1440,
             lows,
-            escalated,
+            sensor(),
         )
         progress(warmup + day + 1, total, f"seed {seed}: trial day {day + 1} of {protocol.days}")
 
@@ -286,8 +342,8 @@ def run_seed(
                 units=round(row.units, 2),
                 statuses=dict(arm.statuses) if isinstance(arm, AdvisorArm) else {},
                 rules=dict(arm.rules) if isinstance(arm, AdvisorArm) else {},
-                hypo_treatments=row.treatments,
-                escalations=int(escalated[index]),
+                hypo_treatments=int(lows.treatments[index]),
+                escalations=int(lows.escalated[index]),
                 level2_after_no_meal=_level2_after(trace, row.no_meal_minutes),
                 trace=trace if keep_traces else None,
             )
@@ -313,9 +369,15 @@ def _observe_reading(arm: Arm, reading: Reading) -> None:
     arm.observe(Event(arm._id(), arm.patient, reading.at, Kind.GLUCOSE, mg_dl=reading.mg_dl, context=reading.context))
 
 
-def _long_acting(arm: Arm, at: datetime, units: float) -> Event:
-    event_id = arm._id() if isinstance(arm, AdvisorArm) else "basal"
-    return Event(event_id, arm.patient, at, Kind.INSULIN, insulin=Insulin.ULTRALENTE, units=round(units, 1))
+def _long_acting(at: datetime, units: float) -> Event:
+    """The day's basal infusion as the long-acting dose the advisor is told of (id and patient set on report)."""
+    return Event("basal", "", at, Kind.INSULIN, insulin=Insulin.ULTRALENTE, units=round(units, 1))
+
+
+def _report(arm: Arm, event: Event) -> None:
+    """Tell an advisor arm of an event of its patient (the other arms need no reports)."""
+    if isinstance(arm, AdvisorArm):
+        arm.observe(replace(event, id=arm._id(), patient=arm.patient))
 
 
 def _level2_after(trace: np.ndarray, minutes: list[int], window: int = 360) -> int:
@@ -342,8 +404,12 @@ def run_trial(
     model: DoseModel | None,
     safety: SafetyConfig,
     progress: Progress = lambda _d, _t, _m: None,
+    device: Callable[[int], DecisionDevice] | None = None,
 ) -> tuple[list[ArmResult], float]:
-    """Every seed in turn; the results and the wall time in seconds."""
+    """Every seed in turn; the results and the wall time in seconds.
+
+    ``device(seed)``: a fresh device for the ``advisor`` arm of each seed (default: in this process).
+    """
     unknown = [a for a in arms if a not in (*ADVISOR_ARMS, "oracle", "carb_error", "habit")]
     if unknown:
         raise ValueError(f"unknown arm(s): {', '.join(unknown)}")
@@ -355,5 +421,6 @@ def run_trial(
         def seed_progress(done: int, _total: int, message: str, before: int = i * days) -> None:
             progress(before + done, len(seeds) * days, message)
 
-        results += run_seed(protocol, names, arms, seed, model, safety, seed_progress)
+        seed_device = device(seed) if device is not None else None
+        results += run_seed(protocol, names, arms, seed, model, safety, seed_progress, device=seed_device)
     return results, time.perf_counter() - started
