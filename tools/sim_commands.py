@@ -103,6 +103,14 @@ class _Progress:
     is_flag=True,
     help="The advisor arm answered by a real `advisor device run --clock event` over a private Mosquitto.",
 )
+@click.option(
+    "--terms",
+    type=click.Choice(["estimated", "clinician"]),
+    default="estimated",
+    show_default=True,
+    help="The advisor's insulin sensitivity and carb ratio: estimated from each patient's history, or set "
+    "in each patient's safety profile as a clinician would (simglucose's CF and CR, as the rule arms use).",
+)
 @click.option("--bundle", type=click.Path(path_type=Path), help="Dose bundle (default: the packaged one).")
 @click.option(
     "--out",
@@ -113,7 +121,7 @@ class _Progress:
 )
 @click.option("--no-plots", is_flag=True, help="Skip the pictures (faster).")
 @friendly
-def simulate(patients, arms, days, warmup_days, seeds, scenario, cgm, via_mqtt, bundle, out, no_plots) -> None:
+def simulate(patients, arms, days, warmup_days, seeds, scenario, cgm, via_mqtt, terms, bundle, out, no_plots) -> None:
     """In-silico trial: simglucose's virtual patients dosed by each arm, the advisor among them."""
     try:
         import simglucose  # noqa: F401
@@ -125,7 +133,7 @@ def simulate(patients, arms, days, warmup_days, seeds, scenario, cgm, via_mqtt, 
     from model.insilico.arms import ARMS
     from model.insilico.protocol import Protocol
     from model.insilico.report import write_report
-    from model.insilico.trial import run_trial
+    from model.insilico.trial import clinician_terms, run_trial
 
     names = _names(patients)
     chosen_arms = list(ARMS) if arms == "all" else [a.strip() for a in arms.split(",") if a.strip()]
@@ -152,13 +160,13 @@ def simulate(patients, arms, days, warmup_days, seeds, scenario, cgm, via_mqtt, 
             chosen_arms,
             _seeds(seeds),
             model,
-            SafetyConfig(),
+            clinician_terms(names) if terms == "clinician" else SafetyConfig(),
             _Progress(),
             device=devices.for_seed if devices is not None else None,
         )
     finally:
         if devices is not None:
             devices.close()
-    report = write_report(results, protocol, seconds, out, plots=not no_plots)
+    report = write_report(results, protocol, seconds, out, plots=not no_plots, terms=terms)
     click.echo(f"{len(names)} patients × {len(chosen_arms)} arms × {len(_seeds(seeds))} seed(s) in {seconds:.0f} s")
     click.echo(f"report: {report}")

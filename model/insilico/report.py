@@ -143,10 +143,26 @@ def summary(results: list[ArmResult], protocol: Protocol, seconds: float) -> dic
     }
 
 
-def write_report(results: list[ArmResult], protocol: Protocol, seconds: float, out: Path, plots: bool = True) -> Path:
-    """Write trial.json, report.md and (with ``plots``) the pictures into ``out``; returns report.md."""
+TERMS = {
+    "estimated": "estimated from each patient's own history (docs/safety.md)",
+    "clinician": "set in each patient's safety profile, as a clinician would (simglucose's CF and CR)",
+}
+
+
+def write_report(
+    results: list[ArmResult],
+    protocol: Protocol,
+    seconds: float,
+    out: Path,
+    plots: bool = True,
+    terms: str = "estimated",
+) -> Path:
+    """Write trial.json, report.md and (with ``plots``) the pictures into ``out``; returns report.md.
+
+    ``terms``: where the advisor's insulin sensitivity and carb ratio came from (``estimated`` or ``clinician``).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    data = summary(results, protocol, seconds)
+    data = summary(results, protocol, seconds) | {"terms": terms, "cgm": protocol.cgm}
     rows = [
         {
             "arm": r.arm,
@@ -181,8 +197,9 @@ def _markdown(results: list[ArmResult], data: dict, protocol: Protocol, plots: b
         f"simglucose's UVA/Padova 2008 virtual patients ({len(data['patients'])}), seeds {data['seeds']}, "
         f"{protocol.effective_warmup_days} warm-up days then {protocol.days} trial days, scenario "
         f"`{protocol.scenario}` ({SCENARIOS[protocol.scenario]}), "
-        f"{'CGM readings' if protocol.cgm else 'four finger-sticks a day'}. Metrics of the true glucose, every "
-        f"minute of the trial days. Wall time {data['seconds']:.0f} s. Protocol: docs/insilico.md.",
+        f"{'four finger-sticks a day and a CGM reading every 5 min' if protocol.cgm else 'four finger-sticks a day'}. "
+        f"The advisor's insulin sensitivity and carb ratio: {TERMS[data['terms']]}. Metrics of the true glucose, "
+        f"every minute of the trial days. Wall time {data['seconds']:.0f} s. Protocol: docs/insilico.md.",
         "",
         "Medians over patients × seeds [interquartile range].",
         "",

@@ -424,3 +424,20 @@ def run_trial(
         seed_device = device(seed) if device is not None else None
         results += run_seed(protocol, names, arms, seed, model, safety, seed_progress, device=seed_device)
     return results, time.perf_counter() - started
+
+
+def clinician_terms(names: list[str]) -> SafetyConfig:
+    """Safety profiles that set each patient's sensitivity and carb ratio (simglucose's CF and CR)."""
+    cohort = Cohort.of(names)
+    default = SafetyConfig().default
+    return SafetyConfig(
+        default=default,
+        patients={
+            name.replace("#", "-"): replace(
+                default,
+                insulin_sensitivity_mg_dl_per_u=round(float(cohort.correction_factor[i]), 1),
+                carb_ratio_g_per_u=round(float(cohort.carb_ratio[i]), 1),
+            )
+            for i, name in enumerate(names)
+        },
+    )
