@@ -19,7 +19,8 @@ class NetworkConfig:
     gru_units: int = 32
     dense_units: tuple[int, ...] = (64, 32)
     current_step_skip: bool = True
-    dropout: float = 0.0  # after the recurrent layers and each dense layer, in training only
+    dropout: float = 0.3  # after the recurrent layers and each dense layer, in training only
+    ensemble: int = 3  # members trained with seeds seed, seed + 1, …; the exported model averages them
     learning_rate: float = 1e-3
     batch_size: int = 64
     max_epochs: int = 200
@@ -32,7 +33,7 @@ class NetworkConfig:
         return data
 
 
-def build_model(window: int, n_features: int, config: NetworkConfig):
+def build_model(window: int, n_features: int, config: NetworkConfig, name: str = "hybrid_lstm_gru"):
     """Stacked LSTM then GRU over the window, with the current step fed to the dense head.
 
     The recurrent layers are unrolled to the fixed window so the graph converts to
@@ -55,22 +56,14 @@ def build_model(window: int, n_features: int, config: NetworkConfig):
         if config.dropout:
             head = keras.layers.Dropout(config.dropout, name=f"dense_{i}_dropout")(head)
     outputs = keras.layers.Dense(1, name="units")(head)
-    return keras.Model(inputs, outputs, name="hybrid_lstm_gru")
+    return keras.Model(inputs, outputs, name=name)
 
 
-def train(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    config: NetworkConfig,
-    on_epoch: Callable[[int, dict], None] | None = None,
-):
-    """Fit with MAE loss, early stopping on validation MAE; return (model, history dict)."""
+def _fit_one(x_train, y_train, x_val, y_val, config: NetworkConfig, seed: int, on_epoch):
     import keras
 
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(x_train.shape[1], x_train.shape[2], config)
+    keras.utils.set_random_seed(seed)
+    model = build_model(x_train.shape[1], x_train.shape[2], config, f"hybrid_lstm_gru_{seed}")
     model.compile(keras.optimizers.Adam(config.learning_rate), loss="mae")
     callbacks = [
         keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
@@ -89,6 +82,36 @@ def train(
         callbacks=callbacks,
     )
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def train(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: NetworkConfig,
+    on_epoch: Callable[[int, dict], None] | None = None,
+):
+    """Fit with MAE loss, early stopping on validation MAE; return (model, history dict).
+
+    With ``config.ensemble`` > 1 each member is trained on its own (seeds ``seed + i``) and the
+    returned model is one graph that averages them; the history is the first member's, plus
+    ``member_epochs``.
+    """
+    import keras
+
+    members, histories = [], []
+    for i in range(config.ensemble):
+        model, history = _fit_one(x_train, y_train, x_val, y_val, config, config.seed + i, on_epoch)
+        members.append(model)
+        histories.append(history)
+    history = dict(histories[0])
+    history["member_epochs"] = [float(len(h["loss"])) for h in histories]
+    if len(members) == 1:
+        return members[0], history
+    inputs = keras.Input((x_train.shape[1], x_train.shape[2]), name="window")
+    outputs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in members])
+    return keras.Model(inputs, outputs, name="hybrid_lstm_gru_ensemble"), history
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:

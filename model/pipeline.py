@@ -137,15 +137,15 @@ def _fit_view(
     return ViewResult(np.flatnonzero(test), preds, [epochs]), artefacts
 
 
-def _tail_validation(ds: dataset.DoseDataset, rows: np.ndarray, share: float) -> np.ndarray:
-    """Last ``share`` of each patient's rows among ``rows`` (a chronological carve-out)."""
-    val = np.zeros(len(ds), dtype=bool)
-    for patient in np.unique(ds.patients[rows]):
-        idx = np.flatnonzero(rows & (ds.patients == patient))
-        n_val = round(share * len(idx))
-        if n_val:
-            val[idx[-n_val:]] = True
-    return val
+def _patient_validation(ds: dataset.DoseDataset, rows: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Every row of a random ``share`` of the patients among ``rows``.
+
+    Early stopping then measures what the leave-patients-out view tests: unseen patients,
+    not the later days of patients already in training.
+    """
+    patients = np.unique(ds.patients[rows])
+    chosen = np.random.default_rng(seed).choice(patients, size=max(1, round(share * len(patients))), replace=False)
+    return rows & np.isin(ds.patients, chosen)
 
 
 def _leave_patients_out(ds, config, device_predict, progress) -> ViewResult:
@@ -157,7 +157,7 @@ def _leave_patients_out(ds, config, device_predict, progress) -> ViewResult:
         test = folds == k
         if not test.any() or test.all():
             continue
-        val = _tail_validation(ds, ~test, config.val_share)
+        val = _patient_validation(ds, ~test, config.val_share, config.network.seed + k)
         train = ~test & ~val
         view, _ = _fit_view(
             ds, train, val, test, config, device_predict, progress, f"patients fold {k + 1}/{dataset.N_PATIENT_FOLDS}"

@@ -108,6 +108,7 @@ def write_report(result: DoseTrainingResult, out: Path) -> Path:
     """Write ``report.md`` and its plots into ``out``; return the markdown path."""
     out.mkdir(parents=True, exist_ok=True)
     manifest = result.manifest
+    net = manifest["training"]["network"]
     plots = _plots(result, out)
     check = result.data.check
     sizes = {name: entry["bytes"] for name, entry in manifest["files"].items()}
@@ -125,7 +126,8 @@ def write_report(result: DoseTrainingResult, out: Path) -> Path:
         f"data fingerprint `{result.data.fingerprint[:16]}…`.",
         "- Chronological split per patient: first floor(0.8 n) decision points train (the last 15 % "
         "of those are validation for early stopping), the rest test. Leave-patients-out: 5 folds "
-        "by patient id ((id − 1) mod 5).",
+        "by patient id ((id − 1) mod 5); in each, 15 % of the training patients (all their rows) are "
+        "the validation set, so early stopping measures unseen patients too.",
         "",
         "## Chronological test split",
         metrics_table(result.metrics["chronological"]),
@@ -156,8 +158,12 @@ def write_report(result: DoseTrainingResult, out: Path) -> Path:
         "same-slot dose lags, NPH/UltraLente, insulin on board, meal/exercise/hypo flags, ages).",
         "- Network: LSTM → GRU over the window, the current step joined to the dense head; it "
         f"predicts the change from the patient's usual dose (`{manifest['output']['residual_of']}`), "
-        "which keeps the int8 output range narrow.",
-        "- Seeds fixed; early stopping on validation MAE; test rows are never used for any choice.",
+        "which keeps the int8 output range narrow. "
+        f"{net['ensemble']} such networks (seeds {net['seed']}…{net['seed'] + net['ensemble'] - 1}, "
+        f"dropout {net['dropout']}) are averaged inside the exported graph.",
+        "- Seeds fixed; early stopping on validation MAE. The chronological test rows are never used "
+        "for any choice. Dropout and the ensemble size were chosen by comparing variants on the "
+        "leave-patients-out folds, so the margin in that view is optimistic.",
         "",
         "## Plots",
         *[f"![{p}]({p})" for p in plots],

@@ -34,10 +34,13 @@ def test_train_dose_on_all_patients_signs_reports_and_keeps_int8_parity(aim94_di
             "--no-patient-folds",
             "--max-epochs",
             "40",
+            "--ensemble",
+            "2",
         ],
     )
     assert result.exit_code == 0, result.output
     b = bundle_mod.open_bundle(out, [signing.load_public(keys / "advisor.pub")])
+    assert b.manifest["training"]["network"]["ensemble"] == 2
     assert DoseModel(b, "int8").self_test() <= 0.05
     parity = b.manifest["metrics"]["parity"]
     assert parity["int8_vs_keras_mean_abs_units"] <= 0.05
@@ -70,6 +73,8 @@ def test_leave_patients_out_view_covers_every_row(aim94_dir, tmp_path):
             "1,2,3,4,5,6,7,8,9,10",
             "--max-epochs",
             "2",
+            "--ensemble",
+            "1",
         ],
     )
     assert result.exit_code == 0, result.output
