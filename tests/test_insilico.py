@@ -13,6 +13,8 @@ from model.insilico.cgm import CgmStreams
 from model.insilico.metrics import glucose_metrics, level2_events, risk_indices
 from model.insilico.patient import Cohort, PatientBatch, patient_names
 from model.insilico.protocol import EXERCISE_UPTAKE, Protocol, day_plan, metered, uptake_by_minute
+from model.insilico.report import write_report
+from model.insilico.trial import ArmResult
 from tools.cli import main
 
 simglucose = pytest.importorskip("simglucose.patient.t1dpatient", reason="the sim extra is not installed")
@@ -124,6 +126,48 @@ def test_simulate_smoke_run(tmp_path):
     assert data["summary"]["statuses"]["advisor"]  # the real advisor answered
     bad = CliRunner().invoke(main, ["simulate", "--patients", "martian#001"])
     assert bad.exit_code == 2 and "--patients" in bad.output
+
+
+def test_a_patient_whose_glucose_collapses_stays_collapsed_and_is_flagged():
+    """simglucose freezes plasma glucose once it goes below zero; the batch says so, per patient."""
+    batch = PatientBatch(Cohort.of(["adult#009", "adult#009"]))
+    overdose = batch.cohort.basal_rate * np.array([1.0, 1.0])
+    overdose[0] += 2.0  # 2 U/min for an hour to the first copy only
+    for _ in range(60):
+        batch.step(np.zeros(2), overdose)
+    for _ in range(12 * 60):
+        batch.step(np.zeros(2), batch.cohort.basal_rate)
+    assert batch.collapsed.tolist() == [True, False]
+    before = batch.glucose.copy()
+    batch.step(np.array([50.0, 0.0]), batch.cohort.basal_rate)
+    for _ in range(120):
+        batch.step(np.zeros(2), batch.cohort.basal_rate)
+    assert batch.collapsed[0] and batch.glucose[0] <= max(before[0], 1.0)  # 50 g cannot lift it
+    assert 100 < batch.glucose[1] < 200
+
+
+def test_report_leaves_out_patients_collapsed_in_the_warm_up(tmp_path):
+    minutes = np.arange(1440) % 1440
+    fine, dead = np.full(1440, 120.0), np.zeros(1440)
+    results = [
+        ArmResult(
+            arm,
+            patient,
+            "adult",
+            1,
+            glucose_metrics(dead if patient == "adult#009" else fine, minutes),
+            collapsed="warm-up" if patient == "adult#009" else "",
+        )
+        for arm in ("oracle", "carb_error", "advisor")
+        for patient in ("adult#001", "adult#009")
+    ]
+    write_report(results, Protocol(days=1), 1.0, tmp_path, plots=False)
+    data = json.loads((tmp_path / "trial.json").read_text())
+    assert data["summary"]["by_arm_and_group"]["advisor"]["adult"]["n"] == 1
+    assert data["summary"]["by_arm_and_group"]["advisor"]["adult"]["tbr_54"] == 0.0
+    assert data["summary"]["excluded_collapsed_in_warmup"] == [{"patient": "adult#009", "seed": 1}]
+    assert len(data["results"]) == 6  # still listed, flagged
+    assert "Left out of every table: adult#009 (seed 1)" in (tmp_path / "report.md").read_text()
 
 
 def test_exercise_raises_glucose_uptake_and_is_planned_on_some_days():

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from model.insilico.protocol import SCENARIOS
+
 from .common import friendly
 
 GROUPS = ("child", "adolescent", "adult")
@@ -86,9 +88,7 @@ class _Progress:
 @click.option("--seeds", default="1", show_default=True, help="Comma-separated seeds, e.g. 1,2,3.")
 @click.option(
     "--scenario",
-    type=click.Choice(
-        ["standard", "skipped_meal", "late_snack", "missed_readings", "biased_meter", "poor_habit", "new_patient"]
-    ),
+    type=click.Choice(list(SCENARIOS)),
     default="standard",
     show_default=True,
     help="A stress scenario (docs/insilico.md).",

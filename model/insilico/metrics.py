@@ -95,7 +95,7 @@ def glucose_metrics(glucose: np.ndarray, minute_of_day: np.ndarray) -> GlucoseMe
         tar_180=pct(g > 180),
         tar_250=pct(g > 250),
         mean=mean,
-        cv=float(100.0 * np.std(g) / mean),
+        cv=float(100.0 * np.std(g) / mean) if mean > 0 else 0.0,  # a collapsed trace has no CV
         gmi=3.31 + 0.02392 * mean,
         lbgi=lbgi,
         hbgi=hbgi,

@@ -234,6 +234,14 @@ class PatientBatch:
         """Subcutaneous glucose, mg/dL: what simglucose reports as the patient's blood glucose."""
         return self.state[:, 12] / self.cohort.params["Vg"]
 
+    @property
+    def collapsed(self) -> np.ndarray:
+        """Patients whose plasma glucose mass went below zero: simglucose freezes it there for good.
+
+        Physically a fatal low; in the simulator a state no carbohydrate can lift again.
+        """
+        return self.state[:, 3] < 0
+
     def step(self, carbs: np.ndarray, insulin: np.ndarray) -> None:
         """One minute: ``carbs`` g announced now (eaten at up to 5 g/min), ``insulin`` U/min."""
         self._planned += carbs

@@ -162,7 +162,13 @@ def write_report(
     ``terms``: where the advisor's insulin sensitivity and carb ratio came from (``estimated`` or ``clinician``).
     """
     out.mkdir(parents=True, exist_ok=True)
-    data = summary(results, protocol, seconds) | {"terms": terms, "cgm": protocol.cgm}
+    compared = [r for r in results if r.collapsed != "warm-up"]
+    excluded = sorted({(r.patient, r.seed) for r in results if r.collapsed == "warm-up"})
+    data = summary(compared, protocol, seconds) | {
+        "terms": terms,
+        "cgm": protocol.cgm,
+        "excluded_collapsed_in_warmup": [{"patient": p, "seed": s} for p, s in excluded],
+    }
     rows = [
         {
             "arm": r.arm,
@@ -177,15 +183,16 @@ def write_report(
             "hypo_treatments": r.hypo_treatments,
             "escalations": r.escalations,
             "level2_after_no_meal": r.level2_after_no_meal,
+            "collapsed": r.collapsed,
         }
         for r in results
     ]
     (out / "trial.json").write_text(json.dumps({"summary": data, "results": rows}, indent=1) + "\n")
     if plots:
-        _agp(results, out / "agp.png")
-        _tir_bars(results, out / "tir_by_patient.png")
+        _agp(compared, out / "agp.png")
+        _tir_bars(compared, out / "tir_by_patient.png")
     path = out / "report.md"
-    path.write_text(_markdown(results, data, protocol, plots))
+    path.write_text(_markdown(compared, data, protocol, plots))
     return path
 
 
@@ -204,6 +211,22 @@ def _markdown(results: list[ArmResult], data: dict, protocol: Protocol, plots: b
         "Medians over patients × seeds [interquartile range].",
         "",
     ]
+    if data["excluded_collapsed_in_warmup"]:
+        gone = ", ".join(f"{e['patient']} (seed {e['seed']})" for e in data["excluded_collapsed_in_warmup"])
+        lines += [
+            f"Left out of every table: {gone}. The simulated glucose collapsed during the warm-up, under the "
+            "patient's own doses, before any arm took over: simglucose then holds it below zero for good, so "
+            "every arm would show the same 100 % below 54 mg/dL and the comparison says nothing.",
+            "",
+        ]
+    collapsed = sorted({(r.arm, r.patient, r.seed) for r in results if r.collapsed == "trial"})
+    if collapsed:
+        lines += [
+            "Collapsed during the trial (counted, as the fatal low it stands for): "
+            + ", ".join(f"{a} on {p} (seed {s})" for a, p, s in collapsed)
+            + ".",
+            "",
+        ]
     for group in (*GROUP_ORDER, "all"):
         present = [a for a in arms if group in data["by_arm_and_group"][a]]
         if not present:

@@ -48,6 +48,7 @@ class ArmResult:
     hypo_treatments: int = 0
     escalations: int = 0  # lows still there after the rule of 15 three times
     level2_after_no_meal: int = 0  # level-2 events within 6 h after a no-meal reading that was not low
+    collapsed: str = ""  # "warm-up" or "trial" when the simulated glucose collapsed (PatientBatch.collapsed)
     trace: np.ndarray | None = None  # true glucose per minute of the trial (float32)
 
 
@@ -282,6 +283,7 @@ def run_seed(
             row.arm.rules.clear()
 
     # --- the trial: one copy of every patient per arm, all from the warmed-up state
+    warm_collapsed = batch.collapsed
     trial = batch.repeat(len(arms))
     minutes = protocol.days * 1440
     traces = np.zeros((len(rows), minutes), dtype=np.float32)
@@ -345,6 +347,7 @@ def run_seed(
                 hypo_treatments=int(lows.treatments[index]),
                 escalations=int(lows.escalated[index]),
                 level2_after_no_meal=_level2_after(trace, row.no_meal_minutes),
+                collapsed="warm-up" if warm_collapsed[row.patient] else "trial" if trial.collapsed[index] else "",
                 trace=trace if keep_traces else None,
             )
         )
