@@ -91,11 +91,12 @@ def bars(results: list[ArmResult]) -> list[Bar]:
         else:
             out.append(Bar(group, "median time <54 under 1 %", f"{a54:.2f} %", a54 < 1.0))
         after = sum(r.level2_after_no_meal for r in adv)
+        dosed = sum(r.level2_after_no_meal_dose for r in adv)
         out.append(
             Bar(
                 group,
                 "no level-2 hypoglycaemia within 6 h of a no-meal or bedtime answer",
-                f"{after} events",
+                f"{after} events ({dosed} after an answer that carried insulin)",
                 after == 0,
             )
         )
@@ -126,6 +127,7 @@ def summary(results: list[ArmResult], protocol: Protocol, seconds: float) -> dic
                 "meeting_all_targets": float(np.mean([all(r.metrics.meets().values()) for r in rows])),
                 "level2_events": int(sum(r.metrics.level2_events for r in rows)),
                 "level2_after_no_meal": int(sum(r.level2_after_no_meal for r in rows)),
+                "level2_after_no_meal_dose": int(sum(r.level2_after_no_meal_dose for r in rows)),
                 "escalated_lows": int(sum(r.escalations for r in rows)),
                 "doses_per_day": float(np.mean([r.doses for r in rows]) / protocol.days),
             }
@@ -183,6 +185,7 @@ def write_report(
             "hypo_treatments": r.hypo_treatments,
             "escalations": r.escalations,
             "level2_after_no_meal": r.level2_after_no_meal,
+            "level2_after_no_meal_dose": r.level2_after_no_meal_dose,
             "collapsed": r.collapsed,
         }
         for r in results

@@ -48,6 +48,7 @@ class ArmResult:
     hypo_treatments: int = 0
     escalations: int = 0  # lows still there after the rule of 15 three times
     level2_after_no_meal: int = 0  # level-2 events within 6 h after a no-meal reading that was not low
+    level2_after_no_meal_dose: int = 0  # the same, counting only no-meal answers that carried insulin
     collapsed: str = ""  # "warm-up" or "trial" when the simulated glucose collapsed (PatientBatch.collapsed)
     trace: np.ndarray | None = None  # true glucose per minute of the trial (float32)
 
@@ -59,6 +60,7 @@ class _Row:
     doses: int = 0
     units: float = 0.0
     no_meal_minutes: list[int] = field(default_factory=list)  # trial minutes of no-meal readings, not low
+    no_meal_dose_minutes: list[int] = field(default_factory=list)  # those of them answered with insulin
 
 
 @dataclass(frozen=True)
@@ -298,7 +300,10 @@ def run_seed(
             row.units += units
         planned = reading.source == "meter" or units > 0  # a CGM value counts when it was acted on
         if reading.meal is None and reading.mg_dl >= protocol.hypo_threshold and planned:
-            row.no_meal_minutes.append(int((reading.at - START).total_seconds() // 60) - warmup * 1440)
+            at = int((reading.at - START).total_seconds() // 60) - warmup * 1440
+            row.no_meal_minutes.append(at)
+            if units > 0:
+                row.no_meal_dose_minutes.append(at)
         return units
 
     def report(index: int, event: Event) -> None:
@@ -347,6 +352,7 @@ def run_seed(
                 hypo_treatments=int(lows.treatments[index]),
                 escalations=int(lows.escalated[index]),
                 level2_after_no_meal=_level2_after(trace, row.no_meal_minutes),
+                level2_after_no_meal_dose=_level2_after(trace, row.no_meal_dose_minutes),
                 collapsed="warm-up" if warm_collapsed[row.patient] else "trial" if trial.collapsed[index] else "",
                 trace=trace if keep_traces else None,
             )
