@@ -33,6 +33,7 @@ def decision_inputs(window: np.ndarray, model_units: float | None, context: Dose
         largest_dose=context.largest_dose,
         own_carb_ratio=context.own_carb_ratio,
         bedtime=context.bedtime,
+        meal_dosed_units=context.meal_dosed_units,
     )
 
 

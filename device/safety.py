@@ -173,6 +173,7 @@ class DecisionInputs:
     largest_dose: float | None = None
     own_carb_ratio: float | None = None
     bedtime: bool = False
+    meal_dosed_units: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,9 +315,12 @@ def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
     state = glucose_state(g, profile)
     threshold = profile.bedtime_correction_above_mg_dl if inputs.bedtime else profile.correction_above_mg_dl
     when = "at bedtime" if inputs.bedtime else "now"
-    head = (
-        f"No dose is due {when}: no meal was announced and no one asked for a dose. Glucose {g:.0f} mg/dL is {state}."
+    why = (
+        f"the meal already has its dose ({_fmt(inputs.meal_dosed_units)} given)"
+        if inputs.meal_dosed_units is not None
+        else "no meal was announced and no one asked for a dose"
     )
+    head = f"No dose is due {when}: {why}. Glucose {g:.0f} mg/dL is {state}."
     if g < threshold:
         advice = (
             f"A correction is considered only above {threshold:.0f} mg/dL{' at bedtime' if inputs.bedtime else ''}; "

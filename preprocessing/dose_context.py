@@ -5,8 +5,10 @@ alike. It reads only what was known at the decision time ``at`` (events before i
 non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
 
 * **why a dose is due** — a person asked (a ``request``), a meal was announced (a meal event in
-  the last :data:`MEAL_WINDOW_MIN` minutes), or the reading itself is a pre-meal reading;
-  otherwise none is due;
+  the last :data:`MEAL_WINDOW_MIN` minutes), or a pre-meal reading was taken in that time;
+  otherwise none is due. A meal (or pre-meal reading) that already has a regular dose, given
+  from :data:`DOSE_BEFORE_MEAL_MIN` minutes before it on, makes no second dose due: every later
+  reading (a CGM value every 5 minutes) would otherwise suggest the meal dose again;
 * the announced meal's size and carbohydrate, and the patient's usual carbohydrate at this
   meal (their last five counts at the same time of day);
 * the patient's **total daily insulin** (regular and long-acting, per day of history), from which
@@ -52,6 +54,7 @@ class DoseContext:
     largest_dose: float | None = None
     own_carb_ratio: float | None = None  # g per U, from the patient's dosed meals
     bedtime: bool = False
+    meal_dosed_units: float | None = None  # regular insulin already given for the announced meal
 
 
 def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseContext:
@@ -63,11 +66,11 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
     slot = slot_of(at)
     due: Due | None = "request" if request else None
     meal_size = carbs = None
+    meal_t: float | None = None
     slot_carbs: list[float] = []
     total = regular = largest = 0.0
     first_t: float | None = None
-    glucose_context: str | None = None
-    glucose_t: float | None = None
+    pre_meal_t: float | None = None  # the newest pre-meal reading
     counted_meals: list[tuple[float, float]] = []  # (time, carbs) of earlier meals with a count
     regular_doses: list[tuple[float, float]] = []  # (time, units), newest first
     for i in range(end - 1, -1, -1):
@@ -80,7 +83,7 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         kind = e.kind
         if kind is Kind.MEAL:
             if due is None and t - et <= MEAL_WINDOW_MIN:
-                due, meal_size, carbs = "meal", e.size, e.carbs_g
+                due, meal_size, carbs, meal_t = "meal", e.size, e.carbs_g, et
             elif due in ("meal", "request") and meal_size is None and t - et <= MEAL_WINDOW_MIN:
                 meal_size, carbs = e.size, e.carbs_g
             if (
@@ -98,15 +101,15 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
                 regular += e.dose
                 largest = max(largest, e.dose)
                 regular_doses.append((et, e.dose))
-        elif kind is Kind.GLUCOSE and glucose_t is None:
-            glucose_t, glucose_context = et, e.context
-    if (
-        due is None
-        and glucose_t is not None
-        and t - glucose_t <= MEAL_WINDOW_MIN
-        and glucose_context in PRE_MEAL_CONTEXTS
-    ):
-        due = "pre_meal"
+        elif kind is Kind.GLUCOSE and pre_meal_t is None and e.context in PRE_MEAL_CONTEXTS:
+            pre_meal_t = et
+    if due is None and pre_meal_t is not None and t - pre_meal_t <= MEAL_WINDOW_MIN:
+        due, meal_t = "pre_meal", pre_meal_t
+    dosed = None
+    if due in ("meal", "pre_meal") and meal_t is not None:
+        dosed = sum(u for dt, u in regular_doses if dt >= meal_t - DOSE_BEFORE_MEAL_MIN) or None
+        if dosed is not None:
+            due = None
     days = (t - first_t) / MINUTES_PER_DAY if first_t is not None else 0.0
     known = days >= MIN_DAYS_FOR_TOTALS
     return DoseContext(
@@ -119,6 +122,7 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         largest_dose=largest or None,
         own_carb_ratio=_own_carb_ratio(counted_meals, regular_doses),
         bedtime=SLOTS[slot] == "bedtime",
+        meal_dosed_units=dosed,
     )
 
 

@@ -163,4 +163,6 @@ def test_the_readme_config_example_is_a_valid_config(tmp_path):
     example = readme.split("A complete config file:", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
     config = load_config(write(tmp_path, example))
     assert config.device_id == "bed7" and config.bundle is None and config.broker.tls
-    assert config.safety.for_patient("p-21").max_above_usual_units == 2
+    p21 = config.safety.for_patient("p-21")
+    assert p21.pen_step_units == 1 and p21.insulin_sensitivity_mg_dl_per_u == 45 and p21.carb_ratio_g_per_u == 12
+    assert p21.max_single_units == 12  # the default's override, merged

@@ -183,7 +183,7 @@ def test_without_a_model_a_due_dose_is_insufficient_and_a_low_still_treated(tmp_
     s = advisor.handle(raw(glucose("g", "p", NOW, 150))).suggestion
     assert s.status == "insufficient_data" and "bundle signature invalid" in s.reasons[0]
     assert s.model.version is None
-    idle = advisor.handle(raw(glucose("g2", "p", NOW, 150, context="unspecified"))).suggestion
+    idle = advisor.handle(raw(glucose("g2", "q", NOW, 150, context="unspecified"))).suggestion
     assert idle.status == "no_dose_due"
     low = advisor.handle(raw(glucose("g3", "p", NOW, 35))).suggestion  # a new user's first reading: a severe low
     assert low.status == "withhold" and low.rules == ["low_glucose"] and "15 g" in low.reasons[1]

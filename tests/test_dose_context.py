@@ -1,0 +1,89 @@
+"""When is a dose due: the dose context read from a patient's history, case by case (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from preprocessing.dose_context import dose_context
+from preprocessing.events import Event, Insulin, Kind
+from preprocessing.features import PatientHistory
+from tests.event_factory import glucose, history, meal
+
+NOON = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def dose(event_id: str, ts: datetime, units: float) -> Event:
+    return Event(id=event_id, patient="p", ts=ts, kind=Kind.INSULIN, insulin=Insulin.REGULAR, units=units)
+
+
+def context_after(events: list[Event], at: datetime, request: bool = False):
+    h = PatientHistory()
+    h.extend(sorted(history("p", NOON - timedelta(hours=2)) + events, key=lambda e: e.ts))
+    return dose_context(h, at, request)
+
+
+def minutes(n: float) -> timedelta:
+    return timedelta(minutes=n)
+
+
+@pytest.mark.parametrize(
+    "events, at, asked, due, dosed",
+    [
+        # a reading with no meal and no one asking: nothing is due
+        ([glucose("g", "p", NOON, 140, "unspecified")], NOON, False, None, None),
+        # a pre-meal reading makes a dose due; so does a meal announced in the last 30 min
+        ([glucose("g", "p", NOON, 140)], NOON, False, "pre_meal", None),
+        (
+            [meal("m", "p", NOON), glucose("g", "p", NOON + minutes(10), 140, "unspecified")],
+            NOON + minutes(10),
+            False,
+            "meal",
+            None,
+        ),
+        # once the meal has its dose, the next readings (a CGM value every 5 min) make none due
+        (
+            [
+                meal("m", "p", NOON),
+                dose("d", NOON + minutes(2), 4.0),
+                glucose("g", "p", NOON + minutes(5), 150, "unspecified"),
+            ],
+            NOON + minutes(5),
+            False,
+            None,
+            4.0,
+        ),
+        (
+            [
+                glucose("g0", "p", NOON, 140),
+                dose("d", NOON, 3.0),
+                glucose("g", "p", NOON + minutes(5), 150, "unspecified"),
+            ],
+            NOON + minutes(5),
+            False,
+            None,
+            3.0,
+        ),
+        # a dose given up to 15 min before the meal covers it; one given earlier does not
+        ([dose("d", NOON - minutes(10), 4.0), meal("m", "p", NOON)], NOON + minutes(1), False, None, 4.0),
+        ([dose("d", NOON - minutes(20), 4.0), meal("m", "p", NOON)], NOON + minutes(1), False, "meal", None),
+        # the dose at the decision's own minute is not known yet: the meal is still due
+        ([meal("m", "p", NOON), dose("d", NOON + minutes(5), 4.0)], NOON + minutes(5), False, "meal", None),
+        # a pre-meal reading still makes the dose due at the readings that follow it, until dosed
+        (
+            [glucose("g0", "p", NOON, 140), glucose("g", "p", NOON + minutes(5), 150, "unspecified")],
+            NOON + minutes(5),
+            False,
+            "pre_meal",
+            None,
+        ),
+        ([glucose("g0", "p", NOON, 140)], NOON + minutes(31), False, None, None),
+        # a person asking always makes a dose due (the guard subtracts what is on board)
+        ([meal("m", "p", NOON), dose("d", NOON + minutes(2), 4.0)], NOON + minutes(5), True, "request", None),
+    ],
+)
+def test_when_a_dose_is_due(events, at, asked, due, dosed):
+    context = context_after(events, at, asked)
+    assert context.due == due
+    assert context.meal_dosed_units == dosed
