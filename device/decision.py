@@ -34,6 +34,7 @@ def decision_inputs(window: np.ndarray, model_units: float | None, context: Dose
         own_carb_ratio=context.own_carb_ratio,
         bedtime=context.bedtime,
         meal_dosed_units=context.meal_dosed_units,
+        recent_lowest_mg_dl=context.recent_lowest_mg_dl,
     )
 
 

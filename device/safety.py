@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Final, Literal
 
-from preprocessing.dose_context import Due
+from preprocessing.dose_context import RECENT_LOW_MIN, Due
 
 SUGGEST: Final = "suggest"
 WITHHOLD: Final = "withhold"
@@ -69,6 +69,7 @@ class SafetyProfile:
     correction_above_mg_dl: float = 250.0
     bedtime_correction_above_mg_dl: float = 300.0
     bedtime_correction_share: float = 0.5
+    after_low_share: float = 0.5
     max_single_units: float = 20.0
     max_daily_regular_units: float = 80.0
     history_limit_factor: float = 1.5
@@ -121,6 +122,7 @@ class SafetyProfile:
                 f"correction thresholds may not be below {HARD_MIN_CORRECTION_ABOVE_MG_DL:g} mg/dL",
             ),
             (self.bedtime_correction_share <= 1, "bedtime_correction_share must be in [0, 1]"),
+            (self.after_low_share <= 1, "after_low_share must be in [0, 1]"),
             (1 <= self.history_limit_factor <= 3, "history_limit_factor must be in [1, 3]"),
             (1 <= self.history_daily_factor <= 3, "history_daily_factor must be in [1, 3]"),
             (
@@ -174,6 +176,7 @@ class DecisionInputs:
     own_carb_ratio: float | None = None
     bedtime: bool = False
     meal_dosed_units: float | None = None
+    recent_lowest_mg_dl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +370,7 @@ def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
         )
         rules.append("bedtime_reduced")
         units = reduced
+    units = _after_low(units, inputs, profile, reasons, rules)
     return _finish(units, inputs, profile, reasons, rules, "no_dose_due")
 
 
@@ -446,7 +450,27 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
         )
         rules.append("physiological_guard")
         units = lowered
-    return _finish(units, inputs, profile, reasons, rules, "nothing_left", min(cap, ceiling))
+    meal_ceiling = min(cap, ceiling)
+    reduced = _after_low(units, inputs, profile, reasons, rules)
+    if reduced < units:
+        units = meal_ceiling = reduced  # rounded down from here
+    return _finish(units, inputs, profile, reasons, rules, "nothing_left", meal_ceiling)
+
+
+def _after_low(
+    units: float, inputs: DecisionInputs, profile: SafetyProfile, reasons: list[str], rules: list[str]
+) -> float:
+    """A dose within 3 h of a low reading: ``after_low_share`` of it (a low just treated is still acting)."""
+    lowest = inputs.recent_lowest_mg_dl
+    if units <= 0 or lowest is None or lowest >= profile.low_glucose_mg_dl:
+        return units
+    reduced = units * profile.after_low_share
+    reasons.append(
+        f"Reduced from {_fmt(units)} to {_fmt(reduced)} ({profile.after_low_share:.0%}): glucose was {lowest:.0f} "
+        f"mg/dL, below {profile.low_glucose_mg_dl:.0f}, within the last {RECENT_LOW_MIN / 60:g} hours."
+    )
+    rules.append("after_low")
+    return reduced
 
 
 def _meal_adjusted(

@@ -14,6 +14,8 @@ non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
 * the patient's **total daily insulin** (regular and long-acting, per day of history), from which
   the supervisor estimates insulin sensitivity (the 1500 rule), their typical daily regular
   insulin and their largest regular dose;
+* the **lowest glucose in the last :data:`RECENT_LOW_MIN` minutes** before this reading, so
+  a dose soon after a low (a treated pre-meal low, then the recheck) can be reduced;
 * the patient's **own carbohydrate ratio**: the median of carbs ÷ regular insulin over their
   recent counted meals that were dosed (a regular dose from 15 minutes before to
   :data:`MEAL_WINDOW_MIN` after the meal), when at least :data:`MIN_MEALS_FOR_RATIO` exist.
@@ -38,6 +40,7 @@ USUAL_CARB_MEALS = 5
 RATIO_MEALS = 10
 MIN_MEALS_FOR_RATIO = 3
 DOSE_BEFORE_MEAL_MIN = 15.0
+RECENT_LOW_MIN = 180.0
 Due = Literal["request", "meal", "pre_meal"]
 
 
@@ -55,6 +58,7 @@ class DoseContext:
     own_carb_ratio: float | None = None  # g per U, from the patient's dosed meals
     bedtime: bool = False
     meal_dosed_units: float | None = None  # regular insulin already given for the announced meal
+    recent_lowest_mg_dl: float | None = None  # lowest reading in the RECENT_LOW_MIN before this one
 
 
 def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseContext:
@@ -71,6 +75,7 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
     total = regular = largest = 0.0
     first_t: float | None = None
     pre_meal_t: float | None = None  # the newest pre-meal reading
+    lowest: float | None = None
     counted_meals: list[tuple[float, float]] = []  # (time, carbs) of earlier meals with a count
     regular_doses: list[tuple[float, float]] = []  # (time, units), newest first
     for i in range(end - 1, -1, -1):
@@ -101,8 +106,11 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
                 regular += e.dose
                 largest = max(largest, e.dose)
                 regular_doses.append((et, e.dose))
-        elif kind is Kind.GLUCOSE and pre_meal_t is None and e.context in PRE_MEAL_CONTEXTS:
-            pre_meal_t = et
+        elif kind is Kind.GLUCOSE:
+            if pre_meal_t is None and e.context in PRE_MEAL_CONTEXTS:
+                pre_meal_t = et
+            if et < t and t - et <= RECENT_LOW_MIN and e.mg_dl is not None:
+                lowest = e.mg_dl if lowest is None else min(lowest, e.mg_dl)
     if due is None and pre_meal_t is not None and t - pre_meal_t <= MEAL_WINDOW_MIN:
         due, meal_t = "pre_meal", pre_meal_t
     dosed = None
@@ -123,6 +131,7 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         own_carb_ratio=_own_carb_ratio(counted_meals, regular_doses),
         bedtime=SLOTS[slot] == "bedtime",
         meal_dosed_units=dosed,
+        recent_lowest_mg_dl=lowest,
     )
 
 

@@ -87,3 +87,14 @@ def test_when_a_dose_is_due(events, at, asked, due, dosed):
     context = context_after(events, at, asked)
     assert context.due == due
     assert context.meal_dosed_units == dosed
+
+
+def test_the_lowest_reading_of_the_last_three_hours_is_known():
+    events = [
+        glucose("g1", "p", NOON - timedelta(hours=4), 40, "unspecified"),  # too long ago
+        glucose("g2", "p", NOON - minutes(15), 52),  # the treated pre-meal low
+        glucose("g3", "p", NOON, 88, "unspecified"),  # the recheck: this reading
+    ]
+    context = context_after(events, NOON, False)
+    assert context.recent_lowest_mg_dl == 52 and context.due == "pre_meal"
+    assert context_after(events[:1] + events[2:], NOON, False).recent_lowest_mg_dl is None

@@ -340,6 +340,33 @@ CASES = [
         ["meal_carbs", "physiological_guard", "pen_step"],
         "physiological guard",
     ),
+    # --- after a low: a treated pre-meal low, then the recheck at which the meal dose is due
+    (
+        "a meal dose within 3 h of a low is halved and rounded down",
+        {"glucose_mg_dl": 90.0, "recent_lowest_mg_dl": 55.0},
+        SUGGEST,
+        2.0,
+        ["physiological_guard", "after_low", "pen_step"],
+        "glucose was 55 mg/dL, below 70",
+    ),
+    ("a recent 75 mg/dL is not a low", {"recent_lowest_mg_dl": 75.0}, SUGGEST, 5.0, ["pen_step"], None),
+    (
+        "a correction within 3 h of a low is halved",
+        {"glucose_mg_dl": 320.0, "recent_lowest_mg_dl": 60.0, **NOT_DUE},
+        SUGGEST,
+        2.5,
+        ["correction_only", "after_low", "pen_step"],
+        "Reduced from 5.6 U to 2.8 U (50%)",
+    ),
+    # --- the meal already has its dose: the readings after it (CGM) make no second dose due
+    (
+        "a reading after the meal's dose",
+        {"glucose_mg_dl": 190.0, "meal_dosed_units": 4.0, **NOT_DUE},
+        NO_DOSE_DUE,
+        0.0,
+        ["no_dose_due"],
+        "the meal already has its dose (4.0 U given)",
+    ),
 ]
 
 
