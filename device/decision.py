@@ -35,6 +35,7 @@ def decision_inputs(window: np.ndarray, model_units: float | None, context: Dose
         bedtime=context.bedtime,
         meal_dosed_units=context.meal_dosed_units,
         recent_lowest_mg_dl=context.recent_lowest_mg_dl,
+        dose_before_low=context.dose_before_low,
     )
 
 

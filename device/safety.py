@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Final, Literal
 
-from preprocessing.dose_context import RECENT_LOW_MIN, Due
+from preprocessing.dose_context import LOW_AFTER_DOSE_MIN, RECENT_LOW_MIN, DoseBeforeLow, Due
 
 SUGGEST: Final = "suggest"
 WITHHOLD: Final = "withhold"
@@ -70,6 +70,7 @@ class SafetyProfile:
     bedtime_correction_above_mg_dl: float = 300.0
     bedtime_correction_share: float = 0.5
     after_low_share: float = 0.5
+    low_after_dose_share: float = 0.8
     max_single_units: float = 20.0
     max_daily_regular_units: float = 80.0
     history_limit_factor: float = 1.5
@@ -123,6 +124,7 @@ class SafetyProfile:
             ),
             (self.bedtime_correction_share <= 1, "bedtime_correction_share must be in [0, 1]"),
             (self.after_low_share <= 1, "after_low_share must be in [0, 1]"),
+            (self.low_after_dose_share <= 1, "low_after_dose_share must be in [0, 1]"),
             (1 <= self.history_limit_factor <= 3, "history_limit_factor must be in [1, 3]"),
             (1 <= self.history_daily_factor <= 3, "history_daily_factor must be in [1, 3]"),
             (
@@ -177,6 +179,7 @@ class DecisionInputs:
     bedtime: bool = False
     meal_dosed_units: float | None = None
     recent_lowest_mg_dl: float | None = None
+    dose_before_low: DoseBeforeLow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +373,7 @@ def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
         )
         rules.append("bedtime_reduced")
         units = reduced
-    units = _after_low(units, inputs, profile, reasons, rules)
+    units = _after_low(_titrated(units, inputs, profile, reasons, rules), inputs, profile, reasons, rules)
     return _finish(units, inputs, profile, reasons, rules, "no_dose_due")
 
 
@@ -451,10 +454,29 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
         rules.append("physiological_guard")
         units = lowered
     meal_ceiling = min(cap, ceiling)
-    reduced = _after_low(units, inputs, profile, reasons, rules)
+    reduced = _after_low(_titrated(units, inputs, profile, reasons, rules), inputs, profile, reasons, rules)
     if reduced < units:
         units = meal_ceiling = reduced  # rounded down from here
     return _finish(units, inputs, profile, reasons, rules, "nothing_left", meal_ceiling)
+
+
+def _titrated(
+    units: float, inputs: DecisionInputs, profile: SafetyProfile, reasons: list[str], rules: list[str]
+) -> float:
+    """At most ``low_after_dose_share`` of the smallest dose at this time of day that a low followed."""
+    before = inputs.dose_before_low
+    if before is None or units <= 0:
+        return units
+    limit = before.units * profile.low_after_dose_share
+    if units <= limit:
+        return units
+    reasons.append(
+        f"Lowered from {_fmt(units)} to {_fmt(limit)}: {_fmt(before.units)} at this time of day on "
+        f"{before.given_at:%d %b at %H:%M} was followed by a low of {before.low_mg_dl:.0f} mg/dL within "
+        f"{LOW_AFTER_DOSE_MIN / 60:g} hours, so at most {profile.low_after_dose_share:.0%} of it."
+    )
+    rules.append("low_after_dose")
+    return limit
 
 
 def _after_low(

@@ -16,6 +16,10 @@ non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
   insulin and their largest regular dose;
 * the **lowest glucose in the last :data:`RECENT_LOW_MIN` minutes** before this reading, so
   a dose soon after a low (a treated pre-meal low, then the recheck) can be reduced;
+* the **smallest dose at this time of day that a low followed** in the last
+  :data:`LOW_AFTER_DOSE_DAYS` days: a reading below :data:`LOW_MG_DL` within
+  :data:`LOW_AFTER_DOSE_MIN` minutes of a regular dose (the last one before the low) in the
+  same slot — the titration signal that this dose was too much for this patient;
 * the patient's **own carbohydrate ratio**: the median of carbs ÷ regular insulin over their
   recent counted meals that were dosed (a regular dose from 15 minutes before to
   :data:`MEAL_WINDOW_MIN` after the meal), when at least :data:`MIN_MEALS_FOR_RATIO` exist.
@@ -41,7 +45,19 @@ RATIO_MEALS = 10
 MIN_MEALS_FOR_RATIO = 3
 DOSE_BEFORE_MEAL_MIN = 15.0
 RECENT_LOW_MIN = 180.0
+LOW_MG_DL = 70.0  # the hypoglycaemia threshold no profile may lower
+LOW_AFTER_DOSE_DAYS = 7
+LOW_AFTER_DOSE_MIN = 840.0
 Due = Literal["request", "meal", "pre_meal"]
+
+
+@dataclass(frozen=True, slots=True)
+class DoseBeforeLow:
+    """A regular dose that a low followed: its size, when it was given, and the low."""
+
+    units: float
+    given_at: datetime
+    low_mg_dl: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,7 @@ class DoseContext:
     bedtime: bool = False
     meal_dosed_units: float | None = None  # regular insulin already given for the announced meal
     recent_lowest_mg_dl: float | None = None  # lowest reading in the RECENT_LOW_MIN before this one
+    dose_before_low: DoseBeforeLow | None = None  # at this time of day, in the last LOW_AFTER_DOSE_DAYS
 
 
 def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseContext:
@@ -78,6 +95,8 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
     lowest: float | None = None
     counted_meals: list[tuple[float, float]] = []  # (time, carbs) of earlier meals with a count
     regular_doses: list[tuple[float, float]] = []  # (time, units), newest first
+    lows: list[tuple[float, float]] = []  # (time, mg/dL) of readings below LOW_MG_DL, newest first
+    dosed_at: list[tuple[float, datetime]] = []  # (time, timestamp) of the regular doses, newest first
     for i in range(end - 1, -1, -1):
         e, et = events[i], times[i]
         if et < floor_t:
@@ -106,9 +125,12 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
                 regular += e.dose
                 largest = max(largest, e.dose)
                 regular_doses.append((et, e.dose))
+                dosed_at.append((et, e.ts))
         elif kind is Kind.GLUCOSE:
             if pre_meal_t is None and e.context in PRE_MEAL_CONTEXTS:
                 pre_meal_t = et
+            if et < t and e.mg_dl is not None and e.mg_dl < LOW_MG_DL:
+                lows.append((et, e.mg_dl))
             if et < t and t - et <= RECENT_LOW_MIN and e.mg_dl is not None:
                 lowest = e.mg_dl if lowest is None else min(lowest, e.mg_dl)
     if due is None and pre_meal_t is not None and t - pre_meal_t <= MEAL_WINDOW_MIN:
@@ -132,7 +154,37 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         bedtime=SLOTS[slot] == "bedtime",
         meal_dosed_units=dosed,
         recent_lowest_mg_dl=lowest,
+        dose_before_low=_dose_before_low(slot, t, regular_doses, dosed_at, lows),
     )
+
+
+def _dose_before_low(
+    slot: int,
+    t: float,
+    doses: list[tuple[float, float]],
+    dosed_at: list[tuple[float, datetime]],
+    lows: list[tuple[float, float]],
+) -> DoseBeforeLow | None:
+    """The smallest same-slot dose of the last days that the next low followed within the window."""
+    by_time: dict[float, float] = {}
+    for dose_t, units in doses:
+        by_time[dose_t] = by_time.get(dose_t, 0.0) + units
+    times = sorted(by_time)
+    stamps = dict(dosed_at)
+    found: DoseBeforeLow | None = None
+    for low_t, mg_dl in lows:
+        if t - low_t > LOW_AFTER_DOSE_DAYS * MINUTES_PER_DAY:
+            continue
+        i = bisect.bisect_left(times, low_t) - 1  # the last dose before the low
+        if i < 0 or low_t - times[i] > LOW_AFTER_DOSE_MIN:
+            continue
+        dose_t = times[i]
+        if slot_of(stamps[dose_t]) != slot:
+            continue
+        units = by_time[dose_t]
+        if found is None or units < found.units:
+            found = DoseBeforeLow(units, stamps[dose_t], mg_dl)
+    return found
 
 
 def _own_carb_ratio(meals: list[tuple[float, float]], doses: list[tuple[float, float]]) -> float | None:

@@ -98,3 +98,26 @@ def test_the_lowest_reading_of_the_last_three_hours_is_known():
     context = context_after(events, NOON, False)
     assert context.recent_lowest_mg_dl == 52 and context.due == "pre_meal"
     assert context_after(events[:1] + events[2:], NOON, False).recent_lowest_mg_dl is None
+
+
+def test_the_smallest_same_slot_dose_that_a_low_followed():
+    supper = NOON.replace(hour=18)
+    events = [
+        dose("d1", supper - timedelta(days=2), 9.0),
+        glucose("g1", "p", supper - timedelta(days=2) + timedelta(hours=13), 50, "pre_breakfast"),  # overnight
+        dose("d2", supper - timedelta(days=1), 7.0),
+        glucose("g2", "p", supper - timedelta(days=1) + timedelta(hours=4), 62, "unspecified"),
+        dose("d3", supper - timedelta(hours=20), 3.0),  # a breakfast dose, then a low: another slot
+        glucose("g3", "p", supper - timedelta(hours=17), 55, "unspecified"),
+    ]
+    before = context_after(events, supper, True).dose_before_low
+    assert before is not None and (before.units, before.low_mg_dl) == (7.0, 62)
+    assert before.given_at == supper - timedelta(days=1)
+    # a low 15 h after the dose is not attributed to it; nor is one a week old
+    late = [dose("d1", supper - timedelta(days=2), 9.0), glucose("g", "p", supper - timedelta(hours=33), 50)]
+    assert context_after(late, supper, True).dose_before_low is None
+    old = [
+        dose("d1", supper - timedelta(days=8), 9.0),
+        glucose("g", "p", supper - timedelta(days=8) + timedelta(hours=2), 50),
+    ]
+    assert context_after(old, supper, True).dose_before_low is None

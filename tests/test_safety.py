@@ -8,6 +8,7 @@ The base case is a pre-meal reading of 160 mg/dL for a patient whose usual dose 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import pytest
 
@@ -22,6 +23,7 @@ from device.safety import (
     insulin_terms,
     supervise,
 )
+from preprocessing.dose_context import DoseBeforeLow
 
 BASE = dict(
     model_units=5.2,
@@ -357,6 +359,31 @@ CASES = [
         2.5,
         ["correction_only", "after_low", "pen_step"],
         "Reduced from 5.6 U to 2.8 U (50%)",
+    ),
+    # --- titration: a dose at this time of day that a low followed caps the next ones
+    (
+        "at most 80 % of a same-slot dose that a low followed",
+        {"dose_before_low": DoseBeforeLow(5.0, datetime(2026, 11, 19, 18, 0), 48.0)},
+        SUGGEST,
+        4.0,
+        ["low_after_dose"],
+        "5.0 U at this time of day on 19 Nov at 18:00 was followed by a low of 48 mg/dL",
+    ),
+    (
+        "a smaller dose than the cap is left alone",
+        {"model_units": 3.0, "dose_before_low": DoseBeforeLow(5.0, datetime(2026, 11, 19, 18, 0), 48.0)},
+        SUGGEST,
+        3.0,
+        [],
+        None,
+    ),
+    (
+        "a correction is capped the same way",
+        {"glucose_mg_dl": 320.0, "dose_before_low": DoseBeforeLow(4.0, datetime(2026, 11, 19, 12, 0), 60.0), **NOT_DUE},
+        SUGGEST,
+        3.0,
+        ["correction_only", "low_after_dose", "pen_step"],
+        "at most 80% of it",
     ),
     # --- the meal already has its dose: the readings after it (CGM) make no second dose due
     (
