@@ -417,6 +417,7 @@ class Advisor:
             model=self.model.info,
             due=context.due,
             recheck_at=recheck_at,
+            carbs_g=verdict.carbs_g,
         )
 
     # ------------------------------------------------------------------- views

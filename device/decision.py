@@ -36,6 +36,7 @@ def decision_inputs(window: np.ndarray, model_units: float | None, context: Dose
         meal_dosed_units=context.meal_dosed_units,
         recent_lowest_mg_dl=context.recent_lowest_mg_dl,
         dose_before_low=context.dose_before_low,
+        first_of_night=context.first_of_night,
     )
 
 

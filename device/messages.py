@@ -83,6 +83,7 @@ class Suggestion(Message):
     model: ModelInfo
     due: Due | None = None
     recheck_at: str | None = None
+    carbs_g: float | None = None
     latency_ms: float | None = None
 
     @property

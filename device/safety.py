@@ -71,6 +71,8 @@ class SafetyProfile:
     bedtime_correction_share: float = 0.5
     after_low_share: float = 0.5
     low_after_dose_share: float = 0.8
+    bedtime_snack_below_mg_dl: float = 110.0
+    bedtime_snack_max_g: float = 30.0
     max_single_units: float = 20.0
     max_daily_regular_units: float = 80.0
     history_limit_factor: float = 1.5
@@ -125,6 +127,8 @@ class SafetyProfile:
             (self.bedtime_correction_share <= 1, "bedtime_correction_share must be in [0, 1]"),
             (self.after_low_share <= 1, "after_low_share must be in [0, 1]"),
             (self.low_after_dose_share <= 1, "low_after_dose_share must be in [0, 1]"),
+            (self.bedtime_snack_below_mg_dl <= 180, "bedtime_snack_below_mg_dl must be in [0, 180] mg/dL (0: never)"),
+            (10 <= self.bedtime_snack_max_g <= 60, "bedtime_snack_max_g must be in [10, 60] g"),
             (1 <= self.history_limit_factor <= 3, "history_limit_factor must be in [1, 3]"),
             (1 <= self.history_daily_factor <= 3, "history_daily_factor must be in [1, 3]"),
             (
@@ -180,6 +184,7 @@ class DecisionInputs:
     meal_dosed_units: float | None = None
     recent_lowest_mg_dl: float | None = None
     dose_before_low: DoseBeforeLow | None = None
+    first_of_night: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +193,8 @@ class Verdict:
 
     ``rules`` holds a stable code per rule that changed or blocked the number (the first one
     is the cause of a withhold, insufficient-data or no-dose-due answer), for reports and
-    dashboards. ``recheck_min`` is when glucose must be measured again (after a low).
+    dashboards. ``recheck_min`` is when glucose must be measured again (after a low);
+    ``carbs_g`` is the carbohydrate to eat now (a low's treatment, a bedtime snack).
     """
 
     status: Status
@@ -196,6 +202,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
     recheck_min: float | None = None
+    carbs_g: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +301,7 @@ def _glucose_checks(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict |
             ],
             ["low_glucose"],
             recheck_min=profile.hypo_recheck_min,
+            carbs_g=profile.hypo_treatment_g,
         )
     hypo_age = inputs.hypo_symptoms_age_min
     if hypo_age is not None and hypo_age <= profile.hypo_symptoms_lockout_h * 60:
@@ -332,6 +340,10 @@ def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
             f"A correction is considered only above {threshold:.0f} mg/dL{' at bedtime' if inputs.bedtime else ''}; "
             "give meal insulin only with a meal (announce it, or ask for a suggestion)."
         )
+        snack = _bedtime_snack(g, inputs, profile) if inputs.first_of_night else None
+        if snack is not None:
+            grams, why = snack
+            return Verdict(NO_DOSE_DUE, 0.0, [head, why, advice], ["no_dose_due", "bedtime_snack"], carbs_g=grams)
         return Verdict(NO_DOSE_DUE, 0.0, [head, advice], ["no_dose_due"])
     terms = insulin_terms(inputs, profile)
     if terms is None:
@@ -458,6 +470,29 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
     if reduced < units:
         units = meal_ceiling = reduced  # rounded down from here
     return _finish(units, inputs, profile, reasons, rules, "nothing_left", meal_ceiling)
+
+
+def _bedtime_snack(g: float, inputs: DecisionInputs, profile: SafetyProfile) -> tuple[float, str] | None:
+    """Carbohydrate before sleep when the insulin on board is expected to take glucose under the threshold.
+
+    Predicted glucose = glucose − IOB × sensitivity; the snack brings it back to the target at
+    the carb ratio: (target − predicted) × carb ratio ÷ sensitivity, 10 g at least, whole 5 g,
+    at most ``bedtime_snack_max_g``.
+    """
+    terms = insulin_terms(inputs, profile)
+    if terms is None:
+        return None
+    iob = _iob_used(inputs, profile)
+    predicted = g - iob * terms.sensitivity
+    if predicted >= profile.bedtime_snack_below_mg_dl:
+        return None
+    grams = (profile.target_mg_dl - predicted) * terms.carb_ratio / terms.sensitivity
+    grams = min(profile.bedtime_snack_max_g, max(10.0, 5.0 * math.ceil(grams / 5.0)))
+    on_board = f"with {_fmt(iob)} of regular insulin still on board " if iob > 0 else ""
+    return grams, (
+        f"Offer a bedtime snack of {grams:.0f} g of carbohydrate: glucose {g:.0f} mg/dL {on_board}is expected to "
+        f"reach about {max(predicted, 0):.0f} mg/dL overnight (below {profile.bedtime_snack_below_mg_dl:.0f})."
+    )
 
 
 def _titrated(

@@ -20,6 +20,9 @@ non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
   :data:`LOW_AFTER_DOSE_DAYS` days: a reading below :data:`LOW_MG_DL` within
   :data:`LOW_AFTER_DOSE_MIN` minutes of a regular dose (the last one before the low) in the
   same slot — the titration signal that this dose was too much for this patient;
+* whether this is the **first reading of the night** (a bedtime-slot reading with no other one
+  in the :data:`RECENT_LOW_MIN` minutes before it): a bedtime snack is advised once, not at
+  every CGM value;
 * the patient's **own carbohydrate ratio**: the median of carbs ÷ regular insulin over their
   recent counted meals that were dosed (a regular dose from 15 minutes before to
   :data:`MEAL_WINDOW_MIN` after the meal), when at least :data:`MIN_MEALS_FOR_RATIO` exist.
@@ -76,6 +79,7 @@ class DoseContext:
     meal_dosed_units: float | None = None  # regular insulin already given for the announced meal
     recent_lowest_mg_dl: float | None = None  # lowest reading in the RECENT_LOW_MIN before this one
     dose_before_low: DoseBeforeLow | None = None  # at this time of day, in the last LOW_AFTER_DOSE_DAYS
+    first_of_night: bool = False  # a bedtime-slot reading with no other one in the RECENT_LOW_MIN before it
 
 
 def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseContext:
@@ -93,6 +97,7 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
     first_t: float | None = None
     pre_meal_t: float | None = None  # the newest pre-meal reading
     lowest: float | None = None
+    night_reading_before = False
     counted_meals: list[tuple[float, float]] = []  # (time, carbs) of earlier meals with a count
     regular_doses: list[tuple[float, float]] = []  # (time, units), newest first
     lows: list[tuple[float, float]] = []  # (time, mg/dL) of readings below LOW_MG_DL, newest first
@@ -131,6 +136,8 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
                 pre_meal_t = et
             if et < t and e.mg_dl is not None and e.mg_dl < LOW_MG_DL:
                 lows.append((et, e.mg_dl))
+            if et < t and t - et <= RECENT_LOW_MIN and SLOTS[slot_of(e.ts)] == "bedtime":
+                night_reading_before = True
             if et < t and t - et <= RECENT_LOW_MIN and e.mg_dl is not None:
                 lowest = e.mg_dl if lowest is None else min(lowest, e.mg_dl)
     if due is None and pre_meal_t is not None and t - pre_meal_t <= MEAL_WINDOW_MIN:
@@ -155,6 +162,7 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         meal_dosed_units=dosed,
         recent_lowest_mg_dl=lowest,
         dose_before_low=_dose_before_low(slot, t, regular_doses, dosed_at, lows),
+        first_of_night=SLOTS[slot] == "bedtime" and not night_reading_before,
     )
 
 

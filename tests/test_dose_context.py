@@ -121,3 +121,15 @@ def test_the_smallest_same_slot_dose_that_a_low_followed():
         glucose("g", "p", supper - timedelta(days=8) + timedelta(hours=2), 50),
     ]
     assert context_after(old, supper, True).dose_before_low is None
+
+
+def test_the_first_reading_of_the_night_only():
+    night = NOON.replace(hour=22)
+    first = context_after([glucose("g1", "p", night, 120, "unspecified")], night, False)
+    assert first.first_of_night and first.due is None and first.bedtime
+    later = [glucose("g1", "p", night, 120, "unspecified"), glucose("g2", "p", night + minutes(5), 118, "unspecified")]
+    assert not context_after(later, night + minutes(5), False).first_of_night
+    supper = context_after(
+        [glucose("g1", "p", NOON.replace(hour=18), 120, "unspecified")], NOON.replace(hour=18), False
+    )
+    assert not supper.first_of_night

@@ -360,6 +360,39 @@ CASES = [
         ["correction_only", "after_low", "pen_step"],
         "Reduced from 5.6 U to 2.8 U (50%)",
     ),
+    # --- a bedtime snack, once a night, when what is on board is expected to take glucose low
+    (
+        "bedtime snack: 140 mg/dL with 2 U on board",
+        {"glucose_mg_dl": 140.0, "iob_units": 2.0, "first_of_night": True, **BEDTIME},
+        NO_DOSE_DUE,
+        0.0,
+        ["no_dose_due", "bedtime_snack"],
+        "Offer a bedtime snack of 15 g of carbohydrate: glucose 140 mg/dL with 2.0 U of regular insulin still on board",
+    ),
+    (
+        "no snack when nothing takes glucose under 110",
+        {"glucose_mg_dl": 140.0, "first_of_night": True, **BEDTIME},
+        NO_DOSE_DUE,
+        0.0,
+        ["no_dose_due"],
+        None,
+    ),
+    (
+        "a snack is offered once a night, not at every CGM value",
+        {"glucose_mg_dl": 140.0, "iob_units": 2.0, **BEDTIME},
+        NO_DOSE_DUE,
+        0.0,
+        ["no_dose_due"],
+        None,
+    ),
+    (
+        "the snack is capped at 30 g",
+        {"glucose_mg_dl": 100.0, "iob_units": 6.0, "first_of_night": True, **BEDTIME},
+        NO_DOSE_DUE,
+        0.0,
+        ["no_dose_due", "bedtime_snack"],
+        "30 g",
+    ),
     # --- titration: a dose at this time of day that a low followed caps the next ones
     (
         "at most 80 % of a same-slot dose that a low followed",

@@ -62,6 +62,7 @@ class Decision:
     units: float
     status: str = "dose"
     rules: list[str] = field(default_factory=list)
+    carbs_g: float = 0.0  # carbohydrate advised now beside a reading that is not low (a bedtime snack)
 
 
 @dataclass
@@ -210,7 +211,8 @@ class AdvisorArm(Arm):
         if answer is None:
             raise RuntimeError(f"no answer to a reading of {self.patient} at {reading.at}")
         if self.name == "advisor":
-            return Decision(answer.units if answer.status == "suggest" else 0.0, answer.status, list(answer.rules))
+            units = answer.units if answer.status == "suggest" else 0.0
+            return Decision(units, answer.status, list(answer.rules), answer.carbs_g or 0.0)
         if self.local is None:
             raise RuntimeError(f"the {self.name} arm runs only in this process")
         if self.name == "model_only":
@@ -222,7 +224,8 @@ class AdvisorArm(Arm):
         context = dose_context(history, reading.at, request=False)
         inputs = decision_inputs(window_at(history, reading.at), proposal, context)
         verdict = supervise(inputs, self.safety.for_patient(self.patient))
-        return Decision(verdict.units if verdict.status == "suggest" else 0.0, verdict.status, list(verdict.rules))
+        units = verdict.units if verdict.status == "suggest" else 0.0
+        return Decision(units, verdict.status, list(verdict.rules), verdict.carbs_g or 0.0)
 
     def given(self, slot: str | None, units: float) -> None:
         super().given(slot, units)

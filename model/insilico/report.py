@@ -186,6 +186,7 @@ def write_report(
             "escalations": r.escalations,
             "level2_after_no_meal": r.level2_after_no_meal,
             "level2_after_no_meal_dose": r.level2_after_no_meal_dose,
+            "snacks": r.snacks,
             "collapsed": r.collapsed,
         }
         for r in results

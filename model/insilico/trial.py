@@ -49,6 +49,7 @@ class ArmResult:
     escalations: int = 0  # lows still there after the rule of 15 three times
     level2_after_no_meal: int = 0  # level-2 events within 6 h after a no-meal reading that was not low
     level2_after_no_meal_dose: int = 0  # the same, counting only no-meal answers that carried insulin
+    snacks: int = 0  # carbohydrate advised beside a reading that was not low (bedtime snacks), eaten
     collapsed: str = ""  # "warm-up" or "trial" when the simulated glucose collapsed (PatientBatch.collapsed)
     trace: np.ndarray | None = None  # true glucose per minute of the trial (float32)
 
@@ -59,6 +60,7 @@ class _Row:
     patient: int
     doses: int = 0
     units: float = 0.0
+    snacks: int = 0  # carbohydrate advised beside a reading that was not low, and eaten
     no_meal_minutes: list[int] = field(default_factory=list)  # trial minutes of no-meal readings, not low
     no_meal_dose_minutes: list[int] = field(default_factory=list)  # those of them answered with insulin
 
@@ -133,7 +135,7 @@ def _simulate_day(
     clock: list[datetime],
     protocol: Protocol,
     carry: list[tuple[int, int]],
-    decide: Callable[[int, Reading], float],
+    decide: Callable[[int, Reading], tuple[float, float]],
     report: Callable[[int, Event], None],
     trace: np.ndarray | None,
     offset: int,
@@ -181,9 +183,11 @@ def _simulate_day(
                 factor = plan.meter_factor.get(minute, 1.15 if protocol.scenario == "biased_meter" else 1.0)
                 value = metered(float(batch.glucose[row]), factor)
             estimate = plan.carb_estimate.get(minute) if meal is not None else None
-            insulin[row] += decide(row, Reading(clock[0], value, context, meal, estimate, source))
+            units, snack = decide(row, Reading(clock[0], value, context, meal, estimate, source))
+            insulin[row] += units
             if value >= protocol.hypo_threshold:
                 lows.in_a_row[row] = 0
+                carbs[row] += snack  # advice beside a reading that is not low (a low is treated below)
                 continue
             now = day_minute + minute
             if now - lows.treated_at[row] < protocol.recheck_min:
@@ -241,14 +245,14 @@ def run_seed(
     for row in rows:
         by_patient[row.patient].append(row)
 
-    def warm_decide(patient: int, reading: Reading) -> float:
+    def warm_decide(patient: int, reading: Reading) -> tuple[float, float]:
         units = 0.0
         if reading.meal is not None and reading.carb_estimate is not None:
             units = round(habit_scale * basal_bolus(reading.carb_estimate, reading.mg_dl, terms[patient]) * 2) / 2
         for row in by_patient[patient]:
             _observe_reading(row.arm, reading)
             row.arm.given(reading.meal.slot if reading.meal else None, units)
-        return units
+        return units, 0.0
 
     def warm_report(patient: int, event: Event) -> None:
         for row in by_patient[patient]:
@@ -290,10 +294,12 @@ def run_seed(
     minutes = protocol.days * 1440
     traces = np.zeros((len(rows), minutes), dtype=np.float32)
 
-    def decide(index: int, reading: Reading) -> float:
+    def decide(index: int, reading: Reading) -> tuple[float, float]:
         row = rows[index]
         decision = row.arm.decide(reading)
         units = max(0.0, float(decision.units))
+        if decision.carbs_g > 0 and reading.mg_dl >= protocol.hypo_threshold:
+            row.snacks += 1
         row.arm.given(reading.meal.slot if reading.meal else None, units)
         if units > 0:
             row.doses += 1
@@ -304,7 +310,7 @@ def run_seed(
             row.no_meal_minutes.append(at)
             if units > 0:
                 row.no_meal_dose_minutes.append(at)
-        return units
+        return units, decision.carbs_g
 
     def report(index: int, event: Event) -> None:
         _report(rows[index].arm, event)
@@ -353,6 +359,7 @@ def run_seed(
                 escalations=int(lows.escalated[index]),
                 level2_after_no_meal=_level2_after(trace, row.no_meal_minutes),
                 level2_after_no_meal_dose=_level2_after(trace, row.no_meal_dose_minutes),
+                snacks=row.snacks,
                 collapsed="warm-up" if warm_collapsed[row.patient] else "trial" if trial.collapsed[index] else "",
                 trace=trace if keep_traces else None,
             )
