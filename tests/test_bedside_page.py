@@ -129,6 +129,7 @@ def test_bedside_page_shows_and_records(browser, bedside, artifacts):
     page.wait_for_function("() => document.getElementById('status-word').textContent === 'Withhold insulin'")
     assert page.inner_text("#units") == "No insulin now"
     assert "below 70" in page.inner_text("#reasons") and "15 g" in page.inner_text("#reasons")
+    assert page.inner_text("#carbs") == "Give 15 g of fast-acting carbohydrate now"
     assert page.inner_text("#recheck").startswith("Recheck glucose by")  # the rule of 15: recheck in 15 min
     assert "(in 15 min)" in page.inner_text("#recheck") or "(in 14 min)" in page.inner_text("#recheck")
     assert page.get_by_role("button", name="Dose given").is_hidden()
