@@ -54,7 +54,8 @@ def test_compiled_header_holds_the_exact_model(tmp_path, gcc, role):
     run = subprocess.run([str(tmp_path / "prog")], capture_output=True, check=True)
     bundle = open_bundle(default_bundle_path("dose"))
     assert run.stdout == bundle.model_bytes(role)
-    assert run.stderr.decode().split() == [bundle.version, "12", "45"]
+    spec = bundle.feature_spec
+    assert run.stderr.decode().split() == [bundle.version, str(spec.window), str(spec.n_features)]
 
 
 def test_export_refuses_an_unverified_bundle(tmp_path):

@@ -84,8 +84,9 @@ def answer(publisher, watcher, events: list[Event]):
 def test_bedtime_reading_with_no_meal_is_no_dose_due(ward):
     s = answer(*ward, [*routine("p-bed"), glucose("bed", "p-bed", at(DAY, 22), 80.0, "unspecified")])
     assert s.status == "no_dose_due" and s.units == 0.0 and s.due is None
-    assert s.rules == ["no_dose_due"]
+    assert s.rules == ["no_dose_due", "bedtime_snack"] and s.carbs_g is not None and 10 <= s.carbs_g <= 30
     assert "No dose is due at bedtime" in s.reasons[0] and "80 mg/dL is in range" in s.reasons[0]
+    assert s.reasons[1].startswith(f"Offer a bedtime snack of {s.carbs_g:.0f} g of carbohydrate")
 
 
 def test_daytime_reading_with_no_meal_is_no_dose_due(ward):
@@ -146,4 +147,6 @@ def test_low_is_withheld_with_treatment_and_a_recheck_time(ward):
     assert "15 g of fast-acting carbohydrate" in low.reasons[1]
     assert datetime.fromisoformat(low.recheck_at) == at(DAY, 12, 15)
     recheck = answer(publisher, watcher, [glucose("recheck", "p-low", at(DAY, 12, 15), 96.0, "unspecified")])
-    assert recheck.status == "no_dose_due" and recheck.recheck_at is None
+    # the lunch is still due (its pre-meal reading was 15 min ago), at half the dose after the low
+    assert recheck.status == "suggest" and recheck.due == "pre_meal" and recheck.recheck_at is None
+    assert "after_low" in recheck.rules and "glucose was 55 mg/dL, below 70" in " ".join(recheck.reasons)

@@ -229,5 +229,5 @@ def test_via_mqtt_the_device_decides_exactly_as_in_process(tmp_path):
         by_arm[name] = {r["arm"]: r for r in data["results"]}
     assert by_arm["mqtt"]["advisor"]["statuses"] == by_arm["local"]["advisor"]["statuses"]
     assert by_arm["mqtt"]["advisor"]["tir_70_180"] == by_arm["local"]["advisor"]["tir_70_180"]
-    assert sum(by_arm["mqtt"]["advisor"]["statuses"].values()) >= 12  # every reading was answered by the device
+    assert sum(by_arm["mqtt"]["advisor"]["statuses"].values()) >= 4  # each of the day's 4 readings answered by it
     assert (tmp_path / "mqtt" / "mqtt" / "seed1" / "state" / "advisor.sqlite3").exists()
