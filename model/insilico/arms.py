@@ -9,7 +9,9 @@ dose given at a reading:
 * ``habit`` — the median of the patient's last five doses at that meal;
 * ``advisor`` — the real device decision path (:class:`device.advisor.Advisor`: validation,
   SQLite store, features, LiteRT model, supervisor), **followed as a person would**: every
-  suggested dose given, at every reading;
+  suggested dose given, every advised snack eaten, at every reading; where the answer is
+  "insufficient data — dose by the physician's plan" at a meal, the plan's dose is given (the
+  basal-bolus rule with the person's carb estimate, as in ``carb_error``) and recorded;
 * ``model_only`` — the model's own number at every reading, without the supervisor;
 * ``supervised_habit`` — the habit dose passed through the supervisor's rules.
 """
@@ -178,6 +180,7 @@ class AdvisorArm(Arm):
         self._count = 0
         self.rules: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
+        self.plan_doses = 0  # meal doses given by the physician's plan after an insufficient-data answer
 
     def _id(self) -> str:
         self._count += 1
@@ -211,6 +214,10 @@ class AdvisorArm(Arm):
         if answer is None:
             raise RuntimeError(f"no answer to a reading of {self.patient} at {reading.at}")
         if self.name == "advisor":
+            if answer.status == "insufficient_data" and reading.meal is not None and reading.carb_estimate is not None:
+                plan = round(basal_bolus(reading.carb_estimate, reading.mg_dl, self.terms) * 2) / 2
+                self.plan_doses += 1
+                return Decision(plan, "physician_plan", list(answer.rules))
             units = answer.units if answer.status == "suggest" else 0.0
             return Decision(units, answer.status, list(answer.rules), answer.carbs_g or 0.0)
         if self.local is None:

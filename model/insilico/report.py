@@ -187,6 +187,7 @@ def write_report(
             "level2_after_no_meal": r.level2_after_no_meal,
             "level2_after_no_meal_dose": r.level2_after_no_meal_dose,
             "snacks": r.snacks,
+            "plan_doses": r.plan_doses,
             "collapsed": r.collapsed,
         }
         for r in results

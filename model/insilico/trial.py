@@ -50,6 +50,7 @@ class ArmResult:
     level2_after_no_meal: int = 0  # level-2 events within 6 h after a no-meal reading that was not low
     level2_after_no_meal_dose: int = 0  # the same, counting only no-meal answers that carried insulin
     snacks: int = 0  # carbohydrate advised beside a reading that was not low (bedtime snacks), eaten
+    plan_doses: int = 0  # meal doses by the physician's plan where the advisor had insufficient data
     collapsed: str = ""  # "warm-up" or "trial" when the simulated glucose collapsed (PatientBatch.collapsed)
     trace: np.ndarray | None = None  # true glucose per minute of the trial (float32)
 
@@ -360,6 +361,7 @@ def run_seed(
                 level2_after_no_meal=_level2_after(trace, row.no_meal_minutes),
                 level2_after_no_meal_dose=_level2_after(trace, row.no_meal_dose_minutes),
                 snacks=row.snacks,
+                plan_doses=arm.plan_doses if isinstance(arm, AdvisorArm) else 0,
                 collapsed="warm-up" if warm_collapsed[row.patient] else "trial" if trial.collapsed[index] else "",
                 trace=trace if keep_traces else None,
             )
