@@ -196,21 +196,21 @@ class AdvisorArm(Arm):
             self.rules.update(suggestion.rules)
         return suggestion
 
-    def decide(self, reading: Reading) -> Decision:
+    def reading_events(self, reading: Reading) -> list[Event]:
+        """The events a reading sends: the meal announced with it (if any), then the glucose."""
+        events = []
         if reading.meal is not None:
-            self._feed(
-                Event(
-                    self._id(),
-                    self.patient,
-                    reading.at,
-                    Kind.MEAL,
-                    size=reading.meal.size,
-                    carbs_g=None if reading.carb_estimate is None else round(reading.carb_estimate, 1),
-                )
-            )
-        answer = self._feed(
-            Event(self._id(), self.patient, reading.at, Kind.GLUCOSE, mg_dl=reading.mg_dl, context=reading.context)
+            carbs = None if reading.carb_estimate is None else round(reading.carb_estimate, 1)
+            events.append(Event(self._id(), self.patient, reading.at, Kind.MEAL, size=reading.meal.size, carbs_g=carbs))
+        glucose = Event(
+            self._id(), self.patient, reading.at, Kind.GLUCOSE, mg_dl=reading.mg_dl, context=reading.context
         )
+        return [*events, glucose]
+
+    def decide(self, reading: Reading) -> Decision:
+        answer = None
+        for event in self.reading_events(reading):
+            answer = self._feed(event)
         if answer is None:
             raise RuntimeError(f"no answer to a reading of {self.patient} at {reading.at}")
         if self.name == "advisor":

@@ -373,18 +373,8 @@ def _observe_reading(arm: Arm, reading: Reading) -> None:
     """Warm-up: the reading (and the meal announced with it) enters the arm's history."""
     if not isinstance(arm, AdvisorArm):
         return
-    if reading.meal is not None:
-        arm.observe(
-            Event(
-                arm._id(),
-                arm.patient,
-                reading.at,
-                Kind.MEAL,
-                size=reading.meal.size,
-                carbs_g=None if reading.carb_estimate is None else round(reading.carb_estimate, 1),
-            )
-        )
-    arm.observe(Event(arm._id(), arm.patient, reading.at, Kind.GLUCOSE, mg_dl=reading.mg_dl, context=reading.context))
+    for event in arm.reading_events(reading):
+        arm.observe(event)
 
 
 def _long_acting(at: datetime, units: float) -> Event:
