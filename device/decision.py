@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 
 from preprocessing.dose_context import DoseContext
@@ -11,7 +13,10 @@ from .safety import DecisionInputs, SafetyProfile, Verdict, supervise
 
 
 def decision_inputs(window: np.ndarray, model_units: float | None, context: DoseContext) -> DecisionInputs:
-    """What the supervisor needs: the raw (unscaled) current step of a window and the dose context."""
+    """What the supervisor needs: the raw (unscaled) current step of a window and the dose context.
+
+    Every field of :class:`DoseContext` is a field of :class:`DecisionInputs` of the same name.
+    """
     row = window[-1]
     glucose_known = row[feature("glucose_known")] > 0
     hypo_age_h = float(row[feature("hypo_age_h")])
@@ -24,19 +29,7 @@ def decision_inputs(window: np.ndarray, model_units: float | None, context: Dose
         iob_units=float(row[feature("reg_iob_units")]),
         regular_24h_units=float(row[feature("reg_24h_units")]),
         usual_units=float(row[feature("reg_same_slot_median5")]) if same_slot else None,
-        due=context.due,
-        meal_size=context.meal_size,
-        carbs_g=context.carbs_g,
-        usual_carbs_g=context.usual_carbs_g,
-        total_daily_units=context.total_daily_units,
-        typical_daily_regular=context.typical_daily_regular,
-        largest_dose=context.largest_dose,
-        own_carb_ratio=context.own_carb_ratio,
-        bedtime=context.bedtime,
-        meal_dosed_units=context.meal_dosed_units,
-        recent_lowest_mg_dl=context.recent_lowest_mg_dl,
-        dose_before_low=context.dose_before_low,
-        first_of_night=context.first_of_night,
+        **{f.name: getattr(context, f.name) for f in fields(DoseContext)},
     )
 
 
