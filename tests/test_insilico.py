@@ -186,15 +186,15 @@ def test_exercise_raises_glucose_uptake_and_is_planned_on_some_days():
 
 
 def test_cgm_streams_are_simglucose_noise_shared_by_the_arms():
-    streams = CgmStreams("GuardianRT", seed=1, patients=2)
+    streams = CgmStreams("GuardianRT", seed=1, patients=[0, 1])
     noise = streams.next_day()
     assert noise.shape == (2, 288) and 0 < np.abs(noise).mean() < 30
     assert not np.allclose(noise[0], noise[1])
-    again = CgmStreams("GuardianRT", seed=1, patients=2).next_day()
+    again = CgmStreams("GuardianRT", seed=1, patients=[0, 1]).next_day()
     assert np.array_equal(noise, again)  # the same errors for every arm and every run
     assert streams.reading(30.0, -10.0) == 39.0  # the sensor's floor
     with pytest.raises(ValueError, match="unknown CGM sensor"):
-        CgmStreams("Tricorder", seed=1, patients=1)
+        CgmStreams("Tricorder", seed=1, patients=[0])
 
 
 def test_cgm_variant_answers_every_reading_without_doses_between_meals(tmp_path):
@@ -231,3 +231,16 @@ def test_via_mqtt_the_device_decides_exactly_as_in_process(tmp_path):
     assert by_arm["mqtt"]["advisor"]["tir_70_180"] == by_arm["local"]["advisor"]["tir_70_180"]
     assert sum(by_arm["mqtt"]["advisor"]["statuses"].values()) >= 4  # each of the day's 4 readings answered by it
     assert (tmp_path / "mqtt" / "mqtt" / "seed1" / "state" / "advisor.sqlite3").exists()
+
+
+def test_a_patient_s_trial_does_not_depend_on_who_else_is_in_the_run():
+    """Meals, meter error and sensor noise follow the patient, not its place in the chosen list."""
+    from device.config import SafetyConfig
+    from model.insilico.trial import run_trial
+
+    protocol = Protocol(warmup_days=1, days=1, cgm=True)
+    alone, _ = run_trial(protocol, ["adult#001"], ["oracle"], [1], None, SafetyConfig())
+    together, _ = run_trial(protocol, ["child#004", "adult#001"], ["oracle"], [1], None, SafetyConfig())
+    mine = next(r for r in together if r.patient == "adult#001")
+    assert mine.metrics == alone[0].metrics
+    assert np.array_equal(mine.trace, alone[0].trace)

@@ -17,7 +17,7 @@ PER_DAY = 1440 // SAMPLE_MIN
 class CgmStreams:
     """The sensor noise of every patient, drawn one day at a time, in order."""
 
-    def __init__(self, sensor: str, seed: int, patients: int) -> None:
+    def __init__(self, sensor: str, seed: int, patients: list[int]) -> None:
         import pandas as pd
         from simglucose.sensor.cgm import SENSOR_PARA_FILE
         from simglucose.sensor.noise_gen import CGMNoise
@@ -29,7 +29,7 @@ class CgmStreams:
         params = rows.iloc[0].copy()
         params["sample_time"] = float(SAMPLE_MIN)
         self.low, self.high = float(params["min"]), float(params["max"])
-        self._noise = [CGMNoise(params, seed=seed * 1000 + p) for p in range(patients)]
+        self._noise = [CGMNoise(params, seed=seed * 1000 + p) for p in patients]
 
     def next_day(self) -> np.ndarray:
         """(patients, readings per day) noise in mg/dL for the next day."""

@@ -78,6 +78,13 @@ class Cohort:
         return self.params["u2ss"] * self.params["BW"] / 6000.0
 
     @property
+    def keys(self) -> list[int]:
+        """Each patient's place in simglucose's list of 30: its random streams depend on it, not on
+        which other patients share the run, so a patient's trial is the same alone or in a cohort."""
+        order = {name: i for i, name in enumerate(patient_names())}
+        return [order[n] for n in self.names]
+
+    @property
     def groups(self) -> list[str]:
         return [n.split("#")[0] for n in self.names]
 

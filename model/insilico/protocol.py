@@ -101,7 +101,7 @@ def uptake_by_minute(plan: DayPlan) -> np.ndarray | None:
 
 
 def day_plan(protocol: Protocol, seed: int, patient: int, day: int, body_weight: float) -> DayPlan:
-    """The plan of ``day`` for the ``patient``-th virtual patient under ``seed``."""
+    """The plan of ``day`` for virtual patient number ``patient`` (:attr:`Cohort.keys`) under ``seed``."""
     rng = np.random.default_rng([seed, patient, day])
     scale = float(np.clip(body_weight / 70.0, 0.45, 1.25))
     skip = int(rng.integers(len(SLOT_NAMES))) if protocol.scenario == "skipped_meal" else -1

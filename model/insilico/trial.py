@@ -232,6 +232,7 @@ def run_seed(
     """
     cohort = Cohort.of(names)
     weights = cohort.params["BW"]
+    keys = cohort.keys
     n = len(names)
     clock = [START]
     terms = [PatientTerms(float(cohort.carb_ratio[p]), float(cohort.correction_factor[p])) for p in range(n)]
@@ -261,13 +262,13 @@ def run_seed(
 
     carry: list[tuple[int, int]] = []
     warm_lows = _Lows.of(n)
-    streams = CgmStreams(protocol.cgm_sensor, seed, n) if protocol.cgm else None
+    streams = CgmStreams(protocol.cgm_sensor, seed, cohort.keys) if protocol.cgm else None
 
     def sensor() -> tuple[CgmStreams, np.ndarray] | None:
         return None if streams is None else (streams, streams.next_day())
 
     for day in range(warmup):
-        plans = [day_plan(protocol, seed, p, day, float(weights[p])) for p in range(n)]
+        plans = [day_plan(protocol, seed, keys[p], day, float(weights[p])) for p in range(n)]
         carry = _simulate_day(
             batch,
             list(range(n)),
@@ -322,7 +323,7 @@ def run_seed(
         (minute, row) for minute, patient in carry for row in range(len(rows)) if rows_patient[row] == patient
     ]
     for day in range(protocol.days):
-        plans = [day_plan(protocol, seed, p, warmup + day, float(weights[p])) for p in range(n)]
+        plans = [day_plan(protocol, seed, keys[p], warmup + day, float(weights[p])) for p in range(n)]
         carry_rows = _simulate_day(
             trial,
             rows_patient,
