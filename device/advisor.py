@@ -31,7 +31,8 @@ from preprocessing.features import (
 )
 from preprocessing.validation import ValidationError, decode_event
 
-from .config import SafetyConfig
+from .check_schedule import next_check
+from .config import ChecksConfig, SafetyConfig
 from .decision import decision_inputs
 from .inference import DoseModel
 from .messages import (
@@ -104,12 +105,14 @@ class Advisor:
         max_histories: int = DEFAULT_MAX_HISTORIES,
         zone: tzinfo = UTC,
         earliest: datetime | None = None,
+        checks: ChecksConfig | None = None,
     ) -> None:
         """``max_histories`` bounds the patients kept in memory (the least recently used are rebuilt
         from SQLite); ``zone`` is the ward's time zone, in which time of day is read; events before
-        ``earliest`` are refused.
+        ``earliest`` are refused; ``checks``: when glucose checks are due.
         """
         self.store = store
+        self.checks = checks or ChecksConfig()
         self.max_histories = max_histories
         self.zone = zone
         self.earliest = earliest
@@ -397,9 +400,8 @@ class Advisor:
         inputs = decision_inputs(window, model_units, context)
         problem = None if self.model.model is not None else self.model.problem or "no bundle"
         verdict = supervise(inputs, self.safety.for_patient(patient), problem)
-        recheck_at = None
-        if verdict.recheck_min is not None:
-            recheck_at = (at + timedelta(minutes=verdict.recheck_min)).isoformat()
+        recheck = None if verdict.recheck_min is None else at + timedelta(minutes=verdict.recheck_min)
+        check = next_check(at, recheck, self.checks.for_patient(patient), self.zone)
         return Suggestion(
             id=suggestion_id(event_id),
             patient=patient,
@@ -416,8 +418,9 @@ class Advisor:
             iob_units=round(inputs.iob_units, 2),
             model=self.model.info,
             due=context.due,
-            recheck_at=recheck_at,
+            recheck_at=None if recheck is None else recheck.isoformat(),
             carbs_g=verdict.carbs_g,
+            next_check_at=check.isoformat(),
         )
 
     # ------------------------------------------------------------------- views

@@ -22,6 +22,12 @@ A config file (TOML, or JSON by extension) and the command-line options describe
 
     [safety.patients."p-21"]
     max_above_usual_units = 2
+
+    [checks]                       # glucose checks: before meals and at bedtime (ward time)
+    times = ["07:30", "11:30", "17:30", "22:00"]
+
+    [checks.patients."p-21"]
+    times = ["07:00", "12:00", "18:00", "21:30", "03:00"]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import schema
+from .check_schedule import DEFAULT_CHECK_TIMES, DEFAULT_COUNTS_WITHIN_MIN, CheckSchedule, ScheduleError, parse_times
 from .safety import ProfileError, SafetyProfile
 from .topics import check_device_id
 
@@ -137,12 +144,15 @@ class HttpConfig:
     port: int = 8080
     token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()  # host names the page answers to besides IP addresses and localhost
+    idle_lock_s: int = 300  # a signed-in user's page locks after this long unused
 
     def __post_init__(self) -> None:
         if not self.host:
             raise ConfigError("http.host must not be empty")
         if not 0 <= self.port <= 65535:
             raise ConfigError("http.port must be between 0 and 65535 (0 picks a free port)")
+        if not 30 <= self.idle_lock_s <= 3600:
+            raise ConfigError("http.idle_lock_s must be between 30 and 3600 seconds")
         token = self.action_token
         if token is not None and len(token) < MIN_PAGE_TOKEN_CHARS:
             raise ConfigError(f"http.token must be at least {MIN_PAGE_TOKEN_CHARS} characters")
@@ -207,6 +217,43 @@ def _safety(data: object, where: str) -> SafetyConfig:
 
 
 @dataclass(frozen=True)
+class ChecksConfig:
+    """The ward's glucose-check schedule and per-patient schedules (device/check_schedule.py)."""
+
+    default: CheckSchedule = field(default_factory=CheckSchedule)
+    patients: dict[str, CheckSchedule] = field(default_factory=dict)
+
+    def for_patient(self, patient: str) -> CheckSchedule:
+        return self.patients.get(patient, self.default)
+
+
+def _checks(data: object, where: str) -> ChecksConfig:
+    """The ``[checks]`` section: ``times``, ``counts_within_min`` and ``patients.<id>.times``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table of settings")
+    unknown = sorted(set(data) - {"times", "counts_within_min", "patients"})
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(f'{where}.{k}' for k in unknown)}")
+    patients_raw = data.get("patients", {})
+    if not isinstance(patients_raw, dict) or not all(
+        isinstance(v, dict) and set(v) <= {"times"} for v in patients_raw.values()
+    ):
+        raise ConfigError(f"{where}.patients.<id> must be a table with 'times' only")
+    within = data.get("counts_within_min", DEFAULT_COUNTS_WITHIN_MIN)
+    if isinstance(within, bool) or not isinstance(within, int):
+        raise ConfigError(f"{where}.counts_within_min must be an integer")
+    try:
+        default = CheckSchedule(parse_times(data.get("times", DEFAULT_CHECK_TIMES), f"{where}.times"), within)
+        patients = {
+            str(pid): CheckSchedule(parse_times(v.get("times", default.times), f"{where}.patients.{pid}.times"), within)
+            for pid, v in patients_raw.items()
+        }
+    except ScheduleError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return ChecksConfig(default, patients)
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     """Everything ``advisor device run`` needs."""
 
@@ -226,6 +273,7 @@ class DeviceConfig:
     timezone: str = "UTC"  # the ward's IANA time zone: time of day is read in it, whatever offset a sender uses
     earliest_event_date: str = "2000-01-01"  # with the wall clock, events dated before this are refused
     safety: SafetyConfig = field(default_factory=SafetyConfig, metadata={"load": _safety})
+    checks: ChecksConfig = field(default_factory=ChecksConfig, metadata={"load": _checks})
 
     def __post_init__(self) -> None:
         try:

@@ -23,9 +23,12 @@ from preprocessing.validation import VisitHistory
 
 from . import schema
 from .safety import Status as SuggestionStatus
+from .users import Role
 
 M = TypeVar("M", bound="Message")
 DeviceState = Literal["starting", "online", "offline"]
+OverrideReason = Literal["patient_refused", "not_eating", "clinicians_order", "other"]
+ResponseAction = Literal["given", "declined", "acknowledged"]
 
 
 class Message:
@@ -84,6 +87,7 @@ class Suggestion(Message):
     due: Due | None = None
     recheck_at: str | None = None
     carbs_g: float | None = None
+    next_check_at: str | None = None
     latency_ms: float | None = None
 
     @property
@@ -105,6 +109,19 @@ class ErrorMessage(Message):
     event_id: str | None
     reason: str
     level: Literal["refused", "warning"] = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert(Message):
+    """Something a person must act on, announced once on the ``alerts`` topic (an overdue check)."""
+
+    id: str
+    patient: str
+    kind: Literal["check_overdue"]
+    due_at: str
+    raised_at: str
+    message: str
+    suggestion_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +150,7 @@ class DeviceStatus(Message):
     clock: Literal["wall", "event"]
     timezone: str
     started_at: str
+    checks_overdue: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +276,27 @@ class Series(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Response(Message):
+    """What a person did with a suggestion (at most one each): gave a dose, declined, acknowledged."""
+
+    action: ResponseAction
+    at: str
+    user: str
+    role: str
+    units: float | None = None
+    reason: OverrideReason | None = None
+    note: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PatientView(Message):
-    """``GET /api/patients/<id>``: what the page shows for one patient."""
+    """``GET /api/patients/<id>``: what the page shows for one patient.
+
+    ``actionable``: the suggestion may still be acted on (current, not expired, not answered, the
+    device linked to its broker); otherwise ``not_actionable`` says why in one line. ``risk`` is
+    present only for a signed-in nurse.
+    """
 
     patient: str
     now: str
@@ -269,14 +306,39 @@ class PatientView(Message):
     series: Series
     risk: Risk | None = None
     notices: list[str] = field(default_factory=list)
+    response: Response | None = None
+    actionable: bool = False
+    not_actionable: str | None = None
+    expires_at: str | None = None
+    next_check_at: str | None = None
+    check_overdue: bool = False
+    pen_step_units: float = 0.5
+    max_single_units: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRow(Message):
+    """One patient at a glance: last glucose and its age, the answer, a dose pending, the next check, lows."""
+
+    patient: str
+    glucose_mg_dl: float | None
+    glucose_age_min: float | None
+    status: SuggestionStatus | None
+    units: float | None
+    dose_pending: bool
+    next_check_at: str | None
+    check_overdue: bool
+    lows_24h: int
 
 
 @dataclass(frozen=True, slots=True)
 class PatientList(Message):
-    """``GET /api/patients[?offset=&limit=&starting=]``: one page of known patient ids, in order."""
+    """``GET /api/patients[?offset=&limit=&starting=]``: one page of known patients, in id order, at a glance."""
 
     patients: list[str]
     total: int
+    rows: list[PatientRow] = field(default_factory=list)
+    now: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,10 +350,42 @@ class PageSession(Message):
 
 @dataclass(frozen=True, slots=True)
 class ConfirmDose(Message):
-    """``POST /api/patients/<id>/confirm``: this dose was given for this suggestion."""
+    """``POST /api/patients/<id>/confirm``: this dose was given for this suggestion.
+
+    Units that differ from the suggestion need a ``reason`` (``other`` also a ``note``).
+    """
 
     suggestion_id: str
     units: float
+    reason: OverrideReason | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decline(Message):
+    """``POST /api/patients/<id>/decline``: the suggested dose was not given, and why."""
+
+    suggestion_id: str
+    reason: OverrideReason
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn(Message):
+    """``POST /api/sign-in``: a user's name and PIN (or badge number)."""
+
+    user: str
+    pin: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn(Message):
+    """Who this page session acts as; ``user`` null when nobody is signed in."""
+
+    user: str | None
+    role: Role | None
+    users_configured: bool
+    idle_lock_s: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +450,7 @@ MQTT_CONTRACT: tuple[TopicContract, ...] = (
         "suggestions", "from device", Suggestion, 1, False, "MQTT 5 message expiry = suggestion_expiry_s", expires=True
     ),
     TopicContract("errors", "from device", ErrorMessage, 1, False),
+    TopicContract("alerts", "from device", Alert, 1, False, "an overdue glucose check, once per answer"),
     TopicContract("status", "from device", DeviceStatus, 1, True, "also the last will (state offline)"),
     TopicContract("risk", "from device", Risk, 1, False),
     TopicContract("model/ack", "from device", ModelAck, 1, False),
@@ -370,8 +465,13 @@ HTTP_CONTRACT: tuple[EndpointContract, ...] = (
     EndpointContract("GET", "/api/patients", None, PatientList, "?offset=&limit=&starting="),
     EndpointContract("GET", "/api/patients/<id>", None, PatientView),
     EndpointContract("GET", "/api/stream", None, StreamNudge, "server-sent events"),
-    EndpointContract("POST", "/api/patients/<id>/confirm", ConfirmDose, ActionDone),
-    EndpointContract("POST", "/api/patients/<id>/acknowledge", Acknowledge, ActionDone),
+    EndpointContract("GET", "/api/me", None, SignedIn, "who this page session acts as"),
+    EndpointContract("POST", "/api/sign-in", SignIn, SignedIn, "a user's own PIN; locks after 5 wrong tries"),
+    EndpointContract("POST", "/api/sign-out", None, SignedIn),
+    EndpointContract("POST", "/api/events", Event, ActionDone, "an entry at the bedside, published as an event"),
+    EndpointContract("POST", "/api/patients/<id>/confirm", ConfirmDose, ActionDone, "once per suggestion"),
+    EndpointContract("POST", "/api/patients/<id>/decline", Decline, ActionDone, "once per suggestion"),
+    EndpointContract("POST", "/api/patients/<id>/acknowledge", Acknowledge, ActionDone, "once per suggestion"),
 )
 
 ALL_SCHEMAS: tuple[type, ...] = (
@@ -396,6 +496,12 @@ ALL_SCHEMAS: tuple[type, ...] = (
     PatientList,
     PageSession,
     ConfirmDose,
+    Decline,
+    SignIn,
+    SignedIn,
+    Response,
+    PatientRow,
+    Alert,
     Acknowledge,
     ActionDone,
     ApiError,

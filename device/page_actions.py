@@ -1,7 +1,10 @@
-"""What a person does on the bedside page: confirm a dose given, acknowledge an answer.
+"""What a person does on the bedside page: give or decline a suggested dose, acknowledge an answer, enter data.
 
-Both are audited. A confirmed dose is published as an insulin event on the device's own
-``events`` topic, so it takes the same path as a dose a sensor or pen reports.
+Every action names the person (:class:`device.users.Identity`) and is audited. A suggestion is
+acted on at most once, only while it is the patient's current, unexpired answer
+(:mod:`device.dose_responses`). A dose given and every entry (a reading, a meal, symptoms,
+exercise, a dose) are published as events on the device's own ``events`` topic, so they take
+the same path as a sensor's.
 """
 
 from __future__ import annotations
@@ -13,58 +16,116 @@ from datetime import datetime
 from preprocessing.events import Event, Insulin, Kind
 
 from .advisor import Advisor
-from .messages import Suggestion
+from .dose_responses import Actionability, ActionConflict, actionability, check_current, check_reason, check_units_given
+from .messages import ConfirmDose, Decline, Response, Suggestion
 from .store import Store
+from .users import Identity
+
+
+class LinkDown(RuntimeError):
+    """The device cannot publish now (no broker link): HTTP 503."""
 
 
 class PageActions:
     """The page's state-changing actions, checked against the stored suggestion."""
 
     def __init__(
-        self, device_id: str, store: Store, advisor: Advisor, publish_event: Callable[[Event], object]
+        self,
+        device_id: str,
+        store: Store,
+        advisor: Advisor,
+        publish_event: Callable[[Event], object],
+        expiry_s: float,
+        broker_problem: Callable[[], str | None],
     ) -> None:
         self.device_id = device_id
         self.store = store
         self.advisor = advisor
         self._publish_event = publish_event
+        self.expiry_s = expiry_s
+        self._broker_problem = broker_problem
 
-    def _suggestion(self, patient: str, suggestion_id: str) -> Suggestion:
+    def state(self, suggestion: Suggestion, response: Response | None) -> Actionability:
+        """Whether ``suggestion`` can still be acted on now."""
+        profile = self.advisor.safety.for_patient(suggestion.patient)
+        return actionability(suggestion, self.advisor.now(), response, self.expiry_s, profile, self._broker_problem())
+
+    def _current(self, patient: str, suggestion_id: str) -> Suggestion:
+        """The suggestion, checked to be this patient's current and actionable one."""
         suggestion = self.store.suggestion(suggestion_id)
         if suggestion is None or suggestion.patient != patient:
             raise ValueError("unknown suggestion for this patient")
+        response = self.store.response_for(suggestion_id)
+        check_current(suggestion, self.store.latest_suggestion(patient), self.state(suggestion, response))
         return suggestion
 
-    def confirm_dose(self, patient: str, suggestion_id: str, units: float) -> Event:
-        """A person gave a dose: audit it and publish it as an insulin event."""
-        suggestion = self._suggestion(patient, suggestion_id)
+    def _respond(self, suggestion: Suggestion, response: Response) -> None:
+        earlier = self.store.record_response(suggestion, response)
+        if earlier is not None:  # another page was quicker
+            raise ActionConflict(f"already {earlier.action} by {earlier.user} at {earlier.at[11:16]}")
+        self.advisor.touch(suggestion.patient)
+
+    def _now(self, suggestion: Suggestion) -> datetime:
+        return self.advisor.now().astimezone(datetime.fromisoformat(suggestion.ts).tzinfo).replace(microsecond=0)
+
+    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> Event:
+        """A person gave a dose for the current suggestion: record it once and publish it as an insulin event."""
+        check_reason(request.reason, request.note)
+        suggestion = self._current(patient, request.suggestion_id)
         if not suggestion.is_dose:
-            raise ValueError("this suggestion is not a dose; nothing to confirm")
-        now = self.advisor.now().astimezone(datetime.fromisoformat(suggestion.ts).tzinfo)
+            raise ValueError("this answer is not a dose; nothing to confirm")
+        check_units_given(request.units, suggestion, request.reason, self.advisor.safety.for_patient(patient))
+        now = self._now(suggestion)
         event = Event(
             id=f"{self.device_id}-given-{uuid.uuid4().hex[:12]}",
             patient=patient,
-            ts=now.replace(microsecond=0),
+            ts=now,
             kind=Kind.INSULIN,
             insulin=Insulin.REGULAR,
-            units=units,
+            units=request.units,
         )
-        self.store.audit(
-            "dose_confirmed",
-            {"units": units, "suggested_units": suggestion.units, "differs_from_suggestion": units != suggestion.units},
-            patient=patient,
+        differs = abs(request.units - suggestion.units) > 1e-9
+        response = Response(
+            "given",
+            now.isoformat(),
+            who.user,
+            who.role,
+            units=request.units,
+            reason=request.reason if differs else None,
+            note=request.note if differs else None,
             event_id=event.id,
-            suggestion_id=suggestion_id,
         )
+        self._respond(suggestion, response)
         self._publish_event(event)
         return event
 
-    def acknowledge(self, patient: str, suggestion_id: str) -> None:
-        """A person saw a withhold or insufficient-data answer: audit it."""
-        suggestion = self._suggestion(patient, suggestion_id)
-        self.store.audit(
-            "acknowledged",
-            {"status": suggestion.status, "reasons": suggestion.reasons},
-            patient=patient,
-            suggestion_id=suggestion_id,
+    def decline(self, patient: str, request: Decline, who: Identity) -> None:
+        """The suggested dose was not given: record why."""
+        check_reason(request.reason, request.note)
+        suggestion = self._current(patient, request.suggestion_id)
+        if not suggestion.is_dose:
+            raise ValueError("this answer is not a dose; acknowledge it instead")
+        now = self._now(suggestion)
+        self._respond(
+            suggestion,
+            Response("declined", now.isoformat(), who.user, who.role, reason=request.reason, note=request.note),
         )
-        self.advisor.touch(patient)
+
+    def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None:
+        """A person saw an answer that is not a dose (withhold, no dose due, not enough data)."""
+        suggestion = self._current(patient, suggestion_id)
+        if suggestion.is_dose:
+            raise ValueError("this answer is a dose: record it as given or declined")
+        self._respond(suggestion, Response("acknowledged", self._now(suggestion).isoformat(), who.user, who.role))
+
+    def enter(self, event: Event, who: Identity) -> None:
+        """A reading, meal, symptoms, exercise or dose entered at the bedside: audit and publish it."""
+        if event.kind is Kind.REQUEST:
+            raise ValueError("a dose request is not entered on the page; enter a glucose reading instead")
+        problem = self._broker_problem()
+        if problem is not None:
+            raise LinkDown(f"not recorded: the device is not linked to its broker ({problem}); record on paper")
+        self.store.audit(
+            "entered", {"user": who.user, "role": who.role, "event": event.to_payload()}, event.patient, event.id
+        )
+        self._publish_event(event)

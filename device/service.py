@@ -28,29 +28,46 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import UTC, datetime
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from preprocessing.events import Event
 
 from .advisor import Advisor, ModelSlot
 from .bundle import trusted_keys
+from .check_schedule import is_overdue
 from .communicator import Communicator
 from .config import DeviceConfig
 from .delivery import DeliveryTracker
 from .dispatcher import Dispatcher
 from .handlers import EventHandler, VisitHistoryHandler
 from .inference import DoseModel
-from .messages import DeviceState, DeviceStatus, PageStatus, PatientList, PatientView
+from .messages import (
+    Alert,
+    ConfirmDose,
+    Decline,
+    DeviceState,
+    DeviceStatus,
+    GlucoseNow,
+    PageStatus,
+    PatientList,
+    PatientView,
+)
 from .models import load_dose_model
 from .ota_installer import OtaInstaller
 from .page_actions import PageActions
 from .risk import RiskAssessor, load_risk_models
 from .storage_recovery import StorageRecovery
-from .store import Store
+from .store import Store, StoreError
+from .users import Identity, verify_pin
+from .ward import check_overdue_alert, patient_row
 from .web import BedsideServer
 
 log = logging.getLogger("advisor.device")
 DATABASE_NAME = "advisor.sqlite3"
+ALERT_CHECK_S = 30.0  # how often overdue checks are looked for
+LOW_MG_DL = 70.0  # lows counted on the ward overview
 
 
 class DeviceService:
@@ -69,6 +86,7 @@ class DeviceService:
             max_histories=config.max_patients_in_memory,
             zone=config.zone,
             earliest=config.earliest_event,
+            checks=config.checks,
         )
         risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config.trust))
         self.model_notes.extend(risk_notes)
@@ -96,7 +114,10 @@ class DeviceService:
             housekeeping=self._housekeeping,
             room=self.delivery.wait_for_room,
         )
-        self.actions = PageActions(config.device_id, self.store, self.advisor, self.link.send)
+        self.actions = PageActions(
+            config.device_id, self.store, self.advisor, self.link.send, config.suggestion_expiry_s, self.broker_problem
+        )
+        self._next_alert_check = 0.0
         self.web = BedsideServer(config.http, self)
 
     @property
@@ -108,9 +129,39 @@ class DeviceService:
         self.dispatcher.submit(message)
 
     def _housekeeping(self) -> None:
-        """On the worker thread, twice a second: record the broker's acknowledgements, end quiet transfers."""
+        """On the worker thread, twice a second: record the broker's acknowledgements, end quiet transfers,
+        and every ``ALERT_CHECK_S`` announce checks that fell overdue."""
         self.delivery.flush()
         self.ota.expire()
+        if time.monotonic() >= self._next_alert_check:
+            self._next_alert_check = time.monotonic() + ALERT_CHECK_S
+            self.raise_alerts()
+
+    def raise_alerts(self) -> list[Alert]:
+        """Announce each newly overdue check once on ``alerts`` (kept in SQLite, so once across restarts)."""
+        now = self.advisor.now()
+        raised = []
+        try:
+            for suggestion in self.store.latest_suggestions():
+                alert = check_overdue_alert(suggestion, now)
+                if alert is not None and self.store.record_alert(alert):
+                    raised.append(alert)
+        except StoreError as exc:
+            log.warning("overdue checks not announced: %s", exc)
+            return []
+        for alert in raised:
+            log.warning("alert: %s", alert.message)
+            self.link.send(alert)
+            self.advisor.touch(alert.patient)
+        if raised:
+            self.publish_status()
+        return raised
+
+    def broker_problem(self) -> str | None:
+        """Why the device cannot publish now, or None while linked to its broker."""
+        if self.link.connected.is_set():
+            return None
+        return self.link.problem or "the broker connection is down"
 
     def _on_ready(self) -> None:
         """Subscribed: say so, and the first time, publish again what an earlier run left undelivered."""
@@ -152,7 +203,17 @@ class DeviceService:
             clock=self.config.clock,
             timezone=self.config.timezone,
             started_at=self.started_at.isoformat(timespec="seconds"),
+            checks_overdue=self.checks_overdue(),
         )
+
+    def checks_overdue(self) -> list[str]:
+        """Patients whose glucose check is past due."""
+        now = self.advisor.now()
+        try:
+            latest = self.store.latest_suggestions()
+        except StoreError:
+            return []
+        return sorted(s.patient for s in latest if check_overdue_alert(s, now) is not None)
 
     def publish_status(self) -> None:
         """Publish the current state on ``status`` (retained) when connected, and nudge the page."""
@@ -173,21 +234,70 @@ class DeviceService:
         )
 
     def patients(self, offset: int = 0, limit: int = 200, starting: str = "") -> PatientList:
-        """One page of the known patients (with events or a risk assessment), in id order."""
-        return PatientList(self.store.patients(offset, limit, starting), self.store.count_patients())
+        """One page of the known patients (with events or a risk assessment), in id order, at a glance."""
+        ids = self.store.patients(offset, limit, starting)
+        now = self.advisor.now()
+        rows = []
+        for patient in ids:
+            suggestion = self.store.latest_suggestion(patient)
+            response = None if suggestion is None else self.store.response_for(suggestion.id)
+            state = None if suggestion is None else self.actions.state(suggestion, response)
+            last = self.store.last_glucose(patient)
+            glucose = None
+            if last is not None and last.mg_dl is not None:
+                glucose = GlucoseNow(last.mg_dl, last.ts.isoformat(), round((now - last.ts).total_seconds() / 60, 1))
+            lows = self.store.count_lows(patient, now - timedelta(hours=24), LOW_MG_DL)
+            rows.append(patient_row(patient, now, glucose, suggestion, response, state, lows))
+        return PatientList(ids, self.store.count_patients(), rows, now.isoformat())
 
     def has_patient(self, patient: str) -> bool:
         return self.store.has_patient(patient)
 
-    def patient_view(self, patient: str) -> PatientView:
-        """The advisor's view of a patient plus the latest risk context."""
-        return self.advisor.patient_view(patient, self.risk.latest(patient))
+    def patient_view(self, patient: str, who: Identity | None = None) -> PatientView:
+        """The advisor's view of a patient: the answer, whether it can still be acted on, the next check;
+        the companion risk only for a user allowed to see it."""
+        risk = self.risk.latest(patient) if who is not None and who.may("see_risk") else None
+        view = self.advisor.patient_view(patient, risk)
+        profile = self.config.safety.for_patient(patient)
+        extra: dict = {"pen_step_units": profile.pen_step_units, "max_single_units": profile.max_single_units}
+        suggestion = view.suggestion
+        if suggestion is not None:
+            response = self.store.response_for(suggestion.id)
+            state = self.actions.state(suggestion, response)
+            check = suggestion.next_check_at
+            extra |= {
+                "response": response,
+                "actionable": state.actionable,
+                "not_actionable": state.why_not,
+                "expires_at": None if state.expires_at is None else state.expires_at.isoformat(),
+                "next_check_at": check,
+                "check_overdue": check is not None and is_overdue(datetime.fromisoformat(check), self.advisor.now()),
+            }
+        return replace(view, **extra)
 
-    def confirm_dose(self, patient: str, suggestion_id: str, units: float) -> Event:
-        return self.actions.confirm_dose(patient, suggestion_id, units)
+    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> Event:
+        return self.actions.confirm_dose(patient, request, who)
 
-    def acknowledge(self, patient: str, suggestion_id: str) -> None:
-        self.actions.acknowledge(patient, suggestion_id)
+    def decline(self, patient: str, request: Decline, who: Identity) -> None:
+        self.actions.decline(patient, request, who)
+
+    def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None:
+        self.actions.acknowledge(patient, suggestion_id, who)
+
+    def enter(self, event: Event, who: Identity) -> None:
+        self.actions.enter(event, who)
+
+    def users_configured(self) -> bool:
+        return self.store.count_users() > 0
+
+    def sign_in(self, user: str, pin: str) -> Identity | None:
+        """The user's identity when ``pin`` is theirs, else None (audited either way)."""
+        found = self.store.user(user)
+        if found is None or not verify_pin(pin, found[1]):
+            self.store.audit("sign_in_refused", {"user": user[:64]})
+            return None
+        self.store.audit("signed_in", {"user": user, "role": found[0]})
+        return Identity(user, found[0])  # type: ignore[arg-type]  # the store holds checked roles
 
     def subscribe(self, listener) -> None:
         """Call ``listener(patient)`` whenever what the page shows may have changed."""

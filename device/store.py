@@ -26,10 +26,10 @@ from preprocessing.events import Event, Kind
 from preprocessing.features import minutes
 from preprocessing.validation import event_from_mapping
 
-from .messages import Suggestion
+from .messages import Alert, Response, Suggestion
 from .patient_ids import folded, skeleton
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _STORED_NOW = datetime(9000, 1, 1, tzinfo=UTC)  # stored events were checked on arrival
 
 SCHEMA = """
@@ -75,6 +75,26 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_patient ON audit (patient, seq);
+CREATE TABLE IF NOT EXISTS responses (
+    suggestion_id TEXT PRIMARY KEY,
+    patient TEXT NOT NULL,
+    action TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_patient ON responses (patient, at);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    patient TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    raised_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    pin_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -217,6 +237,23 @@ class Store:
         )
         return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
 
+    def last_glucose(self, patient: str) -> Event | None:
+        """The patient's latest glucose reading."""
+        rows = self._read(
+            "SELECT payload FROM events WHERE patient = ? AND kind = ? ORDER BY ts_min DESC, seq DESC LIMIT 1",
+            (patient, Kind.GLUCOSE.value),
+        )
+        return event_from_mapping(json.loads(rows[0][0]), _STORED_NOW) if rows else None
+
+    def count_lows(self, patient: str, since: datetime, below_mg_dl: float) -> int:
+        """Glucose readings of the patient under ``below_mg_dl`` since ``since``."""
+        rows = self._read(
+            "SELECT COUNT(*) FROM events WHERE patient = ? AND kind = ? AND ts_min >= ?"
+            " AND json_extract(payload, '$.mg_dl') < ?",
+            (patient, Kind.GLUCOSE.value, minutes(since), below_mg_dl),
+        )
+        return int(rows[0][0])
+
     def patients(self, offset: int = 0, limit: int = -1, starting: str = "") -> list[str]:
         """Known patient ids in order, a page at a time, optionally those starting with ``starting``."""
         return [
@@ -328,6 +365,103 @@ class Store:
     def suggestion(self, suggestion_id: str) -> Suggestion | None:
         rows = self._read("SELECT payload FROM suggestions WHERE id = ?", (suggestion_id,))
         return Suggestion.from_json(rows[0][0]) if rows else None
+
+    def latest_suggestions(self) -> list[Suggestion]:
+        """Every patient's current (latest) suggestion."""
+        rows = self._read(
+            "SELECT payload FROM suggestions WHERE rowid IN (SELECT MAX(rowid) FROM suggestions GROUP BY patient)"
+        )
+        return [Suggestion.from_json(r[0]) for r in rows]
+
+    # --------------------------------------------------------------- responses
+    def record_response(self, suggestion: Suggestion, response: Response) -> Response | None:
+        """Record what a person did with ``suggestion``, with its audit row; at most one per suggestion.
+
+        Returns None when recorded, else the response recorded before (nothing is written).
+        """
+        payload = json.dumps(response.to_payload())
+        detail = {**response.to_payload(), "suggested_units": suggestion.units, "status": suggestion.status}
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO responses (suggestion_id, patient, action, payload, at) VALUES (?, ?, ?, ?, ?)",
+                (suggestion.id, suggestion.patient, response.action, payload, response.at),
+            )
+            if cursor.rowcount == 1:
+                db.execute(
+                    "INSERT INTO audit (at, action, patient, event_id, suggestion_id, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        _now_iso(),
+                        f"dose_{response.action}" if response.action != "acknowledged" else "acknowledged",
+                        suggestion.patient,
+                        response.event_id,
+                        suggestion.id,
+                        json.dumps(detail),
+                    ),
+                )
+                return None
+        return self.response_for(suggestion.id)
+
+    def response_for(self, suggestion_id: str) -> Response | None:
+        rows = self._read("SELECT payload FROM responses WHERE suggestion_id = ?", (suggestion_id,))
+        return Response.from_json(rows[0][0]) if rows else None
+
+    # ------------------------------------------------------------------ alerts
+    def record_alert(self, alert: Alert) -> bool:
+        """Keep an alert once (by id), with its audit row; False when it was raised before."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO alerts (id, patient, payload, raised_at) VALUES (?, ?, ?, ?)",
+                (alert.id, alert.patient, json.dumps(alert.to_payload()), alert.raised_at),
+            )
+            if cursor.rowcount == 1:
+                db.execute(
+                    "INSERT INTO audit (at, action, patient, event_id, suggestion_id, detail)"
+                    " VALUES (?, ?, ?, NULL, ?, ?)",
+                    (
+                        _now_iso(),
+                        f"alert_{alert.kind}",
+                        alert.patient,
+                        alert.suggestion_id,
+                        json.dumps(alert.to_payload()),
+                    ),
+                )
+        return cursor.rowcount == 1
+
+    # ------------------------------------------------------------------- users
+    def add_user(self, name: str, role: str, pin_hash: str) -> bool:
+        """Add a user; False when the name is taken."""
+        cursor = self._write(
+            "INSERT OR IGNORE INTO users (name, role, pin_hash, created_at) VALUES (?, ?, ?, ?)",
+            (name, role, pin_hash, _now_iso()),
+        )
+        if cursor.rowcount == 1:
+            self.audit("user_added", {"user": name, "role": role})
+        return cursor.rowcount == 1
+
+    def set_user_pin(self, name: str, pin_hash: str) -> bool:
+        cursor = self._write("UPDATE users SET pin_hash = ? WHERE name = ?", (pin_hash, name))
+        if cursor.rowcount == 1:
+            self.audit("user_pin_changed", {"user": name})
+        return cursor.rowcount == 1
+
+    def remove_user(self, name: str) -> bool:
+        cursor = self._write("DELETE FROM users WHERE name = ?", (name,))
+        if cursor.rowcount == 1:
+            self.audit("user_removed", {"user": name})
+        return cursor.rowcount == 1
+
+    def users(self) -> list[tuple[str, str, str]]:
+        """(name, role, created_at) of every user, by name."""
+        return [(r[0], r[1], r[2]) for r in self._read("SELECT name, role, created_at FROM users ORDER BY name")]
+
+    def user(self, name: str) -> tuple[str, str] | None:
+        """(role, pin hash) of a user, or None."""
+        rows = self._read("SELECT role, pin_hash FROM users WHERE name = ?", (name,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def count_users(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM users")[0][0])
 
     # ------------------------------------------------------------------- audit
     def audit(

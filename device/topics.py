@@ -60,3 +60,7 @@ class Topics:
     @property
     def risk(self) -> str:
         return self.of("risk")
+
+    @property
+    def alerts(self) -> str:
+        return self.of("alerts")

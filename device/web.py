@@ -4,7 +4,7 @@ Standard library only. Binds to localhost unless configured otherwise. The page 
 from elsewhere and its Content-Security-Policy forbids it to contact any other origin.
 
 The routes and their payloads are in docs/contract.md ("HTTP endpoints"); each payload is a
-schema of :mod:`device.messages`.
+schema of :mod:`device.messages`. Who may record what: :mod:`device.page_auth`, :mod:`device.users`.
 """
 
 from __future__ import annotations
@@ -21,23 +21,29 @@ from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from preprocessing.events import Event
-from preprocessing.limits import INSULIN_UNITS
-from preprocessing.validation import is_identifier
+from preprocessing.validation import ValidationError, decode_event, is_identifier
 
 from .config import HttpConfig
+from .dose_responses import ActionConflict
 from .messages import (
     Acknowledge,
     ActionDone,
     ApiError,
     ConfirmDose,
+    Decline,
     Message,
     PageSession,
     PageStatus,
     PatientList,
     PatientView,
+    SignedIn,
+    SignIn,
     StreamNudge,
 )
-from .page_auth import ActionGuard, PageSessions, host_problem, origin_problem
+from .page_actions import LinkDown
+from .page_auth import ActionGuard, FailureLimiter, PageSessions, host_problem, origin_problem
+from .schema import SchemaError
+from .users import SHARED_USER, Identity
 
 log = logging.getLogger("advisor.web")
 MAX_BODY_BYTES = 4096
@@ -68,11 +74,19 @@ class BedsideBackend(Protocol):
 
     def has_patient(self, patient: str) -> bool: ...
 
-    def patient_view(self, patient: str) -> PatientView: ...
+    def patient_view(self, patient: str, who: Identity | None = None) -> PatientView: ...
 
-    def confirm_dose(self, patient: str, suggestion_id: str, units: float) -> Event: ...
+    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> Event: ...
 
-    def acknowledge(self, patient: str, suggestion_id: str) -> None: ...
+    def decline(self, patient: str, request: Decline, who: Identity) -> None: ...
+
+    def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None: ...
+
+    def enter(self, event: Event, who: Identity) -> None: ...
+
+    def users_configured(self) -> bool: ...
+
+    def sign_in(self, user: str, pin: str) -> Identity | None: ...
 
     def subscribe(self, listener: Callable[[str], None]) -> None: ...
 
@@ -139,6 +153,7 @@ class BedsideServer:
         self._thread: threading.Thread | None = None
         self.page = files("device").joinpath("web_assets/bedside.html").read_bytes()
         self.guard = ActionGuard(config.action_token)
+        self.sign_in_limiter = FailureLimiter()
         self.sessions = PageSessions()
 
     @property
@@ -239,6 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(backend.status())
         elif path == "/api/session":
             self._json(PageSession(self.app.sessions.issue()))
+        elif path == "/api/me":
+            self._json(self._signed_in(self._viewer()))
         elif path == "/api/patients":
             self._patient_list(parts.query)
         elif path == "/api/stream":
@@ -248,9 +265,21 @@ class _Handler(BaseHTTPRequestHandler):
             if patient is None or action or not backend.has_patient(patient):
                 self._error(HTTPStatus.NOT_FOUND, "unknown patient")
                 return
-            self._json(backend.patient_view(patient))
+            self._json(backend.patient_view(patient, self._viewer()))
         else:
             self._error(HTTPStatus.NOT_FOUND, "not found")
+
+    def _viewer(self) -> Identity | None:
+        """The signed-in user of this request's page session (reading does not keep the session awake)."""
+        return self.app.sessions.identity(self.headers.get(SESSION_HEADER), self.app.config.idle_lock_s, touch=False)
+
+    def _signed_in(self, who: Identity | None) -> SignedIn:
+        return SignedIn(
+            user=None if who is None else who.user,
+            role=None if who is None else who.role,
+            users_configured=self.app.backend.users_configured(),
+            idle_lock_s=self.app.config.idle_lock_s,
+        )
 
     def do_HEAD(self) -> None:
         if urlsplit(self.path).path == "/api/stream":
@@ -283,29 +312,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self._refuse_foreign_host():
             return
         path = urlsplit(self.path).path
-        if not path.startswith("/api/patients/"):
+        patient, action = None, ""
+        if path.startswith("/api/patients/"):
+            patient, action = self._patient_route(path)
+            if patient is None or action not in ("confirm", "decline", "acknowledge"):
+                self._error(HTTPStatus.NOT_FOUND, "not found")
+                return
+        elif path not in ("/api/events", "/api/sign-in", "/api/sign-out"):
             self._error(HTTPStatus.NOT_FOUND, "not found")
             return
-        patient, action = self._patient_route(path)
-        if patient is None or action not in ("confirm", "acknowledge"):
-            self._error(HTTPStatus.NOT_FOUND, "not found")
-            return
-        length_header = self.headers.get("Content-Length", "")
-        if not length_header.isdigit() or not 0 < int(length_header) <= MAX_BODY_BYTES:
-            self.close_connection = True
-            self._error(HTTPStatus.BAD_REQUEST, f"send a Content-Length of 1–{MAX_BODY_BYTES} bytes")
-            return
-        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
-            self.close_connection = True
-            self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
-            return
-        try:
-            raw = self.rfile.read(int(length_header))
-        except TimeoutError:
-            self.close_connection = True
-            return  # the body never came; the thread is freed
-        if len(raw) < int(length_header):
-            self.close_connection = True
+        raw = self._body()
+        if raw is None:
             return
         problem = origin_problem(self.headers.get("Origin"), self.headers.get("Host"))
         if problem is None and not self.app.sessions.valid(self.headers.get(SESSION_HEADER)):
@@ -314,23 +331,99 @@ class _Handler(BaseHTTPRequestHandler):
             log.warning("refused a page action from %s: %s", self.client_address[0], problem)
             self._error(HTTPStatus.FORBIDDEN, problem)
             return
-        decision = self.app.guard.check(self.headers.get(TOKEN_HEADER))
-        if not decision.allowed:
-            log.warning("refused a page action from %s: %s", self.client_address[0], decision.reason)
+        try:
+            if path == "/api/sign-in":
+                self._sign_in(raw)
+            elif path == "/api/sign-out":
+                self.app.sessions.sign_out(self.headers.get(SESSION_HEADER))
+                self._json(self._signed_in(None))
+            else:
+                who = self._actor()
+                if who is not None:
+                    self._act(patient, action, raw, who)
+        except (ValueError, SchemaError) as exc:
+            status = HTTPStatus.CONFLICT if isinstance(exc, ActionConflict) else HTTPStatus.BAD_REQUEST
+            self._error(status, exc.reason if isinstance(exc, ValidationError) else str(exc))
+        except LinkDown as exc:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
+
+    def _body(self) -> bytes | None:
+        """The JSON body of a POST, or None after answering why it is refused."""
+        length_header = self.headers.get("Content-Length", "")
+        if not length_header.isdigit() or not 0 < int(length_header) <= MAX_BODY_BYTES:
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, f"send a Content-Length of 1–{MAX_BODY_BYTES} bytes")
+            return None
+        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            self.close_connection = True
+            self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
+            return None
+        try:
+            raw = self.rfile.read(int(length_header))
+        except TimeoutError:
+            self.close_connection = True
+            return None  # the body never came; the thread is freed
+        if len(raw) < int(length_header):
+            self.close_connection = True
+            return None
+        return raw
+
+    def _sign_in(self, raw: bytes) -> None:
+        request = SignIn.from_json(raw)
+        limiter = self.app.sign_in_limiter
+        locked = limiter.locked()
+        if locked is not None:
+            self._error(locked.status, locked.reason)
+            return
+        who = self.app.backend.sign_in(request.user, request.pin)
+        if who is None:
+            decision = limiter.failed("unknown user or wrong PIN")
+            log.warning("refused a sign-in from %s: %s", self.client_address[0], decision.reason)
             self._error(decision.status, decision.reason)
             return
-        try:
-            if action == "confirm":
-                confirm = ConfirmDose.from_json(raw)
-                if not INSULIN_UNITS.low < confirm.units <= INSULIN_UNITS.high:
-                    raise ValueError(f"units must be a number in (0, {INSULIN_UNITS.high:g}]")
-                event = self.app.backend.confirm_dose(patient, confirm.suggestion_id, confirm.units)
-                self._json(ActionDone(ok=True, event=event.to_payload()))
-            else:
-                self.app.backend.acknowledge(patient, Acknowledge.from_json(raw).suggestion_id)
-                self._json(ActionDone(ok=True))
-        except ValueError as exc:
-            self._error(HTTPStatus.BAD_REQUEST, str(exc))
+        limiter.succeeded()
+        self.app.sessions.sign_in(self.headers.get(SESSION_HEADER), who)
+        self._json(self._signed_in(who))
+
+    def _actor(self) -> Identity | None:
+        """Who records this action, or None after answering why nobody may.
+
+        With users configured: the user signed in to this page session (locked after
+        ``idle_lock_s`` unused). Without: the shared page PIN where one is set, acting as ``bedside``
+        with the patient's rights.
+        """
+        if self.app.backend.users_configured():
+            who = self.app.sessions.identity(self.headers.get(SESSION_HEADER), self.app.config.idle_lock_s)
+            if who is None:
+                self._error(HTTPStatus.UNAUTHORIZED, "sign in with your own PIN to record (the page locks when unused)")
+                return None
+        else:
+            decision = self.app.guard.check(self.headers.get(TOKEN_HEADER))
+            if not decision.allowed:
+                log.warning("refused a page action from %s: %s", self.client_address[0], decision.reason)
+                self._error(decision.status, decision.reason)
+                return None
+            who = Identity(SHARED_USER, "patient")
+        if not who.may("record"):
+            self._error(HTTPStatus.FORBIDDEN, f"{who.user} signed in as a {who.role}, who cannot record")
+            return None
+        return who
+
+    def _act(self, patient: str | None, action: str, raw: bytes, who: Identity) -> None:
+        backend = self.app.backend
+        if patient is None:  # /api/events: an entry at the bedside, the same schema a sensor sends
+            event = decode_event(raw)
+            backend.enter(event, who)
+            self._json(ActionDone(ok=True, event=event.to_payload()))
+        elif action == "confirm":
+            given = backend.confirm_dose(patient, ConfirmDose.from_json(raw), who)
+            self._json(ActionDone(ok=True, event=given.to_payload()))
+        elif action == "decline":
+            backend.decline(patient, Decline.from_json(raw), who)
+            self._json(ActionDone(ok=True))
+        else:
+            backend.acknowledge(patient, Acknowledge.from_json(raw).suggestion_id, who)
+            self._json(ActionDone(ok=True))
 
     def _stream(self) -> None:
         self._headers(HTTPStatus.OK, "text/event-stream", None)

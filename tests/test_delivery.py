@@ -18,7 +18,7 @@ import pytest
 
 from device.config import BrokerConfig
 from device.delivery import DeliveryTracker
-from device.store import Store
+from device.store import SCHEMA_VERSION, Store
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
@@ -142,5 +142,5 @@ def test_a_version_1_database_is_migrated(tmp_path):
         )
         db.execute("INSERT INTO suggestions VALUES ('s-x', 'x', 'p', 'suggest', '{}', '2026-01-01T00:00:00.000+00:00')")
     store = Store(path)
-    assert store._read("SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert store._read("SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     assert store._read("SELECT delivered_at FROM suggestions") == [("2026-01-01T00:00:00.000+00:00",)]

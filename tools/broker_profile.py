@@ -3,7 +3,7 @@
 Roles (docs/contract.md topics, one device id each):
 
 * ``device``  — reads events, patients and model transfers; writes suggestions, risk, status,
-  errors and model acks, and insulin events confirmed on its page;
+  errors, alerts and model acks, and the events entered or confirmed on its page;
 * ``sensor``  — writes events only (a glucose meter, the serial bridge);
 * ``flasher`` — writes model transfers and reads their acks only;
 * ``monitor`` — reads everything of the device, writes nothing.
@@ -51,6 +51,7 @@ def acl_text(device_id: str, users: dict[str, str]) -> str:
             ("readwrite", t.status),
             ("write", t.errors),
             ("write", t.model_ack),
+            ("write", t.alerts),
         ],
         "sensor": [("write", t.events)],
         "flasher": [("write", t.model), ("read", t.model_ack), ("read", t.status)],

@@ -1,0 +1,101 @@
+"""What a person may still do with a suggestion, and whether a recorded dose is acceptable (pure logic).
+
+A suggestion is acted on at most once (given, declined or acknowledged), only while it is the
+patient's current answer, before it expires and while the device is linked to its broker. It
+expires ``expiry_s`` after it was made, or earlier when the reading it answered grows older
+than the profile's ``stale_glucose_min``. A dose given that differs from the suggestion needs a
+reason; units must be whole pen steps and within the single-dose limit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .messages import Response, Suggestion
+from .safety import SafetyProfile
+
+OVERRIDE_REASONS = {
+    "patient_refused": "patient refused",
+    "not_eating": "not eating",
+    "clinicians_order": "clinician's order",
+    "other": "other",
+}
+MAX_NOTE_CHARS = 200
+
+
+class ActionConflict(ValueError):
+    """The action no longer applies (already answered, replaced, expired): HTTP 409."""
+
+
+@dataclass(frozen=True)
+class Actionability:
+    """Whether the current suggestion can be acted on now, why not, and until when."""
+
+    actionable: bool
+    why_not: str | None
+    expires_at: datetime | None
+
+
+def expires_at(suggestion: Suggestion, expiry_s: float, profile: SafetyProfile) -> datetime:
+    """When a suggestion stops being actionable: its expiry, or its reading growing stale."""
+    made = datetime.fromisoformat(suggestion.ts)
+    end = made + timedelta(seconds=expiry_s)
+    if suggestion.glucose_age_min is not None:
+        stale = made + timedelta(minutes=profile.stale_glucose_min - suggestion.glucose_age_min)
+        end = min(end, stale)
+    return end
+
+
+def actionability(
+    suggestion: Suggestion,
+    now: datetime,
+    response: Response | None,
+    expiry_s: float,
+    profile: SafetyProfile,
+    broker_problem: str | None,
+) -> Actionability:
+    """Whether the patient's current ``suggestion`` can still be given, declined or acknowledged at ``now``."""
+    end = expires_at(suggestion, expiry_s, profile)
+    if response is not None:
+        return Actionability(False, f"already {response.action} by {response.user}", end)
+    if now >= end:
+        return Actionability(False, f"expired at {end.strftime('%H:%M')}: measure glucose again for a new answer", end)
+    if broker_problem is not None:
+        return Actionability(False, f"the device is not linked to its broker ({broker_problem}); record on paper", end)
+    return Actionability(True, None, end)
+
+
+def check_current(suggestion: Suggestion, latest: Suggestion | None, state: Actionability) -> None:
+    """Raise :class:`ActionConflict` unless ``suggestion`` is the patient's current, actionable answer."""
+    if latest is None or latest.id != suggestion.id:
+        raise ActionConflict("a newer answer has replaced this suggestion; act on the current one")
+    if not state.actionable:
+        raise ActionConflict(f"this suggestion can no longer be acted on: {state.why_not}")
+
+
+def check_reason(reason: str | None, note: str | None) -> None:
+    """A reason is one of :data:`OVERRIDE_REASONS`; ``other`` needs a short note."""
+    if reason is not None and reason not in OVERRIDE_REASONS:
+        raise ValueError(f"reason must be one of {', '.join(OVERRIDE_REASONS)}")
+    if note is not None and len(note) > MAX_NOTE_CHARS:
+        raise ValueError(f"note must be at most {MAX_NOTE_CHARS} characters")
+    if reason == "other" and not (note or "").strip():
+        raise ValueError("reason 'other' needs a note saying why")
+
+
+def check_units_given(units: float, suggestion: Suggestion, reason: str | None, profile: SafetyProfile) -> None:
+    """Raise ValueError (one line) unless ``units`` is a dose that may be recorded against ``suggestion``."""
+    if not math.isfinite(units) or units <= 0:
+        raise ValueError("units must be a positive number")
+    if units > profile.max_single_units:
+        raise ValueError(f"{units:g} U is above this patient's single-dose limit of {profile.max_single_units:g} U")
+    steps = units / profile.pen_step_units
+    if abs(steps - round(steps)) > 1e-6:
+        raise ValueError(f"{units:g} U is not a whole number of {profile.pen_step_units:g} U pen steps")
+    if not math.isclose(units, suggestion.units, abs_tol=1e-9) and reason is None:
+        raise ValueError(
+            f"{units:g} U differs from the suggested {suggestion.units:g} U: give a reason "
+            f"({', '.join(OVERRIDE_REASONS)})"
+        )
