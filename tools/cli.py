@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from . import device_commands, firmware_commands, sim_commands
+from . import device_commands, firmware_commands, sim_commands, user_commands
 from .common import KEY_OPTION, MIMIC_OPTION, OUT_OPTION, REPORT_OPTION, default_aim94_dir, friendly
 
 
@@ -396,6 +396,7 @@ main.add_command(device_commands.replay)
 main.add_command(firmware_commands.export_c)
 main.add_command(firmware_commands.bridge)
 main.add_command(sim_commands.simulate)
+main.add_command(user_commands.users)
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from device.safety import ProfileError
     from device.signing import KeyFileError
     from device.store import StoreError
+    from device.users import UserError
     from preprocessing.aim94 import Aim94Error
     from preprocessing.mimic import MimicError
     from tools.broker import BrokerStartError
@@ -23,5 +24,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
         MimicError,
         ProfileError,
         StoreError,
+        UserError,
         OSError,
     )

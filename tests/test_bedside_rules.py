@@ -1,0 +1,209 @@
+"""The bedside workflow's pure rules, case by case: next checks, acting on a suggestion once,
+doses given with reasons, the ward overview and its alerts, PINs and roles, signed-in sessions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from device.check_schedule import CheckSchedule, ScheduleError, next_check
+from device.config import ConfigError, DeviceConfig
+from device.dose_responses import (
+    ActionConflict,
+    actionability,
+    check_current,
+    check_reason,
+    check_units_given,
+    expires_at,
+)
+from device.messages import GlucoseNow, Response
+from device.page_auth import PageSessions
+from device.safety import SafetyProfile
+from device.users import Identity, UserError, check_user, hash_pin, verify_pin
+from device.ward import check_overdue_alert, patient_row
+
+from . import event_factory
+
+WARD = ZoneInfo("Europe/Berlin")
+T0 = datetime(2026, 11, 22, 11, 20, tzinfo=WARD)
+
+
+# ------------------------------------------------------------------ next check
+@pytest.mark.parametrize(
+    ("reading", "expected"),
+    [
+        ("07:10", "11:30"),  # a pre-breakfast reading counts for 07:30; next: before lunch
+        ("06:55", "07:30"),  # too early to count for breakfast
+        ("11:05", "17:30"),  # within 30 min of the lunch check: it counts for it
+        ("10:55", "11:30"),
+        ("11:20", "17:30"),
+        ("21:45", "07:30"),  # the bedtime check counted: next morning
+        ("23:50", "07:30"),
+    ],
+)
+def test_the_next_check_follows_the_schedule(reading, expected):
+    hour, minute = map(int, reading.split(":"))
+    at = T0.replace(hour=hour, minute=minute)
+    due = CheckSchedule().next_after(at, WARD)
+    assert due.strftime("%H:%M") == expected and due > at and due - at < timedelta(hours=12)
+
+
+def test_a_low_s_recheck_comes_before_the_schedule():
+    recheck = T0 + timedelta(minutes=15)
+    assert next_check(T0, recheck, CheckSchedule(), WARD) == recheck
+    assert next_check(T0, None, CheckSchedule(), WARD).strftime("%H:%M") == "17:30"
+
+
+def test_the_schedule_is_read_in_ward_time_across_a_clock_change():
+    spring = datetime(2026, 3, 28, 22, 30, tzinfo=WARD)  # the clocks go forward overnight
+    due = CheckSchedule(("07:00", "22:00")).next_after(spring, WARD)
+    assert due.strftime("%H:%M %z") == "07:00 +0200" and due.astimezone(UTC) - spring.astimezone(UTC) == timedelta(
+        hours=7, minutes=30
+    )
+
+
+def test_check_schedules_in_the_config_are_checked():
+    config = DeviceConfig.from_mapping(
+        {"checks": {"times": ["08:00", "20:00"], "patients": {"p-3": {"times": ["03:00"]}}}}
+    )
+    assert config.checks.for_patient("p-3").times == ("03:00",)
+    assert config.checks.for_patient("other").times == ("08:00", "20:00")
+    for bad, message in [
+        ({"times": ["8"]}, "must be HH:MM"),
+        ({"times": []}, "at least one time"),
+        ({"timez": []}, "unknown setting"),
+        ({"patients": {"p": {"size": 1}}}, "'times' only"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            DeviceConfig.from_mapping({"checks": bad})
+    with pytest.raises(ScheduleError):
+        CheckSchedule(("24:00",))
+
+
+# ------------------------------------------------------- acting on a suggestion
+def dose(units=4.0, at=T0, age=2.0, status="suggest"):
+    return replace(event_factory.suggestion("g1", units=units), ts=at.isoformat(), glucose_age_min=age, status=status)
+
+
+PROFILE = SafetyProfile()
+
+
+def test_a_suggestion_expires_with_its_reading_or_its_age():
+    s = dose(age=10.0)
+    assert expires_at(s, 900, PROFILE) == T0 + timedelta(minutes=5)  # the reading turns 15 min old
+    assert expires_at(dose(age=0.0), 600, PROFILE) == T0 + timedelta(minutes=10)
+
+
+@pytest.mark.parametrize(
+    ("minutes_later", "response", "broker_problem", "actionable", "why"),
+    [
+        (1, None, None, True, None),
+        (14, None, None, False, "expired at"),
+        (1, Response("given", T0.isoformat(), "ann", "nurse", units=4.0), None, False, "already given by ann"),
+        (1, None, "connection refused", False, "not linked to its broker"),
+    ],
+)
+def test_actionability(minutes_later, response, broker_problem, actionable, why):
+    state = actionability(dose(age=2.0), T0 + timedelta(minutes=minutes_later), response, 900, PROFILE, broker_problem)
+    assert state.actionable is actionable
+    assert (state.why_not is None) if why is None else (why in state.why_not)
+
+
+def test_only_the_current_suggestion_can_be_acted_on():
+    old, new = dose(), replace(dose(), id="s-g2")
+    ok = actionability(old, T0, None, 900, PROFILE, None)
+    check_current(old, old, ok)
+    with pytest.raises(ActionConflict, match="newer answer"):
+        check_current(old, new, ok)
+    with pytest.raises(ActionConflict, match="expired"):
+        check_current(old, old, actionability(old, T0 + timedelta(hours=1), None, 900, PROFILE, None))
+
+
+@pytest.mark.parametrize(
+    ("units", "reason", "error"),
+    [
+        (4.0, None, None),
+        (3.5, "not_eating", None),
+        (3.5, None, "give a reason"),
+        (8.0, None, "give a reason"),
+        (4.3, "other", "pen steps"),
+        (25.0, "clinicians_order", "single-dose limit of 20"),
+        (0.0, None, "positive"),
+        (float("nan"), None, "positive"),
+    ],
+)
+def test_units_given(units, reason, error):
+    if error is None:
+        check_units_given(units, dose(), reason, PROFILE)
+    else:
+        with pytest.raises(ValueError, match=error):
+            check_units_given(units, dose(), reason, PROFILE)
+
+
+def test_a_one_unit_pen_and_reasons():
+    with pytest.raises(ValueError, match="1 U pen steps"):
+        check_units_given(3.5, dose(), "not_eating", SafetyProfile(pen_step_units=1.0))
+    check_reason("other", "vomiting")
+    with pytest.raises(ValueError, match="needs a note"):
+        check_reason("other", "  ")
+    with pytest.raises(ValueError, match="reason must be one of"):
+        check_reason("tired", None)
+    with pytest.raises(ValueError, match="at most 200"):
+        check_reason("patient_refused", "x" * 201)
+
+
+# ----------------------------------------------------------- the ward overview
+def test_a_ward_row_and_its_overdue_alert():
+    s = replace(dose(), next_check_at=(T0 + timedelta(hours=1)).isoformat())
+    glucose = GlucoseNow(180.0, T0.isoformat(), 2.0)
+    state = actionability(s, T0, None, 900, PROFILE, None)
+    row = patient_row("p", T0, glucose, s, None, state, 1)
+    assert (row.dose_pending, row.check_overdue, row.units, row.lows_24h) == (True, False, 4.0, 1)
+    assert check_overdue_alert(s, T0 + timedelta(minutes=59)) is None
+    later = T0 + timedelta(hours=1, minutes=20)
+    alert = check_overdue_alert(s, later)
+    assert alert is not None and alert.id == "overdue-s-g1" and "20 min ago" in alert.message
+    given = Response("given", T0.isoformat(), "ann", "nurse", units=4.0)
+    assert patient_row("p", later, glucose, s, given, state, 0).check_overdue
+    assert not patient_row("p", later, glucose, s, given, state, 0).dose_pending
+    low = replace(
+        s, recheck_at=(T0 + timedelta(minutes=15)).isoformat(), next_check_at=(T0 + timedelta(minutes=15)).isoformat()
+    )
+    assert "recheck after a low" in check_overdue_alert(low, T0 + timedelta(minutes=16)).message
+
+
+# ---------------------------------------------------------- users and sessions
+def test_pins_are_scrypt_hashes_and_roles_are_checked():
+    stored = hash_pin("4711")
+    assert stored.startswith("scrypt$") and "4711" not in stored and stored != hash_pin("4711")  # salted
+    assert verify_pin("4711", stored) and not verify_pin("4712", stored) and not verify_pin("4711", "garbage")
+    with pytest.raises(UserError, match="4–64"):
+        hash_pin("12")
+    with pytest.raises(UserError, match="role"):
+        check_user("ann", "doctor")
+    with pytest.raises(UserError, match="reserved"):
+        check_user("bedside", "nurse")
+    assert Identity("ann", "nurse").may("see_risk") and not Identity("pat", "patient").may("see_risk")
+    assert Identity("pat", "patient").may("record") and not Identity("v", "viewer").may("record")
+
+
+def test_a_signed_in_session_locks_when_unused():
+    now = [0.0]
+    sessions = PageSessions(clock=lambda: now[0])
+    token = sessions.issue()
+    assert sessions.identity(token, 300) is None
+    assert not sessions.sign_in("forged", Identity("ann", "nurse"))
+    assert sessions.sign_in(token, Identity("ann", "nurse"))
+    now[0] = 200.0
+    assert sessions.identity(token, 300) == Identity("ann", "nurse")  # used: the idle time starts again
+    now[0] = 450.0
+    assert sessions.identity(token, 300, touch=False) is not None
+    now[0] = 501.0
+    assert sessions.identity(token, 300) is None  # 301 s unused: locked
+    assert sessions.valid(token)  # the page session itself lives on; a user signs in again
+    sessions.sign_in(token, Identity("ann", "nurse"))
+    sessions.sign_out(token)
+    assert sessions.identity(token, 300) is None

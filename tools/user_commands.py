@@ -1,0 +1,106 @@
+"""``advisor users``: the bedside page's users — add, list, change a PIN, remove.
+
+Users live in the device's state database (``state_dir/advisor.sqlite3``); a PIN is stored as a
+scrypt hash only. Run it on the device, with the same ``--config`` or ``--state-dir`` as
+``advisor device run``; a running device sees changes at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import friendly
+
+ROLE_HELP = "nurse: records and sees companion risk; patient: records own entries and doses; viewer: reads only."
+
+
+def _store(config_file: Path | None, state_dir: Path | None):
+    from device.config import load_config
+    from device.service import DATABASE_NAME
+    from device.store import Store
+
+    config = load_config(config_file)
+    return Store((state_dir or config.state_dir) / DATABASE_NAME)
+
+
+def _pin(pin_stdin: bool) -> str:
+    if pin_stdin:
+        return click.get_text_stream("stdin").readline().rstrip("\n")
+    return click.prompt("PIN", hide_input=True, confirmation_prompt=True)
+
+
+_config_option = click.option(
+    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="The device's config file."
+)
+_state_option = click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="The device's state directory."
+)
+_pin_option = click.option("--pin-stdin", is_flag=True, help="Read the PIN from one line of standard input.")
+
+
+@click.group()
+def users() -> None:
+    """Who may use the bedside page: per-user PINs with roles (nurse, patient, viewer)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["nurse", "patient", "viewer"]), required=True, help=ROLE_HELP)
+@_pin_option
+@_config_option
+@_state_option
+@friendly
+def users_add(name: str, role: str, pin_stdin: bool, config_file: Path | None, state_dir: Path | None) -> None:
+    """Add user NAME (a name or badge number) with a role and a PIN (asked twice, or --pin-stdin)."""
+    from device.users import check_user, hash_pin
+
+    check_user(name, role)
+    store = _store(config_file, state_dir)
+    if store.user(name) is not None:
+        raise click.UsageError(f"user {name!r} exists already; use 'advisor users set-pin' or remove it first")
+    store.add_user(name, role, hash_pin(_pin(pin_stdin)))
+    click.echo(f"added {name} ({role})")
+
+
+@users.command("list")
+@_config_option
+@_state_option
+@friendly
+def users_list(config_file: Path | None, state_dir: Path | None) -> None:
+    """List the users and their roles (never the PINs)."""
+    rows = _store(config_file, state_dir).users()
+    if not rows:
+        click.echo("no users: the page works with the shared page PIN (or on this machine only)")
+    for name, role, created in rows:
+        click.echo(f"{name:24} {role:8} added {created[:16].replace('T', ' ')} UTC")
+
+
+@users.command("set-pin")
+@click.argument("name")
+@_pin_option
+@_config_option
+@_state_option
+@friendly
+def users_set_pin(name: str, pin_stdin: bool, config_file: Path | None, state_dir: Path | None) -> None:
+    """Give user NAME a new PIN."""
+    from device.users import hash_pin
+
+    store = _store(config_file, state_dir)
+    if store.user(name) is None:
+        raise click.UsageError(f"no user {name!r} (see 'advisor users list')")
+    store.set_user_pin(name, hash_pin(_pin(pin_stdin)))
+    click.echo(f"new PIN set for {name}")
+
+
+@users.command("remove")
+@click.argument("name")
+@_config_option
+@_state_option
+@friendly
+def users_remove(name: str, config_file: Path | None, state_dir: Path | None) -> None:
+    """Remove user NAME (the audit trail keeps what they did)."""
+    if not _store(config_file, state_dir).remove_user(name):
+        raise click.UsageError(f"no user {name!r} (see 'advisor users list')")
+    click.echo(f"removed {name}")
