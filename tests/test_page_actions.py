@@ -48,7 +48,7 @@ def ward(tmp_path, dose_model):
 
 
 def test_a_dose_is_given_once_and_shows_who_gave_it(ward, tmp_path):
-    advisor, store, actions, published, answer, _clock, _link = ward
+    _advisor, store, actions, published, answer, _clock, _link = ward
     event = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
     assert published == [event] and event.kind is Kind.INSULIN and event.units == answer.units
     with pytest.raises(ActionConflict, match="already given by ann"):

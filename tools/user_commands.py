@@ -7,6 +7,7 @@ scrypt hash only. Run it on the device, with the same ``--config`` or ``--state-
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -27,8 +28,8 @@ def _store(config_file: Path | None, state_dir: Path | None):
 
 def _pin(pin_stdin: bool) -> str:
     if pin_stdin:
-        return click.get_text_stream("stdin").readline().rstrip("\n")
-    return click.prompt("PIN", hide_input=True, confirmation_prompt=True)
+        return sys.stdin.readline().rstrip("\n")
+    return str(click.prompt("PIN", hide_input=True, confirmation_prompt=True))
 
 
 _config_option = click.option(
