@@ -326,6 +326,7 @@ class PatientRow(Message):
     status: SuggestionStatus | None
     units: float | None
     dose_pending: bool
+    response: ResponseAction | None
     next_check_at: str | None
     check_overdue: bool
     lows_24h: int

@@ -66,7 +66,6 @@ from .web import BedsideServer
 
 log = logging.getLogger("advisor.device")
 DATABASE_NAME = "advisor.sqlite3"
-ALERT_CHECK_S = 30.0  # how often overdue checks are looked for
 LOW_MG_DL = 70.0  # lows counted on the ward overview
 
 
@@ -130,11 +129,11 @@ class DeviceService:
 
     def _housekeeping(self) -> None:
         """On the worker thread, twice a second: record the broker's acknowledgements, end quiet transfers,
-        and every ``ALERT_CHECK_S`` announce checks that fell overdue."""
+        and every ``alert_check_s`` announce checks that fell overdue."""
         self.delivery.flush()
         self.ota.expire()
         if time.monotonic() >= self._next_alert_check:
-            self._next_alert_check = time.monotonic() + ALERT_CHECK_S
+            self._next_alert_check = time.monotonic() + self.config.alert_check_s
             self.raise_alerts()
 
     def raise_alerts(self) -> list[Alert]:

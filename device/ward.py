@@ -33,6 +33,7 @@ def patient_row(
         status=None if suggestion is None else suggestion.status,
         units=None if suggestion is None or not suggestion.is_dose else suggestion.units,
         dose_pending=bool(suggestion and suggestion.is_dose and response is None and state and state.actionable),
+        response=None if response is None else response.action,
         next_check_at=None if check is None else check.isoformat(),
         check_overdue=is_overdue(check, now),
         lows_24h=lows_24h,

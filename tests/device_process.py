@@ -11,7 +11,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from device.messages import ActionDone, ApiError, Message, PageSession, PageStatus, PatientView
+from device.messages import (
+    ActionDone,
+    ApiError,
+    Message,
+    PageSession,
+    PageStatus,
+    PatientList,
+    PatientView,
+    SignedIn,
+    SignIn,
+)
 from tools.broker import free_port
 
 
@@ -92,14 +102,36 @@ class DeviceProcess:
         with urllib.request.urlopen(self.url + "api/status", timeout=2) as response:
             return PageStatus.from_json(response.read())
 
-    def view(self, patient: str) -> PatientView:
-        with urllib.request.urlopen(f"{self.url}api/patients/{patient}", timeout=5) as response:
+    def view(self, patient: str, session: str | None = None) -> PatientView:
+        """The page's view of a patient; with a signed-in ``session``, as that user sees it."""
+        request = urllib.request.Request(f"{self.url}api/patients/{patient}", headers=_session_header(session))
+        with urllib.request.urlopen(request, timeout=5) as response:
             return PatientView.from_json(response.read())
+
+    def patients(self) -> PatientList:
+        with urllib.request.urlopen(self.url + "api/patients", timeout=5) as response:
+            return PatientList.from_json(response.read())
 
     def session(self) -> str:
         """A page session token, as the page gets one."""
         with urllib.request.urlopen(self.url + "api/session", timeout=5) as response:
             return PageSession.from_json(response.read()).token
+
+    def add_user(self, name: str, role: str, pin: str) -> None:
+        """``advisor users add`` on this device's state directory (the running device sees it at once)."""
+        done = subprocess.run(
+            [self.python, "-m", "tools.cli", "users", "add", name, "--role", role, "--pin-stdin", "--state-dir",
+             str(self.state_dir)],
+            input=pin + "\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    def signed_in(self, user: str, pin: str) -> str:
+        """A page session with ``user`` signed in."""
+        token = self.session()
+        status, answer = self.post("api/sign-in", SignIn(user, pin), session=token)
+        assert status == 200, answer
+        return token
 
     def post(
         self,
@@ -108,19 +140,21 @@ class DeviceProcess:
         token: str | None = None,
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
-    ) -> tuple[int, ActionDone | ApiError]:
-        """A page action as the page sends it (with a session token unless ``headers`` say otherwise).
+        session: str | None = None,
+    ) -> tuple[int, ActionDone | SignedIn | ApiError]:
+        """A page action as the page sends it (with a new session token unless ``session`` or ``headers`` give one).
 
         Returns the HTTP status and the typed answer; ``body`` may be raw bytes for hostile-input tests.
         """
-        headers = {"Content-Type": content_type, "X-Advisor-Session": self.session(), **(headers or {})}
+        headers = {"Content-Type": content_type, "X-Advisor-Session": session or self.session(), **(headers or {})}
         if token is not None:
             headers["X-Advisor-Token"] = token
         data = body.to_json() if isinstance(body, Message) else body
         request = urllib.request.Request(self.url + path.lstrip("/"), data, headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, ActionDone.from_json(response.read())
+                raw = response.read()
+                return response.status, (SignedIn if "sign-" in path else ActionDone).from_json(raw)
         except urllib.error.HTTPError as exc:
             return exc.code, ApiError.from_json(exc.read())
 
@@ -137,6 +171,10 @@ class DeviceProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def _session_header(session: str | None) -> dict[str, str]:
+    return {"X-Advisor-Session": session} if session else {}
 
 
 def assert_repeats_identical(watcher) -> None:

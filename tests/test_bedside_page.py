@@ -1,25 +1,28 @@
 """The bedside page in a real headless Chromium (Debian package), driven by Playwright.
 
-Events go in over MQTT through a real Mosquitto to a real device process; the test checks
-what a nurse sees, uses the buttons, and saves an 800×480 screenshot as a test artifact.
+Events go in over MQTT through a real Mosquitto to a real device process; each test follows one
+nurse's flow on the page, checks what the screen says and the rows the device wrote in SQLite,
+and saves screenshots as test artifacts (800×480, the bedside display, and a phone).
 """
 
 from __future__ import annotations
 
-import math
+import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from device.config import BrokerConfig
-from device.messages import ActionDone
+from device.messages import ActionDone, ConfirmDose
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
 from .device_process import DeviceProcess
 
+pytestmark = pytest.mark.e2e
 DEVICE = "bed2"
+SMALL = {"width": 800, "height": 480}
 
 
 @pytest.fixture()
@@ -60,105 +63,342 @@ def colours(page, selector: str) -> tuple[str, str]:
     )
 
 
-def test_bedside_page_shows_and_records(browser, bedside, artifacts):
-    device, publisher, watcher = bedside
-    now = datetime.now(UTC)
-    for event in event_factory.history("p-1", now):
-        publisher.publish(event)
-    publisher.publish(event_factory.glucose("g-now", "p-1", now, 180))
-    assert watcher.wait_for(lambda w: w.suggestion_for("g-now"), 5)
-    suggestion = watcher.suggestion_for("g-now")
-    assert suggestion.status == "suggest"
-    publisher.publish_visit_history(
-        event_factory.visit_history(
-            "p-1", ("2131-03-02T08:00:00+00:00", "2131-03-09T15:00:00+00:00", ["dx9:4280", "rx:furosemide"])
-        )
-    )
-    assert watcher.wait_for(lambda w: w.risk, 5)
-    risk = watcher.risk[-1]
+def rows(device, sql: str, *params) -> list[tuple]:
+    with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
+        return db.execute(sql, params).fetchall()
 
-    page = browser.new_page(viewport={"width": 800, "height": 480})
+
+def wait_text(page, selector: str, predicate_js: str, timeout: int = 8000) -> None:
+    """Wait until ``predicate_js`` (a JS expression over ``t``, the element's text) holds."""
+    page.wait_for_function(
+        f"() => {{ const el = document.querySelector({json.dumps(selector)}); const t = el ? el.textContent : '';"
+        f" return el && !el.hidden && ({predicate_js}); }}",
+        timeout=timeout,
+    )
+
+
+def dose_waiting(device, publisher, watcher, patient: str, event_id: str, mg_dl: float = 180, age_min: float = 0):
+    """A patient's history, then a pre-meal reading: the device answers with a dose."""
+    now = datetime.now(UTC)
+    for event in event_factory.history(patient, now):
+        publisher.publish(event)
+    publisher.publish(event_factory.glucose(event_id, patient, now - timedelta(minutes=age_min), mg_dl))
+    assert watcher.wait_for(lambda w: w.suggestion_for(event_id), 8)
+    return watcher.suggestion_for(event_id)
+
+
+def test_a_dose_is_given_once_and_the_page_says_by_whom(browser, bedside, artifacts):
+    device, publisher, watcher = bedside
+    suggestion = dose_waiting(device, publisher, watcher, "p-1", "g-now")
+    assert suggestion.status == "suggest" and suggestion.next_check_at
+
+    page = browser.new_page(viewport=SMALL)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(device.url + "?patient=p-1")
-    page.wait_for_function("() => document.getElementById('status-word').textContent === 'Suggested dose'")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
     assert page.inner_text("#units") == f"{suggestion.units:.1f} U"
     assert page.inner_text("#glucose") == "180 mg/dL"
-    assert "min ago" in page.inner_text("#glucose-age")
     assert page.inner_text("#usual") == "7.0 U"
     assert "Model estimate" in page.inner_text("#reasons")
-    assert suggestion.model.version in page.inner_text("#model")
-    page.wait_for_function("() => document.getElementById('broker-text').textContent === 'broker connected'")
+    assert page.inner_text("#next-check").startswith("Next check by")
+    assert page.inner_text("#state-line").startswith("Valid until")
     assert "not a certified medical device" in page.inner_text("body")
-    assert page.inner_text("#risk-mortality") == f"{math.floor(100 * risk.mortality_1y + 0.5)} %"
-    assert page.inner_text("#risk-readmission") == f"{math.floor(100 * risk.readmission_30d + 0.5)} %"
-    assert "does not change the dose" in page.inner_text("#risk-title").lower()
-    assert risk.models["mortality"].version in page.inner_text("#risk-models")
-    assert page.inner_text("#risk-title").lower() == "demo-trained risk · does not change the dose"
-    assert risk.models["readmission"].version in page.inner_text("#risk-models")
-    assert page.locator("#chart circle").count() == 1  # one reading in the last 24 h
-    assert page.locator("#chart rect").count() == 0
-
-    # accessibility: real buttons with names, labelled inputs, readable contrast
-    assert page.get_by_role("button", name="Dose given").is_enabled()
-    assert page.get_by_role("button", name="Acknowledge").is_hidden()  # only the action that fits
-    assert page.get_by_label("Units given").input_value() == f"{suggestion.units:g}"
-    assert page.get_by_label("Patient").input_value() == "p-1"
-    for selector in ("#status-word", "#units", "#reasons", "#glucose", ".notice", "#risk-mortality", "#risk-models"):
+    assert page.is_hidden("#risk"), "companion risk is for signed-in clinicians only"
+    assert "regular insulin (U)" in page.inner_text(".legend")
+    for selector in ("#status-word", "#units", "#reasons", "#glucose", ".notice", "#next-check", "#state-line"):
         fg, bg = colours(page, selector)
         assert contrast(fg, bg) >= 4.5, f"{selector}: {fg} on {bg}"
-    page.screenshot(path=str(artifacts / "bedside-800x480.png"))
-    page.screenshot(path=str(artifacts / "bedside-800x480-full.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "bedside-800x480-suggest-full.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollHeight") <= 480 + 2, "800×480 needs no scrolling"
+    header = page.eval_on_selector("header", "h => h.getBoundingClientRect().height")
+    assert header < 48, "the header stays on one line at 800×480"
+    footer = page.eval_on_selector("footer", "f => f.getBoundingClientRect().bottom")
+    assert footer <= 480, "the footer is on the screen"
+    page.screenshot(path=str(artifacts / "bedside-800x480-suggest.png"))
 
     page.get_by_role("button", name="mg/dL").click()
-    page.wait_for_function("() => document.getElementById('glucose').textContent === '10.0 mmol/L'")
+    wait_text(page, "#glucose", "t === '10.0 mmol/L'")
+    assert "mg/dL" not in page.inner_text("#reasons"), "reasons follow the chosen unit"
+    page.get_by_role("button", name="mmol/L").click()
+    wait_text(page, "#glucose", "t === '180 mg/dL'")
 
-    # a nurse confirms the dose: an insulin event is published, stored and audited
     page.get_by_role("button", name="Dose given").click()
-    page.wait_for_function("() => document.getElementById('message').textContent.startsWith('Recorded')")
-    page.wait_for_function("() => document.querySelectorAll('#chart rect').length === 1", timeout=5000)
-    with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
-        given = db.execute("SELECT payload FROM events WHERE id LIKE 'bed2-given-%'").fetchall()
-        audit = db.execute("SELECT action, suggestion_id FROM audit WHERE action = 'dose_confirmed'").fetchall()
-    assert len(given) == 1 and f'"units": {suggestion.units}' in given[0][0]
-    assert audit == [("dose_confirmed", suggestion.id)]
-
-    # live update: a low reading arrives; the page turns to withhold without a reload
-    publisher.publish(event_factory.glucose("g-low", "p-1", datetime.now(UTC), 55))
-    page.wait_for_function("() => document.getElementById('status-word').textContent === 'Withhold insulin'")
-    assert page.inner_text("#units") == "No insulin now"
-    assert "below 70" in page.inner_text("#reasons") and "15 g" in page.inner_text("#reasons")
-    assert page.inner_text("#carbs") == "Give 15 g of fast-acting carbohydrate now"
-    assert page.inner_text("#recheck").startswith("Recheck glucose by")  # the rule of 15: recheck in 15 min
-    assert "(in 15 min)" in page.inner_text("#recheck") or "(in 14 min)" in page.inner_text("#recheck")
+    wait_text(page, "#response", f"t.startsWith('{suggestion.units:.1f} U given at') && t.endsWith('by bedside')")
+    assert page.get_by_role("button", name="Dose given").is_hidden(), "a dose is given once"
+    page.screenshot(path=str(artifacts / "bedside-800x480-given.png"))
+    page.reload()
+    wait_text(page, "#response", "t.includes('given at')")  # still shown after a reload
     assert page.get_by_role("button", name="Dose given").is_hidden()
-    fg, bg = colours(page, "#status-word")
-    assert contrast(fg, bg) >= 4.5
+
+    given = rows(device, "SELECT payload FROM events WHERE id LIKE 'bed2-given-%'")
+    assert len(given) == 1 and json.loads(given[0][0])["units"] == suggestion.units
+    audit = rows(device, "SELECT action, suggestion_id, detail FROM audit WHERE action = 'dose_given'")
+    assert [(a, s) for a, s, _ in audit] == [("dose_given", suggestion.id)]
+    assert json.loads(audit[0][2])["user"] == "bedside"
+    again = device.post("api/patients/p-1/confirm", ConfirmDose(suggestion.id, suggestion.units))
+    assert again[0] == 409 and "already given by bedside" in again[1].error
+    assert len(rows(device, "SELECT 1 FROM events WHERE id LIKE 'bed2-given-%'")) == 1
+
+    # a low arrives: withhold, carbohydrate, recheck in 15 min, the next check is the recheck
+    publisher.publish(event_factory.glucose("g-low", "p-1", datetime.now(UTC), 55))
+    wait_text(page, "#status-word", "t === 'Withhold insulin'")
+    assert page.inner_text("#units") == "No insulin now"
+    assert page.inner_text("#carbs") == "Give 15 g of fast-acting carbohydrate now"
+    assert page.inner_text("#recheck").startswith("Recheck glucose by")
+    assert "(in 14 min)" in page.inner_text("#next-check") or "(in 15 min)" in page.inner_text("#next-check")
     page.screenshot(path=str(artifacts / "bedside-800x480-withhold.png"))
     page.get_by_role("button", name="Acknowledge").click()
-    page.wait_for_function("() => document.getElementById('message').textContent === 'Acknowledged.'")
-    with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
-        acks = db.execute("SELECT suggestion_id FROM audit WHERE action = 'acknowledged'").fetchall()
-    assert acks == [("s-g-low",)]
-
+    wait_text(page, "#response", "t.startsWith('Acknowledged at') && t.endsWith('by bedside')")
+    assert rows(device, "SELECT suggestion_id FROM responses WHERE action = 'acknowledged'") == [("s-g-low",)]
     assert all(url.startswith(device.url) for url in requests), "the page contacted another origin"
     page.close()
 
 
-def test_page_fits_a_phone(browser, bedside):
+def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
+    device, publisher, watcher = bedside
+    suggestion = dose_waiting(device, publisher, watcher, "p-2", "g-a")
+    status, answer = device.post("api/patients/p-2/confirm", ConfirmDose(suggestion.id, suggestion.units - 0.5))
+    assert status == 400 and "give a reason" in answer.error
+    status, answer = device.post(
+        "api/patients/p-2/confirm", ConfirmDose(suggestion.id, suggestion.units + 0.3, reason="not_eating")
+    )
+    assert status == 400 and "pen steps" in answer.error
+
+    page = browser.new_page(viewport=SMALL)
+    page.goto(device.url + "?patient=p-2")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    page.get_by_label("Units given").fill(f"{suggestion.units - 0.5:g}")
+    page.get_by_role("button", name="Dose given").click()
+    dialog = page.locator("#reason-dialog")
+    dialog.wait_for(state="visible")
+    page.screenshot(path=str(artifacts / "bedside-800x480-reason.png"))
+    page.get_by_role("button", name="Record").click()
+    assert page.inner_text("#reason-error") == "Choose a reason."
+    page.get_by_role("button", name="Not eating").click()
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#response", "t.includes('given at') && t.includes('(not eating)')")
+    stored = rows(device, "SELECT action, payload FROM responses WHERE suggestion_id = ?", suggestion.id)
+    assert stored[0][0] == "given"
+    assert json.loads(stored[0][1])["reason"] == "not_eating"
+    assert json.loads(stored[0][1])["units"] == suggestion.units - 0.5
+
+    # another patient's dose is declined: the patient refused
+    later = dose_waiting(device, publisher, watcher, "p-2b", "g-b", mg_dl=200)
+    page.goto(device.url + "?patient=p-2b")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    page.get_by_role("button", name="Not given").click()
+    page.get_by_role("button", name="Patient refused").click()
+    page.get_by_label("Note").fill("wants to eat first")
+    page.get_by_role("button", name="Record").click()
+    wait_text(
+        page, "#response", "t.startsWith('Not given: declined') && t.includes('patient refused: wants to eat first')"
+    )
+    declined = rows(device, "SELECT detail FROM audit WHERE action = 'dose_declined' AND suggestion_id = ?", later.id)
+    assert json.loads(declined[0][0])["note"] == "wants to eat first"
+    page.close()
+
+
+def test_a_dose_not_given_in_time_expires_visibly(browser, mosquitto, tmp_path, artifacts):
+    """The reading behind a suggestion turns 16 min old (limit 15): the page greys it out, the API refuses it."""
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, "bed-x", clock="event").start()
+    broker = BrokerConfig(url=mosquitto.url)
+    publisher, watcher = EventPublisher(broker, "bed-x"), DeviceWatcher(broker, "bed-x")
+    try:
+        publisher.wait_connected()
+        assert watcher.subscribed.wait(5)
+        t0 = datetime(2026, 11, 20, 11, 20, tzinfo=UTC)
+        for event in event_factory.history("p-old", t0):
+            publisher.publish(event)
+        publisher.publish(event_factory.glucose("g-old", "p-old", t0, 180))
+        assert watcher.wait_for(lambda w: w.suggestion_for("g-old"), 8)
+        suggestion = watcher.suggestion_for("g-old")
+        assert suggestion.status == "suggest"
+        page = browser.new_page(viewport=SMALL)
+        page.goto(device.url + "?patient=p-old")
+        wait_text(page, "#status-word", "t === 'Suggested dose'")
+        assert page.get_by_role("button", name="Dose given").is_visible()
+        publisher.publish(event_factory.glucose("other", "p-other", t0 + timedelta(minutes=16), 120))  # time moves on
+        assert watcher.wait_for(lambda w: w.suggestion_for("other"), 8)
+        page.reload()
+        wait_text(page, "#status-word", "t === 'Suggested dose — expired'")
+        assert page.get_by_role("button", name="Dose given").is_hidden()
+        assert page.inner_text("#state-line").startswith("Do not act on this: expired at 11:35")
+        assert page.eval_on_selector("#suggestion", "b => b.className") == "expired"
+        page.screenshot(path=str(artifacts / "bedside-800x480-expired.png"))
+        status, answer = device.post("api/patients/p-old/confirm", ConfirmDose(suggestion.id, suggestion.units))
+        assert status == 409 and "expired at 11:35" in answer.error
+        assert rows(device, "SELECT count(*) FROM responses")[0][0] == 0
+        page.close()
+    finally:
+        publisher.close()
+        watcher.close()
+        device.stop()
+
+
+def test_entries_at_the_bedside_take_the_sensor_s_path(browser, bedside, artifacts):
+    device, _publisher, watcher = bedside
+    page = browser.new_page(viewport=SMALL)
+    page.goto(device.url)
+    wait_text(page, "#status-word", "t === 'Choose a patient'")
+    page.get_by_role("button", name="Glucose", exact=True).click()
+    page.get_by_label("Patient id").fill("p-new")
+    for key in ("1", "5", "0"):
+        page.get_by_role("button", name=key, exact=True).click()
+    page.screenshot(path=str(artifacts / "bedside-800x480-entry.png"))
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#glucose", "t === '150 mg/dL'")
+    assert page.get_by_label("Patient", exact=True).input_value() == "p-new"
+    stored = rows(device, "SELECT id, payload FROM events WHERE patient = 'p-new' AND kind = 'glucose'")
+    assert len(stored) == 1 and stored[0][0].startswith("page-") and json.loads(stored[0][1])["mg_dl"] == 150
+    assert watcher.wait_for(lambda w: w.suggestion_for(stored[0][0]), 5), "the device answered the entry"
+    wait_text(page, "#status-word", "t === 'Not enough data'")
+    assert "physician's plan" in page.inner_text("#todo")
+    assert page.inner_text("#units") == "No suggestion"
+    entered = rows(device, "SELECT detail FROM audit WHERE action = 'entered' AND event_id = ?", stored[0][0])
+    assert json.loads(entered[0][0])["user"] == "bedside"
+
+    # a meal with grams, then a manual dose (the physician's plan), in mmol/L mode a reading
+    page.get_by_role("button", name="Meal", exact=True).click()
+    page.get_by_role("button", name="Larger than usual").click()
+    for key in ("6", "0"):
+        page.get_by_role("button", name=key, exact=True).click()
+    page.get_by_role("button", name="Record").click()
+    page.wait_for_function("() => !document.getElementById('entry-dialog').open")
+    page.get_by_role("button", name="Manual dose").click()
+    page.get_by_label("Units", exact=True).fill("4")
+    page.get_by_role("button", name="Record").click()
+    page.wait_for_function("() => !document.getElementById('entry-dialog').open")
+    page.get_by_role("button", name="mg/dL").click()
+    page.get_by_role("button", name="Glucose", exact=True).click()
+    page.get_by_label("Glucose (mmol/L)").fill("4.5")
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#glucose", "t === '4.5 mmol/L'")
+    kinds = rows(device, "SELECT kind, payload FROM events WHERE patient = 'p-new' ORDER BY seq")
+    meal = json.loads(next(p for k, p in kinds if k == "meal"))
+    dose = json.loads(next(p for k, p in kinds if k == "insulin"))
+    assert (meal["size"], meal["carbs_g"]) == ("more", 60) and (dose["insulin"], dose["units"]) == ("regular", 4)
+    assert json.loads(kinds[-1][1])["mg_dl"] == pytest.approx(4.5 * 18.0182, abs=0.5)
+    status, answer = device.post("api/events", b'{"id": "x", "patient": "p-new", "kind": "glucose"}')
+    assert status == 400 and "'ts'" in answer.error
+    page.close()
+
+
+def test_users_roles_and_companion_risk_for_nurses_only(browser, bedside, artifacts):
+    device, publisher, watcher = bedside
+    device.add_user("ann", "nurse", "4711")
+    device.add_user("vic", "viewer", "2468")
+    suggestion = dose_waiting(device, publisher, watcher, "p-r", "g-r")
+    publisher.publish_visit_history(
+        event_factory.visit_history(
+            "p-r", ("2131-03-02T08:00:00+00:00", "2131-03-09T15:00:00+00:00", ["dx9:4280", "rx:furosemide"])
+        )
+    )
+    assert watcher.wait_for(lambda w: w.risk, 8)
+    assert device.view("p-r").risk is None, "no risk without a signed-in nurse"
+    assert device.view("p-r", device.signed_in("ann", "4711")).risk is not None
+    status, answer = device.post("api/patients/p-r/confirm", ConfirmDose(suggestion.id, suggestion.units))
+    assert status == 401 and "sign in" in answer.error
+    viewer = device.signed_in("vic", "2468")
+    status, answer = device.post(
+        "api/patients/p-r/confirm", ConfirmDose(suggestion.id, suggestion.units), session=viewer
+    )
+    assert status == 403 and "viewer" in answer.error
+
+    page = browser.new_page(viewport=SMALL)
+    page.goto(device.url + "?patient=p-r")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    assert page.is_hidden("#risk")
+    page.get_by_role("button", name="Dose given").click()  # not signed in: the page asks who
+    page.locator("#sign-in-dialog").wait_for(state="visible")
+    page.get_by_label("User or badge").fill("ann")
+    page.get_by_label("PIN").fill("0000")
+    page.get_by_role("button", name="Sign in", exact=True).last.click()
+    wait_text(page, "#sign-in-error", "t === 'unknown user or wrong PIN'")
+    page.get_by_label("PIN").fill("4711")
+    page.get_by_role("button", name="Sign in", exact=True).last.click()
+    wait_text(page, "#response", "t.endsWith('by ann')")
+    wait_text(page, "#user-button", "t === 'ann (nurse) · Sign out'")
+    wait_text(page, "#risk-demo", "t.startsWith('Demo-trained')")
+    assert "does not change the dose" in page.inner_text("#risk-title").lower()
+    page.screenshot(path=str(artifacts / "bedside-800x480-nurse.png"))
+    assert page.evaluate("document.documentElement.scrollHeight") <= 480 + 2, "the nurse's view fits 800×480 too"
+    assert page.eval_on_selector("#user-button", "b => b.getBoundingClientRect().right") <= 800
+    audit = rows(device, "SELECT detail FROM audit WHERE action = 'dose_given'")
+    assert json.loads(audit[0][0])["user"] == "ann" and json.loads(audit[0][0])["role"] == "nurse"
+    page.get_by_role("button", name="ann (nurse) · Sign out").click()
+    wait_text(page, "#user-button", "t === 'Sign in'")
+    page.wait_for_function("() => document.getElementById('risk').hidden")
+    assert rows(device, "SELECT count(*) FROM audit WHERE action = 'signed_in'")[0][0] >= 2
+    assert "4711" not in (device.state_dir / "advisor.sqlite3").read_bytes().decode("latin-1")
+    page.close()
+
+
+def test_the_ward_at_a_glance_and_an_overdue_check(browser, mosquitto, tmp_path, artifacts):
+    config = tmp_path / "device.toml"
+    config.write_text('alert_check_s = 1\n[checks]\ntimes = ["07:30", "11:30", "17:30", "22:00"]\n')
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, "ward1", clock="event", extra=("--config", str(config)))
+    device.start()
+    broker = BrokerConfig(url=mosquitto.url)
+    publisher = EventPublisher(broker, "ward1")
+    watcher = DeviceWatcher(broker, "ward1")
+    try:
+        publisher.wait_connected()
+        assert watcher.subscribed.wait(5)
+        t0 = datetime(2026, 11, 20, 11, 0, tzinfo=UTC)
+        for event in event_factory.history("bed-a", t0):
+            publisher.publish(event)
+        publisher.publish(event_factory.glucose("a-1", "bed-a", t0, 190))
+        publisher.publish(event_factory.glucose("b-1", "bed-b", t0 + timedelta(minutes=5), 60))
+        assert watcher.wait_for(lambda w: w.suggestion_for("b-1"), 8)
+        first = watcher.suggestion_for("a-1")
+        assert first.next_check_at == "2026-11-20T17:30:00+00:00"
+        # the event clock moves past bed-a's 17:30 check: one alert, once
+        publisher.publish(event_factory.glucose("b-2", "bed-b", t0 + timedelta(hours=7), 120, context="unspecified"))
+        assert watcher.wait_for(lambda w: any(a.patient == "bed-a" for a in w.alerts), 10), "no overdue alert"
+        alert = next(a for a in watcher.alerts if a.patient == "bed-a")
+        assert alert.kind == "check_overdue" and "was due at 17:30" in alert.message
+        assert device.status().checks_overdue == ["bed-a"]
+        overview = {r.patient: r for r in device.patients().rows}
+        assert overview["bed-a"].check_overdue and overview["bed-a"].dose_pending is False  # expired by now
+        assert overview["bed-b"].lows_24h == 1 and not overview["bed-b"].check_overdue
+
+        page = browser.new_page(viewport=SMALL)
+        page.goto(device.url + "?view=ward")
+        wait_text(page, "#ward-rows", "t.includes('bed-a') && t.includes('bed-b')")
+        assert "overdue since 17:30" in page.inner_text("#ward-rows")
+        assert "Suggested dose — expired" in page.inner_text("#ward-rows")
+        page.screenshot(path=str(artifacts / "ward-800x480.png"))
+        page.get_by_role("cell", name="bed-a").click()
+        wait_text(page, "#next-check", "t.startsWith('Check overdue since 17:30')")
+        assert page.eval_on_selector("#next-check", "e => e.className") == "overdue"
+        page.screenshot(path=str(artifacts / "bedside-800x480-overdue.png"))
+        page.close()
+        assert sum(a.patient == "bed-a" for a in watcher.alerts) == 1, "an overdue check is announced once"
+        assert len(rows(device, "SELECT id FROM alerts")) == 1
+    finally:
+        publisher.close()
+        watcher.close()
+        device.stop()
+
+
+def test_page_fits_a_phone(browser, bedside, artifacts):
     device, publisher, watcher = bedside
     now = datetime.now(UTC)
     publisher.publish(event_factory.glucose("g-phone", "p-9", now, 140))
     assert watcher.wait_for(lambda w: w.suggestion_for("g-phone"), 5)
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
     page.goto(device.url)  # no patient named: the page asks, it never picks one from the events it saw
-    page.wait_for_function("() => document.getElementById('status-word').textContent === 'Choose a patient'")
+    wait_text(page, "#status-word", "t === 'Choose a patient'")
     assert page.get_by_role("button", name="Dose given").is_hidden()
     page.get_by_label("Patient", exact=True).select_option("p-9")
-    page.wait_for_function("() => document.getElementById('status-word').textContent === 'Not enough data'")
+    wait_text(page, "#status-word", "t === 'Not enough data'")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.get_by_role("button", name="Acknowledge").is_enabled()
+    page.get_by_role("button", name="Glucose", exact=True).click()
+    box = page.locator("#keypad").bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844
+    page.screenshot(path=str(artifacts / "bedside-phone-entry.png"))
     page.close()
 
 
@@ -178,6 +418,12 @@ def test_page_api_rejects_bad_actions(bedside):
     assert post("api/patients/p-3/acknowledge", b"suggestion_id=s-g-api", content_type="text/plain")[0] == 415
     assert post("api/patients/..%2F..%2Fetc/acknowledge", b'{"suggestion_id": "x"}')[0] == 404
     assert post("api/patients/p-3/acknowledge", b'{"suggestion_id": "s-g-api"}') == (200, ActionDone(ok=True))
+    assert post("api/patients/p-3/acknowledge", b'{"suggestion_id": "s-g-api"}')[0] == 409
     assert post("api/patients/p-3/acknowledge", b'{"suggestion_id": 7}')[1].error == "suggestion_id must be a string"
+    assert post("api/patients/p-3/decline", b'{"suggestion_id": "s-g-api", "reason": "bored"}')[0] == 400
+    assert (
+        post("api/events", b'{"id": "r", "patient": "p-3", "ts": "2026-01-01T00:00:00+00:00", "kind": "request"}')[0]
+        == 400
+    )
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(device.url + "api/patients/unknown", timeout=5)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import paho.mqtt.client as mqtt
 
 from device.config import BrokerConfig
-from device.messages import DeviceStatus, ErrorMessage, Message, Risk, Suggestion
+from device.messages import Alert, DeviceStatus, ErrorMessage, Message, Risk, Suggestion
 from device.mqtt_client import PersistentPublisher, Subscriber
 from device.schema import SchemaError
 from device.topics import Topics
@@ -91,6 +91,7 @@ class DeviceWatcher(Subscriber):
         self.errors: list[ErrorMessage] = []
         self.status: list[DeviceStatus] = []
         self.risk: list[Risk] = []
+        self.alerts: list[Alert] = []
         self.undecodable: list[str] = []
         self.suggestion_flags: list[tuple[bool, int | None]] = []  # (retained, MQTT 5 expiry seconds)
         self.arrival: dict[str, float] = {}  # event id -> perf_counter() when its suggestion arrived
@@ -100,6 +101,7 @@ class DeviceWatcher(Subscriber):
             t.errors: (ErrorMessage, self.errors),
             t.status: (DeviceStatus, self.status),
             t.risk: (Risk, self.risk),
+            t.alerts: (Alert, self.alerts),
         }
         super().__init__(
             broker,
