@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -101,10 +102,18 @@ def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c():
         assert url, "the demo never printed its page URL"
         page = urllib.request.urlopen(url + "/", timeout=5).read().decode()
         assert "Insulin advisor" in page and "not a certified medical device" in page
+        token = json.loads(urllib.request.urlopen(url + "/api/session", timeout=5).read())["token"]
+        sign_in = urllib.request.Request(
+            url + "/api/sign-in",
+            json.dumps({"user": "nurse", "pin": "2468"}).encode(),
+            {"Content-Type": "application/json", "X-Advisor-Session": token},
+        )
+        assert json.loads(urllib.request.urlopen(sign_in, timeout=5).read())["role"] == "nurse"
         view = None
         while time.monotonic() < deadline:
             try:
-                view = PatientView.from_json(urllib.request.urlopen(f"{url}/api/patients/{patient}", timeout=5).read())
+                request = urllib.request.Request(f"{url}/api/patients/{patient}", headers={"X-Advisor-Session": token})
+                view = PatientView.from_json(urllib.request.urlopen(request, timeout=5).read())
             except urllib.error.HTTPError:  # 404 until the patient's first event is stored
                 view = None
             if view and view.suggestion and view.risk:

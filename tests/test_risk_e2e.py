@@ -67,8 +67,10 @@ def test_a_visit_history_gets_a_risk_message_and_the_page_shows_it(rig):
         model = risk.models[name]
         assert model.version and model.demo_trained is True and "demo-trained" in model.label
     assert "do not change the dose" in risk.note
-    view = device.view("p-risk")
-    assert view.risk.mortality_1y == risk.mortality_1y
+    assert device.view("p-risk").risk is None, "the patient's own screen shows no companion risk"
+    device.add_user("nurse-1", "nurse", "2580")
+    view = device.view("p-risk", device.signed_in("nurse-1", "2580"))
+    assert view.risk is not None and view.risk.mortality_1y == risk.mortality_1y
     status = device.status()
     assert set(status.risk_models) == {"mortality", "readmission"}
 

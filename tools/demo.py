@@ -18,6 +18,7 @@ from pathlib import Path
 
 from device.config import BrokerConfig, DeviceConfig, HttpConfig
 from device.service import DeviceService
+from device.users import hash_pin
 from preprocessing.events import Event, within_timestamp_rank
 from preprocessing.synthetic import synthetic_visit_history
 
@@ -25,6 +26,7 @@ from .broker import EmbeddedBroker, start_local_broker
 from .replay import EventPublisher
 
 DEMO_DEVICE_ID = "demo"
+DEMO_NURSE, DEMO_NURSE_PIN = "nurse", "2468"  # a demo user, printed at start; a real ward adds its own
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         clock="event",
     )
     service = DeviceService(config)
+    if service.store.user(DEMO_NURSE) is None:
+        service.store.add_user(DEMO_NURSE, "nurse", hash_pin(DEMO_NURSE_PIN))
     publisher = None
     done = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -87,6 +91,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         patient = events[0].patient
         echo(f"replaying: {description}")
         echo(f"bedside page: {service.web.url}?patient={patient}")
+        echo(f"sign in on the page as '{DEMO_NURSE}' with PIN {DEMO_NURSE_PIN} (a demo nurse: records, sees risk)")
         echo("risk context: a made-up visit history is sent to the demo-trained companion models")
         echo("Decision support only, not a certified medical device. Press Ctrl-C to stop.")
         publisher = EventPublisher(broker_config, DEMO_DEVICE_ID)
