@@ -290,6 +290,64 @@ class Response(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class DoseLine(Message):
+    """One answer that carried a dose, and what was done with it."""
+
+    at: str
+    glucose_mg_dl: float | None
+    suggested_units: float
+    response: ResponseAction | None
+    given_units: float | None
+    user: str | None
+    reason: OverrideReason | None
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LowLine(Message):
+    """A reading under the low threshold and how it was treated."""
+
+    at: str
+    mg_dl: float
+    carbs_g: float | None
+    acknowledged_by: str | None
+    recheck_at: str | None
+    next_reading_mg_dl: float | None
+    next_reading_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Adherence(Message):
+    """How the day's suggested doses were followed."""
+
+    suggested: int
+    followed: int
+    given_different: int
+    declined: int
+    unanswered: int
+    followed_share: float | None
+    reasons: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DaySummary(Message):
+    """``GET /api/patients/<id>/summary?date=``: one patient's day for the clinician (also as PDF)."""
+
+    patient: str
+    date: str
+    timezone: str
+    readings: int
+    mean_mg_dl: float | None
+    in_range_share: float | None
+    lows: list[LowLine]
+    doses: list[DoseLine]
+    other_doses: list[DosePoint]
+    adherence: Adherence
+    rules: dict[str, int]
+    answers: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class PatientView(Message):
     """``GET /api/patients/<id>``: what the page shows for one patient.
 
@@ -466,6 +524,8 @@ HTTP_CONTRACT: tuple[EndpointContract, ...] = (
     EndpointContract("GET", "/api/patients", None, PatientList, "?offset=&limit=&starting="),
     EndpointContract("GET", "/api/patients/<id>", None, PatientView),
     EndpointContract("GET", "/api/stream", None, StreamNudge, "server-sent events"),
+    EndpointContract("GET", "/api/patients/<id>/summary", None, DaySummary, "?date=YYYY-MM-DD (ward time; today)"),
+    EndpointContract("GET", "/api/patients/<id>/summary.pdf", None, None, "the same day as a PDF"),
     EndpointContract("GET", "/api/me", None, SignedIn, "who this page session acts as"),
     EndpointContract("POST", "/api/sign-in", SignIn, SignedIn, "a user's own PIN; locks after 5 wrong tries"),
     EndpointContract("POST", "/api/sign-out", None, SignedIn),
@@ -503,6 +563,10 @@ ALL_SCHEMAS: tuple[type, ...] = (
     Response,
     PatientRow,
     Alert,
+    DaySummary,
+    DoseLine,
+    LowLine,
+    Adherence,
     Acknowledge,
     ActionDone,
     ApiError,

@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from preprocessing.events import Event
 
@@ -39,6 +39,7 @@ from .bundle import trusted_keys
 from .check_schedule import is_overdue
 from .communicator import Communicator
 from .config import DeviceConfig
+from .daily_summary import day_bounds, summarise
 from .delivery import DeliveryTracker
 from .dispatcher import Dispatcher
 from .handlers import EventHandler, VisitHistoryHandler
@@ -46,6 +47,7 @@ from .inference import DoseModel
 from .messages import (
     Alert,
     ConfirmDose,
+    DaySummary,
     Decline,
     DeviceState,
     DeviceStatus,
@@ -60,6 +62,7 @@ from .page_actions import PageActions
 from .risk import RiskAssessor, load_risk_models
 from .storage_recovery import StorageRecovery
 from .store import Store, StoreError
+from .summary_pdf import summary_pdf
 from .users import Identity, verify_pin
 from .ward import check_overdue_alert, patient_row
 from .web import BedsideServer
@@ -273,6 +276,19 @@ class DeviceService:
                 "check_overdue": check is not None and is_overdue(datetime.fromisoformat(check), self.advisor.now()),
             }
         return replace(view, **extra)
+
+    def day_summary(self, patient: str, day: date | None = None) -> DaySummary:
+        """The clinician's day for ``patient`` (default: today in ward time)."""
+        zone = self.config.zone
+        day = day or self.advisor.now().astimezone(zone).date()
+        start, end = day_bounds(day, zone)
+        events = self.store.events_between(patient, start, end)
+        answers = self.store.suggestions_between(patient, start, end)
+        responses = self.store.responses_to([a.id for a in answers])
+        return summarise(patient, day, zone, events, answers, responses)
+
+    def day_summary_pdf(self, patient: str, day: date | None = None) -> bytes:
+        return summary_pdf(self.day_summary(patient, day), self.config.device_id)
 
     def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> Event:
         return self.actions.confirm_dose(patient, request, who)

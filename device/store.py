@@ -402,6 +402,37 @@ class Store:
                 return None
         return self.response_for(suggestion.id)
 
+    def events_between(self, patient: str, start: datetime, end: datetime) -> list[Event]:
+        """The patient's events (requests excluded) in ``[start, end)``, in time order."""
+        rows = self._read(
+            "SELECT payload FROM events WHERE patient = ? AND kind != ? AND ts_min >= ? AND ts_min < ?"
+            " ORDER BY ts_min, kind = 'insulin', seq",
+            (patient, Kind.REQUEST.value, minutes(start), minutes(end)),
+        )
+        return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
+
+    def suggestions_between(self, patient: str, start: datetime, end: datetime) -> list[Suggestion]:
+        """The patient's answers decided in ``[start, end)``, in order (by the decision time, not the send time)."""
+        rows = self._read(
+            "SELECT s.payload FROM suggestions s JOIN events e ON e.id = s.event_id"
+            " WHERE s.patient = ? AND e.ts_min >= ? AND e.ts_min < ? ORDER BY s.rowid",
+            (patient, minutes(start) - 24 * 60, minutes(end) + 24 * 60),
+        )
+        found = [Suggestion.from_json(r[0]) for r in rows]
+        return [x for x in found if start <= datetime.fromisoformat(x.ts) < end]
+
+    def responses_to(self, suggestion_ids: list[str]) -> dict[str, Response]:
+        """The responses recorded to these suggestions, by suggestion id."""
+        found: dict[str, Response] = {}
+        for i in range(0, len(suggestion_ids), 500):
+            chunk = suggestion_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for sid, payload in self._read(
+                f"SELECT suggestion_id, payload FROM responses WHERE suggestion_id IN ({marks})", tuple(chunk)
+            ):
+                found[sid] = Response.from_json(payload)
+        return found
+
     def response_for(self, suggestion_id: str) -> Response | None:
         rows = self._read("SELECT payload FROM responses WHERE suggestion_id = ?", (suggestion_id,))
         return Response.from_json(rows[0][0]) if rows else None

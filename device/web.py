@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from datetime import date
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
@@ -30,6 +31,7 @@ from .messages import (
     ActionDone,
     ApiError,
     ConfirmDose,
+    DaySummary,
     Decline,
     Message,
     PageSession,
@@ -83,6 +85,10 @@ class BedsideBackend(Protocol):
     def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None: ...
 
     def enter(self, event: Event, who: Identity) -> None: ...
+
+    def day_summary(self, patient: str, day: date | None = None) -> DaySummary: ...
+
+    def day_summary_pdf(self, patient: str, day: date | None = None) -> bytes: ...
 
     def users_configured(self) -> bool: ...
 
@@ -242,6 +248,16 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     # ------------------------------------------------------------------ verbs
+    def handle_one_request(self) -> None:
+        """One request; an unexpected failure is logged and answered 500 in one line, never a dropped connection."""
+        try:
+            super().handle_one_request()
+        except Exception:  # the page must get an answer whatever went wrong
+            log.exception("the bedside page failed on %s", getattr(self, "path", "?"))
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "the device failed on this request; see its log")
+
     def do_GET(self) -> None:
         if self._refuse_foreign_host():
             return
@@ -262,10 +278,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream()
         elif path.startswith("/api/patients/"):
             patient, action = self._patient_route(path)
-            if patient is None or action or not backend.has_patient(patient):
+            if patient is None or action not in ("", "summary", "summary.pdf") or not backend.has_patient(patient):
                 self._error(HTTPStatus.NOT_FOUND, "unknown patient")
                 return
-            self._json(backend.patient_view(patient, self._viewer()))
+            if not action:
+                self._json(backend.patient_view(patient, self._viewer()))
+                return
+            day_text = parse_qs(parts.query).get("date", [""])[0]
+            try:
+                day = date.fromisoformat(day_text) if day_text else None
+            except ValueError:
+                self._error(HTTPStatus.BAD_REQUEST, "date must be YYYY-MM-DD")
+                return
+            if action == "summary":
+                self._json(backend.day_summary(patient, day))
+            else:
+                self._send(HTTPStatus.OK, backend.day_summary_pdf(patient, day), "application/pdf")
         else:
             self._error(HTTPStatus.NOT_FOUND, "not found")
 

@@ -183,6 +183,17 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     assert json.loads(stored[0][1])["reason"] == "not_eating"
     assert json.loads(stored[0][1])["units"] == suggestion.units - 0.5
 
+    # the clinician's day: the dose, its reason and the adherence, on the page and as a PDF
+    page.get_by_role("button", name="Day").click()
+    wait_text(page, "#day-doses", "t.includes('not eating')")
+    assert "Followed 0 of 1 suggested doses (0 %); 1 with other units" in page.inner_text("#day-adherence")
+    page.screenshot(path=str(artifacts / "day-summary-800x480.png"))
+    with page.expect_download() as download:
+        page.get_by_role("link", name="PDF").click()
+    pdf = download.value.path().read_bytes()
+    assert pdf.startswith(b"%PDF-") and len(pdf) > 1000
+    page.get_by_role("button", name="Day").click()
+
     # another patient's dose is declined: the patient refused
     later = dose_waiting(device, publisher, watcher, "p-2b", "g-b", mg_dl=200)
     page.goto(device.url + "?patient=p-2b")

@@ -207,3 +207,52 @@ def test_a_signed_in_session_locks_when_unused():
     sessions.sign_in(token, Identity("ann", "nurse"))
     sessions.sign_out(token)
     assert sessions.identity(token, 300) is None
+
+
+# ---------------------------------------------------------- the clinician's day
+def test_the_day_summary_counts_doses_reasons_and_lows():
+    import re
+    import zlib
+
+    from device.daily_summary import adherence, summarise
+    from device.summary_pdf import summary_pdf
+    from preprocessing.events import Event, Insulin, Kind
+
+    day = T0.date()
+    at = [T0.replace(hour=h, minute=0) for h in (7, 12, 18, 22)]
+    events = [
+        event_factory.glucose("r1", "p", at[0], 150),
+        event_factory.glucose("r2", "p", at[1], 210),
+        event_factory.glucose("r3", "p", at[2], 62),
+        event_factory.glucose("r4", "p", at[2] + timedelta(minutes=16), 95),
+        Event("lantus", "p", at[3], Kind.INSULIN, insulin=Insulin.NPH, units=12.0),
+        event_factory.glucose("yesterday", "p", at[0] - timedelta(days=1), 40),
+    ]
+    s1 = replace(dose(units=4.0, at=at[0]), id="s-r1", event_id="r1")
+    s2 = replace(dose(units=6.0, at=at[1]), id="s-r2", event_id="r2")
+    s3 = replace(
+        dose(units=5.0, at=at[2]), id="s-r3", event_id="r3", status="withhold", carbs_g=15.0, rules=["low_glucose"]
+    )
+    s3 = replace(s3, recheck_at=(at[2] + timedelta(minutes=15)).isoformat())
+    responses = {
+        "s-r1": Response("given", at[0].isoformat(), "ann", "nurse", units=4.0, event_id="bed-given-1"),
+        "s-r2": Response("given", at[1].isoformat(), "ann", "nurse", units=5.0, reason="not_eating"),
+        "s-r3": Response("acknowledged", at[2].isoformat(), "bob", "patient"),
+    }
+    summary = summarise("p", day, WARD, events, [s1, s2, s3], responses)
+    assert (summary.readings, summary.mean_mg_dl, summary.in_range_share) == (4, 129.2, 0.5)
+    assert [d.response for d in summary.doses] == ["given", "given"]
+    assert summary.adherence.followed == 1 and summary.adherence.given_different == 1
+    assert summary.adherence.followed_share == 0.5 and summary.adherence.reasons == {"not_eating": 1}
+    low = summary.lows[0]
+    assert (low.mg_dl, low.carbs_g, low.acknowledged_by, low.next_reading_mg_dl) == (62.0, 15.0, "bob", 95.0)
+    assert [d.insulin for d in summary.other_doses] == ["nph"]
+    assert summary.rules["low_glucose"] == 1 and summary.answers == {"suggest": 2, "withhold": 1}
+    none = adherence([s1, s2], {})
+    assert (none.unanswered, none.followed_share) == (2, 0.0)
+
+    pdf = summary_pdf(summary, "bed-7")
+    assert pdf.startswith(b"%PDF-")
+    text = b"".join(zlib.decompress(m.group(1)) for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S))
+    for expected in (b"Daily summary: patient p", b"not eating", b"Adherence: 1 of 2", b"Decision support"):
+        assert expected in text, expected

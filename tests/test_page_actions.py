@@ -131,3 +131,15 @@ def test_every_answer_carries_its_next_check(ward):
     assert datetime.fromisoformat(answer.next_check_at) == datetime(2026, 11, 22, 17, 30, tzinfo=UTC)
     low = advisor.handle(event_factory.raw(event_factory.glucose("g-low", "p-1", clock[0], 55))).suggestion
     assert low is not None and low.next_check_at == low.recheck_at
+
+
+def test_the_store_gives_a_day_of_events_answers_and_responses(ward):
+    _advisor, store, actions, _published, answer, _clock, _link = ward
+    actions.decline("p-1", Decline(answer.id, "not_eating"), ANN)
+    start, end = NOW.replace(hour=0, minute=0), NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    events = store.events_between("p-1", start, end)
+    assert [e.id for e in events] == ["g-now"]  # the history is on earlier days
+    answers = store.suggestions_between("p-1", start, end)  # by decision time: a late reading is answered today
+    assert answers[-1].id == answer.id and all(start <= datetime.fromisoformat(a.ts) < end for a in answers)
+    assert store.suggestions_between("p-1", end, end + timedelta(days=1)) == []
+    assert store.responses_to([answer.id, "s-none"])[answer.id].reason == "not_eating"

@@ -1,0 +1,124 @@
+"""The clinician's day for one patient (pure logic): readings, doses suggested and given with the
+reasons, lows and how they were treated, time in range of the readings, the supervisor's rules.
+
+:func:`summarise` takes what the store holds for the day; :mod:`device.summary_pdf` prints it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta, tzinfo
+
+from preprocessing.events import Event, Kind
+
+from .messages import Adherence, DaySummary, DoseLine, DosePoint, LowLine, Response, Suggestion
+
+LOW_MG_DL = 70.0
+IN_RANGE = (70.0, 180.0)
+
+
+def day_bounds(day: date, zone: tzinfo) -> tuple[datetime, datetime]:
+    """Midnight to midnight of ``day`` in the ward's time zone."""
+    start = datetime.combine(day, time.min, tzinfo=zone)
+    return start, datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)
+
+
+def summarise(
+    patient: str,
+    day: date,
+    zone: tzinfo,
+    events: Sequence[Event],
+    suggestions: Sequence[Suggestion],
+    responses: dict[str, Response],
+) -> DaySummary:
+    """The day's summary from its events and answers (both in time order) and the responses by suggestion id."""
+    start, end = day_bounds(day, zone)
+    todays = [e for e in events if start <= e.ts < end]
+    readings = [e for e in todays if e.kind is Kind.GLUCOSE and e.mg_dl is not None]
+    values = [float(e.mg_dl) for e in readings if e.mg_dl is not None]
+    answers = [s for s in suggestions if start <= datetime.fromisoformat(s.ts) < end]
+    in_range = sum(IN_RANGE[0] <= v <= IN_RANGE[1] for v in values)
+    given_ids = {r.event_id for r in responses.values() if r.event_id}
+    return DaySummary(
+        patient=patient,
+        date=day.isoformat(),
+        timezone=str(zone),
+        readings=len(values),
+        mean_mg_dl=round(sum(values) / len(values), 1) if values else None,
+        in_range_share=round(in_range / len(values), 3) if values else None,
+        lows=_lows(readings, answers, responses),
+        doses=[_dose_line(s, responses.get(s.id)) for s in answers if s.is_dose],
+        other_doses=[
+            DosePoint(e.ts.isoformat(), e.insulin.value, float(e.units))
+            for e in todays
+            if e.kind is Kind.INSULIN and e.insulin is not None and e.units is not None and e.id not in given_ids
+        ],
+        adherence=adherence([s for s in answers if s.is_dose], responses),
+        rules=dict(Counter(rule for s in answers for rule in s.rules).most_common()),
+        answers=dict(Counter(s.status for s in answers).most_common()),
+    )
+
+
+def _dose_line(suggestion: Suggestion, response: Response | None) -> DoseLine:
+    return DoseLine(
+        at=suggestion.ts,
+        glucose_mg_dl=suggestion.glucose_mg_dl,
+        suggested_units=suggestion.units,
+        response=None if response is None else response.action,
+        given_units=None if response is None else response.units,
+        user=None if response is None else response.user,
+        reason=None if response is None else response.reason,
+        note=None if response is None else response.note,
+    )
+
+
+def _lows(readings: Sequence[Event], answers: Sequence[Suggestion], responses: dict[str, Response]) -> list[LowLine]:
+    by_event = {s.event_id: s for s in answers}
+    lines = []
+    for i, reading in enumerate(readings):
+        if reading.mg_dl is None or reading.mg_dl >= LOW_MG_DL:
+            continue
+        answer = by_event.get(reading.id)
+        response = None if answer is None else responses.get(answer.id)
+        following = next((r for r in readings[i + 1 :] if r.mg_dl is not None), None)
+        lines.append(
+            LowLine(
+                at=reading.ts.isoformat(),
+                mg_dl=float(reading.mg_dl),
+                carbs_g=None if answer is None else answer.carbs_g,
+                acknowledged_by=None if response is None else response.user,
+                recheck_at=None if answer is None else answer.recheck_at,
+                next_reading_mg_dl=None if following is None else following.mg_dl,
+                next_reading_at=None if following is None else following.ts.isoformat(),
+            )
+        )
+    return lines
+
+
+def adherence(doses: Sequence[Suggestion], responses: dict[str, Response]) -> Adherence:
+    """How suggested doses were followed: exactly, with other units, declined, or not answered."""
+    followed = different = declined = 0
+    reasons: Counter[str] = Counter()
+    for suggestion in doses:
+        response = responses.get(suggestion.id)
+        if response is None:
+            continue
+        if response.action == "declined":
+            declined += 1
+        elif response.units is not None and abs(response.units - suggestion.units) < 1e-9:
+            followed += 1
+        else:
+            different += 1
+        if response.reason is not None:
+            reasons[response.reason] += 1
+    answered = followed + different + declined
+    return Adherence(
+        suggested=len(doses),
+        followed=followed,
+        given_different=different,
+        declined=declined,
+        unanswered=len(doses) - answered,
+        followed_share=round(followed / len(doses), 3) if doses else None,
+        reasons=dict(reasons.most_common()),
+    )
