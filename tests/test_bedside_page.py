@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from device.config import BrokerConfig
 from device.messages import ActionDone, ConfirmDose
 from tools.replay import DeviceWatcher, EventPublisher
+from tools.station import Station
 
 from . import event_factory
 from .device_process import DeviceProcess
@@ -353,9 +356,11 @@ def test_the_ward_at_a_glance_and_an_overdue_check(browser, mosquitto, tmp_path,
     broker = BrokerConfig(url=mosquitto.url)
     publisher = EventPublisher(broker, "ward1")
     watcher = DeviceWatcher(broker, "ward1")
+    station = Station(broker, ["ward1", "ward2"], "127.0.0.1", 0)
+    station.start()
     try:
         publisher.wait_connected()
-        assert watcher.subscribed.wait(5)
+        assert watcher.subscribed.wait(5) and station.subscriber.subscribed.wait(5)
         t0 = datetime(2026, 11, 20, 11, 0, tzinfo=UTC)
         for event in event_factory.history("bed-a", t0):
             publisher.publish(event)
@@ -387,7 +392,20 @@ def test_the_ward_at_a_glance_and_an_overdue_check(browser, mosquitto, tmp_path,
         page.close()
         assert sum(a.patient == "bed-a" for a in watcher.alerts) == 1, "an overdue check is announced once"
         assert len(rows(device, "SELECT id FROM alerts")) == 1
+
+        # the nurses' station: both beds of ward1 from the broker, ward2 not heard from, read-only
+        screen = browser.new_page(viewport=SMALL)
+        screen.goto(station.url)
+        wait_text(screen, "#devices", "t.includes('bed-a') && t.includes('bed-b') && t.includes('Device ward2')")
+        assert "Device ward1 · online" in screen.inner_text("#devices")
+        screen.screenshot(path=str(artifacts / "station-800x480.png"))
+        screen.close()
+        request = urllib.request.Request(station.url + "api/overview", b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 405
     finally:
+        station.stop()
         publisher.close()
         watcher.close()
         device.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -452,3 +453,44 @@ def load(patients: int, history_days: int, burst: int, soak_minutes: float, soak
     click.echo(json.dumps(load_mod.to_json(figures), indent=2) if as_json else load_mod.table(figures))
     if figures.burst_lost or figures.soak_lost:
         raise SystemExit(1)
+
+
+@click.command()
+@click.option("--broker", required=True, help="mqtt://[user:password@]host:port or mqtts://… of the ward's broker.")
+@click.option(
+    "--device", "devices", multiple=True, required=True, help="A device id to show; repeat for several devices."
+)
+@click.option("--http", default="127.0.0.1:8090", show_default=True, help="Station page address HOST:PORT.")
+@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
+@friendly
+def station(broker: str, devices: tuple[str, ...], http: str, protocol: str) -> None:
+    """A read-only nurses' station: every patient of several devices at a glance, from their MQTT topics."""
+    import threading
+
+    from device.config import BrokerConfig
+    from device.topics import check_device_id
+
+    from .station import Station
+
+    for device_id in devices:
+        try:
+            check_device_id(device_id)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--device") from None
+    host, _, port = http.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"must be HOST:PORT, got {http!r}", param_hint="--http")
+    try:
+        board = Station(
+            BrokerConfig(url=broker, protocol=protocol), list(devices), host.strip("[]") or "127.0.0.1", int(port)
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve the station page on {http}: {exc.strerror}") from None
+    board.start()
+    click.echo(f"station page: {board.url} ({len(devices)} device(s), read-only)", err=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    board.stop()
+    click.echo("station stopped", err=True)
