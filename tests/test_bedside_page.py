@@ -105,11 +105,11 @@ def test_a_dose_is_given_once_and_the_page_says_by_whom(browser, bedside, artifa
     assert page.inner_text("#usual") == "7.0 U"
     assert "Model estimate" in page.inner_text("#reasons")
     assert page.inner_text("#next-check").startswith("Next check by")
-    assert page.inner_text("#state-line").startswith("Valid until")
+    assert page.inner_text("#valid").startswith(" · valid until") or "VALID UNTIL" in page.inner_text("#valid")
     assert "not a certified medical device" in page.inner_text("body")
     assert page.is_hidden("#risk"), "companion risk is for signed-in clinicians only"
     assert "regular insulin (U)" in page.inner_text(".legend")
-    for selector in ("#status-word", "#units", "#reasons", "#glucose", ".notice", "#next-check", "#state-line"):
+    for selector in ("#status-word", "#units", "#reasons", "#glucose", ".notice", "#next-check", "#suggestion-title"):
         fg, bg = colours(page, selector)
         assert contrast(fg, bg) >= 4.5, f"{selector}: {fg} on {bg}"
     page.screenshot(path=str(artifacts / "bedside-800x480-suggest-full.png"), full_page=True)
@@ -126,7 +126,14 @@ def test_a_dose_is_given_once_and_the_page_says_by_whom(browser, bedside, artifa
     page.get_by_role("button", name="mmol/L").click()
     wait_text(page, "#glucose", "t === '180 mg/dL'")
 
-    page.get_by_role("button", name="Dose given").click()
+    heights = page.eval_on_selector_all(
+        "button.action", "bs => bs.filter(b => b.offsetParent).map(b => b.offsetHeight)"
+    )
+    assert heights and min(heights) >= 44, f"touch targets: {heights}"
+    page.focus("#given-units")  # by keyboard: the units, Tab to "Dose given", Enter
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "confirm"
+    page.keyboard.press("Enter")
     wait_text(page, "#response", f"t.startsWith('{suggestion.units:.1f} U given at') && t.endsWith('by bedside')")
     assert page.get_by_role("button", name="Dose given").is_hidden(), "a dose is given once"
     page.screenshot(path=str(artifacts / "bedside-800x480-given.png"))
@@ -293,6 +300,20 @@ def test_entries_at_the_bedside_take_the_sensor_s_path(browser, bedside, artifac
     dose = json.loads(next(p for k, p in kinds if k == "insulin"))
     assert (meal["size"], meal["carbs_g"]) == ("more", 60) and (dose["insulin"], dose["units"]) == ("regular", 4)
     assert json.loads(kinds[-1][1])["mg_dl"] == pytest.approx(4.5 * 18.0182, abs=0.5)
+    page.get_by_role("button", name="Symptoms").click()
+    page.get_by_role("button", name="Record").click()
+    page.wait_for_function("() => !document.getElementById('entry-dialog').open")
+    page.get_by_role("button", name="Exercise").click()
+    page.get_by_role("button", name="Harder than usual").click()
+    page.get_by_role("button", name="Record").click()
+    page.wait_for_function("() => !document.getElementById('entry-dialog').open")
+    page.get_by_role("button", name="Glucose", exact=True).click()
+    page.get_by_label("Glucose (mmol/L)").fill("25")
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#glucose", "t === '25.0 mmol/L'")
+    wait_text(page, "#chart .off-scale", "t === '▲25.0'")  # above the chart's 400 mg/dL: marked, not clipped silently
+    kinds = [k for (k,) in rows(device, "SELECT kind FROM events WHERE patient = 'p-new' ORDER BY seq")]
+    assert "hypo_symptoms" in kinds and "exercise" in kinds
     status, answer = device.post("api/events", b'{"id": "x", "patient": "p-new", "kind": "glucose"}')
     assert status == 400 and "'ts'" in answer.error
     page.close()
@@ -332,7 +353,7 @@ def test_users_roles_and_companion_risk_for_nurses_only(browser, bedside, artifa
     page.get_by_label("PIN").fill("4711")
     page.get_by_role("button", name="Sign in", exact=True).last.click()
     wait_text(page, "#response", "t.endsWith('by ann')")
-    wait_text(page, "#user-button", "t === 'ann (nurse) · Sign out'")
+    wait_text(page, "#user-button", "t === 'Sign out ann'")
     wait_text(page, "#risk-demo", "t.startsWith('Demo-trained')")
     assert "does not change the dose" in page.inner_text("#risk-title").lower()
     page.screenshot(path=str(artifacts / "bedside-800x480-nurse.png"))
@@ -340,7 +361,7 @@ def test_users_roles_and_companion_risk_for_nurses_only(browser, bedside, artifa
     assert page.eval_on_selector("#user-button", "b => b.getBoundingClientRect().right") <= 800
     audit = rows(device, "SELECT detail FROM audit WHERE action = 'dose_given'")
     assert json.loads(audit[0][0])["user"] == "ann" and json.loads(audit[0][0])["role"] == "nurse"
-    page.get_by_role("button", name="ann (nurse) · Sign out").click()
+    page.get_by_role("button", name="Sign out ann").click()
     wait_text(page, "#user-button", "t === 'Sign in'")
     page.wait_for_function("() => document.getElementById('risk').hidden")
     assert rows(device, "SELECT count(*) FROM audit WHERE action = 'signed_in'")[0][0] >= 2

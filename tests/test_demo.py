@@ -87,7 +87,7 @@ def test_demo_replays_an_aim94_patient(aim94_dir):
     assert "AIM-94 patient 3" in done.stderr and "replay finished" in done.stderr
 
 
-def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c():
+def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c(browser, artifacts):
     process = subprocess.Popen(
         demo_command("--interval", "0.05"), stderr=subprocess.PIPE, text=True, cwd=ROOT, env=synthetic_env()
     )
@@ -119,8 +119,24 @@ def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c():
             if view and view.suggestion and view.risk:
                 break
             time.sleep(0.2)
-        assert view and view.suggestion.status in ("suggest", "withhold", "insufficient_data")
+        assert view and view.suggestion.status in ("suggest", "withhold", "insufficient_data", "no_dose_due")
         assert 0 <= view.risk.mortality_1y <= 1 and 0 <= view.risk.readmission_30d <= 1
+
+        # the synthetic demo on the 800×480 bedside display, a nurse signed in: one header line, all on screen
+        page = browser.new_page(viewport={"width": 800, "height": 480})
+        page.goto(f"{url}/?patient={patient}")
+        page.wait_for_function("() => !document.getElementById('synthetic').hidden")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_label("User or badge").fill("nurse")
+        page.get_by_label("PIN").fill("2468")
+        page.get_by_role("button", name="Sign in", exact=True).last.click()
+        page.wait_for_function("() => !document.getElementById('risk').hidden")
+        assert page.eval_on_selector("header", "h => h.getBoundingClientRect().height") < 48
+        for selector in ("#user-button", "#unit-toggle", "#synthetic", "#day-toggle"):
+            assert page.eval_on_selector(selector, "e => e.getBoundingClientRect().right") <= 800, selector
+        page.screenshot(path=str(artifacts / "demo-800x480-nurse.png"))
+        assert page.eval_on_selector("footer", "f => f.getBoundingClientRect().bottom") <= 480
+        page.close()
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0
         assert "demo stopped" in process.stderr.read()
