@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 
 from preprocessing.events import Event, Kind
 
-from .messages import Adherence, DaySummary, DoseLine, DosePoint, LowLine, Response, Suggestion
+from .messages import Adherence, DaySummary, DoseLine, DosePoint, LowLine, Response, Suggestion, WardAdherence
 
 LOW_MG_DL = 70.0
 IN_RANGE = (70.0, 180.0)
@@ -121,4 +121,18 @@ def adherence(doses: Sequence[Suggestion], responses: dict[str, Response]) -> Ad
         unanswered=len(doses) - answered,
         followed_share=round(followed / len(doses), 3) if doses else None,
         reasons=dict(reasons.most_common()),
+    )
+
+
+def ward_adherence(day: date, zone: tzinfo, doses: Sequence[tuple[Suggestion, Response | None]]) -> WardAdherence:
+    """Adherence of every patient's dose answers that day, and over the ward."""
+    by_patient: dict[str, list[Suggestion]] = {}
+    responses = {s.id: r for s, r in doses if r is not None}
+    for suggestion, _ in doses:
+        by_patient.setdefault(suggestion.patient, []).append(suggestion)
+    return WardAdherence(
+        date=day.isoformat(),
+        timezone=str(zone),
+        total=adherence([s for s, _ in doses], responses),
+        patients={p: adherence(found, responses) for p, found in sorted(by_patient.items())},
     )

@@ -330,6 +330,16 @@ class Adherence(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class WardAdherence(Message):
+    """``GET /api/adherence?date=``: how the day's suggested doses were followed, by patient and in all."""
+
+    date: str
+    timezone: str
+    total: Adherence
+    patients: dict[str, Adherence]
+
+
+@dataclass(frozen=True, slots=True)
 class DaySummary(Message):
     """``GET /api/patients/<id>/summary?date=``: one patient's day for the clinician (also as PDF)."""
 
@@ -526,6 +536,7 @@ HTTP_CONTRACT: tuple[EndpointContract, ...] = (
     EndpointContract("GET", "/api/stream", None, StreamNudge, "server-sent events"),
     EndpointContract("GET", "/api/patients/<id>/summary", None, DaySummary, "?date=YYYY-MM-DD (ward time; today)"),
     EndpointContract("GET", "/api/patients/<id>/summary.pdf", None, None, "the same day as a PDF"),
+    EndpointContract("GET", "/api/adherence", None, WardAdherence, "?date=YYYY-MM-DD (ward time; today)"),
     EndpointContract("GET", "/api/me", None, SignedIn, "who this page session acts as"),
     EndpointContract("POST", "/api/sign-in", SignIn, SignedIn, "a user's own PIN; locks after 5 wrong tries"),
     EndpointContract("POST", "/api/sign-out", None, SignedIn),
@@ -564,6 +575,7 @@ ALL_SCHEMAS: tuple[type, ...] = (
     PatientRow,
     Alert,
     DaySummary,
+    WardAdherence,
     DoseLine,
     LowLine,
     Adherence,

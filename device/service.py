@@ -39,7 +39,7 @@ from .bundle import trusted_keys
 from .check_schedule import is_overdue
 from .communicator import Communicator
 from .config import DeviceConfig
-from .daily_summary import day_bounds, summarise
+from .daily_summary import day_bounds, summarise, ward_adherence
 from .delivery import DeliveryTracker
 from .dispatcher import Dispatcher
 from .handlers import EventHandler, VisitHistoryHandler
@@ -55,6 +55,7 @@ from .messages import (
     PageStatus,
     PatientList,
     PatientView,
+    WardAdherence,
 )
 from .models import load_dose_model
 from .ota_installer import OtaInstaller
@@ -286,6 +287,12 @@ class DeviceService:
         answers = self.store.suggestions_between(patient, start, end)
         responses = self.store.responses_to([a.id for a in answers])
         return summarise(patient, day, zone, events, answers, responses)
+
+    def adherence(self, day: date | None = None) -> WardAdherence:
+        """How the ward's suggested doses were followed that day (default today), by patient and reason."""
+        zone = self.config.zone
+        day = day or self.advisor.now().astimezone(zone).date()
+        return ward_adherence(day, zone, self.store.doses_between(*day_bounds(day, zone)))
 
     def day_summary_pdf(self, patient: str, day: date | None = None) -> bytes:
         return summary_pdf(self.day_summary(patient, day), self.config.device_id)

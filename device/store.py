@@ -421,6 +421,17 @@ class Store:
         found = [Suggestion.from_json(r[0]) for r in rows]
         return [x for x in found if start <= datetime.fromisoformat(x.ts) < end]
 
+    def doses_between(self, start: datetime, end: datetime) -> list[tuple[Suggestion, Response | None]]:
+        """Every patient's dose answers decided in ``[start, end)`` with what was done with each."""
+        rows = self._read(
+            "SELECT s.payload, r.payload FROM suggestions s JOIN events e ON e.id = s.event_id"
+            " LEFT JOIN responses r ON r.suggestion_id = s.id"
+            " WHERE s.status = 'suggest' AND e.ts_min >= ? AND e.ts_min < ? ORDER BY s.rowid",
+            (minutes(start) - 24 * 60, minutes(end) + 24 * 60),
+        )
+        pairs = [(Suggestion.from_json(a), None if b is None else Response.from_json(b)) for a, b in rows]
+        return [(x, r) for x, r in pairs if start <= datetime.fromisoformat(x.ts) < end]
+
     def responses_to(self, suggestion_ids: list[str]) -> dict[str, Response]:
         """The responses recorded to these suggestions, by suggestion id."""
         found: dict[str, Response] = {}

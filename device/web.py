@@ -18,7 +18,7 @@ from datetime import date
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
-from typing import Protocol
+from typing import Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from preprocessing.events import Event
@@ -41,6 +41,7 @@ from .messages import (
     SignedIn,
     SignIn,
     StreamNudge,
+    WardAdherence,
 )
 from .page_actions import LinkDown
 from .page_auth import ActionGuard, FailureLimiter, PageSessions, host_problem, origin_problem
@@ -89,6 +90,8 @@ class BedsideBackend(Protocol):
     def day_summary(self, patient: str, day: date | None = None) -> DaySummary: ...
 
     def day_summary_pdf(self, patient: str, day: date | None = None) -> bytes: ...
+
+    def adherence(self, day: date | None = None) -> WardAdherence: ...
 
     def users_configured(self) -> bool: ...
 
@@ -270,6 +273,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(backend.status())
         elif path == "/api/session":
             self._json(PageSession(self.app.sessions.issue()))
+        elif path == "/api/adherence":
+            day = self._day(parts.query)
+            if day is not False:
+                self._json(backend.adherence(day))
         elif path == "/api/me":
             self._json(self._signed_in(self._viewer()))
         elif path == "/api/patients":
@@ -284,11 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not action:
                 self._json(backend.patient_view(patient, self._viewer()))
                 return
-            day_text = parse_qs(parts.query).get("date", [""])[0]
-            try:
-                day = date.fromisoformat(day_text) if day_text else None
-            except ValueError:
-                self._error(HTTPStatus.BAD_REQUEST, "date must be YYYY-MM-DD")
+            day = self._day(parts.query)
+            if day is False:
                 return
             if action == "summary":
                 self._json(backend.day_summary(patient, day))
@@ -296,6 +300,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(HTTPStatus.OK, backend.day_summary_pdf(patient, day), "application/pdf")
         else:
             self._error(HTTPStatus.NOT_FOUND, "not found")
+
+    def _day(self, query: str) -> date | Literal[False] | None:
+        """``?date=YYYY-MM-DD`` (None: today), or False after answering 400."""
+        text = parse_qs(query).get("date", [""])[0]
+        try:
+            return date.fromisoformat(text) if text else None
+        except ValueError:
+            self._error(HTTPStatus.BAD_REQUEST, "date must be YYYY-MM-DD")
+            return False
 
     def _viewer(self) -> Identity | None:
         """The signed-in user of this request's page session (reading does not keep the session awake)."""

@@ -217,6 +217,15 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     )
     declined = rows(device, "SELECT detail FROM audit WHERE action = 'dose_declined' AND suggestion_id = ?", later.id)
     assert json.loads(declined[0][0])["note"] == "wants to eat first"
+
+    # adherence over the ward, by patient and by reason
+    page.get_by_role("button", name="Ward").click()
+    wait_text(page, "#adherence-rows", "t.includes('All patients')")
+    lines = {r.split("\t")[0]: r.split("\t") for r in page.inner_text("#adherence-rows").splitlines()}
+    assert lines["p-2"][1:] == ["1", "0 (0 %)", "1", "0", "0", "not eating 1"]
+    assert lines["p-2b"][1:] == ["1", "0 (0 %)", "0", "1", "0", "patient refused 1"]
+    assert lines["All patients"][1:4] == ["2", "0 (0 %)", "1"]
+    page.screenshot(path=str(artifacts / "ward-adherence-800x480.png"))
     page.close()
 
 

@@ -256,3 +256,21 @@ def test_the_day_summary_counts_doses_reasons_and_lows():
     text = b"".join(zlib.decompress(m.group(1)) for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S))
     for expected in (b"Daily summary: patient p", b"not eating", b"Adherence: 1 of 2", b"Decision support"):
         assert expected in text, expected
+
+
+def test_ward_adherence_by_patient_and_in_all():
+    from device.daily_summary import ward_adherence
+
+    a1 = replace(dose(units=4.0), id="s-a1", patient="a")
+    a2 = replace(dose(units=2.0), id="s-a2", patient="a")
+    b1 = replace(dose(units=6.0), id="s-b1", patient="b")
+    given = Response("given", T0.isoformat(), "ann", "nurse", units=4.0)
+    declined = Response("declined", T0.isoformat(), "ann", "nurse", reason="patient_refused")
+    ward = ward_adherence(T0.date(), WARD, [(a1, given), (a2, None), (b1, declined)])
+    assert (ward.patients["a"].followed, ward.patients["a"].unanswered, ward.patients["a"].followed_share) == (
+        1,
+        1,
+        0.5,
+    )
+    assert ward.patients["b"].reasons == {"patient_refused": 1}
+    assert (ward.total.suggested, ward.total.followed, ward.total.declined) == (3, 1, 1)
