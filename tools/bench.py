@@ -5,6 +5,8 @@
 * event-to-suggestion latency through Mosquitto: seen by a client (publish → suggestion
   received, two broker hops included) and as reported by the device (``latency_ms``:
   arrival → suggestion ready, including the SQLite commit and inference);
+* the bedside page's reads on that loaded device: the ward overview, the status, one
+  patient's view, the ward's adherence and a day summary as PDF (median of repeated GETs);
 * peak RSS of the device process (``VmHWM``).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -51,11 +54,21 @@ class Throughput:
     lost: int
 
 
+PAGE_READS = (
+    ("ward overview (GET /api/patients)", "api/patients"),
+    ("device status (GET /api/status)", "api/status"),
+    ("one patient's view", "api/patients/{patient}"),
+    ("ward adherence today", "api/adherence"),
+    ("day summary as PDF", "api/patients/{patient}/summary.pdf"),
+)
+
+
 @dataclass(frozen=True)
 class DeviceFigures:
     patients: int
     phases: list[LatencyPhase]
     throughput: Throughput
+    page_ms_p50: dict[str, float]
     cold_start_s: float
     peak_rss_mb: float
     machine: str
@@ -163,14 +176,32 @@ def measure_device(
             phases.append(_latency_phase(name, gap, count, names, publisher, timings))
         progress(f"sustained: {sustained_events} readings over {len(names)} patients, back to back")
         throughput = _throughput(sustained_events, names, publisher, timings)
+        progress("the bedside page's reads on the loaded device")
+        page = _page_reads(port, names[0])
         return DeviceFigures(
             patients=patients,
             phases=phases,
             throughput=throughput,
+            page_ms_p50=page,
             cold_start_s=round(cold_start, 3),
             peak_rss_mb=round(process_memory_mb(rig.device.pid, "VmHWM"), 1),
             machine=machine_description(),
         )
+
+
+def _page_reads(port: int, patient: str, repeats: int = 20) -> dict[str, float]:
+    """Median milliseconds of each page read, over ``repeats`` GETs."""
+    figures = {}
+    for name, path in PAGE_READS:
+        url = f"http://127.0.0.1:{port}/" + path.format(patient=patient)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            with urllib.request.urlopen(url, timeout=10) as response:
+                response.read()
+            times.append((time.perf_counter() - started) * 1000)
+        figures[name] = round(percentile(times, 50), 2)
+    return figures
 
 
 def device_table(figures: DeviceFigures) -> str:
@@ -203,6 +234,10 @@ def device_table(figures: DeviceFigures) -> str:
             f"{t.events_per_s:.0f} events/s, {t.lost} lost",
             "lost = 0",
         ),
+        *[
+            (f"page: {name}, {figures.patients} patients, p50", f"{ms:.1f} ms", "< 200 ms")
+            for name, ms in figures.page_ms_p50.items()
+        ],
         ("cold start: process spawn → first suggestion", f"{figures.cold_start_s:.2f} s", "< 2 s"),
         ("device peak RSS (VmHWM)", f"{figures.peak_rss_mb:.0f} MB", "< 120 MB"),
     ]
