@@ -30,6 +30,12 @@ max_single_units = 12
 
 [safety.patients."p-21"]
 max_above_usual_units = 2
+
+[checks]
+times = ["08:00", "12:00", "18:00", "22:00"]
+
+[checks.patients."p-21"]
+times = ["08:00", "03:00"]
 """
 
 
@@ -137,6 +143,7 @@ def test_check_config_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert "valid" in result.output and "mqtts://broker.ward:8884" in result.output
     assert "s3cret" not in result.output
+    assert "checks     08:00, 12:00, 18:00, 22:00" in result.output and "p-21: 08:00, 03:00" in result.output
 
     bad = runner.invoke(main, ["device", "check-config", str(write(tmp_path, "colour = 1", "bad.toml"))])
     assert bad.exit_code == 1

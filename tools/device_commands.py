@@ -143,6 +143,9 @@ def device_check_config(config_file: Path) -> None:
     click.echo(f"  state_dir  {config.state_dir}")
     click.echo(f"  bundle     {config.bundle or 'packaged default'}")
     click.echo(f"  clock      {config.clock}")
+    click.echo(f"  checks     {', '.join(config.checks.default.times)} (ward time {config.timezone})")
+    for patient, schedule in config.checks.patients.items():
+        click.echo(f"             {patient}: {', '.join(schedule.times)}")
     click.echo(f"  safety     default {config.safety.default.to_dict()}")
     for patient, profile in config.safety.patients.items():
         click.echo(f"             {patient}: {profile.to_dict()}")
