@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Protocol
 
 from preprocessing.events import Event, Kind
 
 from .messages import Adherence, DaySummary, DoseLine, DosePoint, LowLine, Response, Suggestion, WardAdherence
+from .store import DoseAnswer
 
 LOW_MG_DL = 70.0
 IN_RANGE = (70.0, 180.0)
@@ -96,7 +98,15 @@ def _lows(readings: Sequence[Event], answers: Sequence[Suggestion], responses: d
     return lines
 
 
-def adherence(doses: Sequence[Suggestion], responses: dict[str, Response]) -> Adherence:
+class _Dose(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def units(self) -> float: ...
+
+
+def adherence(doses: Sequence[_Dose], responses: dict[str, Response]) -> Adherence:
     """How suggested doses were followed: exactly, with other units, declined, or not answered."""
     followed = different = declined = 0
     reasons: Counter[str] = Counter()
@@ -124,9 +134,9 @@ def adherence(doses: Sequence[Suggestion], responses: dict[str, Response]) -> Ad
     )
 
 
-def ward_adherence(day: date, zone: tzinfo, doses: Sequence[tuple[Suggestion, Response | None]]) -> WardAdherence:
+def ward_adherence(day: date, zone: tzinfo, doses: Sequence[tuple[DoseAnswer, Response | None]]) -> WardAdherence:
     """Adherence of every patient's dose answers that day, and over the ward."""
-    by_patient: dict[str, list[Suggestion]] = {}
+    by_patient: dict[str, list[DoseAnswer]] = {}
     responses = {s.id: r for s, r in doses if r is not None}
     for suggestion, _ in doses:
         by_patient.setdefault(suggestion.patient, []).append(suggestion)

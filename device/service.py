@@ -63,7 +63,6 @@ from .page_actions import PageActions
 from .risk import RiskAssessor, load_risk_models
 from .storage_recovery import StorageRecovery
 from .store import Store, StoreError
-from .summary_pdf import summary_pdf
 from .users import Identity, verify_pin
 from .ward import check_overdue_alert, patient_row
 from .web import BedsideServer
@@ -295,6 +294,8 @@ class DeviceService:
         return ward_adherence(day, zone, self.store.doses_between(*day_bounds(day, zone)))
 
     def day_summary_pdf(self, patient: str, day: date | None = None) -> bytes:
+        from .summary_pdf import summary_pdf  # fpdf2 and Pillow load only when a PDF is asked for
+
         return summary_pdf(self.day_summary(patient, day), self.config.device_id)
 
     def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> Event:

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from preprocessing.events import Event, Kind
 from preprocessing.features import minutes
@@ -100,6 +101,15 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
+
+
+class DoseAnswer(NamedTuple):
+    """The fields of a dose answer that adherence needs."""
+
+    id: str
+    patient: str
+    ts: str
+    units: float
 
 
 class StoreError(Exception):
@@ -421,16 +431,23 @@ class Store:
         found = [Suggestion.from_json(r[0]) for r in rows]
         return [x for x in found if start <= datetime.fromisoformat(x.ts) < end]
 
-    def doses_between(self, start: datetime, end: datetime) -> list[tuple[Suggestion, Response | None]]:
-        """Every patient's dose answers decided in ``[start, end)`` with what was done with each."""
+    def doses_between(self, start: datetime, end: datetime) -> list[tuple[DoseAnswer, Response | None]]:
+        """Every patient's dose answers decided in ``[start, end)`` with what was done with each.
+
+        Reads only the fields adherence needs (a day of CGM answers is thousands of rows).
+        """
         rows = self._read(
-            "SELECT s.payload, r.payload FROM suggestions s JOIN events e ON e.id = s.event_id"
-            " LEFT JOIN responses r ON r.suggestion_id = s.id"
+            "SELECT s.id, s.patient, json_extract(s.payload, '$.ts'), json_extract(s.payload, '$.units'), r.payload"
+            " FROM suggestions s JOIN events e ON e.id = s.event_id LEFT JOIN responses r ON r.suggestion_id = s.id"
             " WHERE s.status = 'suggest' AND e.ts_min >= ? AND e.ts_min < ? ORDER BY s.rowid",
             (minutes(start) - 24 * 60, minutes(end) + 24 * 60),
         )
-        pairs = [(Suggestion.from_json(a), None if b is None else Response.from_json(b)) for a, b in rows]
-        return [(x, r) for x, r in pairs if start <= datetime.fromisoformat(x.ts) < end]
+        found = []
+        for sid, patient, ts, units, response in rows:
+            if start <= datetime.fromisoformat(ts) < end:
+                answer = DoseAnswer(sid, patient, ts, float(units))
+                found.append((answer, None if response is None else Response.from_json(response)))
+        return found
 
     def responses_to(self, suggestion_ids: list[str]) -> dict[str, Response]:
         """The responses recorded to these suggestions, by suggestion id."""

@@ -415,7 +415,7 @@ def test_the_ward_at_a_glance_and_an_overdue_check(browser, mosquitto, tmp_path,
         assert "overdue since 17:30" in page.inner_text("#ward-rows")
         assert "Suggested dose — expired" in page.inner_text("#ward-rows")
         page.screenshot(path=str(artifacts / "ward-800x480.png"))
-        page.get_by_role("cell", name="bed-a").click()
+        page.locator("#ward-rows").get_by_role("cell", name="bed-a").click()
         wait_text(page, "#next-check", "t.startsWith('Check overdue since 17:30')")
         assert page.eval_on_selector("#next-check", "e => e.className") == "overdue"
         page.screenshot(path=str(artifacts / "bedside-800x480-overdue.png"))
@@ -458,6 +458,28 @@ def test_page_fits_a_phone(browser, bedside, artifacts):
     box = page.locator("#keypad").bounding_box()
     assert box is not None and box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844
     page.screenshot(path=str(artifacts / "bedside-phone-entry.png"))
+    page.close()
+
+
+def test_a_dose_given_and_one_declined_on_a_phone(browser, bedside, artifacts):
+    device, publisher, watcher = bedside
+    first = dose_waiting(device, publisher, watcher, "p-ph", "g-ph1")
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto(device.url + "?patient=p-ph")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    page.get_by_role("button", name="Dose given").tap()
+    wait_text(page, "#response", "t.endsWith('by bedside')")
+    assert rows(device, "SELECT action FROM responses WHERE suggestion_id = ?", first.id) == [("given",)]
+    second = dose_waiting(device, publisher, watcher, "p-ph2", "g-ph2")
+    page.goto(device.url + "?patient=p-ph2")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    page.get_by_role("button", name="Not given").tap()
+    page.get_by_role("button", name="Clinician's order").tap()
+    page.get_by_role("button", name="Record").tap()
+    wait_text(page, "#response", 't.includes("clinician\'s order")')
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(artifacts / "bedside-phone-declined.png"))
+    assert rows(device, "SELECT action FROM responses WHERE suggestion_id = ?", second.id) == [("declined",)]
     page.close()
 
 
