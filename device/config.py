@@ -79,7 +79,8 @@ class BrokerConfig:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("mqtt", "mqtts"):
-            raise ConfigError(f"broker.url must start with mqtt:// or mqtts://, got {parts.scheme or 'nothing'}://")
+            shown = self.url if "@" not in self.url else self.url.rsplit("@", 1)[1]  # never echo a password
+            raise ConfigError(f"broker.url must look like mqtt://host:1883 or mqtts://host:8883, got {shown[:80]!r}")
         if not parts.hostname:
             raise ConfigError("broker.url has no host")
         try:

@@ -90,7 +90,7 @@ def test_overrides_win(tmp_path):
     "text, words",
     [
         ('colour = "red"', "unknown setting(s): colour"),
-        ('[broker]\nurl = "http://x"', "mqtt:// or mqtts://"),
+        ('[broker]\nurl = "http://x"', "mqtt://host:1883 or mqtts://host:8883"),
         ('[broker]\nurl = "mqtt://x:99999"', "invalid port"),
         ('[broker]\nurl = "mqtt://x/path"', "nothing after"),
         ('[broker]\nhost = "x"', "broker.host"),

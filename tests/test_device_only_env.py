@@ -56,6 +56,9 @@ def test_training_stack_is_absent_and_device_imports(device_python):
     assert result["loaded"] == []
     help_text = run(device_python, "-m", "tools.cli", "device", "run", "--help")
     assert help_text.returncode == 0 and "--broker" in help_text.stdout
+    train = run(device_python, "-m", "tools.cli", "train", "dose", "--data", str(ROOT), "--out", "/tmp/never")
+    assert train.returncode == 1 and "Traceback" not in train.stderr
+    assert train.stderr.strip().splitlines()[-1].startswith("Error: this command needs the 'train' extra (keras")
 
 
 def test_device_runs_and_suggests_without_training_libraries(device_python, mosquitto, tmp_path):

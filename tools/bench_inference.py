@@ -148,6 +148,17 @@ def to_rows(timings: list[InferenceTiming]) -> list[dict]:
     return [asdict(t) for t in timings]
 
 
+def not_measured(timings: list[InferenceTiming]) -> list[str]:
+    """The rows this run could not measure, and why (so a missing row is never silent)."""
+    runtimes = {(t.model, t.runtime) for t in timings}
+    missing = []
+    if ("Keras float", "tensorflow") not in runtimes:
+        missing.append("Keras float on tensorflow: keras/tensorflow not installed (the 'train' extra)")
+    if not any(r == "tflite-runtime 2.14" for _, r in runtimes):
+        missing.append(f"TFLite on tflite-runtime 2.14: {TFLITE214_ENV} not set (bash tests/run.sh prepares one)")
+    return missing
+
+
 def table(timings: list[InferenceTiming]) -> str:
     """Markdown table with each row's median relative to TFLite int8 on LiteRT (the device's path)."""
     base = next((t.p50_ms for t in timings if t.model == "TFLite int8" and t.runtime == "ai-edge-litert"), None)
@@ -156,4 +167,5 @@ def table(timings: list[InferenceTiming]) -> str:
         ratio = f"{t.p50_ms / base:.2f}×" if base else ""
         lines.append(f"| {t.model} | {t.runtime} | {t.p50_ms:.3f} | {t.p99_ms:.3f} | {ratio} |")
     lines.append(f"\n{timings[0].repeats} timed calls each, one window per call, after warm-up.")
+    lines += [f"Not measured: {why}." for why in not_measured(timings)]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import device_commands, firmware_commands, sim_commands, user_commands
-from .common import KEY_OPTION, MIMIC_OPTION, OUT_OPTION, REPORT_OPTION, default_aim94_dir, friendly
+from .common import KEY_OPTION, MIMIC_OPTION, OUT_OPTION, REPORT_OPTION, default_aim94_dir, friendly, require_modules
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,6 +132,8 @@ def train_dose(data_dir, out, key, report_dir, patients, window, max_epochs, ens
     """Train the dose model, compare with baselines, export TFLite and write bundle + report."""
     from dataclasses import replace
 
+    require_modules("train", "keras", "tensorflow", "sklearn")
+
     from device.bundle import sign_bundle_dir
     from device.evaluation import predict_unsigned_dir
     from model import pipeline, report
@@ -223,6 +225,7 @@ def _companion_command(task: str, summary: str):
     )
     @friendly
     def command(mimic_dir, out, key, report_dir, index, folds, epochs, skipgram) -> None:
+        require_modules("train", "keras", "tensorflow", "sklearn", "imblearn")
         _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs, skipgram)
 
     return command

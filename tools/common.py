@@ -25,14 +25,33 @@ def friendly(func):
     return wrapper
 
 
+def _mimic_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    if value is None:
+        raise click.BadParameter("give the MIMIC-III or MIMIC-IV folder, or set ADVISOR_MIMIC_DIR", param=param)
+    return value
+
+
 MIMIC_OPTION = click.option(
     "--mimic",
     "mimic_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=lambda: os.environ.get("ADVISOR_MIMIC_DIR"),
-    required=True,
-    help="MIMIC-III or MIMIC-IV folder (default $ADVISOR_MIMIC_DIR).",
+    callback=_mimic_dir,
+    show_default="$ADVISOR_MIMIC_DIR",
+    help="MIMIC-III or MIMIC-IV folder.",
 )
+
+
+def broker_config(url: str, protocol: str = "5"):
+    """The broker of a ``--broker`` option, or a usage error naming the option."""
+    from device.config import BrokerConfig, ConfigError
+
+    try:
+        return BrokerConfig(url=url, protocol=protocol)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).replace("broker.url ", ""), param_hint="--broker") from None
+
+
 OUT_OPTION = click.option(
     "--out", "out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write."
 )
@@ -63,3 +82,15 @@ def configure_logging(verbose: bool) -> None:
 def default_aim94_dir() -> Path | None:
     value = os.environ.get("ADVISOR_AIM94_DIR")
     return Path(value) if value else None
+
+
+def require_modules(extra: str, *modules: str) -> None:
+    """Stop with one line, before any slow work, when a command's optional dependencies are missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise click.ClickException(
+            f"this command needs the '{extra}' extra ({', '.join(missing)} not installed): "
+            f"pip install -e '.[{extra}]' (or pip install -r requirements/{extra}.txt)"
+        )

@@ -60,6 +60,13 @@ def demo_events(options: DemoOptions) -> tuple[list[Event], str]:
     )
 
 
+def replay_outcome(sent: int, total: int) -> str:
+    """What the replay got to, in one line (Ctrl-C stops it early)."""
+    if sent < total:
+        return f"replay stopped: {sent} of {total} events sent"
+    return f"replay finished: {sent} events sent"
+
+
 def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
     """Run until Ctrl-C (or the end of the replay with ``exit_after_replay``)."""
     events, description = demo_events(options)
@@ -104,7 +111,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
 
         sent = publisher.publish_events(events, pause, stop=done)
         publisher.flush()
-        echo(f"replay finished: {sent} events sent")
+        echo(replay_outcome(sent, len(events)))
         if not options.exit_after_replay:
             done.wait()
     finally:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import sys
 from pathlib import Path
 
 import click
 
-from .common import configure_logging, default_aim94_dir, friendly
+from .common import broker_config, configure_logging, default_aim94_dir, friendly
 
 CONFIG_HELP = "Config file (TOML, or .json); command-line options override it."
 
@@ -130,6 +131,18 @@ def device_check_config(config_file: Path) -> None:
     from device.config import load_config
 
     config = load_config(config_file)
+    missing = [
+        f"{what} {path} does not exist"
+        for what, paths in (
+            ("trust key", config.trust),
+            ("risk bundle", config.risk_bundles),
+            ("bundle", (config.bundle,)),
+        )
+        for path in paths
+        if path is not None and not path.exists()
+    ]
+    if missing:
+        raise click.ClickException(f"{config_file}: " + "; ".join(missing))
     click.echo(f"{config_file}: valid")
     click.echo(f"  device_id  {config.device_id}")
     click.echo(
@@ -230,7 +243,13 @@ def demo(data_dir, patient, http, broker, embedded_broker, state_dir, interval, 
     show_default=True,
     help="Readings sent back to back for events per second.",
 )
-@click.option("--patients", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option(
+    "--patients",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="Patients the readings are spread over.",
+)
 @friendly
 def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained: int, patients: int) -> None:
     """Measure the device in one run: inference per model and runtime, latency, throughput, RSS, size.
@@ -256,7 +275,13 @@ def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained:
     if as_json:
         click.echo(
             json_mod.dumps(
-                {"inference": bench_inference.to_rows(timings), "device": asdict(figures), "bundle": sizes}, indent=2
+                {
+                    "inference": bench_inference.to_rows(timings),
+                    "not_measured": bench_inference.not_measured(timings),
+                    "device": asdict(figures),
+                    "bundle": sizes,
+                },
+                indent=2,
             )
         )
         return
@@ -305,39 +330,36 @@ def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained:
 def flash(bundle_path, broker, device_id, to_dir, key, protocol, timeout, trust, allow_downgrade) -> None:
     """Deliver a signed BUNDLE to a device over MQTT (or with --to into a state directory)."""
     from device import bundle as bundle_mod
-    from device.config import BrokerConfig
 
     from . import flash as flash_mod
 
     if (to_dir is None) == (broker is None or device_id is None):
         raise click.UsageError("give either --broker and --device, or --to DIR")
+    target = None if broker is None else broker_config(broker, protocol)  # a bad URL is named before any work
     archive = flash_mod.bundle_archive(bundle_path, key)
-    if to_dir is not None:
+    if to_dir is not None or target is None:
         version = flash_mod.flash_to_directory(archive, to_dir, bundle_mod.trusted_keys(trust), allow_downgrade)
         click.echo(f"installed dose {version} into {to_dir}")
         return
     try:
         answer = flash_mod.flash_over_mqtt(
-            archive,
-            BrokerConfig(url=broker, protocol=protocol),
-            device_id,
-            timeout,
-            progress=lambda message: click.echo(message, err=True),
+            archive, target, device_id, timeout, progress=lambda message: click.echo(message, err=True)
         )
     except flash_mod.FlashError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"accepted: device {device_id} now runs {answer.name} {answer.version}")
 
 
-def _speed(value: str) -> float | None:
+def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | None:
+    """``--speed``: a positive number (times real time) or ``max``, checked before any data is read."""
     if value == "max":
         return None
     try:
         speed = float(value)
     except ValueError:
-        raise click.BadParameter("use a number (times real time) or 'max'") from None
+        raise click.BadParameter(f"{value!r} is not a number (times real time) or 'max'", param=param) from None
     if not speed > 0:
-        raise click.BadParameter("speed must be positive")
+        raise click.BadParameter("must be positive", param=param)
     return speed
 
 
@@ -354,7 +376,13 @@ def _speed(value: str) -> float | None:
 @click.option("--broker", required=True, help="mqtt://[user:password@]host:port of the device's broker.")
 @click.option("--device", "device_id", required=True, help="Device id (running with --clock event).")
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
-@click.option("--speed", default="max", show_default=True, help="Times real time (3600 = an hour per second) or max.")
+@click.option(
+    "--speed",
+    default="max",
+    show_default=True,
+    callback=_speed,
+    help="Times real time (3600 = an hour per second) or max.",
+)
 @click.option(
     "--report",
     "report_path",
@@ -374,15 +402,14 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
     """Replay a recorded log into a device and report what it suggested (hardware in the loop)."""
     import json as json_mod
 
-    from device.config import BrokerConfig
-
     from . import hil
 
-    broker_config = BrokerConfig(url=broker, protocol=protocol)
+    target = broker_config(broker, protocol)
     try:
         events, source = hil.load_log(data_path, patient)
         steps = hil.plan(events)
-        with click.progressbar(length=len(steps), label="events", file=sys.stderr) as bar:
+        bar_file = sys.stderr if sys.stderr.isatty() else io.StringIO()  # no stray label in a log or a pipe
+        with click.progressbar(length=len(steps), label="events", file=bar_file) as bar:
             send, close = (None, lambda: None)
             if serial_port:
                 from firmware_bridge.emulator import FirmwareEmulator
@@ -392,14 +419,7 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
                 send, close = emulator.send_event, emulator.close
             try:
                 report = hil.run_replay(
-                    steps,
-                    broker_config,
-                    device_id,
-                    source,
-                    _speed(speed),
-                    send,
-                    timeout,
-                    progress=lambda done, total: bar.update(1),
+                    steps, target, device_id, source, speed, send, timeout, progress=lambda done, total: bar.update(1)
                 )
             finally:
                 close()
@@ -414,7 +434,13 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
 
 
 @click.command()
-@click.option("--patients", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option(
+    "--patients",
+    type=click.IntRange(1, 1_000_000),
+    default=50,
+    show_default=True,
+    help="Patients the load is spread over, each with its own history.",
+)
 @click.option(
     "--history-days",
     type=click.IntRange(0, 14),
@@ -470,7 +496,6 @@ def station(broker: str, devices: tuple[str, ...], http: str, protocol: str) -> 
     """A read-only nurses' station: every patient of several devices at a glance, from their MQTT topics."""
     import threading
 
-    from device.config import BrokerConfig
     from device.topics import check_device_id
 
     from .station import Station
@@ -484,9 +509,7 @@ def station(broker: str, devices: tuple[str, ...], http: str, protocol: str) -> 
     if not port.isdigit() or int(port) > 65535:
         raise click.BadParameter(f"must be HOST:PORT, got {http!r}", param_hint="--http")
     try:
-        board = Station(
-            BrokerConfig(url=broker, protocol=protocol), list(devices), host.strip("[]") or "127.0.0.1", int(port)
-        )
+        board = Station(broker_config(broker, protocol), list(devices), host.strip("[]") or "127.0.0.1", int(port))
     except OSError as exc:
         raise click.ClickException(f"cannot serve the station page on {http}: {exc.strerror}") from None
     board.start()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import configure_logging, friendly
+from .common import broker_config, configure_logging, friendly
 
 
 @click.command("export-c")
@@ -56,7 +56,6 @@ def bridge_serial(port, baud, broker, device_id, source, protocol) -> None:
     import signal
     import threading
 
-    from device.config import BrokerConfig
     from firmware_bridge.bridge import SerialBridge
     from firmware_bridge.links import Link, SerialLink, open_pty
 
@@ -70,7 +69,7 @@ def bridge_serial(port, baud, broker, device_id, source, protocol) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runner = SerialBridge(link, BrokerConfig(url=broker, protocol=protocol), device_id, source)
+    runner = SerialBridge(link, broker_config(broker, protocol), device_id, source)
     click.echo(f"bridging {port} -> {broker.split('@')[-1]} device {device_id}", err=True)
     runner.run(stop)
     stats = runner.stats

@@ -1,0 +1,87 @@
+"""A user's mistake gets one line naming the option, before any slow work, and no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from tools.bench_inference import InferenceTiming, not_measured
+from tools.cli import main
+from tools.common import require_modules
+from tools.demo import replay_outcome
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_a_broker_that_is_not_a_url_is_named(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()  # loading it would fail: the broker is checked first
+    result = invoke("replay", "--data", str(empty), "--patient", "3", "--broker", "notaurl", "--device", "d")
+    assert result.exit_code == 2 and "Invalid value for --broker" in result.output
+    assert "must look like mqtt://host:1883 or mqtts://host:8883, got 'notaurl'" in result.output
+    secret = invoke("station", "--broker", "http://ann:pw@host", "--device", "d")
+    assert secret.exit_code == 2 and "pw" not in secret.output and "'host'" in secret.output
+    bundle = invoke("flash", str(tmp_path), "--broker", "nothing", "--device", "d")
+    assert bundle.exit_code == 2 and "--broker" in bundle.output
+
+
+def test_speed_is_checked_before_the_data_and_named(tmp_path):
+    result = invoke(
+        "replay", "--data", str(tmp_path), "--broker", "mqtt://127.0.0.1:1", "--device", "d", "--speed", "fast"
+    )
+    assert result.exit_code == 2 and "Invalid value for '--speed': 'fast' is not a number" in result.output
+    zero = invoke("replay", "--data", str(tmp_path), "--broker", "mqtt://127.0.0.1:1", "--device", "d", "--speed", "0")
+    assert zero.exit_code == 2 and "'--speed': must be positive" in zero.output
+
+
+def test_check_config_refuses_files_that_do_not_exist(tmp_path):
+    config = tmp_path / "device.toml"
+    config.write_text('trust = ["/etc/advisor/release.pub"]\nrisk_bundles = ["/nope/mortality"]\n')
+    result = invoke("device", "check-config", str(config))
+    assert result.exit_code == 1
+    assert (
+        "trust key /etc/advisor/release.pub does not exist; risk bundle /nope/mortality does not exist" in result.output
+    )
+    assert "valid" not in result.output
+
+
+def test_missing_extras_and_help_texts():
+    with pytest.raises(click.ClickException, match=r"needs the 'train' extra \(no_such_module_x not installed\)"):
+        require_modules("train", "json", "no_such_module_x")
+    assert "Patients the load is spread over" in invoke("load", "--help").output
+    assert "Patients the readings are spread over" in invoke("bench", "--help").output
+    mimic = invoke("train", "mortality", "--help").output
+    mimic_help = " ".join(mimic[mimic.index("--mimic") : mimic.index("--out")].split())
+    assert mimic_help == "--mimic DIRECTORY MIMIC-III or MIMIC-IV folder. [default: ($ADVISOR_MIMIC_DIR)]"
+
+
+def test_mimic_folder_missing_is_one_line(monkeypatch):
+    monkeypatch.delenv("ADVISOR_MIMIC_DIR", raising=False)
+    result = invoke("train", "mortality", "--out", "/tmp/never")
+    assert result.exit_code == 2 and "give the MIMIC-III or MIMIC-IV folder, or set ADVISOR_MIMIC_DIR" in result.output
+
+
+def test_bench_says_which_rows_it_could_not_measure():
+    litert = [InferenceTiming("TFLite int8", "ai-edge-litert", 0.5, 0.7, 10)]
+    missing = not_measured(litert)
+    assert any(m.startswith("Keras float on tensorflow") for m in missing)
+    assert any("tflite-runtime 2.14" in m for m in missing)
+
+
+def test_a_stopped_demo_replay_says_how_far_it_got():
+    assert replay_outcome(167, 171) == "replay stopped: 167 of 171 events sent"
+    assert replay_outcome(171, 171) == "replay finished: 171 events sent"
+
+
+def test_no_stray_progress_label_off_a_terminal(tmp_path: Path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("")
+    result = CliRunner().invoke(
+        main, ["replay", "--data", str(log), "--broker", "mqtt://127.0.0.1:1", "--device", "d", "--timeout", "1"]
+    )
+    assert "events" not in result.stderr.splitlines()
