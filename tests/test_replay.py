@@ -19,6 +19,8 @@ REPORT_KEYS = {
     "events_acked",
     "decision_points",
     "suggestions",
+    "not_acknowledged",
+    "unanswered",
     "lost",
     "mae",
     "withheld",
@@ -85,6 +87,24 @@ def test_replay_of_a_jsonl_log(event_device, mosquitto, aim94_logs, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{") :])
     assert report["lost"] == 0 and report["decision_points"] == len({e.ts for e in log.events if e.is_regular_dose})
+
+    # the same log again: the device rightly answers no repeat, and the report says why
+    again = CliRunner().invoke(main, ["replay", "--data", str(path), "--broker", mosquitto.url, "--device", "hil1"])
+    assert again.exit_code == 1
+    repeat = json.loads(again.output[again.output.index("{") : again.output.rindex("}") + 1])
+    assert repeat["not_acknowledged"] == 0 and repeat["unanswered"] > 0 and "--fresh-ids" in repeat["hint"]
+    assert "replay with --fresh-ids" in again.output.splitlines()[-1]
+    # with a run id the replay is new events of new patients, decided afresh: nothing lost, same answers
+    fresh = CliRunner().invoke(
+        main, ["replay", "--data", str(path), "--broker", mosquitto.url, "--device", "hil1", "--run-id", "r2"]
+    )
+    assert fresh.exit_code == 0, fresh.output
+    rerun = json.loads(fresh.output[fresh.output.index("{") :])
+    assert rerun["lost"] == 0 and rerun["mae"] == report["mae"] and "run r2" in rerun["source"]
+    bad = CliRunner().invoke(
+        main, ["replay", "--data", str(path), "--broker", mosquitto.url, "--device", "hil1", "--run-id", "a/b"]
+    )
+    assert bad.exit_code == 1 and "run id 'a/b' must be" in bad.output
 
 
 def test_replay_refuses_bad_input_and_wall_clock_devices(mosquitto, tmp_path):

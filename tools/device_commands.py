@@ -391,6 +391,10 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | No
 )
 @click.option("--via-serial", "serial_port", help="Send through the firmware bridge on this serial port/PTY.")
 @click.option(
+    "--run-id", help="Replay under fresh ids: event ids get '.RUN', patients '-RUN', so the device decides them afresh."
+)
+@click.option("--fresh-ids", is_flag=True, help="Like --run-id with a run id made from the current time.")
+@click.option(
     "--timeout",
     type=click.FloatRange(1, 3600),
     default=120.0,
@@ -398,15 +402,25 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | No
     help="Seconds to wait for the last suggestions.",
 )
 @friendly
-def replay(data_path, patient, broker, device_id, protocol, speed, report_path, serial_port, timeout) -> None:
+def replay(
+    data_path, patient, broker, device_id, protocol, speed, report_path, serial_port, run_id, fresh_ids, timeout
+) -> None:
     """Replay a recorded log into a device and report what it suggested (hardware in the loop)."""
     import json as json_mod
+    from datetime import UTC, datetime
 
     from . import hil
 
     target = broker_config(broker, protocol)
     try:
+        if fresh_ids and not run_id:
+            run_id = "r" + datetime.now(UTC).strftime("%m%d%H%M%S")
+        if run_id:
+            hil.with_run_id([], run_id)  # a bad run id is named before the log is read
         events, source = hil.load_log(data_path, patient)
+        if run_id:
+            events = hil.with_run_id(events, run_id)
+            source += f", run {run_id}"
         steps = hil.plan(events)
         bar_file = sys.stderr if sys.stderr.isatty() else io.StringIO()  # no stray label in a log or a pipe
         with click.progressbar(length=len(steps), label="events", file=bar_file) as bar:
@@ -430,7 +444,10 @@ def replay(data_path, patient, broker, device_id, protocol, speed, report_path, 
         click.echo(f"report: {json_path}, decisions: {csv_path}", err=True)
     click.echo(json_mod.dumps(report.to_json(), indent=2))
     if report.lost:
-        raise click.ClickException(f"{report.lost} events or suggestions were lost")
+        raise click.ClickException(
+            f"{report.not_acknowledged} events not acknowledged by the broker, {report.unanswered} readings or "
+            "requests not answered" + (f" ({report.hint})" if report.hint else "")
+        )
 
 
 @click.command()

@@ -15,13 +15,13 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from device.config import BrokerConfig
 from preprocessing.events import Event, Kind, within_timestamp_rank
-from preprocessing.validation import ValidationError, event_from_mapping, parse_json_object
+from preprocessing.validation import ValidationError, event_from_mapping, is_identifier, parse_json_object
 
 from .figures import percentile
 from .replay import DeviceWatcher, EventPublisher
@@ -47,7 +47,10 @@ class ReplayReport:
     events_acked: int = 0
     decision_points: int = 0
     suggestions: int = 0
-    lost: int = 0
+    not_acknowledged: int = 0  # events the broker never took
+    unanswered: int = 0  # readings and requests the device sent no answer for
+    lost: int = 0  # the two together
+    hint: str | None = None
     mae: float | None = None
     mae_suggested: float | None = None
     withheld: dict[str, int] = field(default_factory=dict)
@@ -92,6 +95,17 @@ def load_log(data: Path, patient: int | None) -> tuple[list[Event], str]:
     if not logs:
         raise ReplayError(f"AIM-94 patient {patient} not found in {data}")
     return list(logs[0].events), f"AIM-94 patient {patient} from {data}"
+
+
+def with_run_id(events: Iterable[Event], run: str) -> list[Event]:
+    """The events under fresh ids for a run: ``<id>.<run>`` and patient ``<patient>-<run>``.
+
+    A device recognises a replayed event by its id and never answers it twice; a run id makes a
+    second replay into the same device a new set of events of new patients, decided afresh.
+    """
+    if not is_identifier(run) or len(run) > 16:
+        raise ReplayError(f"run id {run!r} must be 1–16 letters, digits, '.', '_' or '-'")
+    return [replace(e, id=f"{e.id}.{run}", patient=f"{e.patient}-{run}") for e in events]
 
 
 def plan(events: Iterable[Event]) -> list[Step]:
@@ -187,7 +201,14 @@ def _measure(
     by_event = {s.event_id: s for s in watcher.suggestions}
     arrived = watcher.arrival
     report.suggestions = len({k for k in by_event if k in expecting})
-    report.lost = (report.events_sent - report.events_acked) + (len(expecting) - report.suggestions)
+    report.not_acknowledged = report.events_sent - report.events_acked
+    report.unanswered = len(expecting) - report.suggestions
+    report.lost = report.not_acknowledged + report.unanswered
+    if report.unanswered and report.unanswered == len(expecting):
+        report.hint = (
+            "no reading or request was answered: if this log was replayed into this device before, its events "
+            "are repeats the device rightly does not answer again; replay with --fresh-ids"
+        )
     model_errors, suggested_errors = [], []
     withheld: Counter[str] = Counter()
     insufficient: Counter[str] = Counter()
