@@ -35,6 +35,7 @@ from .mqtt_client import (
     RECONNECT_MIN_S,
     connect_async,
     describe_connect_failure,
+    describe_refusal,
     disable_nagle,
     expiring,
     make_client,
@@ -91,7 +92,7 @@ class Communicator:
     def _connected_handler(self, name: str) -> Callable[..., None]:
         def on_connect(client, userdata, flags, reason_code, properties) -> None:
             if reason_code.is_failure:
-                self._failed(f"the broker refused the connection: {reason_code}")
+                self._failed(describe_refusal(str(reason_code)))
                 return
             disable_nagle(client)
             log.info(

@@ -72,7 +72,9 @@ class BrokerConfig:
     protocol: str = "5"
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
-    ca_file: Path | None = None
+    ca_file: Path | None = None  # the CA that signed the broker's certificate (default: the system's CAs)
+    cert_file: Path | None = None  # a client certificate, when the broker asks for one
+    key_file: Path | None = None  # its private key
     reconnect_max_s: int = 30
     receive_maximum: int = 20  # MQTT 5: unacknowledged events the broker may push at once
 
@@ -91,6 +93,8 @@ class BrokerConfig:
             raise ConfigError("broker.url must be scheme://[user:password@]host[:port] with nothing after")
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"broker.protocol must be one of {', '.join(PROTOCOLS)}")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("broker.cert_file and broker.key_file go together: give both or neither")
         if not 5 <= self.keepalive_s <= 3600:
             raise ConfigError("broker.keepalive_s must be between 5 and 3600")
         if not 0 <= self.session_expiry_s <= 2**32 - 1:

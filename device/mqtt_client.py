@@ -39,7 +39,12 @@ def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_a
     if user:
         client.username_pw_set(user, password)
     if broker.tls:
-        client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_set(
+            ca_certs=str(broker.ca_file) if broker.ca_file else None,
+            certfile=str(broker.cert_file) if broker.cert_file else None,
+            keyfile=str(broker.key_file) if broker.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
     client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=broker.reconnect_max_s)
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(100)
@@ -140,7 +145,7 @@ class ToolClient:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.problem = f"the broker refused the connection: {reason_code}"
+            self.problem = describe_refusal(str(reason_code))
             return
         disable_nagle(client)
         self.problem = None
@@ -246,10 +251,28 @@ def reconnect_wait_s(failures: int, min_s: float, max_s: float) -> float:
     return delay(1) + delay(2) if failures <= 1 else delay(failures + 1)
 
 
+def describe_refusal(reason: str) -> str:
+    """One plain line for a CONNACK that refused the connection."""
+    if reason in ("Bad user name or password", "Not authorized"):
+        return f"the broker refused the credentials ({reason.lower()}): check the user name and password"
+    return f"the broker refused the connection: {reason}"
+
+
 def describe_connect_failure(error: BaseException | None) -> str:
     """One plain line for why a connection attempt failed."""
     if isinstance(error, ssl.SSLCertVerificationError):
-        return f"the broker's TLS certificate was not accepted ({error.verify_message})"
+        message = error.verify_message or ""
+        lowered = message.lower()
+        if "hostname mismatch" in lowered or "ip address mismatch" in lowered:
+            return (
+                f"the broker's TLS certificate is for another name ({message}): connect by a name the certificate lists"
+            )
+        if "issuer" in lowered or "self-signed" in lowered or "self signed" in lowered:
+            return (
+                f"the broker's TLS certificate is signed by a CA this machine does not trust ({message}): "
+                "pass the ward's CA with --ca-file (or broker.ca_file)"
+            )
+        return f"the broker's TLS certificate was not accepted ({message})"
     if isinstance(error, ssl.SSLError):
         return f"TLS handshake failed ({error.reason or error})"
     if isinstance(error, ConnectionRefusedError):

@@ -176,3 +176,36 @@ def test_broker_profile_command_writes_a_private_profile(tmp_path):
     assert len(passwords) == 4 and not any(p in (folder / "passwd").read_text() for p in passwords)
     bad = CliRunner().invoke(main, ["broker-profile", "--device-id", "../x", "--out", str(tmp_path / "q")])
     assert bad.exit_code != 0 and "device" in bad.output.lower()
+
+
+@pytest.mark.e2e
+def test_client_commands_take_the_ward_ca_and_say_what_is_wrong(secure_broker, tmp_path):
+    """``advisor replay`` against the profile's TLS broker: unknown CA, refused credentials, then through."""
+    from click.testing import CliRunner
+
+    from tools.cli import main
+
+    log = tmp_path / "log.jsonl"
+    log.write_text(event_factory.raw(event_factory.glucose("tls-1", "p-tls", datetime.now(UTC), 120)).decode() + "\n")
+    cred = secure_broker.credentials["device"]
+    base = ["replay", "--data", str(log), "--device", DEVICE, "--timeout", "2"]
+    url = f"mqtts://{cred.username}:{cred.password}@localhost:{secure_broker.tls_port}"
+
+    unknown_ca = CliRunner().invoke(main, [*base, "--broker", url])
+    assert unknown_ca.exit_code == 1
+    assert "signed by a CA this machine does not trust" in unknown_ca.output and "--ca-file" in unknown_ca.output
+    assert "Traceback" not in unknown_ca.output
+
+    wrong = f"mqtts://{cred.username}:not-the-password@localhost:{secure_broker.tls_port}"
+    refused = CliRunner().invoke(main, [*base, "--broker", wrong, "--ca-file", str(secure_broker.ca_file)])
+    assert refused.exit_code == 1 and "the broker refused the credentials" in refused.output
+
+    through = CliRunner().invoke(main, [*base, "--broker", url, "--ca-file", str(secure_broker.ca_file)])
+    assert (
+        through.exit_code == 1 and f"device {DEVICE} has published no status" in through.output
+    )  # TLS and login passed
+
+    plain = CliRunner().invoke(
+        main, [*base, "--broker", url.replace("mqtts", "mqtt"), "--ca-file", str(secure_broker.ca_file)]
+    )
+    assert plain.exit_code == 2 and "--ca-file" in plain.output and "mqtts://" in plain.output

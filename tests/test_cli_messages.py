@@ -85,3 +85,29 @@ def test_no_stray_progress_label_off_a_terminal(tmp_path: Path):
         main, ["replay", "--data", str(log), "--broker", "mqtt://127.0.0.1:1", "--device", "d", "--timeout", "1"]
     )
     assert "events" not in result.stderr.splitlines()
+
+
+def test_tls_failures_are_described_by_their_cause():
+    import ssl
+
+    from device.mqtt_client import describe_connect_failure, describe_refusal
+
+    def failure(message: str) -> ssl.SSLCertVerificationError:
+        error = ssl.SSLCertVerificationError(1, message)
+        error.verify_message = message
+        return error
+
+    assert "for another name" in describe_connect_failure(
+        failure("Hostname mismatch, certificate is not valid for 'x'.")
+    )
+    assert "--ca-file" in describe_connect_failure(failure("unable to get local issuer certificate"))
+    assert "--ca-file" in describe_connect_failure(failure("self-signed certificate in certificate chain"))
+    assert "refused the credentials" in describe_refusal("Not authorized")
+    assert describe_refusal("Server unavailable") == "the broker refused the connection: Server unavailable"
+
+
+def test_client_certificate_options_go_together(tmp_path):
+    cert = tmp_path / "client.crt"
+    cert.write_text("x")
+    result = invoke("station", "--broker", "mqtts://h:8883", "--device", "d", "--client-cert", str(cert))
+    assert result.exit_code == 2 and "--client-cert" in result.output and "give both or neither" in result.output

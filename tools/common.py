@@ -42,14 +42,43 @@ MIMIC_OPTION = click.option(
 )
 
 
-def broker_config(url: str, protocol: str = "5"):
-    """The broker of a ``--broker`` option, or a usage error naming the option."""
+def broker_config(
+    url: str,
+    protocol: str = "5",
+    ca_file: Path | None = None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+):
+    """The broker of a ``--broker`` option and its TLS options, or a usage error naming the option."""
     from device.config import BrokerConfig, ConfigError
 
+    if (ca_file or cert_file) and not url.startswith("mqtts://"):
+        option = "--ca-file" if ca_file else "--client-cert"
+        raise click.BadParameter("needs an mqtts:// broker URL (TLS)", param_hint=option)
     try:
-        return BrokerConfig(url=url, protocol=protocol)
+        return BrokerConfig(url=url, protocol=protocol, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
     except ConfigError as exc:
-        raise click.BadParameter(str(exc).replace("broker.url ", ""), param_hint="--broker") from None
+        message = str(exc)
+        hint = "--broker"
+        for key, option in (("ca_file", "--ca-file"), ("cert_file", "--client-cert"), ("key_file", "--client-key")):
+            if f"broker.{key}" in message:
+                hint = option
+            message = message.replace(f"broker.{key}", option)
+        raise click.BadParameter(message.replace("broker.url ", ""), param_hint=hint) from None
+
+
+def tls_options(func):
+    """``--ca-file``, ``--client-cert`` and ``--client-key`` for a command that talks to the broker."""
+    file_type = click.Path(path_type=Path, dir_okay=False, exists=True)
+    for option in reversed(
+        (
+            click.option("--ca-file", type=file_type, help="The CA that signed the broker's certificate (mqtts://)."),
+            click.option("--client-cert", type=file_type, help="Client certificate, when the broker asks for one."),
+            click.option("--client-key", type=file_type, help="The client certificate's private key."),
+        )
+    ):
+        func = option(func)
+    return func
 
 
 OUT_OPTION = click.option(

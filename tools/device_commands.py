@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import broker_config, configure_logging, default_aim94_dir, friendly
+from .common import broker_config, configure_logging, default_aim94_dir, friendly, tls_options
 
 CONFIG_HELP = "Config file (TOML, or .json); command-line options override it."
 
@@ -326,8 +326,22 @@ def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained:
     help="With --to: extra trusted public key (repeatable).",
 )
 @click.option("--allow-downgrade", is_flag=True, help="With --to: install an older version.")
+@tls_options
 @friendly
-def flash(bundle_path, broker, device_id, to_dir, key, protocol, timeout, trust, allow_downgrade) -> None:
+def flash(
+    bundle_path,
+    broker,
+    device_id,
+    to_dir,
+    key,
+    protocol,
+    timeout,
+    trust,
+    allow_downgrade,
+    ca_file,
+    client_cert,
+    client_key,
+) -> None:
     """Deliver a signed BUNDLE to a device over MQTT (or with --to into a state directory)."""
     from device import bundle as bundle_mod
 
@@ -335,7 +349,7 @@ def flash(bundle_path, broker, device_id, to_dir, key, protocol, timeout, trust,
 
     if (to_dir is None) == (broker is None or device_id is None):
         raise click.UsageError("give either --broker and --device, or --to DIR")
-    target = None if broker is None else broker_config(broker, protocol)  # a bad URL is named before any work
+    target = None if broker is None else broker_config(broker, protocol, ca_file, client_cert, client_key)
     archive = flash_mod.bundle_archive(bundle_path, key)
     if to_dir is not None or target is None:
         version = flash_mod.flash_to_directory(archive, to_dir, bundle_mod.trusted_keys(trust), allow_downgrade)
@@ -401,9 +415,23 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | No
     show_default=True,
     help="Seconds to wait for the last suggestions.",
 )
+@tls_options
 @friendly
 def replay(
-    data_path, patient, broker, device_id, protocol, speed, report_path, serial_port, run_id, fresh_ids, timeout
+    data_path,
+    patient,
+    broker,
+    device_id,
+    protocol,
+    speed,
+    report_path,
+    serial_port,
+    run_id,
+    fresh_ids,
+    timeout,
+    ca_file,
+    client_cert,
+    client_key,
 ) -> None:
     """Replay a recorded log into a device and report what it suggested (hardware in the loop)."""
     import json as json_mod
@@ -411,7 +439,7 @@ def replay(
 
     from . import hil
 
-    target = broker_config(broker, protocol)
+    target = broker_config(broker, protocol, ca_file, client_cert, client_key)
     try:
         if fresh_ids and not run_id:
             run_id = "r" + datetime.now(UTC).strftime("%m%d%H%M%S")
@@ -508,8 +536,9 @@ def load(patients: int, history_days: int, burst: int, soak_minutes: float, soak
 )
 @click.option("--http", default="127.0.0.1:8090", show_default=True, help="Station page address HOST:PORT.")
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
+@tls_options
 @friendly
-def station(broker: str, devices: tuple[str, ...], http: str, protocol: str) -> None:
+def station(broker: str, devices: tuple[str, ...], http: str, protocol: str, ca_file, client_cert, client_key) -> None:
     """A read-only nurses' station: every patient of several devices at a glance, from their MQTT topics."""
     import threading
 
@@ -526,7 +555,8 @@ def station(broker: str, devices: tuple[str, ...], http: str, protocol: str) -> 
     if not port.isdigit() or int(port) > 65535:
         raise click.BadParameter(f"must be HOST:PORT, got {http!r}", param_hint="--http")
     try:
-        board = Station(broker_config(broker, protocol), list(devices), host.strip("[]") or "127.0.0.1", int(port))
+        target = broker_config(broker, protocol, ca_file, client_cert, client_key)
+        board = Station(target, list(devices), host.strip("[]") or "127.0.0.1", int(port))
     except OSError as exc:
         raise click.ClickException(f"cannot serve the station page on {http}: {exc.strerror}") from None
     board.start()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import broker_config, configure_logging, friendly
+from .common import broker_config, configure_logging, friendly, tls_options
 
 
 @click.command("export-c")
@@ -50,9 +50,11 @@ def bridge() -> None:
 @click.option("--device", "device_id", required=True, help="Device whose events topic receives the events.")
 @click.option("--source", default="fw", show_default=True, help="Prefix of the event ids this bridge creates.")
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
+@tls_options
 @friendly
-def bridge_serial(port, baud, broker, device_id, source, protocol) -> None:
+def bridge_serial(port, baud, broker, device_id, source, protocol, ca_file, client_cert, client_key) -> None:
     """Turn firmware frames into events; acknowledge each once the broker has it. Ctrl-C stops."""
+    target = broker_config(broker, protocol, ca_file, client_cert, client_key)  # named before the port opens
     import signal
     import threading
 
@@ -69,7 +71,7 @@ def bridge_serial(port, baud, broker, device_id, source, protocol) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runner = SerialBridge(link, broker_config(broker, protocol), device_id, source)
+    runner = SerialBridge(link, target, device_id, source)
     click.echo(f"bridging {port} -> {broker.split('@')[-1]} device {device_id}", err=True)
     runner.run(stop)
     stats = runner.stats
