@@ -176,6 +176,45 @@ def test_broker_profile_command_writes_a_private_profile(tmp_path):
     assert len(passwords) == 4 and not any(p in (folder / "passwd").read_text() for p in passwords)
     bad = CliRunner().invoke(main, ["broker-profile", "--device-id", "../x", "--out", str(tmp_path / "q")])
     assert bad.exit_code != 0 and "device" in bad.output.lower()
+    assert "autosave_interval 300" in conf and "autosave_on_changes false" in conf  # not every second on an SD card
+
+
+@pytest.mark.e2e
+def test_the_profile_command_s_broker_starts_as_root_and_takes_its_clients(tmp_path):
+    """As root, Mosquitto drops to its own user: the profile hands it the files it must read."""
+    import os
+    import pwd
+
+    from click.testing import CliRunner
+
+    from tools.cli import main
+
+    if mosquitto_path() is None:
+        pytest.fail("mosquitto is not installed") if IN_CI else pytest.skip("mosquitto is not installed")
+    port = free_port()
+    out = tmp_path / "ward"
+    result = CliRunner().invoke(
+        main, ["broker-profile", "--device-id", "bed4", "--out", str(out), "--port", str(port), "--bind", "127.0.0.1"]
+    )
+    assert result.exit_code == 0, result.output
+    root_with_mosquitto_user = os.geteuid() == 0 and "mosquitto" in {p.pw_name for p in pwd.getpwall()}
+    if root_with_mosquitto_user:
+        assert "belong to mosquitto" in result.output
+        assert (out / "passwd").stat().st_uid == pwd.getpwnam("mosquitto").pw_uid
+    else:
+        assert "sudo chown -R mosquitto:" in result.output
+    if not root_with_mosquitto_user:
+        return  # the broker could not drop privileges here; the printed step is what the ward runs
+    for parent in (tmp_path, tmp_path.parent, tmp_path.parent.parent):  # pytest's private folders: let it pass
+        parent.chmod(0o711)
+    broker = MosquittoBroker(out, port=port, config_file=out / "mosquitto.conf").start()
+    try:
+        creds = {line.split()[0]: line.split()[1:] for line in (out / "credentials.txt").read_text().splitlines()[1:]}
+        user, password = creds["device"]
+        config = BrokerConfig(url=f"mqtts://{user}:{password}@localhost:{port}", ca_file=out / "ca.crt")
+        assert try_connect(config) == {"connect": "Success"}
+    finally:
+        broker.stop()
 
 
 @pytest.mark.e2e

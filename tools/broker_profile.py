@@ -64,13 +64,23 @@ def acl_text(device_id: str, users: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+AUTOSAVE_S = 300  # the broker database is written every 5 min and at a clean stop, not every second
+
+
 def mosquitto_conf(
-    folder: Path, tls_port: int, bind: str = "0.0.0.0", persistence: bool = True, run_as: str | None = None
+    folder: Path,
+    tls_port: int,
+    bind: str = "0.0.0.0",
+    persistence: bool = True,
+    run_as: str | None = None,
+    autosave_s: int = AUTOSAVE_S,
 ) -> str:
     """The broker configuration: one TLS listener, no anonymous access, password file and ACL.
 
     ``run_as`` is the account Mosquitto keeps after start (it must read the key and password
-    file); by default Mosquitto switches to its own ``mosquitto`` user.
+    file); by default Mosquitto switches to its own ``mosquitto`` user. ``autosave_s``: how often
+    the persistence database is written (an SD card wears with every write; what is queued since
+    the last save is lost on a power cut, and senders publish it again at QoS 1).
     """
     folder = Path(folder)
     lines = [
@@ -90,7 +100,12 @@ def mosquitto_conf(
         "max_queued_messages 100000",
     ]
     if persistence:
-        lines += ["persistence true", f"persistence_location {folder}/", "autosave_interval 1"]
+        lines += [
+            "persistence true",
+            f"persistence_location {folder}/",
+            f"autosave_interval {autosave_s}",
+            "autosave_on_changes false",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -173,6 +188,7 @@ class Profile:
     folder: Path
     tls_port: int
     credentials: dict[str, Credential]
+    owner: str | None = None  # the account the broker's files were handed to (run as root)
 
     @property
     def conf(self) -> Path:
@@ -190,20 +206,43 @@ def write_profile(
     tls_port: int = 8883,
     bind: str = "0.0.0.0",
     run_as: str | None = None,
+    autosave_s: int = AUTOSAVE_S,
 ) -> Profile:
     """Certificates, hashed passwords, ACL and ``mosquitto.conf`` for one device; credentials
-    (random, one per role) go to ``credentials.txt`` (mode 600) for handing out once."""
+    (random, one per role) go to ``credentials.txt`` (mode 600) for handing out once.
+
+    Run as root, the files Mosquitto reads after dropping privileges (``passwd``, ``server.key``)
+    are handed to the account it runs as (``run_as``, else ``mosquitto`` when that user exists).
+    """
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     credentials = {role: Credential(role, f"{role}-{device_id}", secrets.token_urlsafe(18)) for role in ROLES}
     make_certificates(folder, hostnames)
     write_passwords(folder, list(credentials.values()))
     (folder / "acl").write_text(acl_text(device_id, {r: c.username for r, c in credentials.items()}))
-    (folder / "mosquitto.conf").write_text(mosquitto_conf(folder, tls_port, bind, run_as=run_as))
+    (folder / "mosquitto.conf").write_text(mosquitto_conf(folder, tls_port, bind, run_as=run_as, autosave_s=autosave_s))
     secret = folder / "credentials.txt"
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("# role user password — hand each to its client once, then delete this file\n")
         for cred in credentials.values():
             handle.write(f"{cred.role} {cred.username} {cred.password}\n")
-    return Profile(folder, tls_port, credentials)
+    owner = hand_to_broker(folder, run_as)
+    return Profile(folder, tls_port, credentials, owner)
+
+
+def hand_to_broker(folder: Path, run_as: str | None) -> str | None:
+    """As root: give Mosquitto's account the files it reads after start; returns that account (None: not done)."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    account = run_as or "mosquitto"
+    try:
+        entry = pwd.getpwnam(account)
+    except KeyError:
+        return None
+    for name in ("passwd", "server.key", "acl", "server.crt", "ca.crt"):
+        os.chown(folder / name, entry.pw_uid, entry.pw_gid)
+    os.chown(folder, entry.pw_uid, entry.pw_gid)  # the persistence database is written here
+    return account

@@ -328,7 +328,7 @@ def broker_profile(device_id: str, out: Path, hosts: tuple[str, ...], port: int,
     """Write a locked-down Mosquitto profile: TLS only, passwords, an ACL per role."""
     from device.topics import check_device_id
 
-    from .broker_profile import write_profile
+    from .broker_profile import AUTOSAVE_S, write_profile
 
     try:
         check_device_id(device_id)
@@ -341,6 +341,14 @@ def broker_profile(device_id: str, out: Path, hosts: tuple[str, ...], port: int,
     click.echo("  passwd          hashed passwords (mosquitto_passwd)")
     click.echo("  ca.crt          give to every client (broker.ca_file); keep ca.key offline")
     click.echo("  credentials.txt one user and password per role (mode 600): hand out, then delete")
+    click.echo(f"  persistence     written every {AUTOSAVE_S // 60} min and at a clean stop (kind to an SD card)")
+    if profile.owner:
+        click.echo(f"  ownership       passwd, server.key and the folder belong to {profile.owner}, who runs Mosquitto")
+    else:
+        click.echo(
+            f"  ownership       before starting Mosquitto as root: sudo chown -R mosquitto: {profile.folder} "
+            "(it drops to the mosquitto user and must read passwd and server.key)"
+        )
     click.echo("See docs/deployment.md.")
 
 
