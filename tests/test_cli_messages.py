@@ -111,3 +111,19 @@ def test_client_certificate_options_go_together(tmp_path):
     cert.write_text("x")
     result = invoke("station", "--broker", "mqtts://h:8883", "--device", "d", "--client-cert", str(cert))
     assert result.exit_code == 2 and "--client-cert" in result.output and "give both or neither" in result.output
+
+
+def test_bundle_info_shows_both_evaluation_views_and_demo_training():
+    dose = invoke("bundle", "info")
+    assert dose.exit_code == 0
+    assert "lstm_gru_tflite_int8 (chronological split)" in dose.output
+    assert (
+        "lstm_gru_tflite_int8 (leave-patients-out)" in dose.output
+        and "gradient_boosting (leave-patients-out)" in dose.output
+    )
+    assert "DEMO-TRAINED" not in dose.output
+    from device.bundle import default_bundle_path
+
+    mortality = invoke("bundle", "info", str(default_bundle_path("mortality")))
+    assert mortality.exit_code == 0 and "DEMO-TRAINED on the 100-patient MIMIC demo" in mortality.output
+    assert "(exported)" in mortality.output and "AUROC" in mortality.output

@@ -387,15 +387,34 @@ def bundle_info(bundle_path: Path | None, as_json: bool, trust) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    test = data.get("metrics", {}).get("test", {}).get("chronological", {})
     click.echo(f"{data['name']} {data['version']}  ({data['path']})")
+    if data.get("data", {}).get("demo_trained"):
+        click.echo("  DEMO-TRAINED on the 100-patient MIMIC demo: proves the pipeline, not a model to act on")
     click.echo(f"  created   {data.get('created')}")
     click.echo(f"  signed by {data.get('signed_by') or 'unsigned'}")
     for name, entry in data["files"].items():
         click.echo(f"  file      {name}  {entry['bytes']} bytes  sha256 {entry['sha256'][:16]}…")
-    for name in ("lstm_gru_tflite_int8", "gradient_boosting", "median5_same_slot"):
-        if name in test:
-            click.echo(f"  test MAE  {test[name]['mae']:.3f} U  {name}")
+    for line in _metric_lines(data.get("metrics", {})):
+        click.echo(line)
+
+
+def _metric_lines(metrics: dict) -> list[str]:
+    """Both evaluation views of a dose bundle (where the model wins and where it is weaker), or a
+    companion bundle's cross-validated AUROC per network."""
+    lines = []
+    views = {"chronological": "chronological split", "leave_patients_out": "leave-patients-out"}
+    for view, title in views.items():
+        test = metrics.get("test", {}).get(view, {})
+        for name in ("lstm_gru_tflite_int8", "gradient_boosting", "median5_same_slot"):
+            if name in test:
+                lines.append(f"  test MAE  {test[name]['mae']:.3f} U  {name} ({title})")
+    best = metrics.get("best")
+    for name, figures in metrics.get("cross_validation", {}).items():
+        low, high = figures["auroc_ci95"]
+        mark = "  (exported)" if name == best else ""
+        interval = f"95 % CI {low:.2f}–{high:.2f}, n {figures['n']}"
+        lines.append(f"  AUROC     {figures['auroc']:.3f} ({interval})  {name}{mark}")
+    return lines
 
 
 main.add_command(device_commands.device)
