@@ -21,8 +21,17 @@ def c_identifier(text: str) -> str:
     return ident if ident and not ident[0].isdigit() else f"m_{ident}"
 
 
+class ExportError(ValueError):
+    """A bundle that cannot be exported for firmware; the message says why."""
+
+
 def header_text(bundle: Bundle, role: str = "int8") -> str:
-    """The whole ``.h`` file for one model role of a verified bundle."""
+    """The whole ``.h`` file for one model role of a verified dose bundle."""
+    if bundle.name != "dose" or "window" not in bundle.manifest.get("features", {}):
+        raise ExportError(
+            f"bundle {bundle.name} is a companion model: it reads a visit history that bedside firmware does "
+            "not hold, so it is not exported for a microcontroller (export the dose bundle)"
+        )
     model = bundle.model_bytes(role)
     entry = bundle.manifest["models"][role]
     name = c_identifier(f"advisor_{bundle.name}_{role}")

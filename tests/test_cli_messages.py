@@ -127,3 +127,11 @@ def test_bundle_info_shows_both_evaluation_views_and_demo_training():
     mortality = invoke("bundle", "info", str(default_bundle_path("mortality")))
     assert mortality.exit_code == 0 and "DEMO-TRAINED on the 100-patient MIMIC demo" in mortality.output
     assert "(exported)" in mortality.output and "AUROC" in mortality.output
+
+
+def test_export_c_refuses_a_companion_bundle_with_a_reason(tmp_path):
+    from device.bundle import default_bundle_path
+
+    result = invoke("export-c", str(default_bundle_path("mortality")), "--out", str(tmp_path / "m.h"))
+    assert result.exit_code == 1 and "KeyError" not in result.output
+    assert "bundle mortality is a companion model" in result.output and not (tmp_path / "m.h").exists()

@@ -11,6 +11,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from device.signing import KeyFileError
     from device.store import StoreError
     from device.users import UserError
+    from firmware_bridge.c_export import ExportError
     from preprocessing.aim94 import Aim94Error
     from preprocessing.mimic import MimicError
     from tools.broker import BrokerStartError
@@ -25,5 +26,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ProfileError,
         StoreError,
         UserError,
+        ExportError,
         OSError,
     )
