@@ -567,3 +567,34 @@ def station(broker: str, devices: tuple[str, ...], http: str, protocol: str, ca_
     done.wait()
     board.stop()
     click.echo("station stopped", err=True)
+
+
+@click.command()
+@click.argument("event", required=False)
+@click.option(
+    "--file", "event_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="JSON or JSONL."
+)
+@click.option("--broker", required=True, help="mqtt://[user:password@]host:port or mqtts://… of the device's broker.")
+@click.option("--device", "device_id", required=True, help="The device whose events topic receives them.")
+@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
+@click.option("--wait", "wait_s", type=click.FloatRange(0.5, 600), default=10.0, show_default=True, help="Seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print each answer as a JSON line.")
+@tls_options
+@friendly
+def publish(event, event_file, broker, device_id, protocol, wait_s, as_json, ca_file, client_cert, client_key) -> None:
+    """Validate EVENT (or --file) as the device would, send it as a sensor does, print the answer."""
+    from . import publish as publish_mod
+
+    target = broker_config(broker, protocol, ca_file, client_cert, client_key)
+    try:
+        text, where = publish_mod.read_source(event, event_file)
+        events = publish_mod.read_events(text, where)
+        results = publish_mod.publish(events, target, device_id, wait_s)
+    except publish_mod.PublishError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(publish_mod.as_json(results) if as_json else "\n".join(publish_mod.describe(e, a) for e, a in results))
+    failed = [
+        e for e, a in results if (a is None and e.kind in publish_mod.ANSWERED) or getattr(a, "level", "") == "refused"
+    ]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(results)} events refused or not answered")
