@@ -49,3 +49,39 @@ def test_publish_prints_each_answer_and_refusal(mosquitto, tmp_path):
         assert neither.exit_code == 1 and "give one event as JSON, or --file" in neither.output
     finally:
         device.stop()
+
+
+def test_monitor_follows_answers_errors_and_status_as_lines(mosquitto, tmp_path):
+    import threading
+
+    from device.config import BrokerConfig
+    from tools.monitor import follow, render
+    from tools.replay import EventPublisher
+
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, "mon1").start()
+    publisher = EventPublisher(BrokerConfig(url=mosquitto.url), "mon1")
+    try:
+        publisher.wait_connected()
+        ready = threading.Event()
+        lines: list[str] = []
+
+        def run() -> None:
+            for item in follow(BrokerConfig(url=mosquitto.url), ["mon1"], 15, 3, ready.set):
+                lines.append(render(*item, as_json=False))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert ready.wait(10)
+        publisher.publish(event_factory.glucose("mon-g", "p-mon", datetime.now(UTC), 55))
+        publisher.publish(b"{not json")
+        thread.join(20)
+        assert any(line.startswith("mon1 status online (dose ") for line in lines), lines  # the retained status
+        assert "mon1 p-mon answer to mon-g: withhold" in lines
+        assert any(line.startswith("mon1 refused -: ") for line in lines)
+        cli = CliRunner().invoke(
+            main, ["monitor", "--broker", mosquitto.url, "--device", "mon1", "--count", "1", "--json"]
+        )
+        assert cli.exit_code == 0 and json.loads(cli.stdout)["topic"] == "status" and "following mon1" in cli.stderr
+    finally:
+        publisher.close()
+        device.stop()

@@ -598,3 +598,32 @@ def publish(event, event_file, broker, device_id, protocol, wait_s, as_json, ca_
     ]
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(results)} events refused or not answered")
+
+
+@click.command()
+@click.option("--broker", required=True, help="mqtt://[user:password@]host:port or mqtts://… of the ward's broker.")
+@click.option("--device", "devices", multiple=True, required=True, help="A device id to follow; repeat for several.")
+@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message (device, topic, payload).")
+@click.option("--seconds", type=click.FloatRange(0.1, None), help="Stop after this long (default: Ctrl-C).")
+@click.option("--count", type=click.IntRange(1, None), help="Stop after this many messages.")
+@tls_options
+@friendly
+def monitor(broker, devices, protocol, as_json, seconds, count, ca_file, client_cert, client_key) -> None:
+    """Follow devices' answers, errors, status, alerts, risk and model acks as readable lines."""
+    from device.topics import check_device_id
+
+    from .monitor import follow, render
+
+    for device_id in devices:
+        try:
+            check_device_id(device_id)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--device") from None
+    target = broker_config(broker, protocol, ca_file, client_cert, client_key)
+    ready = lambda: click.echo(f"following {', '.join(devices)} on {target.display_url}", err=True)  # noqa: E731
+    try:
+        for device_id, leaf, payload, decoded in follow(target, list(devices), seconds, count, ready):
+            click.echo(render(device_id, leaf, payload, decoded, as_json))
+    except KeyboardInterrupt:
+        pass
