@@ -23,6 +23,8 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
@@ -30,7 +32,7 @@ from preprocessing.events import Event
 
 from .config import DeviceConfig
 from .delivery import DeliveryTracker
-from .messages import CONTRACT_BY_SCHEMA, MQTT_CONTRACT, DeviceStatus, Message, Suggestion
+from .messages import CONTRACT_BY_SCHEMA, MQTT_CONTRACT, DeviceStatus, ErrorMessage, Message, Suggestion
 from .mqtt_client import (
     RECONNECT_MIN_S,
     connect_async,
@@ -171,8 +173,11 @@ class Communicator:
         """Publish a message on its topic with the QoS, retention and expiry of the contract.
 
         A message whose topic expires (a suggestion) lives ``expires_in_s`` at the broker,
-        by default the configured suggestion expiry (MQTT 5 only).
+        by default the configured suggestion expiry (MQTT 5 only). An error line gets the
+        device's wall-clock time (``at``), from which a reader can tell the clock skew.
         """
+        if isinstance(message, ErrorMessage) and message.at is None:
+            message = replace(message, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
         contract = CONTRACT_BY_SCHEMA[type(message)]
         expiry = None
         if contract.expires:

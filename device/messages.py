@@ -109,6 +109,7 @@ class ErrorMessage(Message):
     event_id: str | None
     reason: str
     level: Literal["refused", "warning"] = "refused"
+    at: str | None = None  # the device's wall clock when sent (stamped by the communicator)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from device.config import BrokerConfig
 from device.messages import TransferBegin
 from device.mqtt_client import make_client
 from tools.broker import MosquittoBroker, free_port, mosquitto_path
-from tools.broker_profile import acl_text, make_certificates, write_profile
+from tools.broker_profile import Credential, acl_text, make_certificates, read_credentials, write_profile
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
@@ -38,7 +38,7 @@ def secure_broker(tmp_path):
         pytest.skip(message)
     port = free_port()
     profile = write_profile(
-        tmp_path / "broker", DEVICE, ["localhost", "127.0.0.1"], port, "127.0.0.1", run_as=getpass.getuser()
+        tmp_path / "broker", [DEVICE], ["localhost", "127.0.0.1"], port, "127.0.0.1", run_as=getpass.getuser()
     )
     broker = MosquittoBroker(profile.folder, port=port, config_file=profile.conf).start()
     yield profile
@@ -51,7 +51,7 @@ def config_for(
     if role is None:
         url = f"{scheme}://localhost:{profile.tls_port}"
     else:
-        cred = profile.credentials[role]
+        cred = profile.roles()[role]
         url = f"{scheme}://{cred.username}:{password or cred.password}@localhost:{profile.tls_port}"
     return BrokerConfig(url=url, ca_file=ca_file or profile.ca_file)
 
@@ -92,8 +92,7 @@ def device_rig(secure_broker, tmp_path):
     device.stop()
 
 
-def test_acl_gives_each_role_only_its_topics():
-    text = acl_text("bed9", {"sensor": "s", "flasher": "f", "monitor": "m", "device": "d"})
+def _acl_blocks(text: str) -> dict[str, list[str]]:
     blocks: dict[str, list[str]] = {}
     user = None
     for line in text.splitlines():
@@ -102,10 +101,47 @@ def test_acl_gives_each_role_only_its_topics():
             blocks[user] = []
         elif line.startswith("topic ") and user:
             blocks[user].append(line)
+    return blocks
+
+
+def test_acl_gives_each_role_only_its_topics():
+    creds = [Credential("sensor", "s", "x", "bed9"), Credential("device", "d", "x", "bed9")]
+    creds += [Credential("flasher", "f", "x"), Credential("monitor", "m", "x")]
+    blocks = _acl_blocks(acl_text(creds, ["bed9"]))
     assert blocks["s"] == ["topic write advisor/bed9/events"]
     assert all(line.startswith("topic read") for line in blocks["m"] if line)
     assert "topic write advisor/bed9/model" in blocks["f"] and not any("events" in x for x in blocks["f"])
     assert "topic read advisor/bed9/events" in blocks["d"] and "topic write advisor/bed9/suggestions" in blocks["d"]
+
+
+def test_a_ward_gives_each_bed_its_own_device_and_sensor_and_the_station_every_bed():
+    creds = [Credential(r, f"{r}-{d}", "x", d) for d in ("bed1", "bed2") for r in ("device", "sensor")]
+    creds += [Credential("flasher", "flasher-ward", "x"), Credential("monitor", "monitor-ward", "x")]
+    blocks = _acl_blocks(acl_text(creds, ["bed1", "bed2"]))
+    assert blocks["sensor-bed1"] == ["topic write advisor/bed1/events"]
+    assert not any("bed1" in line for line in blocks["device-bed2"])
+    assert blocks["monitor-ward"] == ["topic read advisor/bed1/#", "topic read advisor/bed2/#"]
+    assert (
+        "topic write advisor/bed2/model" in blocks["flasher-ward"]
+        and "topic write advisor/bed1/model" in blocks["flasher-ward"]
+    )
+
+
+def test_credentials_round_trip_and_pick_a_bed_s_own_before_the_ward_s():
+    from tools.broker_profile import credentials_for, credentials_text, ward_credentials
+
+    creds = ward_credentials(["bed1", "bed2"], "w3")
+    again = read_credentials(credentials_text(creds))
+    assert again == creds and all(c.password for c in again)
+    picked = credentials_for(again, "bed2")
+    assert {r: c.username for r, c in picked.items()} == {
+        "device": "device-bed2",
+        "sensor": "sensor-bed2",
+        "flasher": "flasher-w3",
+        "monitor": "monitor-w3",
+    }
+    with pytest.raises(ValueError, match="credentials:2: expected 'role device user password'"):
+        read_credentials("# header\nsensor bed1 only-three\n")
 
 
 @pytest.mark.e2e
@@ -144,8 +180,8 @@ def test_intruders_are_refused_and_the_device_sees_nothing_from_them(device_rig)
     assert stored and not any(i.startswith("intruder") for i in stored)
     assert not (device.state_dir / "bundles").exists() or not any((device.state_dir / "bundles").iterdir())
     log = device.log.read_text()
-    assert log and not any(cred.password in log for cred in profile.credentials.values()), "a password was logged"
-    assert profile.credentials["device"].password not in device.status().to_json().decode()
+    assert log and not any(cred.password in log for cred in profile.credentials), "a password was logged"
+    assert profile.roles()["device"].password not in device.status().to_json().decode()
 
 
 @pytest.mark.e2e
@@ -172,7 +208,7 @@ def test_broker_profile_command_writes_a_private_profile(tmp_path):
     conf = (folder / "mosquitto.conf").read_text()
     assert "allow_anonymous false" in conf and "listener 8883 0.0.0.0" in conf and "\nlistener" in conf
     assert conf.count("listener ") == 1  # TLS only: no plain listener
-    passwords = [line.split()[2] for line in (folder / "credentials.txt").read_text().splitlines()[1:]]
+    passwords = [c.password for c in read_credentials((folder / "credentials.txt").read_text())]
     assert len(passwords) == 4 and not any(p in (folder / "passwd").read_text() for p in passwords)
     bad = CliRunner().invoke(main, ["broker-profile", "--device-id", "../x", "--out", str(tmp_path / "q")])
     assert bad.exit_code != 0 and "device" in bad.output.lower()
@@ -209,8 +245,8 @@ def test_the_profile_command_s_broker_starts_as_root_and_takes_its_clients(tmp_p
         parent.chmod(0o711)
     broker = MosquittoBroker(out, port=port, config_file=out / "mosquitto.conf").start()
     try:
-        creds = {line.split()[0]: line.split()[1:] for line in (out / "credentials.txt").read_text().splitlines()[1:]}
-        user, password = creds["device"]
+        device = next(c for c in read_credentials((out / "credentials.txt").read_text()) if c.role == "device")
+        user, password = device.username, device.password
         config = BrokerConfig(url=f"mqtts://{user}:{password}@localhost:{port}", ca_file=out / "ca.crt")
         assert try_connect(config) == {"connect": "Success"}
     finally:
@@ -226,7 +262,7 @@ def test_client_commands_take_the_ward_ca_and_say_what_is_wrong(secure_broker, t
 
     log = tmp_path / "log.jsonl"
     log.write_text(event_factory.raw(event_factory.glucose("tls-1", "p-tls", datetime.now(UTC), 120)).decode() + "\n")
-    cred = secure_broker.credentials["device"]
+    cred = secure_broker.roles()["device"]
     base = ["replay", "--data", str(log), "--device", DEVICE, "--timeout", "2"]
     url = f"mqtts://{cred.username}:{cred.password}@localhost:{secure_broker.tls_port}"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from . import device_commands, firmware_commands, sim_commands, user_commands
+from . import device_commands, firmware_commands, sim_commands, user_commands, ward_commands
 from .common import KEY_OPTION, MIMIC_OPTION, OUT_OPTION, REPORT_OPTION, default_aim94_dir, friendly, require_modules
 
 
@@ -305,53 +305,6 @@ def keygen(out: Path) -> None:
     click.echo(f"private key: {private} (keep it secret)\npublic key:  {public}")
 
 
-@main.command("broker-profile")
-@click.option("--device-id", required=True, help="The device this broker serves (topics advisor/<id>/…).")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder for mosquitto.conf, acl, passwd, certificates and credentials.txt.",
-)
-@click.option(
-    "--host",
-    "hosts",
-    multiple=True,
-    default=("localhost", "127.0.0.1"),
-    show_default=True,
-    help="Name or IP address clients use to reach the broker (repeatable; goes into the certificate).",
-)
-@click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="TLS listener port.")
-@click.option("--bind", default="0.0.0.0", show_default=True, help="Address the TLS listener binds to.")
-@friendly
-def broker_profile(device_id: str, out: Path, hosts: tuple[str, ...], port: int, bind: str) -> None:
-    """Write a locked-down Mosquitto profile: TLS only, passwords, an ACL per role."""
-    from device.topics import check_device_id
-
-    from .broker_profile import AUTOSAVE_S, write_profile
-
-    try:
-        check_device_id(device_id)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--device-id") from None
-    profile = write_profile(out, device_id, list(hosts), port, bind)
-    click.echo(f"Mosquitto profile for device {device_id} in {profile.folder}:")
-    click.echo(f"  mosquitto.conf  TLS listener {bind}:{port}, no anonymous access")
-    click.echo("  acl             device / sensor / flasher / monitor, each only its topics")
-    click.echo("  passwd          hashed passwords (mosquitto_passwd)")
-    click.echo("  ca.crt          give to every client (broker.ca_file); keep ca.key offline")
-    click.echo("  credentials.txt one user and password per role (mode 600): hand out, then delete")
-    click.echo(f"  persistence     written every {AUTOSAVE_S // 60} min and at a clean stop (kind to an SD card)")
-    if profile.owner:
-        click.echo(f"  ownership       passwd, server.key and the folder belong to {profile.owner}, who runs Mosquitto")
-    else:
-        click.echo(
-            f"  ownership       before starting Mosquitto as root: sudo chown -R mosquitto: {profile.folder} "
-            "(it drops to the mosquitto user and must read passwd and server.key)"
-        )
-    click.echo("See docs/deployment.md.")
-
-
 @main.group()
 def bundle() -> None:
     """Sign and inspect model bundles."""
@@ -430,6 +383,8 @@ main.add_command(firmware_commands.export_c)
 main.add_command(firmware_commands.bridge)
 main.add_command(sim_commands.simulate)
 main.add_command(user_commands.users)
+main.add_command(ward_commands.broker_profile)
+main.add_command(ward_commands.doctor)
 
 if __name__ == "__main__":
     main()
