@@ -69,17 +69,29 @@ class SingleOutputModel:
         self._out_index, self._out_dtype = out["index"], out["dtype"]
         self._out_scale, self._out_zero = out["quantization"]
 
-    def run(self, x: np.ndarray) -> float:
-        """The output value for one float input of the model's input shape."""
+    def model_input(self, x: np.ndarray) -> np.ndarray:
+        """The input tensor exactly as the model gets it: int8 models quantise (round half to even)."""
         x = np.asarray(x, dtype=np.float32)
         if self._in_dtype == np.int8:
             x = np.clip(np.round(x / self._in_scale + self._in_zero), -128, 127)
-        self._interpreter.set_tensor(self._in_index, x.astype(self._in_dtype))
+        return x.astype(self._in_dtype)
+
+    def run_tensor(self, tensor: np.ndarray) -> np.ndarray:
+        """The raw output tensor (int8 or float) for an input tensor from :meth:`model_input`."""
+        self._interpreter.set_tensor(self._in_index, tensor)
         self._interpreter.invoke()
-        value = float(self._interpreter.get_tensor(self._out_index).reshape(-1)[0])
+        return np.array(self._interpreter.get_tensor(self._out_index))
+
+    def output_value(self, raw: np.ndarray) -> float:
+        """The raw output as a float (dequantised for int8 models)."""
+        value = float(np.asarray(raw).reshape(-1)[0])
         if self._out_dtype == np.int8:
             value = (value - self._out_zero) * self._out_scale
         return value
+
+    def run(self, x: np.ndarray) -> float:
+        """The output value for one float input of the model's input shape."""
+        return self.output_value(self.run_tensor(self.model_input(x)))
 
 
 def golden_self_test(bundle: Bundle, role: str, predict: Callable[[dict], float], tolerance: float, unit: str) -> float:
@@ -119,12 +131,28 @@ class DoseModel:
         transform = bundle.manifest.get("output", {}).get("residual_of")
         self._residual_index = None if transform is None else self.spec.names.index(transform)
 
-    def predict(self, window: np.ndarray) -> float:
-        """Model units for one raw ``(window, n_features)`` input (may be non-finite)."""
-        value = self._model.run(self.scaling.apply(np.asarray(window, dtype=np.float32))[None, ...])
+    def model_input(self, window: np.ndarray) -> np.ndarray:
+        """The model's input tensor for one raw ``(window, n_features)`` input: scaled, then quantised."""
+        return self._model.model_input(self.scaling.apply(np.asarray(window, dtype=np.float32))[None, ...])
+
+    def run_tensor(self, tensor: np.ndarray) -> np.ndarray:
+        return self._model.run_tensor(tensor)
+
+    def units(self, raw_output: np.ndarray, window: np.ndarray) -> float:
+        """Units from the model's raw output: dequantised, plus the usual dose it is a change from."""
+        value = self._model.output_value(raw_output)
         if self._residual_index is not None:
             value += float(window[-1, self._residual_index])
         return value
+
+    @property
+    def residual_index(self) -> int | None:
+        """The feature whose newest value the output is a change from (None: the output is the dose)."""
+        return self._residual_index
+
+    def predict(self, window: np.ndarray) -> float:
+        """Model units for one raw ``(window, n_features)`` input (may be non-finite)."""
+        return self.units(self.run_tensor(self.model_input(window)), window)
 
     def predict_many(self, windows: np.ndarray) -> np.ndarray:
         return np.array([self.predict(w) for w in windows], dtype=np.float64)

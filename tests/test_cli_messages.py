@@ -132,6 +132,6 @@ def test_bundle_info_shows_both_evaluation_views_and_demo_training():
 def test_export_c_refuses_a_companion_bundle_with_a_reason(tmp_path):
     from device.bundle import default_bundle_path
 
-    result = invoke("export-c", str(default_bundle_path("mortality")), "--out", str(tmp_path / "m.h"))
+    result = invoke("export-c", str(default_bundle_path("mortality")), "--out", str(tmp_path / "fw"))
     assert result.exit_code == 1 and "KeyError" not in result.output
-    assert "bundle mortality is a companion model" in result.output and not (tmp_path / "m.h").exists()
+    assert "bundle mortality is a companion model" in result.output and not (tmp_path / "fw").exists()

@@ -11,7 +11,12 @@ from .common import broker_config, configure_logging, friendly, tls_options
 
 @click.command("export-c")
 @click.argument("bundle_path", type=click.Path(path_type=Path), required=False)
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Header file to write.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for the firmware package (model header, golden vectors, check program, README).",
+)
 @click.option("--model", "role", type=click.Choice(["int8", "float"]), default="int8", show_default=True)
 @click.option(
     "--trust",
@@ -21,17 +26,36 @@ from .common import broker_config, configure_logging, friendly, tls_options
 )
 @friendly
 def export_c(bundle_path: Path | None, out: Path, role: str, trust) -> None:
-    """Write a verified bundle's TFLite model (default: the packaged one) as a C array for TFLite Micro."""
+    """Write a verified dose bundle (default: the packaged one) as a firmware package for TFLite Micro."""
     from device import bundle as bundle_mod
-    from firmware_bridge.c_export import header_text
+    from firmware_bridge.c_export import check_exportable, golden_vectors, package_files, tflm_outputs
 
     bundle = bundle_mod.open_bundle(
         bundle_path or bundle_mod.default_bundle_path("dose"), bundle_mod.trusted_keys(trust)
     )
-    text = header_text(bundle, role)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    click.echo(f"{out}: {bundle.name} {bundle.version} {role}, {len(bundle.model_bytes(role))} bytes")
+    check_exportable(bundle)
+    vectors = golden_vectors(bundle, role)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in package_files(bundle, role, vectors).items():
+        (out / name).write_text(text)
+        click.echo(f"{out / name}")
+    click.echo(
+        f"{bundle.name} {bundle.version} {role}: {len(bundle.model_bytes(role))} bytes, "
+        f"{len(vectors)} golden vectors; check on a host: cd {out} && cc -std=c11 -O2 -o advisor_check "
+        "advisor_check.c -lm && ./advisor_check"
+    )
+    micro = tflm_outputs(bundle.model_bytes(role), vectors)
+    if micro is None:
+        click.echo("TFLite Micro: not checked here (pip install tflite-micro to run the golden vectors through it)")
+        return
+    gaps = [abs(got - v.model_output) for got, v in zip(micro, vectors, strict=True)]
+    unit = " step(s)" if role == "int8" else ""
+    click.echo(
+        f"TFLite Micro: ran the {len(vectors)} golden vectors; {sum(g == 0 for g in gaps)} outputs equal the "
+        f"device's, the largest difference {max(gaps):g}{unit}"
+    )
+    if max(gaps) > (1 if role == "int8" else 1e-3):
+        raise click.ClickException(f"TFLite Micro disagrees with the device by {max(gaps):g}{unit}: do not ship this")
 
 
 @click.group()
