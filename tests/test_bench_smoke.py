@@ -51,7 +51,7 @@ def test_bench_produces_every_figure(mosquitto):
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_load_reports_rate_latency_losses_and_memory(mosquitto):
+def test_load_on_the_ward_s_tls_set_up_reports_rate_latency_losses_and_memory(mosquitto):
     done = subprocess.run(
         [
             sys.executable,
@@ -67,6 +67,7 @@ def test_load_reports_rate_latency_losses_and_memory(mosquitto):
             "0.1",
             "--soak-rate",
             "10",
+            "--tls",
         ],
         capture_output=True,
         text=True,
@@ -78,3 +79,4 @@ def test_load_reports_rate_latency_losses_and_memory(mosquitto):
     assert figures["burst_lost"] == 0 and figures["soak_lost"] == 0 and figures["soak_events"] == 60
     assert figures["burst_events_per_s"] > 0 and 0 < figures["soak_p50_ms"] <= figures["soak_p99_ms"]
     assert 10 < figures["rss_start_mb"] <= figures["rss_after_burst_mb"] + 50
+    assert "TLS with the deployment profile" in figures["broker"]

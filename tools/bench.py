@@ -72,6 +72,7 @@ class DeviceFigures:
     cold_start_s: float
     peak_rss_mb: float
     machine: str
+    broker: str
 
 
 def _latency_phase(
@@ -134,9 +135,10 @@ def measure_device(
     idle_events: int = 100,
     sustained_events: int = 10000,
     progress: Callable[[str], None] = lambda _m: None,
+    tls: bool = False,
 ) -> DeviceFigures:
-    """Run the device benchmark on a private Mosquitto; returns the measured figures."""
-    with measurement_rig("advisor-bench-", "advisor-bench-sensor") as rig:
+    """Run the device benchmark on a private Mosquitto (``tls``: the deployment profile); the figures."""
+    with measurement_rig("advisor-bench-", "advisor-bench-sensor", tls) as rig:
         publisher, timings = rig.publisher, rig.timings
         log = rig.log
         progress("creating the device's broker session")
@@ -186,6 +188,7 @@ def measure_device(
             cold_start_s=round(cold_start, 3),
             peak_rss_mb=round(process_memory_mb(rig.device.pid, "VmHWM"), 1),
             machine=machine_description(),
+            broker=rig.description,
         )
 
 
@@ -243,7 +246,7 @@ def device_table(figures: DeviceFigures) -> str:
     ]
     lines = ["| measure | result | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines.append(f"\n{figures.patients} patients with 14 days of history; {figures.machine}.")
+    lines.append(f"\n{figures.patients} patients with 14 days of history; {figures.broker}; {figures.machine}.")
     return "\n".join(lines)
 
 

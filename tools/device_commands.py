@@ -250,11 +250,17 @@ def demo(data_dir, patient, http, broker, embedded_broker, state_dir, interval, 
     show_default=True,
     help="Patients the readings are spread over.",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Run the private broker with the deployment profile (TLS, passwords, ACL) instead of plain TCP.",
+)
 @friendly
-def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained: int, patients: int) -> None:
+def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained: int, patients: int, tls: bool) -> None:
     """Measure the device in one run: inference per model and runtime, latency, throughput, RSS, size.
 
-    What each figure means: docs/evaluation.md, "Device performance".
+    Starts its own Mosquitto on loopback (so no --broker or --ca-file); --tls makes it the
+    ward's set-up. What each figure means: docs/evaluation.md, "Device performance".
     """
     import json as json_mod
     from dataclasses import asdict
@@ -271,6 +277,7 @@ def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained:
         idle_events=idle_events,
         sustained_events=sustained,
         progress=lambda msg: click.echo(msg, err=True),
+        tls=tls,
     )
     if as_json:
         click.echo(
@@ -509,9 +516,19 @@ def replay(
     help="Readings per second during the soak.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Run the private broker with the deployment profile (TLS, passwords, ACL) instead of plain TCP.",
+)
 @friendly
-def load(patients: int, history_days: int, burst: int, soak_minutes: float, soak_rate: float, as_json: bool) -> None:
-    """Load and soak a real device on a private Mosquitto: events/s, latency, lost, memory."""
+def load(
+    patients: int, history_days: int, burst: int, soak_minutes: float, soak_rate: float, as_json: bool, tls: bool
+) -> None:
+    """Load and soak a real device on a private Mosquitto: events/s, latency, lost, memory.
+
+    Starts its own Mosquitto on loopback (so no --broker or --ca-file); --tls makes it the ward's set-up.
+    """
     import json
 
     from . import load as load_mod
@@ -523,6 +540,7 @@ def load(patients: int, history_days: int, burst: int, soak_minutes: float, soak
         soak_rate,
         progress=lambda msg: click.echo(msg, err=True),
         history_days=history_days,
+        tls=tls,
     )
     click.echo(json.dumps(load_mod.to_json(figures), indent=2) if as_json else load_mod.table(figures))
     if figures.burst_lost or figures.soak_lost:

@@ -32,6 +32,7 @@ class LoadFigures:
     rss_after_burst_mb: float
     rss_end_mb: float
     machine: str
+    broker: str
 
 
 def run_load(
@@ -41,9 +42,10 @@ def run_load(
     soak_rate: float = 20.0,
     progress: Callable[[str], None] = lambda _m: None,
     history_days: int = 14,
+    tls: bool = False,
 ) -> LoadFigures:
     """Burst, then soak; every reading must get its suggestion (``lost`` counts those that did not)."""
-    with measurement_rig("advisor-load-", "advisor-load-sensor") as rig:
+    with measurement_rig("advisor-load-", "advisor-load-sensor", tls) as rig:
         publisher, timings = rig.publisher, rig.timings
         port = free_port()
         rig.spawn(port)
@@ -100,6 +102,7 @@ def run_load(
             rss_after_burst_mb=round(rss_burst, 1),
             rss_end_mb=round(process_memory_mb(rig.device.pid), 1),
             machine=machine_description(),
+            broker=rig.description,
         )
 
 
@@ -113,7 +116,8 @@ def table(f: LoadFigures) -> str:
         ),
         ("device RSS: start / after burst / end", f"{f.rss_start_mb} / {f.rss_after_burst_mb} / {f.rss_end_mb} MB"),
     ]
-    return "\n".join(["| measure | result |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], f"\n{f.machine}."])
+    table = ["| measure | result |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]]
+    return "\n".join([*table, f"\n{f.broker}; {f.machine}."])
 
 
 def to_json(f: LoadFigures) -> dict:

@@ -7,6 +7,7 @@ readings both commands report.
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import subprocess
@@ -29,7 +30,8 @@ from device.schema import SchemaError
 from device.topics import Topics
 from preprocessing.events import Event, Insulin, Kind
 
-from .broker import MosquittoBroker
+from .broker import MosquittoBroker, free_port
+from .broker_profile import write_profile
 from .replay import EventPublisher
 
 DEVICE_ID = "bench"
@@ -66,7 +68,9 @@ class SuggestionTimer(Subscriber):
         return self.wait_until(lambda: event_ids <= self.arrived.keys(), timeout_s)
 
 
-def spawn_device(broker_url: str, state_dir: Path, log: Path, port: int) -> subprocess.Popen:
+def spawn_device(
+    broker_url: str, state_dir: Path, log: Path, port: int, extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
     """Start ``advisor device run`` as its own process, output appended to ``log``."""
     command = [
         sys.executable,
@@ -82,6 +86,7 @@ def spawn_device(broker_url: str, state_dir: Path, log: Path, port: int) -> subp
         f"127.0.0.1:{port}",
         "--state-dir",
         str(state_dir),
+        *extra,
     ]
     with open(log, "ab") as handle:
         return subprocess.Popen(
@@ -143,6 +148,9 @@ class Rig:
     broker: MosquittoBroker
     publisher: EventPublisher
     timings: SuggestionTimer
+    device_url: str
+    device_args: tuple[str, ...] = ()
+    description: str = "private Mosquitto on loopback, plain TCP, anonymous"
     device: subprocess.Popen | None = None
 
     @property
@@ -151,16 +159,56 @@ class Rig:
 
     def spawn(self, port: int) -> None:
         """Start the device on this rig's broker and state folder."""
-        self.device = spawn_device(self.broker.url, self.workdir / "state", self.log, port)
+        self.device = spawn_device(self.device_url, self.workdir / "state", self.log, port, self.device_args)
+
+
+def _secure_broker(workdir: Path) -> tuple[MosquittoBroker, dict[str, BrokerConfig], tuple[str, ...]]:
+    """The deployment profile (TLS, passwords, ACL) on loopback: the broker, a config per role, device args."""
+    port = free_port()
+    profile = write_profile(
+        workdir / "broker",
+        [DEVICE_ID],
+        ["localhost"],
+        port,
+        "127.0.0.1",
+        run_as=getpass.getuser(),
+        extra_grants={f"monitor-{DEVICE_ID}": [("readwrite", RELAY_TOPIC)]},
+    )
+    broker = MosquittoBroker(profile.folder, port=port, config_file=profile.conf).start()
+    configs = {
+        role: BrokerConfig(url=f"mqtts://{cred.username}:{cred.password}@localhost:{port}", ca_file=profile.ca_file)
+        for role, cred in profile.roles().items()
+    }
+    device_config = workdir / "device.toml"
+    device_config.write_text(f'[broker]\nca_file = "{profile.ca_file}"\n')
+    return broker, configs, ("--config", str(device_config))
 
 
 @contextmanager
-def measurement_rig(prefix: str, sensor_id: str) -> Iterator[Rig]:
-    """Set up a :class:`Rig`; tear it down after, keeping the work folder (device log) on failure."""
+def measurement_rig(prefix: str, sensor_id: str, tls: bool = False) -> Iterator[Rig]:
+    """Set up a :class:`Rig`; tear it down after, keeping the work folder (device log) on failure.
+
+    ``tls``: the broker runs the deployment profile (TLS 1.3, passwords, per-role ACL) and every
+    client logs in with its role's credentials, as on a ward.
+    """
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
-    broker = MosquittoBroker(workdir / "broker").start()
-    config = BrokerConfig(url=broker.url)
-    rig = Rig(workdir, broker, EventPublisher(config, DEVICE_ID, client_id=sensor_id), SuggestionTimer(config))
+    if tls:
+        broker, configs, device_args = _secure_broker(workdir)
+        sensor, watcher, device_url = configs["sensor"], configs["monitor"], configs["device"].url
+        description = "private Mosquitto on loopback, TLS with the deployment profile (passwords, ACL)"
+    else:
+        broker = MosquittoBroker(workdir / "broker").start()
+        sensor = watcher = BrokerConfig(url=broker.url)
+        device_url, device_args, description = broker.url, (), "private Mosquitto on loopback, plain TCP, anonymous"
+    rig = Rig(
+        workdir,
+        broker,
+        EventPublisher(sensor, DEVICE_ID, client_id=sensor_id),
+        SuggestionTimer(watcher),
+        device_url,
+        device_args,
+        description,
+    )
     succeeded = False
     try:
         rig.publisher.wait_connected()
