@@ -97,11 +97,14 @@ class PublishTracker:
     def __init__(self, client: mqtt.Client) -> None:
         self.client = client
         self._confirmed: set[int] = set()
+        self.refused: dict[int, str] = {}  # packet id → the broker's reason (MQTT 5: "Not authorized")
         self._changed = threading.Condition()
         client.on_publish = self._on_publish
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._changed:
+            if getattr(reason_code, "is_failure", False):
+                self.refused[mid] = str(reason_code)
             self._confirmed.add(mid)
             self._changed.notify_all()
 

@@ -227,3 +227,31 @@ def test_doctor_on_a_plain_local_broker_says_tls_is_off(mosquitto, tmp_path):
         assert lines["answer"].startswith("ok") and "access sensor" not in lines
     finally:
         device.stop()
+
+
+@pytest.mark.e2e
+def test_publish_on_a_ward_sends_as_the_bed_s_sensor_and_reads_as_the_monitor(ward):
+    profile, _, _ = ward
+    sensor = profile.roles("bed1")["sensor"]
+    base = ["publish", "--ca-file", str(profile.ca_file), "--wait", "3"]
+    own_url = f"mqtts://{sensor.username}:{sensor.password}@localhost:{profile.tls_port}"
+    reading = json.dumps(
+        {"id": "w-g1", "patient": "p-w", "ts": datetime.now(UTC).isoformat(), "kind": "glucose", "mg_dl": 55}
+    )
+    as_sensor = CliRunner().invoke(main, [*base, "--broker", own_url, "--device", "bed1", reading])
+    assert as_sensor.exit_code == 1
+    assert "w-g1: no answer seen: the device may be offline, or sensor-bed1 may not read the answers" in (
+        as_sensor.output
+    )
+    credentials = ["--credentials", str(profile.folder / "credentials.txt")]
+    plain_url = f"mqtts://localhost:{profile.tls_port}"
+    answered = CliRunner().invoke(
+        main, [*base, *credentials, "--broker", plain_url, "--device", "bed1", reading.replace("w-g1", "w-g2")]
+    )
+    assert answered.exit_code == 0, answered.output
+    assert answered.output.startswith("w-g2: withhold")
+    other_bed = CliRunner().invoke(main, [*base, "--broker", own_url, "--device", "bed2", reading])
+    assert other_bed.exit_code == 1 and "Traceback" not in other_bed.output
+    assert "the broker refused 1 of 1 messages (not authorized): sensor-bed1 may not write advisor/bed2/events" in (
+        other_bed.output
+    )

@@ -23,10 +23,11 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from device.config import BrokerConfig
 from device.topics import Topics, check_device_id
 
 ROLES = ("device", "sensor", "flasher", "monitor")
@@ -45,6 +46,10 @@ class Credential:
 
     def covers(self, device_id: str) -> bool:
         return self.device in (EVERY_DEVICE, device_id)
+
+    def login(self, broker: BrokerConfig) -> BrokerConfig:
+        """``broker`` with this user and password."""
+        return replace(broker, username=self.username, password=self.password)
 
 
 def role_topics(role: str, device_id: str) -> list[tuple[str, str]]:

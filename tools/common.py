@@ -81,6 +81,29 @@ def tls_options(func):
     return func
 
 
+CREDENTIALS_OPTION = click.option(
+    "--credentials",
+    "credentials_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="credentials.txt from advisor broker-profile: each role logs in as its own user.",
+)
+
+
+def device_credentials(credentials_file: Path | None, device_id: str) -> dict:
+    """Per role, the credential of ``credentials_file`` that covers ``device_id`` (empty without a file)."""
+    from .broker_profile import credentials_for, read_credentials
+
+    if credentials_file is None:
+        return {}
+    try:
+        roles = credentials_for(read_credentials(credentials_file.read_text(), str(credentials_file)), device_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--credentials") from None
+    if not roles:
+        raise click.BadParameter(f"no credential in it covers device {device_id}", param_hint="--credentials")
+    return roles
+
+
 OUT_OPTION = click.option(
     "--out", "out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write."
 )

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import click
 
-from .common import broker_config, configure_logging, default_aim94_dir, friendly, tls_options
+from .common import (
+    CREDENTIALS_OPTION,
+    broker_config,
+    configure_logging,
+    default_aim94_dir,
+    device_credentials,
+    friendly,
+    tls_options,
+)
 
 CONFIG_HELP = "Config file (TOML, or .json); command-line options override it."
 
@@ -597,20 +605,34 @@ def station(broker: str, devices: tuple[str, ...], http: str, protocol: str, ca_
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option("--wait", "wait_s", type=click.FloatRange(0.5, 600), default=10.0, show_default=True, help="Seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print each answer as a JSON line.")
+@CREDENTIALS_OPTION
 @tls_options
 @friendly
-def publish(event, event_file, broker, device_id, protocol, wait_s, as_json, ca_file, client_cert, client_key) -> None:
-    """Validate EVENT (or --file) as the device would, send it as a sensor does, print the answer."""
+def publish(
+    event, event_file, broker, device_id, protocol, wait_s, as_json, credentials_file, ca_file, client_cert, client_key
+) -> None:
+    """Validate EVENT (or --file) as the device would, send it as a sensor does, print the answer.
+
+    With --credentials, it sends as the bed's sensor and reads the answers as the ward's monitor
+    (a sensor may not read them); else the --broker URL's user does both.
+    """
     from . import publish as publish_mod
 
     target = broker_config(broker, protocol, ca_file, client_cert, client_key)
+    roles = device_credentials(credentials_file, device_id)
+    missing = {"sensor", "monitor"} - set(roles)
+    if roles and missing:
+        wanted = " or ".join(sorted(missing))
+        raise click.BadParameter(f"has no {wanted} user for {device_id}", param_hint="--credentials")
+    sender, reader = (roles["sensor"].login(target), roles["monitor"].login(target)) if roles else (target, target)
     try:
         text, where = publish_mod.read_source(event, event_file)
         events = publish_mod.read_events(text, where)
-        results = publish_mod.publish(events, target, device_id, wait_s)
+        results = publish_mod.publish(events, sender, device_id, wait_s, reader)
     except publish_mod.PublishError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(publish_mod.as_json(results) if as_json else "\n".join(publish_mod.describe(e, a) for e, a in results))
+    described = "\n".join(publish_mod.describe(e, a, reader.credentials[0]) for e, a in results)
+    click.echo(publish_mod.as_json(results) if as_json else described)
     failed = [
         e for e, a in results if (a is None and e.kind in publish_mod.ANSWERED) or getattr(a, "level", "") == "refused"
     ]

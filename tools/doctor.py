@@ -240,12 +240,6 @@ class Session:
         self.client.loop_stop()
 
 
-def _with_user(broker: BrokerConfig, cred: Credential | None) -> BrokerConfig:
-    if cred is None:
-        return broker
-    return replace(broker, username=cred.username, password=cred.password)
-
-
 @dataclass
 class Doctor:
     """Runs the checks of one device; ``roles`` maps role → credential (empty: the URL's user)."""
@@ -342,7 +336,8 @@ class Doctor:
         roles = list(self.roles) if self.roles else ["sensor"]
         accepted, refused = [], []
         for role in sorted(roles, key=list(wanted).index):
-            session = Session(_with_user(self.broker, self.roles.get(role)), role, wanted[role])
+            cred = self.roles.get(role)
+            session = Session(cred.login(self.broker) if cred else self.broker, role, wanted[role])
             problem = session.logged_in(self.timeout_s)
             if problem is None:
                 self.sessions[role] = session

@@ -36,16 +36,19 @@ def read_events(text: str, where: str) -> list[Event]:
     return events
 
 
-def describe(event: Event, answer: Suggestion | ErrorMessage | None) -> str:
-    """One line for an event and the device's answer."""
+def describe(event: Event, answer: Suggestion | ErrorMessage | None, reader: str | None = None) -> str:
+    """One line for an event and the device's answer; ``reader`` is the user that read the answers."""
     if isinstance(answer, ErrorMessage):
         return f"{event.id}: {answer.level}: {answer.reason}"
     if answer is None:
-        return (
-            f"{event.id}: sent ({event.kind.value}; no answer expected)"
-            if event.kind not in ANSWERED
-            else (f"{event.id}: no answer from the device")
+        if event.kind not in ANSWERED:
+            return f"{event.id}: sent ({event.kind.value}; no answer expected)"
+        who = (
+            f", or {reader} may not read the answers (a sensor may not: use --credentials credentials.txt)"
+            if reader
+            else ""
         )
+        return f"{event.id}: no answer seen: the device may be offline{who}"
     dose = f" {answer.units:g} U" if answer.is_dose else ""
     check = f", next check {answer.next_check_at[11:16]}" if answer.next_check_at else ""
     why = f": {answer.reasons[0]}" if answer.reasons else ""
@@ -53,10 +56,13 @@ def describe(event: Event, answer: Suggestion | ErrorMessage | None) -> str:
 
 
 def publish(
-    events: list[Event], broker: BrokerConfig, device_id: str, wait_s: float
+    events: list[Event], broker: BrokerConfig, device_id: str, wait_s: float, reader: BrokerConfig | None = None
 ) -> list[tuple[Event, Suggestion | ErrorMessage | None]]:
-    """Send the events at QoS 1 and collect each one's answer (or refusal) for up to ``wait_s``."""
-    watcher = DeviceWatcher(broker, device_id)
+    """Send the events at QoS 1 and collect each one's answer (or refusal) for up to ``wait_s``.
+
+    ``reader`` is the login that reads the answers (default: the sender's).
+    """
+    watcher = DeviceWatcher(reader or broker, device_id)
     publisher = EventPublisher(broker, device_id, client_id=f"advisor-publish-{device_id}-{id(events):x}")
     try:
         publisher.wait_connected()

@@ -51,10 +51,20 @@ class EventPublisher(PersistentPublisher):
         return mid
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until the broker has confirmed everything published so far."""
+        """Wait until the broker has confirmed everything published so far.
+
+        Raises :class:`PermissionError` when the broker refused some (its ACL: MQTT 5 only).
+        """
         if not self.tracker.wait(self._issued, timeout_s):
             raise TimeoutError(f"the broker did not confirm every event within {timeout_s:g} s")
-        self._issued = set()
+        refused = [self.tracker.refused.pop(mid) for mid in self._issued if mid in self.tracker.refused]
+        issued, self._issued = len(self._issued), set()
+        if refused:
+            user = self.broker.credentials[0] or "an anonymous client"
+            raise PermissionError(
+                f"the broker refused {len(refused)} of {issued} messages ({refused[0].lower()}): {user} may not "
+                f"write {self.topics.events} — check the user and the broker's ACL (docs/deployment.md)"
+            )
 
     def publish_events(
         self,

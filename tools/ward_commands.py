@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import broker_config, friendly, tls_options
+from .common import CREDENTIALS_OPTION, broker_config, device_credentials, friendly, tls_options
 
 
 def _device_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -96,12 +96,7 @@ def broker_profile(
 @click.command()
 @click.option("--broker", required=True, help="mqtt://[user:password@]host:port or mqtts://… of the device's broker.")
 @click.option("--device", "device_id", required=True, help="The device to check.")
-@click.option(
-    "--credentials",
-    "credentials_file",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="credentials.txt from advisor broker-profile: log in as each role and check what each may do.",
-)
+@CREDENTIALS_OPTION
 @click.option("--expect-version", help="The dose bundle version the device should run.")
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option(
@@ -121,7 +116,6 @@ def doctor(
     """
     from device.topics import check_device_id
 
-    from .broker_profile import credentials_for, read_credentials
     from .doctor import Doctor
     from .doctor import as_json as findings_json
 
@@ -130,14 +124,7 @@ def doctor(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--device") from None
     target = broker_config(broker, protocol, ca_file, client_cert, client_key)
-    roles = {}
-    if credentials_file is not None:
-        try:
-            roles = credentials_for(read_credentials(credentials_file.read_text(), str(credentials_file)), device_id)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--credentials") from None
-        if not roles:
-            raise click.BadParameter(f"no credential in it covers device {device_id}", param_hint="--credentials")
+    roles = device_credentials(credentials_file, device_id)
     findings = Doctor(target, device_id, roles, timeout_s, expect_version).examine()
     if as_json:
         click.echo(findings_json(findings))
