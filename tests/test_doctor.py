@@ -152,6 +152,8 @@ def test_doctor_passes_a_healthy_ward_device_and_leaves_nothing_behind(ward):
     assert result.output.rstrip().endswith("all 9 checks passed")
     as_json = json.loads(_doctor(profile, "bed1", "--json").output)
     assert as_json["ok"] is True and len(as_json["checks"]) == 9
+    older = _doctor(profile, "bed1", "--protocol", "3.1.1")
+    assert older.exit_code == 0 and "needs MQTT 5" in _lines(older.output)["access"]
     with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0  # the probes were refused
     assert device.patients().patients == []

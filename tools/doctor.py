@@ -444,6 +444,9 @@ class Doctor:
 
     def _access(self, status: DeviceStatus | None) -> None:
         """Each role does its job and no more; the probes are refused by the device anyway."""
+        if self.broker.protocol != "5":
+            self._add(Finding("access", None, "needs MQTT 5: under 3.1.1 the broker drops a refused publish silently"))
+            return
         for role in ("sensor", "monitor", "flasher"):
             session = self.sessions.get(role)
             if session is not None:
