@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"device", "preprocessing", "model", "firmware_bridge", "tools", "tests"}
 DEVICE_SIDE = ("device", "firmware_bridge", "preprocessing")
 SHIPPED = (*DEVICE_SIDE, "model", "tools")
-OPTIONAL_FALLBACKS = {"tflite_runtime"}  # the device runs on it when ai-edge-litert is absent
+OPTIONAL_IMPORTS = {
+    "tflite_runtime",  # the device runs on it when ai-edge-litert is absent
+    "tflite_micro",  # export-c runs TFLite Micro's check only when the firmware extra is installed
+}
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
@@ -59,7 +62,7 @@ def _problems(packages: tuple[str, ...], declared: dict[str, Requirement]) -> li
     problems = []
     for package in packages:
         for module, where in sorted(_imports(package).items()):
-            if module in OPTIONAL_FALLBACKS:
+            if module in OPTIONAL_IMPORTS:
                 continue
             providers = {canonicalize_name(d) for d in DISTRIBUTIONS.get(module, [])}
             if not providers:
