@@ -14,15 +14,20 @@ set of codes from diagnoses, procedures and prescriptions) and ICU stays.
 Codes are prefixed by their source: ``dx9:4280``, ``dx10:I509``, ``px9:3605``, ``rx:Bisacodyl``.
 Rows that cannot be joined (an ICU stay whose admission row is missing) and rows whose ids,
 numbers or times do not parse are left out and counted in :attr:`MimicData.notes`, never fatal.
+
+The tables are read by DuckDB, which streams ``.csv``/``.csv.gz`` files without loading them
+whole: the code tables (millions of rows in MIMIC-IV) are reduced to one row per admission in
+SQL — the distinct codes and the primary diagnosis — and only the small tables (patients,
+admissions, ICU stays) come to Python row by row, in batches. Each code string is kept once
+and shared by every admission that has it. The same SQL runs wherever MIMIC-IV is hosted as
+tables (BigQuery, a Postgres copy) with only the ``read_csv`` sources changed.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,13 +106,33 @@ def _find(folder: Path, *names: str) -> Path | None:
     return None
 
 
-def _rows(path: Path):
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
-    reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
-    reader.fieldnames = [name.lower() for name in (reader.fieldnames or [])]
-    yield from reader
+CSV = "header = true, all_varchar = true, normalize_names = true, quote = '\"', escape = '\"'"
+BATCH_ROWS = 20_000
+DUCKDB_MEMORY = "1GB"  # DuckDB spills to disk beyond this; Python's share is the visit model itself
+
+
+def _connect():
+    """An in-memory DuckDB with a memory cap and a spill folder."""
+    import tempfile
+
+    import duckdb
+
+    return duckdb.connect(
+        config={"memory_limit": DUCKDB_MEMORY, "temp_directory": tempfile.gettempdir() + "/advisor-duckdb"}
+    )
+
+
+def _stream(cursor) -> Iterator[tuple]:
+    while batch := cursor.fetchmany(BATCH_ROWS):
+        yield from batch
+
+
+def _rows(con, path: Path) -> Iterator[dict[str, str]]:
+    """The rows of one table as dicts of strings (empty fields as ''), lower-case column names."""
+    cursor = con.execute(f"SELECT * FROM read_csv(?, {CSV})", [str(path)])
+    columns = [d[0].lower() for d in cursor.description]
+    for values in _stream(cursor):
+        yield {c: "" if v is None else v for c, v in zip(columns, values, strict=True)}
 
 
 def _time(value: str | None) -> datetime | None:
@@ -143,6 +168,7 @@ class _Skipped:
         return [
             f"{n} row(s) of {table} left out: an id, number or time does not parse"
             for table, n in sorted(self.counts.items())
+            if n
         ]
 
 
@@ -157,38 +183,72 @@ def read_mimic(folder: Path) -> MimicData:
     """Read either layout from ``folder``."""
     folder = Path(folder)
     if _find(folder / "hosp", "admissions.csv") is not None:
-        return _read_iv(folder)
-    if _find(folder, "ADMISSIONS.csv") is not None:
-        return _read_iii(folder)
-    raise MimicError(f"{folder}: neither MIMIC-III (ADMISSIONS.csv) nor MIMIC-IV (hosp/admissions.csv.gz) found")
+        read = _read_iv
+    elif _find(folder, "ADMISSIONS.csv") is not None:
+        read = _read_iii
+    else:
+        raise MimicError(f"{folder}: neither MIMIC-III (ADMISSIONS.csv) nor MIMIC-IV (hosp/admissions.csv.gz) found")
+    import duckdb
+
+    con = _connect()
+    try:
+        return read(folder, con)
+    except duckdb.Error as exc:  # a table DuckDB cannot parse at all
+        raise MimicError(f"{folder}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
 
 
-def _codes(folder: Path, diag: str, proc: str, presc: str, iv: bool, skipped: _Skipped) -> tuple[dict, dict]:
-    codes: dict[int, set[str]] = defaultdict(set)
-    primary: dict[int, tuple[int, str]] = {}
+def _strip(column: str) -> str:
+    """SQL of Python's ``str.strip()`` on a column (NULL as '')."""
+    return f"regexp_replace(coalesce({column}, ''), '^\\s+|\\s+$', '', 'g')"
+
+
+def _codes(folder: Path, diag: str, proc: str, presc: str, iv: bool, skipped: _Skipped, con) -> tuple[dict, dict]:
+    """Per admission: its distinct codes (shared strings) and its first-sequence diagnosis."""
+    parts, params = [], []
     for table, prefix in ((diag, "dx"), (proc, "px")):
-        for row in _rows(_require(folder, table)):
-            code = ((row.get("icd_code") if iv else row.get("icd9_code")) or "").strip()
-            version = ((row.get("icd_version") or "9") if iv else "9").strip()
-            if not code or not row.get("hadm_id"):
-                continue
-            ids = skipped.ints(table, {**row, "seq_num": row.get("seq_num") or "999"}, "hadm_id", "seq_num")
-            if ids is None:
-                continue
-            hadm, seq = ids
-            tagged = f"{prefix}{version}:{code}"
-            codes[hadm].add(tagged)
-            if prefix == "dx" and (hadm not in primary or seq < primary[hadm][0]):
-                primary[hadm] = (seq, tagged)
+        path = str(_require(folder, table))
+        code = _strip("icd_code" if iv else "icd9_code")
+        version = _strip("coalesce(nullif(icd_version, ''), '9')") if iv else "'9'"
+        seq = "coalesce(nullif(seq_num, ''), '999')"
+        present = f"{code} <> '' AND coalesce(hadm_id, '') <> ''"
+        readable = f"TRY_CAST(hadm_id AS BIGINT) IS NOT NULL AND TRY_CAST({seq} AS BIGINT) IS NOT NULL"
+        unreadable = f"SELECT count(*) FROM read_csv(?, {CSV}) WHERE {present} AND NOT ({readable})"
+        skipped.counts[table] += con.execute(unreadable, [path]).fetchone()[0]
+        params.append(path)
+        parts.append(
+            f"SELECT CAST(hadm_id AS BIGINT) AS hadm, CAST({seq} AS BIGINT) AS seq, "
+            f"'{prefix}' || {version} || ':' || {code} AS code, {prefix == 'dx'} AS is_dx "
+            f"FROM read_csv(?, {CSV}) WHERE {present} AND {readable}"
+        )
     presc_path = _find(folder, presc)
     if presc_path is not None:
-        for row in _rows(presc_path):
-            drug = (row.get("drug") or "").strip()
-            if drug and row.get("hadm_id"):
-                ids = skipped.ints(presc, row, "hadm_id")
-                if ids is not None:
-                    codes[ids[0]].add("rx:" + re.sub(r"\s+", " ", drug.lower()))
-    return codes, {h: code for h, (_, code) in primary.items()}
+        drug = _strip("drug")
+        present = f"{drug} <> '' AND coalesce(hadm_id, '') <> ''"
+        skipped.counts[presc] += con.execute(
+            f"SELECT count(*) FROM read_csv(?, {CSV}) WHERE {present} AND TRY_CAST(hadm_id AS BIGINT) IS NULL",
+            [str(presc_path)],
+        ).fetchone()[0]
+        params.append(str(presc_path))
+        parts.append(
+            f"SELECT CAST(hadm_id AS BIGINT) AS hadm, NULL AS seq, "
+            f"'rx:' || regexp_replace(lower({drug}), '\\s+', ' ', 'g') AS code, false AS is_dx "
+            f"FROM read_csv(?, {CSV}) WHERE {present} AND TRY_CAST(hadm_id AS BIGINT) IS NOT NULL"
+        )
+    cursor = con.execute(
+        f"SELECT hadm, list(DISTINCT code), min_by(code, seq) FILTER (WHERE is_dx) "
+        f"FROM ({' UNION ALL '.join(parts)}) GROUP BY hadm",
+        params,
+    )
+    shared: dict[str, str] = {}
+    codes: dict[int, frozenset[str]] = {}
+    primary: dict[int, str] = {}
+    for hadm, names, first in _stream(cursor):
+        codes[hadm] = frozenset(shared.setdefault(name, name) for name in names)
+        if first is not None:
+            primary[hadm] = shared[first]
+    return codes, primary
 
 
 def _admissions(rows, codes: dict, primary: dict, skipped: _Skipped) -> dict[int, list[Admission]]:
@@ -236,11 +296,11 @@ def _note_orphans(data: MimicData) -> MimicData:
     return data
 
 
-def _read_iii(folder: Path) -> MimicData:
+def _read_iii(folder: Path, con) -> MimicData:
     skipped = _Skipped()
-    codes, primary = _codes(folder, "DIAGNOSES_ICD.csv", "PROCEDURES_ICD.csv", "PRESCRIPTIONS.csv", False, skipped)
+    codes, primary = _codes(folder, "DIAGNOSES_ICD.csv", "PROCEDURES_ICD.csv", "PRESCRIPTIONS.csv", False, skipped, con)
     patients = {}
-    for row in _rows(_require(folder, "PATIENTS.csv")):
+    for row in _rows(con, _require(folder, "PATIENTS.csv")):
         ids, dob = skipped.ints("patients", row, "subject_id"), _time(row.get("dob"))
         if ids is None:
             continue
@@ -248,8 +308,8 @@ def _read_iii(folder: Path) -> MimicData:
             skipped.skip("patients")
             continue
         patients[ids[0]] = Patient(ids[0], row.get("gender", ""), _time(row.get("dod")), dob=dob)
-    admissions = _admissions(_rows(_require(folder, "ADMISSIONS.csv")), codes, primary, skipped)
-    stays = _stays(_rows(_require(folder, "ICUSTAYS.csv")), "icustay_id", skipped)
+    admissions = _admissions(_rows(con, _require(folder, "ADMISSIONS.csv")), codes, primary, skipped)
+    stays = _stays(_rows(con, _require(folder, "ICUSTAYS.csv")), "icustay_id", skipped)
     data = MimicData("MIMIC-III", None, patients, admissions, stays, out_of_hospital_deaths=True)
     data.notes.extend(skipped.notes())
     return _note_orphans(data)
@@ -266,12 +326,12 @@ def _iv_version(folder: Path) -> str | None:
     return None
 
 
-def _read_iv(folder: Path) -> MimicData:
+def _read_iv(folder: Path, con) -> MimicData:
     hosp, icu = folder / "hosp", folder / "icu"
     skipped = _Skipped()
-    codes, primary = _codes(hosp, "diagnoses_icd.csv", "procedures_icd.csv", "prescriptions.csv", True, skipped)
+    codes, primary = _codes(hosp, "diagnoses_icd.csv", "procedures_icd.csv", "prescriptions.csv", True, skipped, con)
     patients = {}
-    for row in _rows(_require(hosp, "patients.csv")):
+    for row in _rows(con, _require(hosp, "patients.csv")):
         ids = skipped.ints("patients", row, "subject_id", "anchor_age", "anchor_year")
         if ids is None:
             continue
@@ -279,8 +339,8 @@ def _read_iv(folder: Path) -> MimicData:
         patients[sid] = Patient(
             sid, row.get("gender", ""), _time(row.get("dod")), anchor_age=float(age), anchor_year=year
         )
-    admissions = _admissions(_rows(_require(hosp, "admissions.csv")), codes, primary, skipped)
-    stays = _stays(_rows(_require(icu, "icustays.csv")), "stay_id", skipped)
+    admissions = _admissions(_rows(con, _require(hosp, "admissions.csv")), codes, primary, skipped)
+    stays = _stays(_rows(con, _require(icu, "icustays.csv")), "stay_id", skipped)
     version = _iv_version(folder)
     deaths_after_discharge = version is None or not version.startswith("1.")
     data = MimicData("MIMIC-IV", version, patients, admissions, stays, deaths_after_discharge)

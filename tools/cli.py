@@ -87,6 +87,30 @@ def data_cohorts(mimic_dir: Path, as_json: bool) -> None:
             click.echo(f"    {step['count']:>6}  {step['step']}")
 
 
+@data.command("synth-mimic")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder to write.")
+@click.option(
+    "--scale",
+    type=click.FloatRange(0, 2, min_open=True),
+    default=0.01,
+    show_default=True,
+    help="Fraction of the release's row counts (1.0: full size).",
+)
+@click.option("--version", "release", type=click.Choice(["2.2", "3.1"]), default="3.1", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@friendly
+def data_synth_mimic(out: Path, scale: float, release: str, seed: int) -> None:
+    """Write a synthetic MIMIC-IV folder of the real shape and size (nothing in it is real)."""
+    from .synth_mimic import generate
+
+    if out.exists() and any(out.iterdir()):
+        raise click.BadParameter(f"{out} is not empty", param_hint="--out")
+    counts = generate(out, scale, release, seed, progress=lambda m: click.echo(m, err=True))
+    click.echo(f"synthetic MIMIC-IV {release} at scale {scale:g} in {out} ({counts.seconds:.1f} s):")
+    for table, rows in counts.rows.items():
+        click.echo(f"  {table:<15} {rows:>12,} rows")
+
+
 # ----------------------------------------------------------------------------- train
 @main.group()
 def train() -> None:
