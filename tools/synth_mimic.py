@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 # Row counts of the releases (hosp and icu modules; MIMIC-IV v2.2 and v3.1 release notes).
-RELEASES = {
+RELEASES: dict[str, dict[str, int]] = {
     "2.2": {
         "patients": 299_712,
         "admissions": 431_231,
@@ -34,7 +34,6 @@ RELEASES = {
         "procedures_icd": 669_186,
         "prescriptions": 15_416_708,
         "icustays": 73_181,
-        "year_groups": ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019"),
     },
     "3.1": {
         "patients": 364_627,
@@ -43,8 +42,11 @@ RELEASES = {
         "procedures_icd": 859_655,
         "prescriptions": 20_292_611,
         "icustays": 94_458,
-        "year_groups": ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022"),
     },
+}
+YEAR_GROUPS = {
+    "2.2": ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019"),
+    "3.1": ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022"),
 }
 VOCABULARY = {"dx9": 9_000, "dx10": 18_000, "px9": 2_000, "px10": 11_000, "rx": 9_000}
 COLUMNS = {
@@ -215,7 +217,7 @@ def generate(
             tables: dict[str, list[str]] = {t: [] for t in COLUMNS}
             shape = (admissions_per_admitted, per_admission, icu_share)
             for index in chunk:
-                _patient(rng, vocab, release, 10_000_000 + index, ids, tables, shape)
+                _patient(rng, vocab, YEAR_GROUPS[version], 10_000_000 + index, ids, tables, shape)
             for table, lines in tables.items():
                 writers.write(table, lines)
             progress(f"{chunk.stop:,} of {n_patients:,} patients")
@@ -227,7 +229,7 @@ def generate(
 def _patient(
     rng: np.random.Generator,
     vocab: Vocabularies,
-    release: dict,
+    groups: tuple[str, ...],
     subject: int,
     ids: dict[str, int],
     tables: dict[str, list[str]],
@@ -235,7 +237,6 @@ def _patient(
 ) -> None:
     """One patient's rows in every table; ``shape``: admissions per admitted patient, rows per admission, ICU share."""
     admissions_per_admitted, per_admission, icu_share = shape
-    groups = release["year_groups"]
     group = groups[int(rng.integers(len(groups)))]
     anchor_year = 2110 + int(rng.integers(0, 98))
     anchor_age = int(min(91, max(18, rng.normal(58, 19))))
