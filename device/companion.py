@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from preprocessing.visits import Visit
+from preprocessing.visits import EncodedHistories, Visit
 
 from .bundle import Bundle, BundleError
-from .inference import SingleOutputModel, golden_self_test
+from .inference import NamedInputsModel, golden_self_test
 from .messages import RiskModelInfo
 
 COMPANION_NAMES = ("mortality", "readmission")
@@ -33,7 +33,8 @@ class RiskModel:
             self.spec = bundle.visit_spec
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"visit spec unusable: {exc}") from exc
-        self._model = SingleOutputModel(bundle.model_bytes(self.role), (1, *self.spec.shape), backend)
+        shapes = {name: (1, *shape) for name, shape in self.spec.shapes.items()}
+        self._model = NamedInputsModel(bundle.model_bytes(self.role), shapes, backend)
         self.backend = self._model.backend
 
     @property
@@ -51,16 +52,16 @@ class RiskModel:
             label=str(data.get("label", "")),
         )
 
-    def predict_encoded(self, x: np.ndarray) -> float:
-        """Probability for one encoded ``(max_visits, n_features)`` history."""
-        value = self._model.run(np.asarray(x, dtype=np.float32)[None, ...])
-        return min(max(value, 0.0), 1.0)
-
     def predict(self, visits: Sequence[Visit]) -> float:
-        return self.predict_encoded(self.spec.encode(visits))
+        return float(self.predict_many(self.spec.encode(visits))[0])
 
-    def predict_many(self, encoded: np.ndarray) -> np.ndarray:
-        return np.array([self.predict_encoded(row) for row in encoded], dtype=np.float64)
+    def predict_many(self, encoded: EncodedHistories) -> np.ndarray:
+        """Probability for each encoded history."""
+        out = np.empty(len(encoded), dtype=np.float64)
+        for i in range(len(encoded)):
+            value = self._model.run({"codes": encoded.codes[i : i + 1], "timeline": encoded.timeline[i : i + 1]})
+            out[i] = min(max(value, 0.0), 1.0)
+        return out
 
     def self_test(self) -> float:
         """Run the manifest's golden histories; return the worst error, raise if out of tolerance."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from preprocessing import aim94
 from preprocessing.decisions import chronological_split, decision_points
+from preprocessing.visits import EncodedHistories
 
 from .bundle import Bundle, open_bundle
 from .decision import decide
@@ -54,7 +55,7 @@ def predict_unsigned_dir(path: Path, role: str, windows: np.ndarray) -> np.ndarr
     return DoseModel(bundle, role).predict_many(windows)
 
 
-def predict_unsigned_companion_dir(path: Path, role: str, encoded: np.ndarray) -> np.ndarray:
+def predict_unsigned_companion_dir(path: Path, role: str, encoded: EncodedHistories) -> np.ndarray:
     """Device-path probabilities of a freshly written companion bundle on encoded histories."""
     from .companion import RiskModel
 

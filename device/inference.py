@@ -9,7 +9,7 @@ output on every runtime version and machine, which a dosing device needs more th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -92,6 +92,40 @@ class SingleOutputModel:
     def run(self, x: np.ndarray) -> float:
         """The output value for one float input of the model's input shape."""
         return self.output_value(self.run_tensor(self.model_input(x)))
+
+
+class NamedInputsModel:
+    """One TFLite model with named inputs (each float, int8-quantised or integer) and one output value."""
+
+    def __init__(self, model: bytes, shapes: Mapping[str, tuple[int, ...]], backend: str | None = None) -> None:
+        self.backend = backend or interpreter_backend()
+        self._interpreter = make_interpreter(model, self.backend)
+        self._inputs = {}
+        for detail in self._interpreter.get_input_details():
+            name = next((n for n in shapes if n in detail["name"]), None)
+            if name is None:
+                raise BundleError(f"model input {detail['name']!r} is none of {', '.join(shapes)}")
+            if tuple(detail["shape"]) != shapes[name]:
+                raise BundleError(f"model input {name} has shape {tuple(detail['shape'])}, not {shapes[name]}")
+            self._inputs[name] = (detail["index"], detail["dtype"], *detail["quantization"])
+        if set(self._inputs) != set(shapes):
+            raise BundleError(f"model inputs {sorted(self._inputs)} are not {sorted(shapes)}")
+        out = self._interpreter.get_output_details()[0]
+        self._out_index, self._out_dtype = out["index"], out["dtype"]
+        self._out_scale, self._out_zero = out["quantization"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> float:
+        """The output value for one example's inputs (each of its model shape)."""
+        for name, (index, dtype, scale, zero) in self._inputs.items():
+            x = np.asarray(inputs[name])
+            if dtype == np.int8:
+                x = np.clip(np.round(x.astype(np.float32) / scale + zero), -128, 127)
+            self._interpreter.set_tensor(index, x.astype(dtype))
+        self._interpreter.invoke()
+        value = float(self._interpreter.get_tensor(self._out_index).reshape(-1)[0])
+        if self._out_dtype == np.int8:
+            value = (value - self._out_zero) * self._out_scale
+        return value
 
 
 def golden_self_test(bundle: Bundle, role: str, predict: Callable[[dict], float], tolerance: float, unit: str) -> float:

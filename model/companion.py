@@ -23,12 +23,12 @@ import numpy as np
 
 from preprocessing.cohorts import Cohort, mortality_cohort, readmission_cohort
 from preprocessing.mimic import MimicData, read_mimic
-from preprocessing.visits import Visit, VisitSpec
+from preprocessing.visits import TIMELINE_FEATURES, EncodedHistories, Visit, VisitSpec
 from preprocessing.vocabulary import Vocabulary
 
 from . import bundle_writer, classification_metrics, companion_networks, export, skipgram
 
-DevicePredict = Callable[[Path, str, np.ndarray], np.ndarray]
+DevicePredict = Callable[[Path, str, EncodedHistories], np.ndarray]
 Progress = Callable[[str], None]
 
 TASKS = ("mortality", "readmission")
@@ -65,8 +65,9 @@ class CompanionTrainingConfig:
     task: str = "mortality"
     index: str = "auto"  # readmission: "hf", "all", or "auto" (hf when it has enough positives)
     max_visits: int = 10
+    max_codes: int = 64  # codes kept per visit (diagnoses, then procedures, then drugs)
     min_code_count: int = 2
-    max_vocabulary: int = 2000
+    max_vocabulary: int = 20_000  # the rest share the out-of-vocabulary index
     network: companion_networks.CompanionNetworkConfig = field(
         default_factory=companion_networks.CompanionNetworkConfig
     )
@@ -75,9 +76,12 @@ class CompanionTrainingConfig:
     imbalance_network: dict = field(default_factory=lambda: {"mortality": "gru", "readmission": "mlp"})
     logistic_c: float = 1.0
     target_sensitivity: float = 0.8
-    importance_features: int = 200
+    importance_features: int = 100
+    importance_samples: int = 2000  # toggled on a random subset: two predictions per feature
+    parity_samples: int = 5000  # TFLite runs one history at a time, as on the device
     skipgram: bool = False  # initialise code embeddings from skip-gram vectors of co-occurring codes
     golden_pairs: int = 6
+    sample: int | None = None  # train on about this many samples (whole patients, at random): a quick run
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -105,19 +109,27 @@ class CompanionResult:
     parity: dict
     notes: list[str]
     seconds: float
-    encoded: np.ndarray  # the cohort's encoded histories (parity inputs)
+    encoded: EncodedHistories  # the cohort's encoded histories (parity inputs)
     keras_probabilities: np.ndarray  # the exported network's Keras outputs on them
 
 
 @dataclass
 class _Encoded:
     spec: VisitSpec
-    x: np.ndarray
+    x: EncodedHistories
     y: np.ndarray
     visit_labels: np.ndarray
     visit_weights: np.ndarray
     groups: np.ndarray  # subject id of each sample
     code_vectors: np.ndarray | None  # skip-gram initialisation of the code embedding, if asked for
+    _summary: Any = None
+
+    @property
+    def summary(self):
+        """The logistic regression's sparse summary features of every sample (computed once)."""
+        if self._summary is None:
+            self._summary = summary_features(self.x, len(self.spec.vocabulary))
+        return self._summary
 
 
 def _cohort(data: MimicData, config: CompanionTrainingConfig, notes: list[str]) -> Cohort:
@@ -136,6 +148,23 @@ def _cohort(data: MimicData, config: CompanionTrainingConfig, notes: list[str]) 
     return readmission_cohort(data, "all")
 
 
+def sample_cohort(cohort: Cohort, size: int, seed: int) -> Cohort:
+    """About ``size`` samples of whole patients, drawn at random (a patient's samples stay together)."""
+    by_patient: dict[int, list] = {}
+    for sample in cohort.samples:
+        by_patient.setdefault(sample.subject_id, []).append(sample)
+    order = np.random.default_rng(seed).permutation(sorted(by_patient))
+    picked: list = []
+    for subject in order:
+        if len(picked) >= size:
+            break
+        picked.extend(by_patient[int(subject)])
+    smaller = Cohort(cohort.name, picked, list(cohort.steps))
+    smaller.step(f"random sample of whole patients (--sample {size})", len(picked))
+    smaller.step("positives in the sample", smaller.positives)
+    return smaller
+
+
 def build_vocabulary(samples: list, config: CompanionTrainingConfig) -> Vocabulary:
     """Codes counted once per distinct admission of the given samples.
 
@@ -152,9 +181,24 @@ def _admissions(samples: list) -> list[frozenset[str]]:
     return list({(s.subject_id, v.admit, v.discharge): v.codes for s in samples for v in s.visits}.values())
 
 
+def coverage(samples: list, spec: VisitSpec) -> dict:
+    """How much of the cohort's admissions the input keeps: codes outside the vocabulary, visits cut short."""
+    admissions = _admissions(samples)
+    known = set(spec.vocabulary.codes)
+    total = sum(len(codes) for codes in admissions)
+    unknown = sum(1 for codes in admissions for code in codes if code not in known)
+    truncated = sum(1 for codes in admissions if len(spec.vocabulary.encode(codes)) > spec.max_codes)
+    return {
+        "admissions": len(admissions),
+        "code_occurrences": total,
+        "out_of_vocabulary_share": unknown / max(total, 1),
+        "visits_over_max_codes_share": truncated / max(len(admissions), 1),
+    }
+
+
 def _encode(cohort: Cohort, vocabulary_from: list, config: CompanionTrainingConfig) -> _Encoded:
     """Every sample encoded with a vocabulary built from ``vocabulary_from`` only."""
-    spec = VisitSpec(build_vocabulary(vocabulary_from, config), config.max_visits)
+    spec = VisitSpec(build_vocabulary(vocabulary_from, config), config.max_visits, config.max_codes)
     vectors = (
         skipgram.train_vectors(
             _admissions(vocabulary_from),
@@ -202,17 +246,41 @@ def _folds(cohort: Cohort, enc: _Encoded, config: CompanionTrainingConfig) -> li
     ]
 
 
-def summary_features(x: np.ndarray) -> np.ndarray:
-    """Timeline summary for the logistic regression: index visit, mean of earlier visits, count."""
-    index = x[:, -1, :]
-    earlier = x[:, :-1, :]
-    count = earlier[:, :, 0].sum(axis=1, keepdims=True)
-    mean = earlier.sum(axis=1) / np.maximum(count, 1.0)
-    return np.concatenate([index, mean, count / max(x.shape[1] - 1, 1)], axis=1)
+def summary_features(x: EncodedHistories, vocabulary_size: int):
+    """Timeline summary for the logistic regression, sparse: the index visit's codes and timeline,
+    the mean over earlier visits of both, and the count of earlier visits."""
+    from scipy import sparse
+
+    n, visits, _ = x.codes.shape
+    width = vocabulary_size + x.timeline.shape[2]
+    count = x.timeline[:, :-1, 0].sum(axis=1)
+    share = 1.0 / np.maximum(count, 1.0)
+    rows, cols, values = [], [], []
+    index_rows, index_slots = np.nonzero(x.codes[:, -1, :])
+    rows.append(index_rows)
+    cols.append(x.codes[index_rows, -1, index_slots])
+    values.append(np.ones(len(index_rows), dtype=np.float32))
+    earlier_rows, earlier_visits, earlier_slots = np.nonzero(x.codes[:, :-1, :])
+    rows.append(earlier_rows)
+    cols.append(width + x.codes[earlier_rows, earlier_visits, earlier_slots])
+    values.append(share[earlier_rows].astype(np.float32))
+    codes = sparse.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, 2 * width + 1)
+    )
+    dense = np.zeros((n, 2 * width + 1), dtype=np.float32)
+    dense[:, vocabulary_size:width] = x.timeline[:, -1, :]
+    dense[:, width + vocabulary_size : 2 * width] = x.timeline[:, :-1, :].sum(axis=1) * share[:, None]
+    dense[:, -1] = count / max(visits - 1, 1)
+    return (codes + sparse.csr_matrix(dense)).tocsr()
+
+
+def feature_names(spec: VisitSpec) -> list[str]:
+    """A name per vocabulary index and timeline column."""
+    return ["<padding>", "<unknown code>", *spec.vocabulary.codes, *TIMELINE_FEATURES]
 
 
 def summary_feature_names(spec: VisitSpec) -> list[str]:
-    names = spec.feature_names()
+    names = feature_names(spec)
     return [f"index visit: {n}" for n in names] + [f"earlier visits: {n}" for n in names] + ["earlier visits (count)"]
 
 
@@ -230,50 +298,90 @@ def _l1_logistic(config: CompanionTrainingConfig):
     return LogisticRegression(l1_ratio=1.0, solver="liblinear", C=config.logistic_c, max_iter=1000)
 
 
-def _resample(method: str, rows: np.ndarray, y: np.ndarray, x: np.ndarray, seed: int):
-    """Training rows after resampling: (x, y, weights, row index of each sample or -1 if synthetic)."""
+SMOTE_ON_CODES = (
+    "not applicable: SMOTE interpolates feature vectors, and an average of two codes is not a code "
+    "(compared on the L1 model's summary features instead)"
+)
+
+
+def _resample(method: str, rows: np.ndarray, y: np.ndarray, features, seed: int):
+    """Training rows after resampling: (features, y, weights, row index of each sample or -1 if synthetic).
+
+    ``features`` are encoded histories (networks) or the sparse summary matrix (L1 model); SMOTE
+    runs on the latter only.
+    """
     if method == "class_weights":
-        return x[rows], y[rows], class_weights(y[rows]), rows
+        return _rows(features, rows), y[rows], class_weights(y[rows]), rows
     if method == "random_oversampling":
         from imblearn.over_sampling import RandomOverSampler  # type: ignore[import-untyped]
 
         sampler = RandomOverSampler(random_state=seed)
         picked, _ = sampler.fit_resample(rows.reshape(-1, 1), y[rows])
         picked = picked.reshape(-1)
-        return x[picked], y[picked], np.ones(len(picked)), picked
+        return _rows(features, picked), y[picked], np.ones(len(picked)), picked
     if method == "smote":
         from imblearn.over_sampling import SMOTE
 
+        if isinstance(features, EncodedHistories):
+            raise CompanionError(SMOTE_ON_CODES)
         minority = int(min(np.bincount(y[rows], minlength=2)))
         if minority < 2:
             raise CompanionError("SMOTE needs at least two minority samples in every training fold")
-        flat = x[rows].reshape(len(rows), -1)
         sampler = SMOTE(k_neighbors=min(5, minority - 1), random_state=seed)
-        new_x, new_y = sampler.fit_resample(flat, y[rows])
+        new_x, new_y = sampler.fit_resample(features[rows], y[rows])
         origin = np.concatenate([rows, -np.ones(len(new_y) - len(rows), dtype=int)])
-        return new_x.reshape(-1, *x.shape[1:]).astype(np.float32), new_y, np.ones(len(new_y)), origin
+        return new_x, new_y, np.ones(len(new_y)), origin
     raise ValueError(f"unknown imbalance method {method!r}")
+
+
+def _rows(features, rows: np.ndarray):
+    return features.take(rows) if isinstance(features, EncodedHistories) else features[rows]
 
 
 def _fit_predict(
     kind: str, enc: _Encoded, train: np.ndarray, test: np.ndarray, method: str, config: CompanionTrainingConfig
 ) -> tuple[np.ndarray, Any]:
-    x, y, weights, origin = _resample(method, train, enc.y, enc.x, config.seed)
     if kind == LOGISTIC:
+        x, y, weights, _ = _resample(method, train, enc.y, enc.summary, config.seed)
         model = _l1_logistic(config)
-        model.fit(summary_features(x), y, sample_weight=weights)
-        return model.predict_proba(summary_features(enc.x[test]))[:, 1], model
+        model.fit(x, y, sample_weight=weights)
+        return model.predict_proba(enc.summary[test])[:, 1], model
+    x, y, weights, origin = _resample(method, train, enc.y, enc.x, config.seed)
     labels = weights_seq = None
     if kind in companion_networks.SEQUENCE_OUTPUT:
-        if np.any(origin < 0):
-            raise CompanionError("synthetic (SMOTE) samples have no per-visit labels for the sequence labeller")
         labels, weights_seq = enc.visit_labels[origin], enc.visit_weights[origin]
-    model = companion_networks.fit(kind, x, y, weights, config.network, labels, weights_seq, enc.code_vectors)
-    return companion_networks.predict(model, kind, enc.x[test]), model
+    model = companion_networks.fit(
+        kind, x.inputs(), y, weights, len(enc.spec.vocabulary), config.network, labels, weights_seq, enc.code_vectors
+    )
+    return companion_networks.predict(model, kind, enc.x.take(test).inputs()), model
+
+
+@dataclass
+class StudyClock:
+    """Counts the network fits of the study and estimates the time left from the ones done."""
+
+    planned: int
+    done: int = 0
+    seconds: float = 0.0
+    BAR = 20
+
+    def fitted(self, seconds: float) -> str:
+        """Record one fit; a progress bar and the estimate, in words."""
+        self.done += 1
+        self.seconds += seconds
+        share = min(self.done / max(self.planned, 1), 1.0)
+        bar = "#" * round(share * self.BAR) + "." * (self.BAR - round(share * self.BAR))
+        per_fit = self.seconds / self.done
+        left = per_fit * max(self.planned - self.done, 0)
+        return f"[{bar}] {self.done}/{self.planned} fits, about {_minutes(left)} left"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _cross_validate(
-    kind: str, folds: list[_Fold], config: CompanionTrainingConfig, method: str, progress: Progress
+    kind: str, folds: list[_Fold], config: CompanionTrainingConfig, method: str, progress: Progress, clock: StudyClock
 ) -> tuple[np.ndarray, float, int]:
     """Out-of-fold probabilities, total training seconds and the parameter count."""
     oof = np.zeros(len(folds[0].enc.y))
@@ -281,9 +389,11 @@ def _cross_validate(
     for fold, split in enumerate(folds, start=1):
         started = time.monotonic()
         oof[split.test], model = _fit_predict(kind, split.enc, split.train, split.test, method, config)
-        seconds += time.monotonic() - started
+        took = time.monotonic() - started
+        seconds += took
         params = int(np.count_nonzero(model.coef_)) + 1 if kind == LOGISTIC else companion_networks.parameters(model)
-        progress(f"  {MODEL_LABELS[kind]} [{method}] fold {fold}/{config.folds}")
+        status = clock.fitted(took)
+        progress(f"  {MODEL_LABELS[kind]} [{method}] fold {fold}/{config.folds}: {took:.1f} s  {status}")
     return oof, seconds, params
 
 
@@ -320,27 +430,45 @@ def _fingerprint(data: MimicData, cohort: Cohort) -> str:
     return digest.hexdigest()
 
 
-def _toggle_importance(model, kind: str, enc: _Encoded, limit: int) -> list[dict]:
-    """Mean change in probability when each feature of the last visit is switched on vs off."""
-    names = enc.spec.feature_names()
-    frequency = enc.x[:, -1, :].sum(axis=0)
-    frequency[0] = -1  # "a visit is here" is not a feature to toggle
-    columns = [int(c) for c in np.argsort(-frequency, kind="stable")[:limit] if frequency[c] > 0]
-    graph = companion_networks.inference_graph(model, kind)
+def _toggle_importance(model, kind: str, enc: _Encoded, config: CompanionTrainingConfig) -> list[dict]:
+    """Mean change in probability when each frequent code of the index visit is switched on vs off.
+
+    On a random subset of ``importance_samples`` histories, for the ``importance_features``
+    codes most often in index visits: "on" adds the code to the index visit (in a free slot, or
+    instead of its last code), "off" removes it.
+    """
+    names = feature_names(enc.spec)
+    index_codes = enc.x.codes[:, -1, :]
+    frequency = np.bincount(index_codes.reshape(-1), minlength=len(names))
+    frequency[0] = 0
+    columns = [int(c) for c in np.argsort(-frequency, kind="stable")[: config.importance_features] if frequency[c] > 0]
+    rng = np.random.default_rng(config.seed)
+    subset = np.sort(rng.choice(len(enc.y), size=min(config.importance_samples, len(enc.y)), replace=False))
+    base = enc.x.take(subset)
     rows = []
     for column in columns:
-        on, off = enc.x.copy(), enc.x.copy()
-        on[:, -1, column], off[:, -1, column] = 1.0, 0.0
-        delta = (np.asarray(graph(on, training=False)) - np.asarray(graph(off, training=False))).reshape(-1)
+        on, off = base.codes.copy(), base.codes.copy()
+        last_on, last_off = on[:, -1, :], off[:, -1, :]
+        last_off[last_off == column] = 0
+        missing = ~(last_on == column).any(axis=1)
+        free = np.argmax(last_on == 0, axis=1)
+        slot = np.where(last_on[np.arange(len(subset)), free] == 0, free, last_on.shape[1] - 1)
+        last_on[np.flatnonzero(missing), slot[missing]] = column
+        p_on = companion_networks.predict(model, kind, {"codes": on, "timeline": base.timeline})
+        p_off = companion_networks.predict(model, kind, {"codes": off, "timeline": base.timeline})
         rows.append(
-            {"feature": names[column], "mean_change": float(delta.mean()), "in_index_visits": int(frequency[column])}
+            {
+                "feature": names[column],
+                "mean_change": float((p_on - p_off).mean()),
+                "in_index_visits": int(frequency[column]),
+            }
         )
     return sorted(rows, key=lambda r: -abs(r["mean_change"]))
 
 
 def _logistic_importance(enc: _Encoded, config: CompanionTrainingConfig) -> list[dict]:
     model = _l1_logistic(config)
-    model.fit(summary_features(enc.x), enc.y, sample_weight=class_weights(enc.y))
+    model.fit(enc.summary, enc.y, sample_weight=class_weights(enc.y))
     names = summary_feature_names(enc.spec)
     coefs = model.coef_.reshape(-1)
     return [
@@ -367,17 +495,23 @@ def _export(
     model,
     kind: str,
     spec: VisitSpec,
-    calibration: np.ndarray,
-    x: np.ndarray,
+    calibration: EncodedHistories,
+    x: EncodedHistories,
     y: np.ndarray,
     config: CompanionTrainingConfig,
     device_predict: DevicePredict,
-    extra: np.ndarray | None = None,
+    extra: EncodedHistories | None = None,
 ) -> _Exported:
-    """TFLite float and int8 of ``model``, and its device-path outputs on ``x`` compared with Keras."""
+    """TFLite float and int8 of ``model``, and its device-path outputs on ``x`` compared with Keras.
+
+    Beyond ``parity_samples`` histories, parity is measured on a random subset of that size.
+    """
+    if len(y) > config.parity_samples:
+        picked = np.sort(np.random.default_rng(config.seed).choice(len(y), config.parity_samples, replace=False))
+        x, y = x.take(picked), y[picked]
     graph = companion_networks.inference_graph(model, kind)
-    keras_p = companion_networks.predict(model, kind, x)
-    tflite = export.to_tflite(graph, calibration, config.seed, input_name="visits")
+    keras_p = companion_networks.predict(model, kind, x.inputs())
+    tflite = export.to_tflite(graph, calibration.inputs(), config.seed)
     files = _model_files(config.task)
     manifest = {
         "name": config.task,
@@ -439,6 +573,9 @@ def train_companion(
     notes = list(data.notes)
     progress(f"{data.layout}{' ' + data.version if data.version else ''}: {len(data.patients)} patients")
     cohort = _cohort(data, config, notes)
+    if config.sample is not None and len(cohort.samples) > config.sample:
+        cohort = sample_cohort(cohort, config.sample, config.seed)
+        notes.append(f"trained on a random sample of {len(cohort.samples)} samples (--sample), not the whole cohort")
     for note in notes:
         progress(f"note: {note}")
     negatives = len(cohort.samples) - cohort.positives
@@ -448,17 +585,22 @@ def train_companion(
             f"samples; {config.folds}-fold cross-validation needs at least {config.folds} of each"
         )
     enc = _encode(cohort, cohort.samples, config)
+    kept = coverage(cohort.samples, enc.spec)
     folds = _folds(cohort, enc, config)
     progress(
         f"cohort {cohort.name}: {len(enc.y)} samples, {int(enc.y.sum())} positive; "
-        f"vocabulary {len(enc.spec.vocabulary)} codes; input {enc.spec.shape}"
+        f"vocabulary {len(enc.spec.vocabulary)} codes; inputs {enc.spec.shapes}, {enc.x.nbytes / 2**20:.0f} MiB; "
+        f"{kept['out_of_vocabulary_share']:.1%} of code occurrences outside the vocabulary, "
+        f"{kept['visits_over_max_codes_share']:.1%} of visits over {config.max_codes} codes"
     )
     networks = (
         companion_networks.MORTALITY_NETWORKS if config.task == "mortality" else companion_networks.READMISSION_NETWORKS
     )
     out_of_fold, metrics = {}, {}
+    imbalance_kinds = (config.imbalance_network[config.task], LOGISTIC)
+    clock = StudyClock(config.folds * (len(networks) + 1 + len(imbalance_kinds) * (len(IMBALANCE_METHODS) - 1)))
     for kind in (*networks, LOGISTIC):
-        oof, seconds, params = _cross_validate(kind, folds, config, "class_weights", progress)
+        oof, seconds, params = _cross_validate(kind, folds, config, "class_weights", progress, clock)
         out_of_fold[kind] = oof
         metrics[kind] = {
             **classification_metrics.summary(enc.y, oof, config.bootstrap),
@@ -467,13 +609,14 @@ def train_companion(
         }
     best = max(networks, key=lambda k: (np.nan_to_num(metrics[k]["auroc"], nan=-1.0), -metrics[k]["parameters"]))
     imbalance: dict[str, dict[str, dict]] = {}
-    for kind in (config.imbalance_network[config.task], LOGISTIC):
+    for kind in imbalance_kinds:
         imbalance[kind] = {"class_weights": {k: metrics[kind][k] for k in ("auroc", "auroc_ci95", "auprc")}}
         for method in IMBALANCE_METHODS[1:]:
             try:
-                oof, _, _ = _cross_validate(kind, folds, config, method, progress)
+                oof, _, _ = _cross_validate(kind, folds, config, method, progress, clock)
             except CompanionError as exc:
                 imbalance[kind][method] = {"error": str(exc)}
+                clock.planned -= config.folds
                 continue
             summary = classification_metrics.summary(enc.y, oof, config.bootstrap)
             imbalance[kind][method] = {k: summary[k] for k in ("auroc", "auroc_ci95", "auprc")}
@@ -484,9 +627,10 @@ def train_companion(
     progress(f"TFLite parity on held-out fold 1 ({len(held_out.test)} samples)")
     fold_model = companion_networks.fit(
         best,
-        held_out.enc.x[held_out.train],
+        held_out.enc.x.take(held_out.train).inputs(),
         enc.y[held_out.train],
         class_weights(enc.y[held_out.train]),
+        len(held_out.enc.spec.vocabulary),
         config.network,
         held_out.enc.visit_labels[held_out.train],
         held_out.enc.visit_weights[held_out.train],
@@ -496,8 +640,8 @@ def train_companion(
         fold_model,
         best,
         held_out.enc.spec,
-        held_out.enc.x[held_out.train],
-        held_out.enc.x[held_out.test],
+        held_out.enc.x.take(held_out.train),
+        held_out.enc.x.take(held_out.test),
         enc.y[held_out.test],
         config,
         device_predict,
@@ -505,7 +649,15 @@ def train_companion(
 
     progress(f"refitting {MODEL_LABELS[best]} on all {len(enc.y)} samples and exporting to TFLite")
     final = companion_networks.fit(
-        best, enc.x, enc.y, class_weights(enc.y), config.network, enc.visit_labels, enc.visit_weights, enc.code_vectors
+        best,
+        enc.x.inputs(),
+        enc.y,
+        class_weights(enc.y),
+        len(enc.spec.vocabulary),
+        config.network,
+        enc.visit_labels,
+        enc.visit_weights,
+        enc.code_vectors,
     )
     golden_histories = _golden_histories(enc.spec, config.golden_pairs, config.seed)
     shipped = _export(
@@ -517,10 +669,7 @@ def train_companion(
     manifest["output"].update(device_role(parity))
     progress(f"device runs the {manifest['output']['device_role']} model: {manifest['output']['device_role_reason']}")
     progress("feature importance (L1 coefficients; toggling features of the index visit)")
-    importance = {
-        "logistic_l1": _logistic_importance(enc, config),
-        best: _toggle_importance(final, best, enc, config.importance_features),
-    }
+    importance = {"logistic_l1": _logistic_importance(enc, config), best: _toggle_importance(final, best, enc, config)}
     demo = len(data.patients) < DEMO_PATIENT_LIMIT
     cohort_json = cohort.to_json()
     manifest.update(
@@ -562,6 +711,8 @@ def train_companion(
             "training": {
                 "network": config.network.to_json(),
                 "max_visits": config.max_visits,
+                "max_codes": config.max_codes,
+                "coverage": kept,
                 "min_code_count": config.min_code_count,
                 "max_vocabulary": config.max_vocabulary,
                 "vocabulary_from": "distinct admissions of the cohort (per training fold in cross-validation)",

@@ -1,9 +1,11 @@
-"""Keras networks of the companion models, all over the same ``(visits, features)`` input.
+"""Keras networks of the companion models, all over the same two inputs.
 
-Every network takes the encoded history of ``preprocessing.visits`` (left-padded, scored
-visit last) and returns the probability of the outcome for the last visit, so the device
-runs each of them the same way. The visit representation is a dense layer without bias
-over the multi-hot visit row: a learned code embedding, pooled by sum.
+Every network takes the encoded history of ``preprocessing.visits`` — ``codes`` (vocabulary
+indices per visit, 0-padded) and ``timeline`` (per-visit timing, all-zero for padding) — and
+returns the probability of the outcome for the last visit, so the device runs each of them
+the same way. A visit is the sum of its codes' learned embedding vectors (the padding index
+contributes nothing), joined with its timeline: the sparse form of a multi-hot row times a
+weight matrix, costing per code a visit has rather than per code in the vocabulary.
 
 * ``lstm``, ``gru``, ``bilstm`` — the mortality notebook's recurrent models: padded visits
   masked, dropout, one probability from the last state.
@@ -41,10 +43,17 @@ class CompanionNetworkConfig:
     cnn_widths: tuple[int, ...] = (1, 2, 3)
     mlp_units: tuple[int, ...] = (64, 32)
     learning_rate: float = 2e-3
-    batch_size: int = 16
-    epochs: int = 40
+    batch_size: int = 16  # at least; larger cohorts get about 1/200 of their rows per batch, at most max_batch_size
+    max_batch_size: int = 256
+    epochs: int = 40  # at most; training stops when the validation loss has not improved for `patience`
+    patience: int = 5
+    validation_share: float = 0.15  # of the training rows, for early stopping only
     aux_weight: float = 0.1
     seed: int = 0
+
+    def batch_for(self, rows: int) -> int:
+        """The batch size for ``rows`` training rows: small data keeps small batches, big data fewer steps."""
+        return int(min(self.max_batch_size, max(self.batch_size, rows // 200)))
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -53,21 +62,30 @@ class CompanionNetworkConfig:
         return data
 
 
-def _visit_embedding(inputs, config: CompanionNetworkConfig):
+def _visits(codes, timeline, vocabulary_size: int, config: CompanionNetworkConfig):
+    """Per visit: the sum of its codes' embedding vectors, joined with its timeline (B, V, E + T)."""
     import keras
+    from keras import ops
 
-    masked = keras.layers.Masking(0.0, name="padded_visits")(inputs)
-    pooled = keras.layers.Dense(config.embedding, use_bias=False, name="code_embedding")(masked)
-    return keras.layers.Dropout(config.dropout, name="embedding_dropout")(pooled)
+    embedded = keras.layers.Embedding(vocabulary_size, config.embedding, name="code_embedding")(codes)
+    present = ops.expand_dims(ops.cast(ops.greater(codes, 0), "float32"), -1)
+    pooled = ops.sum(embedded * present, axis=2)
+    return keras.layers.Concatenate(name="visit")([pooled, timeline])
 
 
-def build(kind: str, max_visits: int, n_features: int, config: CompanionNetworkConfig):
+def build(
+    kind: str, max_visits: int, max_codes: int, n_timeline: int, vocabulary_size: int, config: CompanionNetworkConfig
+):
     """The training graph of ``kind`` (sequence output for ``rnn_last_hf``)."""
     import keras
 
-    inputs = keras.Input((max_visits, n_features), name="visits")
+    codes = keras.Input((max_visits, max_codes), dtype="int32", name="codes")
+    timeline = keras.Input((max_visits, n_timeline), name="timeline")
+    visits = _visits(codes, timeline, vocabulary_size, config)
+    if kind in ("lstm", "gru", "bilstm", "rnn_last_hf"):
+        seq = keras.layers.Masking(0.0, name="padded_visits")(visits)
+        seq = keras.layers.Dropout(config.dropout, name="embedding_dropout")(seq)
     if kind in ("lstm", "gru", "bilstm"):
-        seq = _visit_embedding(inputs, config)
         if kind == "lstm":
             state = keras.layers.LSTM(config.units, unroll=True, name="lstm")(seq)
         elif kind == "gru":
@@ -77,21 +95,19 @@ def build(kind: str, max_visits: int, n_features: int, config: CompanionNetworkC
         state = keras.layers.Dropout(config.dropout, name="state_dropout")(state)
         outputs = keras.layers.Dense(1, activation="sigmoid", name="risk")(state)
     elif kind == "rnn_last_hf":
-        seq = _visit_embedding(inputs, config)
         seq = keras.layers.GRU(config.units, return_sequences=True, unroll=True, name="gru")(seq)
         seq = keras.layers.Dropout(config.dropout, name="state_dropout")(seq)
         outputs = keras.layers.Dense(1, activation="sigmoid", name="risk_per_visit")(seq)
     elif kind == "cnn_wide":
-        embedded = keras.layers.Dense(config.embedding, use_bias=False, name="code_embedding")(inputs)
         pooled = []
         for width in config.cnn_widths:
-            conv = keras.layers.Conv1D(config.cnn_filters, width, activation="relu", name=f"visits_{width}")(embedded)
+            conv = keras.layers.Conv1D(config.cnn_filters, width, activation="relu", name=f"visits_{width}")(visits)
             pooled.append(keras.layers.GlobalMaxPooling1D(name=f"max_{width}")(conv))
         merged = keras.layers.Concatenate(name="all_widths")(pooled) if len(pooled) > 1 else pooled[0]
         merged = keras.layers.Dropout(config.dropout, name="dropout")(merged)
         outputs = keras.layers.Dense(1, activation="sigmoid", name="risk")(merged)
     elif kind == "mlp":
-        last = keras.layers.Cropping1D((max_visits - 1, 0), name="index_visit")(inputs)
+        last = keras.layers.Cropping1D((max_visits - 1, 0), name="index_visit")(visits)
         head = keras.layers.Flatten(name="index_flat")(last)
         for i, units in enumerate(config.mlp_units):
             head = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(head)
@@ -99,7 +115,7 @@ def build(kind: str, max_visits: int, n_features: int, config: CompanionNetworkC
         outputs = keras.layers.Dense(1, activation="sigmoid", name="risk")(head)
     else:
         raise ValueError(f"unknown companion network {kind!r}")
-    return keras.Model(inputs, outputs, name=kind)
+    return keras.Model({"codes": codes, "timeline": timeline}, outputs, name=kind)
 
 
 def inference_graph(model, kind: str):
@@ -108,36 +124,44 @@ def inference_graph(model, kind: str):
 
     if kind not in SEQUENCE_OUTPUT:
         return model
-    max_visits = model.input.shape[1]
+    max_visits = model.output.shape[1]
     last = keras.layers.Cropping1D((max_visits - 1, 0), name="index_step")(model.output)
     return keras.Model(model.input, keras.layers.Flatten(name="risk")(last), name=f"{kind}_inference")
 
 
 def initialise_embedding(model, code_vectors) -> bool:
-    """Put pre-trained code vectors (rows 0…len−1 of the visit row) into the code embedding.
+    """Put pre-trained code vectors (one row per vocabulary index) into the code embedding.
 
-    Scaled to the spread of the layer's random initialisation; returns False when the
-    network has no code embedding (the MLP).
+    Scaled to the spread of the layer's random initialisation; the padding row (multiplied
+    by zero) and the out-of-vocabulary row (no context to learn from) keep theirs.
     """
     import numpy as np
 
-    try:
-        layer = model.get_layer("code_embedding")
-    except ValueError:
-        return False
-    kernel = layer.get_weights()[0]
+    layer = model.get_layer("code_embedding")
+    table = layer.get_weights()[0]
     vectors = np.asarray(code_vectors, dtype=np.float32)
     spread = float(vectors[2:].std()) or 1.0
-    kernel[: len(vectors)] = vectors / spread * float(kernel.std())
-    layer.set_weights([kernel])
+    table[2 : len(vectors)] = vectors[2:] / spread * float(table.std())
+    layer.set_weights([table])
     return True
+
+
+def dataset(inputs: dict, targets, weights, batch_size: int, shuffle: bool, seed: int):
+    """A ``tf.data`` pipeline over the encoded arrays: shuffled batches, prefetched."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((inputs, targets, weights))
+    if shuffle:
+        data = data.shuffle(min(len(targets), 100_000), seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def fit(
     kind: str,
-    x,
+    inputs: dict,
     y,
     sample_weight,
+    vocabulary_size: int,
     config: CompanionNetworkConfig,
     visit_labels=None,
     visit_weights=None,
@@ -145,14 +169,18 @@ def fit(
 ):
     """Train one network; ``sample_weight`` carries the class weights (or ones).
 
-    For sequence labellers ``visit_labels``/``visit_weights`` are ``(n, max_visits)``;
-    ``code_vectors`` (optional) initialise the code embedding.
+    ``inputs`` holds ``codes`` and ``timeline`` arrays; for sequence labellers
+    ``visit_labels``/``visit_weights`` are ``(n, max_visits)``; ``code_vectors`` (optional)
+    initialise the code embedding. Batches stream from ``tf.data``. A random
+    ``validation_share`` of the rows is held back for early stopping (the best epoch's
+    weights are kept); the caller's test rows are never among them.
     """
     import keras
     import numpy as np
 
     keras.utils.set_random_seed(config.seed)
-    model = build(kind, x.shape[1], x.shape[2], config)
+    _, max_visits, max_codes = inputs["codes"].shape
+    model = build(kind, max_visits, max_codes, inputs["timeline"].shape[2], vocabulary_size, config)
     if code_vectors is not None:
         initialise_embedding(model, code_vectors)
     model.compile(keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy")
@@ -161,18 +189,38 @@ def fit(
         weights = (visit_weights * sample_weight[:, None]).astype("float32")
     else:
         targets, weights = np.asarray(y, "float32"), np.asarray(sample_weight, "float32")
-    model.fit(
-        x, targets, sample_weight=weights, epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0
-    )
+    order = np.random.default_rng(config.seed).permutation(len(targets))
+    held = order[: int(len(order) * config.validation_share)] if config.patience else order[:0]
+    kept = np.sort(order[len(held) :])
+
+    def part(rows) -> tuple[dict, np.ndarray, np.ndarray]:
+        return {k: v[rows] for k, v in inputs.items()}, targets[rows], weights[rows]
+
+    callbacks, validation = [], None
+    if len(held):
+        validation = dataset(*part(np.sort(held)), config.batch_for(len(kept)), False, config.seed)
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+        )
+    batches = dataset(*part(kept), config.batch_for(len(kept)), True, config.seed)
+    model.fit(batches, validation_data=validation, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose=0)
     return model
 
 
-def predict(model, kind: str, x):
-    """Probabilities of the last visit."""
+PREDICT_BATCH = 1024
+
+
+def predict(model, kind: str, inputs: dict):
+    """Probabilities of the last visit, in batches."""
     import numpy as np
 
     graph = inference_graph(model, kind)
-    return np.asarray(graph(x, training=False)).reshape(-1).astype("float64")
+    n = len(inputs["codes"])
+    out = [
+        np.asarray(graph({k: v[i : i + PREDICT_BATCH] for k, v in inputs.items()}, training=False)).reshape(-1)
+        for i in range(0, n, PREDICT_BATCH)
+    ]
+    return np.concatenate(out).astype("float64") if out else np.zeros(0)
 
 
 def parameters(model) -> int:

@@ -70,6 +70,25 @@ def imbalance_table(result: CompanionResult) -> str:
     return "\n".join(lines)
 
 
+def _input_sentence(training: dict, features: dict) -> str:
+    """What the networks read: code indices per visit, how much of the data the input keeps."""
+    kept = training.get("coverage", {})
+    vocabulary = len(features["vocabulary"]["codes"])
+    sentence = (
+        f"Input: up to {features['max_visits']} visits, each up to {features['max_codes']} code indices "
+        f"(diagnoses, then procedures, then drugs) looked up in a learned embedding and summed, with its "
+        f"timeline; vocabulary {vocabulary:,} codes (cap {training['max_vocabulary']:,}, seen in at least "
+        f"{training['min_code_count']} admissions)."
+    )
+    if kept:
+        sentence += (
+            f" Of {kept['code_occurrences']:,} code occurrences in {kept['admissions']:,} admissions, "
+            f"{kept['out_of_vocabulary_share']:.1%} fall outside the vocabulary (one shared index); "
+            f"{kept['visits_over_max_codes_share']:.1%} of visits have more than {features['max_codes']} codes."
+        )
+    return sentence
+
+
 def clinical_reading(result: CompanionResult) -> str:
     c = result.confusion
     yes, no = OUTCOME[result.task]
@@ -167,6 +186,8 @@ def write_report(result: CompanionResult, out: Path) -> Path:
         comparison_table(result),
         "",
         f"**Leakage audit.** {LEAKAGE_AUDIT}",
+        "",
+        _input_sentence(m["training"], m["features"]),
         "",
         f"Code embedding initialised from {m['training']['code_embedding_init']}. "
         f"Confidence intervals: {len(result.labels)} samples resampled 1,000 times (percentile bootstrap). "

@@ -1,10 +1,11 @@
 """Keras -> TFLite: float32, and full-integer int8 calibrated on training windows.
 
-The Keras model is exported as a SavedModel with a fixed ``[1, window, features]`` input and
-converted from there (converting a Keras 3 model's concrete function directly leaves resource
-variables the int8 calibrator cannot read). The int8 model takes and returns int8 tensors, as
-a microcontroller would run it; the device quantises its standardised input with the
-tensor's scale and zero point.
+The Keras model is exported as a SavedModel with fixed batch-of-one inputs — one
+``[1, window, features]`` tensor, or named tensors (the companion models' ``codes`` and
+``timeline``) — and converted from there (converting a Keras 3 model's concrete function
+directly leaves resource variables the int8 calibrator cannot read). The int8 model takes and
+returns int8 tensors for its float inputs, as a microcontroller would run it (integer inputs
+such as code indices stay integers); the device quantises with each tensor's scale and zero point.
 """
 
 from __future__ import annotations
@@ -17,31 +18,40 @@ import numpy as np
 REPRESENTATIVE_SAMPLES = 500
 
 
-def _saved_model(model, window: int, n_features: int, out_dir: Path, input_name: str) -> Path:
+Representative = np.ndarray | dict[str, np.ndarray]
+
+
+def _signature(representative: Representative, input_name: str):
     import tensorflow as tf
 
-    path = out_dir / "saved_model"
-    model.export(
-        str(path), verbose=False, input_signature=[tf.TensorSpec([1, window, n_features], tf.float32, name=input_name)]
-    )
-    return path
+    if isinstance(representative, dict):
+        specs = {
+            name: tf.TensorSpec([1, *array.shape[1:]], tf.as_dtype(array.dtype), name=name)
+            for name, array in representative.items()
+        }
+        return [specs]
+    return [tf.TensorSpec([1, *representative.shape[1:]], tf.float32, name=input_name)]
 
 
-def to_tflite(model, representative: np.ndarray, seed: int = 0, input_name: str = "window") -> dict[str, bytes]:
-    """Convert to ``{"float": bytes, "int8": bytes}``; ``representative`` are scaled train inputs."""
+def to_tflite(model, representative: Representative, seed: int = 0, input_name: str = "window") -> dict[str, bytes]:
+    """Convert to ``{"float": bytes, "int8": bytes}``; ``representative`` are training inputs
+    (one array, or arrays by input name)."""
     import tensorflow as tf
 
-    _, window, n_features = representative.shape
+    arrays = representative if isinstance(representative, dict) else {input_name: representative}
+    n = len(next(iter(arrays.values())))
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(representative), size=min(REPRESENTATIVE_SAMPLES, len(representative)), replace=False)
-    calibration = representative[np.sort(picks)].astype(np.float32)
+    picks = np.sort(rng.choice(n, size=min(REPRESENTATIVE_SAMPLES, n), replace=False))
+    calibration = {name: array[picks] for name, array in arrays.items()}
 
     def dataset():
-        for row in calibration:
-            yield [row[None, ...]]
+        for i in range(len(picks)):
+            sample = {name: array[i : i + 1] for name, array in calibration.items()}
+            yield sample if isinstance(representative, dict) else [sample[input_name].astype(np.float32)]
 
     with tempfile.TemporaryDirectory() as tmp:
-        saved = _saved_model(model, window, n_features, Path(tmp), input_name)
+        saved = Path(tmp) / "saved_model"
+        model.export(str(saved), verbose=False, input_signature=_signature(representative, input_name))
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         float_model = converter.convert()
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
@@ -72,7 +82,8 @@ def tensor_quantization(model_bytes: bytes) -> dict:
             "zero_point": int(zero),
         }
 
-    return {
-        "input": describe(interpreter.get_input_details()[0]),
-        "output": describe(interpreter.get_output_details()[0]),
-    }
+    inputs = interpreter.get_input_details()
+    described = {"input": describe(inputs[0]), "output": describe(interpreter.get_output_details()[0])}
+    if len(inputs) > 1:
+        described["inputs"] = {detail["name"]: describe(detail) for detail in inputs}
+    return described

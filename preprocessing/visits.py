@@ -1,20 +1,22 @@
-"""Visit histories → the fixed input tensor of the companion models (numpy only).
+"""Visit histories → the input tensors of the companion models (numpy only).
 
 One implementation for training and the device. A history is a list of :class:`Visit`
 (admission time, discharge time, a set of codes), oldest first, the visit being scored last.
-It becomes a ``(max_visits, n_features)`` float32 array, left-padded with zero rows so the
-newest visit is always the last row; older visits beyond ``max_visits`` are dropped.
+It becomes two arrays, left-padded so the newest visit is always the last row; older visits
+beyond ``max_visits`` are dropped:
 
-Each row of a real visit holds, every value in [0, 1]:
-
-* column 0 (the vocabulary's padding index) = 1: "a visit is here", so a visit whose codes
-  are all unknown is still distinct from padding, and padded rows are exactly all-zero (the
-  models mask them);
-* column 1 (out-of-vocabulary) = 1 when any code is unknown, columns 2… one per known code
-  (multi-hot; a dense layer over them is a learned code embedding pooled by sum);
-* four timeline columns: length of stay (fraction of 30 days, capped), days since the
-  previous discharge (fraction of 365, capped; 0 for the first visit), whether the visit
-  began within 30 days of the previous discharge, whether it is the first visit seen.
+* ``codes`` — ``(max_visits, max_codes)`` int32: each visit's distinct vocabulary indices,
+  padded with 0 (the vocabulary's padding index); a code outside the vocabulary is the
+  out-of-vocabulary index 1, once. The network looks each index up in a learned embedding
+  and sums a visit's vectors — the sparse form of a multi-hot row times a weight matrix, at
+  a cost that grows with the codes a visit has, not with the vocabulary. A visit with more
+  than ``max_codes`` known codes keeps the first ones in vocabulary order: diagnoses, then
+  procedures, then prescriptions (the vocabulary is sorted by code, and ``dx`` < ``px`` < ``rx``).
+* ``timeline`` — ``(max_visits, 5)`` float32 in [0, 1]: "a visit is here" (so padding rows
+  are exactly zero and the models mask them), length of stay (fraction of 30 days, capped),
+  days since the previous discharge (fraction of 365, capped; 0 for the first visit),
+  whether the visit began within 30 days of the previous discharge, and whether it is the
+  first visit seen.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from datetime import datetime
 
 import numpy as np
 
-from .vocabulary import PAD, Vocabulary
+from .vocabulary import Vocabulary
 
-KIND = "visit_sequence"
-TIMELINE_FEATURES = ("stay_days_of_30", "gap_days_of_365", "within_30d_of_previous", "first_visit")
+KIND = "visit_codes"
+DENSE_KIND = "visit_sequence"  # the multi-hot input of bundles before issue 16
+TIMELINE_FEATURES = ("present", "stay_days_of_30", "gap_days_of_365", "within_30d_of_previous", "first_visit")
 DEFAULT_MAX_VISITS = 10
+DEFAULT_MAX_CODES = 64
+INPUT_NAMES = ("codes", "timeline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,67 +46,100 @@ class Visit:
     codes: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedHistories:
+    """Encoded histories: ``codes`` ``(n, max_visits, max_codes)`` int32, ``timeline`` ``(n, max_visits, 5)``."""
+
+    codes: np.ndarray
+    timeline: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def take(self, rows: np.ndarray) -> EncodedHistories:
+        return EncodedHistories(self.codes[rows], self.timeline[rows])
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        """The model's inputs by name."""
+        return {"codes": self.codes, "timeline": self.timeline}
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + self.timeline.nbytes)
+
+
 def _days(later: datetime, earlier: datetime) -> float:
     return (later - earlier).total_seconds() / 86400.0
 
 
 @dataclass(frozen=True)
 class VisitSpec:
-    """How histories are encoded: the code vocabulary and how many visits are kept."""
+    """How histories are encoded: the code vocabulary, how many visits and codes per visit are kept."""
 
     vocabulary: Vocabulary
     max_visits: int = DEFAULT_MAX_VISITS
+    max_codes: int = DEFAULT_MAX_CODES
 
     @property
-    def n_features(self) -> int:
-        return len(self.vocabulary) + len(TIMELINE_FEATURES)
+    def shapes(self) -> dict[str, tuple[int, int]]:
+        """Each input's shape for one history."""
+        return {"codes": (self.max_visits, self.max_codes), "timeline": (self.max_visits, len(TIMELINE_FEATURES))}
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.max_visits, self.n_features)
+    def visit_codes(self, visit: Visit) -> list[int]:
+        """A visit's vocabulary indices as kept in the input (at most ``max_codes``)."""
+        return self.vocabulary.encode(visit.codes)[: self.max_codes]
 
-    def feature_names(self) -> list[str]:
-        """A readable name for every column (for feature-importance tables)."""
-        return ["<visit>", "<unknown code>", *self.vocabulary.codes, *TIMELINE_FEATURES]
+    def encode(self, visits: Sequence[Visit]) -> EncodedHistories:
+        """One history as a batch of one."""
+        return self.encode_many([visits])
 
-    def encode(self, visits: Sequence[Visit]) -> np.ndarray:
-        """The ``(max_visits, n_features)`` input of one history (oldest first, scored visit last)."""
-        out = np.zeros(self.shape, dtype=np.float32)
-        kept = list(visits)[-self.max_visits :]
-        offset = len(visits) - len(kept)
-        timeline = len(self.vocabulary)
-        for row, visit in enumerate(kept, start=self.max_visits - len(kept)):
-            out[row, PAD] = 1.0
-            out[row, self.vocabulary.encode(visit.codes)] = 1.0
-            stay = max(0.0, _days(visit.discharge, visit.admit))
-            out[row, timeline] = min(stay / 30.0, 1.0)
-            position = offset + row - (self.max_visits - len(kept))
-            if position == 0:
-                out[row, timeline + 3] = 1.0
-                continue
-            gap = max(0.0, _days(visit.admit, visits[position - 1].discharge))
-            out[row, timeline + 1] = min(gap / 365.0, 1.0)
-            out[row, timeline + 2] = float(gap <= 30.0)
-        return out
-
-    def encode_many(self, histories: Sequence[Sequence[Visit]]) -> np.ndarray:
-        return np.stack([self.encode(h) for h in histories]) if histories else np.zeros((0, *self.shape), np.float32)
+    def encode_many(self, histories: Sequence[Sequence[Visit]]) -> EncodedHistories:
+        """Every history; a visit shared by several histories is encoded once."""
+        codes = np.zeros((len(histories), self.max_visits, self.max_codes), dtype=np.int32)
+        timeline = np.zeros((len(histories), self.max_visits, len(TIMELINE_FEATURES)), dtype=np.float32)
+        cache: dict[int, list[int]] = {}
+        for n, visits in enumerate(histories):
+            kept = list(visits)[-self.max_visits :]
+            offset = len(visits) - len(kept)
+            first_row = self.max_visits - len(kept)
+            for row, visit in enumerate(kept, start=first_row):
+                indices = cache.get(id(visit))
+                if indices is None:
+                    indices = cache[id(visit)] = self.visit_codes(visit)
+                codes[n, row, : len(indices)] = indices
+                position = offset + row - first_row
+                gap = None if position == 0 else max(0.0, _days(visit.admit, visits[position - 1].discharge))
+                timeline[n, row] = (
+                    1.0,
+                    min(max(0.0, _days(visit.discharge, visit.admit)) / 30.0, 1.0),
+                    0.0 if gap is None else min(gap / 365.0, 1.0),
+                    0.0 if gap is None else float(gap <= 30.0),
+                    float(gap is None),
+                )
+        return EncodedHistories(codes, timeline)
 
     def to_json(self) -> dict:
         return {
             "kind": KIND,
             "max_visits": self.max_visits,
+            "max_codes": self.max_codes,
+            "inputs": list(INPUT_NAMES),
             "timeline": list(TIMELINE_FEATURES),
             "vocabulary": self.vocabulary.to_json(),
         }
 
     @classmethod
     def from_json(cls, data: dict) -> VisitSpec:
+        if isinstance(data, dict) and data.get("kind") == DENSE_KIND:
+            raise ValueError("an older companion bundle with a dense (multi-hot) visit input: retrain it")
         if not isinstance(data, dict) or data.get("kind") != KIND:
             raise ValueError(f"feature spec is not a {KIND}")
         if list(data.get("timeline", [])) != list(TIMELINE_FEATURES):
             raise ValueError("timeline features in the manifest do not match this software's")
-        max_visits = data.get("max_visits")
-        if not isinstance(max_visits, int) or isinstance(max_visits, bool) or not 1 <= max_visits <= 256:
-            raise ValueError("max_visits must be an integer from 1 to 256")
-        return cls(Vocabulary.from_json(data.get("vocabulary", {})), max_visits)
+        sizes = {}
+        for key, limit in (("max_visits", 256), ("max_codes", 4096)):
+            value = data.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+                raise ValueError(f"{key} must be an integer from 1 to {limit}")
+            sizes[key] = value
+        return cls(Vocabulary.from_json(data.get("vocabulary", {})), sizes["max_visits"], sizes["max_codes"])

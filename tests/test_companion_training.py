@@ -89,6 +89,10 @@ def test_mortality_compares_every_model_and_imbalance_method(mortality):
         assert m["n"] == 65
     assert mortality.best in ("lstm", "gru", "bilstm")
     assert set(mortality.imbalance["gru"]) == {"class_weights", "random_oversampling", "smote"}
+    assert "an average of two codes is not a code" in mortality.imbalance["gru"]["smote"]["error"]
+    assert 0.0 <= mortality.imbalance["logistic_l1"]["smote"]["auroc"] <= 1.0  # SMOTE on the sparse summary
+    kept = mortality.manifest["training"]["coverage"]
+    assert kept["admissions"] >= 65 and 0.0 <= kept["out_of_vocabulary_share"] < 1.0
     c = mortality.confusion
     assert c["tp"] + c["fn"] == 40 and c["fp"] + c["tn"] == 25 and c["sensitivity"] >= 0.8
     assert mortality.importance["logistic_l1"] and mortality.importance[mortality.best]
@@ -183,3 +187,24 @@ def test_packaged_companion_bundles_are_signed_demo_trained_and_pass_their_self_
         role = bundle.manifest["output"]["device_role"]
         for parity in bundle.manifest["metrics"]["parity"].values():
             assert parity[f"{role}_vs_keras_max_abs"] <= 0.02 and parity[f"{role}_vs_keras_auroc_diff"] <= 0.01
+
+
+@pytest.mark.e2e
+def test_a_quick_run_on_a_sample_says_so_and_estimates_the_time_left(mimic_dir, tmp_path):
+    out = tmp_path / "mortality"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "train", "mortality", "--mimic", str(mimic_dir), "--out", str(out)]
+        + ["--sample", "40", "--folds", "3", "--epochs", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    steps = manifest["cohort"]["steps"]
+    assert steps[-2]["step"] == "random sample of whole patients (--sample 40)" and 40 <= steps[-2]["count"] < 65
+    assert manifest["cohort"]["size"] == steps[-2]["count"]
+    assert any("random sample" in note for note in manifest["data"]["notes"])
+    progress = [line for line in proc.stderr.splitlines() if "fold 3/3" in line]
+    assert progress and all("fits, about" in line and "[" in line for line in progress)

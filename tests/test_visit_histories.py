@@ -25,35 +25,53 @@ def visit(day: float, stay_days: float, *codes: str) -> Visit:
 
 
 def test_encoding_left_pads_and_marks_every_real_visit():
-    spec = VisitSpec(VOCAB, max_visits=4)
+    spec = VisitSpec(VOCAB, max_visits=4, max_codes=3)
     x = spec.encode([visit(0, 3, "dx9:4280"), visit(20, 6, "rx:heparin", "dx9:never-seen")])
-    assert x.shape == (4, len(VOCAB) + len(TIMELINE_FEATURES)) == spec.shape
-    assert not x[:2].any()  # padding rows are exactly zero (the models mask them)
-    assert x[2, PAD] == x[3, PAD] == 1.0
-    names = spec.feature_names()
-    assert x[2, names.index("dx9:4280")] == 1.0 and x[2, OOV] == 0.0
-    assert x[3, names.index("rx:heparin")] == 1.0 and x[3, OOV] == 1.0
-    timeline = {n: x[:, names.index(n)] for n in TIMELINE_FEATURES}
-    assert timeline["first_visit"].tolist() == [0, 0, 1, 0]
-    assert timeline["stay_days_of_30"][3] == pytest.approx(6 / 30)
-    assert timeline["gap_days_of_365"][3] == pytest.approx(17 / 365)  # day 20 admit − day 3 discharge
-    assert timeline["within_30d_of_previous"].tolist() == [0, 0, 0, 1]
-    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert x.codes.shape == (1, 4, 3) and x.timeline.shape == (1, 4, len(TIMELINE_FEATURES))
+    assert x.codes.dtype == np.int32 and x.timeline.dtype == np.float32
+    codes, timeline = x.codes[0], x.timeline[0]
+    assert not codes[:2].any() and not timeline[:2].any()  # padding rows are exactly zero (the models mask them)
+    index = {c: i + 2 for i, c in enumerate(VOCAB.codes)}
+    assert codes[2].tolist() == [index["dx9:4280"], PAD, PAD]
+    assert codes[3].tolist() == [OOV, index["rx:heparin"], PAD]  # an unknown code is the OOV index, once
+    column = {n: timeline[:, i] for i, n in enumerate(TIMELINE_FEATURES)}
+    assert column["present"].tolist() == [0, 0, 1, 1]
+    assert column["first_visit"].tolist() == [0, 0, 1, 0]
+    assert column["stay_days_of_30"][3] == pytest.approx(6 / 30)
+    assert column["gap_days_of_365"][3] == pytest.approx(17 / 365)  # day 20 admit − day 3 discharge
+    assert column["within_30d_of_previous"].tolist() == [0, 0, 0, 1]
+    assert timeline.min() >= 0.0 and timeline.max() <= 1.0
 
 
 def test_encoding_keeps_the_newest_visits_and_their_gaps():
-    spec = VisitSpec(VOCAB, max_visits=2)
+    spec = VisitSpec(VOCAB, max_visits=2, max_codes=4)
     history = [visit(0, 1, "dx9:4280"), visit(100, 1, "px9:3605"), visit(500, 2, "rx:heparin")]
     x = spec.encode(history)
-    names = spec.feature_names()
-    assert x[0, names.index("px9:3605")] == 1.0 and x[1, names.index("rx:heparin")] == 1.0
-    assert x[0, names.index("first_visit")] == 0.0  # the dropped visit still counts as earlier
-    assert x[0, names.index("gap_days_of_365")] == pytest.approx(99 / 365)
-    assert x[1, names.index("gap_days_of_365")] == 1.0  # capped at a year
+    gap = TIMELINE_FEATURES.index("gap_days_of_365")
+    assert x.codes[0, 0, 0] == VOCAB.encode({"px9:3605"})[0] and x.codes[0, 1, 0] == VOCAB.encode({"rx:heparin"})[0]
+    assert x.timeline[0, 0, TIMELINE_FEATURES.index("first_visit")] == 0.0  # the dropped visit still counts as earlier
+    assert x.timeline[0, 0, gap] == pytest.approx(99 / 365)
+    assert x.timeline[0, 1, gap] == 1.0  # capped at a year
+
+
+def test_a_full_visit_keeps_diagnoses_then_procedures_then_drugs():
+    vocabulary = Vocabulary(("dx10:I509", "dx9:4280", "px9:3605", "rx:aspirin", "rx:heparin"))
+    spec = VisitSpec(vocabulary, max_visits=1, max_codes=3)
+    x = spec.encode([visit(0, 1, "rx:heparin", "rx:aspirin", "px9:3605", "dx9:4280")])
+    assert [spec.vocabulary.codes[i - 2] for i in x.codes[0, 0]] == ["dx9:4280", "px9:3605", "rx:aspirin"]
+
+
+def test_a_visit_shared_by_many_histories_is_encoded_once_and_alike():
+    spec = VisitSpec(VOCAB, max_visits=3, max_codes=4)
+    shared = [visit(0, 2, "dx9:4280", "rx:heparin"), visit(40, 1, "px9:3605")]
+    many = spec.encode_many([shared[:1], shared, shared])
+    assert (many.codes[1] == many.codes[2]).all() and (many.codes[0, -1] == many.codes[1, -2]).all()
+    assert many.take(np.array([2])).codes.shape == (1, 3, 4) and len(many) == 3
+    assert many.inputs().keys() == {"codes", "timeline"}
 
 
 def test_visit_spec_round_trips_and_refuses_foreign_specs():
-    spec = VisitSpec(VOCAB, 7)
+    spec = VisitSpec(VOCAB, 7, 32)
     assert VisitSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
     for bad in (
         {},
@@ -61,9 +79,12 @@ def test_visit_spec_round_trips_and_refuses_foreign_specs():
         {**spec.to_json(), "timeline": ["x"]},
         {**spec.to_json(), "max_visits": 0},
         {**spec.to_json(), "max_visits": True},
+        {**spec.to_json(), "max_codes": 0},
     ):
         with pytest.raises(ValueError):
             VisitSpec.from_json(bad)
+    with pytest.raises(ValueError, match="dense \\(multi-hot\\) visit input: retrain it"):
+        VisitSpec.from_json({**spec.to_json(), "kind": "visit_sequence"})
 
 
 def test_vocabulary_max_size_keeps_the_most_frequent_codes():

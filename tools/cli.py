@@ -58,6 +58,7 @@ def data_check(folder: Path, as_json: bool) -> None:
 @friendly
 def data_cohorts(mimic_dir: Path, as_json: bool) -> None:
     """Build the companion-model cohorts (docs/evaluation.md) and print the count after each step."""
+    require_modules("train", "duckdb")
     from preprocessing.cohorts import mortality_cohort, readmission_cohort
     from preprocessing.mimic import MimicError, read_mimic
 
@@ -195,6 +196,7 @@ def _train_companion(
     folds: int,
     epochs: int | None,
     skipgram: bool,
+    sample: int | None,
 ) -> None:
     from dataclasses import replace
 
@@ -202,7 +204,7 @@ def _train_companion(
     from device.evaluation import predict_unsigned_companion_dir
     from model import companion, companion_report
 
-    config = companion.CompanionTrainingConfig(task=task, index=index, folds=folds, skipgram=skipgram)
+    config = companion.CompanionTrainingConfig(task=task, index=index, folds=folds, skipgram=skipgram, sample=sample)
     if epochs is not None:
         config = replace(config, network=replace(config.network, epochs=epochs))
     try:
@@ -247,10 +249,15 @@ def _companion_command(task: str, summary: str):
         is_flag=True,
         help="Initialise code embeddings from skip-gram vectors of codes sharing an admission.",
     )
+    @click.option(
+        "--sample",
+        type=click.IntRange(20, None),
+        help="A quick run: about this many cohort samples (whole patients, at random) instead of all.",
+    )
     @friendly
-    def command(mimic_dir, out, key, report_dir, index, folds, epochs, skipgram) -> None:
-        require_modules("train", "keras", "tensorflow", "sklearn", "imblearn")
-        _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs, skipgram)
+    def command(mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample) -> None:
+        require_modules("train", "keras", "tensorflow", "sklearn", "imblearn", "duckdb")
+        _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample)
 
     return command
 
