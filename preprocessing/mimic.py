@@ -219,8 +219,7 @@ def _codes(folder: Path, diag: str, proc: str, presc: str, iv: bool, skipped: _S
         params.append(path)
         parts.append(
             f"SELECT CAST(hadm_id AS BIGINT) AS hadm, CAST({seq} AS BIGINT) AS seq, "
-            f"'{prefix}' || {version} || ':' || {code} AS code, {prefix == 'dx'} AS is_dx "
-            f"FROM read_csv(?, {CSV}) WHERE {present} AND {readable}"
+            f"'{prefix}' || {version} || ':' || {code} AS code FROM read_csv(?, {CSV}) WHERE {present} AND {readable}"
         )
     presc_path = _find(folder, presc)
     if presc_path is not None:
@@ -233,21 +232,27 @@ def _codes(folder: Path, diag: str, proc: str, presc: str, iv: bool, skipped: _S
         params.append(str(presc_path))
         parts.append(
             f"SELECT CAST(hadm_id AS BIGINT) AS hadm, NULL AS seq, "
-            f"'rx:' || regexp_replace(lower({drug}), '\\s+', ' ', 'g') AS code, false AS is_dx "
+            f"'rx:' || regexp_replace(lower({drug}), '\\s+', ' ', 'g') AS code "
             f"FROM read_csv(?, {CSV}) WHERE {present} AND TRY_CAST(hadm_id AS BIGINT) IS NOT NULL"
         )
-    cursor = con.execute(
-        f"SELECT hadm, list(DISTINCT code), min_by(code, seq) FILTER (WHERE is_dx) "
-        f"FROM ({' UNION ALL '.join(parts)}) GROUP BY hadm",
-        params,
-    )
     shared: dict[str, str] = {}
-    codes: dict[int, frozenset[str]] = {}
     primary: dict[int, str] = {}
-    for hadm, names, first in _stream(cursor):
-        codes[hadm] = frozenset(shared.setdefault(name, name) for name in names)
-        if first is not None:
-            primary[hadm] = shared[first]
+    dx_query, dx_path = parts[0], params[:1]
+    for hadm, first in _stream(con.execute(f"SELECT hadm, min_by(code, seq) FROM ({dx_query}) GROUP BY hadm", dx_path)):
+        primary[hadm] = shared.setdefault(first, first)
+    # DISTINCT and ORDER BY spill to disk beyond the memory cap; a list aggregate would not.
+    cursor = con.execute(f"SELECT DISTINCT hadm, code FROM ({' UNION ALL '.join(parts)}) ORDER BY hadm", params)
+    codes: dict[int, frozenset[str]] = {}
+    current: int | None = None
+    bucket: list[str] = []
+    for hadm, code in _stream(cursor):
+        if hadm != current:
+            if current is not None:
+                codes[current] = frozenset(bucket)
+            current, bucket = hadm, []
+        bucket.append(shared.setdefault(code, code))
+    if current is not None:
+        codes[current] = frozenset(bucket)
     return codes, primary
 
 
