@@ -108,7 +108,7 @@ def _find(folder: Path, *names: str) -> Path | None:
 
 CSV = "header = true, all_varchar = true, normalize_names = true, quote = '\"', escape = '\"'"
 BATCH_ROWS = 20_000
-DUCKDB_MEMORY = "1GB"  # DuckDB spills to disk beyond this; Python's share is the visit model itself
+DUCKDB_MEMORY = "2GB"  # DuckDB spills to disk beyond this; Python's share is the visit model itself
 
 
 def _connect():
