@@ -22,6 +22,13 @@ from .common import (
 CONFIG_HELP = "Config file (TOML, or .json); command-line options override it."
 
 
+PROFILE_BROKER_OPTION = click.option(
+    "--tls",
+    is_flag=True,
+    help="Run the private broker with the deployment profile (TLS, passwords, ACL) instead of plain TCP.",
+)
+
+
 @click.group()
 def device() -> None:
     """Run the bedside device runtime."""
@@ -258,11 +265,7 @@ def demo(data_dir, patient, http, broker, embedded_broker, state_dir, interval, 
     show_default=True,
     help="Patients the readings are spread over.",
 )
-@click.option(
-    "--tls",
-    is_flag=True,
-    help="Run the private broker with the deployment profile (TLS, passwords, ACL) instead of plain TCP.",
-)
+@PROFILE_BROKER_OPTION
 @friendly
 def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained: int, patients: int, tls: bool) -> None:
     """Measure the device in one run: inference per model and runtime, latency, throughput, RSS, size.
@@ -524,11 +527,7 @@ def replay(
     help="Readings per second during the soak.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@click.option(
-    "--tls",
-    is_flag=True,
-    help="Run the private broker with the deployment profile (TLS, passwords, ACL) instead of plain TCP.",
-)
+@PROFILE_BROKER_OPTION
 @friendly
 def load(
     patients: int, history_days: int, burst: int, soak_minutes: float, soak_rate: float, as_json: bool, tls: bool
