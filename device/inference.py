@@ -54,6 +54,19 @@ def make_interpreter(model: bytes, backend: str | None = None, threads: int = 1)
     return interpreter
 
 
+def quantise(x: np.ndarray, dtype, scale: float, zero: int) -> np.ndarray:
+    """A float input as the tensor of ``dtype``: int8 rounds half to even and clips; others cast."""
+    if dtype == np.int8:
+        x = np.clip(np.round(np.asarray(x, dtype=np.float32) / scale + zero), -128, 127)
+    return np.asarray(x).astype(dtype)
+
+
+def dequantise(raw: np.ndarray, dtype, scale: float, zero: int) -> float:
+    """The first element of an output tensor as a float (dequantised for int8)."""
+    value = float(np.asarray(raw).reshape(-1)[0])
+    return (value - zero) * scale if dtype == np.int8 else value
+
+
 class SingleOutputModel:
     """One TFLite model with one input and one output value, quantising int8 tensors as needed."""
 
@@ -71,10 +84,7 @@ class SingleOutputModel:
 
     def model_input(self, x: np.ndarray) -> np.ndarray:
         """The input tensor exactly as the model gets it: int8 models quantise (round half to even)."""
-        x = np.asarray(x, dtype=np.float32)
-        if self._in_dtype == np.int8:
-            x = np.clip(np.round(x / self._in_scale + self._in_zero), -128, 127)
-        return x.astype(self._in_dtype)
+        return quantise(np.asarray(x, dtype=np.float32), self._in_dtype, self._in_scale, self._in_zero)
 
     def run_tensor(self, tensor: np.ndarray) -> np.ndarray:
         """The raw output tensor (int8 or float) for an input tensor from :meth:`model_input`."""
@@ -84,10 +94,7 @@ class SingleOutputModel:
 
     def output_value(self, raw: np.ndarray) -> float:
         """The raw output as a float (dequantised for int8 models)."""
-        value = float(np.asarray(raw).reshape(-1)[0])
-        if self._out_dtype == np.int8:
-            value = (value - self._out_zero) * self._out_scale
-        return value
+        return dequantise(raw, self._out_dtype, self._out_scale, self._out_zero)
 
     def run(self, x: np.ndarray) -> float:
         """The output value for one float input of the model's input shape."""
@@ -117,15 +124,10 @@ class NamedInputsModel:
     def run(self, inputs: dict[str, np.ndarray]) -> float:
         """The output value for one example's inputs (each of its model shape)."""
         for name, (index, dtype, scale, zero) in self._inputs.items():
-            x = np.asarray(inputs[name])
-            if dtype == np.int8:
-                x = np.clip(np.round(x.astype(np.float32) / scale + zero), -128, 127)
-            self._interpreter.set_tensor(index, x.astype(dtype))
+            self._interpreter.set_tensor(index, quantise(inputs[name], dtype, scale, zero))
         self._interpreter.invoke()
-        value = float(self._interpreter.get_tensor(self._out_index).reshape(-1)[0])
-        if self._out_dtype == np.int8:
-            value = (value - self._out_zero) * self._out_scale
-        return value
+        raw = self._interpreter.get_tensor(self._out_index)
+        return dequantise(raw, self._out_dtype, self._out_scale, self._out_zero)
 
 
 def golden_self_test(bundle: Bundle, role: str, predict: Callable[[dict], float], tolerance: float, unit: str) -> float:
