@@ -123,3 +123,24 @@ def readmission_cohort(data: MimicData, index: str = "hf") -> Cohort:
     cohort.step("samples (index events)", len(cohort.samples))
     cohort.step("positives (next admission within 30 days)", cohort.positives)
     return cohort
+
+
+def merge_counts(parts: list[dict]) -> dict:
+    """One cohort's counts from its patient shards (``Cohort.to_json`` of each): every step adds up.
+
+    Each step counts patients or the samples of patients, and a patient lives in one shard, so
+    the sum over shards is the count of the whole data set.
+    """
+    if not parts:
+        raise ValueError("no cohort parts to merge")
+    first = parts[0]
+    names = [s["step"] for s in first["steps"]]
+    for part in parts[1:]:
+        if part["name"] != first["name"] or [s["step"] for s in part["steps"]] != names:
+            raise ValueError(f"cohort parts differ: {first['name']} and {part['name']} do not have the same steps")
+    return {
+        "name": first["name"],
+        "size": sum(p["size"] for p in parts),
+        "positives": sum(p["positives"] for p in parts),
+        "steps": [{"step": name, "count": sum(p["steps"][i]["count"] for p in parts)} for i, name in enumerate(names)],
+    }

@@ -21,6 +21,12 @@ SQL — the distinct codes and the primary diagnosis — and only the small tabl
 admissions, ICU stays) come to Python row by row, in batches. Each code string is kept once
 and shared by every admission that has it. The same SQL runs wherever MIMIC-IV is hosted as
 tables (BigQuery, a Postgres copy) with only the ``read_csv`` sources changed.
+
+Past one machine the read splits by patient (:class:`Shard`): shard ``k`` of ``n`` holds the
+patients whose ``subject_id`` modulo ``n`` is ``k - 1``, their admissions and ICU stays, and
+the code rows of those admissions. Every cohort step counts patients or their samples, so the
+cohorts of the ``n`` shards add up to the cohorts of the whole (:func:`preprocessing.cohorts.merge_counts`).
+A row whose ``subject_id`` or ``hadm_id`` does not parse belongs to shard 1, so it is counted once.
 """
 
 from __future__ import annotations
@@ -111,6 +117,66 @@ BATCH_ROWS = 20_000
 DUCKDB_MEMORY = "2GB"  # DuckDB spills to disk beyond this; Python's share is the visit model itself
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Part ``number`` of ``count`` of a patient-partitioned read (1-based, as ``--shard 2/4`` names it)."""
+
+    number: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.number <= self.count:
+            raise MimicError(f"shard {self.number}/{self.count}: the part must be from 1 to {self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"K/N"`` → part K of N."""
+        number, slash, count = text.partition("/")
+        if not slash or not number.strip().isdigit() or not count.strip().isdigit():
+            raise MimicError(f"shard {text!r}: expected K/N, such as 2/4")
+        return cls(int(number), int(count))
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.count}"
+
+    def subjects(self, column: str = "subject_id") -> str:
+        """SQL: the row's patient is in this shard (an unreadable id belongs to shard 1)."""
+        n = self.count
+        return f"coalesce(((TRY_CAST({column} AS BIGINT) % {n}) + {n}) % {n}, 0) = {self.number - 1}"
+
+
+class _Filter:
+    """The SQL conditions that keep one shard's rows (all rows without a shard)."""
+
+    def __init__(self, con, shard: Shard | None, admissions: Path) -> None:
+        self.shard = shard
+        if shard is None:
+            return
+        hadm = "TRY_CAST(hadm_id AS BIGINT)"
+        source = f"FROM read_csv(?, {CSV}) WHERE {hadm} IS NOT NULL"
+        con.execute(
+            f"CREATE TEMP TABLE shard_admissions AS SELECT DISTINCT {hadm} AS hadm {source} AND {shard.subjects()}",
+            [str(admissions)],
+        )
+        if shard.number == 1:
+            con.execute(
+                f"CREATE TEMP TABLE known_admissions AS SELECT DISTINCT {hadm} AS hadm {source}", [str(admissions)]
+            )
+
+    def subjects(self) -> str:
+        return "true" if self.shard is None else self.shard.subjects()
+
+    def admissions(self) -> str:
+        """Code rows of the shard's admissions; rows of no known admission belong to shard 1."""
+        if self.shard is None:
+            return "true"
+        hadm = "TRY_CAST(hadm_id AS BIGINT)"
+        mine = f"{hadm} IN (SELECT hadm FROM shard_admissions)"
+        if self.shard.number > 1:
+            return mine
+        return f"({mine} OR {hadm} IS NULL OR {hadm} NOT IN (SELECT hadm FROM known_admissions))"
+
+
 def _connect():
     """An in-memory DuckDB with a memory cap and a spill folder."""
     import tempfile
@@ -127,9 +193,9 @@ def _stream(cursor) -> Iterator[tuple]:
         yield from batch
 
 
-def _rows(con, path: Path) -> Iterator[dict[str, str]]:
-    """The rows of one table as dicts of strings (empty fields as ''), lower-case column names."""
-    cursor = con.execute(f"SELECT * FROM read_csv(?, {CSV})", [str(path)])
+def _rows(con, path: Path, where: str = "true") -> Iterator[dict[str, str]]:
+    """The rows of one table (those ``where`` keeps) as dicts of strings (empty fields as ''), lower-case names."""
+    cursor = con.execute(f"SELECT * FROM read_csv(?, {CSV}) WHERE {where}", [str(path)])
     columns = [d[0].lower() for d in cursor.description]
     for values in _stream(cursor):
         yield {c: "" if v is None else v for c, v in zip(columns, values, strict=True)}
@@ -156,8 +222,10 @@ class _Skipped:
 
     def ints(self, table: str, row: dict, *keys: str) -> tuple[int, ...] | None:
         try:
+            if not all(row[k].isascii() for k in keys):  # int() reads other scripts' digits; SQL does not
+                raise ValueError
             return tuple(int(row[k]) for k in keys)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             self.counts[table] += 1
             return None
 
@@ -179,8 +247,8 @@ def _require(folder: Path, name: str, *aliases: str) -> Path:
     return path
 
 
-def read_mimic(folder: Path) -> MimicData:
-    """Read either layout from ``folder``."""
+def read_mimic(folder: Path, shard: Shard | None = None) -> MimicData:
+    """Read either layout from ``folder``: every patient, or one ``shard`` of them."""
     folder = Path(folder)
     if _find(folder / "hosp", "admissions.csv") is not None:
         read = _read_iv
@@ -192,11 +260,14 @@ def read_mimic(folder: Path) -> MimicData:
 
     con = _connect()
     try:
-        return read(folder, con)
+        data = read(folder, con, shard)
     except duckdb.Error as exc:  # a table DuckDB cannot parse at all
         raise MimicError(f"{folder}: {str(exc).splitlines()[0]}") from None
     finally:
         con.close()
+    if shard is not None:
+        data.notes = [f"shard {shard}: {note}" for note in data.notes]
+    return data
 
 
 def _strip(column: str) -> str:
@@ -204,7 +275,9 @@ def _strip(column: str) -> str:
     return f"regexp_replace(coalesce({column}, ''), '^\\s+|\\s+$', '', 'g')"
 
 
-def _codes(folder: Path, diag: str, proc: str, presc: str, iv: bool, skipped: _Skipped, con) -> tuple[dict, dict]:
+def _codes(
+    folder: Path, diag: str, proc: str, presc: str, iv: bool, skipped: _Skipped, con, keep: _Filter
+) -> tuple[dict, dict]:
     """Per admission: its distinct codes (shared strings) and its first-sequence diagnosis."""
     parts, params = [], []
     for table, prefix in ((diag, "dx"), (proc, "px")):
@@ -212,7 +285,7 @@ def _codes(folder: Path, diag: str, proc: str, presc: str, iv: bool, skipped: _S
         code = _strip("icd_code" if iv else "icd9_code")
         version = _strip("coalesce(nullif(icd_version, ''), '9')") if iv else "'9'"
         seq = "coalesce(nullif(seq_num, ''), '999')"
-        present = f"{code} <> '' AND coalesce(hadm_id, '') <> ''"
+        present = f"{code} <> '' AND coalesce(hadm_id, '') <> '' AND {keep.admissions()}"
         readable = f"TRY_CAST(hadm_id AS BIGINT) IS NOT NULL AND TRY_CAST({seq} AS BIGINT) IS NOT NULL"
         unreadable = f"SELECT count(*) FROM read_csv(?, {CSV}) WHERE {present} AND NOT ({readable})"
         skipped.counts[table] += con.execute(unreadable, [path]).fetchone()[0]
@@ -224,7 +297,7 @@ def _codes(folder: Path, diag: str, proc: str, presc: str, iv: bool, skipped: _S
     presc_path = _find(folder, presc)
     if presc_path is not None:
         drug = _strip("drug")
-        present = f"{drug} <> '' AND coalesce(hadm_id, '') <> ''"
+        present = f"{drug} <> '' AND coalesce(hadm_id, '') <> '' AND {keep.admissions()}"
         skipped.counts[presc] += con.execute(
             f"SELECT count(*) FROM read_csv(?, {CSV}) WHERE {present} AND TRY_CAST(hadm_id AS BIGINT) IS NULL",
             [str(presc_path)],
@@ -301,11 +374,14 @@ def _note_orphans(data: MimicData) -> MimicData:
     return data
 
 
-def _read_iii(folder: Path, con) -> MimicData:
+def _read_iii(folder: Path, con, shard: Shard | None) -> MimicData:
     skipped = _Skipped()
-    codes, primary = _codes(folder, "DIAGNOSES_ICD.csv", "PROCEDURES_ICD.csv", "PRESCRIPTIONS.csv", False, skipped, con)
+    admissions_path = _require(folder, "ADMISSIONS.csv")
+    keep = _Filter(con, shard, admissions_path)
+    tables = ("DIAGNOSES_ICD.csv", "PROCEDURES_ICD.csv", "PRESCRIPTIONS.csv")
+    codes, primary = _codes(folder, *tables, False, skipped, con, keep)
     patients = {}
-    for row in _rows(con, _require(folder, "PATIENTS.csv")):
+    for row in _rows(con, _require(folder, "PATIENTS.csv"), keep.subjects()):
         ids, dob = skipped.ints("patients", row, "subject_id"), _time(row.get("dob"))
         if ids is None:
             continue
@@ -313,30 +389,34 @@ def _read_iii(folder: Path, con) -> MimicData:
             skipped.skip("patients")
             continue
         patients[ids[0]] = Patient(ids[0], row.get("gender", ""), _time(row.get("dod")), dob=dob)
-    admissions = _admissions(_rows(con, _require(folder, "ADMISSIONS.csv")), codes, primary, skipped)
-    stays = _stays(_rows(con, _require(folder, "ICUSTAYS.csv")), "icustay_id", skipped)
+    admissions = _admissions(_rows(con, admissions_path, keep.subjects()), codes, primary, skipped)
+    stays = _stays(_rows(con, _require(folder, "ICUSTAYS.csv"), keep.subjects()), "icustay_id", skipped)
     data = MimicData("MIMIC-III", None, patients, admissions, stays, out_of_hospital_deaths=True)
     data.notes.extend(skipped.notes())
     return _note_orphans(data)
 
 
 def _iv_version(folder: Path) -> str | None:
+    """The release: a ``VERSION``/``version.txt`` file says it outright; else a name like ``mimic-iv-3.1``."""
+    version_file = _find(folder, "VERSION", "version.txt")
+    if version_file is not None and (written := version_file.read_text().strip()):
+        return written
     for candidate in (folder.name, *(p.name for p in folder.iterdir())):
         match = re.search(r"(?:^|[^0-9])v?(\d+\.\d+)(?:[^0-9]|$)", candidate)
         if match and ("mimic" in candidate.lower() or candidate.lower().startswith(("v", "version"))):
             return match.group(1)
-    version_file = _find(folder, "VERSION", "version.txt")
-    if version_file is not None:
-        return version_file.read_text().strip() or None
     return None
 
 
-def _read_iv(folder: Path, con) -> MimicData:
+def _read_iv(folder: Path, con, shard: Shard | None) -> MimicData:
     hosp, icu = folder / "hosp", folder / "icu"
     skipped = _Skipped()
-    codes, primary = _codes(hosp, "diagnoses_icd.csv", "procedures_icd.csv", "prescriptions.csv", True, skipped, con)
+    admissions_path = _require(hosp, "admissions.csv")
+    keep = _Filter(con, shard, admissions_path)
+    tables = ("diagnoses_icd.csv", "procedures_icd.csv", "prescriptions.csv")
+    codes, primary = _codes(hosp, *tables, True, skipped, con, keep)
     patients = {}
-    for row in _rows(con, _require(hosp, "patients.csv")):
+    for row in _rows(con, _require(hosp, "patients.csv"), keep.subjects()):
         ids = skipped.ints("patients", row, "subject_id", "anchor_age", "anchor_year")
         if ids is None:
             continue
@@ -344,8 +424,8 @@ def _read_iv(folder: Path, con) -> MimicData:
         patients[sid] = Patient(
             sid, row.get("gender", ""), _time(row.get("dod")), anchor_age=float(age), anchor_year=year
         )
-    admissions = _admissions(_rows(con, _require(hosp, "admissions.csv")), codes, primary, skipped)
-    stays = _stays(_rows(con, _require(icu, "icustays.csv")), "stay_id", skipped)
+    admissions = _admissions(_rows(con, admissions_path, keep.subjects()), codes, primary, skipped)
+    stays = _stays(_rows(con, _require(icu, "icustays.csv"), keep.subjects()), "stay_id", skipped)
     version = _iv_version(folder)
     deaths_after_discharge = version is None or not version.startswith("1.")
     data = MimicData("MIMIC-IV", version, patients, admissions, stays, deaths_after_discharge)

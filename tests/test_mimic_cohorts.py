@@ -101,6 +101,15 @@ def test_mimic_iv_v1_refuses_mortality(mimic_iv, tmp_path):
     assert readmission_cohort(data).samples  # readmission needs no death dates
 
 
+def test_a_version_file_outranks_the_folder_name(mimic_dir, tmp_path):
+    """A folder named v31-1.0 (a copy at scale 1.0) was read as MIMIC-IV 1.0, which refuses mortality."""
+    folder = build_mimic_iv(mimic_dir, tmp_path / "v31-1.0")
+    assert read_mimic(folder).version == "1.0"  # the name alone still names a release
+    (folder / "version.txt").write_text("3.1\n")
+    data = read_mimic(folder)
+    assert data.version == "3.1" and data.out_of_hospital_deaths
+
+
 def test_not_a_mimic_folder(tmp_path):
     with pytest.raises(MimicError, match="neither MIMIC-III"):
         read_mimic(tmp_path)

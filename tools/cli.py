@@ -55,31 +55,62 @@ def data_check(folder: Path, as_json: bool) -> None:
 @data.command("cohorts")
 @MIMIC_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the cohorts as JSON.")
+@click.option("--shard", metavar="K/N", help="Read only part K of N (the patients whose subject_id mod N is K-1).")
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 1024),
+    help="Read all N parts, each in a fresh process, and add them up (memory per process about 1/N).",
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Parts read at a time.")
 @friendly
-def data_cohorts(mimic_dir: Path, as_json: bool) -> None:
+def data_cohorts(mimic_dir: Path, as_json: bool, shard: str | None, shards: int | None, workers: int) -> None:
     """Build the companion-model cohorts (docs/evaluation.md) and print the count after each step."""
     require_modules("train", "duckdb")
-    from preprocessing.cohorts import mortality_cohort, readmission_cohort
-    from preprocessing.mimic import MimicError, read_mimic
+    from preprocessing.mimic import Shard
 
-    data = read_mimic(mimic_dir)
-    cohorts = []
-    for build in (mortality_cohort, readmission_cohort, lambda d: readmission_cohort(d, "all")):
-        try:
-            cohorts.append(build(data).to_json())
-        except MimicError as exc:
-            cohorts.append({"error": str(exc)})
-    if as_json:
-        click.echo(
-            json.dumps(
-                {"layout": data.layout, "version": data.version, "notes": data.notes, "cohorts": cohorts}, indent=2
-            )
+    from .cohort_report import cohort_report, run_shards
+
+    if shard is not None and shards is not None:
+        raise click.BadParameter(
+            "give --shard K/N (one part) or --shards N (every part), not both", param_hint="--shard"
         )
+    if shards is not None:
+        report = run_shards(mimic_dir, shards, workers)
+    else:
+        report = cohort_report(mimic_dir, Shard.parse(shard) if shard is not None else None)
+    _print_cohorts(report, str(mimic_dir), as_json)
+
+
+@data.command("merge-cohorts")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the cohorts as JSON.")
+@friendly
+def data_merge_cohorts(parts: tuple[Path, ...], as_json: bool) -> None:
+    """Add up the parts written by 'advisor data cohorts --shard K/N --json' on several machines."""
+    from preprocessing.mimic import MimicError
+
+    from .cohort_report import merge_reports
+
+    loaded = []
+    for path in parts:
+        try:
+            loaded.append(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MimicError(f"{path}: not a JSON cohort part ({exc})") from None
+    _print_cohorts(merge_reports(loaded), f"{len(parts)} parts", as_json)
+
+
+def _print_cohorts(report: dict, source: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"{data.layout}{' ' + data.version if data.version else ''} at {mimic_dir}")
-    for note in data.notes:
+    part = f" (shard {report['shard']})" if "shard" in report else ""
+    click.echo(f"{report['layout']}{' ' + report['version'] if report['version'] else ''} at {source}{part}")
+    for shard in report.get("shards", []):
+        click.echo(f"  shard {shard['shard']}: {shard.get('seconds', '?')} s, peak {shard.get('peak_rss_mb', '?')} MB")
+    for note in report["notes"]:
         click.echo(f"  note: {note}")
-    for cohort in cohorts:
+    for cohort in report["cohorts"]:
         if "error" in cohort:
             click.echo(f"\n  {cohort['error']}")
             continue
