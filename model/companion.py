@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ import numpy as np
 from preprocessing.cohorts import Cohort, mortality_cohort, readmission_cohort
 from preprocessing.mimic import MimicData, read_mimic
 from preprocessing.visits import TIMELINE_FEATURES, EncodedHistories, Visit, VisitSpec
-from preprocessing.vocabulary import Vocabulary
+from preprocessing.vocabulary import Vocabulary, count_codes
 
 from . import bundle_writer, classification_metrics, companion_networks, export, skipgram
 
@@ -173,7 +174,12 @@ def build_vocabulary(samples: list, config: CompanionTrainingConfig) -> Vocabula
     (label 0 by construction: nothing follows it) would have codes seen once — the
     out-of-vocabulary flag then predicts "not readmitted" (L1 weight −5.3 on the demo).
     """
-    return Vocabulary.build(_admissions(samples), config.min_code_count, config.max_vocabulary)
+    return Vocabulary.from_counts(code_counts(samples), config.min_code_count, config.max_vocabulary)
+
+
+def code_counts(samples: list) -> Counter[str]:
+    """Admissions holding each code, over the distinct admissions of ``samples`` (shards' counts add up)."""
+    return count_codes(_admissions(samples))
 
 
 def _admissions(samples: list) -> list[frozenset[str]]:

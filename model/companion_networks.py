@@ -156,6 +156,15 @@ def dataset(inputs: dict, targets, weights, batch_size: int, shuffle: bool, seed
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def training_targets(kind: str, y, sample_weight, visit_labels=None, visit_weights=None):
+    """What the loss compares with the output and each term's weight: per history, or per visit (labellers)."""
+    import numpy as np
+
+    if kind in SEQUENCE_OUTPUT:
+        return visit_labels[..., None].astype("float32"), (visit_weights * sample_weight[:, None]).astype("float32")
+    return np.asarray(y, "float32"), np.asarray(sample_weight, "float32")
+
+
 def fit(
     kind: str,
     inputs: dict,
@@ -184,11 +193,7 @@ def fit(
     if code_vectors is not None:
         initialise_embedding(model, code_vectors)
     model.compile(keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy")
-    if kind in SEQUENCE_OUTPUT:
-        targets = visit_labels[..., None].astype("float32")
-        weights = (visit_weights * sample_weight[:, None]).astype("float32")
-    else:
-        targets, weights = np.asarray(y, "float32"), np.asarray(sample_weight, "float32")
+    targets, weights = training_targets(kind, y, sample_weight, visit_labels, visit_weights)
     order = np.random.default_rng(config.seed).permutation(len(targets))
     held = order[: int(len(order) * config.validation_share)] if config.patience else order[:0]
     kept = np.sort(order[len(held) :])

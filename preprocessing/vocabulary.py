@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 PAD, OOV = 0, 1
 
 
+def count_codes(visits: Iterable[Iterable[str]]) -> Counter[str]:
+    """How many visits hold each code."""
+    return Counter(code for visit in visits for code in visit)
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     codes: tuple[str, ...]  # index 2 onwards
@@ -24,7 +29,11 @@ class Vocabulary:
 
         With ``max_size`` only the most frequent codes are kept (ties broken by name).
         """
-        counts = Counter(code for visit in visits for code in visit)
+        return cls.from_counts(count_codes(visits), min_count, max_size)
+
+    @classmethod
+    def from_counts(cls, counts: Counter[str], min_count: int = 2, max_size: int | None = None) -> Vocabulary:
+        """From visits counted per code: the counts of patient shards add up to those of the whole."""
         kept = sorted((code for code, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
         return cls(tuple(sorted(kept[:max_size] if max_size is not None else kept)))
 

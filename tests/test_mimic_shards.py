@@ -127,19 +127,25 @@ def test_bad_shard_names_are_refused(text, message):
         Shard.parse(text)
 
 
-def test_cohorts_command_reads_shards_and_merges_parts(mimic_dir, tmp_path):
+@pytest.mark.e2e
+def test_cohorts_command_reads_every_shard_in_a_process_of_its_own(mimic_dir):
     runner = CliRunner()
     whole = json.loads(runner.invoke(main, ["data", "cohorts", "--mimic", str(mimic_dir), "--json"]).output)
     local = runner.invoke(
-        main, ["data", "cohorts", "--mimic", str(mimic_dir), "--shards", "2", "--workers", "2", "--json"]
+        main, ["data", "cohorts", "--mimic", str(mimic_dir), "--shards", "3", "--workers", "2", "--json"]
     )
     assert local.exit_code == 0, local.output
     merged = json.loads(local.output)
     assert merged["cohorts"] == whole["cohorts"]
-    assert [s["shard"] for s in merged["shards"]] == ["1/2", "2/2"] and all(
-        s["peak_rss_mb"] > 0 for s in merged["shards"]
-    )
+    assert [s["shard"] for s in merged["shards"]] == ["1/3", "2/3", "3/3"]
+    assert all(s["peak_rss_mb"] > 0 and s["seconds"] >= 0 for s in merged["shards"])
+    text = runner.invoke(main, ["data", "cohorts", "--mimic", str(mimic_dir), "--shards", "2"])
+    assert text.exit_code == 0 and "shard 2/2: " in text.output and "65 samples, 40 positive" in text.output
 
+
+def test_cohorts_command_adds_up_parts_from_other_machines(mimic_dir, tmp_path):
+    runner = CliRunner()
+    whole = json.loads(runner.invoke(main, ["data", "cohorts", "--mimic", str(mimic_dir), "--json"]).output)
     files = []
     for k in (1, 2):  # as two machines would: one part each, then the parts added up
         result = runner.invoke(main, ["data", "cohorts", "--mimic", str(mimic_dir), "--shard", f"{k}/2", "--json"])
