@@ -90,18 +90,23 @@ def mimic_folder(draw):
     return tables
 
 
+def write_tables(folder: Path, tables: dict) -> None:
+    """A drawn ``mimic_folder`` as CSV files in ``folder``."""
+    for name, (columns, rows) in tables.items():
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        (folder / name).write_text(buffer.getvalue())
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mimic_folder())
 def test_any_mimic_tables_are_read_or_refused_with_a_reason(tables):
     from preprocessing.cohorts import mortality_cohort, readmission_cohort
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (columns, rows) in tables.items():
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-            (Path(tmp) / name).write_text(buffer.getvalue())
+        write_tables(Path(tmp), tables)
         try:
             data = read_mimic(Path(tmp))
         except MimicError as exc:

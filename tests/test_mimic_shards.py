@@ -8,8 +8,6 @@ fixture and on hostile tables.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -24,7 +22,7 @@ from tools.cli import main
 from tools.cohort_report import cohort_report, merge_reports
 
 from .mimic_iv_fixture import build_mimic_iv
-from .test_hostile_files import mimic_folder
+from .test_hostile_files import mimic_folder, write_tables
 
 BUILDERS = {
     "mortality": mortality_cohort,
@@ -73,12 +71,7 @@ def test_a_shard_holds_its_patients_only(mimic_dir):
 def test_hostile_tables_shards_add_up_to_the_whole(tables):
     """Unreadable and negative ids, rows without an admission: every row lands in one shard only."""
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (columns, rows) in tables.items():
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-            (Path(tmp) / name).write_text(buffer.getvalue())
+        write_tables(Path(tmp), tables)
         try:
             whole = cohort_report(Path(tmp))
         except MimicError:
