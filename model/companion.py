@@ -11,6 +11,7 @@ does not import (the caller passes ``device_predict``).
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import time
 from collections import Counter
@@ -83,6 +84,7 @@ class CompanionTrainingConfig:
     skipgram: bool = False  # initialise code embeddings from skip-gram vectors of co-occurring codes
     golden_pairs: int = 6
     sample: int | None = None  # train on about this many samples (whole patients, at random): a quick run
+    logistic_jobs: int | None = None  # L1 folds fitted at a time (liblinear uses one core); None: 2 on large cohorts
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,6 +94,8 @@ class CompanionTrainingConfig:
             raise ValueError("index must be hf, all or auto")
         if self.folds < 2:
             raise ValueError("cross-validation needs at least 2 folds")
+        if self.logistic_jobs is not None and self.logistic_jobs < 1:
+            raise ValueError("logistic_jobs must be at least 1")
 
 
 @dataclass
@@ -270,14 +274,22 @@ def summary_features(x: EncodedHistories, vocabulary_size: int):
     rows.append(earlier_rows)
     cols.append(width + x.codes[earlier_rows, earlier_visits, earlier_slots])
     values.append(share[earlier_rows].astype(np.float32))
-    codes = sparse.csr_matrix(
+    columns = {  # the timeline columns, built sparse: a dense n × features matrix would not fit at full scale
+        vocabulary_size: x.timeline[:, -1, :],
+        width + vocabulary_size: x.timeline[:, :-1, :].sum(axis=1) * share[:, None],
+        2 * width: (count / max(visits - 1, 1))[:, None],
+    }
+    for first, block in columns.items():
+        block = block.astype(np.float32)
+        block_rows, block_cols = np.nonzero(block)
+        rows.append(block_rows)
+        cols.append(first + block_cols)
+        values.append(block[block_rows, block_cols])
+    matrix = sparse.csr_matrix(
         (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, 2 * width + 1)
     )
-    dense = np.zeros((n, 2 * width + 1), dtype=np.float32)
-    dense[:, vocabulary_size:width] = x.timeline[:, -1, :]
-    dense[:, width + vocabulary_size : 2 * width] = x.timeline[:, :-1, :].sum(axis=1) * share[:, None]
-    dense[:, -1] = count / max(visits - 1, 1)
-    return (codes + sparse.csr_matrix(dense)).tocsr()
+    matrix.sum_duplicates()  # canonical: sorted column indices, one entry each
+    return matrix
 
 
 def feature_names(spec: VisitSpec) -> list[str]:
@@ -298,10 +310,15 @@ def class_weights(y: np.ndarray) -> np.ndarray:
 
 
 def _l1_logistic(config: CompanionTrainingConfig):
-    """The LASSO baseline of the readmission paper: logistic regression with a pure L1 penalty."""
+    """The LASSO baseline of the readmission paper: logistic regression with a pure L1 penalty.
+
+    liblinear shuffles with a random state: a fixed one gives the same fit in any process.
+    """
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(l1_ratio=1.0, solver="liblinear", C=config.logistic_c, max_iter=1000)
+    return LogisticRegression(
+        l1_ratio=1.0, solver="liblinear", C=config.logistic_c, max_iter=1000, random_state=config.seed
+    )
 
 
 SMOTE_ON_CODES = (
@@ -344,14 +361,10 @@ def _rows(features, rows: np.ndarray):
     return features.take(rows) if isinstance(features, EncodedHistories) else features[rows]
 
 
-def _fit_predict(
+def _fit_network(
     kind: str, enc: _Encoded, train: np.ndarray, test: np.ndarray, method: str, config: CompanionTrainingConfig
 ) -> tuple[np.ndarray, Any]:
-    if kind == LOGISTIC:
-        x, y, weights, _ = _resample(method, train, enc.y, enc.summary, config.seed)
-        model = _l1_logistic(config)
-        model.fit(x, y, sample_weight=weights)
-        return model.predict_proba(enc.summary[test])[:, 1], model
+    """One network on one fold: its test-row probabilities and the model."""
     x, y, weights, origin = _resample(method, train, enc.y, enc.x, config.seed)
     labels = weights_seq = None
     if kind in companion_networks.SEQUENCE_OUTPUT:
@@ -360,6 +373,15 @@ def _fit_predict(
         kind, x.inputs(), y, weights, len(enc.spec.vocabulary), config.network, labels, weights_seq, enc.code_vectors
     )
     return companion_networks.predict(model, kind, enc.x.take(test).inputs()), model
+
+
+def _fit_logistic(summary, labels: np.ndarray, train: np.ndarray, test: np.ndarray, method: str, config):
+    """The L1 model on one fold's summary features: its test-row probabilities, the model and the seconds."""
+    started = time.monotonic()
+    x, y, weights, _ = _resample(method, train, labels, summary, config.seed)
+    model = _l1_logistic(config)
+    model.fit(x, y, sample_weight=weights)
+    return model.predict_proba(summary[test])[:, 1], model, time.monotonic() - started
 
 
 @dataclass
@@ -390,16 +412,53 @@ def _cross_validate(
     kind: str, folds: list[_Fold], config: CompanionTrainingConfig, method: str, progress: Progress, clock: StudyClock
 ) -> tuple[np.ndarray, float, int]:
     """Out-of-fold probabilities, total training seconds and the parameter count."""
+    if kind == LOGISTIC:
+        return _cross_validate_logistic(folds, config, method, progress, clock)
     oof = np.zeros(len(folds[0].enc.y))
     seconds, params = 0.0, 0
     for fold, split in enumerate(folds, start=1):
         started = time.monotonic()
-        oof[split.test], model = _fit_predict(kind, split.enc, split.train, split.test, method, config)
+        oof[split.test], model = _fit_network(kind, split.enc, split.train, split.test, method, config)
         took = time.monotonic() - started
         seconds += took
-        params = int(np.count_nonzero(model.coef_)) + 1 if kind == LOGISTIC else companion_networks.parameters(model)
+        params = companion_networks.parameters(model)
         status = clock.fitted(took)
         progress(f"  {MODEL_LABELS[kind]} [{method}] fold {fold}/{config.folds}: {took:.1f} s  {status}")
+    return oof, seconds, params
+
+
+PARALLEL_LOGISTIC_FROM = 10_000  # samples: below this, starting worker processes costs more than it saves
+
+
+def logistic_jobs(config: CompanionTrainingConfig, samples: int) -> int:
+    """How many L1 folds to fit at a time: liblinear runs on one core, so larger cohorts use two."""
+    if config.logistic_jobs is not None:
+        return config.logistic_jobs
+    return 1 if samples < PARALLEL_LOGISTIC_FROM else min(2, os.cpu_count() or 1)
+
+
+def _cross_validate_logistic(
+    folds: list[_Fold], config: CompanionTrainingConfig, method: str, progress: Progress, clock: StudyClock
+) -> tuple[np.ndarray, float, int]:
+    """The L1 model's folds, several at a time in worker processes: the same fits as one by one."""
+    from sklearn.utils.parallel import Parallel, delayed
+
+    oof = np.zeros(len(folds[0].enc.y))
+    seconds, params = 0.0, 0
+    jobs = (
+        delayed(_fit_logistic)(split.enc.summary, split.enc.y, split.train, split.test, method, config)
+        for split in folds
+    )
+    last = time.monotonic()
+    runs = Parallel(n_jobs=min(logistic_jobs(config, len(oof)), len(folds)), return_as="generator")(jobs)
+    for fold, (split, (probabilities, model, took)) in enumerate(zip(folds, runs, strict=True), start=1):
+        oof[split.test] = probabilities
+        seconds += took
+        params = int(np.count_nonzero(model.coef_)) + 1
+        now = time.monotonic()
+        status = clock.fitted(now - last)  # wall time between results: the estimate stays in wall time
+        last = now
+        progress(f"  {MODEL_LABELS[LOGISTIC]} [{method}] fold {fold}/{config.folds}: {took:.1f} s  {status}")
     return oof, seconds, params
 
 
