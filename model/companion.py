@@ -641,6 +641,14 @@ def train_companion(
     if config.sample is not None and len(cohort.samples) > config.sample:
         cohort = sample_cohort(cohort, config.sample, config.seed)
         notes.append(f"trained on a random sample of {len(cohort.samples)} samples (--sample), not the whole cohort")
+    patients = len(data.patients)
+    source = {
+        "source": data.layout,
+        "version": data.version,
+        "patients": patients,
+        "fingerprint_sha256": _fingerprint(data, cohort),
+    }
+    del data  # every admission of the folder: only the cohort's histories are needed from here (GBs at full size)
     for note in notes:
         progress(f"note: {note}")
     negatives = len(cohort.samples) - cohort.positives
@@ -735,7 +743,7 @@ def train_companion(
     progress(f"device runs the {manifest['output']['device_role']} model: {manifest['output']['device_role_reason']}")
     progress("feature importance (L1 coefficients; toggling features of the index visit)")
     importance = {"logistic_l1": _logistic_importance(enc, config), best: _toggle_importance(final, best, enc, config)}
-    demo = len(data.patients) < DEMO_PATIENT_LIMIT
+    demo = patients < DEMO_PATIENT_LIMIT
     cohort_json = cohort.to_json()
     manifest.update(
         {
@@ -761,10 +769,7 @@ def train_companion(
                 "note": SMALL_DATA_NOTE if demo else "out-of-fold estimates",
             },
             "data": {
-                "source": data.layout,
-                "version": data.version,
-                "patients": len(data.patients),
-                "fingerprint_sha256": _fingerprint(data, cohort),
+                **source,
                 "notes": notes,
                 "demo_trained": demo,
                 "label": (
