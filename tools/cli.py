@@ -228,6 +228,7 @@ def _train_companion(
     epochs: int | None,
     skipgram: bool,
     sample: int | None,
+    l1_jobs: int | None,
 ) -> None:
     from dataclasses import replace
 
@@ -235,7 +236,9 @@ def _train_companion(
     from device.evaluation import predict_unsigned_companion_dir
     from model import companion, companion_report
 
-    config = companion.CompanionTrainingConfig(task=task, index=index, folds=folds, skipgram=skipgram, sample=sample)
+    config = companion.CompanionTrainingConfig(
+        task=task, index=index, folds=folds, skipgram=skipgram, sample=sample, logistic_jobs=l1_jobs
+    )
     if epochs is not None:
         config = replace(config, network=replace(config.network, epochs=epochs))
     try:
@@ -285,10 +288,16 @@ def _companion_command(task: str, summary: str):
         type=click.IntRange(20, None),
         help="A quick run: about this many cohort samples (whole patients, at random) instead of all.",
     )
+    @click.option(
+        "--l1-jobs",
+        type=click.IntRange(1, 64),
+        default=None,
+        help="L1 baseline folds fitted at a time, each in a worker process (default: 2 from 10,000 samples, else 1).",
+    )
     @friendly
-    def command(mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample) -> None:
+    def command(mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample, l1_jobs) -> None:
         require_modules("train", "keras", "tensorflow", "sklearn", "imblearn", "duckdb")
-        _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample)
+        _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample, l1_jobs)
 
     return command
 
