@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
@@ -36,10 +36,10 @@ def test_publish_prints_each_answer_and_refusal(mosquitto, tmp_path):
         assert many.exit_code == 1
         lines = many.output.splitlines()
         assert lines[0] == "pub-m1: sent (meal; no answer expected)"
-        assert lines[1].startswith("pub-old: refused: 'ts' 1999-01-01") and "1 of 2 events refused" in lines[-1]
+        assert lines[1].startswith("pub-old: refused: 'ts' 1999-01-01") and "1 of 2 events were refused" in lines[-1]
 
         bad = tmp_path / "bad.jsonl"
-        bad.write_text(f'{meal}\n{{"id": "x", "patient": "p", "kind": "glucose"}}\n')
+        bad.write_text(f'{meal}\n{{"id": "x", "patient": "p", "kind": "glucose", "ts": "yesterday"}}\n')
         local = CliRunner().invoke(main, [*base, "--file", str(bad)])
         assert local.exit_code == 1 and f"{bad}:2: " in local.output and "'ts'" in local.output
 
@@ -84,4 +84,49 @@ def test_monitor_follows_answers_errors_and_status_as_lines(mosquitto, tmp_path)
         assert cli.exit_code == 0 and json.loads(cli.stdout)["topic"] == "status" and "following mon1" in cli.stderr
     finally:
         publisher.close()
+        device.stop()
+
+
+def _readme_publish_example() -> list[str]:
+    """The README's `advisor publish` example, split as a shell would."""
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("advisor publish --broker mqtt://broker:1883"))
+    return shlex.split(line, comments=True)[1:]
+
+
+def test_publish_runs_the_readme_example_and_names_repeats_and_warnings(mosquitto, tmp_path):
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, "bed7").start()
+    try:
+        example = [mosquitto.url if arg == "mqtt://broker:1883" else arg for arg in _readme_publish_example()]
+        first = CliRunner().invoke(main, example)
+        assert first.exit_code == 0, first.output
+        assert first.output.startswith("g1: withhold, next check ") and "Glucose 55 mg/dL is below 70" in first.output
+
+        rerun = CliRunner().invoke(main, example)  # stamped anew: the same id with other content
+        assert rerun.exit_code == 1 and "g1: refused: an event with this id was already accepted" in rerun.output
+
+        base = ["publish", "--broker", mosquitto.url, "--device", "bed7"]
+        reading = event_factory.raw(event_factory.glucose("g3", "p-21", datetime.now(UTC), 60)).decode()
+        assert CliRunner().invoke(main, [*base, reading]).exit_code == 0
+        again = CliRunner().invoke(main, [*base, reading])
+        assert again.exit_code == 1
+        assert again.output.startswith("g3: a repeat: the device already holds event g3 and answers an event once")
+        assert "1 of 1 events were repeats of events the device already holds" in again.output
+        as_json = CliRunner().invoke(main, [*base, reading, "--json"])
+        assert json.loads(as_json.stdout) == {"event_id": "g3", "answer": None, "warnings": [], "repeat": True}
+
+        east = datetime.now(UTC).astimezone(timezone(timedelta(hours=5))).isoformat(timespec="seconds")
+        lookalike = json.dumps({"id": "g2", "patient": "p-2l", "ts": east, "kind": "glucose", "mg_dl": 55})
+        warned = CliRunner().invoke(main, [*base, lookalike])
+        assert warned.exit_code == 0, warned.output
+        lines = warned.output.splitlines()
+        assert lines[0].startswith("g2: withhold"), lines
+        assert any(x.startswith("g2: warning: the offset of 'ts' (+05:00) is not the ward's") for x in lines[1:]), lines
+        assert any(
+            x.startswith("g2: warning: new patient id 'p-2l' looks like the known patient 'p-21'") for x in lines
+        )
+    finally:
         device.stop()

@@ -612,6 +612,12 @@ def publish(
 ) -> None:
     """Validate EVENT (or --file) as the device would, send it as a sensor does, print the answer.
 
+    An event without "ts" is sent with the time of sending, in the device's time zone (from its
+    status). Each answer is one line; the device's warnings about an event (its time zone
+    offset, a patient id like a known one) follow it, one line each. After the events it sends
+    an end marker the device refuses (dated 2999, nothing stored): once its refusal is back,
+    every event was handled, and a reading the device did not answer is a repeat of one it holds.
+
     With --credentials, it sends as the bed's sensor and reads the answers as the ward's monitor
     (a sensor may not read them); else the --broker URL's user does both.
     """
@@ -626,17 +632,15 @@ def publish(
     sender, reader = (roles["sensor"].login(target), roles["monitor"].login(target)) if roles else (target, target)
     try:
         text, where = publish_mod.read_source(event, event_file)
-        events = publish_mod.read_events(text, where)
-        results = publish_mod.publish(events, sender, device_id, wait_s, reader)
+        outgoing = publish_mod.read_events(text, where)
+        answers = publish_mod.publish(outgoing, sender, device_id, wait_s, reader)
     except publish_mod.PublishError as exc:
         raise click.ClickException(str(exc)) from None
-    described = "\n".join(publish_mod.describe(e, a, reader.credentials[0]) for e, a in results)
-    click.echo(publish_mod.as_json(results) if as_json else described)
-    failed = [
-        e for e, a in results if (a is None and e.kind in publish_mod.ANSWERED) or getattr(a, "level", "") == "refused"
-    ]
-    if failed:
-        raise click.ClickException(f"{len(failed)} of {len(results)} events refused or not answered")
+    described = "\n".join(publish_mod.describe(a, reader.credentials[0]) for a in answers)
+    click.echo(publish_mod.as_json(answers) if as_json else described)
+    trouble = publish_mod.summary(answers)
+    if trouble:
+        raise click.ClickException(trouble)
 
 
 @click.command()
