@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -34,6 +34,7 @@ from preprocessing.validation import ValidationError, decode_event
 from .check_schedule import next_check
 from .config import ChecksConfig, SafetyConfig
 from .decision import decision_inputs
+from .dose_responses import expires_at
 from .inference import DoseModel
 from .messages import (
     DosePoint,
@@ -42,16 +43,18 @@ from .messages import (
     GlucosePoint,
     ModelInfo,
     PatientView,
+    Retired,
     Risk,
     Series,
     Suggestion,
 )
 from .patient_ids import case_twin, lookalike
-from .safety import supervise
+from .retirement import RETIRING_KINDS, answers, retirement
+from .safety import measure_now, supervise
 from .store import Added, Store, StoreError
 
-DECISION_KINDS = (Kind.GLUCOSE, Kind.REQUEST)
 DEFAULT_MAX_HISTORIES = 500
+DEFAULT_EXPIRY_S = 900.0
 
 
 @dataclass(slots=True)
@@ -106,11 +109,14 @@ class Advisor:
         zone: tzinfo = UTC,
         earliest: datetime | None = None,
         checks: ChecksConfig | None = None,
+        expiry_s: float = DEFAULT_EXPIRY_S,
     ) -> None:
         """``max_histories`` bounds the patients kept in memory (the least recently used are rebuilt
         from SQLite); ``zone`` is the ward's time zone, in which time of day is read; events before
-        ``earliest`` are refused; ``checks``: when glucose checks are due.
+        ``earliest`` are refused; ``checks``: when glucose checks are due; ``expiry_s``: how long an
+        answer may be acted on.
         """
+        self.expiry_s = expiry_s
         self.store = store
         self.checks = checks or ChecksConfig()
         self.max_histories = max_histories
@@ -123,10 +129,12 @@ class Advisor:
         self.spec: FeatureSpec = model.model.spec if model.model else FeatureSpec()
         self._histories: OrderedDict[str, PatientHistory] = OrderedDict()
         self._latest_ts: datetime | None = None
+        self._latest_wall: datetime | None = None  # the wall time the newest event arrived (event clock)
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
         self._held_events: dict[str, Event] = {}  # accepted while SQLite refused writes
         self._held_records: dict[str, Suggestion] = {}  # suggestions sent while SQLite refused writes
+        self._held_retirements: dict[str, tuple[str, Retired]] = {}  # (patient, retirement) by suggestion id
 
     # ---------------------------------------------------------------- listeners
     def subscribe(self, listener: Callable[[str], None]) -> None:
@@ -148,10 +156,17 @@ class Advisor:
 
     # ------------------------------------------------------------------- clock
     def now(self) -> datetime:
-        """The device's "now": wall time, or the newest event time in event-clock mode."""
-        if self.clock == "event" and self._latest_ts is not None:
-            return self._latest_ts
+        """The device's "now": wall time; in event-clock mode the newest event's time, running on with
+        the wall clock from its arrival (a replay that ends does not stop the ward's clock)."""
+        if self.clock == "event" and self._latest_ts is not None and self._latest_wall is not None:
+            return self._latest_ts + max(timedelta(0), self._wall() - self._latest_wall)
         return self._wall()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the advisor's lock: no event is handled meanwhile (a page action checks and records at once)."""
+        with self._lock:
+            yield
 
     def _decision_time(self, event: Event) -> datetime:
         if self.clock == "event":
@@ -201,6 +216,7 @@ class Advisor:
         history.prune(history.events[-1].ts)
         if self._latest_ts is None or event.ts > self._latest_ts:
             self._latest_ts = event.ts
+            self._latest_wall = self._wall()
 
     # ---------------------------------------------------------------- handling
     def handle(self, raw: bytes, received: float | None = None) -> Outcome:
@@ -235,12 +251,14 @@ class Advisor:
                     )
                 )
                 return outcome
+            retired = None
             if outcome.added is Added.NEW:
                 self._remember(event)
                 if event.is_insulin:
                     outcome.messages.extend(self._likely_duplicate_dose(event))
-            if event.kind in DECISION_KINDS:
-                suggestion = self._suggestion_for(event, received, outcome)
+                retired = self._retire_live_answer(event, outcome)
+            if answers(event, retired):
+                suggestion = self._suggestion_for(event, received, outcome, retired)
                 if suggestion is not None:
                     outcome.messages.append(suggestion)
             if event.id in self._held_events:
@@ -266,7 +284,7 @@ class Advisor:
             warnings.append(
                 ErrorMessage(
                     event.id,
-                    f"the offset of 'ts' ({event.ts.isoformat()[19:]}) is not the ward's ({local.isoformat()[19:]}, "
+                    f"the offset of 'ts' ({_offset(event.ts)}) is not the ward's ({_offset(local)}, "
                     f"{self.zone}) at that moment; taken as {local.strftime('%Y-%m-%d %H:%M')} ward time: check the "
                     "sender's time zone",
                     level="warning",
@@ -350,10 +368,47 @@ class Advisor:
         self._held_events[event.id] = event
         return Added.NEW
 
-    def _suggestion_for(self, event: Event, received: float, outcome: Outcome) -> Suggestion | None:
+    # ------------------------------------------------------------ live answers
+    def live_answer(self, patient: str) -> Suggestion | None:
+        """The patient's answer that may still be acted on: the latest, not answered, not retired, not expired."""
+        held = [s for s in self._held_records.values() if s.patient == patient]
+        try:
+            latest = held[-1] if held else self.store.latest_suggestion(patient)
+            if latest is None or self.store.response_for(latest.id) is not None:
+                return None
+            if self.retired(latest.id) is not None:
+                return None
+        except sqlite3.Error:
+            return None  # the database cannot tell; the page cannot record against it either
+        profile = self.safety.for_patient(patient)
+        return latest if self.now() < expires_at(latest, self.expiry_s, profile) else None
+
+    def retired(self, suggestion_id: str) -> Retired | None:
+        """Why a suggestion was retired by a later event, or None."""
+        held = self._held_retirements.get(suggestion_id)
+        return held[1] if held else self.store.retirement_for(suggestion_id)
+
+    def _retire_live_answer(self, event: Event, outcome: Outcome) -> Retired | None:
+        """An event that bears on the patient's live answer retires it (device/retirement.py)."""
+        if event.kind not in RETIRING_KINDS:
+            return None
+        live = self.live_answer(event.patient)
+        retired = None if live is None else retirement(live, event, self.zone)
+        if retired is None:
+            return None
+        try:
+            self.store.record_retirement(event.patient, retired)
+        except StoreError as exc:
+            self._held_retirements[retired.suggestion_id] = (event.patient, retired)
+            outcome.unstored = str(exc)
+        return retired
+
+    def _suggestion_for(
+        self, event: Event, received: float, outcome: Outcome, replaces: Retired | None = None
+    ) -> Suggestion | None:
         if event.id in self._held_records or self.store.has_suggestion_for(event.id):
             return None  # sent before (the event is a redelivery): never send it twice
-        decided = self.decide(event.patient, self._decision_time(event), event.id, event.kind is Kind.REQUEST)
+        decided = self.decide(event.patient, self._decision_time(event), event.id, event.kind is Kind.REQUEST, replaces)
         suggestion = decided.with_latency(round((time.perf_counter() - received) * 1000.0, 3))
         try:
             self.store.record_sent(suggestion)
@@ -369,8 +424,8 @@ class Advisor:
 
     @property
     def held(self) -> int:
-        """Events and suggestion records waiting in memory for the database."""
-        return len(self._held_events) + len(self._held_records)
+        """Events, suggestion records and retirements waiting in memory for the database."""
+        return len(self._held_events) + len(self._held_records) + len(self._held_retirements)
 
     def flush_held(self) -> str | None:
         """Write what the database refused earlier; None when everything is stored, else why not."""
@@ -382,14 +437,20 @@ class Advisor:
                 for event_id, suggestion in list(self._held_records.items()):
                     self.store.record_sent(suggestion)
                     del self._held_records[event_id]
+                for suggestion_id, (patient, retired) in list(self._held_retirements.items()):
+                    self.store.record_retirement(patient, retired)
+                    del self._held_retirements[suggestion_id]
             except StoreError as exc:
                 return str(exc)
         return None
 
-    def decide(self, patient: str, at: datetime, event_id: str, request: bool = False) -> Suggestion:
+    def decide(
+        self, patient: str, at: datetime, event_id: str, request: bool = False, replaces: Retired | None = None
+    ) -> Suggestion:
         """The supervised suggestion for ``patient`` at ``at`` (docs/contract.md, "Suggestion").
 
-        ``request``: a person asked for a dose (a ``request`` event), which makes one due.
+        ``request``: a person asked for a dose (a ``request`` event), which makes one due;
+        ``replaces``: the live answer that the triggering event retired.
         """
         history = self.history(patient)
         window = window_at(history, at)
@@ -401,7 +462,11 @@ class Advisor:
         problem = None if self.model.model is not None else self.model.problem or "no bundle"
         verdict = supervise(inputs, self.safety.for_patient(patient), problem)
         recheck = None if verdict.recheck_min is None else at + timedelta(minutes=verdict.recheck_min)
-        check = next_check(at, recheck, self.checks.for_patient(patient), self.zone)
+        if measure_now(verdict, inputs):
+            check = at  # no reading to count: the next check is now
+        else:
+            reading = at if inputs.glucose_age_min is None else at - timedelta(minutes=inputs.glucose_age_min)
+            check = max(at, next_check(reading, recheck, self.checks.for_patient(patient), self.zone))
         return Suggestion(
             id=suggestion_id(event_id),
             patient=patient,
@@ -421,6 +486,7 @@ class Advisor:
             recheck_at=None if recheck is None else recheck.isoformat(),
             carbs_g=verdict.carbs_g,
             next_check_at=check.isoformat(),
+            replaces=replaces,
         )
 
     # ------------------------------------------------------------------- views
@@ -467,6 +533,12 @@ class Advisor:
             risk=risk,
             notices=notices,
         )
+
+
+def _offset(ts: datetime) -> str:
+    """A timestamp's UTC offset as ``+HH:MM``."""
+    text = ts.strftime("%z")
+    return f"{text[:3]}:{text[3:5]}"
 
 
 def _finite_or_none(value: float | None) -> float | None:

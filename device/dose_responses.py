@@ -1,19 +1,22 @@
 """What a person may still do with a suggestion, and whether a recorded dose is acceptable (pure logic).
 
 A suggestion is acted on at most once (given, declined or acknowledged), only while it is the
-patient's current answer, before it expires and while the device is linked to its broker. It
-expires ``expiry_s`` after it was made, or earlier when the reading it answered grows older
-than the profile's ``stale_glucose_min``. A dose given that differs from the suggestion needs a
-reason; units must be whole pen steps and within the single-dose limit.
+patient's current answer, nothing that bears on it has been recorded since (a dose of any
+insulin, symptoms, a meal, exercise: :mod:`device.retirement`), before it expires and while the
+device is linked to its broker. It expires ``expiry_s`` after it was made, or earlier when the
+reading it answered grows older than the profile's ``stale_glucose_min``. A dose given that
+differs from the suggestion needs a reason; units must be whole pen steps and within the single-dose limit.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
-from .messages import Response, Suggestion
+from preprocessing.events import Event, Insulin
+
+from .messages import Response, Retired, Suggestion
 from .safety import SafetyProfile
 
 OVERRIDE_REASONS = {
@@ -55,11 +58,14 @@ def actionability(
     expiry_s: float,
     profile: SafetyProfile,
     broker_problem: str | None,
+    retired: Retired | None = None,
 ) -> Actionability:
     """Whether the patient's current ``suggestion`` can still be given, declined or acknowledged at ``now``."""
     end = expires_at(suggestion, expiry_s, profile)
     if response is not None:
         return Actionability(False, f"already {response.action} by {response.user}", end)
+    if retired is not None:
+        return Actionability(False, retired.reason, end)
     if now >= end:
         return Actionability(False, f"expired at {end.strftime('%H:%M')}: measure glucose again for a new answer", end)
     if broker_problem is not None:
@@ -67,12 +73,34 @@ def actionability(
     return Actionability(True, None, end)
 
 
-def check_current(suggestion: Suggestion, latest: Suggestion | None, state: Actionability) -> None:
-    """Raise :class:`ActionConflict` unless ``suggestion`` is the patient's current, actionable answer."""
+def check_current(
+    suggestion: Suggestion, latest: Suggestion | None, state: Actionability, retired: Retired | None = None
+) -> None:
+    """Raise :class:`ActionConflict` unless ``suggestion`` is the patient's current, actionable answer.
+
+    ``retired``: why a later event retired it, which a replaced suggestion's refusal says too.
+    """
     if latest is None or latest.id != suggestion.id:
-        raise ActionConflict("a newer answer has replaced this suggestion; act on the current one")
+        why = retired.reason if retired is not None else f"the newer answer was made at {_clock(latest)}"
+        raise ActionConflict(f"a newer answer has replaced this suggestion ({why}); act on the current one")
     if not state.actionable:
         raise ActionConflict(f"this suggestion can no longer be acted on: {state.why_not}")
+
+
+def _clock(suggestion: Suggestion | None) -> str:
+    return "?" if suggestion is None else suggestion.ts[11:16]
+
+
+def check_no_dose_since(doses: list[Event], zone: tzinfo) -> None:
+    """Raise :class:`ActionConflict` if regular insulin is among ``doses`` (those recorded since a suggestion)."""
+    regular = [d for d in doses if d.insulin is Insulin.REGULAR]
+    if regular:
+        d = regular[-1]
+        at = d.ts.astimezone(zone).strftime("%H:%M")
+        raise ActionConflict(
+            f"not recorded: {d.dose:g} U of regular insulin was recorded at {at} after this "
+            f"suggestion (event {d.id}); check what was given before any more insulin"
+        )
 
 
 def check_reason(reason: str | None, note: str | None) -> None:

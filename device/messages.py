@@ -67,8 +67,27 @@ class ModelInfo(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Retired(Message):
+    """Why a suggestion may no longer be acted on: something that bears on it happened after it was made.
+
+    ``event_id`` and ``kind`` name the event (a dose of any insulin, hypoglycaemia symptoms, a
+    meal, exercise) recorded for the patient after the suggestion; ``at`` is that event's time;
+    ``reason`` says it in one plain line for the page and the 409 answer.
+    """
+
+    suggestion_id: str
+    event_id: str
+    kind: str
+    at: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Suggestion(Message):
-    """The answer to a glucose reading or a request (docs/contract.md, "Suggestion")."""
+    """The answer to a glucose reading, a request, a meal or hypoglycaemia symptoms (docs/contract.md, "Suggestion").
+
+    ``replaces``: the live answer this one retired (an event that bears on it arrived), if any.
+    """
 
     id: str
     patient: str
@@ -89,6 +108,7 @@ class Suggestion(Message):
     carbs_g: float | None = None
     next_check_at: str | None = None
     latency_ms: float | None = None
+    replaces: Retired | None = None
 
     @property
     def is_dose(self) -> bool:
@@ -376,6 +396,7 @@ class PatientView(Message):
     risk: Risk | None = None
     notices: list[str] = field(default_factory=list)
     response: Response | None = None
+    retired: Retired | None = None
     actionable: bool = False
     not_actionable: str | None = None
     expires_at: str | None = None
@@ -551,6 +572,7 @@ ALL_SCHEMAS: tuple[type, ...] = (
     Event,
     VisitHistory,
     ModelInfo,
+    Retired,
     Suggestion,
     ErrorMessage,
     RiskModelInfo,

@@ -1,10 +1,13 @@
 """What a person does on the bedside page: give or decline a suggested dose, acknowledge an answer, enter data.
 
 Every action names the person (:class:`device.users.Identity`) and is audited. A suggestion is
-acted on at most once, only while it is the patient's current, unexpired answer
-(:mod:`device.dose_responses`). A dose given and every entry (a reading, a meal, symptoms,
-exercise, a dose) are published as events on the device's own ``events`` topic, so they take
-the same path as a sensor's.
+acted on at most once, only while it is the patient's current, unexpired answer and nothing that
+bears on it was recorded since (:mod:`device.dose_responses`, :mod:`device.retirement`). The
+check and the record happen under the advisor's lock, so no event slips in between; a
+confirmation also looks for regular insulin stored since the suggestion before it records.
+
+A dose given and every entry (a reading, a meal, symptoms, exercise, a dose) are published as
+events on the device's own ``events`` topic, so they take the same path as a sensor's.
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ from datetime import datetime
 from preprocessing.events import Event, Insulin, Kind
 
 from .advisor import Advisor
-from .dose_responses import Actionability, ActionConflict, actionability, check_current, check_reason, check_units_given
+from .dose_responses import (
+    Actionability,
+    ActionConflict,
+    actionability,
+    check_current,
+    check_no_dose_since,
+    check_reason,
+    check_units_given,
+)
 from .messages import ConfirmDose, Decline, Response, Suggestion
 from .store import Store
 from .users import Identity
@@ -48,22 +59,30 @@ class PageActions:
     def state(self, suggestion: Suggestion, response: Response | None) -> Actionability:
         """Whether ``suggestion`` can still be acted on now."""
         profile = self.advisor.safety.for_patient(suggestion.patient)
-        return actionability(suggestion, self.advisor.now(), response, self.expiry_s, profile, self._broker_problem())
+        return actionability(
+            suggestion,
+            self.advisor.now(),
+            response,
+            self.expiry_s,
+            profile,
+            self._broker_problem(),
+            self.advisor.retired(suggestion.id),
+        )
 
     def _current(self, patient: str, suggestion_id: str) -> Suggestion:
-        """The suggestion, checked to be this patient's current and actionable one."""
+        """The suggestion, checked to be this patient's current and actionable one (call under the lock)."""
         suggestion = self.store.suggestion(suggestion_id)
         if suggestion is None or suggestion.patient != patient:
             raise ValueError("unknown suggestion for this patient")
         response = self.store.response_for(suggestion_id)
-        check_current(suggestion, self.store.latest_suggestion(patient), self.state(suggestion, response))
+        latest = self.store.latest_suggestion(patient)
+        check_current(suggestion, latest, self.state(suggestion, response), self.advisor.retired(suggestion_id))
         return suggestion
 
     def _respond(self, suggestion: Suggestion, response: Response) -> None:
         earlier = self.store.record_response(suggestion, response)
         if earlier is not None:  # another page was quicker
             raise ActionConflict(f"already {earlier.action} by {earlier.user} at {earlier.at[11:16]}")
-        self.advisor.touch(suggestion.patient)
 
     def _now(self, suggestion: Suggestion) -> datetime:
         return self.advisor.now().astimezone(datetime.fromisoformat(suggestion.ts).tzinfo).replace(microsecond=0)
@@ -71,10 +90,18 @@ class PageActions:
     def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> Event:
         """A person gave a dose for the current suggestion: record it once and publish it as an insulin event."""
         check_reason(request.reason, request.note)
+        with self.advisor.locked():
+            event = self._record_given(patient, request, who)
+        self.advisor.touch(patient)
+        self._publish_event(event)
+        return event
+
+    def _record_given(self, patient: str, request: ConfirmDose, who: Identity) -> Event:
         suggestion = self._current(patient, request.suggestion_id)
         if not suggestion.is_dose:
             raise ValueError("this answer is not a dose; nothing to confirm")
         check_units_given(request.units, suggestion, request.reason, self.advisor.safety.for_patient(patient))
+        check_no_dose_since(self.store.doses_since(patient, suggestion.event_id), self.advisor.zone)
         now = self._now(suggestion)
         event = Event(
             id=f"{self.device_id}-given-{uuid.uuid4().hex[:12]}",
@@ -96,27 +123,30 @@ class PageActions:
             event_id=event.id,
         )
         self._respond(suggestion, response)
-        self._publish_event(event)
         return event
 
     def decline(self, patient: str, request: Decline, who: Identity) -> None:
         """The suggested dose was not given: record why."""
         check_reason(request.reason, request.note)
-        suggestion = self._current(patient, request.suggestion_id)
-        if not suggestion.is_dose:
-            raise ValueError("this answer is not a dose; acknowledge it instead")
-        now = self._now(suggestion)
-        self._respond(
-            suggestion,
-            Response("declined", now.isoformat(), who.user, who.role, reason=request.reason, note=request.note),
-        )
+        with self.advisor.locked():
+            suggestion = self._current(patient, request.suggestion_id)
+            if not suggestion.is_dose:
+                raise ValueError("this answer is not a dose; acknowledge it instead")
+            now = self._now(suggestion)
+            self._respond(
+                suggestion,
+                Response("declined", now.isoformat(), who.user, who.role, reason=request.reason, note=request.note),
+            )
+        self.advisor.touch(patient)
 
     def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None:
         """A person saw an answer that is not a dose (withhold, no dose due, not enough data)."""
-        suggestion = self._current(patient, suggestion_id)
-        if suggestion.is_dose:
-            raise ValueError("this answer is a dose: record it as given or declined")
-        self._respond(suggestion, Response("acknowledged", self._now(suggestion).isoformat(), who.user, who.role))
+        with self.advisor.locked():
+            suggestion = self._current(patient, suggestion_id)
+            if suggestion.is_dose:
+                raise ValueError("this answer is a dose: record it as given or declined")
+            self._respond(suggestion, Response("acknowledged", self._now(suggestion).isoformat(), who.user, who.role))
+        self.advisor.touch(patient)
 
     def enter(self, event: Event, who: Identity) -> None:
         """A reading, meal, symptoms, exercise or dose entered at the bedside: audit and publish it."""

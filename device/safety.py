@@ -219,6 +219,8 @@ def _fmt(units: float) -> str:
 
 
 def _describe_age(age_min: float) -> str:
+    if age_min < 1:
+        return "less than a minute"
     if age_min >= STALE_AGE_CAP_MIN:
         return f"at least {STALE_AGE_CAP_MIN / 60:.0f} hours"
     if age_min < 120:
@@ -276,20 +278,10 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str
 
 
 def _glucose_checks(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict | None:
+    """A fresh low first, then recent hypoglycaemia symptoms (whatever the reading's age), then no or an old reading."""
     g, g_age = inputs.glucose_mg_dl, inputs.glucose_age_min
-    if g is None or g_age is None:
-        return Verdict(INSUFFICIENT, 0.0, ["No glucose reading is known; measure glucose first."], ["no_glucose"])
-    if g_age > profile.stale_glucose_min:
-        return Verdict(
-            INSUFFICIENT,
-            0.0,
-            [
-                f"The last glucose reading is {_describe_age(g_age)} old (limit {profile.stale_glucose_min:.0f} "
-                "minutes); measure glucose again."
-            ],
-            ["stale_glucose"],
-        )
-    if g < profile.low_glucose_mg_dl:
+    fresh = g is not None and g_age is not None and g_age <= profile.stale_glucose_min
+    if fresh and g is not None and g < profile.low_glucose_mg_dl:
         return Verdict(
             WITHHOLD,
             0.0,
@@ -305,17 +297,45 @@ def _glucose_checks(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict |
         )
     hypo_age = inputs.hypo_symptoms_age_min
     if hypo_age is not None and hypo_age <= profile.hypo_symptoms_lockout_h * 60:
+        measured_since = g_age is not None and g_age < hypo_age
         return Verdict(
             WITHHOLD,
             0.0,
             [
-                f"Hypoglycaemia symptoms were reported {hypo_age / 60:.1f} h ago "
+                f"Hypoglycaemia symptoms were reported {_describe_age(hypo_age)} ago "
                 f"(lock-out {profile.hypo_symptoms_lockout_h:g} h): no insulin.",
-                "If the patient has symptoms now, measure glucose and treat a low.",
+                "If the patient has symptoms now, measure glucose and treat a low."
+                if measured_since
+                else f"No glucose was measured since: measure glucose now. Below {profile.low_glucose_mg_dl:.0f} "
+                f"mg/dL, give {profile.hypo_treatment_g:.0f} g of fast-acting carbohydrate and recheck in "
+                f"{profile.hypo_recheck_min:.0f} minutes.",
             ],
             ["hypo_symptoms"],
         )
+    if g is None or g_age is None:
+        return Verdict(INSUFFICIENT, 0.0, ["No glucose reading is known; measure glucose first."], ["no_glucose"])
+    if not fresh:
+        return Verdict(
+            INSUFFICIENT,
+            0.0,
+            [
+                f"The last glucose reading is {_describe_age(g_age)} old (limit {profile.stale_glucose_min:.0f} "
+                "minutes); measure glucose again."
+            ],
+            ["stale_glucose"],
+        )
     return None
+
+
+def measure_now(verdict: Verdict, inputs: DecisionInputs) -> bool:
+    """Whether the answer's next glucose check is now: no reading, an old one, or symptoms not measured since."""
+    cause = verdict.rules[0] if verdict.rules else None
+    if cause in ("no_glucose", "stale_glucose"):
+        return True
+    if cause == "hypo_symptoms":
+        g_age, hypo_age = inputs.glucose_age_min, inputs.hypo_symptoms_age_min
+        return g_age is None or (hypo_age is not None and g_age >= hypo_age)
+    return False
 
 
 def _iob_used(inputs: DecisionInputs, profile: SafetyProfile) -> float:

@@ -89,6 +89,7 @@ class DeviceService:
             zone=config.zone,
             earliest=config.earliest_event,
             checks=config.checks,
+            expiry_s=config.suggestion_expiry_s,
         )
         risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config.trust))
         self.model_notes.extend(risk_notes)
@@ -269,6 +270,7 @@ class DeviceService:
             check = suggestion.next_check_at
             extra |= {
                 "response": response,
+                "retired": self.advisor.retired(suggestion.id),
                 "actionable": state.actionable,
                 "not_actionable": state.why_not,
                 "expires_at": None if state.expires_at is None else state.expires_at.isoformat(),

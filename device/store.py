@@ -27,10 +27,10 @@ from preprocessing.events import Event, Kind
 from preprocessing.features import minutes
 from preprocessing.validation import event_from_mapping
 
-from .messages import Alert, Response, Suggestion
+from .messages import Alert, Response, Retired, Suggestion
 from .patient_ids import folded, skeleton
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _STORED_NOW = datetime(9000, 1, 1, tzinfo=UTC)  # stored events were checked on arrival
 
 SCHEMA = """
@@ -84,6 +84,13 @@ CREATE TABLE IF NOT EXISTS responses (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_patient ON responses (patient, at);
+CREATE TABLE IF NOT EXISTS retirements (
+    suggestion_id TEXT PRIMARY KEY,
+    patient TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY,
     patient TEXT NOT NULL,
@@ -411,6 +418,51 @@ class Store:
                 )
                 return None
         return self.response_for(suggestion.id)
+
+    # ------------------------------------------------------------- retirements
+    def record_retirement(self, patient: str, retired: Retired) -> bool:
+        """Record that an event retired a live suggestion, with its audit row; False if it was retired before."""
+        now = _now_iso()
+        payload = json.dumps(retired.to_payload())
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO retirements (suggestion_id, patient, event_id, payload, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (retired.suggestion_id, patient, retired.event_id, payload, now),
+            )
+            if cursor.rowcount == 1:
+                db.execute(
+                    "INSERT INTO audit (at, action, patient, event_id, suggestion_id, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, "retired", patient, retired.event_id, retired.suggestion_id, payload),
+                )
+        return cursor.rowcount == 1
+
+    def retirement_for(self, suggestion_id: str) -> Retired | None:
+        """Why a suggestion was retired by a later event, or None."""
+        rows = self._read("SELECT payload FROM retirements WHERE suggestion_id = ?", (suggestion_id,))
+        return Retired.from_json(rows[0][0]) if rows else None
+
+    def retirements_for(self, suggestion_ids: list[str]) -> dict[str, Retired]:
+        """The retirements of these suggestions, by suggestion id."""
+        found: dict[str, Retired] = {}
+        for i in range(0, len(suggestion_ids), 500):
+            chunk = suggestion_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for sid, payload in self._read(
+                f"SELECT suggestion_id, payload FROM retirements WHERE suggestion_id IN ({marks})", tuple(chunk)
+            ):
+                found[sid] = Retired.from_json(payload)
+        return found
+
+    def doses_since(self, patient: str, event_id: str) -> list[Event]:
+        """The patient's insulin events stored after the event ``event_id`` (by arrival, whatever their time)."""
+        rows = self._read(
+            "SELECT payload FROM events WHERE patient = ? AND kind = ? AND seq > (SELECT seq FROM events WHERE id = ?)"
+            " ORDER BY seq",
+            (patient, Kind.INSULIN.value, event_id),
+        )
+        return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
 
     def events_between(self, patient: str, start: datetime, end: datetime) -> list[Event]:
         """The patient's events (requests excluded) in ``[start, end)``, in time order."""

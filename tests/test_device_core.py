@@ -282,3 +282,24 @@ def test_events_before_the_configured_floor_are_refused(tmp_path, dose_model):
     assert old.event is None and "earliest date this device accepts" in old.errors[0].reason
     assert advisor.handle(raw(glucose("new", "p-1", NOW, 120))).event is not None
     assert DeviceConfig().earliest_event == floor and DeviceConfig(clock="event").earliest_event is None
+
+
+def test_a_wrong_zone_warning_names_both_offsets_plainly(tmp_path, dose_model):
+    """A sender stamping UTC with microseconds at a Berlin ward: the offsets read +00:00 and +01:00, no fractions."""
+    berlin = ZoneInfo("Europe/Berlin")
+    advisor = Advisor(
+        Store(tmp_path / "a.sqlite3"), ModelSlot(dose_model), SafetyConfig(), wall_clock=lambda: NOW, zone=berlin
+    )
+    warning = advisor.handle(raw(glucose("g", "p-1", NOW + timedelta(microseconds=698000), 150))).errors[0]
+    assert warning.reason.startswith("the offset of 'ts' (+00:00) is not the ward's (+01:00, Europe/Berlin)")
+
+
+def test_the_event_clock_runs_on_after_the_last_event(tmp_path, dose_model):
+    """A replay that ends leaves the device's now moving with the wall clock, as a ward's would."""
+    wall = [NOW]
+    advisor = Advisor(Store(tmp_path / "s.sqlite3"), ModelSlot(dose_model), SafetyConfig(), "event", lambda: wall[0])
+    event_time = NOW - timedelta(days=30)
+    advisor.handle(raw(glucose("g", "p-1", event_time, 150)))
+    assert advisor.now() == event_time
+    wall[0] = NOW + timedelta(minutes=125)
+    assert advisor.now() == event_time + timedelta(minutes=125)

@@ -18,7 +18,7 @@ from device.messages import ConfirmDose, Decline
 from device.page_actions import LinkDown, PageActions
 from device.store import Store
 from device.users import Identity
-from preprocessing.events import Event, Kind
+from preprocessing.events import Event, Insulin, Kind
 
 from . import event_factory
 
@@ -143,3 +143,120 @@ def test_the_store_gives_a_day_of_events_answers_and_responses(ward):
     assert answers[-1].id == answer.id and all(start <= datetime.fromisoformat(a.ts) < end for a in answers)
     assert store.suggestions_between("p-1", end, end + timedelta(days=1)) == []
     assert store.responses_to([answer.id, "s-none"])[answer.id].reason == "not_eating"
+
+
+# ---------------------------------------------------------------- one live answer per need
+def pen(event_id: str, at: datetime, units: float, insulin: Insulin = Insulin.REGULAR) -> Event:
+    """A dose recorded another way: a pen, another nurse, the serial bridge."""
+    return Event(id=event_id, patient="p-1", ts=at, kind=Kind.INSULIN, insulin=insulin, units=units)
+
+
+def test_a_dose_recorded_another_way_retires_the_live_answer(ward, tmp_path):
+    advisor, store, actions, published, answer, clock, _link = ward
+    clock[0] = NOW + timedelta(minutes=2)
+    outcome = advisor.handle(event_factory.raw(pen("pen-1", clock[0], 6)))
+    assert outcome.suggestion is None, "a dose is not answered: the live answer is greyed with the reason"
+    retired = advisor.retired(answer.id)
+    assert retired is not None and retired.event_id == "pen-1" and retired.kind == "insulin"
+    assert retired.reason.startswith("6 U of regular insulin was recorded at 11:27 after this answer")
+    state = actions.state(answer, None)
+    assert not state.actionable and state.why_not == retired.reason
+    with pytest.raises(ActionConflict, match="6 U of regular insulin was recorded at 11:27"):
+        actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    with pytest.raises(ActionConflict, match="can no longer be acted on"):
+        actions.decline("p-1", Decline(answer.id, "patient_refused"), ANN)
+    assert published == [] and store.response_for(answer.id) is None, "nothing recorded, nothing published"
+    audit = sqlite3.connect(tmp_path / "state.sqlite3").execute(
+        "SELECT event_id FROM audit WHERE action = 'retired' AND suggestion_id = ?", (answer.id,)
+    )
+    assert audit.fetchall() == [("pen-1",)]
+
+
+def test_any_insulin_retires_a_dose_and_only_the_first_event_counts(ward):
+    advisor, _store, actions, _published, answer, clock, _link = ward
+    advisor.handle(event_factory.raw(pen("nph-1", clock[0], 14, Insulin.NPH)))
+    advisor.handle(event_factory.raw(pen("pen-2", clock[0], 4)))
+    retired = advisor.retired(answer.id)
+    assert retired is not None and retired.event_id == "nph-1" and "14 U of nph insulin" in retired.reason
+    with pytest.raises(ActionConflict, match="nph insulin"):
+        actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+
+
+def test_symptoms_retire_the_dose_and_are_answered_at_once(ward):
+    advisor, store, actions, _published, answer, clock, _link = ward
+    clock[0] = NOW + timedelta(minutes=3)
+    symptoms = Event(id="hypo-1", patient="p-1", ts=clock[0], kind=Kind.HYPO_SYMPTOMS)
+    new = advisor.handle(event_factory.raw(symptoms)).suggestion
+    assert new is not None and new.status == "withhold" and new.rules[0] == "hypo_symptoms"
+    assert new.replaces is not None and new.replaces.suggestion_id == answer.id
+    assert new.replaces.reason.startswith("hypoglycaemia symptoms were recorded at 11:28")
+    assert new.next_check_at == clock[0].isoformat(), "no reading since the symptoms: measure now"
+    assert "measure glucose now" in " ".join(new.reasons)
+    assert store.latest_suggestion("p-1") == new
+    with pytest.raises(ActionConflict, match=r"replaced this suggestion \(hypoglycaemia symptoms were recorded"):
+        actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+
+
+def test_a_meal_after_the_answer_makes_a_new_one(ward):
+    advisor, _store, actions, _published, answer, clock, _link = ward
+    clock[0] = NOW + timedelta(minutes=1)
+    new = advisor.handle(event_factory.raw(event_factory.meal("m-1", "p-1", clock[0], "less"))).suggestion
+    assert new is not None and new.replaces is not None
+    assert new.replaces.reason == "a meal (smaller than usual) was recorded at 11:26"
+    assert new.due == "meal" and new.glucose_mg_dl == 180
+    with pytest.raises(ActionConflict, match="newer answer"):
+        actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+
+
+def test_exercise_is_answered_only_when_it_retires_a_live_answer(ward):
+    advisor, _store, actions, _published, _answer, clock, _link = ward
+    workout = Event(id="ex-1", patient="p-1", ts=clock[0], kind=Kind.EXERCISE, intensity="more")
+    new = advisor.handle(event_factory.raw(workout)).suggestion
+    assert new is not None and new.replaces is not None and "exercise (harder than usual)" in new.replaces.reason
+    if new.is_dose:
+        actions.decline("p-1", Decline(new.id, "patient_refused"), ANN)
+    else:
+        actions.acknowledge("p-1", new.id, ANN)
+    again = Event(id="ex-2", patient="p-1", ts=clock[0], kind=Kind.EXERCISE, intensity="less")
+    assert advisor.handle(event_factory.raw(again)).suggestion is None, "nothing live to retire: no new answer"
+
+
+def test_the_dose_a_confirmation_published_does_not_retire_anything(ward):
+    advisor, _store, actions, published, answer, _clock, _link = ward
+    given = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    assert advisor.handle(event_factory.raw(given)).suggestion is None
+    assert advisor.retired(answer.id) is None, "it was acted on; the dose it published is its own"
+    assert published == [given]
+
+
+def test_an_expired_answer_is_not_retired(ward):
+    advisor, _store, _actions, _published, answer, clock, _link = ward
+    clock[0] = NOW + timedelta(minutes=20)
+    advisor.handle(event_factory.raw(pen("pen-late", clock[0], 6)))
+    assert advisor.retired(answer.id) is None
+
+
+def test_a_confirmation_looks_for_regular_insulin_stored_since(ward):
+    """Even when no retirement was recorded (a dose held in memory, a race), the confirmation checks the store."""
+    _advisor, store, actions, published, answer, _clock, _link = ward
+    store.add_event(pen("bridge-1", NOW, 5))  # stored by another path, never handled by the advisor
+    with pytest.raises(ActionConflict, match=r"not recorded: 5 U of regular insulin was recorded at 11:25 .*bridge-1"):
+        actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    assert published == [] and store.response_for(answer.id) is None
+
+
+def test_a_stale_reading_makes_the_next_check_now(ward):
+    advisor, _store, _actions, _published, _answer, clock, _link = ward
+    clock[0] = NOW + timedelta(minutes=40)  # 12:05; the reading is 40 min old
+    asked = advisor.handle(event_factory.raw(event_factory.request("r-1", "p-1", clock[0]))).suggestion
+    assert asked is not None and asked.rules[0] == "stale_glucose"
+    assert asked.next_check_at == clock[0].isoformat()
+
+
+def test_a_reading_counts_for_a_check_by_its_own_time(ward):
+    advisor, _store, _actions, _published, _answer, clock, _link = ward
+    reading = NOW.replace(hour=10, minute=58) + timedelta(days=1)
+    clock[0] = reading + timedelta(minutes=7)  # decided at 11:05, 25 min before the 11:30 check
+    answer = advisor.handle(event_factory.raw(event_factory.glucose("g-1058", "p-1", reading, 140))).suggestion
+    assert answer is not None
+    assert answer.next_check_at == reading.replace(hour=11, minute=30).isoformat(), "10:58 is 32 min before 11:30"

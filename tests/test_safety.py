@@ -21,6 +21,7 @@ from device.safety import (
     ProfileError,
     SafetyProfile,
     insulin_terms,
+    measure_now,
     supervise,
 )
 from preprocessing.dose_context import DoseBeforeLow
@@ -88,6 +89,22 @@ CASES = [
         "lock-out",
     ),
     ("stale glucose", {"glucose_age_min": 16.0}, INSUFFICIENT, 0.0, ["stale_glucose"], "minutes old"),
+    (
+        "symptoms just now with an old reading: withhold and measure now, not 'not enough data'",
+        {"glucose_age_min": 40.0, "hypo_symptoms_age_min": 0.0},
+        WITHHOLD,
+        0.0,
+        ["hypo_symptoms"],
+        "no glucose was measured since: measure glucose now",
+    ),
+    (
+        "symptoms with no reading at all",
+        {"glucose_mg_dl": None, "glucose_age_min": None, "hypo_symptoms_age_min": 5.0},
+        WITHHOLD,
+        0.0,
+        ["hypo_symptoms"],
+        "measure glucose now",
+    ),
     (
         "no glucose known",
         {"glucose_mg_dl": None, "glucose_age_min": None},
@@ -555,3 +572,19 @@ def test_profile_from_dict_rejects_unknown_keys():
     with_terms = SafetyProfile.from_dict({"carb_ratio_g_per_u": 9})
     assert with_terms.to_dict()["carb_ratio_g_per_u"] == 9
     assert "insulin_sensitivity_mg_dl_per_u" not in with_terms.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "now"),
+    [
+        ({"glucose_age_min": 16.0}, True),  # stale: measure now
+        ({"glucose_mg_dl": None, "glucose_age_min": None}, True),
+        ({"glucose_age_min": 40.0, "hypo_symptoms_age_min": 1.0}, True),  # symptoms, no reading since
+        ({"glucose_age_min": 2.0, "hypo_symptoms_age_min": 30.0}, False),  # measured after the symptoms
+        ({"glucose_mg_dl": 55.0}, False),  # a low has its own recheck
+        ({}, False),
+    ],
+)
+def test_when_the_next_check_is_now(overrides, now):
+    inputs = DecisionInputs(**{**BASE, **overrides})
+    assert measure_now(supervise(inputs, SafetyProfile()), inputs) is now

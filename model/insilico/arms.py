@@ -190,11 +190,7 @@ class AdvisorArm(Arm):
         self._feed(event)
 
     def _feed(self, event: Event) -> Suggestion | None:
-        suggestion = self.device.handle(event)
-        if suggestion is not None:
-            self.statuses[suggestion.status] += 1
-            self.rules.update(suggestion.rules)
-        return suggestion
+        return self.device.handle(event)
 
     def reading_events(self, reading: Reading) -> list[Event]:
         """The events a reading sends: the meal announced with it (if any), then the glucose."""
@@ -213,6 +209,8 @@ class AdvisorArm(Arm):
             answer = self._feed(event)
         if answer is None:
             raise RuntimeError(f"no answer to a reading of {self.patient} at {reading.at}")
+        self.statuses[answer.status] += 1  # the answer to the reading; a meal sent with it is answered too
+        self.rules.update(answer.rules)
         if self.name == "advisor":
             if answer.status == "insufficient_data" and reading.meal is not None and reading.carb_estimate is not None:
                 plan = round(basal_bolus(reading.carb_estimate, reading.mg_dl, self.terms) * 2) / 2
