@@ -57,8 +57,6 @@ def test_the_clock_is_judged_from_the_answer_s_time_and_the_round_trip():
     assert "timedatectl set-ntp true" in (behind.fix or "")
     ahead = clock_finding(NOW + timedelta(minutes=3), sent, received, "wall")
     assert ahead.ok is False and "in the future" not in ahead.detail
-    replaying = clock_finding(NOW, sent, received, "event")
-    assert replaying.ok is False and 'clock = "wall"' in (replaying.fix or "")
 
 
 def test_the_status_says_what_to_do():
@@ -257,3 +255,52 @@ def test_publish_on_a_ward_sends_as_the_bed_s_sensor_and_reads_as_the_monitor(wa
     assert "the broker refused 1 of 1 messages (not authorized): sensor-bed1 may not write advisor/bed2/events" in (
         other_bed.output
     )
+
+
+def test_an_event_clock_device_s_clock_is_skipped_unless_its_wall_clock_is_off():
+    sent, received = NOW, NOW + timedelta(milliseconds=40)
+    replaying = clock_finding(NOW, sent, received, "event")
+    assert replaying.ok is None and replaying.fix is None
+    assert replaying.detail.startswith("the device runs on the event clock (log replay); its time is the events' time")
+    assert Finding("clock", None, replaying.detail).lines()[0].startswith("skip  clock")
+    off = clock_finding(NOW - timedelta(minutes=7), sent, received, "event")
+    assert off.ok is False and "7 min 0 s behind" in off.detail
+
+
+@pytest.mark.e2e
+def test_doctor_passes_a_device_on_the_event_clock(mosquitto, tmp_path):
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, "replay1", clock="event").start()
+    try:
+        result = CliRunner().invoke(main, ["doctor", "--broker", mosquitto.url, "--device", "replay1"])
+        assert result.exit_code == 0, result.output
+        clock = _lines(result.output)["clock"]
+        assert clock.startswith("skip") and "the device runs on the event clock (log replay)" in clock
+    finally:
+        device.stop()
+
+
+@pytest.fixture()
+def tls_broker(tmp_path):
+    """A ward profile's TLS-only Mosquitto, with no device."""
+    if mosquitto_path() is None:
+        pytest.fail("mosquitto is not installed") if IN_CI else pytest.skip("mosquitto is not installed")
+    port = free_port()
+    profile = write_profile(tmp_path / "broker", ["bed1"], ["localhost"], port, "127.0.0.1", run_as=getpass.getuser())
+    broker = MosquittoBroker(profile.folder, port=port, config_file=profile.conf).start()
+    yield profile
+    broker.stop()
+
+
+@pytest.mark.e2e
+def test_doctor_says_when_an_mqtt_url_points_at_a_tls_port(tls_broker):
+    profile = tls_broker
+    credentials = ["--credentials", str(profile.folder / "credentials.txt"), "--timeout", "3"]
+    result = CliRunner().invoke(
+        main, ["doctor", "--broker", f"mqtt://localhost:{profile.tls_port}", "--device", "bed1", *credentials]
+    )
+    assert result.exit_code == 1
+    lines = _lines(result.output)
+    assert lines["TLS"].startswith("FAIL") and (
+        f"this port speaks TLS: use mqtts://localhost:{profile.tls_port} with --ca-file" in lines["TLS"]
+    )
+    assert "credentials" not in lines and "did not answer the login" not in result.output

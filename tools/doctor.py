@@ -3,12 +3,14 @@
 The checks, in order (a check that cannot run because an earlier one failed is skipped):
 
 1. **reachable** — a TCP connection to the broker's host and port;
-2. **TLS** — the handshake with the given CA, the names and expiry of the broker's certificate;
+2. **TLS** — the handshake with the given CA, the names and expiry of the broker's certificate
+   (with an mqtt:// URL: whether the port speaks TLS all the same, a listener plain MQTT cannot use);
 3. **credentials** — each role's user logs in (from ``credentials.txt``, or the URL's user);
 4. **status** — the device's retained status: online, its models and versions, its problems;
 5. **answer** — a probe event (dated 2999, so every device refuses it and stores nothing) goes
    in as a sensor sends events, and the device's refusal comes back on ``errors``;
-6. **clock** — the device's clock against this computer's, from the refusal's ``at``;
+6. **clock** — the device's clock against this computer's, from the refusal's ``at`` (skipped for a
+   device on the event clock, a log replay or the demo, whose time is its events' time);
 7. **access** — with ``credentials.txt``: each role can do its job and no more (a sensor may not
    flash or read, a monitor may not write, the flasher is answered by the device).
 
@@ -43,6 +45,7 @@ CLOCK_LIMIT_S = 60.0  # more than this apart and the page's times and "stale rea
 CERT_WARN_DAYS = 30
 PROBE_TS = "2999-01-01T00:00:00+00:00"  # far in the future: refused by validation, never stored
 NOT_AUTHORIZED = "Not authorized"
+EVENT_CLOCK = "the device runs on the event clock (log replay); its time is the events' time"
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,11 @@ def status_finding(status: DeviceStatus | None, topic: str, reader: str, expect_
 
 
 def clock_finding(device_at: datetime, sent: datetime, received: datetime, clock_mode: str | None) -> Finding:
-    """The device's clock against this computer's, from an answer's ``at`` (± half the round trip)."""
+    """The device's clock against this computer's, from an answer's ``at`` (± half the round trip).
+
+    A device on the event clock (a log replay, the demo) decides by its events' times, so its
+    time is not checked; its wall clock still is, as it dates answers and refuses future readings by it.
+    """
     middle = sent + (received - sent) / 2
     skew = (device_at - middle).total_seconds()
     error = (received - sent).total_seconds() / 2
@@ -147,12 +154,7 @@ def clock_finding(device_at: datetime, sent: datetime, received: datetime, clock
             "and check the ward's NTP server",
         )
     if clock_mode == "event":
-        return Finding(
-            "clock",
-            False,
-            detail + '; but the device decides by event time (clock = "event", for replays)',
-            'set clock = "wall" in the device configuration for a ward',
-        )
+        return Finding("clock", None, f"{EVENT_CLOCK}; its wall clock: {detail}")
     return Finding("clock", True, detail)
 
 
@@ -161,6 +163,27 @@ def _duration(seconds: float) -> str:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s" if minutes < 120 else f"{seconds / 3600:.1f} h"
+
+
+def speaks_tls(host: str, port: int, timeout_s: float) -> bool:
+    """Whether the listener at host:port answers a TLS handshake (its certificate is not checked here).
+
+    A plain MQTT listener hangs up on the handshake's first bytes; a TLS one answers, or refuses
+    in TLS (an alert, e.g. for a missing client certificate).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except ssl.SSLError as exc:
+        return "ALERT" in str(exc.reason or "").upper()
+    except OSError:
+        return False
 
 
 def probe_event(nonce: str) -> bytes:
@@ -301,7 +324,7 @@ class Doctor:
 
     def _tls(self) -> bool:
         if not self.broker.tls:
-            return self._add(Finding("TLS", None, "not used (mqtt://): anyone on the network can read and send events"))
+            return self._add(self._plain_finding())
         context = ssl.create_default_context(cafile=str(self.broker.ca_file) if self.broker.ca_file else None)
         if self.broker.cert_file:
             context.load_cert_chain(str(self.broker.cert_file), str(self.broker.key_file or self.broker.cert_file))
@@ -325,6 +348,18 @@ class Doctor:
             return self._add(Finding("TLS", False, cause, None if "--ca-file" in cause else fix))
         finding = certificate_finding(cert or {}, self.broker.host, datetime.now(UTC))
         return self._add(replace(finding, detail=f"{version}, {finding.detail}"))
+
+    def _plain_finding(self) -> Finding:
+        """An mqtt:// URL: TLS not used, or a TLS port spoken to in plain text (the broker just hangs up)."""
+        host, port = self.broker.host, self.broker.port
+        if speaks_tls(host, port, self.timeout_s):
+            return Finding(
+                "TLS",
+                False,
+                f"this port speaks TLS: use mqtts://{host}:{port} with --ca-file",
+                f"advisor doctor --broker mqtts://{host}:{port} --ca-file ca.crt (the CA from advisor broker-profile)",
+            )
+        return Finding("TLS", None, "not used (mqtt://): anyone on the network can read and send events")
 
     def _logins(self) -> bool:
         wanted = {
