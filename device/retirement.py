@@ -20,11 +20,11 @@ from datetime import tzinfo
 from preprocessing.events import Event, Kind
 
 from .messages import Retired, Suggestion
+from .safety import MEAL_SIZE_WORDS
 
 RETIRING_KINDS = frozenset({Kind.INSULIN, Kind.HYPO_SYMPTOMS, Kind.MEAL, Kind.EXERCISE})
 ALWAYS_ANSWERED = frozenset({Kind.GLUCOSE, Kind.REQUEST, Kind.HYPO_SYMPTOMS, Kind.MEAL})
 ANSWERED_WHEN_RETIRING = frozenset({Kind.EXERCISE})  # a new answer in place of the one it retired
-MEAL_WORDS = {"typical": "usual", "more": "larger than usual", "less": "smaller than usual"}
 EXERCISE_WORDS = {"typical": "usual", "more": "harder than usual", "less": "lighter than usual"}
 
 
@@ -47,7 +47,7 @@ def describe(event: Event, zone: tzinfo) -> str:
     if event.kind is Kind.HYPO_SYMPTOMS:
         return f"hypoglycaemia symptoms were recorded at {at}: no insulin; measure glucose now and treat a low"
     if event.kind is Kind.MEAL:
-        size = MEAL_WORDS.get(event.size or "", event.size or "size not given")
+        size = MEAL_SIZE_WORDS.get(event.size or "", event.size or "size not given")
         grams = f", {event.carbs_g:g} g" if event.carbs_g is not None else ""
         return f"a meal ({size}{grams}) was recorded at {at}"
     if event.kind is Kind.EXERCISE:

@@ -44,6 +44,7 @@ VERY_HIGH_MG_DL = 250.0
 SENSITIVITY_RULE = 1500.0  # mg/dL per U = 1500 / total daily dose (regular insulin)
 CARB_RATIO_RULE = 500.0  # g per U = 500 / total daily dose
 SIZE_FACTORS: Final = {"less": 0.75, "typical": 1.0, "more": 1.25}
+MEAL_SIZE_WORDS: Final = {"less": "smaller than usual", "typical": "usual", "more": "larger than usual"}
 
 _OPTIONAL = ("insulin_sensitivity_mg_dl_per_u", "carb_ratio_g_per_u")
 
@@ -358,7 +359,7 @@ def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
     if g < threshold:
         advice = (
             f"A correction is considered only above {threshold:.0f} mg/dL{' at bedtime' if inputs.bedtime else ''}; "
-            "give meal insulin only with a meal (announce it, or ask for a suggestion)."
+            "give meal insulin only with a meal: record the meal, and its answer follows."
         )
         snack = _bedtime_snack(g, inputs, profile) if inputs.first_of_night else None
         if snack is not None:
@@ -393,7 +394,7 @@ def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
     raw = (g - profile.target_mg_dl) / terms.sensitivity
     reasons = [
         head,
-        f"Correction only: ({g:.0f} − {profile.target_mg_dl:.0f}) mg/dL ÷ {terms.sensitivity:.0f} mg/dL per U "
+        f"Correction only: ({g:.0f} mg/dL − {profile.target_mg_dl:.0f} mg/dL) ÷ {terms.sensitivity:.0f} mg/dL per U "
         f"= {_fmt(raw)}, less {_fmt(iob)} still on board (sensitivity from {terms.source}).",
     ]
     rules = ["correction_only"]
@@ -479,7 +480,7 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
         lowered = max(0.0, ceiling)
         reasons.append(
             f"Lowered from {_fmt(units)} to {_fmt(lowered)} by the physiological guard: meal {_fmt(meal_units)} "
-            f"{'+' if correction >= 0 else '−'} {_fmt(abs(correction))} for glucose {g:.0f} against the target "
+            f"{'+' if correction >= 0 else '−'} {_fmt(abs(correction))} for glucose {g:.0f} mg/dL against the target "
             f"{profile.target_mg_dl:.0f} mg/dL (sensitivity {terms.sensitivity:.0f} mg/dL per U) − {_fmt(iob)} "
             f"still on board; terms from {terms.source}."
         )
@@ -511,7 +512,7 @@ def _bedtime_snack(g: float, inputs: DecisionInputs, profile: SafetyProfile) -> 
     on_board = f"with {_fmt(iob)} of regular insulin still on board " if iob > 0 else ""
     return grams, (
         f"Offer a bedtime snack of {grams:.0f} g of carbohydrate: glucose {g:.0f} mg/dL {on_board}is expected to "
-        f"reach about {max(predicted, 0):.0f} mg/dL overnight (below {profile.bedtime_snack_below_mg_dl:.0f})."
+        f"reach about {max(predicted, 0):.0f} mg/dL overnight (below {profile.bedtime_snack_below_mg_dl:.0f} mg/dL)."
     )
 
 
@@ -544,7 +545,7 @@ def _after_low(
     reduced = units * profile.after_low_share
     reasons.append(
         f"Reduced from {_fmt(units)} to {_fmt(reduced)} ({profile.after_low_share:.0%}): glucose was {lowest:.0f} "
-        f"mg/dL, below {profile.low_glucose_mg_dl:.0f}, within the last {RECENT_LOW_MIN / 60:g} hours."
+        f"mg/dL, below {profile.low_glucose_mg_dl:.0f} mg/dL, within the last {RECENT_LOW_MIN / 60:g} hours."
     )
     rules.append("after_low")
     return reduced
@@ -553,25 +554,42 @@ def _after_low(
 def _meal_adjusted(
     m: float, usual: float, inputs: DecisionInputs, terms: InsulinTerms, reasons: list[str], rules: list[str]
 ) -> tuple[float, float, float]:
-    """The model number moved by the meal; the meal's insulin for the guard; the usual dose for this meal."""
-    carbs = inputs.carbs_g
-    if carbs is not None:
-        usual_carbs, counted = inputs.usual_carbs_g, "counted"
-        if usual_carbs is None:  # no earlier count at this meal: the usual dose through the carb ratio
-            usual_carbs, counted = usual * terms.carb_ratio, "estimated from the usual dose"
-        delta = (carbs - usual_carbs) / terms.carb_ratio
-        if abs(delta) >= 0.05:
-            reasons.append(
-                f"Meal of {carbs:.0f} g against the usual {usual_carbs:.0f} g at this time ({counted}): "
-                f"{delta:+.1f} U at {terms.carb_ratio:.0f} g per U."
-            )
-            rules.append("meal_carbs")
-        return max(0.0, m + delta), carbs / terms.carb_ratio, max(0.0, usual + delta)
+    """The model number moved by the meal; the meal's insulin for the guard; the usual dose for this meal.
+
+    Grams and a size that contradict each other (60 g "larger than usual" against a usual 80 g)
+    are flagged, and the smaller of the two readings of the meal is used.
+    """
     factor = SIZE_FACTORS.get(inputs.meal_size or "typical", 1.0)
-    if factor != 1.0:
-        reasons.append(f"Meal {inputs.meal_size} than usual: the dose × {factor:g}.")
-        rules.append("meal_size")
-    return m * factor, usual * factor, usual * factor
+    by_size = (m * factor, usual * factor, usual * factor)
+    carbs = inputs.carbs_g
+    if carbs is None:
+        if factor != 1.0:
+            reasons.append(f"Meal {MEAL_SIZE_WORDS[inputs.meal_size or 'typical']}: the dose × {factor:g}.")
+            rules.append("meal_size")
+        return by_size
+    usual_carbs, counted = inputs.usual_carbs_g, "counted"
+    if usual_carbs is None:  # no earlier count at this meal: the usual dose through the carb ratio
+        usual_carbs, counted = usual * terms.carb_ratio, "estimated from the usual dose"
+    delta = (carbs - usual_carbs) / terms.carb_ratio
+    by_carbs = (max(0.0, m + delta), carbs / terms.carb_ratio, max(0.0, usual + delta))
+    if abs(delta) >= 0.05:
+        reasons.append(
+            f"Meal of {carbs:.0f} g against the usual {usual_carbs:.0f} g at this time ({counted}): "
+            f"{delta:+.1f} U at {terms.carb_ratio:.0f} g per U."
+        )
+        rules.append("meal_carbs")
+    size = inputs.meal_size or "typical"
+    if (size == "more" and carbs < usual_carbs) or (size == "less" and carbs > usual_carbs):
+        smaller = min(by_carbs, by_size)
+        used = f"the {carbs:.0f} g" if smaller is by_carbs else f"'{MEAL_SIZE_WORDS[size]}' (× {factor:g})"
+        reasons.append(
+            f"Check the meal entry: it says {MEAL_SIZE_WORDS[size]} but {carbs:.0f} g is "
+            f"{'less' if carbs < usual_carbs else 'more'} than the usual {usual_carbs:.0f} g; the dose follows "
+            f"{used}, the smaller of the two."
+        )
+        rules.append("meal_contradiction")
+        return smaller
+    return by_carbs
 
 
 def _finish(

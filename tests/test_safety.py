@@ -8,6 +8,7 @@ The base case is a pre-meal reading of 160 mg/dL for a patient whose usual dose 
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 
 import pytest
@@ -349,7 +350,23 @@ CASES = [
         ["meal_carbs", "pen_step"],
         "estimated from the usual dose",
     ),
-    ("a bigger meal by size", {"due": "meal", "meal_size": "more"}, SUGGEST, 6.5, ["meal_size"], "× 1.25"),
+    ("a bigger meal by size", {"due": "meal", "meal_size": "more"}, SUGGEST, 6.5, ["meal_size"], "larger than usual"),
+    (
+        "'larger than usual' but fewer grams than usual: flagged, the smaller reading used",
+        {"due": "meal", "meal_size": "more", "carbs_g": 60.0, "usual_carbs_g": 80.0},
+        SUGGEST,
+        3.5,
+        ["meal_carbs", "meal_contradiction", "pen_step"],
+        "check the meal entry: it says larger than usual but 60 g is less than the usual 80 g",
+    ),
+    (
+        "'smaller than usual' but more grams: the size's smaller dose is used",
+        {"due": "meal", "meal_size": "less", "carbs_g": 90.0, "usual_carbs_g": 60.0},
+        SUGGEST,
+        4.0,
+        ["meal_carbs", "meal_contradiction", "pen_step"],
+        "the dose follows 'smaller than usual' (× 0.75)",
+    ),
     ("a smaller meal by size", {"due": "meal", "meal_size": "less"}, SUGGEST, 4.0, ["meal_size", "pen_step"], "× 0.75"),
     (
         "carbs bounded by the guard",
@@ -588,3 +605,11 @@ def test_profile_from_dict_rejects_unknown_keys():
 def test_when_the_next_check_is_now(overrides, now):
     inputs = DecisionInputs(**{**BASE, **overrides})
     assert measure_now(supervise(inputs, SafetyProfile()), inputs) is now
+
+
+def test_every_glucose_number_in_a_reason_names_its_unit():
+    """The page converts 'N mg/dL' to mmol/L; a bare glucose number would be left in mg/dL beside mmol/L ones."""
+    bare = re.compile(r"\b(?:glucose|target|below|above|about|was)\s+\d+(?:\.\d+)?(?!\.?\d|\s*mg/dL| U| g\b)")
+    for _name, overrides, *_ in CASES:
+        for reason in supervise(DecisionInputs(**{**BASE, **overrides}), SafetyProfile()).reasons:
+            assert not bare.search(reason), reason
