@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
+from preprocessing.events import Event, Insulin, Kind
 from tools.cli import main
 
 from . import event_factory
@@ -27,19 +28,20 @@ def test_publish_prints_each_answer_and_refusal(mosquitto, tmp_path):
         assert one.output.startswith("pub-g1: withhold") and "next check" in one.output
 
         log = tmp_path / "events.jsonl"
-        meal = event_factory.raw(event_factory.meal("pub-m1", "p-pub", now)).decode()
+        given = Event(id="pub-i1", patient="p-pub", ts=now, kind=Kind.INSULIN, insulin=Insulin.REGULAR, units=2.0)
+        dose = event_factory.raw(given).decode()
         old = event_factory.raw(
             event_factory.glucose("pub-old", "p-pub", datetime(1999, 1, 1, tzinfo=UTC), 120)
         ).decode()
-        log.write_text(f"{meal}\n{old}\n")
+        log.write_text(f"{dose}\n{old}\n")
         many = CliRunner().invoke(main, [*base, "--file", str(log)])
         assert many.exit_code == 1
         lines = many.output.splitlines()
-        assert lines[0] == "pub-m1: sent (meal; no answer expected)"
+        assert lines[0] == "pub-i1: sent (insulin; no answer expected)"
         assert lines[1].startswith("pub-old: refused: 'ts' 1999-01-01") and "1 of 2 events were refused" in lines[-1]
 
         bad = tmp_path / "bad.jsonl"
-        bad.write_text(f'{meal}\n{{"id": "x", "patient": "p", "kind": "glucose", "ts": "yesterday"}}\n')
+        bad.write_text(f'{dose}\n{{"id": "x", "patient": "p", "kind": "glucose", "ts": "yesterday"}}\n')
         local = CliRunner().invoke(main, [*base, "--file", str(bad)])
         assert local.exit_code == 1 and f"{bad}:2: " in local.output and "'ts'" in local.output
 

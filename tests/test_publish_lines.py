@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from device.messages import ErrorMessage
 from device.safety import DecisionInputs, SafetyProfile, supervise
+from preprocessing.events import Event, Insulin, Kind
 from tools.publish import Answer, describe, key_reason, read_events, summary
 
 from . import event_factory
@@ -71,8 +72,11 @@ def test_a_handled_reading_without_answer_is_a_repeat_and_an_unseen_one_is_not()
         "3 of 3 events were refused or not answered: 1 a repeat of an event the device already holds "
         "(it answers an event once), 1 refused, 1 not answered"
     )
-    meal = Answer(event_factory.meal("m1", "p", NOW), handled=True)
-    assert summary([meal]) is None and describe(meal) == "m1: sent (meal; no answer expected)"
+    dose = Event(id="i1", patient="p", ts=NOW, kind=Kind.INSULIN, insulin=Insulin.REGULAR, units=2.0)
+    assert summary([Answer(dose, handled=True)]) is None
+    assert describe(Answer(dose, handled=True)) == "i1: sent (insulin; no answer expected)"
+    meal = Answer(event_factory.meal("m1", "p", NOW), handled=True)  # the device answers a meal
+    assert describe(meal).startswith("m1: a repeat: the device already holds event m1")
 
 
 def test_an_event_without_a_time_is_stamped_and_one_with_a_time_is_kept():

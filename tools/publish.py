@@ -5,7 +5,8 @@ device's warnings about the event on extra lines.
 After the events it sends an end marker: an event every device refuses at validation (dated
 2999, so nothing is stored). The device handles its events in order, so once the marker's
 refusal is back every event before it has been handled and its answer sent. A reading or request
-handled without an answer is one the device already holds: a repeat, which it never answers twice.
+(or meal, or symptoms) handled without an answer is one the device already holds: a repeat, which
+it never answers twice.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from device.config import BrokerConfig
 from device.messages import DeviceStatus, ErrorMessage, Suggestion
-from preprocessing.events import Event, Kind
+from device.retirement import ALWAYS_ANSWERED
+from preprocessing.events import Event
 from preprocessing.validation import ValidationError, event_from_mapping, parse_json_object
 
 from .replay import DeviceWatcher, EventPublisher
 
-ANSWERED = (Kind.GLUCOSE, Kind.REQUEST)
+ANSWERED = ALWAYS_ANSWERED  # readings, requests, meals, symptoms; exercise only when it retires an answer
 MARKER_TS = "2999-01-01T00:00:00+00:00"  # refused by every device's validation: nothing is stored
 STATUS_WAIT_S = 2.0  # how long to wait for the retained status when an event's time is stamped here
 
