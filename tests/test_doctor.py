@@ -304,3 +304,13 @@ def test_doctor_says_when_an_mqtt_url_points_at_a_tls_port(tls_broker):
         f"this port speaks TLS: use mqtts://localhost:{profile.tls_port} with --ca-file" in lines["TLS"]
     )
     assert "credentials" not in lines and "did not answer the login" not in result.output
+
+
+@pytest.mark.e2e
+def test_monitor_reads_a_ward_device_as_the_monitor_user_of_credentials(ward):
+    profile, _, _ = ward
+    args = ["monitor", "--broker", f"mqtts://localhost:{profile.tls_port}", "--ca-file", str(profile.ca_file)]
+    args += ["--device", "bed1", "--count", "1", "--seconds", "10", "--json"]
+    result = CliRunner().invoke(main, [*args, "--credentials", str(profile.folder / "credentials.txt")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["topic"] == "status"

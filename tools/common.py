@@ -104,6 +104,31 @@ def device_credentials(credentials_file: Path | None, device_id: str) -> dict:
     return roles
 
 
+def role_logins(credentials_file: Path | None, device_ids: list[str], roles: tuple[str, ...], broker) -> dict:
+    """Per role, ``broker`` logged in as that role's user in ``credentials_file``, the same user for every device.
+
+    Without a file every role is ``broker`` itself (the ``--broker`` URL's user). A role the file
+    lacks for a device, or gives different users for different devices, is a usage error naming
+    ``--credentials``.
+    """
+    if credentials_file is None:
+        return dict.fromkeys(roles, broker)
+    found = {device_id: device_credentials(credentials_file, device_id) for device_id in device_ids}
+    logins = {}
+    for role in roles:
+        lacking = [device_id for device_id in device_ids if role not in found[device_id]]
+        if lacking:
+            raise click.BadParameter(f"has no {role} user for {', '.join(lacking)}", param_hint="--credentials")
+        users = sorted({found[device_id][role].username for device_id in device_ids})
+        if len(users) > 1:
+            raise click.BadParameter(
+                f"the devices have different {role} users ({', '.join(users)}): give the devices of one ward",
+                param_hint="--credentials",
+            )
+        logins[role] = found[device_ids[0]][role].login(broker)
+    return logins
+
+
 OUT_OPTION = click.option(
     "--out", "out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write."
 )

@@ -14,8 +14,8 @@ from .common import (
     broker_config,
     configure_logging,
     default_aim94_dir,
-    device_credentials,
     friendly,
+    role_logins,
     tls_options,
 )
 
@@ -624,12 +624,8 @@ def publish(
     from . import publish as publish_mod
 
     target = broker_config(broker, protocol, ca_file, client_cert, client_key)
-    roles = device_credentials(credentials_file, device_id)
-    missing = {"sensor", "monitor"} - set(roles)
-    if roles and missing:
-        wanted = " or ".join(sorted(missing))
-        raise click.BadParameter(f"has no {wanted} user for {device_id}", param_hint="--credentials")
-    sender, reader = (roles["sensor"].login(target), roles["monitor"].login(target)) if roles else (target, target)
+    logins = role_logins(credentials_file, [device_id], ("sensor", "monitor"), target)
+    sender, reader = logins["sensor"], logins["monitor"]
     try:
         text, where = publish_mod.read_source(event, event_file)
         outgoing = publish_mod.read_events(text, where)
@@ -650,10 +646,17 @@ def publish(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message (device, topic, payload).")
 @click.option("--seconds", type=click.FloatRange(0.1, None), help="Stop after this long (default: Ctrl-C).")
 @click.option("--count", type=click.IntRange(1, None), help="Stop after this many messages.")
+@CREDENTIALS_OPTION
 @tls_options
 @friendly
-def monitor(broker, devices, protocol, as_json, seconds, count, ca_file, client_cert, client_key) -> None:
-    """Follow devices' answers, errors, status, alerts, risk and model acks as readable lines."""
+def monitor(
+    broker, devices, protocol, as_json, seconds, count, credentials_file, ca_file, client_cert, client_key
+) -> None:
+    """Follow devices' answers, errors, status, alerts, risk and model acks as readable lines.
+
+    With --credentials, it reads as the ward's monitor user from credentials.txt; else as the
+    --broker URL's user.
+    """
     from device.topics import check_device_id
 
     from .monitor import follow, render
@@ -663,7 +666,9 @@ def monitor(broker, devices, protocol, as_json, seconds, count, ca_file, client_
             check_device_id(device_id)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--device") from None
-    target = broker_config(broker, protocol, ca_file, client_cert, client_key)
+    target = role_logins(
+        credentials_file, list(devices), ("monitor",), broker_config(broker, protocol, ca_file, client_cert, client_key)
+    )["monitor"]
     ready = lambda: click.echo(f"following {', '.join(devices)} on {target.display_url}", err=True)  # noqa: E731
     try:
         for device_id, leaf, payload, decoded in follow(target, list(devices), seconds, count, ready):
