@@ -14,6 +14,7 @@ from typing import Protocol
 from preprocessing.events import Event, Kind
 
 from .messages import Adherence, DaySummary, DoseLine, DosePoint, LowLine, Response, Suggestion, WardAdherence
+from .safety import RULE_WORDS
 from .store import DoseAnswer
 
 LOW_MG_DL = 70.0
@@ -42,6 +43,7 @@ def summarise(
     answers = [s for s in suggestions if start <= datetime.fromisoformat(s.ts) < end]
     in_range = sum(IN_RANGE[0] <= v <= IN_RANGE[1] for v in values)
     given_ids = {r.event_id for r in responses.values() if r.event_id}
+    rules = dict(Counter(rule for s in answers for rule in s.rules).most_common())
     return DaySummary(
         patient=patient,
         date=day.isoformat(),
@@ -57,8 +59,9 @@ def summarise(
             if e.kind is Kind.INSULIN and e.insulin is not None and e.units is not None and e.id not in given_ids
         ],
         adherence=adherence([s for s in answers if s.is_dose], responses),
-        rules=dict(Counter(rule for s in answers for rule in s.rules).most_common()),
+        rules=rules,
         answers=dict(Counter(s.status for s in answers).most_common()),
+        rule_words={code: RULE_WORDS.get(code, code.replace("_", " ")) for code in rules},
     )
 
 

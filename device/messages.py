@@ -376,6 +376,7 @@ class DaySummary(Message):
     adherence: Adherence
     rules: dict[str, int]
     answers: dict[str, int]
+    rule_words: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,34 @@ MEAL_SIZE_WORDS: Final = {"less": "smaller than usual", "typical": "usual", "mor
 
 _OPTIONAL = ("insulin_sensitivity_mg_dl_per_u", "carb_ratio_g_per_u")
 
+RULE_WORDS: Final = {  # each rule code in plain words, for the clinician's day and reports
+    "no_glucose": "no glucose reading known",
+    "stale_glucose": "glucose reading too old",
+    "low_glucose": "low glucose: withheld and treated",
+    "hypo_symptoms": "hypoglycaemia symptoms: withheld",
+    "no_dose_due": "no dose due",
+    "bedtime_snack": "bedtime snack advised",
+    "insulin_on_board": "insulin still on board: no correction",
+    "no_sensitivity": "no insulin sensitivity known",
+    "correction_only": "correction only",
+    "bedtime_reduced": "correction reduced at bedtime",
+    "no_model": "no dose model loaded",
+    "model_invalid": "no valid model output",
+    "model_negative": "negative model output",
+    "no_slot_history": "no dose at this time of day in the history",
+    "meal_carbs": "meal carbohydrate against the usual",
+    "meal_size": "meal size against the usual",
+    "meal_contradiction": "meal size and grams contradict: the smaller used",
+    "above_usual_cap": "capped near the usual dose",
+    "physiological_guard": "lowered by the physiological guard",
+    "low_after_dose": "lowered: a low followed this dose before",
+    "after_low": "reduced after a recent low",
+    "max_single": "single-dose limit",
+    "max_daily": "daily limit",
+    "pen_step": "rounded to the pen step",
+    "nothing_left": "nothing left to give",
+}
+
 
 class ProfileError(ValueError):
     """A safety profile value is out of its allowed range."""

@@ -268,6 +268,8 @@ class DeviceService:
             response = self.store.response_for(suggestion.id)
             state = self.actions.state(suggestion, response)
             check = suggestion.next_check_at
+            if state.actionable:  # one "usual" on the screen: the one the live answer was made with
+                extra["usual_units"] = suggestion.usual_units
             extra |= {
                 "response": response,
                 "retired": self.advisor.retired(suggestion.id),

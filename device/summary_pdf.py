@@ -7,13 +7,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fpdf import FPDF
+from fpdf import FPDF, FontFace
 
 from .daily_summary import IN_RANGE, LOW_MG_DL
 from .dose_responses import OVERRIDE_REASONS
 from .messages import DaySummary
 
 _PLAIN = str.maketrans({"–": "-", "—": "-", "·": "|", "≥": ">=", "≤": "<=", "×": "x", "’": "'", "→": "->", "…": "..."})
+ANSWER_WORDS = {
+    "suggest": "dose suggested",
+    "withhold": "withheld",
+    "insufficient_data": "not enough data",
+    "no_dose_due": "no dose due",
+}
 DISCLAIMER = "Decision support, not a certified medical device. A person confirms every dose; the device never doses."
 
 
@@ -102,8 +108,9 @@ def summary_pdf(summary: DaySummary, device_id: str) -> bytes:
     )
 
     _heading(pdf, "Answers and the supervisor's rules")
-    _line(pdf, "Answers: " + (", ".join(f"{k} {n}" for k, n in summary.answers.items()) or "none"))
-    _line(pdf, "Rules: " + (", ".join(f"{k} {n}" for k, n in summary.rules.items()) or "none"))
+    _line(pdf, "Answers: " + (", ".join(f"{ANSWER_WORDS.get(k, k)} {n}" for k, n in summary.answers.items()) or "none"))
+    words = summary.rule_words
+    _line(pdf, "Rules: " + (", ".join(f"{words.get(k, k)} {n}" for k, n in summary.rules.items()) or "none"))
     return bytes(pdf.output())
 
 
@@ -119,15 +126,20 @@ def _line(pdf: FPDF, text: str) -> None:
 
 
 def _table(pdf: FPDF, header: list[str], rows: list[list[str]], widths: list[int]) -> None:
+    """A table whose cells wrap onto more lines: a note is printed whole, never cut."""
     if not rows:
         _line(pdf, "none")
         return
-    pdf.set_font("helvetica", "B", 9)
-    for title, width in zip(header, widths, strict=True):
-        pdf.cell(width, 6, _text(title), border="B")
-    pdf.ln()
-    pdf.set_font("helvetica", "", 9)
-    for row in rows:
-        for value, width in zip(row, widths, strict=True):
-            pdf.cell(width, 5.5, _text(value)[: int(width / 1.7)])
-        pdf.ln()
+    with pdf.table(
+        col_widths=tuple(widths),
+        width=sum(widths),
+        align="LEFT",
+        text_align="LEFT",
+        borders_layout="HORIZONTAL_LINES",
+        line_height=5,
+        headings_style=FontFace(emphasis="BOLD"),
+    ) as table:
+        for values in [header, *rows]:
+            line = table.row()
+            for value in values:
+                line.cell(_text(value))

@@ -236,26 +236,40 @@ def test_the_day_summary_counts_doses_reasons_and_lows():
     s3 = replace(s3, recheck_at=(at[2] + timedelta(minutes=15)).isoformat())
     responses = {
         "s-r1": Response("given", at[0].isoformat(), "ann", "nurse", units=4.0, event_id="bed-given-1"),
-        "s-r2": Response("given", at[1].isoformat(), "ann", "nurse", units=5.0, reason="not_eating"),
+        "s-r2": Response(
+            "given",
+            at[1].isoformat(),
+            "ann",
+            "nurse",
+            units=5.0,
+            reason="other",
+            note="cover lunch, half eaten before the dose, and the afternoon snack",
+        ),
         "s-r3": Response("acknowledged", at[2].isoformat(), "bob", "patient"),
     }
     summary = summarise("p", day, WARD, events, [s1, s2, s3], responses)
     assert (summary.readings, summary.mean_mg_dl, summary.in_range_share) == (4, 129.2, 0.5)
     assert [d.response for d in summary.doses] == ["given", "given"]
     assert summary.adherence.followed == 1 and summary.adherence.given_different == 1
-    assert summary.adherence.followed_share == 0.5 and summary.adherence.reasons == {"not_eating": 1}
+    assert summary.adherence.followed_share == 0.5 and summary.adherence.reasons == {"other": 1}
     low = summary.lows[0]
     assert (low.mg_dl, low.carbs_g, low.acknowledged_by, low.next_reading_mg_dl) == (62.0, 15.0, "bob", 95.0)
     assert [d.insulin for d in summary.other_doses] == ["nph"]
     assert summary.rules["low_glucose"] == 1 and summary.answers == {"suggest": 2, "withhold": 1}
+    assert summary.rule_words["low_glucose"] == "low glucose: withheld and treated"
     none = adherence([s1, s2], {})
     assert (none.unanswered, none.followed_share) == (2, 0.0)
 
     pdf = summary_pdf(summary, "bed-7")
     assert pdf.startswith(b"%PDF-")
     text = b"".join(zlib.decompress(m.group(1)) for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S))
-    for expected in (b"Daily summary: patient p", b"not eating", b"Adherence: 1 of 2", b"Decision support"):
+    for expected in (b"Daily summary: patient p", b"Adherence: 1 of 2", b"Decision support", b"withheld and treated"):
         assert expected in text, expected
+    words = set(re.findall(rb"\(([^()]*)\) ?Tj", text)) | set(re.findall(rb"\(([^()]*)\)", text))
+    printed = b" ".join(words)
+    for word in b"cover lunch, half eaten before the dose, and the afternoon snack".split():
+        assert word in printed, f"the note is printed whole: {word!r} is missing"
+    assert b"low_glucose" not in text, "rules in words, not codes"
 
 
 def test_ward_adherence_by_patient_and_in_all():

@@ -8,6 +8,7 @@ The base case is a pre-meal reading of 160 mg/dL for a patient whose usual dose 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import re
 from datetime import datetime
 
@@ -613,3 +614,19 @@ def test_every_glucose_number_in_a_reason_names_its_unit():
     for _name, overrides, *_ in CASES:
         for reason in supervise(DecisionInputs(**{**BASE, **overrides}), SafetyProfile()).reasons:
             assert not bare.search(reason), reason
+
+
+def test_every_rule_code_has_plain_words():
+    """The clinician's day shows rules in words: every code the supervisor can write has them."""
+    from device.safety import RULE_WORDS
+
+    emitted = {
+        rule
+        for _name, overrides, *_ in CASES
+        for rule in supervise(DecisionInputs(**{**BASE, **overrides}), SafetyProfile()).rules
+    }
+    source = (Path(__file__).resolve().parents[1] / "device" / "safety.py").read_text()
+    written = set(re.findall(r'rules\.append\("([a-z_]+)"\)', source))
+    written |= {c for pair in re.findall(r'\["([a-z_]+)"(?:, "([a-z_]+)")?\]', source) for c in pair if c}
+    assert emitted <= written | {"nothing_left"}, emitted - written
+    assert written | emitted <= set(RULE_WORDS), (written | emitted) - set(RULE_WORDS)
