@@ -8,9 +8,9 @@ The base case is a pre-meal reading of 160 mg/dL for a patient whose usual dose 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 import re
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
