@@ -2,7 +2,8 @@
 
 Users live in the device's state database (``state_dir/advisor.sqlite3``); a PIN is stored as a
 scrypt hash only. Run it on the device, with the same ``--config`` or ``--state-dir`` as
-``advisor device run``; a running device sees changes at once.
+``advisor device run``; a running device sees changes at once. Each command names the database
+it used; without either option it also says that was the default folder, and how to choose another.
 """
 
 from __future__ import annotations
@@ -18,12 +19,22 @@ ROLE_HELP = "nurse: records and sees companion risk; patient: records own entrie
 
 
 def _store(config_file: Path | None, state_dir: Path | None):
+    """The device's state database: ``--state-dir``, else ``--config``'s state_dir, else the default folder.
+
+    Without either option it says on standard error which folder it used and how to choose another.
+    """
     from device.config import load_config
     from device.service import DATABASE_NAME
     from device.store import Store
 
-    config = load_config(config_file)
-    return Store((state_dir or config.state_dir) / DATABASE_NAME)
+    folder = state_dir or load_config(config_file).state_dir
+    if config_file is None and state_dir is None:
+        click.echo(
+            f"no --state-dir or --config: using the default state folder {folder} (the one 'advisor device run' "
+            "uses without them); choose the device's with --state-dir DIR or --config FILE",
+            err=True,
+        )
+    return Store(folder / DATABASE_NAME)
 
 
 def _pin(pin_stdin: bool) -> str:
@@ -62,7 +73,7 @@ def users_add(name: str, role: str, pin_stdin: bool, config_file: Path | None, s
     if store.user(name) is not None:
         raise click.UsageError(f"user {name!r} exists already; use 'advisor users set-pin' or remove it first")
     store.add_user(name, role, hash_pin(_pin(pin_stdin)))
-    click.echo(f"added {name} ({role})")
+    click.echo(f"added {name} ({role}) to {store.path}")
 
 
 @users.command("list")
@@ -71,9 +82,12 @@ def users_add(name: str, role: str, pin_stdin: bool, config_file: Path | None, s
 @friendly
 def users_list(config_file: Path | None, state_dir: Path | None) -> None:
     """List the users and their roles (never the PINs)."""
-    rows = _store(config_file, state_dir).users()
+    store = _store(config_file, state_dir)
+    rows = store.users()
     if not rows:
-        click.echo("no users: the page works with the shared page PIN (or on this machine only)")
+        click.echo(f"no users in {store.path}: the page works with the shared page PIN (or on this machine only)")
+        return
+    click.echo(f"users in {store.path}:")
     for name, role, created in rows:
         click.echo(f"{name:24} {role:8} added {created[:16].replace('T', ' ')} UTC")
 
@@ -92,7 +106,7 @@ def users_set_pin(name: str, pin_stdin: bool, config_file: Path | None, state_di
     if store.user(name) is None:
         raise click.UsageError(f"no user {name!r} (see 'advisor users list')")
     store.set_user_pin(name, hash_pin(_pin(pin_stdin)))
-    click.echo(f"new PIN set for {name}")
+    click.echo(f"new PIN set for {name} in {store.path}")
 
 
 @users.command("remove")
@@ -102,6 +116,7 @@ def users_set_pin(name: str, pin_stdin: bool, config_file: Path | None, state_di
 @friendly
 def users_remove(name: str, config_file: Path | None, state_dir: Path | None) -> None:
     """Remove user NAME (the audit trail keeps what they did)."""
-    if not _store(config_file, state_dir).remove_user(name):
-        raise click.UsageError(f"no user {name!r} (see 'advisor users list')")
-    click.echo(f"removed {name}")
+    store = _store(config_file, state_dir)
+    if not store.remove_user(name):
+        raise click.UsageError(f"no user {name!r} in {store.path} (see 'advisor users list')")
+    click.echo(f"removed {name} from {store.path}")
