@@ -135,3 +135,20 @@ def test_export_c_refuses_a_companion_bundle_with_a_reason(tmp_path):
     result = invoke("export-c", str(default_bundle_path("mortality")), "--out", str(tmp_path / "fw"))
     assert result.exit_code == 1 and "KeyError" not in result.output
     assert "bundle mortality is a companion model" in result.output and not (tmp_path / "fw").exists()
+
+
+def test_a_folder_that_is_not_a_bundle_is_named_in_one_line(tmp_path):
+    demo = tmp_path / "demo"
+    (demo / "state").mkdir(parents=True)
+    info = invoke("bundle", "info", str(demo))
+    assert info.exit_code == 1 and info.output.count("\n") == 1
+    assert info.output.startswith(f"Error: {demo} is not a model bundle (no manifest.json); give a bundle folder")
+    state = demo / "state"
+    (state / "bundles").mkdir()
+    (state / "bundles" / "dose.tar.gz").write_bytes(b"")
+    named = invoke("bundle", "info", str(state))
+    assert named.exit_code == 1 and "it looks like a device state folder, whose installed bundles are " in named.output
+    assert str(state / "bundles" / "dose.tar.gz") in named.output
+    flashed = invoke("flash", str(demo), "--to", str(tmp_path / "sd"))
+    assert flashed.exit_code == 1 and f"{demo} is not a model bundle (no manifest.json)" in flashed.output
+    assert invoke("bundle", "info").exit_code == 0  # the packaged bundle still reads

@@ -13,7 +13,16 @@ from pathlib import Path
 import click
 
 from . import device_commands, firmware_commands, sim_commands, user_commands, ward_commands
-from .common import KEY_OPTION, MIMIC_OPTION, OUT_OPTION, REPORT_OPTION, default_aim94_dir, friendly, require_modules
+from .common import (
+    KEY_OPTION,
+    MIMIC_OPTION,
+    OUT_OPTION,
+    REPORT_OPTION,
+    default_aim94_dir,
+    friendly,
+    require_bundle_folder,
+    require_modules,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -407,6 +416,7 @@ def bundle_info(bundle_path: Path | None, as_json: bool, trust) -> None:
     from device import bundle as bundle_mod
 
     path = bundle_path or bundle_mod.default_bundle_path("dose")
+    require_bundle_folder(path)
     data = bundle_mod.info(bundle_mod.open_bundle(path, bundle_mod.trusted_keys(trust)))
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -129,6 +129,19 @@ def role_logins(credentials_file: Path | None, device_ids: list[str], roles: tup
     return logins
 
 
+def require_bundle_folder(path: Path) -> None:
+    """A folder given as a bundle must hold manifest.json; else one line saying so, and what it looks like."""
+    if not path.is_dir() or (path / "manifest.json").is_file():
+        return
+    installed = sorted((path / "bundles").glob("*.tar.gz")) if (path / "bundles").is_dir() else []
+    hint = (
+        f"; it looks like a device state folder, whose installed bundles are {', '.join(map(str, installed))}"
+        if installed
+        else "; give a bundle folder (manifest.json, signature.json and the model files) or its .tar.gz"
+    )
+    raise click.ClickException(f"{path} is not a model bundle (no manifest.json){hint}")
+
+
 OUT_OPTION = click.option(
     "--out", "out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write."
 )

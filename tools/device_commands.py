@@ -15,6 +15,7 @@ from .common import (
     configure_logging,
     default_aim94_dir,
     friendly,
+    require_bundle_folder,
     role_logins,
     tls_options,
 )
@@ -368,6 +369,7 @@ def flash(
     if (to_dir is None) == (broker is None or device_id is None):
         raise click.UsageError("give either --broker and --device, or --to DIR")
     target = None if broker is None else broker_config(broker, protocol, ca_file, client_cert, client_key)
+    require_bundle_folder(bundle_path)
     archive = flash_mod.bundle_archive(bundle_path, key)
     if to_dir is not None or target is None:
         version = flash_mod.flash_to_directory(archive, to_dir, bundle_mod.trusted_keys(trust), allow_downgrade)
