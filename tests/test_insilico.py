@@ -244,3 +244,30 @@ def test_a_patient_s_trial_does_not_depend_on_who_else_is_in_the_run():
     mine = next(r for r in together if r.patient == "adult#001")
     assert mine.metrics == alone[0].metrics
     assert np.array_equal(mine.trace, alone[0].trace)
+
+
+def test_a_one_arm_report_says_how_doses_were_given_and_why_there_are_no_bars(tmp_path):
+    """doses/day counts the doses given: the advisor arm's include the physician's plan where it had too little data."""
+    minutes = np.arange(1440) % 1440
+    advisor = ArmResult(
+        "advisor",
+        "adult#001",
+        "adult",
+        1,
+        glucose_metrics(np.full(1440, 120.0), minutes),
+        doses=3,
+        statuses={"insufficient_data": 3, "no_dose_due": 1},
+        rules={"no_sensitivity": 3, "no_dose_due": 1},
+        plan_doses=3,
+    )
+    write_report([advisor], Protocol(days=1), 1.0, tmp_path, plots=False)
+    report = (tmp_path / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| advisor | 1 |"))
+    assert row.endswith("| 3.0 (3.0 by plan) |") and "| doses given/day |" in report
+    answers = next(line for line in report.splitlines() if line.startswith("| advisor | insufficient_data 3"))
+    assert "3: 0 suggested, 3 by the physician's plan (insufficient data at a meal)" in answers
+    bars = report.split("## Bars", 1)[1]
+    assert "| group | bar |" not in bars
+    assert "No bars: they compare the advisor arm with carb_error" in bars and "this run has advisor only" in bars
+    data = json.loads((tmp_path / "trial.json").read_text())["summary"]
+    assert data["by_arm_and_group"]["advisor"]["all"]["plan_doses_per_day"] == 3.0

@@ -130,6 +130,7 @@ def summary(results: list[ArmResult], protocol: Protocol, seconds: float) -> dic
                 "level2_after_no_meal_dose": int(sum(r.level2_after_no_meal_dose for r in rows)),
                 "escalated_lows": int(sum(r.escalations for r in rows)),
                 "doses_per_day": float(np.mean([r.doses for r in rows]) / protocol.days),
+                "plan_doses_per_day": float(np.mean([r.plan_doses for r in rows]) / protocol.days),
             }
     statuses = {arm: dict(sum((Counter(r.statuses) for r in _by(results, arm)), Counter())) for arm in arms}
     rules = {arm: dict(sum((Counter(r.rules) for r in _by(results, arm)), Counter())) for arm in arms}
@@ -241,7 +242,7 @@ def _markdown(results: list[ArmResult], data: dict, protocol: Protocol, plots: b
             "",
             "| arm | n | "
             + " | ".join(label for _, label in SHOWN)
-            + " | all targets met | level-2 events | escalated lows | doses/day |",
+            + " | all targets met | level-2 events | escalated lows | doses given/day |",
             "|---|---:|" + "---:|" * (len(SHOWN) + 4),
         ]
         for arm in present:
@@ -252,20 +253,18 @@ def _markdown(results: list[ArmResult], data: dict, protocol: Protocol, plots: b
                 f"| {arm} | {s['n']} | "
                 + " | ".join(cells)
                 + f" | {100 * s['meeting_all_targets']:.0f} % | {s['level2_events']} | "
-                f"{s['escalated_lows']} | {s['doses_per_day']:.1f} |"
+                f"{s['escalated_lows']} | {_doses_cell(s)} |"
             )
         lines.append("")
-    lines += _paired(results)
-    lines += ["## The advisor's answers", "", "| arm | statuses | supervisor rules (count) |", "|---|---|---|"]
-    for arm in arms:
-        if data["statuses"].get(arm):
-            st = ", ".join(f"{k} {v}" for k, v in sorted(data["statuses"][arm].items()))
-            ru = ", ".join(f"{k} {v}" for k, v in sorted(data["rules"][arm].items(), key=lambda kv: -kv[1]))
-            lines.append(f"| {arm} | {st} | {ru or '—'} |")
-    lines += ["", "## Bars", "", "| group | bar | measured | met |", "|---|---|---|---|"]
     lines += [
-        f"| {b['group']} | {b['bar']} | {b['measured']} | {'yes' if b['met'] else '**no**'} |" for b in data["bars"]
+        "Doses given/day: the regular insulin doses each arm gave in the trial days; for the advisor arm, the "
+        "suggested doses given and, in brackets, the physician's plan doses given where it answered "
+        "insufficient data at a meal.",
+        "",
     ]
+    lines += _paired(results)
+    lines += _answers(results, data)
+    lines += _bars(data, arms)
     targets = ", ".join(f"{name} {op} {limit:g}" for name, op, limit in CONSENSUS_TARGETS)
     lines += ["", f"Consensus targets (Battelino 2019): {targets}.", ""]
     if plots:
@@ -276,6 +275,69 @@ def _markdown(results: list[ArmResult], data: dict, protocol: Protocol, plots: b
             "",
         ]
     return "\n".join(lines)
+
+
+def _doses_cell(row: dict) -> str:
+    """Doses given per day, with the physician's plan doses among them when there were any."""
+    plan = row.get("plan_doses_per_day", 0.0)
+    return f"{row['doses_per_day']:.1f}" + (f" ({plan:.1f} by plan)" if plan > 0 else "")
+
+
+GIVEN = {
+    "model_only": "the model's own number at each reading (the answers are not followed)",
+    "supervised_habit": "the habit dose after the supervisor's rules (the answers are not followed)",
+}
+
+
+def _given(rows: list[ArmResult]) -> str:
+    """The doses an advisor arm gave, and on what: a suggestion, the physician's plan, or its own rule."""
+    doses, plan = sum(r.doses for r in rows), sum(r.plan_doses for r in rows)
+    arm = rows[0].arm
+    if arm in GIVEN:
+        return f"{doses}: {GIVEN[arm]}"
+    return f"{doses}: {doses - plan} suggested, {plan} by the physician's plan (insufficient data at a meal)"
+
+
+def _answers(results: list[ArmResult], data: dict) -> list[str]:
+    """The advisor's answer to each reading, by status and rule, beside the doses the arm gave."""
+    lines = [
+        "## The advisor's answers",
+        "",
+        "The advisor's answer to each reading of the trial days, and the doses the arm gave.",
+        "",
+        "| arm | statuses | supervisor rules (count) | doses given |",
+        "|---|---|---|---|",
+    ]
+    for arm, statuses in data["statuses"].items():
+        if statuses:
+            st = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+            ru = ", ".join(f"{k} {v}" for k, v in sorted(data["rules"][arm].items(), key=lambda kv: -kv[1]))
+            lines.append(f"| {arm} | {st} | {ru or '—'} | {_given(_by(results, arm))} |")
+    return lines
+
+
+def _bars(data: dict, arms: list[str]) -> list[str]:
+    """The bars as a table, or a sentence saying why there are none."""
+    lines = ["", "## Bars", ""]
+    if not data["bars"]:
+        missing = [a for a in ("advisor", "carb_error") if a not in arms]
+        why = (
+            f"this run has {', '.join(arms)} only: run with --arms all (or include {','.join(missing)})"
+            if missing
+            else "no age group has both arms after the patients left out"
+        )
+        return [
+            *lines,
+            "No bars: they compare the advisor arm with carb_error (and, for adults and adolescents, with the "
+            f"oracle); {why}.",
+        ]
+    lines += ["| group | bar | measured | met |", "|---|---|---|---|"]
+    lines += [
+        f"| {b['group']} | {b['bar']} | {b['measured']} | {'yes' if b['met'] else '**no**'} |" for b in data["bars"]
+    ]
+    if "oracle" not in arms:
+        lines += ["", "The time-in-range bar (within 5 points of the oracle) needs the oracle arm, which did not run."]
+    return lines
 
 
 def _paired(results: list[ArmResult]) -> list[str]:
