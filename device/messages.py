@@ -421,6 +421,7 @@ class PatientRow(Message):
     next_check_at: str | None
     check_overdue: bool
     lows_24h: int
+    retired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,6 +553,7 @@ CONTRACT_BY_SCHEMA: dict[type, TopicContract] = {c.schema: c for c in MQTT_CONTR
 
 HTTP_CONTRACT: tuple[EndpointContract, ...] = (
     EndpointContract("GET", "/", None, None, "the bedside page (HTML)"),
+    EndpointContract("GET", "/favicon.svg", None, None, "the page's icon (also at `/favicon.ico`)"),
     EndpointContract("GET", "/api/status", None, PageStatus),
     EndpointContract("GET", "/api/session", None, PageSession, "a token for this page's actions"),
     EndpointContract("GET", "/api/patients", None, PatientList, "?offset=&limit=&starting="),

@@ -7,7 +7,9 @@
 * **Page session**: every action needs the token the page received from ``/api/session``
   (other sites cannot read it), on loopback too.
 * **PIN**: with a configured token (a page reachable from the network) the request must also
-  present it, compared in constant time; too many wrong tries in a row lock actions for a while.
+  present it, compared in constant time; too many wrong tries in a row lock that page for a while.
+* **Sign-in tries** are limited per page, per client address and per account
+  (:class:`SignInGuard`); a lock never reaches beyond the page, address or user that failed.
 * **Users**: when users are configured (``advisor users``), a session acts only after a user
   signs in with their own PIN, and locks again after ``idle_lock_s`` without use.
 """
@@ -26,7 +28,10 @@ from urllib.parse import urlsplit
 
 from .users import Identity
 
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # wrong PINs in a row from one page
+MAX_FAILURES_PER_ADDRESS = 20  # from one client address, over all its pages
+MAX_FAILURES_PER_ACCOUNT = 10  # for one user, from anywhere
+MAX_LIMITER_KEYS = 1024
 LOCKOUT_S = 60.0
 SESSION_TTL_S = 24 * 3600.0
 MAX_SESSIONS = 256  # open pages remembered; the oldest session goes first
@@ -145,48 +150,102 @@ class Decision:
     reason: str = ""
 
 
+@dataclass
+class _Count:
+    failures: int = 0
+    locked_until: float = 0.0
+
+
 class FailureLimiter:
-    """Too many wrong PINs in a row lock further tries for a while (shared PIN and user sign-in)."""
+    """Wrong PINs counted per key (a page, an address, an account): ``max_failures`` in a row lock that key.
+
+    Only the key that failed is locked, never the whole device: one browser's wrong tries do not
+    keep a nurse on another page out.
+    """
 
     def __init__(
         self,
+        what: str,
         clock: Callable[[], float] = time.monotonic,
         max_failures: int = MAX_FAILURES,
         lockout_s: float = LOCKOUT_S,
+        max_keys: int = MAX_LIMITER_KEYS,
     ) -> None:
+        self.what = what  # "this page", "this address", "user ann": said in the 429 reason
         self._clock = clock
         self._max_failures = max_failures
         self._lockout_s = lockout_s
-        self._failures = 0
-        self._locked_until = 0.0
+        self._max_keys = max_keys
+        self._counts: OrderedDict[str, _Count] = OrderedDict()
         self._lock = threading.Lock()
 
-    def locked(self) -> Decision | None:
-        """A 429 decision while locked out, else None."""
+    def _reason(self, key: str, seconds: float) -> str:
+        whom = self.what.format(key=key)
+        return f"too many wrong PINs from {whom}: locked for {int(seconds)} s"
+
+    def locked(self, key: str) -> Decision | None:
+        """A 429 decision while ``key`` is locked out, else None."""
         with self._lock:
+            count = self._counts.get(key)
             now = self._clock()
-            if now < self._locked_until:
-                wait = int(self._locked_until - now) + 1
-                return Decision(False, 429, f"too many wrong PINs: locked for {wait} s")
-            return None
+            if count is None or now >= count.locked_until:
+                return None
+            return Decision(False, 429, self._reason(key, count.locked_until - now + 1))
 
-    def succeeded(self) -> None:
+    def succeeded(self, key: str) -> None:
         with self._lock:
-            self._failures = 0
+            self._counts.pop(key, None)
 
-    def failed(self, reason: str) -> Decision:
-        """Count a wrong PIN; the decision says whether tries are now locked."""
+    def failed(self, key: str, reason: str) -> Decision:
+        """Count a wrong PIN for ``key``; the decision says whether it is now locked."""
         with self._lock:
-            self._failures += 1
-            if self._failures >= self._max_failures:
-                self._failures = 0
-                self._locked_until = self._clock() + self._lockout_s
-                return Decision(False, 429, f"too many wrong PINs: locked for {int(self._lockout_s)} s")
+            count = self._counts.setdefault(key, _Count())
+            self._counts.move_to_end(key)
+            while len(self._counts) > self._max_keys:
+                self._counts.popitem(last=False)
+            count.failures += 1
+            if count.failures >= self._max_failures:
+                count.failures = 0
+                count.locked_until = self._clock() + self._lockout_s
+                return Decision(False, 429, self._reason(key, self._lockout_s))
             return Decision(False, 401, reason)
 
 
+class SignInGuard:
+    """Sign-in tries, limited per page session, per client address and per account.
+
+    Five wrong PINs lock the page they came from; more from one address (a page reloaded for
+    fresh sessions) lock that address; more for one account from anywhere lock that account.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, lockout_s: float = LOCKOUT_S) -> None:
+        self._limits = (
+            FailureLimiter("this page", clock, MAX_FAILURES, lockout_s),
+            FailureLimiter("this address ({key})", clock, MAX_FAILURES_PER_ADDRESS, lockout_s),
+            FailureLimiter("anywhere for user {key}", clock, MAX_FAILURES_PER_ACCOUNT, lockout_s),
+        )
+
+    def locked(self, page: str, address: str, account: str) -> Decision | None:
+        """The first lock that holds for this try, or None."""
+        for limiter, key in zip(self._limits, (page, address, account), strict=True):
+            decision = limiter.locked(key)
+            if decision is not None:
+                return decision
+        return None
+
+    def failed(self, page: str, address: str, account: str, reason: str) -> Decision:
+        decisions = [
+            limiter.failed(key, reason) for limiter, key in zip(self._limits, (page, address, account), strict=True)
+        ]
+        return next((d for d in decisions if d.status == 429), decisions[0])
+
+    def succeeded(self, page: str, address: str, account: str) -> None:
+        for limiter, key in zip(self._limits, (page, address, account), strict=True):
+            limiter.succeeded(key)
+
+
 class ActionGuard:
-    """The shared page PIN (``http.token``) of a page without users."""
+    """The shared page PIN (``http.token``) of a page without users; wrong tries lock the page they came from."""
 
     def __init__(
         self,
@@ -196,22 +255,22 @@ class ActionGuard:
         lockout_s: float = LOCKOUT_S,
     ) -> None:
         self._token = token.encode() if token else None
-        self.limiter = FailureLimiter(clock, max_failures, lockout_s)
+        self.limiter = FailureLimiter("this page", clock, max_failures, lockout_s)
 
     @property
     def required(self) -> bool:
         return self._token is not None
 
-    def check(self, presented: str | None) -> Decision:
-        """Whether a request presenting ``presented`` may record an action."""
+    def check(self, presented: str | None, page: str = "") -> Decision:
+        """Whether a request from page session ``page`` presenting ``presented`` may record an action."""
         if self._token is None:
             return Decision(True)
-        locked = self.limiter.locked()
+        locked = self.limiter.locked(page)
         if locked is not None:
             return locked
         if presented is not None and hmac.compare_digest(presented.encode(), self._token):
-            self.limiter.succeeded()
+            self.limiter.succeeded(page)
             return Decision(True)
         if presented is None:
             return Decision(False, 401, "this page needs the device PIN to record actions")
-        return self.limiter.failed("wrong PIN")
+        return self.limiter.failed(page, "wrong PIN")

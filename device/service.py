@@ -250,7 +250,8 @@ class DeviceService:
             if last is not None and last.mg_dl is not None:
                 glucose = GlucoseNow(last.mg_dl, last.ts.isoformat(), round((now - last.ts).total_seconds() / 60, 1))
             lows = self.store.count_lows(patient, now - timedelta(hours=24), LOW_MG_DL)
-            rows.append(patient_row(patient, now, glucose, suggestion, response, state, lows))
+            retired = suggestion is not None and self.advisor.retired(suggestion.id) is not None
+            rows.append(patient_row(patient, now, glucose, suggestion, response, state, lows, retired))
         return PatientList(ids, self.store.count_patients(), rows, now.isoformat())
 
     def has_patient(self, patient: str) -> bool:

@@ -23,8 +23,9 @@ def patient_row(
     response: Response | None,
     state: Actionability | None,
     lows_24h: int,
+    retired: bool = False,
 ) -> PatientRow:
-    """One line of the ward overview."""
+    """One line of the ward overview; ``retired``: a later event retired the answer."""
     check = _check_time(suggestion)
     return PatientRow(
         patient=patient,
@@ -37,6 +38,7 @@ def patient_row(
         next_check_at=None if check is None else check.isoformat(),
         check_overdue=is_overdue(check, now),
         lows_24h=lows_24h,
+        retired=retired,
     )
 
 

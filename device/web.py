@@ -44,7 +44,7 @@ from .messages import (
     WardAdherence,
 )
 from .page_actions import LinkDown
-from .page_auth import ActionGuard, FailureLimiter, PageSessions, host_problem, origin_problem
+from .page_auth import ActionGuard, PageSessions, SignInGuard, host_problem, origin_problem
 from .schema import SchemaError
 from .users import SHARED_USER, Identity
 
@@ -61,6 +61,10 @@ BUSY_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 52\r\n"
     b"Connection: close\r\n\r\n"
     b'{"error": "too many connections; try again shortly"}'
+)
+FAVICON = (  # a drop on a dark square: the page asks for an icon on every load
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1f2937"/>'
+    b'<path d="M8 2.5C8 2.5 3.5 8 3.5 10.5a4.5 4.5 0 0 0 9 0C12.5 8 8 2.5 8 2.5z" fill="#22c55e"/></svg>'
 )
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -162,7 +166,7 @@ class BedsideServer:
         self._thread: threading.Thread | None = None
         self.page = files("device").joinpath("web_assets/bedside.html").read_bytes()
         self.guard = ActionGuard(config.action_token)
-        self.sign_in_limiter = FailureLimiter()
+        self.sign_in_guard = SignInGuard()
         self.sessions = PageSessions()
 
     @property
@@ -269,6 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
         backend = self.app.backend
         if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, self.app.page, "text/html; charset=utf-8")
+        elif path in ("/favicon.svg", "/favicon.ico"):
+            self._send(HTTPStatus.OK, FAVICON, "image/svg+xml")
         elif path == "/api/status":
             self._json(backend.status())
         elif path == "/api/session":
@@ -411,18 +417,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _sign_in(self, raw: bytes) -> None:
         request = SignIn.from_json(raw)
-        limiter = self.app.sign_in_limiter
-        locked = limiter.locked()
+        guard = self.app.sign_in_guard
+        keys = (self.headers.get(SESSION_HEADER) or "", self.client_address[0], request.user[:64])
+        locked = guard.locked(*keys)
         if locked is not None:
             self._error(locked.status, locked.reason)
             return
         who = self.app.backend.sign_in(request.user, request.pin)
         if who is None:
-            decision = limiter.failed("unknown user or wrong PIN")
+            decision = guard.failed(*keys, "unknown user or wrong PIN")
             log.warning("refused a sign-in from %s: %s", self.client_address[0], decision.reason)
             self._error(decision.status, decision.reason)
             return
-        limiter.succeeded()
+        guard.succeeded(*keys)
         self.app.sessions.sign_in(self.headers.get(SESSION_HEADER), who)
         self._json(self._signed_in(who))
 
@@ -439,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(HTTPStatus.UNAUTHORIZED, "sign in with your own PIN to record (the page locks when unused)")
                 return None
         else:
-            decision = self.app.guard.check(self.headers.get(TOKEN_HEADER))
+            decision = self.app.guard.check(self.headers.get(TOKEN_HEADER), self.headers.get(SESSION_HEADER) or "")
             if not decision.allowed:
                 log.warning("refused a page action from %s: %s", self.client_address[0], decision.reason)
                 self._error(decision.status, decision.reason)

@@ -109,3 +109,24 @@ def browser():
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture()
+def bedside(mosquitto, tmp_path):
+    """A device process (id ``bed2``) on the real broker, a sensor publishing to it and a watcher of its answers."""
+    from device.config import BrokerConfig
+    from tools.replay import DeviceWatcher, EventPublisher
+
+    from .device_process import DeviceProcess
+    from .page_kit import DEVICE
+
+    broker = BrokerConfig(url=mosquitto.url)
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE).start()
+    publisher = EventPublisher(broker, DEVICE, client_id="page-sensor")
+    watcher = DeviceWatcher(broker, DEVICE)
+    publisher.wait_connected()
+    assert watcher.subscribed.wait(5)
+    yield device, publisher, watcher
+    publisher.close()
+    watcher.close()
+    device.stop()

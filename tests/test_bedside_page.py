@@ -8,7 +8,6 @@ and saves screenshots as test artifacts (800×480, the bedside display, and a ph
 from __future__ import annotations
 
 import json
-import sqlite3
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -22,72 +21,9 @@ from tools.station import Station
 
 from . import event_factory
 from .device_process import DeviceProcess
+from .page_kit import SMALL, colours, contrast, dose_waiting, rows, wait_text
 
 pytestmark = pytest.mark.e2e
-DEVICE = "bed2"
-SMALL = {"width": 800, "height": 480}
-
-
-@pytest.fixture()
-def bedside(mosquitto, tmp_path):
-    broker = BrokerConfig(url=mosquitto.url)
-    device = DeviceProcess(tmp_path / "state", mosquitto.url, DEVICE).start()
-    publisher = EventPublisher(broker, DEVICE, client_id="page-sensor")
-    watcher = DeviceWatcher(broker, DEVICE)
-    publisher.wait_connected()
-    assert watcher.subscribed.wait(5)
-    yield device, publisher, watcher
-    publisher.close()
-    watcher.close()
-    device.stop()
-
-
-def contrast(rgb_a: str, rgb_b: str) -> float:
-    """WCAG contrast ratio of two ``rgb(r, g, b)`` CSS colours."""
-
-    def luminance(css: str) -> float:
-        r, g, b = (int(v) / 255 for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
-        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
-        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
-
-    a, b = sorted((luminance(rgb_a), luminance(rgb_b)), reverse=True)
-    return (a + 0.05) / (b + 0.05)
-
-
-def colours(page, selector: str) -> tuple[str, str]:
-    return page.eval_on_selector(
-        selector,
-        """el => {
-        let bg = 'rgba(0, 0, 0, 0)', node = el;
-        while (node && (bg === 'rgba(0, 0, 0, 0)' || bg === 'transparent')) {
-            bg = getComputedStyle(node).backgroundColor; node = node.parentElement; }
-        return [getComputedStyle(el).color, bg === 'rgba(0, 0, 0, 0)' ? 'rgb(255, 255, 255)' : bg];
-    }""",
-    )
-
-
-def rows(device, sql: str, *params) -> list[tuple]:
-    with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
-        return db.execute(sql, params).fetchall()
-
-
-def wait_text(page, selector: str, predicate_js: str, timeout: int = 8000) -> None:
-    """Wait until ``predicate_js`` (a JS expression over ``t``, the element's text) holds."""
-    page.wait_for_function(
-        f"() => {{ const el = document.querySelector({json.dumps(selector)}); const t = el ? el.textContent : '';"
-        f" return el && !el.hidden && ({predicate_js}); }}",
-        timeout=timeout,
-    )
-
-
-def dose_waiting(device, publisher, watcher, patient: str, event_id: str, mg_dl: float = 180, age_min: float = 0):
-    """A patient's history, then a pre-meal reading: the device answers with a dose."""
-    now = datetime.now(UTC)
-    for event in event_factory.history(patient, now):
-        publisher.publish(event)
-    publisher.publish(event_factory.glucose(event_id, patient, now - timedelta(minutes=age_min), mg_dl))
-    assert watcher.wait_for(lambda w: w.suggestion_for(event_id), 8)
-    return watcher.suggestion_for(event_id)
 
 
 def test_a_dose_is_given_once_and_the_page_says_by_whom(browser, bedside, artifacts):
@@ -188,13 +124,17 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     page.get_by_role("button", name="Not eating").click()
     page.get_by_role("button", name="Record").click()
     wait_text(page, "#response", "t.includes('given at') && t.includes('(not eating)')")
+    given, suggested = f"{suggestion.units - 0.5:.1f} U given", f"Suggested {suggestion.units:.1f} U at"
+    assert page.inner_text("#units") == given, "what was given is the big line, not the suggestion"
+    assert page.inner_text("#status-word") == "Dose given" and page.inner_text("#suggested-line").startswith(suggested)
+    assert page.eval_on_selector("#units", "e => parseFloat(getComputedStyle(e).fontSize)") > 40
     stored = rows(device, "SELECT action, payload FROM responses WHERE suggestion_id = ?", suggestion.id)
     assert stored[0][0] == "given"
     assert json.loads(stored[0][1])["reason"] == "not_eating"
     assert json.loads(stored[0][1])["units"] == suggestion.units - 0.5
 
     # the clinician's day: the dose, its reason and the adherence, on the page and as a PDF
-    page.get_by_role("button", name="Day").click()
+    page.get_by_role("button", name="Day", exact=True).click()
     wait_text(page, "#day-doses", "t.includes('not eating')")
     assert "Followed 0 of 1 suggested doses (0 %); 1 with other units" in page.inner_text("#day-adherence")
     page.screenshot(path=str(artifacts / "day-summary-800x480.png"))
@@ -202,7 +142,7 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
         page.get_by_role("link", name="PDF").click()
     pdf = download.value.path().read_bytes()
     assert pdf.startswith(b"%PDF-") and len(pdf) > 1000
-    page.get_by_role("button", name="Day").click()
+    page.get_by_role("button", name="Day", exact=True).click()
 
     # another patient's dose is declined: the patient refused
     later = dose_waiting(device, publisher, watcher, "p-2b", "g-b", mg_dl=200)
@@ -215,6 +155,8 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     wait_text(
         page, "#response", "t.startsWith('Not given: declined') && t.includes('patient refused: wants to eat first')"
     )
+    assert page.inner_text("#units") == "Not given" and page.inner_text("#status-word") == "Dose not given"
+    assert page.eval_on_selector("#suggestion", "b => b.className") == "declined"
     declined = rows(device, "SELECT detail FROM audit WHERE action = 'dose_declined' AND suggestion_id = ?", later.id)
     assert json.loads(declined[0][0])["note"] == "wants to eat first"
 

@@ -20,7 +20,7 @@ from device.dose_responses import (
     expires_at,
 )
 from device.messages import GlucoseNow, Response
-from device.page_auth import PageSessions
+from device.page_auth import PageSessions, SignInGuard
 from device.safety import SafetyProfile
 from device.users import Identity, UserError, check_user, hash_pin, verify_pin
 from device.ward import check_overdue_alert, patient_row
@@ -207,6 +207,36 @@ def test_a_signed_in_session_locks_when_unused():
     sessions.sign_in(token, Identity("ann", "nurse"))
     sessions.sign_out(token)
     assert sessions.identity(token, 300) is None
+
+
+def test_wrong_pins_on_one_page_do_not_lock_a_nurse_on_another():
+    now = [0.0]
+    guard = SignInGuard(clock=lambda: now[0])
+    for _ in range(4):
+        assert guard.failed("page-a", "10.0.0.9", "nurse", "wrong PIN").status == 401
+    locked = guard.failed("page-a", "10.0.0.9", "nurse", "wrong PIN")
+    assert locked.status == 429 and locked.reason == "too many wrong PINs from this page: locked for 60 s"
+    assert guard.locked("page-a", "10.0.0.9", "ann") is not None, "the page that failed is locked, for any user"
+    assert guard.locked("page-b", "10.0.0.7", "nurse") is None, "the real nurse on another page signs in"
+    assert guard.locked("page-c", "10.0.0.9", "ann") is None, "another page on the same address too"
+    now[0] = 61.0
+    assert guard.locked("page-a", "10.0.0.9", "nurse") is None
+
+
+def test_an_account_and_an_address_lock_after_more_tries_from_anywhere():
+    now = [0.0]
+    guard = SignInGuard(clock=lambda: now[0])
+    for i in range(9):  # fresh pages, another address each: only the account counts up
+        assert guard.failed(f"page-{i}", f"10.0.1.{i}", "ann", "wrong PIN").status == 401
+    account = guard.failed("page-9", "10.0.1.9", "ann", "wrong PIN")
+    assert account.status == 429 and "anywhere for user ann" in account.reason
+    assert guard.locked("page-x", "10.0.2.1", "bob") is None
+    for i in range(20):  # one address reloading for fresh sessions, several accounts
+        decision = guard.failed(f"fresh-{i}", "10.0.3.3", f"user{i % 3}", "wrong PIN")
+    assert decision.status == 429 and "this address (10.0.3.3)" in decision.reason
+    assert guard.locked("fresh-new", "10.0.3.3", "carl") is not None
+    guard.succeeded("page-ok", "10.0.4.4", "dora")
+    assert guard.locked("page-ok", "10.0.4.4", "dora") is None
 
 
 # ---------------------------------------------------------- the clinician's day

@@ -30,6 +30,7 @@ class DeviceOverview(Message):
     device_id: str
     state: str
     rows: list[PatientRow]
+    timezone: str | None = None  # the device's ward zone (from its status): every time is shown in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class StationOverview(Message):
     now: str
     devices: list[DeviceOverview]
     undecodable: int
+    timezone: str | None = None  # the ward's zone: the first one a device told, for the station's own times
 
 
 @dataclass
@@ -56,6 +58,7 @@ class StationBoard:
         self.expiry_s = expiry_s
         self.profile = profile or SafetyProfile()
         self.states: dict[str, str] = dict.fromkeys(devices, "unknown")
+        self.zones: dict[str, str] = {}
         self.patients: dict[str, dict[str, _Patient]] = {d: {} for d in devices}
         self.undecodable = 0
 
@@ -65,7 +68,9 @@ class StationBoard:
             if leaf == "suggestions":
                 self._suggestion(device_id, Suggestion.from_json(payload))
             elif leaf == "status":
-                self.states[device_id] = DeviceStatus.from_json(payload).state
+                status = DeviceStatus.from_json(payload)
+                self.states[device_id] = status.state
+                self.zones[device_id] = status.timezone
             elif leaf == "events":
                 self._event(device_id, payload)
         except (SchemaError, ValidationError, ValueError):
@@ -97,8 +102,9 @@ class StationBoard:
             rows = [self._row(p, now) for p in self.patients[device_id].values()]
             rows.sort(key=lambda r: (not r.check_overdue, not r.dose_pending, r.patient))
             state = self.states[device_id] if linked else "unknown: the station is not connected to the broker"
-            devices.append(DeviceOverview(device_id, state, rows))
-        return StationOverview(now.isoformat(timespec="seconds"), devices, self.undecodable)
+            devices.append(DeviceOverview(device_id, state, rows, self.zones.get(device_id)))
+        zone = next((self.zones[d] for d in self.devices if d in self.zones), None)
+        return StationOverview(now.isoformat(timespec="seconds"), devices, self.undecodable, zone)
 
     def _row(self, patient: _Patient, now: datetime) -> PatientRow:
         s = patient.suggestion
