@@ -1,0 +1,226 @@
+"""One live answer per need, and a screen that never invites a second dose — in a real Chromium.
+
+A dose recorded another way or symptoms entered at the bedside retire the answer on the screen and
+in the API; every dialog fits the bedside display and a phone; times are ward time whatever the
+browser's zone; a reload keeps the nurse signed in. Real device process, real Mosquitto, the rows
+checked in SQLite; screenshots go to test-artifacts/ (the key ones are in docs/bedside/).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from device.config import BrokerConfig
+from device.messages import ConfirmDose
+from preprocessing.events import Event, Insulin, Kind
+from tools.replay import DeviceWatcher, EventPublisher
+from tools.station import Station
+
+from . import event_factory
+from .device_process import DeviceProcess
+from .page_kit import PHONE, SMALL, dose_waiting, rows, wait_text
+
+pytestmark = pytest.mark.e2e
+ENTRY_KINDS = ("glucose", "meal", "hypo_symptoms", "exercise", "insulin")
+OUTSIDE = """(w, h) => [...document.querySelectorAll('dialog[open] button, dialog[open] input, header > *')]
+    .filter((e) => e.offsetParent !== null && !e.classList.contains('visually-hidden'))
+    .filter((e) => { const r = e.getBoundingClientRect();
+                     return r.left < 0 || r.top < 0 || r.right > w + 0.5 || r.bottom > h + 0.5
+                            || e.scrollWidth > e.clientWidth + 1; })
+    .map((e) => e.id || e.textContent.trim())"""
+
+
+def test_a_dose_recorded_another_way_greys_the_suggestion(browser, bedside, artifacts):
+    device, publisher, watcher = bedside
+    suggestion = dose_waiting(device, publisher, watcher, "p-pen", "g-pen")
+    assert suggestion.status == "suggest"
+    page = browser.new_page(viewport=SMALL)
+    page.goto(device.url + "?patient=p-pen")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    assert page.get_by_role("button", name="Dose given").is_visible()
+
+    now = datetime.now(UTC)  # another nurse's pen dose, published by a sensor
+    publisher.publish(Event("pen-6", "p-pen", now, Kind.INSULIN, insulin=Insulin.REGULAR, units=6.0))
+    wait_text(page, "#status-word", "t === 'Suggested dose — no longer valid'")
+    assert page.get_by_role("button", name="Dose given").is_hidden(), "nothing invites a second dose"
+    assert page.inner_text("#state-line").startswith("Do not act on this: 6 U of regular insulin was recorded at")
+    assert page.eval_on_selector("#suggestion", "b => b.className") == "expired"
+    assert page.eval_on_selector("#units", "e => getComputedStyle(e).textDecorationLine") == "line-through"
+    page.screenshot(path=str(artifacts / "bedside-800x480-retired.png"))
+
+    view = device.view("p-pen")
+    assert not view.actionable and view.retired is not None and view.retired.event_id == "pen-6"
+    status, answer = device.post("api/patients/p-pen/confirm", ConfirmDose(suggestion.id, suggestion.units))
+    assert status == 409 and "6 U of regular insulin was recorded" in answer.error
+    assert rows(device, "SELECT count(*) FROM responses")[0][0] == 0, "nothing was recorded"
+    assert rows(device, "SELECT event_id FROM audit WHERE action = 'retired'") == [("pen-6",)]
+    page.get_by_role("button", name="Ward").click()
+    wait_text(page, "#ward-rows", "t.includes('p-pen') && t.includes('no longer valid')")
+    page.close()
+
+
+def test_symptoms_entered_replace_the_dose_with_a_withhold_at_once(browser, bedside, artifacts):
+    device, publisher, watcher = bedside
+    suggestion = dose_waiting(device, publisher, watcher, "p-hypo", "g-hypo")
+    page = browser.new_page(viewport=SMALL)
+    page.goto(device.url + "?patient=p-hypo")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    page.get_by_role("button", name="Symptoms").click()
+    assert page.locator("#entry-number-row").is_hidden() and page.locator("#keypad").is_hidden(), "no Value field"
+    assert page.locator("#entry-patient-row").is_hidden(), "the patient is chosen: no Patient id field"
+    page.get_by_role("button", name="Record").click()
+
+    wait_text(page, "#status-word", "t === 'Withhold insulin'")
+    assert page.inner_text("#replaced").startswith("Replaces the earlier answer: hypoglycaemia symptoms were recorded")
+    assert page.get_by_role("button", name="Dose given").is_hidden()
+    assert page.inner_text("#next-check").startswith("Measure glucose now"), page.inner_text("#next-check")
+    assert "measure glucose now" in page.inner_text("#reasons")
+    page.screenshot(path=str(artifacts / "bedside-800x480-symptoms.png"))
+    entered = rows(device, "SELECT id FROM events WHERE patient = 'p-hypo' AND kind = 'hypo_symptoms'")
+    assert len(entered) == 1
+    answer = watcher.suggestion_for(entered[0][0])
+    assert answer is not None and answer.replaces is not None and answer.replaces.suggestion_id == suggestion.id
+    status, refused = device.post("api/patients/p-hypo/confirm", ConfirmDose(suggestion.id, suggestion.units))
+    assert status == 409 and "hypoglycaemia symptoms were recorded" in refused.error
+    assert rows(device, "SELECT count(*) FROM responses")[0][0] == 0
+    page.close()
+
+
+@pytest.mark.parametrize("viewport", [SMALL, PHONE], ids=["800x480", "390x844"])
+def test_every_dialog_and_the_header_fit_the_screen(browser, bedside, artifacts, viewport):
+    """The SYNTHETIC badge and a signed-in nurse in the header; each entry, the reason and sign-in dialogs."""
+    device, publisher, watcher = bedside
+    device.add_user("nurse", "nurse", "2468")
+    dose_waiting(device, publisher, watcher, "synthetic-fit", "g-fit")
+    page = browser.new_page(viewport=viewport)
+    page.goto(device.url + "?patient=synthetic-fit")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    assert page.locator("#synthetic").is_visible()
+    width, height = viewport["width"], viewport["height"]
+    name = f"{width}x{height}"
+
+    page.get_by_role("button", name="Sign in").click()
+    assert page.evaluate(OUTSIDE, [width, height]) == [], "the sign-in dialog"
+    page.get_by_label("User or badge").fill("nurse")
+    page.get_by_label("PIN").fill("2468")
+    page.get_by_role("button", name="Sign in", exact=True).last.click()
+    wait_text(page, "#user-button", "t === 'Sign out nurse'")
+    assert page.evaluate(OUTSIDE, [width, height]) == [], "the header with the badge and the user"
+    page.reload()  # a reload keeps the nurse signed in on this tab
+    wait_text(page, "#user-button", "t === 'Sign out nurse'")
+
+    for kind in ENTRY_KINDS:
+        page.locator(f"[data-entry={kind}]").click()
+        page.locator("#entry-dialog").wait_for(state="visible")
+        assert page.evaluate(OUTSIDE, [width, height]) == [], f"the {kind} dialog"
+        assert page.locator("#entry-patient-row").is_hidden()
+        if kind in ("hypo_symptoms", "exercise"):
+            assert page.locator("#keypad").is_hidden() and page.locator("#entry-number-row").is_hidden()
+        if kind == "meal":
+            page.screenshot(path=str(artifacts / f"bedside-{name}-meal-entry.png"))
+        page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Not given").click()
+    page.locator("#reason-dialog").wait_for(state="visible")
+    assert page.evaluate(OUTSIDE, [width, height]) == [], "the reason dialog"
+    page.get_by_role("button", name="Cancel").click()
+    page.screenshot(path=str(artifacts / f"bedside-{name}-nurse-header.png"))
+    page.close()
+
+
+def test_the_ward_on_a_phone_shows_every_cell(browser, bedside, artifacts):
+    device, publisher, watcher = bedside
+    dose_waiting(device, publisher, watcher, "p-w1", "g-w1")
+    dose_waiting(device, publisher, watcher, "p-w2", "g-w2", mg_dl=60)
+    page = browser.new_page(viewport=PHONE, is_mobile=True)
+    page.goto(device.url + "?view=ward")
+    wait_text(page, "#ward-rows", "t.includes('p-w1') && t.includes('p-w2')")
+    wait_text(page, "#adherence-rows", "t.includes('All patients')")
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll('#ward td')].filter((td) => td.getBoundingClientRect().right > 390.5
+            || td.scrollWidth > td.clientWidth + 1).map((td) => td.textContent)"""
+    )
+    assert cut == [] and page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.locator("#ward-rows td").first.evaluate("td => getComputedStyle(td, '::before').content") == (
+        '"Patient: "'
+    )
+    page.screenshot(path=str(artifacts / "ward-phone.png"), full_page=True)
+    page.close()
+
+
+def test_times_are_ward_time_whatever_the_browser_s_zone(browser, mosquitto, tmp_path, artifacts):
+    """A Berlin ward seen from a New York browser: entries are not flagged, the station shows Berlin times."""
+    config = tmp_path / "device.toml"
+    config.write_text('timezone = "Europe/Berlin"\n')
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, "berlin1", extra=("--config", str(config))).start()
+    broker = BrokerConfig(url=mosquitto.url)
+    publisher, watcher = EventPublisher(broker, "berlin1"), DeviceWatcher(broker, "berlin1")
+    station = Station(broker, ["berlin1"], "127.0.0.1", 0)
+    station.start()
+    try:
+        publisher.wait_connected()
+        assert watcher.subscribed.wait(5) and station.subscriber.subscribed.wait(5)
+        publisher.publish(event_factory.glucose("g-b0", "p-ber", datetime.now(ZoneInfo("Europe/Berlin")), 140))
+        assert watcher.wait_for(lambda w: w.suggestion_for("g-b0"), 8)
+        context = browser.new_context(viewport=SMALL, timezone_id="America/New_York")
+        page = context.new_page()
+        page.goto(device.url + "?patient=p-ber")
+        wait_text(page, "#glucose", "t === '140 mg/dL'")
+        page.get_by_role("button", name="Glucose", exact=True).click()
+        for key in ("1", "2", "0"):
+            page.get_by_role("button", name=key, exact=True).click()
+        page.get_by_role("button", name="Record").click()
+        wait_text(page, "#glucose", "t === '120 mg/dL'")
+        (event_id, payload) = rows(device, "SELECT id, payload FROM events WHERE id LIKE 'page-%'")[0]
+        assert watcher.wait_for(lambda w: w.suggestion_for(event_id), 8)
+        assert watcher.error_for_id(event_id) is None, "a page entry is in ward time: no wrong-zone warning"
+        assert json.loads(payload)["ts"].endswith("+01:00")
+        answer = watcher.suggestion_for(event_id)
+        assert answer is not None and answer.next_check_at is not None
+        due = datetime.fromisoformat(answer.next_check_at)
+        berlin, new_york = (
+            due.astimezone(ZoneInfo(z)).strftime("%H:%M") for z in ("Europe/Berlin", "America/New_York")
+        )
+        assert berlin != new_york
+        wait_text(page, "#next-check", f"t.includes('by {berlin}')")
+
+        screen = context.new_page()
+        screen.goto(station.url)
+        wait_text(screen, "#devices", f"t.includes('p-ber') && t.includes('by {berlin}')")
+        assert f"by {new_york}" not in screen.inner_text("#devices")
+        assert "ward time Europe/Berlin" in screen.inner_text("#updated")
+        screen.screenshot(path=str(artifacts / "station-new-york-browser.png"))
+        context.close()
+    finally:
+        station.stop()
+        publisher.close()
+        watcher.close()
+        device.stop()
+
+
+def test_the_day_page_lists_every_insulin_and_reads_plainly(browser, bedside, artifacts):
+    device, publisher, watcher = bedside
+    dose_waiting(device, publisher, watcher, "p-day", "g-day")
+    now = datetime.now(UTC)
+    for event_id, insulin, units in (("d-reg", Insulin.REGULAR, 8.0), ("d-nph", Insulin.NPH, 14.0)):
+        publisher.publish(Event(event_id, "p-day", now, Kind.INSULIN, insulin=insulin, units=units))
+    assert watcher.wait_for(lambda w: len(rows(device, "SELECT 1 FROM events WHERE id LIKE 'd-%'")) == 2, 8)
+    page = browser.new_page(viewport=SMALL)
+    responses: list[tuple[int, str]] = []
+    page.on("response", lambda r: responses.append((r.status, r.url)))
+    page.goto(device.url + "?patient=p-day&view=day")
+    wait_text(page, "#day-other", "t.includes('nph 14.0 U') && t.includes('regular 8.0 U')")
+    today = datetime.now(UTC).date()
+    assert page.input_value("#day-date") == today.isoformat(), "the date reads YYYY-MM-DD in any browser locale"
+    assert "_" not in page.inner_text("#day-rules"), "rules in words, not codes"
+    page.get_by_role("button", name="Previous day").click()
+    wait_text(page, "#day-other", "t.includes('regular 7.0 U') && !t.includes('nph')")  # yesterday's routine dose
+    assert page.input_value("#day-date") == (today - timedelta(days=1)).isoformat()
+    page.get_by_role("button", name="Next day").click()
+    wait_text(page, "#day-other", "t.includes('nph 14.0 U')")
+    page.screenshot(path=str(artifacts / "day-summary-other-insulin-800x480.png"))
+    assert [r for r in responses if r[0] >= 400] == [], "no request fails, the icon included"
+    page.close()
