@@ -51,6 +51,8 @@ def test_demo_replays_a_labelled_synthetic_patient(mosquitto):
     assert re.search(r"bedside page: http://127\.0\.0\.1:\d+/\?patient=synthetic-demo", done.stderr)
     assert "not a certified medical device" in done.stderr
     assert "demo stopped" in done.stderr
+    assert re.search(r"device state: \S+ \(temporary: deleted when the demo stops", done.stderr), done.stderr
+    assert "clock runs on from the log's last event" in done.stderr
 
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ (\S+): ")

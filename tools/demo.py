@@ -1,7 +1,7 @@
 """``advisor demo``: a broker, the device and a replayed patient on one machine, one command.
 
 The device runs with the packaged bundle on the event clock (the replayed log's timestamps
-are "now"). The patient's history goes in at full speed; the last day is replayed one event
+are "now", and after the last event its clock runs on with the wall clock). The patient's history goes in at full speed; the last day is replayed one event
 every few seconds so the bedside page can be watched updating. Ctrl-C stops everything.
 """
 
@@ -98,6 +98,8 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         patient = events[0].patient
         echo(f"replaying: {description}")
         echo(f"bedside page: {service.web.url}?patient={patient}")
+        kept = "" if options.state_dir else " (temporary: deleted when the demo stops; keep one with --state-dir DIR)"
+        echo(f"device state: {config.state_dir}{kept}")
         echo(f"sign in on the page as '{DEMO_NURSE}' with PIN {DEMO_NURSE_PIN} (a demo nurse: records, sees risk)")
         echo("risk context: a made-up visit history is sent to the demo-trained companion models")
         echo("Decision support only, not a certified medical device. Press Ctrl-C to stop.")
@@ -112,6 +114,11 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         sent = publisher.publish_events(events, pause, stop=done)
         publisher.flush()
         echo(replay_outcome(sent, len(events)))
+        if sent == len(events):
+            echo(
+                f"the device's clock runs on from the log's last event ({events[-1].ts:%Y-%m-%d %H:%M}) with the wall "
+                "clock, as a ward's would: ages, countdowns and expiries keep moving"
+            )
         if not options.exit_after_replay:
             done.wait()
     finally:
