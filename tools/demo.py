@@ -1,8 +1,9 @@
 """``advisor demo``: a broker, the device and a replayed patient on one machine, one command.
 
 The device runs with the packaged bundle on the event clock (the replayed log's timestamps
-are "now", and after the last event its clock runs on with the wall clock). The patient's history goes in at full speed; the last day is replayed one event
-every few seconds so the bedside page can be watched updating. Ctrl-C stops everything.
+are "now", and after the last event its clock runs on with the wall clock). The patient's
+history goes in at full speed; the last day is replayed one event every few seconds so the
+bedside page can be watched updating. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
