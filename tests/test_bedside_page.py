@@ -128,6 +128,7 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     assert page.inner_text("#units") == given, "what was given is the big line, not the suggestion"
     assert page.inner_text("#status-word") == "Dose given" and page.inner_text("#suggested-line").startswith(suggested)
     assert page.eval_on_selector("#units", "e => parseFloat(getComputedStyle(e).fontSize)") > 40
+    page.screenshot(path=str(artifacts / "bedside-800x480-given-other-units.png"))
     stored = rows(device, "SELECT action, payload FROM responses WHERE suggestion_id = ?", suggestion.id)
     assert stored[0][0] == "given"
     assert json.loads(stored[0][1])["reason"] == "not_eating"
@@ -157,6 +158,7 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     )
     assert page.inner_text("#units") == "Not given" and page.inner_text("#status-word") == "Dose not given"
     assert page.eval_on_selector("#suggestion", "b => b.className") == "declined"
+    page.screenshot(path=str(artifacts / "bedside-800x480-declined.png"))
     declined = rows(device, "SELECT detail FROM audit WHERE action = 'dose_declined' AND suggestion_id = ?", later.id)
     assert json.loads(declined[0][0])["note"] == "wants to eat first"
 
