@@ -443,18 +443,6 @@ class Store:
         rows = self._read("SELECT payload FROM retirements WHERE suggestion_id = ?", (suggestion_id,))
         return Retired.from_json(rows[0][0]) if rows else None
 
-    def retirements_for(self, suggestion_ids: list[str]) -> dict[str, Retired]:
-        """The retirements of these suggestions, by suggestion id."""
-        found: dict[str, Retired] = {}
-        for i in range(0, len(suggestion_ids), 500):
-            chunk = suggestion_ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for sid, payload in self._read(
-                f"SELECT suggestion_id, payload FROM retirements WHERE suggestion_id IN ({marks})", tuple(chunk)
-            ):
-                found[sid] = Retired.from_json(payload)
-        return found
-
     def doses_since(self, patient: str, event_id: str) -> list[Event]:
         """The patient's insulin events stored after the event ``event_id`` (by arrival, whatever their time)."""
         rows = self._read(
