@@ -65,7 +65,7 @@ RULE_WORDS: Final = {  # each rule code in plain words, for the clinician's day 
     "no_slot_history": "no dose at this time of day in the history",
     "meal_carbs": "meal carbohydrate against the usual",
     "meal_size": "meal size against the usual",
-    "meal_contradiction": "meal size and grams contradict: the smaller used",
+    "meal_contradiction": "meal size and grams contradict: check the entry",
     "above_usual_cap": "capped near the usual dose",
     "physiological_guard": "lowered by the physiological guard",
     "low_after_dose": "lowered: a low followed this dose before",
@@ -584,22 +584,22 @@ def _meal_adjusted(
 ) -> tuple[float, float, float]:
     """The model number moved by the meal; the meal's insulin for the guard; the usual dose for this meal.
 
-    Grams and a size that contradict each other (60 g "larger than usual" against a usual 80 g)
-    are flagged, and the smaller of the two readings of the meal is used.
+    Grams outrank the size. Grams and a size that contradict each other (60 g "larger than usual"
+    against a usual 80 g) are flagged for the person to check; the dose follows the grams (the
+    in-silico trial: following the smaller reading instead lowered time in range and added level-2
+    lows, docs/safety.md).
     """
     factor = SIZE_FACTORS.get(inputs.meal_size or "typical", 1.0)
-    by_size = (m * factor, usual * factor, usual * factor)
     carbs = inputs.carbs_g
     if carbs is None:
         if factor != 1.0:
             reasons.append(f"Meal {MEAL_SIZE_WORDS[inputs.meal_size or 'typical']}: the dose × {factor:g}.")
             rules.append("meal_size")
-        return by_size
+        return m * factor, usual * factor, usual * factor
     usual_carbs, counted = inputs.usual_carbs_g, "counted"
     if usual_carbs is None:  # no earlier count at this meal: the usual dose through the carb ratio
         usual_carbs, counted = usual * terms.carb_ratio, "estimated from the usual dose"
     delta = (carbs - usual_carbs) / terms.carb_ratio
-    by_carbs = (max(0.0, m + delta), carbs / terms.carb_ratio, max(0.0, usual + delta))
     if abs(delta) >= 0.05:
         reasons.append(
             f"Meal of {carbs:.0f} g against the usual {usual_carbs:.0f} g at this time ({counted}): "
@@ -608,16 +608,13 @@ def _meal_adjusted(
         rules.append("meal_carbs")
     size = inputs.meal_size or "typical"
     if (size == "more" and carbs < usual_carbs) or (size == "less" and carbs > usual_carbs):
-        smaller = min(by_carbs, by_size)
-        used = f"the {carbs:.0f} g" if smaller is by_carbs else f"'{MEAL_SIZE_WORDS[size]}' (× {factor:g})"
         reasons.append(
             f"Check the meal entry: it says {MEAL_SIZE_WORDS[size]} but {carbs:.0f} g is "
-            f"{'less' if carbs < usual_carbs else 'more'} than the usual {usual_carbs:.0f} g; the dose follows "
-            f"{used}, the smaller of the two."
+            f"{'less' if carbs < usual_carbs else 'more'} than the usual {usual_carbs:.0f} g; the dose follows the "
+            f"{carbs:.0f} g. Correct the entry if the grams are wrong."
         )
         rules.append("meal_contradiction")
-        return smaller
-    return by_carbs
+    return max(0.0, m + delta), carbs / terms.carb_ratio, max(0.0, usual + delta)
 
 
 def _finish(

@@ -353,7 +353,7 @@ CASES = [
     ),
     ("a bigger meal by size", {"due": "meal", "meal_size": "more"}, SUGGEST, 6.5, ["meal_size"], "larger than usual"),
     (
-        "'larger than usual' but fewer grams than usual: flagged, the smaller reading used",
+        "'larger than usual' but fewer grams than usual: flagged, the grams followed",
         {"due": "meal", "meal_size": "more", "carbs_g": 60.0, "usual_carbs_g": 80.0},
         SUGGEST,
         3.5,
@@ -361,12 +361,12 @@ CASES = [
         "check the meal entry: it says larger than usual but 60 g is less than the usual 80 g",
     ),
     (
-        "'smaller than usual' but more grams: the size's smaller dose is used",
+        "'smaller than usual' but more grams: flagged, the grams followed within the limits",
         {"due": "meal", "meal_size": "less", "carbs_g": 90.0, "usual_carbs_g": 60.0},
         SUGGEST,
-        4.0,
+        7.5,
         ["meal_carbs", "meal_contradiction", "pen_step"],
-        "the dose follows 'smaller than usual' (× 0.75)",
+        "it says smaller than usual but 90 g is more than the usual 60 g; the dose follows the 90 g",
     ),
     ("a smaller meal by size", {"due": "meal", "meal_size": "less"}, SUGGEST, 4.0, ["meal_size", "pen_step"], "× 0.75"),
     (
