@@ -55,6 +55,7 @@ from .store import Added, Store, StoreError
 
 DEFAULT_MAX_HISTORIES = 500
 DEFAULT_EXPIRY_S = 900.0
+SECOND_DOSE_MIN = 30.0  # two doses of one insulin this close are flagged for a person to check
 
 
 @dataclass(slots=True)
@@ -238,6 +239,7 @@ class Advisor:
                 outcome.messages.append(refusal)
                 return outcome
             outcome.event = event
+            newest = self._newest_reading(event.patient) if event.kind is Kind.GLUCOSE else None
             try:
                 outcome.added = self.store.add_event(event)
             except StoreError as exc:  # locked or full: keep it in memory and go on suggesting
@@ -257,7 +259,10 @@ class Advisor:
                 if event.is_insulin:
                     outcome.messages.extend(self._likely_duplicate_dose(event))
                 retired = self._retire_live_answer(event, outcome)
-            if answers(event, retired):
+            if newest is not None and event.ts < newest:  # a late reading is history, not a decision point
+                if outcome.added is Added.NEW:
+                    outcome.messages.append(self._late_reading(event, newest))
+            elif answers(event, retired):
                 suggestion = self._suggestion_for(event, received, outcome, retired)
                 if suggestion is not None:
                     outcome.messages.append(suggestion)
@@ -296,27 +301,62 @@ class Advisor:
             warnings.append(lookalike_warning)
         return event, refusal, warnings
 
-    def _likely_duplicate_dose(self, event: Event) -> list[ErrorMessage]:
-        """Another dose of the same insulin and units at the same minute under another id: say so, count both."""
+    def _newest_reading(self, patient: str) -> datetime | None:
+        """The time of the patient's newest glucose reading known so far."""
+        history = self._histories.get(patient)
+        if history is not None:
+            return next((e.ts for e in reversed(history.events) if e.kind is Kind.GLUCOSE), None)
         try:
-            twins = [
+            last = self.store.last_glucose(patient)
+        except sqlite3.Error:
+            return None
+        return None if last is None else last.ts
+
+    def _late_reading(self, event: Event, newest: datetime) -> ErrorMessage:
+        """A reading older than one known (a meter synced late): kept, not answered; the current answer stands."""
+        at, latest = (ts.astimezone(self.zone).strftime("%H:%M") for ts in (event.ts, newest))
+        return ErrorMessage(
+            event.id,
+            f"a reading from {at} arrived after a newer one ({latest}): kept in the history, not answered; the "
+            "current answer stands",
+            level="warning",
+        )
+
+    def _likely_duplicate_dose(self, event: Event) -> list[ErrorMessage]:
+        """Another dose of the same insulin within :data:`SECOND_DOSE_MIN` minutes under another id: say so.
+
+        Both are counted as given; the notice (kept in the audit, shown on the page) asks a person
+        to check whether it was given twice.
+        """
+        try:
+            near = [
                 e
-                for e in self.store.doses_at(event.patient, event.ts)
-                if e.id != event.id and e.insulin is event.insulin and e.units == event.units
+                for e in self.store.doses_near(event.patient, event.ts, SECOND_DOSE_MIN)
+                if e.id != event.id and e.insulin is event.insulin
             ]
         except sqlite3.Error:
             return []
-        if not twins:
+        if not near:
             return []
-        notice = (
-            f"likely duplicate dose: {event.dose:g} U {event.insulin.value if event.insulin else ''} at "
-            f"{event.ts.strftime('%H:%M')} was also recorded as event '{twins[0].id}'; both are counted as "
-            "given: check whether it was given once"
-        )
+        other = min(near, key=lambda e: abs((e.ts - event.ts).total_seconds()))
+        insulin = event.insulin.value if event.insulin else ""
+        apart = abs((other.ts - event.ts).total_seconds()) / 60.0
+        at = event.ts.astimezone(self.zone).strftime("%H:%M")
+        if other.units == event.units and apart < 1.0:
+            notice = (
+                f"likely duplicate dose: {event.dose:g} U {insulin} at {at} was also recorded as event "
+                f"'{other.id}'; both are counted as given: check whether it was given once"
+            )
+        else:
+            notice = (
+                f"second {insulin} dose: {event.dose:g} U at {at} and {other.dose:g} U at "
+                f"{other.ts.astimezone(self.zone).strftime('%H:%M')} (event '{other.id}'), {apart:.0f} min apart; both "
+                "are counted as given: check whether both were given"
+            )
         with contextlib.suppress(StoreError):
             self.store.audit(
                 "duplicate_dose_warning",
-                {"notice": notice, "other": twins[0].id},
+                {"notice": notice, "other": other.id},
                 patient=event.patient,
                 event_id=event.id,
             )

@@ -43,6 +43,7 @@ IN_RANGE_MAX_MG_DL = 180.0
 VERY_HIGH_MG_DL = 250.0
 SENSITIVITY_RULE = 1500.0  # mg/dL per U = 1500 / total daily dose (regular insulin)
 CARB_RATIO_RULE = 500.0  # g per U = 500 / total daily dose
+IOB_RECHECK_MIN = 120.0  # a high reading with insulin on board: see where it goes before anything more
 SIZE_FACTORS: Final = {"less": 0.75, "typical": 1.0, "more": 1.25}
 MEAL_SIZE_WORDS: Final = {"less": "smaller than usual", "typical": "usual", "more": "larger than usual"}
 
@@ -415,9 +416,11 @@ def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
             [
                 head,
                 f"{_fmt(iob)} of regular insulin is still on board and is expected to bring glucose to about "
-                f"{max(predicted, 0):.0f} mg/dL: no correction on top (no stacking). Recheck glucose in 2 hours.",
+                f"{max(predicted, 0):.0f} mg/dL: no correction on top (no stacking). Recheck glucose in "
+                f"{IOB_RECHECK_MIN / 60:g} hours.",
             ],
             ["no_dose_due", "insulin_on_board"],
+            recheck_min=IOB_RECHECK_MIN,
         )
     raw = (g - profile.target_mg_dl) / terms.sensitivity
     reasons = [

@@ -246,11 +246,12 @@ class Store:
         )
         return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
 
-    def doses_at(self, patient: str, ts: datetime) -> list[Event]:
-        """The patient's insulin events at the same minute as ``ts``."""
+    def doses_near(self, patient: str, ts: datetime, within_min: float) -> list[Event]:
+        """The patient's insulin events within ``within_min`` minutes of ``ts``, either side."""
+        t = minutes(ts)
         rows = self._read(
-            "SELECT payload FROM events WHERE patient = ? AND ts_min = ? AND kind = ?",
-            (patient, minutes(ts), Kind.INSULIN.value),
+            "SELECT payload FROM events WHERE patient = ? AND ts_min BETWEEN ? AND ? AND kind = ? ORDER BY seq",
+            (patient, t - within_min, t + within_min, Kind.INSULIN.value),
         )
         return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
 

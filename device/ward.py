@@ -54,7 +54,8 @@ def check_overdue_alert(suggestion: Suggestion, now: datetime) -> Alert | None:
     if check is None or not is_overdue(check, now):
         return None
     late = overdue_minutes(check, now)
-    kind = "recheck after a low" if suggestion.recheck_at else "glucose check"
+    low = "low_glucose" in suggestion.rules
+    kind = ("recheck after a low" if low else "glucose recheck") if suggestion.recheck_at else "glucose check"
     return Alert(
         id=f"overdue-{suggestion.id}",
         patient=suggestion.patient,

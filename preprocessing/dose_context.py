@@ -7,8 +7,10 @@ non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
 * **why a dose is due** — a person asked (a ``request``), a meal was announced (a meal event in
   the last :data:`MEAL_WINDOW_MIN` minutes), or a pre-meal reading was taken in that time;
   otherwise none is due. A meal (or pre-meal reading) that already has a regular dose, given
-  from :data:`DOSE_BEFORE_MEAL_MIN` minutes before it on, makes no second dose due: every later
-  reading (a CGM value every 5 minutes) would otherwise suggest the meal dose again;
+  from :data:`DOSE_BEFORE_MEAL_MIN` minutes before it on, or in the same time-of-day slot in the
+  :data:`SAME_MEAL_MIN` minutes before it (a second "pre-lunch" reading an hour after lunch was
+  dosed, a meal entered again), makes no second dose due: every later reading (a CGM value every
+  5 minutes) would otherwise suggest the meal dose again;
 * the announced meal's size and carbohydrate, and the patient's usual carbohydrate at this
   meal (their last five counts at the same time of day);
 * the patient's **total daily insulin** (regular and long-acting, per day of history), from which
@@ -47,6 +49,7 @@ USUAL_CARB_MEALS = 5
 RATIO_MEALS = 10
 MIN_MEALS_FOR_RATIO = 3
 DOSE_BEFORE_MEAL_MIN = 15.0
+SAME_MEAL_MIN = 180.0  # a regular dose this recent, at the same time of day, was for this meal
 RECENT_LOW_MIN = 180.0
 LOW_MG_DL = 70.0  # the hypoglycaemia threshold no profile may lower
 LOW_AFTER_DOSE_DAYS = 7
@@ -144,7 +147,14 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         due, meal_t = "pre_meal", pre_meal_t
     dosed = None
     if due in ("meal", "pre_meal") and meal_t is not None:
-        dosed = sum(u for dt, u in regular_doses if dt >= meal_t - DOSE_BEFORE_MEAL_MIN) or None
+        dosed = (
+            sum(
+                u
+                for (dt, u), (_, stamp) in zip(regular_doses, dosed_at, strict=True)
+                if dt >= meal_t - DOSE_BEFORE_MEAL_MIN or (meal_t - dt <= SAME_MEAL_MIN and slot_of(stamp) == slot)
+            )
+            or None
+        )
         if dosed is not None:
             due = None
     days = (t - first_t) / MINUTES_PER_DAY if first_t is not None else 0.0

@@ -27,7 +27,7 @@ ROUTINE = (
 
 
 def synthetic_patient(days: int = 14, end: datetime | None = None, seed: int = 7) -> list[Event]:
-    """``days`` days of events ending on the day of ``end`` (timezone-aware), in replay order."""
+    """``days`` days of events ending at ``end`` (timezone-aware; none later), in replay order."""
     if end is None or end.tzinfo is None:
         raise ValueError("end must be a timezone-aware datetime")
     rng = random.Random(seed)
@@ -58,7 +58,7 @@ def synthetic_patient(days: int = 14, end: datetime | None = None, seed: int = 7
         if rng.random() < 0.3:
             add(date.replace(hour=16, minute=30), Kind.EXERCISE, intensity="typical")
     events.sort(key=lambda e: (e.ts, within_timestamp_rank(e)))
-    return events
+    return [e for e in events if e.ts <= end]  # the rest of the last day has not happened yet
 
 
 def synthetic_visit_history(patient: str, end: datetime) -> VisitHistory:

@@ -169,10 +169,14 @@ def test_a_ward_row_and_its_overdue_alert():
     given = Response("given", T0.isoformat(), "ann", "nurse", units=4.0)
     assert patient_row("p", later, glucose, s, given, state, 0).check_overdue
     assert not patient_row("p", later, glucose, s, given, state, 0).dose_pending
-    low = replace(
-        s, recheck_at=(T0 + timedelta(minutes=15)).isoformat(), next_check_at=(T0 + timedelta(minutes=15)).isoformat()
-    )
+    recheck = (T0 + timedelta(minutes=15)).isoformat()
+    low = replace(s, status="withhold", rules=["low_glucose"], recheck_at=recheck, next_check_at=recheck)
     assert "recheck after a low" in check_overdue_alert(low, T0 + timedelta(minutes=16)).message
+    high = replace(s, status="no_dose_due", rules=["no_dose_due", "insulin_on_board"], recheck_at=recheck)
+    assert (
+        "p: glucose recheck was due"
+        in check_overdue_alert(replace(high, next_check_at=recheck), T0 + timedelta(minutes=16)).message
+    )
 
 
 # ---------------------------------------------------------- users and sessions

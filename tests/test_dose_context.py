@@ -65,9 +65,23 @@ def minutes(n: float) -> timedelta:
             None,
             3.0,
         ),
-        # a dose given up to 15 min before the meal covers it; one given earlier does not
+        # a dose given up to 15 min before the meal covers it, and so does one earlier at the same time of
+        # day (within 3 h); a dose at another time of day (breakfast) does not
         ([dose("d", NOON - minutes(10), 4.0), meal("m", "p", NOON)], NOON + minutes(1), False, None, 4.0),
-        ([dose("d", NOON - minutes(20), 4.0), meal("m", "p", NOON)], NOON + minutes(1), False, "meal", None),
+        ([dose("d", NOON - minutes(50), 4.0), meal("m", "p", NOON)], NOON + minutes(1), False, None, 4.0),
+        ([dose("d", NOON - minutes(150), 4.0), meal("m", "p", NOON)], NOON + minutes(1), False, "meal", None),
+        # lunch dosed at 12:03; a second "pre-lunch" reading at 13:02 makes no second dose due
+        (
+            [
+                dose("d", NOON + minutes(3), 5.0),
+                meal("m", "p", NOON + minutes(13)),
+                glucose("g", "p", NOON + minutes(62), 180),
+            ],
+            NOON + minutes(62),
+            False,
+            None,
+            5.0,
+        ),
         # the dose at the decision's own minute is not known yet: the meal is still due
         ([meal("m", "p", NOON), dose("d", NOON + minutes(5), 4.0)], NOON + minutes(5), False, "meal", None),
         # a pre-meal reading still makes the dose due at the readings that follow it, until dosed

@@ -260,3 +260,35 @@ def test_a_reading_counts_for_a_check_by_its_own_time(ward):
     answer = advisor.handle(event_factory.raw(event_factory.glucose("g-1058", "p-1", reading, 140))).suggestion
     assert answer is not None
     assert answer.next_check_at == reading.replace(hour=11, minute=30).isoformat(), "10:58 is 32 min before 11:30"
+
+
+def test_a_dose_recorded_again_seconds_or_minutes_later_is_flagged(ward):
+    """A confirmation, then the same 4 U entered by hand 3 s later; then 2 U 12 min later: both flagged."""
+    advisor, _store, actions, published, answer, clock, _link = ward
+    given = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    advisor.handle(event_factory.raw(given))
+    again = pen("manual-1", given.ts + timedelta(seconds=3), answer.units)
+    warning = advisor.handle(event_factory.raw(again)).errors
+    assert [w.level for w in warning] == ["warning"]
+    assert warning[0].reason.startswith(f"likely duplicate dose: {answer.units:g} U regular at 11:25")
+    clock[0] = given.ts + timedelta(minutes=12)
+    later = pen("manual-2", clock[0], 2.0)
+    second = advisor.handle(event_factory.raw(later)).errors
+    assert second and second[0].reason.startswith("second regular dose: 2 U at 11:37 and")
+    assert "12 min apart" in second[0].reason
+    assert any("second regular dose" in n for n in advisor.store.notices("p-1")), "the page shows it"
+    clock[0] = given.ts + timedelta(minutes=45)
+    far = pen("manual-3", clock[0], 2.0)
+    assert advisor.handle(event_factory.raw(far)).errors == []
+    assert len(published) == 1
+
+
+def test_a_late_reading_is_history_and_the_live_dose_stands(ward):
+    """A meter syncs a reading from two hours ago: stored, not answered; the live dose is still the answer."""
+    advisor, store, actions, _published, answer, _clock, _link = ward
+    outcome = advisor.handle(event_factory.raw(event_factory.glucose("g-old", "p-1", NOW - timedelta(hours=2), 150)))
+    assert outcome.suggestion is None and outcome.added is not None
+    assert [e.level for e in outcome.errors] == ["warning"]
+    assert outcome.errors[0].reason.startswith("a reading from 09:25 arrived after a newer one (11:25)")
+    assert store.latest_suggestion("p-1") == answer and actions.state(answer, None).actionable
+    assert "g-old" in [e.id for e in advisor.history("p-1").events]

@@ -89,3 +89,14 @@ def test_an_event_without_a_time_is_stamped_and_one_with_a_time_is_kept():
     )
     assert stamped.stamped and stamped.event.ts == now
     assert not kept.stamped and kept.event.ts.isoformat() == "2026-01-05T07:00:00+01:00"
+
+
+def test_a_late_reading_is_stored_with_its_warning_not_called_a_repeat():
+    reading = event_factory.glucose("g-late", "p", NOW, 150)
+    late = ErrorMessage("g-late", "a reading from 08:00 arrived after a newer one (10:00): kept", level="warning")
+    answer = Answer(reading, None, [late], handled=True)
+    assert answer.trouble is None
+    assert describe(answer).splitlines() == [
+        "g-late: stored, not answered (the warning below says why)",
+        "g-late: warning: a reading from 08:00 arrived after a newer one (10:00): kept",
+    ]

@@ -630,3 +630,11 @@ def test_every_rule_code_has_plain_words():
     written |= {c for pair in re.findall(r'\["([a-z_]+)"(?:, "([a-z_]+)")?\]', source) for c in pair if c}
     assert emitted <= written | {"nothing_left"}, emitted - written
     assert written | emitted <= set(RULE_WORDS), (written | emitted) - set(RULE_WORDS)
+
+
+def test_a_high_reading_with_insulin_on_board_carries_its_two_hour_recheck():
+    """The reason says 'recheck glucose in 2 hours': the answer's recheck (and so its next check) says so too."""
+    inputs = DecisionInputs(**{**BASE, "due": None, "glucose_mg_dl": 300.0, "iob_units": 6.5})
+    verdict = supervise(inputs, SafetyProfile())
+    assert verdict.rules == ["no_dose_due", "insulin_on_board"] and verdict.recheck_min == 120
+    assert "Recheck glucose in 2 hours" in verdict.reasons[-1]

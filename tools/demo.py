@@ -24,7 +24,7 @@ from preprocessing.events import Event, within_timestamp_rank
 from preprocessing.synthetic import synthetic_visit_history
 
 from .broker import EmbeddedBroker, start_local_broker
-from .replay import EventPublisher
+from .replay import DeviceWatcher, EventPublisher
 
 DEMO_DEVICE_ID = "demo"
 DEMO_NURSE, DEMO_NURSE_PIN = "nurse", "2468"  # a demo user, printed at start; a real ward adds its own
@@ -68,6 +68,16 @@ def replay_outcome(sent: int, total: int) -> str:
     return f"replay finished: {sent} events sent"
 
 
+def _refusals(service: DeviceService, watcher: DeviceWatcher, last: Event) -> str | None:
+    """Once the device has handled the last event sent (it handles them in order): what it refused, in one line."""
+    watcher.wait_for(lambda w: service.store.has_event(last.id) or w.error_for_id(last.id) is not None, 30)
+    refused = [e for e in watcher.errors if e.level == "refused"]
+    if not refused:
+        return None
+    first = refused[0]
+    return f"the device refused {len(refused)} event(s); the first, {first.event_id}: {first.reason}"
+
+
 def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
     """Run until Ctrl-C (or the end of the replay with ``exit_after_replay``)."""
     events, description = demo_events(options)
@@ -89,7 +99,8 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
     service = DeviceService(config)
     if service.store.user(DEMO_NURSE) is None:
         service.store.add_user(DEMO_NURSE, "nurse", hash_pin(DEMO_NURSE_PIN))
-    publisher = None
+    publisher: EventPublisher | None = None
+    watcher: DeviceWatcher | None = None
     done = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -104,8 +115,10 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         echo(f"sign in on the page as '{DEMO_NURSE}' with PIN {DEMO_NURSE_PIN} (a demo nurse: records, sees risk)")
         echo("risk context: a made-up visit history is sent to the demo-trained companion models")
         echo("Decision support only, not a certified medical device. Press Ctrl-C to stop.")
+        watcher = DeviceWatcher(broker_config, DEMO_DEVICE_ID)
         publisher = EventPublisher(broker_config, DEMO_DEVICE_ID)
         publisher.wait_connected()
+        watcher.wait_subscribed()
         live_from = events[-1].ts - timedelta(days=1)
         publisher.publish_visit_history(synthetic_visit_history(patient, events[-1].ts))
 
@@ -115,6 +128,10 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         sent = publisher.publish_events(events, pause, stop=done)
         publisher.flush()
         echo(replay_outcome(sent, len(events)))
+        if sent:
+            refusals = _refusals(service, watcher, events[sent - 1])
+            if refusals:
+                echo(refusals)
         if sent == len(events):
             echo(
                 f"the device's clock runs on from the log's last event ({events[-1].ts:%Y-%m-%d %H:%M}) with the wall "
@@ -125,8 +142,9 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if publisher is not None:
-            publisher.close()
+        for client in (publisher, watcher):
+            if client is not None:
+                client.close()
         service.stop()
         if broker is not None:
             broker.stop()

@@ -64,6 +64,8 @@ class Answer:
         if isinstance(self.reply, ErrorMessage):
             return "refused"
         if self.reply is None and self.event.kind in ANSWERED:
+            if self.handled and self.warnings:
+                return None  # stored with a warning that says why it was not answered (a late reading)
             return "repeat" if self.handled else "unanswered"
         return None
 
@@ -122,6 +124,8 @@ def _answer_line(answer: Answer, reader: str | None) -> str:
     if reply is None:
         if event.kind not in ANSWERED:
             return f"{event.id}: sent ({event.kind.value}; no answer expected)"
+        if answer.handled and answer.warnings:
+            return f"{event.id}: stored, not answered (the warning below says why)"
         if answer.handled:
             return (
                 f"{event.id}: a repeat: the device already holds event {event.id} and answers an event once, "
