@@ -339,7 +339,7 @@ class Advisor:
         if not near:
             return []
         other = min(near, key=lambda e: abs((e.ts - event.ts).total_seconds()))
-        insulin = event.insulin.value if event.insulin else ""
+        insulin = event.insulin.label if event.insulin else ""
         apart = abs((other.ts - event.ts).total_seconds()) / 60.0
         at = event.ts.astimezone(self.zone).strftime("%H:%M")
         if other.units == event.units and apart < 1.0:

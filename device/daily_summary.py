@@ -7,13 +7,14 @@ reasons, lows and how they were treated, time in range of the readings, the supe
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Protocol
 
 from preprocessing.events import Event, Kind
 
-from .messages import Adherence, DaySummary, DoseLine, DosePoint, LowLine, Response, Suggestion, WardAdherence
+from .dose_responses import replacement
+from .messages import Adherence, DaySummary, DoseLine, DosePoint, LowLine, Response, Retired, Suggestion, WardAdherence
 from .safety import RULE_WORDS
 from .store import DoseAnswer
 
@@ -27,6 +28,20 @@ def day_bounds(day: date, zone: tzinfo) -> tuple[datetime, datetime]:
     return start, datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)
 
 
+def replaced_answers(
+    answers: Sequence[Suggestion], responses: Mapping[str, Response], retired: Mapping[str, Retired], expiry_s: float
+) -> dict[str, str]:
+    """The dose answers (in order) that were replaced before anyone acted on them, and why."""
+    found = {}
+    for i, s in enumerate(answers):
+        if not s.is_dose or s.id in responses:
+            continue
+        why = replacement(s.ts, answers[i + 1].ts if i + 1 < len(answers) else None, retired.get(s.id), expiry_s)
+        if why is not None:
+            found[s.id] = why
+    return found
+
+
 def summarise(
     patient: str,
     day: date,
@@ -34,8 +49,11 @@ def summarise(
     events: Sequence[Event],
     suggestions: Sequence[Suggestion],
     responses: dict[str, Response],
+    retired: Mapping[str, Retired] | None = None,
+    expiry_s: float = 900.0,
 ) -> DaySummary:
-    """The day's summary from its events and answers (both in time order) and the responses by suggestion id."""
+    """The day's summary from its events and answers (both in time order), the responses and the
+    retirements by suggestion id; ``expiry_s``: how long an answer could be acted on."""
     start, end = day_bounds(day, zone)
     todays = [e for e in events if start <= e.ts < end]
     readings = [e for e in todays if e.kind is Kind.GLUCOSE and e.mg_dl is not None]
@@ -44,6 +62,7 @@ def summarise(
     in_range = sum(IN_RANGE[0] <= v <= IN_RANGE[1] for v in values)
     given_ids = {r.event_id for r in responses.values() if r.event_id}
     rules = dict(Counter(rule for s in answers for rule in s.rules).most_common())
+    replaced = replaced_answers(answers, responses, retired or {}, expiry_s)
     return DaySummary(
         patient=patient,
         date=day.isoformat(),
@@ -52,20 +71,20 @@ def summarise(
         mean_mg_dl=round(sum(values) / len(values), 1) if values else None,
         in_range_share=round(in_range / len(values), 3) if values else None,
         lows=_lows(readings, answers, responses),
-        doses=[_dose_line(s, responses.get(s.id)) for s in answers if s.is_dose],
+        doses=[_dose_line(s, responses.get(s.id), replaced.get(s.id)) for s in answers if s.is_dose],
         other_doses=[
             DosePoint(e.ts.isoformat(), e.insulin.value, float(e.units))
             for e in todays
             if e.kind is Kind.INSULIN and e.insulin is not None and e.units is not None and e.id not in given_ids
         ],
-        adherence=adherence([s for s in answers if s.is_dose], responses),
+        adherence=adherence([s for s in answers if s.is_dose], responses, replaced),
         rules=rules,
         answers=dict(Counter(s.status for s in answers).most_common()),
         rule_words={code: RULE_WORDS.get(code, code.replace("_", " ")) for code in rules},
     )
 
 
-def _dose_line(suggestion: Suggestion, response: Response | None) -> DoseLine:
+def _dose_line(suggestion: Suggestion, response: Response | None, replaced: str | None) -> DoseLine:
     return DoseLine(
         at=suggestion.ts,
         glucose_mg_dl=suggestion.glucose_mg_dl,
@@ -75,6 +94,7 @@ def _dose_line(suggestion: Suggestion, response: Response | None) -> DoseLine:
         user=None if response is None else response.user,
         reason=None if response is None else response.reason,
         note=None if response is None else response.note,
+        replaced=replaced,
     )
 
 
@@ -109,13 +129,17 @@ class _Dose(Protocol):
     def units(self) -> float: ...
 
 
-def adherence(doses: Sequence[_Dose], responses: dict[str, Response]) -> Adherence:
-    """How suggested doses were followed: exactly, with other units, declined, or not answered."""
-    followed = different = declined = 0
+def adherence(
+    doses: Sequence[_Dose], responses: Mapping[str, Response], replaced: Mapping[str, str] | None = None
+) -> Adherence:
+    """How suggested doses were followed: exactly, with other units, declined, replaced before anyone
+    acted (a later event or answer), or not answered."""
+    followed = different = declined = superseded = 0
     reasons: Counter[str] = Counter()
     for suggestion in doses:
         response = responses.get(suggestion.id)
         if response is None:
+            superseded += suggestion.id in (replaced or {})
             continue
         if response.action == "declined":
             declined += 1
@@ -131,7 +155,8 @@ def adherence(doses: Sequence[_Dose], responses: dict[str, Response]) -> Adheren
         followed=followed,
         given_different=different,
         declined=declined,
-        unanswered=len(doses) - answered,
+        unanswered=len(doses) - answered - superseded,
+        replaced=superseded,
         followed_share=round(followed / len(doses), 3) if doses else None,
         reasons=dict(reasons.most_common()),
     )
@@ -141,11 +166,12 @@ def ward_adherence(day: date, zone: tzinfo, doses: Sequence[tuple[DoseAnswer, Re
     """Adherence of every patient's dose answers that day, and over the ward."""
     by_patient: dict[str, list[DoseAnswer]] = {}
     responses = {s.id: r for s, r in doses if r is not None}
+    replaced = {s.id: s.replaced for s, _ in doses if s.replaced is not None}
     for suggestion, _ in doses:
         by_patient.setdefault(suggestion.patient, []).append(suggestion)
     return WardAdherence(
         date=day.isoformat(),
         timezone=str(zone),
-        total=adherence([s for s, _ in doses], responses),
-        patients={p: adherence(found, responses) for p, found in sorted(by_patient.items())},
+        total=adherence([s for s, _ in doses], responses, replaced),
+        patients={p: adherence(found, responses, replaced) for p, found in sorted(by_patient.items())},
     )

@@ -81,14 +81,20 @@ def check_current(
     ``retired``: why a later event retired it, which a replaced suggestion's refusal says too.
     """
     if latest is None or latest.id != suggestion.id:
-        why = retired.reason if retired is not None else f"the newer answer was made at {_clock(latest)}"
+        why = retired.reason if retired is not None else _newer(latest)
         raise ActionConflict(f"a newer answer has replaced this suggestion ({why}); act on the current one")
     if not state.actionable:
         raise ActionConflict(f"this suggestion can no longer be acted on: {state.why_not}")
 
 
-def _clock(suggestion: Suggestion | None) -> str:
-    return "?" if suggestion is None else suggestion.ts[11:16]
+def _newer(latest: Suggestion | None) -> str:
+    """What the answer that replaced a suggestion answered, in a few words."""
+    if latest is None:
+        return "it is no longer on record"
+    if latest.replaces is not None:
+        return latest.replaces.reason
+    reading = "" if latest.glucose_mg_dl is None else f" with glucose {latest.glucose_mg_dl:.0f} mg/dL"
+    return f"a newer answer was made at {latest.ts[11:16]}{reading}"
 
 
 def check_no_dose_since(doses: list[Event], zone: tzinfo) -> None:
@@ -101,6 +107,18 @@ def check_no_dose_since(doses: list[Event], zone: tzinfo) -> None:
             f"not recorded: {d.dose:g} U of regular insulin was recorded at {at} after this "
             f"suggestion (event {d.id}); check what was given before any more insulin"
         )
+
+
+def replacement(at: str, next_at: str | None, retired: Retired | None, expiry_s: float) -> str | None:
+    """Why an answer no one acted on was replaced before it lapsed: an event retired it, or a newer
+    answer came while it was live; None when it simply went unanswered."""
+    if retired is not None:
+        return retired.reason
+    if next_at is not None:
+        made, newer = datetime.fromisoformat(at), datetime.fromisoformat(next_at)
+        if newer - made < timedelta(seconds=expiry_s):
+            return f"a newer answer at {newer:%H:%M} replaced it"
+    return None
 
 
 def check_reason(reason: str | None, note: str | None) -> None:

@@ -322,6 +322,7 @@ class DoseLine(Message):
     user: str | None
     reason: OverrideReason | None
     note: str | None
+    replaced: str | None = None  # why it was replaced before anyone acted on it (not "not answered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +349,7 @@ class Adherence(Message):
     unanswered: int
     followed_share: float | None
     reasons: dict[str, int]
+    replaced: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +424,7 @@ class PatientRow(Message):
     check_overdue: bool
     lows_24h: int
     retired: bool = False
+    live: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ def describe(event: Event, zone: tzinfo) -> str:
     """What happened, in one line a nurse reads before acting."""
     at = event.ts.astimezone(zone).strftime("%H:%M")
     if event.kind is Kind.INSULIN:
-        insulin = event.insulin.value if event.insulin else "unknown"
+        insulin = event.insulin.label if event.insulin else "unknown"
         return (
             f"{event.dose:g} U of {insulin} insulin was recorded at {at} after this answer: do not give this dose; "
             "check what was given before any more insulin"

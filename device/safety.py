@@ -248,6 +248,12 @@ def _fmt(units: float) -> str:
     return f"{units:.1f} U"
 
 
+def _from_to(before: float, after: float) -> str:
+    """The change in words, with two decimals where one would show the same number twice."""
+    digits = 1 if f"{before:.1f}" != f"{after:.1f}" else 2
+    return f"from {before:.{digits}f} U to {after:.{digits}f} U"
+
+
 def _describe_age(age_min: float) -> str:
     if age_min < 1:
         return "less than a minute"
@@ -432,9 +438,7 @@ def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
     units = raw - iob
     if inputs.bedtime and units > 0:
         reduced = units * profile.bedtime_correction_share
-        reasons.append(
-            f"Reduced from {_fmt(units)} to {_fmt(reduced)} at bedtime ({profile.bedtime_correction_share:.0%})."
-        )
+        reasons.append(f"Reduced {_from_to(units, reduced)} at bedtime ({profile.bedtime_correction_share:.0%}).")
         rules.append("bedtime_reduced")
         units = reduced
     units = _after_low(_titrated(units, inputs, profile, reasons, rules), inputs, profile, reasons, rules)
@@ -497,7 +501,7 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
     cap = usual_for_meal + profile.max_above_usual_units
     if units > cap:
         reasons.append(
-            f"Lowered from {_fmt(units)} to {_fmt(cap)}: at most {profile.max_above_usual_units:g} U above the usual "
+            f"Lowered {_from_to(units, cap)}: at most {profile.max_above_usual_units:g} U above the usual "
             f"dose for this meal ({_fmt(usual_for_meal)})."
         )
         rules.append("above_usual_cap")
@@ -510,7 +514,7 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
     if units > ceiling:
         lowered = max(0.0, ceiling)
         reasons.append(
-            f"Lowered from {_fmt(units)} to {_fmt(lowered)} by the physiological guard: meal {_fmt(meal_units)} "
+            f"Lowered {_from_to(units, lowered)} by the physiological guard: meal {_fmt(meal_units)} "
             f"{'+' if correction >= 0 else '−'} {_fmt(abs(correction))} for glucose {g:.0f} mg/dL against the target "
             f"{profile.target_mg_dl:.0f} mg/dL (sensitivity {terms.sensitivity:.0f} mg/dL per U) − {_fmt(iob)} "
             f"still on board; terms from {terms.source}."
@@ -558,7 +562,7 @@ def _titrated(
     if units <= limit:
         return units
     reasons.append(
-        f"Lowered from {_fmt(units)} to {_fmt(limit)}: {_fmt(before.units)} at this time of day on "
+        f"Lowered {_from_to(units, limit)}: {_fmt(before.units)} at this time of day on "
         f"{before.given_at:%d %b at %H:%M} was followed by a low of {before.low_mg_dl:.0f} mg/dL within "
         f"{LOW_AFTER_DOSE_MIN / 60:g} hours, so at most {profile.low_after_dose_share:.0%} of it."
     )
@@ -575,7 +579,7 @@ def _after_low(
         return units
     reduced = units * profile.after_low_share
     reasons.append(
-        f"Reduced from {_fmt(units)} to {_fmt(reduced)} ({profile.after_low_share:.0%}): glucose was {lowest:.0f} "
+        f"Reduced {_from_to(units, reduced)} ({profile.after_low_share:.0%}): glucose was {lowest:.0f} "
         f"mg/dL, below {profile.low_glucose_mg_dl:.0f} mg/dL, within the last {RECENT_LOW_MIN / 60:g} hours."
     )
     rules.append("after_low")
@@ -641,7 +645,7 @@ def _finish(
             f"{profile.history_limit_factor:g} × the patient's largest recent dose of {_fmt(inputs.largest_dose)}"
         )
     if units > single:
-        reasons.append(f"Lowered from {_fmt(units)} to {_fmt(single)}: {single_why}.")
+        reasons.append(f"Lowered {_from_to(units, single)}: {single_why}.")
         rules.append("max_single")
         units = single
     daily, daily_why = profile.max_daily_regular_units, "the profile's daily limit"
@@ -652,7 +656,7 @@ def _finish(
     room = max(0.0, daily - inputs.regular_24h_units)
     if units > room:
         reasons.append(
-            f"Lowered from {_fmt(units)} to {_fmt(room)}: {_fmt(inputs.regular_24h_units)} of regular insulin in "
+            f"Lowered {_from_to(units, room)}: {_fmt(inputs.regular_24h_units)} of regular insulin in "
             f"the last 24 h, limit {_fmt(daily)} ({daily_why})."
         )
         rules.append("max_daily")

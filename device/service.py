@@ -289,14 +289,16 @@ class DeviceService:
         start, end = day_bounds(day, zone)
         events = self.store.events_between(patient, start, end)
         answers = self.store.suggestions_between(patient, start, end)
-        responses = self.store.responses_to([a.id for a in answers])
-        return summarise(patient, day, zone, events, answers, responses)
+        ids = [a.id for a in answers]
+        responses, retired = self.store.responses_to(ids), self.store.retirements_for(ids)
+        return summarise(patient, day, zone, events, answers, responses, retired, self.config.suggestion_expiry_s)
 
     def adherence(self, day: date | None = None) -> WardAdherence:
         """How the ward's suggested doses were followed that day (default today), by patient and reason."""
         zone = self.config.zone
         day = day or self.advisor.now().astimezone(zone).date()
-        return ward_adherence(day, zone, self.store.doses_between(*day_bounds(day, zone)))
+        doses = self.store.doses_between(*day_bounds(day, zone), self.config.suggestion_expiry_s)
+        return ward_adherence(day, zone, doses)
 
     def day_summary_pdf(self, patient: str, day: date | None = None) -> bytes:
         from .summary_pdf import summary_pdf  # fpdf2 and Pillow load only when a PDF is asked for

@@ -27,6 +27,7 @@ from preprocessing.events import Event, Kind
 from preprocessing.features import minutes
 from preprocessing.validation import event_from_mapping
 
+from .dose_responses import replacement
 from .messages import Alert, Response, Retired, Suggestion
 from .patient_ids import folded, skeleton
 
@@ -111,12 +112,13 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 
 
 class DoseAnswer(NamedTuple):
-    """The fields of a dose answer that adherence needs."""
+    """The fields of a dose answer that adherence needs; ``replaced``: why it was replaced unanswered."""
 
     id: str
     patient: str
     ts: str
     units: float
+    replaced: str | None = None
 
 
 class StoreError(Exception):
@@ -472,34 +474,51 @@ class Store:
         found = [Suggestion.from_json(r[0]) for r in rows]
         return [x for x in found if start <= datetime.fromisoformat(x.ts) < end]
 
-    def doses_between(self, start: datetime, end: datetime) -> list[tuple[DoseAnswer, Response | None]]:
-        """Every patient's dose answers decided in ``[start, end)`` with what was done with each.
+    def doses_between(
+        self, start: datetime, end: datetime, expiry_s: float = 900.0
+    ) -> list[tuple[DoseAnswer, Response | None]]:
+        """Every patient's dose answers decided in ``[start, end)`` with what was done with each, and
+        whether a later event or answer replaced it before anyone acted (``expiry_s``: its life).
 
         Reads only the fields adherence needs (a day of CGM answers is thousands of rows).
         """
         rows = self._read(
-            "SELECT s.id, s.patient, json_extract(s.payload, '$.ts'), json_extract(s.payload, '$.units'), r.payload"
+            "SELECT s.id, s.patient, json_extract(s.payload, '$.ts'), json_extract(s.payload, '$.units'), r.payload,"
+            " t.payload, (SELECT json_extract(n.payload, '$.ts') FROM suggestions n"
+            "  WHERE n.patient = s.patient AND n.rowid > s.rowid ORDER BY n.rowid LIMIT 1)"
             " FROM suggestions s JOIN events e ON e.id = s.event_id LEFT JOIN responses r ON r.suggestion_id = s.id"
+            " LEFT JOIN retirements t ON t.suggestion_id = s.id"
             " WHERE s.status = 'suggest' AND e.ts_min >= ? AND e.ts_min < ? ORDER BY s.rowid",
             (minutes(start) - 24 * 60, minutes(end) + 24 * 60),
         )
         found = []
-        for sid, patient, ts, units, response in rows:
+        for sid, patient, ts, units, response, retired, next_ts in rows:
             if start <= datetime.fromisoformat(ts) < end:
-                answer = DoseAnswer(sid, patient, ts, float(units))
+                why = None
+                if response is None:
+                    why = replacement(ts, next_ts, None if retired is None else Retired.from_json(retired), expiry_s)
+                answer = DoseAnswer(sid, patient, ts, float(units), why)
                 found.append((answer, None if response is None else Response.from_json(response)))
         return found
 
+    def retirements_for(self, suggestion_ids: list[str]) -> dict[str, Retired]:
+        """The retirements of these suggestions, by suggestion id."""
+        return {sid: Retired.from_json(p) for sid, p in self._payloads("retirements", suggestion_ids).items()}
+
     def responses_to(self, suggestion_ids: list[str]) -> dict[str, Response]:
         """The responses recorded to these suggestions, by suggestion id."""
-        found: dict[str, Response] = {}
+        return {sid: Response.from_json(p) for sid, p in self._payloads("responses", suggestion_ids).items()}
+
+    def _payloads(self, table: str, suggestion_ids: list[str]) -> dict[str, str]:
+        """The payloads of ``table`` (responses, retirements) for these suggestions, by suggestion id."""
+        found: dict[str, str] = {}
         for i in range(0, len(suggestion_ids), 500):
             chunk = suggestion_ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             for sid, payload in self._read(
-                f"SELECT suggestion_id, payload FROM responses WHERE suggestion_id IN ({marks})", tuple(chunk)
+                f"SELECT suggestion_id, payload FROM {table} WHERE suggestion_id IN ({marks})", tuple(chunk)
             ):
-                found[sid] = Response.from_json(payload)
+                found[sid] = payload
         return found
 
     def response_for(self, suggestion_id: str) -> Response | None:

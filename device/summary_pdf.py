@@ -64,14 +64,16 @@ def summary_pdf(summary: DaySummary, device_id: str) -> bytes:
             _clock(d.at),
             _num(d.glucose_mg_dl),
             f"{d.suggested_units:g} U",
-            d.response or "not answered",
+            d.response or ("replaced" if d.replaced else "not answered"),
             _num(d.given_units, " U", 1),
             d.user or "-",
-            (OVERRIDE_REASONS.get(d.reason, d.reason) if d.reason else "") + (f": {d.note}" if d.note else ""),
+            (OVERRIDE_REASONS.get(d.reason, d.reason) if d.reason else d.replaced or "")
+            + (f": {d.note}" if d.note else ""),
         ]
         for d in summary.doses
     ]
-    _table(pdf, ["time", "glucose", "suggested", "done", "given", "by", "reason"], rows, [16, 18, 22, 28, 18, 28, 60])
+    header = ["time", "glucose mg/dL", "suggested", "done", "given", "by", "reason"]
+    _table(pdf, header, rows, [16, 18, 22, 28, 18, 28, 60])
     if summary.other_doses:
         _line(
             pdf,
@@ -83,7 +85,8 @@ def summary_pdf(summary: DaySummary, device_id: str) -> bytes:
     _line(
         pdf,
         f"Adherence: {a.followed} of {a.suggested} suggested doses given as suggested ({followed}); "
-        f"{a.given_different} with other units, {a.declined} declined, {a.unanswered} not answered.",
+        f"{a.given_different} with other units, {a.declined} declined, {a.replaced} replaced before anyone acted, "
+        f"{a.unanswered} not answered.",
     )
     if a.reasons:
         _line(pdf, "Reasons: " + ", ".join(f"{OVERRIDE_REASONS.get(k, k)} {n}" for k, n in a.reasons.items()))

@@ -39,6 +39,7 @@ def patient_row(
         check_overdue=is_overdue(check, now),
         lows_24h=lows_24h,
         retired=retired,
+        live=bool(state and state.actionable),
     )
 
 

@@ -26,6 +26,11 @@ class Insulin(str, enum.Enum):
     NPH = "nph"
     ULTRALENTE = "ultralente"
 
+    @property
+    def label(self) -> str:
+        """The name a nurse reads: "regular", "NPH", "ultralente"."""
+        return "NPH" if self is Insulin.NPH else self.value
+
 
 GLUCOSE_CONTEXTS = (
     "pre_breakfast",

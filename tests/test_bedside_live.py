@@ -29,7 +29,8 @@ ENTRY_KINDS = ("glucose", "meal", "hypo_symptoms", "exercise", "insulin")
 OUTSIDE = """(w, h) => [...document.querySelectorAll('dialog[open] button, dialog[open] input, header > *')]
     .filter((e) => e.offsetParent !== null && !e.classList.contains('visually-hidden'))
     .filter((e) => { const r = e.getBoundingClientRect();
-                     return r.left < 0 || r.top < 0 || r.right > w + 0.5 || r.bottom > h + 0.5
+                     const dy = e.closest('dialog') ? 0 : window.scrollY;  // the header: where it is on the page
+                     return r.left < 0 || r.top + dy < 0 || r.right > w + 0.5 || r.bottom + dy > h + 0.5
                             || e.scrollWidth > e.clientWidth + 1; })
     .map((e) => e.id || e.textContent.trim())"""
 
@@ -60,6 +61,9 @@ def test_a_dose_recorded_another_way_greys_the_suggestion(browser, bedside, arti
     assert rows(device, "SELECT event_id FROM audit WHERE action = 'retired'") == [("pen-6",)]
     page.get_by_role("button", name="Ward").click()
     wait_text(page, "#ward-rows", "t.includes('p-pen') && t.includes('no longer valid')")
+    wait_text(page, "#adherence-rows", "t.includes('p-pen')")
+    pen_row = next(r for r in page.inner_text("#adherence-rows").splitlines() if r.startswith("p-pen"))
+    assert pen_row.split("\t")[1:7] == ["1", "0 (0 %)", "0", "0", "1", "0"], "replaced, not 'not answered'"
     page.close()
 
 
@@ -100,6 +104,8 @@ def test_every_dialog_and_the_header_fit_the_screen(browser, bedside, artifacts,
     page.goto(device.url + "?patient=synthetic-fit")
     wait_text(page, "#status-word", "t === 'Suggested dose'")
     assert page.locator("#synthetic").is_visible()
+    assert page.inner_text("#patient-id") == "synthetic-fit", "the answer names its patient in full, as typed"
+    assert page.eval_on_selector("#patient-id", "e => e.scrollWidth <= e.clientWidth + 1")
     width, height = viewport["width"], viewport["height"]
     name = f"{width}x{height}"
 
@@ -170,6 +176,7 @@ def test_times_are_ward_time_whatever_the_browser_s_zone(browser, mosquitto, tmp
         page.goto(device.url + "?patient=p-ber")
         wait_text(page, "#glucose", "t === '140 mg/dL'")
         page.get_by_role("button", name="Glucose", exact=True).click()
+        page.locator("#entry-choices .choice").last.click()
         for key in ("1", "2", "0"):
             page.get_by_role("button", name=key, exact=True).click()
         page.get_by_role("button", name="Record").click()
@@ -212,15 +219,60 @@ def test_the_day_page_lists_every_insulin_and_reads_plainly(browser, bedside, ar
     responses: list[tuple[int, str]] = []
     page.on("response", lambda r: responses.append((r.status, r.url)))
     page.goto(device.url + "?patient=p-day&view=day")
-    wait_text(page, "#day-other", "t.includes('nph 14.0 U') && t.includes('regular 8.0 U')")
+    wait_text(page, "#day-other", "t.includes('NPH 14.0 U') && t.includes('regular 8.0 U')")
     today = datetime.now(UTC).date()
     assert page.input_value("#day-date") == today.isoformat(), "the date reads YYYY-MM-DD in any browser locale"
     assert "_" not in page.inner_text("#day-rules"), "rules in words, not codes"
     page.get_by_role("button", name="Previous day").click()
-    wait_text(page, "#day-other", "t.includes('regular 7.0 U') && !t.includes('nph')")  # yesterday's routine dose
+    wait_text(page, "#day-other", "t.includes('regular 7.0 U') && !t.includes('NPH')")  # yesterday's routine dose
     assert page.input_value("#day-date") == (today - timedelta(days=1)).isoformat()
     page.get_by_role("button", name="Next day").click()
-    wait_text(page, "#day-other", "t.includes('nph 14.0 U')")
+    wait_text(page, "#day-other", "t.includes('NPH 14.0 U')")
     page.screenshot(path=str(artifacts / "day-summary-other-insulin-800x480.png"))
     assert [r for r in responses if r[0] >= 400] == [], "no request fails, the icon included"
     page.close()
+
+
+@pytest.mark.parametrize(
+    ("ward_time", "offered", "context"),
+    [("21:58", ["Bedtime or night"], "unspecified"), ("12:25", ["Before lunch", "Not before a meal"], "pre_lunch")],
+)
+def test_a_reading_is_before_a_meal_only_when_said_and_never_at_night(
+    browser, mosquitto, tmp_path, ward_time, offered, context
+):
+    """At 21:58 a reading is a bedtime one (no meal dose due); at 12:25 the nurse must say "before lunch"."""
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, "bed-ctx", clock="event").start()
+    broker = BrokerConfig(url=mosquitto.url)
+    publisher, watcher = EventPublisher(broker, "bed-ctx"), DeviceWatcher(broker, "bed-ctx")
+    try:
+        publisher.wait_connected()
+        assert watcher.subscribed.wait(5)
+        hour, minute = (int(x) for x in ward_time.split(":"))
+        t0 = datetime(2026, 11, 20, hour, minute, tzinfo=UTC)
+        for event in event_factory.history("p-ctx", t0):
+            publisher.publish(event)
+        publisher.publish(event_factory.glucose("g-ctx", "p-ctx", t0, 150, "unspecified"))
+        assert watcher.wait_for(lambda w: w.suggestion_for("g-ctx"), 8)
+        page = browser.new_page(viewport=SMALL)
+        page.goto(device.url + "?patient=p-ctx")
+        wait_text(page, "#glucose", "t === '150 mg/dL'")
+        page.get_by_role("button", name="Glucose", exact=True).click()
+        choices = page.locator("#entry-choices .choice")
+        assert choices.all_inner_texts() == offered
+        pressed = [b.get_attribute("aria-pressed") for b in choices.all()]
+        assert pressed == (["true"] if len(offered) == 1 else ["false", "false"]), "never a meal by default"
+        for key in ("1", "6", "5"):
+            page.get_by_role("button", name=key, exact=True).click()
+        if len(offered) > 1:
+            page.get_by_role("button", name="Record").click()
+            assert page.inner_text("#entry-error") == "Say whether the reading is before a meal."
+            choices.first.click()
+        page.get_by_role("button", name="Record").click()
+        wait_text(page, "#glucose", "t === '165 mg/dL'")
+        stored = rows(device, "SELECT payload FROM events WHERE id LIKE 'page-%'")
+        assert json.loads(stored[0][0])["context"] == context
+        page.close()
+    finally:
+        publisher.close()
+        watcher.close()
+        device.stop()

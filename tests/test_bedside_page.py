@@ -166,8 +166,8 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     page.get_by_role("button", name="Ward").click()
     wait_text(page, "#adherence-rows", "t.includes('All patients')")
     lines = {r.split("\t")[0]: r.split("\t") for r in page.inner_text("#adherence-rows").splitlines()}
-    assert lines["p-2"][1:] == ["1", "0 (0 %)", "1", "0", "0", "not eating 1"]
-    assert lines["p-2b"][1:] == ["1", "0 (0 %)", "0", "1", "0", "patient refused 1"]
+    assert lines["p-2"][1:] == ["1", "0 (0 %)", "1", "0", "0", "0", "not eating 1"]
+    assert lines["p-2b"][1:] == ["1", "0 (0 %)", "0", "1", "0", "0", "patient refused 1"]
     assert lines["All patients"][1:4] == ["2", "0 (0 %)", "1"]
     page.screenshot(path=str(artifacts / "ward-adherence-800x480.png"))
     page.close()
@@ -198,6 +198,7 @@ def test_a_dose_not_given_in_time_expires_visibly(browser, mosquitto, tmp_path, 
         wait_text(page, "#status-word", "t === 'Suggested dose — expired'")
         assert page.get_by_role("button", name="Dose given").is_hidden()
         assert page.inner_text("#state-line").startswith("Do not act on this: expired at 11:35")
+        assert page.inner_text("#next-check") == "Measure glucose now for a new answer (the dose expired at 11:35)"
         assert page.eval_on_selector("#suggestion", "b => b.className") == "expired"
         page.screenshot(path=str(artifacts / "bedside-800x480-expired.png"))
         status, answer = device.post("api/patients/p-old/confirm", ConfirmDose(suggestion.id, suggestion.units))
@@ -217,6 +218,7 @@ def test_entries_at_the_bedside_take_the_sensor_s_path(browser, bedside, artifac
     wait_text(page, "#status-word", "t === 'Choose a patient'")
     page.get_by_role("button", name="Glucose", exact=True).click()
     page.get_by_label("Patient id").fill("p-new")
+    page.locator("#entry-choices .choice").last.click()  # not before a meal (or, at night, the only choice)
     for key in ("1", "5", "0"):
         page.get_by_role("button", name=key, exact=True).click()
     page.screenshot(path=str(artifacts / "bedside-800x480-entry.png"))
@@ -226,9 +228,8 @@ def test_entries_at_the_bedside_take_the_sensor_s_path(browser, bedside, artifac
     stored = rows(device, "SELECT id, payload FROM events WHERE patient = 'p-new' AND kind = 'glucose'")
     assert len(stored) == 1 and stored[0][0].startswith("page-") and json.loads(stored[0][1])["mg_dl"] == 150
     assert watcher.wait_for(lambda w: w.suggestion_for(stored[0][0]), 5), "the device answered the entry"
-    wait_text(page, "#status-word", "t === 'Not enough data'")
-    assert "physician's plan" in page.inner_text("#todo")
-    assert page.inner_text("#units") == "No suggestion"
+    wait_text(page, "#status-word", "t === 'No dose due now'")  # a first reading, not before a meal
+    assert page.inner_text("#units") == "No insulin now"
     entered = rows(device, "SELECT detail FROM audit WHERE action = 'entered' AND event_id = ?", stored[0][0])
     assert json.loads(entered[0][0])["user"] == "bedside"
 
@@ -246,6 +247,7 @@ def test_entries_at_the_bedside_take_the_sensor_s_path(browser, bedside, artifac
     page.get_by_role("button", name="mg/dL").click()
     page.get_by_role("button", name="Glucose", exact=True).click()
     page.get_by_label("Glucose (mmol/L)").fill("4.5")
+    page.locator("#entry-choices .choice").last.click()  # not before a meal (or, at night, the only choice)
     page.get_by_role("button", name="Record").click()
     wait_text(page, "#glucose", "t === '4.5 mmol/L'")
     kinds = rows(device, "SELECT kind, payload FROM events WHERE patient = 'p-new' ORDER BY seq")
@@ -262,6 +264,7 @@ def test_entries_at_the_bedside_take_the_sensor_s_path(browser, bedside, artifac
     page.wait_for_function("() => !document.getElementById('entry-dialog').open")
     page.get_by_role("button", name="Glucose", exact=True).click()
     page.get_by_label("Glucose (mmol/L)").fill("25")
+    page.locator("#entry-choices .choice").last.click()  # not before a meal (or, at night, the only choice)
     page.get_by_role("button", name="Record").click()
     wait_text(page, "#glucose", "t === '25.0 mmol/L'")
     wait_text(page, "#chart .off-scale", "t === '▲25.0'")  # above the chart's 400 mg/dL: marked, not clipped silently
@@ -396,6 +399,8 @@ def test_page_fits_a_phone(browser, bedside, artifacts):
     assert page.get_by_role("button", name="Dose given").is_hidden()
     page.get_by_label("Patient", exact=True).select_option("p-9")
     wait_text(page, "#status-word", "t === 'Not enough data'")
+    assert page.inner_text("#todo").endswith("record it with the Dose button below."), "names a button that exists"
+    assert page.inner_text("#units") == "No suggestion"
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.get_by_role("button", name="Acknowledge").is_enabled()
     page.get_by_role("button", name="Glucose", exact=True).click()

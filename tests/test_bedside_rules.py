@@ -308,10 +308,10 @@ def test_the_day_summary_counts_doses_reasons_and_lows():
 
 def test_ward_adherence_by_patient_and_in_all():
     from device.daily_summary import ward_adherence
+    from device.store import DoseAnswer
 
-    a1 = replace(dose(units=4.0), id="s-a1", patient="a")
-    a2 = replace(dose(units=2.0), id="s-a2", patient="a")
-    b1 = replace(dose(units=6.0), id="s-b1", patient="b")
+    ts = T0.isoformat()
+    a1, a2, b1 = DoseAnswer("s-a1", "a", ts, 4.0), DoseAnswer("s-a2", "a", ts, 2.0), DoseAnswer("s-b1", "b", ts, 6.0)
     given = Response("given", T0.isoformat(), "ann", "nurse", units=4.0)
     declined = Response("declined", T0.isoformat(), "ann", "nurse", reason="patient_refused")
     ward = ward_adherence(T0.date(), WARD, [(a1, given), (a2, None), (b1, declined)])
@@ -322,3 +322,21 @@ def test_ward_adherence_by_patient_and_in_all():
     )
     assert ward.patients["b"].reasons == {"patient_refused": 1}
     assert (ward.total.suggested, ward.total.followed, ward.total.declined) == (3, 1, 1)
+
+
+def test_an_answer_replaced_before_anyone_acted_is_not_counted_as_unanswered():
+    from device.daily_summary import summarise
+    from device.messages import Retired
+
+    at = [T0.replace(hour=12, minute=m) for m in (0, 5, 40)]
+    a = replace(dose(units=4.0, at=at[0]), id="s-a", event_id="a")
+    b = replace(dose(units=3.0, at=at[1]), id="s-b", event_id="b")  # a newer answer 5 min later replaced a
+    c = replace(dose(units=2.0, at=at[2]), id="s-c", event_id="c")  # a pen dose retired c
+    pen = Retired("s-c", "pen-1", "insulin", at[2].isoformat(), "2 U of regular insulin was recorded at 12:41")
+    summary = summarise("p", T0.date(), WARD, [], [a, b, c], {}, {"s-c": pen}, 900)
+    assert [d.replaced for d in summary.doses] == [
+        "a newer answer at 12:05 replaced it",
+        None,
+        "2 U of regular insulin was recorded at 12:41",
+    ]
+    assert (summary.adherence.replaced, summary.adherence.unanswered) == (2, 1)

@@ -86,7 +86,7 @@ def test_an_answer_replaced_by_a_newer_one_or_expired_cannot_be_given(ward):
         actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
     low = advisor.handle(event_factory.raw(event_factory.glucose("g-low", "p-1", clock[0], 55))).suggestion
     assert low is not None and low.status == "withhold"
-    with pytest.raises(ActionConflict, match="newer answer"):
+    with pytest.raises(ActionConflict, match=r"newer answer was made at 11:41 with glucose 55 mg/dL"):
         actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
     with pytest.raises(ValueError, match="not a dose"):
         actions.confirm_dose("p-1", ConfirmDose(low.id, 1.0, reason="other", note="x"), ANN)
@@ -177,8 +177,8 @@ def test_any_insulin_retires_a_dose_and_only_the_first_event_counts(ward):
     advisor.handle(event_factory.raw(pen("nph-1", clock[0], 14, Insulin.NPH)))
     advisor.handle(event_factory.raw(pen("pen-2", clock[0], 4)))
     retired = advisor.retired(answer.id)
-    assert retired is not None and retired.event_id == "nph-1" and "14 U of nph insulin" in retired.reason
-    with pytest.raises(ActionConflict, match="nph insulin"):
+    assert retired is not None and retired.event_id == "nph-1" and "14 U of NPH insulin" in retired.reason
+    with pytest.raises(ActionConflict, match="NPH insulin"):
         actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
 
 

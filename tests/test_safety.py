@@ -638,3 +638,10 @@ def test_a_high_reading_with_insulin_on_board_carries_its_two_hour_recheck():
     verdict = supervise(inputs, SafetyProfile())
     assert verdict.rules == ["no_dose_due", "insulin_on_board"] and verdict.recheck_min == 120
     assert "Recheck glucose in 2 hours" in verdict.reasons[-1]
+
+
+def test_a_lowering_never_reads_as_from_a_number_to_the_same_number():
+    from device.safety import _from_to
+
+    assert _from_to(5.2, 4.6) == "from 5.2 U to 4.6 U"
+    assert _from_to(5.04, 4.96) == "from 5.04 U to 4.96 U"

@@ -67,3 +67,29 @@ def test_station_options_are_checked():
     assert bad.exit_code == 2 and "--device" in bad.output
     bad = CliRunner().invoke(main, ["station", "--broker", "mqtt://127.0.0.1:1", "--device", "a", "--http", "x"])
     assert bad.exit_code == 2 and "--http" in bad.output
+
+
+def test_the_station_says_from_when_it_counts_lows_and_in_which_zone():
+    board = StationBoard(["bed1"], started=NOW)
+    board.update(
+        "bed1",
+        "status",
+        DeviceStatus(
+            "online",
+            "bed1",
+            [ModelInfo("dose", "v", "x")],
+            {},
+            None,
+            None,
+            0,
+            [],
+            "wall",
+            "Europe/Berlin",
+            NOW.isoformat(),
+            [],
+        ).to_json(),
+    )
+    early = board.overview(NOW + timedelta(hours=3))
+    assert early.lows_since == NOW.isoformat(timespec="seconds"), "less than a day of listening: lows since then"
+    assert early.timezone == "Europe/Berlin" and early.devices[0].timezone == "Europe/Berlin"
+    assert board.overview(NOW + timedelta(hours=25)).lows_since is None

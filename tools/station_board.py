@@ -41,6 +41,7 @@ class StationOverview(Message):
     devices: list[DeviceOverview]
     undecodable: int
     timezone: str | None = None  # the ward's zone: the first one a device told, for the station's own times
+    lows_since: str | None = None  # lows are counted from here when the station has run less than 24 h
 
 
 @dataclass
@@ -53,7 +54,15 @@ class _Patient:
 class StationBoard:
     """The latest answer per patient per device, and each device's state."""
 
-    def __init__(self, devices: list[str], expiry_s: float = 900, profile: SafetyProfile | None = None) -> None:
+    def __init__(
+        self,
+        devices: list[str],
+        expiry_s: float = 900,
+        profile: SafetyProfile | None = None,
+        started: datetime | None = None,
+    ) -> None:
+        """``started``: when the station began listening; it knows no lows before."""
+        self.started = started or datetime.now(UTC)
         self.devices = list(devices)
         self.expiry_s = expiry_s
         self.profile = profile or SafetyProfile()
@@ -104,7 +113,8 @@ class StationBoard:
             state = self.states[device_id] if linked else "unknown: the station is not connected to the broker"
             devices.append(DeviceOverview(device_id, state, rows, self.zones.get(device_id)))
         zone = next((self.zones[d] for d in self.devices if d in self.zones), None)
-        return StationOverview(now.isoformat(timespec="seconds"), devices, self.undecodable, zone)
+        since = self.started.isoformat(timespec="seconds") if now - self.started < timedelta(hours=24) else None
+        return StationOverview(now.isoformat(timespec="seconds"), devices, self.undecodable, zone, since)
 
     def _row(self, patient: _Patient, now: datetime) -> PatientRow:
         s = patient.suggestion
@@ -120,6 +130,7 @@ class StationBoard:
             status=s.status,
             units=s.units if s.is_dose else None,
             dose_pending=s.is_dose and live and not patient.dose_recorded,
+            live=live and not patient.dose_recorded,
             response="given" if patient.dose_recorded else None,
             next_check_at=s.next_check_at,
             check_overdue=is_overdue(check, now),
