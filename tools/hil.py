@@ -24,7 +24,7 @@ from preprocessing.events import Event, Kind, within_timestamp_rank
 from preprocessing.validation import ValidationError, event_from_mapping, is_identifier, parse_json_object
 
 from .figures import percentile
-from .replay import DeviceWatcher, EventPublisher
+from .replay import DeviceWatcher, EndMarker, EventPublisher
 
 
 class ReplayError(Exception):
@@ -175,13 +175,19 @@ def run_replay(
                 sent_at[event_id] = started_one
             progress(done + 1, len(steps))
         report.events_sent = len(steps)
-        if via_mqtt:
+        marker = EndMarker.new("replay") if via_mqtt else None
+        if marker is not None:  # over MQTT the device handles the log in order: the marker comes back last
+            publisher.flush(timeout_s)
+            publisher.publish(marker.payload)
             publisher.flush(timeout_s)
         report.events_acked = len(delivered_as)
         expecting = {
             delivered_as.get(s.event.id, s.event.id) for s in steps if s.event.kind in (Kind.GLUCOSE, Kind.REQUEST)
         }
-        watcher.wait_for(lambda w: expecting <= {x.event_id for x in w.suggestions}, timeout_s)
+        watcher.wait_for(
+            lambda w: expecting <= {x.event_id for x in w.suggestions} or (marker is not None and marker.seen(w)),
+            timeout_s,
+        )
         report.duration_s = round(time.perf_counter() - started, 3)
     finally:
         publisher.close()

@@ -12,7 +12,6 @@ it never answers twice.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
@@ -25,10 +24,9 @@ from device.retirement import ALWAYS_ANSWERED
 from preprocessing.events import Event
 from preprocessing.validation import ValidationError, event_from_mapping, parse_json_object
 
-from .replay import DeviceWatcher, EventPublisher
+from .replay import DeviceWatcher, EndMarker, EventPublisher
 
 ANSWERED = ALWAYS_ANSWERED  # readings, requests, meals, symptoms; exercise only when it retires an answer
-MARKER_TS = "2999-01-01T00:00:00+00:00"  # refused by every device's validation: nothing is stored
 STATUS_WAIT_S = 2.0  # how long to wait for the retained status when an event's time is stamped here
 
 
@@ -161,13 +159,6 @@ def summary(answers: list[Answer]) -> str | None:
     return f"{head} were refused or not answered: " + ", ".join(f"{n} {part[k]}" for k, n in counts.items())
 
 
-def marker_event(nonce: str) -> bytes:
-    """The end marker: refused by every device at validation (its time is in 2999), so nothing is stored."""
-    return json.dumps(
-        {"id": f"publish-end-{nonce}", "patient": "publish-end", "kind": "glucose", "ts": MARKER_TS, "mg_dl": 100}
-    ).encode()
-
-
 def publish(
     outgoing: list[Outgoing], broker: BrokerConfig, device_id: str, wait_s: float, reader: BrokerConfig | None = None
 ) -> list[Answer]:
@@ -175,10 +166,9 @@ def publish(
 
     ``reader`` is the login that reads the answers (default: the sender's).
     """
-    nonce = f"{time.time_ns():x}"
-    marker = f"publish-end-{nonce}"
+    marker = EndMarker.new("publish")
     watcher = DeviceWatcher(reader or broker, device_id)
-    publisher = EventPublisher(broker, device_id, client_id=f"advisor-publish-{device_id}-{nonce}")
+    publisher = EventPublisher(broker, device_id, client_id=f"advisor-publish-{device_id}-{marker.nonce}")
     try:
         publisher.wait_connected()
         watcher.wait_subscribed()
@@ -186,9 +176,9 @@ def publish(
         for event in events:
             publisher.publish(event)
         publisher.flush(wait_s)  # a refusal by the broker's ACL names the events, not the marker
-        publisher.publish(marker_event(nonce))
+        publisher.publish(marker.payload)
         publisher.flush(wait_s)
-        handled = watcher.wait_for(lambda w: w.error_for_id(marker) is not None, wait_s)
+        handled = watcher.wait_for(marker.seen, wait_s)
     finally:
         publisher.close()
         watcher.close()

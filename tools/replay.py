@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
@@ -21,6 +22,8 @@ from device.schema import SchemaError
 from device.topics import Topics
 from preprocessing.events import Event
 from preprocessing.validation import VisitHistory
+
+MARKER_TS = "2999-01-01T00:00:00+00:00"  # refused by every device's validation: nothing is stored
 
 MAX_UNCONFIRMED = 30000
 
@@ -83,6 +86,34 @@ class EventPublisher(PersistentPublisher):
             self.publish(event)
             sent += 1
         return sent
+
+
+@dataclass(frozen=True)
+class EndMarker:
+    """An event every device refuses at validation (dated 2999, so nothing is stored), sent after a
+    batch: a device handles its events in order, so once the marker's refusal is back, every event
+    sent before it has been handled and answered, if it is answered at all."""
+
+    nonce: str
+    what: str
+
+    @classmethod
+    def new(cls, what: str) -> EndMarker:
+        return cls(f"{time.time_ns():x}", what)
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.what}-end-{self.nonce}"
+
+    @property
+    def payload(self) -> bytes:
+        return json.dumps(
+            {"id": self.event_id, "patient": f"{self.what}-end", "kind": "glucose", "ts": MARKER_TS, "mg_dl": 100}
+        ).encode()
+
+    def seen(self, watcher: DeviceWatcher) -> bool:
+        """Whether the device's refusal of the marker has arrived."""
+        return watcher.error_for_id(self.event_id) is not None
 
 
 class DeviceWatcher(Subscriber):
