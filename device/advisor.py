@@ -43,6 +43,7 @@ from .messages import (
     GlucosePoint,
     ModelInfo,
     PatientView,
+    Response,
     Retired,
     Risk,
     Series,
@@ -220,10 +221,12 @@ class Advisor:
             self._latest_wall = self._wall()
 
     # ---------------------------------------------------------------- handling
-    def handle(self, raw: bytes, received: float | None = None) -> Outcome:
+    def handle(self, raw: bytes, received: float | None = None, durable: bool = False) -> Outcome:
         """Validate, persist and decide on one event payload; never raises for bad input.
 
         ``received`` is the ``time.perf_counter()`` of arrival, for the suggestion's latency.
+        ``durable``: the caller answers a person only once the event is stored (a page entry), so a
+        database that refuses writes raises :class:`StoreError` instead of holding it in memory.
         """
         received = time.perf_counter() if received is None else received
         outcome = Outcome()
@@ -243,6 +246,8 @@ class Advisor:
             try:
                 outcome.added = self.store.add_event(event)
             except StoreError as exc:  # locked or full: keep it in memory and go on suggesting
+                if durable:
+                    raise
                 outcome.added = self._hold_event(event)
                 outcome.unstored = str(exc)
             if outcome.added is Added.CONFLICT:
@@ -407,6 +412,22 @@ class Advisor:
             return Added.DUPLICATE
         self._held_events[event.id] = event
         return Added.NEW
+
+    def record_given(
+        self, suggestion: Suggestion, response: Response, event: Event
+    ) -> tuple[Response | None, list[ErrorMessage]]:
+        """A dose given for ``suggestion``: the response and its insulin event in one commit, then in the
+        history (it retires nothing: it answers the suggestion). Returns (the response recorded before,
+        if another was quicker; the warnings about the dose). A database that refuses raises StoreError.
+        """
+        with self._lock:
+            earlier = self.store.record_response(suggestion, response, event)
+            if earlier is not None:
+                return earlier, []
+            self._remember(event)
+            warnings = self._likely_duplicate_dose(event)
+        self.touch(event.patient)
+        return None, warnings
 
     # ------------------------------------------------------------ live answers
     def live_answer(self, patient: str) -> Suggestion | None:

@@ -70,7 +70,7 @@ class BrokerConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     protocol: str = "5"
-    keepalive_s: int = 30
+    keepalive_s: int = 5  # a link that stops answering is noticed within two of these (the page then refuses)
     session_expiry_s: int = 7 * 24 * 3600
     ca_file: Path | None = None  # the CA that signed the broker's certificate (default: the system's CAs)
     cert_file: Path | None = None  # a client certificate, when the broker asks for one

@@ -493,10 +493,12 @@ class Acknowledge(Message):
 
 @dataclass(frozen=True, slots=True)
 class ActionDone(Message):
-    """The answer to a page action; ``event`` is the insulin event a confirmation published."""
+    """The answer to a page action, sent once the device has stored it; ``event``: the event an entry or a
+    confirmation recorded; ``warnings``: what a person should check about it (a second dose close by)."""
 
     ok: bool
     event: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,18 @@ bears on it was recorded since (:mod:`device.dose_responses`, :mod:`device.retir
 check and the record happen under the advisor's lock, so no event slips in between; a
 confirmation also looks for regular insulin stored since the suggestion before it records.
 
-A dose given and every entry (a reading, a meal, symptoms, exercise, a dose) are published as
-events on the device's own ``events`` topic, so they take the same path as a sensor's.
+**"ok" means stored.** An entry (a reading, a meal, symptoms, exercise, a dose) is decided by the
+advisor in this process, exactly as a sensor's event is, and committed to SQLite before the page
+is answered; a dose given is committed with its response in one transaction. Only then is the
+event published on the device's own ``events`` topic (for the station and monitors; the device
+recognises its own copy by id) and the answer on ``suggestions``. An entry the device refuses
+(a case twin of a known patient, a reused id, a date before the floor) is answered 400 with the
+reason; a database that refuses writes is answered 503: nothing was recorded.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -28,13 +34,17 @@ from .dose_responses import (
     check_reason,
     check_units_given,
 )
-from .messages import ConfirmDose, Decline, Response, Suggestion
-from .store import Store
+from .messages import ConfirmDose, Decline, ErrorMessage, Message, Response, Suggestion
+from .store import Added, Store
 from .users import Identity
 
 
 class LinkDown(RuntimeError):
     """The device cannot publish now (no broker link): HTTP 503."""
+
+
+class EntryRefused(ValueError):
+    """The device refused an entry as it would a sensor's event (the reason says why): HTTP 400."""
 
 
 class PageActions:
@@ -45,14 +55,14 @@ class PageActions:
         device_id: str,
         store: Store,
         advisor: Advisor,
-        publish_event: Callable[[Event], object],
+        send: Callable[[Message | Event], object],
         expiry_s: float,
         broker_problem: Callable[[], str | None],
     ) -> None:
         self.device_id = device_id
         self.store = store
         self.advisor = advisor
-        self._publish_event = publish_event
+        self._send = send
         self.expiry_s = expiry_s
         self._broker_problem = broker_problem
 
@@ -87,16 +97,18 @@ class PageActions:
     def _now(self, suggestion: Suggestion) -> datetime:
         return self.advisor.now().astimezone(datetime.fromisoformat(suggestion.ts).tzinfo).replace(microsecond=0)
 
-    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> Event:
-        """A person gave a dose for the current suggestion: record it once and publish it as an insulin event."""
+    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> tuple[Event, list[ErrorMessage]]:
+        """A person gave a dose for the current suggestion: store it once, with its insulin event, then
+        publish the event; returns the event and the warnings about it (a second dose close by)."""
         check_reason(request.reason, request.note)
         with self.advisor.locked():
-            event = self._record_given(patient, request, who)
-        self.advisor.touch(patient)
-        self._publish_event(event)
-        return event
+            event, warnings = self._record_given(patient, request, who)
+        self._send(event)
+        for warning in warnings:
+            self._send(warning)
+        return event, warnings
 
-    def _record_given(self, patient: str, request: ConfirmDose, who: Identity) -> Event:
+    def _record_given(self, patient: str, request: ConfirmDose, who: Identity) -> tuple[Event, list[ErrorMessage]]:
         suggestion = self._current(patient, request.suggestion_id)
         if not suggestion.is_dose:
             raise ValueError("this answer is not a dose; nothing to confirm")
@@ -122,8 +134,10 @@ class PageActions:
             note=request.note if differs else None,
             event_id=event.id,
         )
-        self._respond(suggestion, response)
-        return event
+        earlier, warnings = self.advisor.record_given(suggestion, response, event)
+        if earlier is not None:  # another page was quicker
+            raise ActionConflict(f"already {earlier.action} by {earlier.user} at {earlier.at[11:16]}")
+        return event, warnings
 
     def decline(self, patient: str, request: Decline, who: Identity) -> None:
         """The suggested dose was not given: record why."""
@@ -148,14 +162,23 @@ class PageActions:
             self._respond(suggestion, Response("acknowledged", self._now(suggestion).isoformat(), who.user, who.role))
         self.advisor.touch(patient)
 
-    def enter(self, event: Event, who: Identity) -> None:
-        """A reading, meal, symptoms, exercise or dose entered at the bedside: audit and publish it."""
+    def enter(self, event: Event, who: Identity) -> list[ErrorMessage]:
+        """A reading, meal, symptoms, exercise or dose entered at the bedside: decided and stored as a
+        sensor's event would be, audited, then published with its answer; returns the warnings."""
         if event.kind is Kind.REQUEST:
             raise ValueError("a dose request is not entered on the page; enter a glucose reading instead")
         problem = self._broker_problem()
         if problem is not None:
             raise LinkDown(f"not recorded: the device is not linked to its broker ({problem}); record on paper")
-        self.store.audit(
-            "entered", {"user": who.user, "role": who.role, "event": event.to_payload()}, event.patient, event.id
-        )
-        self._publish_event(event)
+        outcome = self.advisor.handle(json.dumps(event.to_payload()).encode(), durable=True)
+        refused = next((m for m in outcome.errors if m.level == "refused"), None)
+        if refused is not None:
+            raise EntryRefused(f"not recorded: {refused.reason}")
+        if outcome.added is Added.NEW:
+            self.store.audit(
+                "entered", {"user": who.user, "role": who.role, "event": event.to_payload()}, event.patient, event.id
+            )
+        self._send(event)
+        for message in outcome.messages:
+            self._send(message)
+        return outcome.errors

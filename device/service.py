@@ -51,6 +51,7 @@ from .messages import (
     Decline,
     DeviceState,
     DeviceStatus,
+    ErrorMessage,
     GlucoseNow,
     PageStatus,
     PatientList,
@@ -305,7 +306,7 @@ class DeviceService:
 
         return summary_pdf(self.day_summary(patient, day), self.config.device_id)
 
-    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> Event:
+    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> tuple[Event, list[ErrorMessage]]:
         return self.actions.confirm_dose(patient, request, who)
 
     def decline(self, patient: str, request: Decline, who: Identity) -> None:
@@ -314,8 +315,8 @@ class DeviceService:
     def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None:
         self.actions.acknowledge(patient, suggestion_id, who)
 
-    def enter(self, event: Event, who: Identity) -> None:
-        self.actions.enter(event, who)
+    def enter(self, event: Event, who: Identity) -> list[ErrorMessage]:
+        return self.actions.enter(event, who)
 
     def users_configured(self) -> bool:
         return self.store.count_users() > 0

@@ -141,6 +141,29 @@ def _patient_row(patient: str) -> tuple[str, str, str, str]:
     return patient, folded(patient), skeleton(patient), _now_iso()
 
 
+def _insert_event(db: sqlite3.Connection, event: Event) -> bool:
+    """Insert an event (and its patient) inside a transaction; False when its id is taken."""
+    payload = event.to_payload()
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO events (id, patient, ts, ts_min, kind, payload, digest, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.id,
+            event.patient,
+            event.ts.isoformat(),
+            minutes(event.ts),
+            event.kind.value,
+            json.dumps(payload),
+            event_digest(payload),
+            _now_iso(),
+        ),
+    )
+    if cursor.rowcount != 1:
+        return False
+    db.execute("INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?)", _patient_row(event.patient))
+    return True
+
+
 def event_digest(payload: dict) -> str:
     """Content hash of a canonical event payload, to tell a true repeat from a reused id."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -207,6 +230,10 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot write to the state database: {exc}") from None
+            except BaseException:  # the caller gave up part-way (StoreError, a bug): nothing is written
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -215,30 +242,12 @@ class Store:
     # ------------------------------------------------------------------ events
     def add_event(self, event: Event) -> Added:
         """Commit an accepted event; a repeated id is a duplicate (same content) or a conflict."""
-        payload = event.to_payload()
-        digest = event_digest(payload)
-        row = (
-            event.id,
-            event.patient,
-            event.ts.isoformat(),
-            minutes(event.ts),
-            event.kind.value,
-            json.dumps(payload),
-            digest,
-            _now_iso(),
-        )
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO events (id, patient, ts, ts_min, kind, payload, digest, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            if cursor.rowcount == 1:
-                db.execute("INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?)", _patient_row(event.patient))
-        if cursor.rowcount == 1:
+            inserted = _insert_event(db, event)
+        if inserted:
             return Added.NEW
         rows = self._read("SELECT digest FROM events WHERE id = ?", (event.id,))
-        return Added.DUPLICATE if rows and rows[0][0] == digest else Added.CONFLICT
+        return Added.DUPLICATE if rows and rows[0][0] == event_digest(event.to_payload()) else Added.CONFLICT
 
     def events_for(self, patient: str) -> list[Event]:
         """A patient's stored events (requests excluded) in replay order: time, insulin last, arrival."""
@@ -394,10 +403,14 @@ class Store:
         return [Suggestion.from_json(r[0]) for r in rows]
 
     # --------------------------------------------------------------- responses
-    def record_response(self, suggestion: Suggestion, response: Response) -> Response | None:
+    def record_response(
+        self, suggestion: Suggestion, response: Response, given: Event | None = None
+    ) -> Response | None:
         """Record what a person did with ``suggestion``, with its audit row; at most one per suggestion.
 
-        Returns None when recorded, else the response recorded before (nothing is written).
+        ``given``: the insulin event of a dose given, stored in the same transaction (one commit:
+        the response and the dose are durable together, or neither is). Returns None when
+        recorded, else the response recorded before (nothing is written).
         """
         payload = json.dumps(response.to_payload())
         detail = {**response.to_payload(), "suggested_units": suggestion.units, "status": suggestion.status}
@@ -419,6 +432,8 @@ class Store:
                         json.dumps(detail),
                     ),
                 )
+                if given is not None and not _insert_event(db, given):
+                    raise StoreError(f"the dose's event id {given.id} is taken")  # rolls the response back too
                 return None
         return self.response_for(suggestion.id)
 

@@ -33,6 +33,7 @@ from .messages import (
     ConfirmDose,
     DaySummary,
     Decline,
+    ErrorMessage,
     Message,
     PageSession,
     PageStatus,
@@ -46,6 +47,7 @@ from .messages import (
 from .page_actions import LinkDown
 from .page_auth import ActionGuard, PageSessions, SignInGuard, host_problem, origin_problem
 from .schema import SchemaError
+from .store import StoreError
 from .users import SHARED_USER, Identity
 
 log = logging.getLogger("advisor.web")
@@ -83,13 +85,13 @@ class BedsideBackend(Protocol):
 
     def patient_view(self, patient: str, who: Identity | None = None) -> PatientView: ...
 
-    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> Event: ...
+    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> tuple[Event, list[ErrorMessage]]: ...
 
     def decline(self, patient: str, request: Decline, who: Identity) -> None: ...
 
     def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None: ...
 
-    def enter(self, event: Event, who: Identity) -> None: ...
+    def enter(self, event: Event, who: Identity) -> list[ErrorMessage]: ...
 
     def day_summary(self, patient: str, day: date | None = None) -> DaySummary: ...
 
@@ -393,6 +395,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(status, exc.reason if isinstance(exc, ValidationError) else str(exc))
         except LinkDown as exc:
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
+        except StoreError as exc:  # a full or locked disk: nothing was recorded, and the page says so
+            log.error("a page action was not recorded: %s", exc)
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"not recorded: {exc}; record on paper")
 
     def _body(self) -> bytes | None:
         """The JSON body of a POST, or None after answering why it is refused."""
@@ -461,11 +466,11 @@ class _Handler(BaseHTTPRequestHandler):
         backend = self.app.backend
         if patient is None:  # /api/events: an entry at the bedside, the same schema a sensor sends
             event = decode_event(raw)
-            backend.enter(event, who)
-            self._json(ActionDone(ok=True, event=event.to_payload()))
+            warnings = backend.enter(event, who)
+            self._json(ActionDone(ok=True, event=event.to_payload(), warnings=[w.reason for w in warnings]))
         elif action == "confirm":
-            given = backend.confirm_dose(patient, ConfirmDose.from_json(raw), who)
-            self._json(ActionDone(ok=True, event=given.to_payload()))
+            given, warnings = backend.confirm_dose(patient, ConfirmDose.from_json(raw), who)
+            self._json(ActionDone(ok=True, event=given.to_payload(), warnings=[w.reason for w in warnings]))
         elif action == "decline":
             backend.decline(patient, Decline.from_json(raw), who)
             self._json(ActionDone(ok=True))

@@ -13,13 +13,16 @@ from tools.broker import free_port
 
 class CuttableProxy:
     """Forwards ``127.0.0.1:port`` to ``127.0.0.1:target``; ``cut()`` drops every connection
-    and refuses new ones until ``restore()``."""
+    and refuses new ones until ``restore()``; ``stall()`` keeps them open but lets no byte
+    through either way (a silent outage: a switch that drops packets) until ``restore()``."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.port = free_port()
         self._up = threading.Event()
         self._up.set()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._stop = threading.Event()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
@@ -61,7 +64,8 @@ class CuttableProxy:
                     data = key.fileobj.recv(65536)
                     if not data:
                         return
-                    key.data.sendall(data)
+                    if self._flowing.is_set():  # stalled: the bytes are lost, as on a dead link
+                        key.data.sendall(data)
         except OSError:
             return
         finally:
@@ -84,7 +88,12 @@ class CuttableProxy:
                 except OSError:
                     pass
 
+    def stall(self) -> None:
+        """Keep every connection open and drop what is sent either way."""
+        self._flowing.clear()
+
     def restore(self) -> None:
+        self._flowing.set()
         self._up.set()
 
     def close(self) -> None:

@@ -15,8 +15,8 @@ from device.config import SafetyConfig
 from device.dose_responses import ActionConflict
 from device.inference import DoseModel
 from device.messages import ConfirmDose, Decline
-from device.page_actions import LinkDown, PageActions
-from device.store import Store
+from device.page_actions import EntryRefused, LinkDown, PageActions
+from device.store import Store, StoreError
 from device.users import Identity
 from preprocessing.events import Event, Insulin, Kind
 
@@ -37,7 +37,7 @@ def ward(tmp_path, dose_model):
     clock = [NOW]
     store = Store(tmp_path / "state.sqlite3")
     advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: clock[0])
-    published: list[Event] = []
+    published: list = []  # what the device sent: events, answers, warnings
     link = {"problem": None}
     actions = PageActions("bed1", store, advisor, published.append, 900, lambda: link["problem"])
     for event in event_factory.history("p-1", NOW):
@@ -49,8 +49,9 @@ def ward(tmp_path, dose_model):
 
 def test_a_dose_is_given_once_and_shows_who_gave_it(ward, tmp_path):
     _advisor, store, actions, published, answer, _clock, _link = ward
-    event = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
-    assert published == [event] and event.kind is Kind.INSULIN and event.units == answer.units
+    event, warnings = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    assert published == [event] and event.kind is Kind.INSULIN and event.units == answer.units and warnings == []
+    assert [e.id for e in store.doses_near("p-1", event.ts, 1)] == [event.id], "stored before the answer"
     with pytest.raises(ActionConflict, match="already given by ann"):
         actions.confirm_dose("p-1", ConfirmDose(answer.id, 0.5, reason="other", note="top-up"), ANN)
     with pytest.raises(ActionConflict, match="already given"):
@@ -119,8 +120,9 @@ def test_without_the_broker_nothing_is_recorded(ward):
         actions.enter(entry, ANN)
     assert published == [] and store.response_for(answer.id) is None
     link["problem"] = None
-    actions.enter(entry, ANN)
-    assert published == [entry]
+    assert actions.enter(entry, ANN) == []
+    assert published[0] == entry and [type(m).__name__ for m in published[1:]] == ["Suggestion"]
+    assert store.has_event("page-1"), "stored before the answer"
     audit = store.audit_rows("entered")
     assert audit[-1]["detail"]["user"] == "ann" and audit[-1]["event_id"] == "page-1"
 
@@ -223,7 +225,7 @@ def test_exercise_is_answered_only_when_it_retires_a_live_answer(ward):
 
 def test_the_dose_a_confirmation_published_does_not_retire_anything(ward):
     advisor, _store, actions, published, answer, _clock, _link = ward
-    given = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    given, _ = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
     assert advisor.handle(event_factory.raw(given)).suggestion is None
     assert advisor.retired(answer.id) is None, "it was acted on; the dose it published is its own"
     assert published == [given]
@@ -265,8 +267,8 @@ def test_a_reading_counts_for_a_check_by_its_own_time(ward):
 def test_a_dose_recorded_again_seconds_or_minutes_later_is_flagged(ward):
     """A confirmation, then the same 4 U entered by hand 3 s later; then 2 U 12 min later: both flagged."""
     advisor, _store, actions, published, answer, clock, _link = ward
-    given = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
-    advisor.handle(event_factory.raw(given))
+    given, _ = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    assert advisor.handle(event_factory.raw(given)).errors == [], "its own copy back from the broker: a duplicate"
     again = pen("manual-1", given.ts + timedelta(seconds=3), answer.units)
     warning = advisor.handle(event_factory.raw(again)).errors
     assert [w.level for w in warning] == ["warning"]
@@ -292,3 +294,42 @@ def test_a_late_reading_is_history_and_the_live_dose_stands(ward):
     assert outcome.errors[0].reason.startswith("a reading from 09:25 arrived after a newer one (11:25)")
     assert store.latest_suggestion("p-1") == answer and actions.state(answer, None).actionable
     assert "g-old" in [e.id for e in advisor.history("p-1").events]
+
+
+# ---------------------------------------------------------------- "ok" means stored
+def test_an_entry_the_device_refuses_is_not_recorded_and_says_why(ward):
+    """A case twin of a known patient, an id reused with other content: 400-class, nothing stored or published."""
+    _advisor, store, actions, published, _answer, _clock, _link = ward
+    with pytest.raises(EntryRefused, match="not recorded: patient 'P-1' differs from the known patient 'p-1' only"):
+        actions.enter(event_factory.glucose("page-twin", "P-1", NOW, 120), ANN)
+    with pytest.raises(EntryRefused, match="already accepted with different content"):
+        actions.enter(event_factory.glucose("g-now", "p-1", NOW, 99), ANN)
+    assert published == [] and not store.has_event("page-twin") and not store.has_patient("P-1")
+    assert store.audit_rows("entered") == []
+
+
+def test_a_database_that_refuses_writes_records_nothing_the_page_is_told_of(tmp_path, dose_model):
+    """A locked database (a backup holds the lock): the entry and the dose are refused, not held in memory."""
+    path = tmp_path / "state.sqlite3"
+    store = Store(path, busy_timeout_s=0.1)
+    advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: NOW)
+    published: list = []
+    actions = PageActions("bed1", store, advisor, published.append, 900, lambda: None)
+    for event in event_factory.history("p-1", NOW):
+        advisor.handle(event_factory.raw(event))
+    answer = advisor.handle(event_factory.raw(event_factory.glucose("g-now", "p-1", NOW, 180))).suggestion
+    assert answer is not None and answer.is_dose
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+        with pytest.raises(StoreError, match="locked"):
+            actions.enter(event_factory.glucose("page-1", "p-1", NOW, 150), ANN)
+        assert published == [] and advisor.held == 0, "nothing is kept in memory behind the page's back"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.response_for(answer.id) is None and not store.has_event("page-1")
+    event, _ = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)  # the disk is back: recorded
+    assert store.has_event(event.id) and store.response_for(answer.id) is not None
