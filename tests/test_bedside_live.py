@@ -276,3 +276,36 @@ def test_a_reading_is_before_a_meal_only_when_said_and_never_at_night(
         publisher.close()
         watcher.close()
         device.stop()
+
+
+def test_the_page_says_recorded_only_for_what_the_device_stored(browser, bedside, artifacts):
+    """A case twin typed as a new patient is refused in the dialog; a second dose is recorded with a check."""
+    device, publisher, watcher = bedside
+    suggestion = dose_waiting(device, publisher, watcher, "p-ok", "g-ok")
+    page = browser.new_page(viewport=SMALL)
+    page.goto(device.url)
+    wait_text(page, "#status-word", "t === 'Choose a patient'")
+    page.get_by_role("button", name="Glucose", exact=True).click()
+    page.get_by_label("Patient id").fill("P-OK")
+    page.locator("#entry-choices .choice").last.click()
+    for key in ("1", "2", "0"):
+        page.get_by_role("button", name=key, exact=True).click()
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#entry-error", "t.startsWith('not recorded: patient \\'P-OK\\' differs from the known patient')")
+    assert page.locator("#entry-dialog").evaluate("d => d.open"), "the dialog stays open: nothing was recorded"
+    assert rows(device, "SELECT count(*) FROM events WHERE patient = 'P-OK'")[0][0] == 0
+    page.get_by_role("button", name="Cancel").click()
+
+    page.goto(device.url + "?patient=p-ok")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    page.get_by_role("button", name="Dose given").click()
+    wait_text(page, "#message", "t.startsWith('Recorded:')")
+    page.get_by_role("button", name="Manual dose").click()
+    page.get_by_label("Units", exact=True).fill(f"{suggestion.units:g}")
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#message", "t.includes('⚠ Check: likely duplicate dose')")
+    page.screenshot(path=str(artifacts / "bedside-800x480-second-dose-check.png"))
+    assert rows(
+        device, "SELECT count(*) FROM events WHERE patient = 'p-ok' AND kind = 'insulin' AND id LIKE 'page-%'"
+    ) == [(1,)]
+    page.close()
