@@ -26,6 +26,7 @@ OVERRIDE_REASONS = {
     "other": "other",
 }
 MAX_NOTE_CHARS = 200
+CLOCK_SLACK = timedelta(minutes=1)  # a clock this far behind an answer's time was set back
 
 
 class ActionConflict(ValueError):
@@ -62,10 +63,18 @@ def actionability(
 ) -> Actionability:
     """Whether the patient's current ``suggestion`` can still be given, declined or acknowledged at ``now``."""
     end = expires_at(suggestion, expiry_s, profile)
+    made = datetime.fromisoformat(suggestion.ts)
     if response is not None:
         return Actionability(False, f"already {response.action} by {response.user}", end)
     if retired is not None:
         return Actionability(False, retired.reason, end)
+    if now < made - CLOCK_SLACK:  # the wall clock was set back: its "now" cannot be trusted to measure the age
+        return Actionability(
+            False,
+            f"the device's clock reads {now.astimezone(made.tzinfo):%H:%M}, before this answer was made "
+            f"({made:%H:%M}): it was set back; check the device's clock and measure glucose again",
+            end,
+        )
     if now >= end:
         return Actionability(False, f"expired at {end.strftime('%H:%M')}: measure glucose again for a new answer", end)
     if broker_problem is not None:

@@ -172,6 +172,7 @@ class DeviceStatus(Message):
     timezone: str
     started_at: str
     checks_overdue: list[str]
+    clock_problem: str | None = field(default=None, kw_only=True)  # absent in a status from an older device
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,9 @@ class PageActions:
             raise ActionConflict(f"already {earlier.action} by {earlier.user} at {earlier.at[11:16]}")
 
     def _now(self, suggestion: Suggestion) -> datetime:
-        return self.advisor.now().astimezone(datetime.fromisoformat(suggestion.ts).tzinfo).replace(microsecond=0)
+        """Now, in the suggestion's zone; never before the suggestion itself (a clock set back)."""
+        made = datetime.fromisoformat(suggestion.ts)
+        return max(self.advisor.now().astimezone(made.tzinfo), made).replace(microsecond=0)
 
     def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> tuple[Event, list[ErrorMessage]]:
         """A person gave a dose for the current suggestion: store it once, with its insulin event, then

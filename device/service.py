@@ -37,6 +37,7 @@ from preprocessing.events import Event
 from .advisor import Advisor, ModelSlot
 from .bundle import trusted_keys
 from .check_schedule import is_overdue
+from .clock_watch import ClockWatch
 from .communicator import Communicator
 from .config import DeviceConfig
 from .daily_summary import day_bounds, summarise, ward_adherence
@@ -122,6 +123,8 @@ class DeviceService:
             config.device_id, self.store, self.advisor, self.link.send, config.suggestion_expiry_s, self.broker_problem
         )
         self._next_alert_check = 0.0
+        self.clock_watch = ClockWatch()
+        self.clock_problem: str | None = None
         self.web = BedsideServer(config.http, self)
 
     @property
@@ -137,6 +140,12 @@ class DeviceService:
         and every ``alert_check_s`` announce checks that fell overdue."""
         self.delivery.flush()
         self.ota.expire()
+        problem = self.clock_watch.check(datetime.now(UTC)) if self.config.clock == "wall" else None
+        if problem != self.clock_problem:
+            self.clock_problem = problem
+            if problem:
+                log.error("clock: %s", problem)
+            self.publish_status()
         if time.monotonic() >= self._next_alert_check:
             self._next_alert_check = time.monotonic() + self.config.alert_check_s
             self.raise_alerts()
@@ -208,6 +217,7 @@ class DeviceService:
             timezone=self.config.timezone,
             started_at=self.started_at.isoformat(timespec="seconds"),
             checks_overdue=self.checks_overdue(),
+            clock_problem=self.clock_problem,
         )
 
     def checks_overdue(self) -> list[str]:

@@ -43,6 +43,7 @@ def _status(**changes) -> DeviceStatus:
         timezone="Europe/Berlin",
         started_at=NOW.isoformat(),
         checks_overdue=[],
+        clock_problem=None,
     )
     fields.update(changes)
     return DeviceStatus(**fields)

@@ -333,3 +333,25 @@ def test_a_database_that_refuses_writes_records_nothing_the_page_is_told_of(tmp_
     assert store.response_for(answer.id) is None and not store.has_event("page-1")
     event, _ = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)  # the disk is back: recorded
     assert store.has_event(event.id) and store.response_for(answer.id) is not None
+
+
+def test_a_clock_set_back_does_not_revive_an_expired_answer(ward):
+    """Made at 11:25, expired by 13:25; the wall clock is set back to 10:25: still not actionable, and said why."""
+    _advisor, store, actions, _published, answer, clock, _link = ward
+    clock[0] = NOW + timedelta(hours=2)
+    with pytest.raises(ActionConflict, match="expired at"):
+        actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    clock[0] = NOW - timedelta(hours=1)
+    with pytest.raises(
+        ActionConflict, match=r"clock reads 10:25, before this answer was made \(11:25\): it was set back"
+    ):
+        actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    assert store.response_for(answer.id) is None
+
+
+def test_a_dose_is_never_dated_before_its_answer(ward):
+    """A clock 30 s behind the answer (within the slack): the dose is stamped at the answer's time, not before."""
+    _advisor, _store, actions, _published, answer, clock, _link = ward
+    clock[0] = NOW - timedelta(seconds=30)
+    event, _ = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    assert event.ts >= datetime.fromisoformat(answer.ts).replace(microsecond=0)
