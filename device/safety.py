@@ -43,6 +43,8 @@ IN_RANGE_MAX_MG_DL = 180.0
 VERY_HIGH_MG_DL = 250.0
 SENSITIVITY_RULE = 1500.0  # mg/dL per U = 1500 / total daily dose (regular insulin)
 CARB_RATIO_RULE = 500.0  # g per U = 500 / total daily dose
+IMPLAUSIBLE_CHANGE_MG_DL = 100.0  # a change this large ...
+MAX_PLAUSIBLE_MG_DL_PER_MIN = 10.0  # ... faster than this is not glucose moving but an entry or a meter wrong
 IOB_RECHECK_MIN = 120.0  # a high reading with insulin on board: see where it goes before anything more
 SIZE_FACTORS: Final = {"less": 0.75, "typical": 1.0, "more": 1.25}
 MEAL_SIZE_WORDS: Final = {"less": "smaller than usual", "typical": "usual", "more": "larger than usual"}
@@ -52,6 +54,7 @@ _OPTIONAL = ("insulin_sensitivity_mg_dl_per_u", "carb_ratio_g_per_u")
 RULE_WORDS: Final = {  # each rule code in plain words, for the clinician's day and reports
     "no_glucose": "no glucose reading known",
     "stale_glucose": "glucose reading too old",
+    "implausible_change": "a change no physiology allows: measure again",
     "low_glucose": "low glucose: withheld and treated",
     "hypo_symptoms": "hypoglycaemia symptoms: withheld",
     "no_dose_due": "no dose due",
@@ -215,6 +218,8 @@ class DecisionInputs:
     recent_lowest_mg_dl: float | None = None
     dose_before_low: DoseBeforeLow | None = None
     first_of_night: bool = False
+    change_from_mg_dl: float | None = None  # the reading before, and the minutes between the two
+    change_over_min: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,13 +365,32 @@ def _glucose_checks(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict |
             ],
             ["stale_glucose"],
         )
-    return None
+    return _implausible_change(g, inputs)
+
+
+def _implausible_change(g: float, inputs: DecisionInputs) -> Verdict | None:
+    """A change no physiology allows (a typo, a wrong unit, a meter error): measure again before any insulin."""
+    before, minutes = inputs.change_from_mg_dl, inputs.change_over_min
+    if before is None or minutes is None:
+        return None
+    change = abs(g - before)
+    if change < IMPLAUSIBLE_CHANGE_MG_DL or change / max(minutes, 1.0) <= MAX_PLAUSIBLE_MG_DL_PER_MIN:
+        return None
+    return Verdict(
+        INSUFFICIENT,
+        0.0,
+        [
+            f"Glucose {g:.0f} mg/dL {_describe_age(minutes)} after {before:.0f} mg/dL: a change no physiology "
+            "allows. Measure again and check the unit (mg/dL or mmol/L) before any insulin."
+        ],
+        ["implausible_change"],
+    )
 
 
 def measure_now(verdict: Verdict, inputs: DecisionInputs) -> bool:
     """Whether the answer's next glucose check is now: no reading, an old one, or symptoms not measured since."""
     cause = verdict.rules[0] if verdict.rules else None
-    if cause in ("no_glucose", "stale_glucose"):
+    if cause in ("no_glucose", "stale_glucose", "implausible_change"):
         return True
     if cause == "hypo_symptoms":
         g_age, hypo_age = inputs.glucose_age_min, inputs.hypo_symptoms_age_min

@@ -25,6 +25,8 @@ non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
 * whether this is the **first reading of the night** (a bedtime-slot reading with no other one
   in the :data:`RECENT_LOW_MIN` minutes before it): a bedtime snack is advised once, not at
   every CGM value;
+* the **reading before the newest one** and the minutes between them, so a change no physiology
+  allows (52 mg/dL, then "50" typed in mmol/L two minutes later: 901 mg/dL) is caught;
 * the patient's **own carbohydrate ratio**: the median of carbs ÷ regular insulin over their
   recent counted meals that were dosed (a regular dose from 15 minutes before to
   :data:`MEAL_WINDOW_MIN` after the meal), when at least :data:`MIN_MEALS_FOR_RATIO` exist.
@@ -83,6 +85,8 @@ class DoseContext:
     recent_lowest_mg_dl: float | None = None  # lowest reading in the RECENT_LOW_MIN before this one
     dose_before_low: DoseBeforeLow | None = None  # at this time of day, in the last LOW_AFTER_DOSE_DAYS
     first_of_night: bool = False  # a bedtime-slot reading with no other one in the RECENT_LOW_MIN before it
+    change_from_mg_dl: float | None = None  # the reading before the newest one, and the minutes between them:
+    change_over_min: float | None = None  # a change no physiology allows is a typo or a wrong unit
 
 
 def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseContext:
@@ -105,6 +109,7 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
     regular_doses: list[tuple[float, float]] = []  # (time, units), newest first
     lows: list[tuple[float, float]] = []  # (time, mg/dL) of readings below LOW_MG_DL, newest first
     dosed_at: list[tuple[float, datetime]] = []  # (time, timestamp) of the regular doses, newest first
+    readings: list[tuple[float, float]] = []  # (time, mg/dL) of the newest two readings
     for i in range(end - 1, -1, -1):
         e, et = events[i], times[i]
         if et < floor_t:
@@ -135,6 +140,8 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
                 regular_doses.append((et, e.dose))
                 dosed_at.append((et, e.ts))
         elif kind is Kind.GLUCOSE:
+            if e.mg_dl is not None and len(readings) < 2:
+                readings.append((et, e.mg_dl))
             if pre_meal_t is None and e.context in PRE_MEAL_CONTEXTS:
                 pre_meal_t = et
             if et < t and e.mg_dl is not None and e.mg_dl < LOW_MG_DL:
@@ -173,6 +180,8 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         recent_lowest_mg_dl=lowest,
         dose_before_low=_dose_before_low(slot, t, regular_doses, dosed_at, lows),
         first_of_night=SLOTS[slot] == "bedtime" and not night_reading_before,
+        change_from_mg_dl=readings[1][1] if len(readings) == 2 else None,
+        change_over_min=readings[0][0] - readings[1][0] if len(readings) == 2 else None,
     )
 
 

@@ -263,8 +263,11 @@ def test_entries_at_the_bedside_take_the_sensor_s_path(browser, bedside, artifac
     page.get_by_role("button", name="Record").click()
     page.wait_for_function("() => !document.getElementById('entry-dialog').open")
     page.get_by_role("button", name="Glucose", exact=True).click()
-    page.get_by_label("Glucose (mmol/L)").fill("25")
+    page.get_by_label("Glucose (mmol/L)").fill("45")  # mg/dL typed on a mmol/L page: caught at entry
     page.locator("#entry-choices .choice").last.click()  # not before a meal (or, at night, the only choice)
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#entry-error", "t.startsWith('45 mmol/L is above what a meter shows (33.3 mmol/L)')")
+    page.get_by_label("Glucose (mmol/L)").fill("25")
     page.get_by_role("button", name="Record").click()
     wait_text(page, "#glucose", "t === '25.0 mmol/L'")
     wait_text(page, "#chart .off-scale", "t === '▲25.0'")  # above the chart's 400 mg/dL: marked, not clipped silently

@@ -355,3 +355,28 @@ def test_a_dose_is_never_dated_before_its_answer(ward):
     clock[0] = NOW - timedelta(seconds=30)
     event, _ = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
     assert event.ts >= datetime.fromisoformat(answer.ts).replace(microsecond=0)
+
+
+def test_a_low_then_a_value_typed_in_the_wrong_unit_gets_no_insulin(ward):
+    """Meter 52 mg/dL; two minutes later '50' typed with the page in mmol/L (901 mg/dL): measure again."""
+    from preprocessing.validation import decode_event
+
+    advisor, _store, actions, published, _answer, clock, _link = ward
+    clock[0] = NOW + timedelta(minutes=1)
+    low = advisor.handle(event_factory.raw(event_factory.glucose("g-52", "p-1", clock[0], 52))).suggestion
+    assert low is not None and low.status == "withhold"
+    clock[0] = NOW + timedelta(minutes=3)
+    payload = {
+        "id": "page-50",
+        "patient": "p-1",
+        "ts": clock[0].isoformat(),
+        "kind": "glucose",
+        "value": 50,
+        "unit": "mmol/L",
+        "context": "unspecified",
+    }
+    actions.enter(decode_event(json.dumps(payload).encode(), clock[0]), ANN)
+    answer = next(m for m in published if getattr(m, "event_id", None) == "page-50" and hasattr(m, "status"))
+    assert answer.status == "insufficient_data" and answer.units == 0 and answer.rules == ["implausible_change"]
+    assert answer.reasons[0].startswith("Glucose 901 mg/dL 2 minutes after 52 mg/dL: a change no physiology allows")
+    assert answer.next_check_at == clock[0].isoformat(), "measure again now"

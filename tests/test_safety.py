@@ -92,6 +92,22 @@ CASES = [
     ),
     ("stale glucose", {"glucose_age_min": 16.0}, INSUFFICIENT, 0.0, ["stale_glucose"], "minutes old"),
     (
+        "52 mg/dL, then '50' typed in mmol/L two minutes later (901 mg/dL): measure again, no insulin",
+        {"glucose_mg_dl": 901.0, "change_from_mg_dl": 52.0, "change_over_min": 2.0, "model_units": 9.0},
+        INSUFFICIENT,
+        0.0,
+        ["implausible_change"],
+        "a change no physiology allows. measure again and check the unit",
+    ),
+    (
+        "a treated low rising 95 mg/dL in 15 min is physiology, not an error",
+        {"glucose_mg_dl": 150.0, "change_from_mg_dl": 55.0, "change_over_min": 15.0},
+        SUGGEST,
+        5.0,
+        ["pen_step"],
+        None,
+    ),
+    (
         "symptoms just now with an old reading: withhold and measure now, not 'not enough data'",
         {"glucose_age_min": 40.0, "hypo_symptoms_age_min": 0.0},
         WITHHOLD,
