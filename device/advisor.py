@@ -301,7 +301,7 @@ class Advisor:
                 )
             )
             event = replace(event, ts=local)
-        refusal, lookalike_warning = self._check_new_patient(event)
+        refusal, lookalike_warning = self.screen_patient(event.patient, event.id)
         if lookalike_warning is not None:
             warnings.append(lookalike_warning)
         return event, refusal, warnings
@@ -367,37 +367,38 @@ class Advisor:
             )
         return [ErrorMessage(event.id, notice, level="warning")]
 
-    def _check_new_patient(self, event: Event) -> tuple[ErrorMessage | None, ErrorMessage | None]:
-        """A first event of a patient id that could be mistaken for a known one: refuse or warn.
+    def screen_patient(self, patient: str, message_id: str | None) -> tuple[ErrorMessage | None, ErrorMessage | None]:
+        """A patient id not known yet that could be mistaken for a known one: (a refusal, a warning).
 
-        Case-only differences are refused; look-alike ids are accepted with a warning, which the
-        audit keeps so the page shows it (device/patient_ids.py).
+        Every way an id enters the device (an event, a visit history) passes here. Case-only
+        differences are refused; look-alike ids are accepted with a warning, which the audit
+        keeps so the page shows it (device/patient_ids.py).
         """
         try:
-            if self.store.has_patient(event.patient) or event.patient in self._held_patients():
+            if self.store.has_patient(patient) or patient in self._held_patients():
                 return None, None
-            similar = self.store.patients_like(event.patient)
+            similar = self.store.patients_like(patient)
         except sqlite3.Error:
             return None, None  # the database cannot tell; the event is judged on its own
-        twin = case_twin(event.patient, similar)
+        twin = case_twin(patient, similar)
         if twin is not None:
             return ErrorMessage(
-                event.id,
-                f"patient '{event.patient}' differs from the known patient '{twin}' only in letter case; "
+                message_id,
+                f"patient '{patient}' differs from the known patient '{twin}' only in letter case; "
                 f"not accepted: send '{twin}' if that is the patient (ids are compared exactly)",
             ), None
-        twin = lookalike(event.patient, similar)
+        twin = lookalike(patient, similar)
         if twin is None:
             return None, None
         notice = (
-            f"new patient id '{event.patient}' looks like the known patient '{twin}'; "
+            f"new patient id '{patient}' looks like the known patient '{twin}'; "
             "accepted as a different patient: check which one is meant before acting"
         )
         with contextlib.suppress(StoreError):
             self.store.audit(
-                "patient_id_warning", {"notice": notice, "like": twin}, patient=event.patient, event_id=event.id
+                "patient_id_warning", {"notice": notice, "like": twin}, patient=patient, event_id=message_id
             )
-        return None, ErrorMessage(event.id, notice, level="warning")
+        return None, ErrorMessage(message_id, notice, level="warning")
 
     def _held_patients(self) -> set[str]:
         return {e.patient for e in self._held_events.values()}

@@ -12,9 +12,11 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
+from preprocessing.validation import ValidationError, decode_visit_history_bytes
+
 from .advisor import Advisor
 from .dispatcher import Handled
-from .messages import ErrorMessage, Message
+from .messages import ErrorMessage, Message, Risk
 from .risk import RiskAssessor
 from .storage_recovery import StorageRecovery
 from .store import Store, StoreError
@@ -50,24 +52,36 @@ class EventHandler:
         return Handled.DONE
 
 
-class VisitHistoryHandler:
-    """``patients``: companion models → ``risk`` (never the dose), audited."""
+Screen = Callable[[str, str | None], tuple[ErrorMessage | None, ErrorMessage | None]]
 
-    def __init__(self, risk: RiskAssessor, store: Store, send: Send, touch: Callable[[str], None]) -> None:
+
+class VisitHistoryHandler:
+    """``patients``: companion models → ``risk`` (never the dose), audited.
+
+    The patient id passes the same guard as an event's (``screen``: a case twin of a known
+    patient is refused, a look-alike accepted with a warning), so no id enters the device unchecked.
+    """
+
+    def __init__(
+        self, risk: RiskAssessor, store: Store, send: Send, touch: Callable[[str], None], screen: Screen
+    ) -> None:
         self.risk = risk
         self.store = store
         self.send = send
         self.touch = touch
+        self.screen = screen
 
     def __call__(self, message: mqtt.MQTTMessage, received: float) -> Handled:
         try:
-            answer = self.risk.assess(bytes(message.payload))
+            answers = self._answers(bytes(message.payload))
         except Exception:  # a bug must not take the bedside device down
             log.exception("unexpected error while assessing a visit history")
             self.send(ErrorMessage(None, "internal error while assessing the visit history"))
             return Handled.DONE
-        self.send(answer)
-        if isinstance(answer, ErrorMessage):
+        for answer in answers:
+            self.send(answer)
+        answer = answers[-1]
+        if not isinstance(answer, Risk):
             return Handled.DONE
         try:
             self.store.note_patient(answer.patient)
@@ -84,3 +98,14 @@ class VisitHistoryHandler:
             log.error("risk not audited: %s", exc)
         self.touch(answer.patient)
         return Handled.DONE
+
+    def _answers(self, raw: bytes) -> list[ErrorMessage | Risk]:
+        """A refusal, or the risk (after a look-alike warning, if any)."""
+        try:
+            history = decode_visit_history_bytes(raw)
+        except ValidationError as exc:
+            return [ErrorMessage(None, f"visit history rejected: {exc.reason}")]
+        refusal, warning = self.screen(history.patient, None)
+        if refusal is not None:
+            return [ErrorMessage(None, f"visit history refused: {refusal.reason}")]
+        return [*([warning] if warning else []), self.risk.score(history)]

@@ -12,12 +12,12 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from preprocessing.validation import ValidationError, VisitHistory, decode_visit_history_bytes
+from preprocessing.validation import VisitHistory
 
 from . import signing
 from .bundle import BundleError, default_bundle_path, open_bundle
 from .companion import COMPANION_NAMES, RiskModel
-from .messages import ErrorMessage, Risk, RiskModelInfo
+from .messages import Risk, RiskModelInfo
 
 log = logging.getLogger("advisor.risk")
 STATEMENT = "Risk context only: these estimates do not change the dose suggestion."
@@ -59,12 +59,8 @@ class RiskAssessor:
         model = self.models.get(name)
         return round(model.predict(history.visits), 4) if model is not None else None
 
-    def assess(self, raw: bytes) -> Risk | ErrorMessage:
-        """Validate the payload and score it; a bad payload gives a one-line reason."""
-        try:
-            history = decode_visit_history_bytes(raw)
-        except ValidationError as exc:
-            return ErrorMessage(None, f"visit history rejected: {exc.reason}")
+    def score(self, history: VisitHistory) -> Risk:
+        """The companion models' risk for a valid visit history, remembered as the patient's latest."""
         risk = Risk(
             patient=history.patient,
             mortality_1y=self._probability("mortality", history),

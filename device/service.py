@@ -111,7 +111,9 @@ class DeviceService:
         self.dispatcher = Dispatcher(
             {
                 topics.events: EventHandler(self.advisor, self.link.send, self.recovery),
-                topics.patients: VisitHistoryHandler(self.risk, self.store, self.link.send, self.advisor.touch),
+                topics.patients: VisitHistoryHandler(
+                    self.risk, self.store, self.link.send, self.advisor.touch, self.advisor.screen_patient
+                ),
                 topics.model: self.ota,
             },
             self.link.ack,

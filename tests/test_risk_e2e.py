@@ -90,3 +90,21 @@ def test_a_bad_history_is_answered_on_errors_and_the_device_keeps_serving(rig):
     for event in event_factory.history("p-dose", now):
         publisher.publish(event)
     assert watcher.wait_for(lambda w: any(s.patient == "p-dose" for s in w.suggestions), 10)
+
+
+def test_a_case_twin_cannot_enter_through_a_visit_history(rig):
+    """'P-RISK' beside the known 'p-risk': refused on patients as on events, so its doses stay refused too."""
+    device, publisher, watcher = rig
+    publisher.publish(event_factory.glucose("g-known", "p-risk", datetime.now(UTC), 140))
+    assert watcher.wait_for(lambda w: w.suggestion_for("g-known"), 10)
+    twin = event_factory.visit_history(
+        "P-RISK", ("2131-03-02T08:00:00+00:00", "2131-03-09T15:00:00+00:00", ["dx9:4280"])
+    )
+    publisher.publish_visit_history(twin)
+    assert watcher.wait_for(lambda w: any("visit history refused" in e.reason for e in w.errors), 10)
+    refused = next(e for e in watcher.errors if "visit history refused" in e.reason)
+    assert "'P-RISK' differs from the known patient 'p-risk' only in letter case" in refused.reason
+    assert watcher.risk == []
+    publisher.publish(event_factory.glucose("g-twin", "P-RISK", datetime.now(UTC), 140))
+    assert watcher.wait_for(lambda w: w.error_for_id("g-twin"), 10), "the twin's events stay refused"
+    assert "P-RISK" not in device.patients().patients
