@@ -136,6 +136,8 @@ def check_reason(reason: str | None, note: str | None) -> None:
         raise ValueError(f"reason must be one of {', '.join(OVERRIDE_REASONS)}")
     if note is not None and len(note) > MAX_NOTE_CHARS:
         raise ValueError(f"note must be at most {MAX_NOTE_CHARS} characters")
+    if note is not None and any(not c.isprintable() for c in note):
+        raise ValueError("note must be one line of text (no line breaks or control characters)")
     if reason == "other" and not (note or "").strip():
         raise ValueError("reason 'other' needs a note saying why")
 

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from preprocessing.dose_context import Due
 from preprocessing.events import Event
-from preprocessing.validation import VisitHistory
+from preprocessing.validation import DuplicateKey, VisitHistory, unique_keys
 
 from . import schema
 from .safety import Status as SuggestionStatus
@@ -50,7 +50,9 @@ class Message:
     @classmethod
     def from_json(cls: type[M], raw: bytes | bytearray | str) -> M:
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:
+            raise schema.SchemaError(f"the key '{exc.key}' appears twice; send each field once") from None
         except ValueError as exc:
             raise schema.SchemaError(f"not JSON: {exc}") from None
         return cls.from_payload(data)

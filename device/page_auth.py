@@ -41,6 +41,8 @@ def host_problem(host_header: str | None, port: int, allowed_names: Iterable[str
     """Why a request's ``Host`` does not name this server, or None when it does."""
     if not host_header:
         return "the request names no host"
+    if "@" in host_header or any(c.isspace() for c in host_header):
+        return f"the request names an invalid host {host_header[:80]!r}"
     parts = urlsplit(f"//{host_header}")
     try:
         named_port = parts.port or 80

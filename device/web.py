@@ -58,6 +58,8 @@ HEARTBEAT_S = 10.0
 SOCKET_TIMEOUT_S = 15.0  # above HEARTBEAT_S: a healthy event stream always writes in time
 MAX_CONNECTIONS = 64  # open pages, streams and requests at once; more are answered 503
 PATIENT_PAGE = 200
+MAX_OFFSET = 10**9
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)  # a day outside is a typo, answered 400
 MAX_PATIENT_PAGE = 500
 BUSY_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 52\r\n"
@@ -312,11 +314,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _day(self, query: str) -> date | Literal[False] | None:
         """``?date=YYYY-MM-DD`` (None: today), or False after answering 400."""
         text = parse_qs(query).get("date", [""])[0]
+        if not text:
+            return None
         try:
-            return date.fromisoformat(text) if text else None
+            day = date.fromisoformat(text)
         except ValueError:
-            self._error(HTTPStatus.BAD_REQUEST, "date must be YYYY-MM-DD")
+            day = None
+        if day is None or not FIRST_DAY <= day <= LAST_DAY:
+            self._error(HTTPStatus.BAD_REQUEST, f"date must be YYYY-MM-DD, {FIRST_DAY} to {LAST_DAY}")
             return False
+        return day
 
     def _viewer(self) -> Identity | None:
         """The signed-in user of this request's page session (reading does not keep the session awake)."""
@@ -352,8 +359,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, "offset and limit must be whole numbers")
             return
         starting = params.get("starting", [""])[0]
-        if offset < 0 or not 1 <= limit <= MAX_PATIENT_PAGE or len(starting) > 64:
-            self._error(HTTPStatus.BAD_REQUEST, f"offset must be >= 0 and limit 1–{MAX_PATIENT_PAGE}")
+        if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_PATIENT_PAGE or len(starting) > 64:
+            self._error(HTTPStatus.BAD_REQUEST, f"offset must be 0–{MAX_OFFSET} and limit 1–{MAX_PATIENT_PAGE}")
             return
         self._json(self.app.backend.patients(offset, limit, starting))
 

@@ -68,6 +68,24 @@ def _nesting_depth(raw: bytes) -> int:
     return deepest
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (``{"units": 6, "units": 99}``): which value was meant is unknown."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key {key!r} appears twice")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads`` object hook: a dict, or :class:`DuplicateKey` when a key repeats."""
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise DuplicateKey(key)
+        found[key] = value
+    return found
+
+
 def parse_json_object(raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict:
     """Strict JSON object from untrusted bytes: size, nesting, UTF-8 and constants checked."""
     if len(raw) > max_bytes:
@@ -79,7 +97,9 @@ def parse_json_object(raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict:
     except UnicodeDecodeError:
         raise ValidationError("payload is not UTF-8") from None
     try:
-        data = json.loads(text)  # NaN/Infinity parse to floats; field checks reject them with the id
+        data = json.loads(text, object_pairs_hook=unique_keys)  # NaN/Infinity: floats the field checks reject
+    except DuplicateKey as exc:
+        raise ValidationError(f"payload has the key '{exc.key}' twice; send each field once") from None
     except ValueError as exc:
         raise ValidationError(f"payload is not valid JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -460,3 +460,38 @@ def test_page_api_rejects_bad_actions(bedside):
     )
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(device.url + "api/patients/unknown", timeout=5)
+
+
+def test_odd_requests_get_a_4xx_with_a_reason_never_a_500(bedside):
+    """Found by a security team: huge offsets, far dates, repeated JSON keys, a Host with user info, line breaks."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    device, publisher, watcher = bedside
+    suggestion = dose_waiting(device, publisher, watcher, "p-odd", "g-odd")
+    for path in (
+        "api/patients?offset=99999999999999999999",
+        "api/adherence?date=9999-12-31",
+        "api/patients/p-odd/summary.pdf?date=9999-12-31",
+        "api/patients/p-odd/summary?date=0001-01-01",
+    ):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(device.url + path, timeout=5)
+        assert refused.value.code == 400, path
+    twice = f'{{"suggestion_id": "{suggestion.id}", "units": {suggestion.units}, "units": 99}}'.encode()
+    status, answer = device.post("api/patients/p-odd/confirm", twice)
+    assert status == 400 and "the key 'units' appears twice" in answer.error
+    event = event_factory.raw(event_factory.glucose("dup", "p-odd", datetime.now(UTC), 120))
+    status, answer = device.post("api/events", event[:-1] + b', "mg_dl": 40}')
+    assert status == 400 and "the key 'mg_dl' twice" in answer.error
+    note = b'{"suggestion_id": "%s", "reason": "other", "note": "a\\nrow"}' % suggestion.id.encode()
+    status, answer = device.post("api/patients/p-odd/decline", note)
+    assert status == 400 and "one line" in answer.error
+    assert rows(device, "SELECT count(*) FROM responses")[0][0] == 0 and not rows(
+        device, "SELECT 1 FROM events WHERE id='dup'"
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", device.port, timeout=5)
+    connection.request("GET", "/api/status", headers={"Host": f"evil.example@127.0.0.1:{device.port}"})
+    assert connection.getresponse().status == 421
+    connection.close()
