@@ -43,8 +43,21 @@ class LinkDown(RuntimeError):
     """The device cannot publish now (no broker link): HTTP 503."""
 
 
+class NotAllowed(PermissionError):
+    """This person may not record this (another patient's record, an entry that needs a nurse): HTTP 403."""
+
+
 class EntryRefused(ValueError):
     """The device refused an entry as it would a sensor's event (the reason says why): HTTP 400."""
+
+
+BACKDATE_LIMIT_MIN = 15.0  # a non-nurse's entry is about now
+
+
+def _check_may(who: Identity, patient: str) -> None:
+    why = who.refusal_for(patient)
+    if why is not None:
+        raise NotAllowed(why)
 
 
 class PageActions:
@@ -65,6 +78,26 @@ class PageActions:
         self._send = send
         self.expiry_s = expiry_s
         self._broker_problem = broker_problem
+
+    def _check_entry(self, event: Event, who: Identity) -> None:
+        """A nurse records anything; anyone else records what happens now, within the patient's limits.
+
+        A back-dated entry or a dose above the single-dose limit would change what the device
+        learns from the history (the limits it fits, the insulin on board): it needs a nurse.
+        """
+        if who.role == "nurse":
+            return
+        age_min = (self.advisor.now() - event.ts).total_seconds() / 60.0
+        if age_min > BACKDATE_LIMIT_MIN:
+            raise NotAllowed(
+                f"an entry dated {age_min:.0f} min ago needs a nurse: a {who.role} records what happens now "
+                f"(up to {BACKDATE_LIMIT_MIN:.0f} min ago)"
+            )
+        limit = self.advisor.safety.for_patient(event.patient).max_single_units
+        if event.is_insulin and event.dose > limit:
+            raise NotAllowed(
+                f"{event.dose:g} U is above this patient's single-dose limit of {limit:g} U: a nurse records it"
+            )
 
     def state(self, suggestion: Suggestion, response: Response | None) -> Actionability:
         """Whether ``suggestion`` can still be acted on now."""
@@ -103,6 +136,7 @@ class PageActions:
         """A person gave a dose for the current suggestion: store it once, with its insulin event, then
         publish the event; returns the event and the warnings about it (a second dose close by)."""
         check_reason(request.reason, request.note)
+        _check_may(who, patient)
         with self.advisor.locked():
             event, warnings = self._record_given(patient, request, who)
         self._send(event)
@@ -144,6 +178,7 @@ class PageActions:
     def decline(self, patient: str, request: Decline, who: Identity) -> None:
         """The suggested dose was not given: record why."""
         check_reason(request.reason, request.note)
+        _check_may(who, patient)
         with self.advisor.locked():
             suggestion = self._current(patient, request.suggestion_id)
             if not suggestion.is_dose:
@@ -157,6 +192,7 @@ class PageActions:
 
     def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None:
         """A person saw an answer that is not a dose (withhold, no dose due, not enough data)."""
+        _check_may(who, patient)
         with self.advisor.locked():
             suggestion = self._current(patient, suggestion_id)
             if suggestion.is_dose:
@@ -169,6 +205,8 @@ class PageActions:
         sensor's event would be, audited, then published with its answer; returns the warnings."""
         if event.kind is Kind.REQUEST:
             raise ValueError("a dose request is not entered on the page; enter a glucose reading instead")
+        _check_may(who, event.patient)
+        self._check_entry(event, who)
         problem = self._broker_problem()
         if problem is not None:
             raise LinkDown(f"not recorded: the device is not linked to its broker ({problem}); record on paper")

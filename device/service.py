@@ -336,11 +336,11 @@ class DeviceService:
     def sign_in(self, user: str, pin: str) -> Identity | None:
         """The user's identity when ``pin`` is theirs, else None (audited either way)."""
         found = self.store.user(user)
-        if found is None or not verify_pin(pin, found[1]):
+        if found is None or not verify_pin(pin, found.pin_hash):
             self.store.audit("sign_in_refused", {"user": user[:64]})
             return None
-        self.store.audit("signed_in", {"user": user, "role": found[0]})
-        return Identity(user, found[0])  # type: ignore[arg-type]  # the store holds checked roles
+        self.store.audit("signed_in", {"user": user, "role": found.role})
+        return Identity(user, found.role, found.patient)  # type: ignore[arg-type]  # the store holds checked roles
 
     def subscribe(self, listener) -> None:
         """Call ``listener(patient)`` whenever what the page shows may have changed."""

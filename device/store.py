@@ -31,7 +31,7 @@ from .dose_responses import replacement
 from .messages import Alert, Response, Retired, Suggestion
 from .patient_ids import folded, skeleton
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _STORED_NOW = datetime(9000, 1, 1, tzinfo=UTC)  # stored events were checked on arrival
 
 SCHEMA = """
@@ -102,7 +102,8 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     role TEXT NOT NULL,
     pin_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    patient TEXT
 );
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
@@ -119,6 +120,14 @@ class DoseAnswer(NamedTuple):
     ts: str
     units: float
     replaced: str | None = None
+
+
+class UserRecord(NamedTuple):
+    """A page user as stored: role, PIN hash, and the one patient a patient user may record for."""
+
+    role: str
+    pin_hash: str
+    patient: str | None
 
 
 class StoreError(Exception):
@@ -198,6 +207,8 @@ class Store:
             "CREATE INDEX IF NOT EXISTS suggestions_undelivered ON suggestions (sent_at)"
             " WHERE delivered_at IS NULL AND dropped_at IS NULL"
         )
+        if "patient" not in {row[1] for row in self._db.execute("PRAGMA table_info(users)")}:  # version 3
+            self._db.execute("ALTER TABLE users ADD COLUMN patient TEXT")
         known = {r[0] for r in self._db.execute("SELECT id FROM patients")}
         for (patient,) in self._db.execute("SELECT DISTINCT patient FROM events").fetchall():
             if patient not in known:  # version 1 kept no patient list
@@ -563,15 +574,18 @@ class Store:
         return cursor.rowcount == 1
 
     # ------------------------------------------------------------------- users
-    def add_user(self, name: str, role: str, pin_hash: str) -> bool:
-        """Add a user; False when the name is taken."""
-        cursor = self._write(
-            "INSERT OR IGNORE INTO users (name, role, pin_hash, created_at) VALUES (?, ?, ?, ?)",
-            (name, role, pin_hash, _now_iso()),
-        )
-        if cursor.rowcount == 1:
-            self.audit("user_added", {"user": name, "role": role})
-        return cursor.rowcount == 1
+    def add_user(self, name: str, role: str, pin_hash: str, patient: str | None = None) -> bool:
+        """Add a user (a patient user with their patient); False when the name is taken, ignoring case."""
+        with self._transaction() as db:
+            taken = db.execute("SELECT 1 FROM users WHERE lower(name) = lower(?)", (name,)).fetchone()
+            if taken is None:
+                db.execute(
+                    "INSERT INTO users (name, role, pin_hash, created_at, patient) VALUES (?, ?, ?, ?, ?)",
+                    (name, role, pin_hash, _now_iso(), patient),
+                )
+        if taken is None:
+            self.audit("user_added", {"user": name, "role": role, "patient": patient})
+        return taken is None
 
     def set_user_pin(self, name: str, pin_hash: str) -> bool:
         cursor = self._write("UPDATE users SET pin_hash = ? WHERE name = ?", (pin_hash, name))
@@ -585,14 +599,15 @@ class Store:
             self.audit("user_removed", {"user": name})
         return cursor.rowcount == 1
 
-    def users(self) -> list[tuple[str, str, str]]:
+    def users(self) -> list[tuple[str, str, str, str | None]]:
         """(name, role, created_at) of every user, by name."""
-        return [(r[0], r[1], r[2]) for r in self._read("SELECT name, role, created_at FROM users ORDER BY name")]
+        rows = self._read("SELECT name, role, created_at, patient FROM users ORDER BY name")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
-    def user(self, name: str) -> tuple[str, str] | None:
-        """(role, pin hash) of a user, or None."""
-        rows = self._read("SELECT role, pin_hash FROM users WHERE name = ?", (name,))
-        return (rows[0][0], rows[0][1]) if rows else None
+    def user(self, name: str) -> UserRecord | None:
+        """A user's role, PIN hash and (a patient user's) patient, or None."""
+        rows = self._read("SELECT role, pin_hash, patient FROM users WHERE name = ?", (name,))
+        return UserRecord(rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def count_users(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM users")[0][0])

@@ -3,8 +3,9 @@
 Roles (docs/contract.md, "Users and roles"):
 
 * ``nurse`` — every entry and action, and the companion risk;
-* ``patient`` — enters their own readings, meals, symptoms, exercise and doses, confirms,
-  declines and acknowledges; no companion risk;
+* ``patient`` — belongs to one patient: enters that patient's readings, meals, symptoms,
+  exercise and doses (now, within their limits), confirms, declines and acknowledges for them;
+  no companion risk;
 * ``viewer`` — reads the page, records nothing.
 
 Without any user (a one-bed home set-up) the page works as before: on loopback, or with the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import secrets
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -42,28 +44,54 @@ class UserError(ValueError):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a page session acts as."""
+    """Who a page session acts as; ``patient``: the one patient a patient user belongs to."""
 
     user: str
     role: Role
+    patient: str | None = None
 
     def may(self, permission: Permission) -> bool:
         return permission in PERMISSIONS[self.role]
 
+    def refusal_for(self, patient: str) -> str | None:
+        """Why this person may not record for ``patient``, or None when they may."""
+        if self.role != "patient" or self.user == SHARED_USER:  # the shared PIN of a one-bed set-up
+            return None
+        if self.patient is None:
+            return f"{self.user} is a patient user with no patient: add one again with --patient"
+        if patient != self.patient:
+            return f"{self.user} is the patient user of '{self.patient}' and records only for that patient"
+        return None
 
-def check_user(name: str, role: str) -> None:
+
+def check_user(name: str, role: str, patient: str | None = None) -> None:
     if not is_identifier(name) or len(name) > 64:
         raise UserError("a user name is 1–64 letters, digits, '.', '_' or '-'")
     if name == SHARED_USER:
         raise UserError(f"'{SHARED_USER}' is reserved for the shared page PIN")
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
+    if role == "patient" and (patient is None or not is_identifier(patient)):
+        raise UserError("a patient user belongs to one patient: give --patient ID")
+    if role != "patient" and patient is not None:
+        raise UserError(f"--patient is for patient users; a {role} is not tied to a patient")
+
+
+def check_pin(pin: str) -> None:
+    """Refuse a PIN anyone would try first: too short or long, one repeated character, a run (1234, 9876)."""
+    if not MIN_PIN_CHARS <= len(pin) <= MAX_PIN_CHARS:
+        raise UserError(f"a PIN is {MIN_PIN_CHARS}–{MAX_PIN_CHARS} characters")
+    if len(set(pin)) == 1:
+        raise UserError("a PIN of one repeated character (such as 0000) is the first one tried: choose another")
+    if pin.isdigit():
+        steps = {int(b) - int(a) for a, b in itertools.pairwise(pin)}
+        if steps in ({1}, {-1}):
+            raise UserError("a PIN of consecutive digits (such as 1234) is among the first tried: choose another")
 
 
 def hash_pin(pin: str) -> str:
-    """A salted scrypt hash of ``pin``: ``scrypt$n$r$p$salt$hash`` (base64)."""
-    if not MIN_PIN_CHARS <= len(pin) <= MAX_PIN_CHARS:
-        raise UserError(f"a PIN is {MIN_PIN_CHARS}–{MAX_PIN_CHARS} characters")
+    """A salted scrypt hash of ``pin``: ``scrypt$n$r$p$salt$hash`` (base64); a weak PIN is refused."""
+    check_pin(pin)
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(pin.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
     return "$".join(

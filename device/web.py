@@ -44,7 +44,7 @@ from .messages import (
     StreamNudge,
     WardAdherence,
 )
-from .page_actions import LinkDown
+from .page_actions import LinkDown, NotAllowed
 from .page_auth import ActionGuard, PageSessions, SignInGuard, host_problem, origin_problem
 from .schema import SchemaError
 from .store import StoreError
@@ -400,6 +400,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, SchemaError) as exc:
             status = HTTPStatus.CONFLICT if isinstance(exc, ActionConflict) else HTTPStatus.BAD_REQUEST
             self._error(status, exc.reason if isinstance(exc, ValidationError) else str(exc))
+        except NotAllowed as exc:
+            self._error(HTTPStatus.FORBIDDEN, str(exc))
         except LinkDown as exc:
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
         except StoreError as exc:  # a full or locked disk: nothing was recorded, and the page says so

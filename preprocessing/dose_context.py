@@ -13,7 +13,8 @@ non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
   5 minutes) would otherwise suggest the meal dose again;
 * the announced meal's size and carbohydrate, and the patient's usual carbohydrate at this
   meal (their last five counts at the same time of day);
-* the patient's **total daily insulin** (regular and long-acting, per day of history), from which
+* the patient's **total daily insulin** (regular and long-acting, per day of history; a dose
+  above :data:`FITTED_MAX_UNITS`, which no one could have given, left out), from which
   the supervisor estimates insulin sensitivity (the 1500 rule), their typical daily regular
   insulin and their largest regular dose;
 * the **lowest glucose in the last :data:`RECENT_LOW_MIN` minutes** before this reading, so
@@ -51,7 +52,8 @@ USUAL_CARB_MEALS = 5
 RATIO_MEALS = 10
 MIN_MEALS_FOR_RATIO = 3
 DOSE_BEFORE_MEAL_MIN = 15.0
-SAME_MEAL_MIN = 180.0  # a regular dose this recent, at the same time of day, was for this meal
+SAME_MEAL_MIN = 180.0
+FITTED_MAX_UNITS = 30.0  # the hard single-dose limit: a larger recorded dose is left out of the daily totals  # a regular dose this recent, at the same time of day, was for this meal
 RECENT_LOW_MIN = 180.0
 LOW_MG_DL = 70.0  # the hypoglycaemia threshold no profile may lower
 LOW_AFTER_DOSE_DAYS = 7
@@ -133,10 +135,11 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
             if e.carbs_g is not None and t - et > MEAL_WINDOW_MIN and len(counted_meals) < RATIO_MEALS:
                 counted_meals.append((et, e.carbs_g))
         elif kind is Kind.INSULIN:
-            total += e.dose
+            fits = e.dose <= FITTED_MAX_UNITS  # a dose no one could have given does not widen the limits
+            total += e.dose if fits else 0.0
             if e.is_regular_dose:
-                regular += e.dose
-                largest = max(largest, e.dose)
+                regular += e.dose if fits else 0.0
+                largest = max(largest, e.dose) if fits else largest
                 regular_doses.append((et, e.dose))
                 dosed_at.append((et, e.ts))
         elif kind is Kind.GLUCOSE:

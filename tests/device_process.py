@@ -117,10 +117,11 @@ class DeviceProcess:
         with urllib.request.urlopen(self.url + "api/session", timeout=5) as response:
             return PageSession.from_json(response.read()).token
 
-    def add_user(self, name: str, role: str, pin: str) -> None:
+    def add_user(self, name: str, role: str, pin: str, patient: str | None = None) -> None:
         """``advisor users add`` on this device's state directory (the running device sees it at once)."""
+        tie = ["--patient", patient] if patient else []
         done = subprocess.run(
-            [self.python, "-m", "tools.cli", "users", "add", name, "--role", role, "--pin-stdin", "--state-dir",
+            [self.python, "-m", "tools.cli", "users", "add", name, "--role", role, *tie, "--pin-stdin", "--state-dir",
              str(self.state_dir)],
             input=pin + "\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False,
         )  # fmt: skip

@@ -309,3 +309,35 @@ def test_the_page_says_recorded_only_for_what_the_device_stored(browser, bedside
         device, "SELECT count(*) FROM events WHERE patient = 'p-ok' AND kind = 'insulin' AND id LIKE 'page-%'"
     ) == [(1,)]
     page.close()
+
+
+def test_a_patient_user_is_tied_to_one_patient_over_http(bedside):
+    device, publisher, watcher = bedside
+    device.add_user("ann", "nurse", "4711")
+    device.add_user("pat", "patient", "4711", patient="p-own")
+    mine = dose_waiting(device, publisher, watcher, "p-own", "g-own")
+    theirs = dose_waiting(device, publisher, watcher, "p-other", "g-other")
+    session = device.signed_in("pat", "4711")
+    status, refused = device.post(
+        "api/patients/p-other/confirm", ConfirmDose(theirs.id, 20.0, reason="clinicians_order"), session=session
+    )
+    assert status == 403 and "records only for that patient" in refused.error
+    back = event_factory.raw(
+        Event(
+            "page-back",
+            "p-own",
+            datetime.now(UTC) - timedelta(days=6),
+            Kind.INSULIN,
+            insulin=Insulin.REGULAR,
+            units=5.0,
+        )
+    )
+    status, refused = device.post("api/events", back, session=session)
+    assert status == 403 and "needs a nurse" in refused.error
+    status, done = device.post("api/patients/p-own/confirm", ConfirmDose(mine.id, mine.units), session=session)
+    assert status == 200 and done.ok
+    assert rows(device, "SELECT suggestion_id FROM responses") == [(mine.id,)]
+    with pytest.raises(AssertionError, match="consecutive digits"):
+        device.add_user("bob", "nurse", "1234")
+    with pytest.raises(AssertionError, match="other letter case"):
+        device.add_user("ANN", "nurse", "4712")

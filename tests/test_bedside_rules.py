@@ -340,3 +340,44 @@ def test_an_answer_replaced_before_anyone_acted_is_not_counted_as_unanswered():
         "2 U of regular insulin was recorded at 12:41",
     ]
     assert (summary.adherence.replaced, summary.adherence.unanswered) == (2, 1)
+
+
+# ---------------------------------------------------------------- who may record what
+@pytest.mark.parametrize("pin", ["0000", "1111", "1234", "9876", "0123456", "aaaa", "123"])
+def test_pins_anyone_would_try_first_are_refused(pin):
+    from device.users import check_pin
+
+    with pytest.raises(UserError):
+        check_pin(pin)
+
+
+@pytest.mark.parametrize("pin", ["4711", "2468", "1357", "9021", "hunter22"])
+def test_other_pins_are_accepted(pin):
+    from device.users import check_pin
+
+    check_pin(pin)
+
+
+def test_a_patient_user_belongs_to_one_patient():
+    with pytest.raises(UserError, match="give --patient"):
+        check_user("pat", "patient")
+    with pytest.raises(UserError, match="not tied to a patient"):
+        check_user("ann", "nurse", "p-1")
+    check_user("pat", "patient", "p-1")
+    pat = Identity("pat", "patient", "p-1")
+    assert pat.refusal_for("p-1") is None
+    assert pat.refusal_for("p-2") == "pat is the patient user of 'p-1' and records only for that patient"
+    assert Identity("ann", "nurse").refusal_for("p-2") is None
+    assert Identity("bedside", "patient").refusal_for("p-2") is None, "the shared PIN of a one-bed set-up"
+    assert "no patient" in Identity("old", "patient").refusal_for("p-1")
+
+
+def test_user_names_are_unique_regardless_of_case_and_keep_their_patient(tmp_path):
+    from device.store import Store
+
+    store = Store(tmp_path / "s.sqlite3")
+    assert store.add_user("ann", "nurse", hash_pin("4711"))
+    assert not store.add_user("Ann", "nurse", hash_pin("4712")), "'Ann' is 'ann'"
+    assert store.add_user("pat", "patient", hash_pin("4711"), "p-1")
+    assert store.user("pat").patient == "p-1" and store.user("ann").patient is None
+    assert [u[0] for u in store.users()] == ["ann", "pat"]

@@ -147,3 +147,11 @@ def test_the_first_reading_of_the_night_only():
         [glucose("g1", "p", NOON.replace(hour=18), 120, "unspecified")], NOON.replace(hour=18), False
     )
     assert not supper.first_of_night
+
+
+def test_a_dose_no_one_could_have_given_does_not_widen_the_fitted_limits():
+    """A 99 U regular dose back-dated into the history: the largest dose and the daily totals ignore it."""
+    honest = context_after([glucose("g", "p", NOON, 140)], NOON)
+    bent = context_after([dose("d99", NOON - timedelta(days=1), 99.0), glucose("g", "p", NOON, 140)], NOON)
+    assert bent.largest_dose == honest.largest_dose
+    assert bent.total_daily_units == honest.total_daily_units

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from device.config import SafetyConfig
 from device.dose_responses import ActionConflict
 from device.inference import DoseModel
 from device.messages import ConfirmDose, Decline
-from device.page_actions import EntryRefused, LinkDown, PageActions
+from device.page_actions import EntryRefused, LinkDown, NotAllowed, PageActions
 from device.store import Store, StoreError
 from device.users import Identity
 from preprocessing.events import Event, Insulin, Kind
@@ -91,7 +92,7 @@ def test_an_answer_replaced_by_a_newer_one_or_expired_cannot_be_given(ward):
         actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
     with pytest.raises(ValueError, match="not a dose"):
         actions.confirm_dose("p-1", ConfirmDose(low.id, 1.0, reason="other", note="x"), ANN)
-    actions.acknowledge("p-1", low.id, Identity("pat", "patient"))
+    actions.acknowledge("p-1", low.id, Identity("pat", "patient", "p-1"))
     with pytest.raises(ActionConflict, match="already acknowledged by pat"):
         actions.acknowledge("p-1", low.id, ANN)
 
@@ -380,3 +381,35 @@ def test_a_low_then_a_value_typed_in_the_wrong_unit_gets_no_insulin(ward):
     assert answer.status == "insufficient_data" and answer.units == 0 and answer.rules == ["implausible_change"]
     assert answer.reasons[0].startswith("Glucose 901 mg/dL 2 minutes after 52 mg/dL: a change no physiology allows")
     assert answer.next_check_at == clock[0].isoformat(), "measure again now"
+
+
+# ---------------------------------------------------------------- a patient user
+PAT = Identity("pat", "patient", "p-1")
+
+
+def test_a_patient_user_records_for_their_patient_only(ward):
+    advisor, store, actions, _published, answer, _clock, _link = ward
+    for event in event_factory.history("p-2", NOW):
+        advisor.handle(event_factory.raw(event))
+    other = advisor.handle(event_factory.raw(event_factory.glucose("g-p2", "p-2", NOW, 180))).suggestion
+    assert other is not None and other.is_dose
+    with pytest.raises(NotAllowed, match="patient user of 'p-1' and records only for that patient"):
+        actions.decline("p-2", Decline(other.id, "patient_refused"), PAT)
+    with pytest.raises(NotAllowed):
+        actions.confirm_dose("p-2", ConfirmDose(other.id, 20.0, reason="clinicians_order"), PAT)
+    with pytest.raises(NotAllowed):
+        actions.enter(replace(pen("page-40", NOW, 4.0), patient="p-2"), PAT)
+    assert store.response_for(other.id) is None
+    actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), PAT)  # their own: recorded
+
+
+def test_a_back_dated_entry_or_a_dose_above_the_limit_needs_a_nurse(ward):
+    """A patient back-dating 99 U six days would raise the limits fitted from history."""
+    _advisor, store, actions, _published, _answer, _clock, _link = ward
+    with pytest.raises(NotAllowed, match="an entry dated 8640 min ago needs a nurse"):
+        actions.enter(pen("page-99", NOW - timedelta(days=6), 5.0), PAT)
+    with pytest.raises(NotAllowed, match="25 U is above this patient's single-dose limit of 20 U: a nurse records it"):
+        actions.enter(pen("page-25", NOW, 25.0), PAT)
+    assert not store.has_event("page-99") and not store.has_event("page-25")
+    actions.enter(pen("page-nurse", NOW - timedelta(hours=2), 5.0), ANN)  # a nurse may, and is audited
+    assert store.audit_rows("entered")[-1]["detail"]["user"] == "ann"

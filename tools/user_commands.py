@@ -15,7 +15,10 @@ import click
 
 from .common import friendly
 
-ROLE_HELP = "nurse: records and sees companion risk; patient: records own entries and doses; viewer: reads only."
+ROLE_HELP = (
+    "nurse: records and sees companion risk; patient: records the entries and doses of one patient (--patient); "
+    "viewer: reads only."
+)
 
 
 def _store(config_file: Path | None, state_dir: Path | None):
@@ -60,20 +63,28 @@ def users() -> None:
 @users.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["nurse", "patient", "viewer"]), required=True, help=ROLE_HELP)
+@click.option("--patient", help="The one patient a patient user records for (required with --role patient).")
 @_pin_option
 @_config_option
 @_state_option
 @friendly
-def users_add(name: str, role: str, pin_stdin: bool, config_file: Path | None, state_dir: Path | None) -> None:
-    """Add user NAME (a name or badge number) with a role and a PIN (asked twice, or --pin-stdin)."""
+def users_add(
+    name: str, role: str, patient: str | None, pin_stdin: bool, config_file: Path | None, state_dir: Path | None
+) -> None:
+    """Add user NAME (a name or badge number) with a role and a PIN (asked twice, or --pin-stdin).
+
+    A PIN of one repeated character or of consecutive digits (0000, 1234) is refused; names are
+    unique regardless of case ('Ann' is 'ann').
+    """
     from device.users import check_user, hash_pin
 
-    check_user(name, role)
+    check_user(name, role, patient)
     store = _store(config_file, state_dir)
     if store.user(name) is not None:
         raise click.UsageError(f"user {name!r} exists already; use 'advisor users set-pin' or remove it first")
-    store.add_user(name, role, hash_pin(_pin(pin_stdin)))
-    click.echo(f"added {name} ({role}) to {store.path}")
+    if not store.add_user(name, role, hash_pin(_pin(pin_stdin)), patient):
+        raise click.UsageError(f"a user named {name!r} in other letter case exists already: names ignore case")
+    click.echo(f"added {name} ({role}{f' of patient {patient}' if patient else ''}) to {store.path}")
 
 
 @users.command("list")
@@ -88,8 +99,9 @@ def users_list(config_file: Path | None, state_dir: Path | None) -> None:
         click.echo(f"no users in {store.path}: the page works with the shared page PIN (or on this machine only)")
         return
     click.echo(f"users in {store.path}:")
-    for name, role, created in rows:
-        click.echo(f"{name:24} {role:8} added {created[:16].replace('T', ' ')} UTC")
+    for name, role, created, patient in rows:
+        of = f"of {patient}" if patient else ""
+        click.echo(f"{name:24} {role:8} {of:16} added {created[:16].replace('T', ' ')} UTC")
 
 
 @users.command("set-pin")
