@@ -57,6 +57,7 @@ SESSION_HEADER = "X-Advisor-Session"
 HEARTBEAT_S = 10.0
 SOCKET_TIMEOUT_S = 15.0  # above HEARTBEAT_S: a healthy event stream always writes in time
 MAX_CONNECTIONS = 64  # open pages, streams and requests at once; more are answered 503
+MAX_STREAMS = 16  # live pages' event streams: a budget of their own, so a nurse's request always has room
 PATIENT_PAGE = 200
 MAX_OFFSET = 10**9
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)  # a day outside is a typo, answered 400
@@ -172,6 +173,7 @@ class BedsideServer:
         self.guard = ActionGuard(config.action_token)
         self.sign_in_guard = SignInGuard()
         self.sessions = PageSessions()
+        self.stream_slots = threading.BoundedSemaphore(MAX_STREAMS)
 
     @property
     def url(self) -> str:
@@ -488,6 +490,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(ActionDone(ok=True))
 
     def _stream(self) -> None:
+        if not self.app.stream_slots.acquire(blocking=False):
+            self.close_connection = True
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"{MAX_STREAMS} live pages are open; this one refreshes itself")
+            return
+        try:
+            self._serve_stream()
+        finally:
+            self.app.stream_slots.release()
+
+    def _serve_stream(self) -> None:
         self._headers(HTTPStatus.OK, "text/event-stream", None)
         q = self.app.streams.add()
         try:

@@ -278,3 +278,26 @@ def test_a_likely_duplicate_dose_is_flagged_on_errors_and_the_page(served, mosqu
     finally:
         publisher.close()
         watcher.close()
+
+
+def test_seventy_open_event_streams_leave_room_for_a_nurse(served):
+    """70 streams held open (and reopened when refused) once let 1 of 114 nurse requests through."""
+    port = served.web.address[1]
+    streams, refused = [], 0
+    try:
+        for _ in range(70):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+            head = s.recv(4096)
+            if head.startswith(b"HTTP/1.1 503"):
+                refused += 1
+                s.close()
+            else:
+                assert b"text/event-stream" in head
+                streams.append(s)
+        assert len(streams) == web.MAX_STREAMS and refused == 70 - web.MAX_STREAMS
+        answers = [request(served, "GET", "/api/status", headers={"Host": f"127.0.0.1:{port}"})[0] for _ in range(40)]
+        assert answers == [200] * 40, "every nurse request is served while the streams are open"
+    finally:
+        for s in streams:
+            s.close()
