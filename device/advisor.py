@@ -375,7 +375,7 @@ class Advisor:
         keeps so the page shows it (device/patient_ids.py).
         """
         try:
-            if self.store.has_patient(patient) or patient in self._held_patients():
+            if self.store.has_patient(patient) or patient in self.held_patients():
                 return None, None
             similar = self.store.patients_like(patient)
         except sqlite3.Error:
@@ -400,8 +400,14 @@ class Advisor:
             )
         return None, ErrorMessage(message_id, notice, level="warning")
 
-    def _held_patients(self) -> set[str]:
+    def held_patients(self) -> set[str]:
+        """Patients with events held in memory while the database refuses writes (not in SQLite yet)."""
         return {e.patient for e in self._held_events.values()}
+
+    def latest_suggestion(self, patient: str) -> Suggestion | None:
+        """The patient's latest answer: one held in memory (the database refused it) before the stored ones."""
+        held = [s for s in self._held_records.values() if s.patient == patient]
+        return held[-1] if held else self.store.latest_suggestion(patient)
 
     def _hold_event(self, event: Event) -> Added:
         """Keep an event the database refused; a repeat of a held or stored one is a duplicate."""
@@ -433,9 +439,8 @@ class Advisor:
     # ------------------------------------------------------------ live answers
     def live_answer(self, patient: str) -> Suggestion | None:
         """The patient's answer that may still be acted on: the latest, not answered, not retired, not expired."""
-        held = [s for s in self._held_records.values() if s.patient == patient]
         try:
-            latest = held[-1] if held else self.store.latest_suggestion(patient)
+            latest = self.latest_suggestion(patient)
             if latest is None or self.store.response_for(latest.id) is not None:
                 return None
             if self.retired(latest.id) is not None:
@@ -590,7 +595,7 @@ class Advisor:
             now=now.isoformat(),
             glucose=current,
             usual_units=usual,
-            suggestion=self.store.latest_suggestion(patient),
+            suggestion=self.latest_suggestion(patient),
             series=Series(glucose, doses),
             risk=risk,
             notices=notices,

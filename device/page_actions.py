@@ -118,7 +118,7 @@ class PageActions:
         if suggestion is None or suggestion.patient != patient:
             raise ValueError("unknown suggestion for this patient")
         response = self.store.response_for(suggestion_id)
-        latest = self.store.latest_suggestion(patient)
+        latest = self.advisor.latest_suggestion(patient)
         check_current(suggestion, latest, self.state(suggestion, response), self.advisor.retired(suggestion_id))
         return suggestion
 

@@ -255,7 +255,7 @@ class DeviceService:
         now = self.advisor.now()
         rows = []
         for patient in ids:
-            suggestion = self.store.latest_suggestion(patient)
+            suggestion = self.advisor.latest_suggestion(patient)
             response = None if suggestion is None else self.store.response_for(suggestion.id)
             state = None if suggestion is None else self.actions.state(suggestion, response)
             last = self.store.last_glucose(patient)
@@ -268,7 +268,12 @@ class DeviceService:
         return PatientList(ids, self.store.count_patients(), rows, now.isoformat())
 
     def has_patient(self, patient: str) -> bool:
-        return self.store.has_patient(patient)
+        """Known to the device: stored, or first seen while the database refused writes (held in memory)."""
+        return patient in self.advisor.held_patients() or self.store.has_patient(patient)
+
+    def storage_refused(self, reason: str) -> None:
+        """A page action or sign-in was refused because the database refuses writes."""
+        self.recovery.refused(reason)
 
     def patient_view(self, patient: str, who: Identity | None = None) -> PatientView:
         """The advisor's view of a patient: the answer, whether it can still be acted on, the next check;

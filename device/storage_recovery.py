@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 
 from .advisor import Advisor
 from .messages import ErrorMessage
+from .store import StoreError
 
 log = logging.getLogger("advisor.device")
 RETRY_S = 2.0  # while SQLite refuses writes, try again this often
@@ -64,9 +65,23 @@ class StorageRecovery:
             )
             self._on_change()
 
+    def refused(self, reason: str) -> None:
+        """A page action or sign-in found the database refusing writes: say so until a write succeeds."""
+        with self._lock:
+            first = self.problem is None
+            self.problem = self.problem or reason
+        if first:
+            log.error("state database unavailable: %s; page actions are refused until it recovers", reason)
+            self._report(ErrorMessage(None, f"{reason}; page actions are refused until the database recovers"))
+            self._on_change()
+
     def retry(self) -> None:
         """Store what was held in memory; then acknowledge the events the broker kept for us."""
         if self.problem is None or self.advisor.flush_held() is not None:
+            return
+        try:
+            self.advisor.store.probe()  # nothing held (a page's refusal): recovered only once a write succeeds
+        except StoreError:
             return
         with self._lock:
             unacked, self._unacked = self._unacked, []

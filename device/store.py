@@ -222,6 +222,14 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def probe(self) -> None:
+        """One small committed write; raises :class:`StoreError` while the database refuses writes."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('probed_at', ?) ON CONFLICT(key) DO UPDATE SET value = ?",
+                (_now_iso(), _now_iso()),
+            )
+
     def _write(self, sql: str, params: tuple) -> sqlite3.Cursor:
         try:
             with self._lock:

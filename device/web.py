@@ -86,6 +86,8 @@ class BedsideBackend(Protocol):
 
     def has_patient(self, patient: str) -> bool: ...
 
+    def storage_refused(self, reason: str) -> None: ...
+
     def patient_view(self, patient: str, who: Identity | None = None) -> PatientView: ...
 
     def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> tuple[Event, list[ErrorMessage]]: ...
@@ -408,6 +410,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
         except StoreError as exc:  # a full or locked disk: nothing was recorded, and the page says so
             log.error("a page action was not recorded: %s", exc)
+            self.app.backend.storage_refused(str(exc))
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"not recorded: {exc}; record on paper")
 
     def _body(self) -> bytes | None:

@@ -139,3 +139,74 @@ def test_database_locked_or_full_keeps_suggesting_from_memory_and_recovers(tmp_p
     assert after.unstored is None and after.suggestion is None
     fresh = advisor.handle(glucose("fresh", REAL), 0.0)
     assert fresh.unstored is None and fresh.suggestion.status == "suggest"
+
+
+@pytest.mark.e2e  # mounts a tmpfs
+def test_a_full_disk_is_said_on_the_page_and_never_answered_500(small_disk, tmp_path, mosquitto):
+    """Sign-in and confirmation answer 503 'not recorded', status names the problem, and a patient first
+    seen during the outage is on the page with the answer that went out."""
+    from device.config import BrokerConfig, DeviceConfig, HttpConfig
+    from device.messages import ConfirmDose, SignIn
+    from device.service import DeviceService
+    from device.users import hash_pin
+    from tools.replay import DeviceWatcher, EventPublisher
+
+    from .page_kit import dose_waiting
+
+    broker = BrokerConfig(url=mosquitto.url)
+    config = DeviceConfig(device_id="bed-full", broker=broker, http=HttpConfig(port=0), state_dir=small_disk / "state")
+    service = DeviceService(config)
+    service.store.add_user("ann", "nurse", hash_pin("4711"))
+    service.start()
+    publisher, watcher = EventPublisher(broker, "bed-full"), DeviceWatcher(broker, "bed-full")
+    filler = None
+    try:
+        assert service.ready.wait(10)
+        watcher.wait_subscribed(5)
+        publisher.wait_connected()
+        page = _Page(service)
+        token = page.session()
+        assert page.post("/api/sign-in", SignIn("ann", "4711"), token)[0] == 200
+        suggestion = dose_waiting(None, publisher, watcher, "p-full", "g-full")
+        filler = fill_disk(small_disk)
+        status, body = page.post("/api/patients/p-full/confirm", ConfirmDose(suggestion.id, suggestion.units), token)
+        assert status == 503 and "not recorded" in body and "record on paper" in body, body
+        status, body = page.post("/api/sign-in", SignIn("ann", "0000"), page.session())
+        assert status in (401, 503), body  # a wrong PIN is still refused; its audit row cannot be written
+        assert service.status().storage_problem is not None, "the page's footer says the database is unavailable"
+        publisher.publish(event_factory.glucose("g-new", "p-new", datetime.now(UTC), 150))
+        assert watcher.wait_for(lambda w: w.suggestion_for("g-new"), 10)
+        assert service.has_patient("p-new"), "first seen during the outage: on the page, not 404"
+        assert service.patient_view("p-new").suggestion is not None
+    finally:
+        if filler is not None:
+            filler.unlink()
+        publisher.close()
+        watcher.close()
+        service.stop()
+
+
+class _Page:
+    """The bedside page's HTTP API as a browser uses it (a session token, JSON in and out)."""
+
+    def __init__(self, service) -> None:
+        import http.client
+
+        self._connect = lambda: http.client.HTTPConnection("127.0.0.1", service.web.address[1], timeout=10)
+        self.host = f"127.0.0.1:{service.web.address[1]}"
+
+    def session(self) -> str:
+        connection = self._connect()
+        connection.request("GET", "/api/session", headers={"Host": self.host})
+        token = connection.getresponse().read().decode().split('"token": "')[1].split('"')[0]
+        connection.close()
+        return token
+
+    def post(self, path: str, message, token: str) -> tuple[int, str]:
+        connection = self._connect()
+        headers = {"Host": self.host, "Content-Type": "application/json", "X-Advisor-Session": token}
+        connection.request("POST", path, body=message.to_json(), headers=headers)
+        response = connection.getresponse()
+        answer = response.status, response.read().decode()
+        connection.close()
+        return answer
