@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from preprocessing.events import Event, Kind
 from preprocessing.features import minutes
-from preprocessing.validation import event_from_mapping
+from preprocessing.validation import ValidationError, event_from_mapping
 
 from .dose_responses import replacement
 from .messages import Alert, Response, Retired, Suggestion
@@ -173,6 +173,14 @@ def _insert_event(db: sqlite3.Connection, event: Event) -> bool:
     return True
 
 
+def _stored_event(payload: str) -> Event:
+    """An event row read back; a row that no longer decodes is corruption, said in one line."""
+    try:
+        return event_from_mapping(json.loads(payload), _STORED_NOW)
+    except (ValueError, ValidationError) as exc:
+        raise StoreError(f"the state database holds a corrupt event row ({exc}): restore it from a backup") from None
+
+
 def event_digest(payload: dict) -> str:
     """Content hash of a canonical event payload, to tell a true repeat from a reused id."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -188,6 +196,9 @@ class Store:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            damage = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if damage != "ok":
+                raise sqlite3.DatabaseError(f"it is damaged ({damage}); restore it from a backup")
             self._db.executescript(SCHEMA)
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
@@ -274,7 +285,7 @@ class Store:
             "SELECT payload FROM events WHERE patient = ? AND kind != ? ORDER BY ts_min, kind = 'insulin', seq",
             (patient, Kind.REQUEST.value),
         )
-        return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
+        return [_stored_event(r[0]) for r in rows]
 
     def doses_near(self, patient: str, ts: datetime, within_min: float) -> list[Event]:
         """The patient's insulin events within ``within_min`` minutes of ``ts``, either side."""
@@ -283,7 +294,7 @@ class Store:
             "SELECT payload FROM events WHERE patient = ? AND ts_min BETWEEN ? AND ? AND kind = ? ORDER BY seq",
             (patient, t - within_min, t + within_min, Kind.INSULIN.value),
         )
-        return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
+        return [_stored_event(r[0]) for r in rows]
 
     def last_glucose(self, patient: str) -> Event | None:
         """The patient's latest glucose reading."""
@@ -291,7 +302,7 @@ class Store:
             "SELECT payload FROM events WHERE patient = ? AND kind = ? ORDER BY ts_min DESC, seq DESC LIMIT 1",
             (patient, Kind.GLUCOSE.value),
         )
-        return event_from_mapping(json.loads(rows[0][0]), _STORED_NOW) if rows else None
+        return _stored_event(rows[0][0]) if rows else None
 
     def count_lows(self, patient: str, since: datetime, below_mg_dl: float) -> int:
         """Glucose readings of the patient under ``below_mg_dl`` since ``since``."""
@@ -487,7 +498,7 @@ class Store:
             " ORDER BY seq",
             (patient, Kind.INSULIN.value, event_id),
         )
-        return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
+        return [_stored_event(r[0]) for r in rows]
 
     def events_between(self, patient: str, start: datetime, end: datetime) -> list[Event]:
         """The patient's events (requests excluded) in ``[start, end)``, in time order."""
@@ -496,7 +507,7 @@ class Store:
             " ORDER BY ts_min, kind = 'insulin', seq",
             (patient, Kind.REQUEST.value, minutes(start), minutes(end)),
         )
-        return [event_from_mapping(json.loads(r[0]), _STORED_NOW) for r in rows]
+        return [_stored_event(r[0]) for r in rows]
 
     def suggestions_between(self, patient: str, start: datetime, end: datetime) -> list[Suggestion]:
         """The patient's answers decided in ``[start, end)``, in order (by the decision time, not the send time)."""

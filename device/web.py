@@ -267,6 +267,12 @@ class _Handler(BaseHTTPRequestHandler):
         """One request; an unexpected failure is logged and answered 500 in one line, never a dropped connection."""
         try:
             super().handle_one_request()
+        except StoreError as exc:  # the database cannot be read or written: said in one line, 503
+            log.error("the bedside page could not use the database on %s: %s", getattr(self, "path", "?"), exc)
+            self.app.backend.storage_refused(str(exc))
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"{exc}; record on paper")
         except Exception:  # the page must get an answer whatever went wrong
             log.exception("the bedside page failed on %s", getattr(self, "path", "?"))
             self.close_connection = True

@@ -301,3 +301,15 @@ def test_seventy_open_event_streams_leave_room_for_a_nurse(served):
     finally:
         for s in streams:
             s.close()
+
+
+def test_a_corrupt_row_is_said_in_one_line_not_a_traceback(served, caplog):
+    """A payload damaged on disk: the page answers 503 naming the corruption; the log has one line, no traceback."""
+    port = served.web.address[1]
+    served.store._db.execute("UPDATE events SET payload = '{broken' WHERE patient = 'p-1'")
+    served.advisor._histories.clear()  # the next view reads the patient back from SQLite
+    with caplog.at_level("ERROR", logger="advisor.web"):
+        status, _, body = request(served, "GET", "/api/patients/p-1", headers={"Host": f"127.0.0.1:{port}"})
+    assert status == 503 and "corrupt event row" in ApiError.from_json(body).error
+    assert not any(r.exc_info for r in caplog.records), "logged in one line, without a traceback"
+    assert served.status().storage_problem is not None
