@@ -13,8 +13,8 @@ non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
   5 minutes) would otherwise suggest the meal dose again;
 * the announced meal's size and carbohydrate, and the patient's usual carbohydrate at this
   meal (their last five counts at the same time of day);
-* the patient's **total daily insulin** (regular and long-acting, per day of history; a dose
-  above :data:`FITTED_MAX_UNITS`, which no one could have given, left out), from which
+* the patient's **total daily insulin** (regular and long-acting, per day of history; a regular
+  dose above :data:`FITTED_MAX_UNITS`, which no one could have given, left out), from which
   the supervisor estimates insulin sensitivity (the 1500 rule), their typical daily regular
   insulin and their largest regular dose;
 * the **lowest glucose in the last :data:`RECENT_LOW_MIN` minutes** before this reading, so
@@ -53,7 +53,7 @@ RATIO_MEALS = 10
 MIN_MEALS_FOR_RATIO = 3
 DOSE_BEFORE_MEAL_MIN = 15.0
 SAME_MEAL_MIN = 180.0  # a regular dose this recent, at the same time of day, was for this meal
-FITTED_MAX_UNITS = 30.0  # the hard single-dose limit: a larger recorded dose is left out of the daily totals
+FITTED_MAX_UNITS = 30.0  # the hard single-dose limit: a larger regular dose is left out of the daily totals
 RECENT_LOW_MIN = 180.0
 LOW_MG_DL = 70.0  # the hypoglycaemia threshold no profile may lower
 LOW_AFTER_DOSE_DAYS = 7
@@ -135,7 +135,8 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
             if e.carbs_g is not None and t - et > MEAL_WINDOW_MIN and len(counted_meals) < RATIO_MEALS:
                 counted_meals.append((et, e.carbs_g))
         elif kind is Kind.INSULIN:
-            fits = e.dose <= FITTED_MAX_UNITS  # a dose no one could have given does not widen the limits
+            # a regular dose no one could have given does not widen the limits (long-acting doses are larger)
+            fits = not e.is_regular_dose or e.dose <= FITTED_MAX_UNITS
             total += e.dose if fits else 0.0
             if e.is_regular_dose:
                 regular += e.dose if fits else 0.0

@@ -155,3 +155,16 @@ def test_a_dose_no_one_could_have_given_does_not_widen_the_fitted_limits():
     bent = context_after([dose("d99", NOON - timedelta(days=1), 99.0), glucose("g", "p", NOON, 140)], NOON)
     assert bent.largest_dose == honest.largest_dose
     assert bent.total_daily_units == honest.total_daily_units
+
+
+def test_a_large_long_acting_dose_still_counts_in_the_daily_total():
+    """A 40 U daily basal is real (the 30 U bound is for regular insulin): it counts."""
+    with_basal = context_after(
+        [
+            Event("nph", "p", NOON - timedelta(days=1), Kind.INSULIN, insulin=Insulin.ULTRALENTE, units=40.0),
+            glucose("g", "p", NOON, 140),
+        ],
+        NOON,
+    )
+    without = context_after([glucose("g", "p", NOON, 140)], NOON)
+    assert with_basal.total_daily_units > without.total_daily_units
