@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ARTIFACTS = ROOT / "test-artifacts"
-E2E_FIXTURES = {"mosquitto", "browser"}  # a real Mosquitto process, a real Chromium
+E2E_FIXTURES = {"mosquitto", "browser", "chromium"}  # a real Mosquitto process, a real Chromium
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -90,8 +90,36 @@ def mimic_dir() -> Path:
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+class _CheckedBrowser:
+    """The session's Chromium, whose pages record every uncaught script error (a broken page fails its test)."""
+
+    def __init__(self, browser) -> None:
+        self._browser = browser
+        self.errors: list[str] = []
+
+    def _watch(self, page):
+        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
+        return page
+
+    def new_page(self, **options):
+        return self._watch(self._browser.new_page(**options))
+
+    def new_context(self, **options):
+        context = self._browser.new_context(**options)
+        context.on("page", self._watch)
+        return context
+
+
+@pytest.fixture()
+def browser(chromium):
+    """Chromium for one test; it fails if any page it opened threw a script error."""
+    checked = _CheckedBrowser(chromium)
+    yield checked
+    assert checked.errors == [], "script errors on the page: " + "; ".join(checked.errors)
+
+
 @pytest.fixture(scope="session")
-def browser():
+def chromium():
     missing = None
     try:
         from playwright.sync_api import sync_playwright

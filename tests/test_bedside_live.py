@@ -118,6 +118,7 @@ def test_every_dialog_and_the_header_fit_the_screen(browser, bedside, artifacts,
     assert page.evaluate(OUTSIDE, [width, height]) == [], "the header with the badge and the user"
     page.reload()  # a reload keeps the nurse signed in on this tab
     wait_text(page, "#user-button", "t === 'Sign out nurse'")
+    wait_text(page, "#patient-id", "t === 'synthetic-fit'")
 
     for kind in ENTRY_KINDS:
         page.locator(f"[data-entry={kind}]").click()
