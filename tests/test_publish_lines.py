@@ -11,21 +11,10 @@ from preprocessing.events import Event, Insulin, Kind
 from tools.publish import Answer, describe, key_reason, read_events, summary
 
 from . import event_factory
+from .test_safety import BASE as SAFETY_BASE
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-DUE = DecisionInputs(
-    model_units=5.2,
-    glucose_mg_dl=160.0,
-    glucose_age_min=2.0,
-    hypo_symptoms_age_min=None,
-    iob_units=0.0,
-    regular_24h_units=10.0,
-    usual_units=5.0,
-    due="request",
-    total_daily_units=40.0,
-    typical_daily_regular=20.0,
-    largest_dose=8.0,
-)
+DUE = DecisionInputs(**{**SAFETY_BASE, "due": "request"})  # the supervisor tests' base case, asked for
 
 
 def _answer_to(inputs: DecisionInputs):
