@@ -79,25 +79,26 @@ class PageActions:
         self.expiry_s = expiry_s
         self._broker_problem = broker_problem
 
-    def _check_entry(self, event: Event, who: Identity) -> None:
-        """A nurse records anything; anyone else records what happens now, within the patient's limits.
+    def _check_entry(self, event: Event, who: Identity, reason: str | None) -> None:
+        """What happens now, within the patient's limits, anyone may record; the rest needs a nurse and a reason.
 
         A back-dated entry or a dose above the single-dose limit would change what the device
-        learns from the history (the limits it fits, the insulin on board): it needs a nurse.
+        learns from the history (the limits it fits, the insulin on board).
         """
-        if who.role == "nurse":
-            return
         age_min = (self.advisor.now() - event.ts).total_seconds() / 60.0
-        if age_min > BACKDATE_LIMIT_MIN:
-            raise NotAllowed(
-                f"an entry dated {age_min:.0f} min ago needs a nurse: a {who.role} records what happens now "
-                f"(up to {BACKDATE_LIMIT_MIN:.0f} min ago)"
-            )
         limit = self.advisor.safety.for_patient(event.patient).max_single_units
-        if event.is_insulin and event.dose > limit:
-            raise NotAllowed(
-                f"{event.dose:g} U is above this patient's single-dose limit of {limit:g} U: a nurse records it"
-            )
+        unusual = None
+        if age_min > BACKDATE_LIMIT_MIN:
+            unusual = f"an entry dated {age_min:.0f} min ago (more than {BACKDATE_LIMIT_MIN:.0f})"
+        elif event.is_insulin and event.dose > limit:
+            unusual = f"{event.dose:g} U, above this patient's single-dose limit of {limit:g} U,"
+        if unusual is None:
+            return
+        if who.role != "nurse":
+            raise NotAllowed(f"{unusual} needs a nurse: a {who.role} records what happens now, within the limits")
+        if not (reason or "").strip():
+            raise ValueError(f"{unusual} needs a reason: give one (the 'reason' field)")
+        check_reason("other", reason)
 
     def state(self, suggestion: Suggestion, response: Response | None) -> Actionability:
         """Whether ``suggestion`` can still be acted on now."""
@@ -200,13 +201,15 @@ class PageActions:
             self._respond(suggestion, Response("acknowledged", self._now(suggestion).isoformat(), who.user, who.role))
         self.advisor.touch(patient)
 
-    def enter(self, event: Event, who: Identity) -> list[ErrorMessage]:
+    def enter(self, event: Event, who: Identity, reason: str | None = None) -> list[ErrorMessage]:
         """A reading, meal, symptoms, exercise or dose entered at the bedside: decided and stored as a
-        sensor's event would be, audited, then published with its answer; returns the warnings."""
+        sensor's event would be, audited, then published with its answer; returns the warnings.
+
+        ``reason``: why a nurse records something unusual (back-dated, above the dose limit)."""
         if event.kind is Kind.REQUEST:
             raise ValueError("a dose request is not entered on the page; enter a glucose reading instead")
         _check_may(who, event.patient)
-        self._check_entry(event, who)
+        self._check_entry(event, who, reason)
         problem = self._broker_problem()
         if problem is not None:
             raise LinkDown(f"not recorded: the device is not linked to its broker ({problem}); record on paper")
@@ -215,9 +218,8 @@ class PageActions:
         if refused is not None:
             raise EntryRefused(f"not recorded: {refused.reason}")
         if outcome.added is Added.NEW:
-            self.store.audit(
-                "entered", {"user": who.user, "role": who.role, "event": event.to_payload()}, event.patient, event.id
-            )
+            detail = {"user": who.user, "role": who.role, "event": event.to_payload(), "reason": reason}
+            self.store.audit("entered", detail, event.patient, event.id)
         self._send(event)
         for message in outcome.messages:
             self._send(message)

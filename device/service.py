@@ -332,8 +332,8 @@ class DeviceService:
     def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None:
         self.actions.acknowledge(patient, suggestion_id, who)
 
-    def enter(self, event: Event, who: Identity) -> list[ErrorMessage]:
-        return self.actions.enter(event, who)
+    def enter(self, event: Event, who: Identity, reason: str | None = None) -> list[ErrorMessage]:
+        return self.actions.enter(event, who, reason)
 
     def users_configured(self) -> bool:
         return self.store.count_users() > 0

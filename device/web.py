@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from preprocessing.events import Event
-from preprocessing.validation import ValidationError, decode_event, is_identifier
+from preprocessing.validation import ValidationError, event_from_mapping, is_identifier, parse_json_object
 
 from .config import HttpConfig
 from .dose_responses import ActionConflict
@@ -96,7 +96,7 @@ class BedsideBackend(Protocol):
 
     def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None: ...
 
-    def enter(self, event: Event, who: Identity) -> list[ErrorMessage]: ...
+    def enter(self, event: Event, who: Identity, reason: str | None = None) -> list[ErrorMessage]: ...
 
     def day_summary(self, patient: str, day: date | None = None) -> DaySummary: ...
 
@@ -485,8 +485,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _act(self, patient: str | None, action: str, raw: bytes, who: Identity) -> None:
         backend = self.app.backend
         if patient is None:  # /api/events: an entry at the bedside, the same schema a sensor sends
-            event = decode_event(raw)
-            warnings = backend.enter(event, who)
+            data = parse_json_object(raw)
+            reason = data.pop("reason", None)  # the page's own field: why a nurse records something unusual
+            if reason is not None and not isinstance(reason, str):
+                raise ValueError("reason must be a string")
+            event = event_from_mapping(data, datetime.now(UTC))
+            warnings = backend.enter(event, who, reason)
             self._json(ActionDone(ok=True, event=event.to_payload(), warnings=[w.reason for w in warnings]))
         elif action == "confirm":
             given, warnings = backend.confirm_dose(patient, ConfirmDose.from_json(raw), who)

@@ -342,3 +342,32 @@ def test_a_patient_user_is_tied_to_one_patient_over_http(bedside):
         device.add_user("bob", "nurse", "1234")
     with pytest.raises(AssertionError, match="other letter case"):
         device.add_user("ANN", "nurse", "4712")
+
+
+def test_a_nurse_gives_a_reason_for_a_dose_above_the_limit(browser, bedside):
+    device, publisher, watcher = bedside
+    device.add_user("ann", "nurse", "4711")
+    dose_waiting(device, publisher, watcher, "p-big", "g-big")
+    page = browser.new_page(viewport=SMALL)
+    page.goto(device.url + "?patient=p-big")
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("User or badge").fill("ann")
+    page.get_by_label("PIN").fill("4711")
+    page.get_by_role("button", name="Sign in", exact=True).last.click()
+    wait_text(page, "#user-button", "t === 'Sign out ann'")
+    asked: list[str] = []
+
+    def answer(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept("surgery team's order, written")
+
+    page.on("dialog", answer)
+    page.get_by_role("button", name="Manual dose").click()
+    page.get_by_label("Units", exact=True).fill("25")
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#message", "t.startsWith('Recorded: dose given')")
+    assert asked and "above this patient's single-dose limit of 20 U" in asked[0]
+    entered = rows(device, "SELECT detail FROM audit WHERE action = 'entered'")
+    assert json.loads(entered[-1][0])["reason"] == "surgery team's order, written"
+    page.close()

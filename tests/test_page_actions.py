@@ -403,13 +403,16 @@ def test_a_patient_user_records_for_their_patient_only(ward):
     actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), PAT)  # their own: recorded
 
 
-def test_a_back_dated_entry_or_a_dose_above_the_limit_needs_a_nurse(ward):
+def test_a_back_dated_entry_or_a_dose_above_the_limit_needs_a_nurse_and_a_reason(ward):
     """A patient back-dating 99 U six days would raise the limits fitted from history."""
     _advisor, store, actions, _published, _answer, _clock, _link = ward
-    with pytest.raises(NotAllowed, match="an entry dated 8640 min ago needs a nurse"):
+    with pytest.raises(NotAllowed, match=r"an entry dated 8640 min ago \(more than 15\) needs a nurse"):
         actions.enter(pen("page-99", NOW - timedelta(days=6), 5.0), PAT)
-    with pytest.raises(NotAllowed, match="25 U is above this patient's single-dose limit of 20 U: a nurse records it"):
+    with pytest.raises(NotAllowed, match="25 U, above this patient's single-dose limit of 20 U, needs a nurse"):
         actions.enter(pen("page-25", NOW, 25.0), PAT)
-    assert not store.has_event("page-99") and not store.has_event("page-25")
-    actions.enter(pen("page-nurse", NOW - timedelta(hours=2), 5.0), ANN)  # a nurse may, and is audited
-    assert store.audit_rows("entered")[-1]["detail"]["user"] == "ann"
+    with pytest.raises(ValueError, match="needs a reason"):
+        actions.enter(pen("page-nurse", NOW - timedelta(hours=2), 5.0), ANN)
+    assert not {"page-99", "page-25", "page-nurse"} & {e.id for e in store.events_for("p-1")}
+    actions.enter(pen("page-nurse", NOW - timedelta(hours=2), 5.0), ANN, reason="given at 09:25, charted late")
+    entered = store.audit_rows("entered")[-1]["detail"]
+    assert (entered["user"], entered["reason"]) == ("ann", "given at 09:25, charted late")
