@@ -56,6 +56,7 @@ from .store import Added, Store, StoreError
 
 DEFAULT_MAX_HISTORIES = 500
 DEFAULT_EXPIRY_S = 900.0
+MAX_TIMED_ANSWERS = 10_000  # answers whose age is kept on the monotonic clock (the newest)
 SECOND_DOSE_MIN = 30.0  # two doses of one insulin this close are flagged for a person to check
 
 
@@ -112,13 +113,15 @@ class Advisor:
         earliest: datetime | None = None,
         checks: ChecksConfig | None = None,
         expiry_s: float = DEFAULT_EXPIRY_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``max_histories`` bounds the patients kept in memory (the least recently used are rebuilt
         from SQLite); ``zone`` is the ward's time zone, in which time of day is read; events before
         ``earliest`` are refused; ``checks``: when glucose checks are due; ``expiry_s``: how long an
-        answer may be acted on.
+        answer may be acted on; ``monotonic``: the clock no wall-clock step moves, for answers' ages.
         """
         self.expiry_s = expiry_s
+        self._monotonic = monotonic
         self.store = store
         self.checks = checks or ChecksConfig()
         self.max_histories = max_histories
@@ -137,6 +140,7 @@ class Advisor:
         self._held_events: dict[str, Event] = {}  # accepted while SQLite refused writes
         self._held_records: dict[str, Suggestion] = {}  # suggestions sent while SQLite refused writes
         self._held_retirements: dict[str, tuple[str, Retired]] = {}  # (patient, retirement) by suggestion id
+        self._made: OrderedDict[str, float] = OrderedDict()  # suggestion id → time.monotonic() when made
 
     # ---------------------------------------------------------------- listeners
     def subscribe(self, listener: Callable[[str], None]) -> None:
@@ -448,7 +452,15 @@ class Advisor:
         except sqlite3.Error:
             return None  # the database cannot tell; the page cannot record against it either
         profile = self.safety.for_patient(patient)
-        return latest if self.now() < expires_at(latest, self.expiry_s, profile) else None
+        end = expires_at(latest, self.expiry_s, profile)
+        age = self.age_s(latest.id)
+        lived = age is not None and age >= (end - datetime.fromisoformat(latest.ts)).total_seconds()
+        return latest if self.now() < end and not lived else None
+
+    def age_s(self, suggestion_id: str) -> float | None:
+        """How long ago this device made the answer, on the monotonic clock (wall-clock mode, this run only)."""
+        made = self._made.get(suggestion_id)
+        return None if made is None or self.clock != "wall" else self._monotonic() - made
 
     def retired(self, suggestion_id: str) -> Retired | None:
         """Why a suggestion was retired by a later event, or None."""
@@ -477,6 +489,9 @@ class Advisor:
             return None  # sent before (the event is a redelivery): never send it twice
         decided = self.decide(event.patient, self._decision_time(event), event.id, event.kind is Kind.REQUEST, replaces)
         suggestion = decided.with_latency(round((time.perf_counter() - received) * 1000.0, 3))
+        self._made[suggestion.id] = self._monotonic()
+        while len(self._made) > MAX_TIMED_ANSWERS:
+            self._made.popitem(last=False)
         try:
             self.store.record_sent(suggestion)
         except StoreError as exc:

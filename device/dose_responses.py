@@ -60,8 +60,13 @@ def actionability(
     profile: SafetyProfile,
     broker_problem: str | None,
     retired: Retired | None = None,
+    age_s: float | None = None,
 ) -> Actionability:
-    """Whether the patient's current ``suggestion`` can still be given, declined or acknowledged at ``now``."""
+    """Whether the patient's current ``suggestion`` can still be given, declined or acknowledged at ``now``.
+
+    ``age_s``: the answer's age on the device's monotonic clock, when known (since the device
+    made it), which no step of the wall clock can shorten.
+    """
     end = expires_at(suggestion, expiry_s, profile)
     made = datetime.fromisoformat(suggestion.ts)
     if response is not None:
@@ -75,7 +80,7 @@ def actionability(
             f"({made:%H:%M}): it was set back; check the device's clock and measure glucose again",
             end,
         )
-    if now >= end:
+    if now >= end or (age_s is not None and age_s >= (end - made).total_seconds()):
         return Actionability(False, f"expired at {end.strftime('%H:%M')}: measure glucose again for a new answer", end)
     if broker_problem is not None:
         return Actionability(False, f"the device is not linked to its broker ({broker_problem}); record on paper", end)

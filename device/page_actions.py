@@ -111,6 +111,7 @@ class PageActions:
             profile,
             self._broker_problem(),
             self.advisor.retired(suggestion.id),
+            self.advisor.age_s(suggestion.id),
         )
 
     def _current(self, patient: str, suggestion_id: str) -> Suggestion:

@@ -416,3 +416,20 @@ def test_a_back_dated_entry_or_a_dose_above_the_limit_needs_a_nurse_and_a_reason
     actions.enter(pen("page-nurse", NOW - timedelta(hours=2), 5.0), ANN, reason="given at 09:25, charted late")
     entered = store.audit_rows("entered")[-1]["detail"]
     assert (entered["user"], entered["reason"]) == ("ann", "given at 09:25, charted late")
+
+
+def test_an_answer_s_age_is_kept_on_the_monotonic_clock(tmp_path, dose_model):
+    """The wall clock set back 10 min inside the answer's life cannot stretch it: 16 real minutes is expired."""
+    wall, mono = [NOW], [1000.0]
+    store = Store(tmp_path / "s.sqlite3")
+    advisor = Advisor(
+        store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: wall[0], monotonic=lambda: mono[0]
+    )
+    actions = PageActions("bed1", store, advisor, lambda _m: None, 900, lambda: None)
+    for event in event_factory.history("p-1", NOW):
+        advisor.handle(event_factory.raw(event))
+    answer = advisor.handle(event_factory.raw(event_factory.glucose("g-now", "p-1", NOW, 180))).suggestion
+    assert answer is not None and actions.state(answer, None).actionable
+    wall[0], mono[0] = NOW + timedelta(minutes=6), mono[0] + 16 * 60  # 16 min passed; the clock says 6
+    with pytest.raises(ActionConflict, match="expired at"):
+        actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
