@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from preprocessing.dose_context import dose_context
-from preprocessing.events import Event, Kind
+from preprocessing.events import Event, Insulin, Kind
 from preprocessing.features import (
     MINUTES_PER_DAY,
     FeatureSpec,
@@ -50,6 +50,7 @@ from .messages import (
     Suggestion,
 )
 from .patient_ids import case_twin, lookalike
+from .plan import PlanTracker
 from .retirement import RETIRING_KINDS, answers, retirement
 from .safety import measure_now, supervise
 from .store import Added, Store, StoreError
@@ -133,6 +134,7 @@ class Advisor:
         self._wall = wall_clock or (lambda: datetime.now(UTC))
         self.spec: FeatureSpec = model.model.spec if model.model else FeatureSpec()
         self._histories: OrderedDict[str, PatientHistory] = OrderedDict()
+        self._plans: dict[str, PlanTracker] = {}  # the dosing plan of each patient in _histories
         self._latest_ts: datetime | None = None
         self._latest_wall: datetime | None = None  # the wall time the newest event arrived (event clock)
         self._lock = threading.RLock()
@@ -199,13 +201,24 @@ class Advisor:
         if held:
             events = sorted(events + held, key=lambda e: (minutes(e.ts), e.kind is Kind.INSULIN))
         history.extend(events)
+        tracker = PlanTracker()
+        for event in events:
+            tracker.add(event)
         if history.events:
             history.prune(history.events[-1].ts)
         self._histories[patient] = history
+        self._plans[patient] = tracker
         self._histories.move_to_end(patient)
         while len(self._histories) > self.max_histories:
-            self._histories.popitem(last=False)  # the least recently used; SQLite has it all
+            evicted, _ = self._histories.popitem(last=False)  # the least recently used; SQLite has it all
+            self._plans.pop(evicted, None)
         return history
+
+    def plan(self, patient: str) -> PlanTracker:
+        """The patient's dosing plan and eating state, as of their newest event."""
+        with self._lock:
+            self.history(patient)
+            return self._plans[patient]
 
     def _remember(self, event: Event) -> None:
         if event.kind is Kind.REQUEST:
@@ -217,6 +230,7 @@ class Advisor:
             self._histories.move_to_end(event.patient)
             try:
                 history.append(event)
+                self._plans[event.patient].add(event)
             except OutOfOrderError:
                 history = self._rebuild(event.patient)  # a late event: replay the stored log in order
         history.prune(history.events[-1].ts)
@@ -425,16 +439,19 @@ class Advisor:
         return Added.NEW
 
     def record_given(
-        self, suggestion: Suggestion, response: Response, event: Event
+        self, suggestion: Suggestion, response: Response, event: Event, meal: Event | None = None
     ) -> tuple[Response | None, list[ErrorMessage]]:
-        """A dose given for ``suggestion``: the response and its insulin event in one commit, then in the
-        history (it retires nothing: it answers the suggestion). Returns (the response recorded before,
-        if another was quicker; the warnings about the dose). A database that refuses raises StoreError.
+        """A dose given for ``suggestion``: the response, its insulin event and the ``meal`` it is for (a
+        pre-meal dose) in one commit, then in the history (they retire nothing: they answer the
+        suggestion). Returns (the response recorded before, if another was quicker; the warnings about
+        the dose). A database that refuses raises StoreError.
         """
         with self._lock:
-            earlier = self.store.record_response(suggestion, response, event)
+            earlier = self.store.record_response(suggestion, response, event, meal)
             if earlier is not None:
                 return earlier, []
+            if meal is not None:
+                self._remember(meal)
             self._remember(event)
             warnings = self._likely_duplicate_dose(event)
         self.touch(event.patient)
@@ -487,7 +504,10 @@ class Advisor:
     ) -> Suggestion | None:
         if event.id in self._held_records or self.store.has_suggestion_for(event.id):
             return None  # sent before (the event is a redelivery): never send it twice
-        decided = self.decide(event.patient, self._decision_time(event), event.id, event.kind is Kind.REQUEST, replaces)
+        request = event.kind is Kind.REQUEST
+        decided = self.decide(
+            event.patient, self._decision_time(event), event.id, request, replaces, event.insulin if request else None
+        )
         suggestion = decided.with_latency(round((time.perf_counter() - received) * 1000.0, 3))
         self._made[suggestion.id] = self._monotonic()
         while len(self._made) > MAX_TIMED_ANSWERS:
@@ -527,12 +547,19 @@ class Advisor:
         return None
 
     def decide(
-        self, patient: str, at: datetime, event_id: str, request: bool = False, replaces: Retired | None = None
+        self,
+        patient: str,
+        at: datetime,
+        event_id: str,
+        request: bool = False,
+        replaces: Retired | None = None,
+        asked: Insulin | None = None,
     ) -> Suggestion:
         """The supervised suggestion for ``patient`` at ``at`` (docs/contract.md, "Suggestion").
 
         ``request``: a person asked for a dose (a ``request`` event), which makes one due;
-        ``replaces``: the live answer that the triggering event retired.
+        ``replaces``: the live answer that the triggering event retired; ``asked``: the insulin a
+        request named (a basal preparation asks for the basal dose).
         """
         history = self.history(patient)
         window = window_at(history, at)
@@ -540,7 +567,8 @@ class Advisor:
         if self.model.model is not None:
             model_units = self.model.model.predict(window)
         context = dose_context(history, at, request)
-        inputs = decision_inputs(window, model_units, context)
+        basal = asked is not None and not asked.for_meals
+        inputs = decision_inputs(window, model_units, context, self._plans.get(patient), basal)
         problem = None if self.model.model is not None else self.model.problem or "no bundle"
         verdict = supervise(inputs, self.safety.for_patient(patient), problem)
         recheck = None if verdict.recheck_min is None else at + timedelta(minutes=verdict.recheck_min)
@@ -569,6 +597,8 @@ class Advisor:
             carbs_g=verdict.carbs_g,
             next_check_at=check.isoformat(),
             replaces=replaces,
+            insulin=(asked or _meal_insulin(history)).value,
+            meal_first=verdict.meal_first,
         )
 
     # ------------------------------------------------------------------- views
@@ -621,6 +651,12 @@ def _offset(ts: datetime) -> str:
     """A timestamp's UTC offset as ``+HH:MM``."""
     text = ts.strftime("%z")
     return f"{text[:3]}:{text[3:5]}"
+
+
+def _meal_insulin(history: PatientHistory) -> Insulin:
+    """The preparation of the patient's newest meal dose; regular when none is recorded."""
+    newest = next((e for e in reversed(history.events) if e.is_meal_dose), None)
+    return newest.insulin if newest is not None and newest.insulin is not None else Insulin.REGULAR
 
 
 def _finite_or_none(value: float | None) -> float | None:

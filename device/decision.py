@@ -9,15 +9,27 @@ import numpy as np
 from preprocessing.dose_context import DoseContext
 from preprocessing.features import AGE_CAP_H, feature
 
+from .plan import PlanTracker
 from .safety import DecisionInputs, SafetyProfile, Verdict, supervise
 
+_SLOT_FEATURES = ("slot_morning", "slot_midday", "slot_evening", "slot_bedtime")
 
-def decision_inputs(window: np.ndarray, model_units: float | None, context: DoseContext) -> DecisionInputs:
-    """What the supervisor needs: the raw (unscaled) current step of a window and the dose context.
+
+def decision_inputs(
+    window: np.ndarray,
+    model_units: float | None,
+    context: DoseContext,
+    tracker: PlanTracker | None = None,
+    basal: bool = False,
+) -> DecisionInputs:
+    """What the supervisor needs: the raw (unscaled) current step of a window, the dose context and
+    the patient's dosing plan and eating state (``tracker``); ``basal``: the basal dose is asked for.
 
     Every field of :class:`DoseContext` is a field of :class:`DecisionInputs` of the same name.
     """
     row = window[-1]
+    slot = next(i for i, name in enumerate(_SLOT_FEATURES) if row[feature(name)] > 0)
+    plan = tracker.plan if tracker is not None else None
     glucose_known = row[feature("glucose_known")] > 0
     hypo_age_h = float(row[feature("hypo_age_h")])
     same_slot = row[feature("reg_same_slot_count")] > 0
@@ -29,10 +41,16 @@ def decision_inputs(window: np.ndarray, model_units: float | None, context: Dose
         iob_units=float(row[feature("reg_iob_units")]),
         regular_24h_units=float(row[feature("reg_24h_units")]),
         usual_units=float(row[feature("reg_same_slot_median5")]) if same_slot else None,
+        plan_meal_units=plan.meal_units(slot) if plan is not None else None,
+        plan_sensitivity=plan.sensitivity if plan is not None else None,
+        plan_carb_ratio=plan.carb_ratio(slot) if plan is not None else None,
+        plan_basal_units=plan.basal_units if plan is not None else None,
+        nutrition=tracker.nutrition if tracker is not None else None,
+        basal=basal,
         **{f.name: getattr(context, f.name) for f in fields(DoseContext)},
     )
 
 
 def decide(window: np.ndarray, model_units: float | None, context: DoseContext, profile: SafetyProfile) -> Verdict:
-    """The supervised suggestion for one decision window."""
+    """The supervised suggestion for one decision window (no plan: the patient's history alone)."""
     return supervise(decision_inputs(window, model_units, context), profile)

@@ -111,14 +111,26 @@ def _newer(latest: Suggestion | None) -> str:
     return f"a newer answer was made at {latest.ts[11:16]}{reading}"
 
 
-def check_no_dose_since(doses: list[Event], zone: tzinfo) -> None:
-    """Raise :class:`ActionConflict` if regular insulin is among ``doses`` (those recorded since a suggestion)."""
-    regular = [d for d in doses if d.insulin is Insulin.REGULAR]
-    if regular:
-        d = regular[-1]
+def check_eating(suggestion: Suggestion, eating: bool | None) -> None:
+    """Raise ValueError unless a pre-meal dose (``meal_first``) is given to a patient who is eating."""
+    if suggestion.meal_first and eating is not True:
+        raise ValueError(
+            "ask first whether the patient is eating this meal: if yes, confirm with 'eating' (the meal is recorded "
+            "with the dose); if not, record the dose as not given (not eating)"
+        )
+
+
+def check_no_dose_since(doses: list[Event], zone: tzinfo, suggestion: Suggestion) -> None:
+    """Raise :class:`ActionConflict` if insulin of the suggestion's kind (meal or basal) is among ``doses``
+    (those recorded since it)."""
+    meal = Insulin(suggestion.insulin).for_meals
+    same = [d for d in doses if d.insulin is not None and d.insulin.for_meals == meal]
+    if same:
+        d = same[-1]
         at = d.ts.astimezone(zone).strftime("%H:%M")
+        insulin = d.insulin.label if d.insulin is not None else ""
         raise ActionConflict(
-            f"not recorded: {d.dose:g} U of regular insulin was recorded at {at} after this "
+            f"not recorded: {d.dose:g} U of {insulin} insulin was recorded at {at} after this "
             f"suggestion (event {d.id}); check what was given before any more insulin"
         )
 
@@ -151,8 +163,10 @@ def check_units_given(units: float, suggestion: Suggestion, reason: str | None, 
     """Raise ValueError (one line) unless ``units`` is a dose that may be recorded against ``suggestion``."""
     if not math.isfinite(units) or units <= 0:
         raise ValueError("units must be a positive number")
-    if units > profile.max_single_units:
-        raise ValueError(f"{units:g} U is above this patient's single-dose limit of {profile.max_single_units:g} U")
+    basal = not Insulin(suggestion.insulin).for_meals
+    limit, what = (profile.max_basal_units, "basal") if basal else (profile.max_single_units, "single-dose")
+    if units > limit:
+        raise ValueError(f"{units:g} U is above this patient's {what} limit of {limit:g} U")
     steps = units / profile.pen_step_units
     if abs(steps - round(steps)) > 1e-6:
         raise ValueError(f"{units:g} U is not a whole number of {profile.pen_step_units:g} U pen steps")

@@ -25,6 +25,8 @@ from . import schema
 from .safety import Status as SuggestionStatus
 from .users import Role
 
+InsulinName = Literal["regular", "rapid", "long", "nph", "ultralente"]  # preprocessing.events.Insulin's values
+
 M = TypeVar("M", bound="Message")
 DeviceState = Literal["starting", "online", "offline"]
 OverrideReason = Literal["patient_refused", "not_eating", "clinicians_order", "other"]
@@ -88,7 +90,9 @@ class Retired(Message):
 class Suggestion(Message):
     """The answer to a glucose reading, a request, a meal or hypoglycaemia symptoms (docs/contract.md, "Suggestion").
 
-    ``replaces``: the live answer this one retired (an event that bears on it arrived), if any.
+    ``replaces``: the live answer this one retired (an event that bears on it arrived), if any;
+    ``insulin``: what the units are of; ``meal_first``: a pre-meal dose, to be given only once the
+    meal is recorded (the meal's own answer replaces this one).
     """
 
     id: str
@@ -111,6 +115,8 @@ class Suggestion(Message):
     next_check_at: str | None = None
     latency_ms: float | None = None
     replaces: Retired | None = None
+    insulin: InsulinName = "regular"
+    meal_first: bool = False
 
     @property
     def is_dose(self) -> bool:
@@ -451,13 +457,15 @@ class PageSession(Message):
 class ConfirmDose(Message):
     """``POST /api/patients/<id>/confirm``: this dose was given for this suggestion.
 
-    Units that differ from the suggestion need a ``reason`` (``other`` also a ``note``).
+    Units that differ from the suggestion need a ``reason`` (``other`` also a ``note``). A
+    ``meal_first`` suggestion needs ``eating``: true (the person asked; the meal is recorded with the dose).
     """
 
     suggestion_id: str
     units: float
     reason: OverrideReason | None = None
     note: str | None = None
+    eating: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

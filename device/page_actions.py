@@ -30,6 +30,7 @@ from .dose_responses import (
     ActionConflict,
     actionability,
     check_current,
+    check_eating,
     check_no_dose_since,
     check_reason,
     check_units_given,
@@ -151,16 +152,20 @@ class PageActions:
         if not suggestion.is_dose:
             raise ValueError("this answer is not a dose; nothing to confirm")
         check_units_given(request.units, suggestion, request.reason, self.advisor.safety.for_patient(patient))
-        check_no_dose_since(self.store.doses_since(patient, suggestion.event_id), self.advisor.zone)
+        check_eating(suggestion, request.eating)
+        check_no_dose_since(self.store.doses_since(patient, suggestion.event_id), self.advisor.zone, suggestion)
         now = self._now(suggestion)
         event = Event(
             id=f"{self.device_id}-given-{uuid.uuid4().hex[:12]}",
             patient=patient,
             ts=now,
             kind=Kind.INSULIN,
-            insulin=Insulin.REGULAR,
+            insulin=Insulin(suggestion.insulin),
             units=request.units,
         )
+        meal = None
+        if suggestion.meal_first:  # the person asked: the patient is eating the meal the dose is for
+            meal = Event(f"{self.device_id}-meal-{uuid.uuid4().hex[:12]}", patient, now, Kind.MEAL, size="typical")
         differs = abs(request.units - suggestion.units) > 1e-9
         response = Response(
             "given",
@@ -172,7 +177,7 @@ class PageActions:
             note=request.note if differs else None,
             event_id=event.id,
         )
-        earlier, warnings = self.advisor.record_given(suggestion, response, event)
+        earlier, warnings = self.advisor.record_given(suggestion, response, event, meal)
         if earlier is not None:  # another page was quicker
             raise ActionConflict(f"already {earlier.action} by {earlier.user} at {earlier.at[11:16]}")
         return event, warnings

@@ -7,7 +7,8 @@ page entry, the serial bridge, an import):
 * a dose of **any insulin** retires it: the dose it suggested may have been given another way;
 * **hypoglycaemia symptoms** retire it, and are answered at once (withhold, measure, treat);
 * a **meal** retires it, and is answered (the meal makes a dose due, or changes it);
-* **exercise** retires it, and a new answer is made in its place;
+* **exercise**, an **eating state** (``nutrition``) or a new **profile** retires it, and a new
+  answer is made in its place;
 * a **newer reading** or a **request** is answered itself, and that answer replaces it.
 
 The first event that bears on a live answer retires it; later ones find it retired already.
@@ -22,9 +23,10 @@ from preprocessing.events import Event, Kind
 from .messages import Retired, Suggestion
 from .safety import MEAL_SIZE_WORDS
 
-RETIRING_KINDS = frozenset({Kind.INSULIN, Kind.HYPO_SYMPTOMS, Kind.MEAL, Kind.EXERCISE})
+RETIRING_KINDS = frozenset({Kind.INSULIN, Kind.HYPO_SYMPTOMS, Kind.MEAL, Kind.EXERCISE, Kind.NUTRITION, Kind.PROFILE})
 ALWAYS_ANSWERED = frozenset({Kind.GLUCOSE, Kind.REQUEST, Kind.HYPO_SYMPTOMS, Kind.MEAL})
-ANSWERED_WHEN_RETIRING = frozenset({Kind.EXERCISE})  # a new answer in place of the one it retired
+ANSWERED_WHEN_RETIRING = frozenset({Kind.EXERCISE, Kind.NUTRITION, Kind.PROFILE})  # a new answer in its place
+NUTRITION_WORDS = {"eating": "eating", "npo": "nothing by mouth (npo)", "uncertain": "eating uncertain"}
 EXERCISE_WORDS = {"typical": "usual", "more": "harder than usual", "less": "lighter than usual"}
 
 
@@ -53,6 +55,10 @@ def describe(event: Event, zone: tzinfo) -> str:
     if event.kind is Kind.EXERCISE:
         intensity = EXERCISE_WORDS.get(event.intensity or "", event.intensity or "intensity not given")
         return f"exercise ({intensity}) was recorded at {at}"
+    if event.kind is Kind.NUTRITION:
+        return f"the eating state was recorded as {NUTRITION_WORDS.get(event.nutrition or '', event.nutrition)} at {at}"
+    if event.kind is Kind.PROFILE and event.profile is not None:
+        return f"a new profile ({event.profile.weight_kg:g} kg) was recorded at {at}: the dosing plan changed"
     return f"a {event.kind.value} event was recorded at {at}"
 
 

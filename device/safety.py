@@ -21,10 +21,10 @@ Every rule that changes or blocks the number says so in plain words and leaves a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Final, Literal
 
-from preprocessing.dose_context import LOW_AFTER_DOSE_MIN, RECENT_LOW_MIN, DoseBeforeLow, Due
+from preprocessing.dose_context import LOW_AFTER_DOSE_MIN, RECENT_LOW_MIN, BasalGiven, DoseBeforeLow, Due
 
 SUGGEST: Final = "suggest"
 WITHHOLD: Final = "withhold"
@@ -33,6 +33,7 @@ NO_DOSE_DUE: Final = "no_dose_due"
 Status = Literal["suggest", "withhold", "insufficient_data", "no_dose_due"]
 
 HARD_MAX_SINGLE_UNITS = 30.0
+HARD_MAX_BASAL_UNITS = 80.0
 HARD_MAX_DAILY_REGULAR_UNITS = 100.0
 HARD_MIN_LOW_GLUCOSE_MG_DL = 70.0
 HARD_MAX_STALE_GLUCOSE_MIN = 30.0
@@ -47,6 +48,8 @@ IMPLAUSIBLE_CHANGE_MG_DL = 100.0  # a change this large ...
 MAX_PLAUSIBLE_MG_DL_PER_MIN = 10.0  # ... faster than this is not glucose moving but an entry or a meter wrong
 IOB_RECHECK_MIN = 120.0  # a high reading with insulin on board: see where it goes before anything more
 SIZE_FACTORS: Final = {"less": 0.75, "typical": 1.0, "more": 1.25}
+PATTERN_BOUNDS = (0.8, 1.25)  # how far the network's reading of the patient's pattern may move the plan's meal dose
+NPO_BASAL_SHARE = 0.8  # nothing by mouth: basal lowered by a fifth (ADA inpatient care)
 MEAL_SIZE_WORDS: Final = {"less": "smaller than usual", "typical": "usual", "more": "larger than usual"}
 
 _OPTIONAL = ("insulin_sensitivity_mg_dl_per_u", "carb_ratio_g_per_u")
@@ -67,6 +70,18 @@ RULE_WORDS: Final = {  # each rule code in plain words, for the clinician's day 
     "model_invalid": "no valid model output",
     "model_negative": "negative model output",
     "no_slot_history": "no dose at this time of day in the history",
+    "plan_meal": "the plan's meal dose",
+    "plan_correction": "correction by the plan",
+    "pattern": "moved by the patient's own pattern",
+    "meal_first": "give only once the meal is recorded",
+    "npo": "nothing by mouth: no meal insulin",
+    "eating_uncertain": "eating uncertain: dose after the meal",
+    "eaten_share": "dose for the share eaten",
+    "basal_plan": "basal by the plan",
+    "basal_npo": "basal lowered: nothing by mouth",
+    "basal_given": "basal already given today",
+    "no_basal_plan": "no basal plan: weight needed",
+    "max_basal": "basal limit",
     "meal_carbs": "meal carbohydrate against the usual",
     "meal_size": "meal size against the usual",
     "meal_contradiction": "meal size and grams contradict: check the entry",
@@ -107,6 +122,7 @@ class SafetyProfile:
     bedtime_snack_below_mg_dl: float = 110.0
     bedtime_snack_max_g: float = 30.0
     max_single_units: float = 20.0
+    max_basal_units: float = 40.0
     max_daily_regular_units: float = 80.0
     history_limit_factor: float = 1.5
     history_daily_factor: float = 2.0
@@ -140,6 +156,10 @@ class SafetyProfile:
             (
                 0 < self.max_single_units <= HARD_MAX_SINGLE_UNITS,
                 f"max_single_units must be in (0, {HARD_MAX_SINGLE_UNITS:g}] U",
+            ),
+            (
+                0 < self.max_basal_units <= HARD_MAX_BASAL_UNITS,
+                f"max_basal_units must be in (0, {HARD_MAX_BASAL_UNITS:g}] U",
             ),
             (
                 0 < self.max_daily_regular_units <= HARD_MAX_DAILY_REGULAR_UNITS,
@@ -220,6 +240,14 @@ class DecisionInputs:
     first_of_night: bool = False
     change_from_mg_dl: float | None = None  # the reading before, and the minutes between the two
     change_over_min: float | None = None
+    eaten_share: float | None = None
+    basal_given: BasalGiven | None = None
+    plan_meal_units: float | None = None  # the patient's dosing plan (device/plan.py), when one is set
+    plan_sensitivity: float | None = None
+    plan_carb_ratio: float | None = None
+    plan_basal_units: float | None = None
+    nutrition: str | None = None  # the eating state recorded last: eating, npo, uncertain
+    basal: bool = False  # the long-acting (basal) dose is asked for, not meal insulin
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +266,7 @@ class Verdict:
     rules: list[str] = field(default_factory=list)
     recheck_min: float | None = None
     carbs_g: float | None = None
+    meal_first: bool = False  # a pre-meal dose: given only once the meal is recorded (its own answer follows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,14 +314,21 @@ def glucose_state(mg_dl: float, profile: SafetyProfile) -> str:
 def insulin_terms(inputs: DecisionInputs, profile: SafetyProfile) -> InsulinTerms | None:
     """Sensitivity and carb ratio: the profile's where a clinician set them, else estimated.
 
-    Sensitivity by the 1500 rule on the total daily insulin; carb ratio from the patient's own
-    dosed meals (carbs ÷ units) when enough are recorded, else by the 500 rule.
+    Then the patient's dosing plan (device/plan.py); else sensitivity by the 1500 rule on the
+    total daily insulin and carb ratio from the patient's own dosed meals (carbs ÷ units) when
+    enough are recorded, else by the 500 rule.
     """
     tdd = inputs.total_daily_units
     isf = profile.insulin_sensitivity_mg_dl_per_u
     cr = profile.carb_ratio_g_per_u
     if isf is not None and cr is not None:
         return InsulinTerms(isf, cr, "the patient's profile")
+    if inputs.plan_sensitivity is not None and inputs.plan_carb_ratio is not None:
+        return InsulinTerms(
+            isf if isf is not None else inputs.plan_sensitivity,
+            cr if cr is not None else inputs.plan_carb_ratio,
+            "the patient's dosing plan (by weight, titrated)",
+        )
     if tdd is None or tdd <= 0:
         return None
     sources = ["the profile"] if isf is not None or cr is not None else []
@@ -313,9 +349,38 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str
     blocked = _glucose_checks(inputs, profile)
     if blocked is not None:
         return blocked
+    if inputs.basal:
+        return _basal(inputs, profile)
+    if inputs.due in ("meal", "pre_meal") and inputs.nutrition == "npo":
+        return _not_due(inputs, profile, "the patient is nil by mouth (npo): no meal insulin")
+    if inputs.due == "pre_meal" and inputs.nutrition == "uncertain":
+        return _not_due(
+            inputs,
+            profile,
+            "whether the patient eats is uncertain: no meal insulin before the meal. After it, record the meal "
+            "with the share eaten, and the dose for that share follows",
+        )
     if inputs.due is None:
         return _not_due(inputs, profile)
-    return _due(inputs, profile, model_problem)
+    if inputs.plan_meal_units is not None:
+        return _meal_first(_due_by_plan(inputs, profile), inputs)
+    return _meal_first(_due(inputs, profile, model_problem), inputs)
+
+
+def _meal_first(verdict: Verdict, inputs: DecisionInputs) -> Verdict:
+    """A dose answered to a pre-meal reading, with no meal recorded: it may be given only once the meal is."""
+    if verdict.status != SUGGEST or inputs.due != "pre_meal":
+        return verdict
+    return replace(
+        verdict,
+        reasons=[
+            *verdict.reasons,
+            "Give it only if the patient eats this meal: record the meal first (its answer replaces this one). "
+            "If the patient does not eat, give no meal insulin.",
+        ],
+        rules=[*verdict.rules, "meal_first"],
+        meal_first=True,
+    )
 
 
 def _glucose_checks(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict | None:
@@ -402,18 +467,37 @@ def _iob_used(inputs: DecisionInputs, profile: SafetyProfile) -> float:
     return inputs.iob_units if inputs.iob_units >= profile.iob_ignore_below_units else 0.0
 
 
-def _not_due(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
-    """No meal and no one asking: no dose, or a conservative correction of a glucose far above threshold."""
+def _not_due(inputs: DecisionInputs, profile: SafetyProfile, not_eating: str | None = None) -> Verdict:
+    """No meal and no one asking: no dose, or a conservative correction of a glucose far above threshold.
+
+    ``not_eating``: why a meal dose that would be due is not (nothing by mouth, eating uncertain);
+    its rule code follows ``no_dose_due``.
+    """
+    verdict = _no_meal_dose(inputs, profile, not_eating)
+    if not_eating is None:
+        return verdict
+    extra_rules: list[str] = []
+    if inputs.nutrition == "npo":
+        extra_rules.append("npo")
+    else:
+        extra_rules.append("eating_uncertain")
+    at = 1 if verdict.rules[:1] == ["no_dose_due"] else 0
+    return replace(verdict, rules=[*verdict.rules[:at], *extra_rules, *verdict.rules[at:]])
+
+
+def _no_meal_dose(inputs: DecisionInputs, profile: SafetyProfile, not_eating: str | None) -> Verdict:
+    """The answer when no meal dose is due: nothing, a bedtime snack, or a conservative correction."""
     g = inputs.glucose_mg_dl
     assert g is not None
     state = glucose_state(g, profile)
     threshold = profile.bedtime_correction_above_mg_dl if inputs.bedtime else profile.correction_above_mg_dl
     when = "at bedtime" if inputs.bedtime else "now"
-    why = (
-        f"the meal already has its dose ({_fmt(inputs.meal_dosed_units)} given)"
-        if inputs.meal_dosed_units is not None
-        else "no meal was announced and no one asked for a dose"
-    )
+    if not_eating is not None:
+        why = not_eating
+    elif inputs.meal_dosed_units is not None:
+        why = f"the meal already has its dose ({_fmt(inputs.meal_dosed_units)} given)"
+    else:
+        why = "no meal was announced and no one asked for a dose"
     head = f"No dose is due {when}: {why}. Glucose {g:.0f} mg/dL is {state}."
     if g < threshold:
         advice = (
@@ -550,6 +634,103 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
     if reduced < units:
         units = meal_ceiling = reduced  # rounded down from here
     return _finish(units, inputs, profile, reasons, rules, "nothing_left", meal_ceiling)
+
+
+def _due_by_plan(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
+    """A meal dose from the patient's dosing plan: the plan's meal (or the grams at its ratio), moved
+    within :data:`PATTERN_BOUNDS` by the network's reading of the patient's own pattern, plus the
+    plan's correction, less insulin on board; then the same lowering rules and limits."""
+    g, plan_meal = inputs.glucose_mg_dl, inputs.plan_meal_units
+    assert g is not None and plan_meal is not None
+    terms = insulin_terms(inputs, profile)
+    assert terms is not None  # the plan's terms at least
+    why = {"request": "a dose was asked for", "meal": "a meal was announced", "pre_meal": "a pre-meal reading"}
+    assumed = "; the usual meal assumed" if inputs.meal_size is None and inputs.carbs_g is None else ""
+    rules: list[str] = ["plan_meal"]
+    if inputs.carbs_g is not None:
+        meal = inputs.carbs_g / terms.carb_ratio
+        what = f"{inputs.carbs_g:.0f} g at {terms.carb_ratio:.0f} g per U = {_fmt(meal)}"
+    else:
+        factor = SIZE_FACTORS.get(inputs.meal_size or "typical", 1.0)
+        meal = plan_meal * factor
+        size = MEAL_SIZE_WORDS[inputs.meal_size or "typical"]
+        what = f"{_fmt(plan_meal)} for a usual meal" + ("" if factor == 1.0 else f", × {factor:g} for a meal {size}")
+    reasons = [f"Dose due ({why.get(inputs.due or '', inputs.due)}{assumed}). The plan's meal dose: {what}."]
+    if inputs.eaten_share is not None and inputs.eaten_share < 1.0:
+        reasons.append(f"{inputs.eaten_share:.0%} of the meal eaten: {_from_to(meal, meal * inputs.eaten_share)}.")
+        rules.append("eaten_share")
+        meal *= inputs.eaten_share
+    m, usual = inputs.model_units, inputs.usual_units
+    units = meal
+    if m is not None and math.isfinite(m) and m >= 0 and usual is not None and usual > 0:
+        low, high = PATTERN_BOUNDS
+        ratio = min(high, max(low, m / usual))
+        if abs(ratio - 1.0) >= 0.01:
+            reasons.append(
+                f"The network reads {m:.2f} U against the patient's usual {_fmt(usual)} at this time: the meal dose "
+                f"× {ratio:.2f} (the patient's own pattern, within × {low:g}–{high:g})."
+            )
+            rules.append("pattern")
+            units = meal * ratio
+    correction = (g - profile.target_mg_dl) / terms.sensitivity
+    if inputs.bedtime and correction > 0:
+        correction *= profile.bedtime_correction_share
+    iob = _iob_used(inputs, profile)
+    if abs(correction) >= 0.05 or iob > 0:
+        reasons.append(
+            f"{'Plus' if correction >= 0 else 'Less'} {_fmt(abs(correction))} for glucose {g:.0f} mg/dL against the "
+            f"target {profile.target_mg_dl:.0f} mg/dL at {terms.sensitivity:.0f} mg/dL per U, less {_fmt(iob)} still "
+            f"on board (terms from {terms.source})."
+        )
+        rules.append("plan_correction")
+    units = max(0.0, units + correction - iob)
+    reduced = _after_low(_titrated(units, inputs, profile, reasons, rules), inputs, profile, reasons, rules)
+    return _finish(reduced, inputs, profile, reasons, rules, "nothing_left", reduced)
+
+
+def _basal(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
+    """The once-daily long-acting dose: the plan's basal, lowered when the patient takes nothing by mouth."""
+    given = inputs.basal_given
+    if given is not None:
+        return Verdict(
+            NO_DOSE_DUE,
+            0.0,
+            [
+                f"Basal insulin was already given today: {_fmt(given.units)} at {given.given_at:%H:%M}. "
+                "No second basal dose."
+            ],
+            ["no_dose_due", "basal_given"],
+        )
+    planned = inputs.plan_basal_units
+    if planned is None:
+        return Verdict(
+            INSUFFICIENT,
+            0.0,
+            [
+                "No basal plan: the patient's weight is not recorded. Record a profile (weight in kg) and the "
+                "basal dose follows; until then, basal by the physician's plan."
+            ],
+            ["no_basal_plan"],
+        )
+    reasons = [f"Basal (long-acting, once a day) by the patient's dosing plan: {_fmt(planned)}."]
+    rules = ["basal_plan"]
+    units = planned
+    if inputs.nutrition == "npo":
+        reduced = units * NPO_BASAL_SHARE
+        reasons.append(f"Lowered {_from_to(units, reduced)}: the patient takes nothing by mouth (npo).")
+        rules.append("basal_npo")
+        units = reduced
+    if units > profile.max_basal_units:
+        reasons.append(f"Lowered {_from_to(units, profile.max_basal_units)}: the profile's basal limit.")
+        rules.append("max_basal")
+        units = profile.max_basal_units
+    rounded = _floor_to_step(units, profile.pen_step_units)
+    if abs(rounded - units) > 1e-9:
+        reasons.append(f"Rounded down from {units:.2f} U to the pen step of {profile.pen_step_units:g} U.")
+        rules.append("pen_step")
+    if rounded <= 0:
+        return Verdict(WITHHOLD, 0.0, [*reasons, "No basal insulin remains to suggest."], ["nothing_left", *rules])
+    return Verdict(SUGGEST, round(rounded, 3), reasons, rules)
 
 
 def _bedtime_snack(g: float, inputs: DecisionInputs, profile: SafetyProfile) -> tuple[float, str] | None:

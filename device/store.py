@@ -434,13 +434,14 @@ class Store:
 
     # --------------------------------------------------------------- responses
     def record_response(
-        self, suggestion: Suggestion, response: Response, given: Event | None = None
+        self, suggestion: Suggestion, response: Response, given: Event | None = None, meal: Event | None = None
     ) -> Response | None:
         """Record what a person did with ``suggestion``, with its audit row; at most one per suggestion.
 
-        ``given``: the insulin event of a dose given, stored in the same transaction (one commit:
-        the response and the dose are durable together, or neither is). Returns None when
-        recorded, else the response recorded before (nothing is written).
+        ``given``: the insulin event of a dose given, and ``meal`` the meal it is for (a pre-meal
+        dose), stored in the same transaction (one commit: the response and the dose are durable
+        together, or neither is). Returns None when recorded, else the response recorded before
+        (nothing is written).
         """
         payload = json.dumps(response.to_payload())
         detail = {**response.to_payload(), "suggested_units": suggestion.units, "status": suggestion.status}
@@ -462,8 +463,10 @@ class Store:
                         json.dumps(detail),
                     ),
                 )
+                if meal is not None and not _insert_event(db, meal):
+                    raise StoreError(f"the meal's event id {meal.id} is taken")  # rolls the response back too
                 if given is not None and not _insert_event(db, given):
-                    raise StoreError(f"the dose's event id {given.id} is taken")  # rolls the response back too
+                    raise StoreError(f"the dose's event id {given.id} is taken")
                 return None
         return self.response_for(suggestion.id)
 

@@ -58,6 +58,7 @@ RECENT_LOW_MIN = 180.0
 LOW_MG_DL = 70.0  # the hypoglycaemia threshold no profile may lower
 LOW_AFTER_DOSE_DAYS = 7
 LOW_AFTER_DOSE_MIN = 840.0
+BASAL_DAY_MIN = 20 * 60.0  # a basal dose this recent is today's
 Due = Literal["request", "meal", "pre_meal"]
 
 
@@ -68,6 +69,14 @@ class DoseBeforeLow:
     units: float
     given_at: datetime
     low_mg_dl: float
+
+
+@dataclass(frozen=True, slots=True)
+class BasalGiven:
+    """A basal dose already given today: its units and when."""
+
+    units: float
+    given_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,8 @@ class DoseContext:
     first_of_night: bool = False  # a bedtime-slot reading with no other one in the RECENT_LOW_MIN before it
     change_from_mg_dl: float | None = None  # the reading before the newest one, and the minutes between them:
     change_over_min: float | None = None  # a change no physiology allows is a typo or a wrong unit
+    eaten_share: float | None = None  # the announced meal: the share of it eaten, when not all
+    basal_given: BasalGiven | None = None  # the newest basal (long-acting) dose of the last BASAL_DAY_MIN
 
 
 def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseContext:
@@ -99,8 +110,9 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
     floor_t = t - HISTORY_DAYS * MINUTES_PER_DAY
     slot = slot_of(at)
     due: Due | None = "request" if request else None
-    meal_size = carbs = None
+    meal_size = carbs = eaten = None
     meal_t: float | None = None
+    basal: BasalGiven | None = None
     slot_carbs: list[float] = []
     total = regular = largest = 0.0
     first_t: float | None = None
@@ -122,9 +134,9 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         kind = e.kind
         if kind is Kind.MEAL:
             if due is None and t - et <= MEAL_WINDOW_MIN:
-                due, meal_size, carbs, meal_t = "meal", e.size, e.carbs_g, et
+                due, meal_size, carbs, eaten, meal_t = "meal", e.size, e.carbs_g, e.eaten_share, et
             elif due in ("meal", "request") and meal_size is None and t - et <= MEAL_WINDOW_MIN:
-                meal_size, carbs = e.size, e.carbs_g
+                meal_size, carbs, eaten = e.size, e.carbs_g, e.eaten_share
             if (
                 e.carbs_g is not None
                 and slot_of(e.ts) == slot
@@ -135,10 +147,12 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
             if e.carbs_g is not None and t - et > MEAL_WINDOW_MIN and len(counted_meals) < RATIO_MEALS:
                 counted_meals.append((et, e.carbs_g))
         elif kind is Kind.INSULIN:
+            if basal is None and not e.is_meal_dose and t - et <= BASAL_DAY_MIN:
+                basal = BasalGiven(e.dose, e.ts)
             # a regular dose no one could have given does not widen the limits (long-acting doses are larger)
-            fits = not e.is_regular_dose or e.dose <= FITTED_MAX_UNITS
+            fits = not e.is_meal_dose or e.dose <= FITTED_MAX_UNITS
             total += e.dose if fits else 0.0
-            if e.is_regular_dose:
+            if e.is_meal_dose:
                 regular += e.dose if fits else 0.0
                 largest = max(largest, e.dose) if fits else largest
                 regular_doses.append((et, e.dose))
@@ -186,6 +200,8 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         first_of_night=SLOTS[slot] == "bedtime" and not night_reading_before,
         change_from_mg_dl=readings[1][1] if len(readings) == 2 else None,
         change_over_min=readings[0][0] - readings[1][0] if len(readings) == 2 else None,
+        eaten_share=eaten,
+        basal_given=basal,
     )
 
 

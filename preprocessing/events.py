@@ -17,19 +17,49 @@ class Kind(str, enum.Enum):
     HYPO_SYMPTOMS = "hypo_symptoms"
     SPECIAL = "special"
     REQUEST = "request"
+    PROFILE = "profile"
+    NUTRITION = "nutrition"
 
 
 class Insulin(str, enum.Enum):
-    """Insulin preparations recorded in AIM-94."""
+    """Insulin preparations: the three of AIM-94 and today's analogues (rapid- and long-acting)."""
 
     REGULAR = "regular"
     NPH = "nph"
     ULTRALENTE = "ultralente"
+    RAPID = "rapid"  # lispro, aspart, glulisine
+    LONG = "long"  # glargine, detemir, degludec
 
     @property
     def label(self) -> str:
-        """The name a nurse reads: "regular", "NPH", "ultralente"."""
-        return "NPH" if self is Insulin.NPH else self.value
+        """The name a nurse reads: "regular", "NPH", "ultralente", "rapid-acting", "long-acting"."""
+        return {"nph": "NPH", "rapid": "rapid-acting", "long": "long-acting"}.get(self.value, self.value)
+
+    @property
+    def for_meals(self) -> bool:
+        """Meal and correction insulin (regular, rapid-acting); the others are basal."""
+        return self in (Insulin.REGULAR, Insulin.RAPID)
+
+
+NUTRITION_STATES = ("eating", "npo", "uncertain")  # npo: nothing by mouth
+DIABETES_TYPES = ("type1", "type2", "other")
+KIDNEY_STATES = ("normal", "impaired")
+
+
+@dataclass(frozen=True, slots=True)
+class PatientProfile:
+    """What a weight-based dosing plan starts from (a ``profile`` event; docs/safety.md, "The dosing plan")."""
+
+    weight_kg: float
+    age_years: float | None = None
+    diabetes_type: str | None = None
+    kidney: str | None = None
+    insulin_naive: bool | None = None
+    steroids: bool | None = None
+
+    def to_payload(self) -> dict:
+        """The profile's fields that are set, as in an event payload."""
+        return {name: getattr(self, name) for name in self.__slots__ if getattr(self, name) is not None}
 
 
 GLUCOSE_CONTEXTS = (
@@ -67,6 +97,9 @@ class Event:
     carbs_g: float | None = None
     intensity: str | None = None
     note: str | None = None
+    eaten_share: float | None = None  # meal: the share of it eaten (0–1), when not all of it
+    nutrition: str | None = None  # nutrition: eating, npo or uncertain
+    profile: PatientProfile | None = None
 
     @property
     def reading(self) -> float:
@@ -88,7 +121,13 @@ class Event:
 
     @property
     def is_regular_dose(self) -> bool:
+        """A dose of regular insulin (AIM-94's meal insulin, the dose model's target)."""
         return self.kind is Kind.INSULIN and self.insulin is Insulin.REGULAR
+
+    @property
+    def is_meal_dose(self) -> bool:
+        """A dose of meal or correction insulin: regular or rapid-acting."""
+        return self.kind is Kind.INSULIN and self.insulin is not None and self.insulin.for_meals
 
     def to_payload(self) -> dict:
         """The JSON payload of this event (docs/contract.md) (inverse of validation)."""
@@ -104,6 +143,14 @@ class Event:
             payload["size"] = self.size
             if self.carbs_g is not None:
                 payload["carbs_g"] = self.carbs_g
+            if self.eaten_share is not None:
+                payload["eaten_share"] = self.eaten_share
+        elif self.kind is Kind.REQUEST and self.insulin is not None:
+            payload["insulin"] = self.insulin.value
+        elif self.kind is Kind.NUTRITION:
+            payload["state"] = self.nutrition
+        elif self.kind is Kind.PROFILE and self.profile is not None:
+            payload.update(self.profile.to_payload())
         elif self.kind is Kind.EXERCISE:
             payload["intensity"] = self.intensity
         elif self.kind is Kind.SPECIAL and self.note is not None:

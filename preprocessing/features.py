@@ -26,7 +26,7 @@ from datetime import datetime
 import numpy as np
 
 from .events import Event, Insulin, Kind
-from .insulin_activity import REGULAR_INSULIN, ActivityCurve
+from .insulin_activity import RAPID_ANALOGUE, REGULAR_INSULIN, ActivityCurve
 
 SLOTS = ("morning", "midday", "evening", "bedtime")
 MINUTES_PER_DAY = 1440.0
@@ -252,14 +252,15 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
                 glucose_24h.append(e.reading)
         elif kind is Kind.INSULIN:
             e_slot = slot_of(e.ts)
-            if e.insulin is Insulin.REGULAR:
+            if e.is_meal_dose:  # regular or rapid-acting: the dose features' meal insulin
                 units = e.dose
+                acting = RAPID_ANALOGUE if e.insulin is Insulin.RAPID else curve
                 if reg_last_t is None:
                     reg_last_t, reg_last_units = et, units
                 if age <= MINUTES_PER_DAY:
                     reg_24h += units
-                if age < curve.duration_min:  # a dose past its duration of action is off board
-                    iob += units * curve.fraction_remaining(age)
+                if age < acting.duration_min:  # a dose past its duration of action is off board
+                    iob += units * acting.fraction_remaining(age)
                 if e_slot == slot and len(same_slot) < SAME_SLOT_DOSES:
                     same_slot.append(units)
             elif age <= AGE_CAP_H * 60.0:  # older long-acting doses no longer count
@@ -334,7 +335,7 @@ def _past_decision_times(history: PatientHistory, t: float, count: int) -> list[
     found: list[tuple[float, int]] = []
     i = bisect.bisect_left(times, t) - 1
     while i >= 0 and times[i] >= floor_t and len(found) < count:
-        if events[i].is_regular_dose and (not found or found[-1][0] != times[i]):
+        if events[i].is_meal_dose and (not found or found[-1][0] != times[i]):
             found.append((times[i], i))
         i -= 1
     found.reverse()
@@ -351,7 +352,7 @@ def _step(history: PatientHistory, t_k: float, index: int) -> np.ndarray:
     step[:_N_CONTEXT] = _context(history, t_k, slot_of(event.ts), event.ts)
     lo = bisect.bisect_left(history.times, t_k)
     hi = bisect.bisect_right(history.times, t_k)
-    step[_IDX["dose_regular_units"]] = sum(e.dose for e in history.events[lo:hi] if e.is_regular_dose)
+    step[_IDX["dose_regular_units"]] = sum(e.dose for e in history.events[lo:hi] if e.is_meal_dose)
     step[_IDX["present"]] = 1.0
     history._steps[t_k] = step
     return step

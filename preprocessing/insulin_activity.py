@@ -2,7 +2,9 @@
 
 The curve is parameterised by the insulin's duration of action ``td`` and its peak time
 ``tp`` (minutes). For regular insulin the AIM-94 domain description gives onset 15–45 min,
-peak 1–3 h and duration 4–6 h; the defaults below sit inside those ranges.
+peak 1–3 h and duration 4–6 h; the defaults below sit inside those ranges. Rapid-acting
+analogues act sooner and shorter (oref0's rapid-acting curve). Long-acting insulin is basal:
+it is not counted as insulin on board against a meal or a correction.
 """
 
 from __future__ import annotations
@@ -38,3 +40,5 @@ class ActivityCurve:
 
 
 REGULAR_INSULIN = ActivityCurve()
+# Rapid-acting analogues (lispro, aspart, glulisine): oref0's "rapid-acting" curve, peak 75 min, 5 h.
+RAPID_ANALOGUE = ActivityCurve(duration_min=300.0, peak_min=75.0)

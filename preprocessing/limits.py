@@ -23,4 +23,7 @@ class Range:
 GLUCOSE_MG_DL = Range(10.0, 1000.0, "mg/dL")
 INSULIN_UNITS = Range(0.0, 100.0, "U")
 CARBS_G = Range(0.0, 500.0, "g")
+WEIGHT_KG = Range(20.0, 300.0, "kg")
+AGE_YEARS = Range(0.0, 120.0, "years")
+EATEN_SHARE = Range(0.0, 1.0, "of the meal")
 FUTURE_TOLERANCE_S = 300.0

@@ -14,8 +14,19 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .events import AMOUNTS, GLUCOSE_CONTEXTS, MG_DL_PER_MMOL_L, Event, Insulin, Kind
-from .limits import CARBS_G, FUTURE_TOLERANCE_S, GLUCOSE_MG_DL, INSULIN_UNITS
+from .events import (
+    AMOUNTS,
+    DIABETES_TYPES,
+    GLUCOSE_CONTEXTS,
+    KIDNEY_STATES,
+    MG_DL_PER_MMOL_L,
+    NUTRITION_STATES,
+    Event,
+    Insulin,
+    Kind,
+    PatientProfile,
+)
+from .limits import AGE_YEARS, CARBS_G, EATEN_SHARE, FUTURE_TOLERANCE_S, GLUCOSE_MG_DL, INSULIN_UNITS, WEIGHT_KG, Range
 from .visits import Visit
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -29,11 +40,13 @@ COMMON_FIELDS = ("id", "patient", "ts", "kind")
 KIND_FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.GLUCOSE: ("mg_dl", "value", "unit", "context"),
     Kind.INSULIN: ("insulin", "units"),
-    Kind.MEAL: ("size", "carbs_g"),
+    Kind.MEAL: ("size", "carbs_g", "eaten_share"),
     Kind.EXERCISE: ("intensity",),
     Kind.HYPO_SYMPTOMS: (),
     Kind.SPECIAL: ("note",),
-    Kind.REQUEST: (),
+    Kind.REQUEST: ("insulin",),
+    Kind.PROFILE: ("weight_kg", "age_years", "diabetes_type", "kidney", "insulin_naive", "steroids"),
+    Kind.NUTRITION: ("state",),
 }
 
 
@@ -163,6 +176,33 @@ def _optional_choice(data: dict, key: str, allowed: tuple[str, ...], event_id: s
     return value
 
 
+def _optional_flag(data: dict, key: str, event_id: str) -> bool | None:
+    value = data.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValidationError(f"'{key}' must be true or false", event_id)
+
+
+def _in_range(value: float | None, key: str, allowed: Range, event_id: str) -> float | None:
+    if value is not None and not allowed.contains(value):
+        raise ValidationError(f"'{key}' {value:g} is outside {allowed.describe()}", event_id)
+    return value
+
+
+def _profile(data: dict, event_id: str) -> PatientProfile:
+    """A patient profile: the weight (required) and what lowers or raises a weight-based plan."""
+    weight = _in_range(_number(data, "weight_kg", event_id), "weight_kg", WEIGHT_KG, event_id)
+    assert weight is not None
+    return PatientProfile(
+        weight_kg=weight,
+        age_years=_in_range(_optional_number(data, "age_years", event_id), "age_years", AGE_YEARS, event_id),
+        diabetes_type=_optional_choice(data, "diabetes_type", DIABETES_TYPES, event_id),
+        kidney=_optional_choice(data, "kidney", KIDNEY_STATES, event_id),
+        insulin_naive=_optional_flag(data, "insulin_naive", event_id),
+        steroids=_optional_flag(data, "steroids", event_id),
+    )
+
+
 def parse_timestamp(value: object, event_id: str | None, now: datetime) -> datetime:
     """ISO 8601 with an explicit UTC offset, not before 1900 and not in the future."""
     if not isinstance(value, str) or len(value) > 40:
@@ -243,7 +283,8 @@ def event_from_mapping(data: dict, now: datetime) -> Event:
         carbs = _optional_number(data, "carbs_g", event_id)
         if carbs is not None and not CARBS_G.contains(carbs):
             raise ValidationError(f"carbs_g {carbs:g} is outside {CARBS_G.describe()}", event_id)
-        return Event(event_id, patient, ts, kind, size=size, carbs_g=carbs)
+        share = _in_range(_optional_number(data, "eaten_share", event_id), "eaten_share", EATEN_SHARE, event_id)
+        return Event(event_id, patient, ts, kind, size=size, carbs_g=carbs, eaten_share=share)
     if kind is Kind.EXERCISE:
         return Event(event_id, patient, ts, kind, intensity=_choice(data, "intensity", AMOUNTS, event_id))
     if kind is Kind.SPECIAL:
@@ -251,6 +292,13 @@ def event_from_mapping(data: dict, now: datetime) -> Event:
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_CHARS):
             raise ValidationError(f"'note' must be a string of at most {MAX_NOTE_CHARS} characters", event_id)
         return Event(event_id, patient, ts, kind, note=note)
+    if kind is Kind.REQUEST:
+        asked = _optional_choice(data, "insulin", tuple(i.value for i in Insulin), event_id)
+        return Event(event_id, patient, ts, kind, insulin=None if asked is None else Insulin(asked))
+    if kind is Kind.PROFILE:
+        return Event(event_id, patient, ts, kind, profile=_profile(data, event_id))
+    if kind is Kind.NUTRITION:
+        return Event(event_id, patient, ts, kind, nutrition=_choice(data, "state", NUTRITION_STATES, event_id))
     return Event(event_id, patient, ts, kind)
 
 

@@ -43,9 +43,42 @@ def ward(tmp_path, dose_model):
     actions = PageActions("bed1", store, advisor, published.append, 900, lambda: link["problem"])
     for event in event_factory.history("p-1", NOW):
         advisor.handle(event_factory.raw(event))
+    advisor.handle(event_factory.raw(event_factory.meal("m-now", "p-1", NOW)))  # the patient is eating
     answer = advisor.handle(event_factory.raw(event_factory.glucose("g-now", "p-1", NOW, 180))).suggestion
-    assert answer is not None and answer.status == "suggest" and answer.units > 1
+    assert answer is not None and answer.status == "suggest" and answer.units > 1 and not answer.meal_first
     return advisor, store, actions, published, answer, clock, link
+
+
+def test_a_pre_meal_dose_is_given_only_to_a_patient_who_eats(tmp_path, dose_model):
+    """A pre-meal reading with no meal recorded: the dose is asked about, and the meal recorded with it."""
+    store = Store(tmp_path / "state.sqlite3")
+    advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: NOW)
+    published: list = []
+    actions = PageActions("bed1", store, advisor, published.append, 900, lambda: None)
+    for event in event_factory.history("p-1", NOW):
+        advisor.handle(event_factory.raw(event))
+    answer = advisor.handle(event_factory.raw(event_factory.glucose("g-now", "p-1", NOW, 180))).suggestion
+    assert answer is not None and answer.status == "suggest" and answer.meal_first and "meal_first" in answer.rules
+    assert "Give it only if the patient eats" in answer.reasons[-1]
+    with pytest.raises(ValueError, match="ask first whether the patient is eating"):
+        actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+    assert store.response_for(answer.id) is None and store.doses_near("p-1", NOW, 60) == []
+    event, _ = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units, eating=True), ANN)
+    meals = [e for e in store.events_for("p-1") if e.kind is Kind.MEAL]
+    assert [m.ts for m in meals] == [event.ts] and meals[0].size == "typical"
+    assert advisor.live_answer("p-1") is None, "the meal recorded with the dose retires nothing, answers nothing"
+
+
+def test_a_patient_who_does_not_eat_declines_the_pre_meal_dose(tmp_path, dose_model):
+    store = Store(tmp_path / "state.sqlite3")
+    advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: NOW)
+    actions = PageActions("bed1", store, advisor, lambda _m: None, 900, lambda: None)
+    for event in event_factory.history("p-1", NOW):
+        advisor.handle(event_factory.raw(event))
+    answer = advisor.handle(event_factory.raw(event_factory.glucose("g-now", "p-1", NOW, 180))).suggestion
+    assert answer is not None and answer.meal_first
+    actions.decline("p-1", Decline(answer.id, "not_eating"), ANN)
+    assert store.doses_near("p-1", NOW, 60) == [] and store.response_for(answer.id).reason == "not_eating"
 
 
 def test_a_dose_is_given_once_and_shows_who_gave_it(ward, tmp_path):
@@ -141,7 +174,7 @@ def test_the_store_gives_a_day_of_events_answers_and_responses(ward):
     actions.decline("p-1", Decline(answer.id, "not_eating"), ANN)
     start, end = NOW.replace(hour=0, minute=0), NOW.replace(hour=0, minute=0) + timedelta(days=1)
     events = store.events_between("p-1", start, end)
-    assert [e.id for e in events] == ["g-now"]  # the history is on earlier days
+    assert [e.id for e in events] == ["m-now", "g-now"]  # the history is on earlier days
     answers = store.suggestions_between("p-1", start, end)  # by decision time: a late reading is answered today
     assert answers[-1].id == answer.id and all(start <= datetime.fromisoformat(a.ts) < end for a in answers)
     assert store.suggestions_between("p-1", end, end + timedelta(days=1)) == []
@@ -324,7 +357,7 @@ def test_a_database_that_refuses_writes_records_nothing_the_page_is_told_of(tmp_
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(StoreError, match="locked"):
-            actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+            actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units, eating=True), ANN)
         with pytest.raises(StoreError, match="locked"):
             actions.enter(event_factory.glucose("page-1", "p-1", NOW, 150), ANN)
         assert published == [] and advisor.held == 0, "nothing is kept in memory behind the page's back"
