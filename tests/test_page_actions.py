@@ -365,7 +365,9 @@ def test_a_database_that_refuses_writes_records_nothing_the_page_is_told_of(tmp_
         blocker.execute("ROLLBACK")
         blocker.close()
     assert store.response_for(answer.id) is None and not store.has_event("page-1")
-    event, _ = actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)  # the disk is back: recorded
+    event, _ = actions.confirm_dose(
+        "p-1", ConfirmDose(answer.id, answer.units, eating=True), ANN
+    )  # the disk is back: recorded
     assert store.has_event(event.id) and store.response_for(answer.id) is not None
 
 

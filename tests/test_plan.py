@@ -1,0 +1,142 @@
+"""The dosing plan (device/plan.py): the start by weight and the titration both ways, case by case."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from device.plan import DosingPlan, PlanTracker
+from preprocessing.events import Event, Insulin, Kind, PatientProfile
+
+DAY = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def at(day: int, hour: float) -> datetime:
+    return DAY + timedelta(days=day, hours=hour)
+
+
+def profile(ts: datetime, **fields) -> Event:
+    return Event(f"p{ts:%d%H%M}", "p", ts, Kind.PROFILE, profile=PatientProfile(**{"weight_kg": 80.0, **fields}))
+
+
+def reading(ts: datetime, mg_dl: float, context: str = "unspecified") -> Event:
+    return Event(f"g{ts:%d%H%M}", "p", ts, Kind.GLUCOSE, mg_dl=mg_dl, context=context)
+
+
+def dose(ts: datetime, units: float, insulin: Insulin = Insulin.RAPID) -> Event:
+    return Event(f"i{ts:%d%H%M}", "p", ts, Kind.INSULIN, insulin=insulin, units=units)
+
+
+def tracked(*events: Event) -> PlanTracker:
+    tracker = PlanTracker()
+    for event in events:
+        tracker.add(event)
+    return tracker
+
+
+@pytest.mark.parametrize(
+    ("fields", "per_kg", "why"),
+    [
+        ({}, 0.5, "the usual start"),
+        ({"diabetes_type": "type2", "insulin_naive": True}, 0.4, "insulin-naive type 2"),
+        ({"diabetes_type": "type1", "insulin_naive": True}, 0.5, "the usual start"),
+        ({"age_years": 71}, 0.3, "over 70"),
+        ({"age_years": 70}, 0.5, "the usual start"),
+        ({"kidney": "impaired", "diabetes_type": "type2", "insulin_naive": True}, 0.3, "impaired kidneys"),
+    ],
+)
+def test_the_start_by_weight(fields, per_kg, why):
+    plan = DosingPlan.from_profile(PatientProfile(80.0, **fields))
+    total = per_kg * 80.0
+    assert plan.basal_units == pytest.approx(total / 2)
+    assert [plan.meal_units(s) for s in range(3)] == pytest.approx([total / 6] * 3)
+    assert plan.meal_units(3) is None, "no meal at bedtime"
+    assert plan.sensitivity == pytest.approx(1500 / total) and plan.carb_ratio(0) == pytest.approx(500 / total)
+    assert why in plan.describe() and "80 kg" in plan.describe()
+
+
+def test_steroids_raise_the_meal_doses_not_basal():
+    plain, steroid = (DosingPlan.from_profile(PatientProfile(60.0, steroids=s)) for s in (False, True))
+    assert steroid.basal_units == plain.basal_units
+    assert steroid.meal_units(1) == pytest.approx(plain.meal_units(1) * 1.2)
+
+
+@pytest.mark.parametrize(("after", "factor"), [(260.0, 1.2), (200.0, 1.1), (150.0, 1.0), (90.0, 0.9), (60.0, 0.8)])
+def test_the_reading_after_a_meal_dose_moves_that_meal(after, factor):
+    tracker = tracked(profile(at(0, 6)), dose(at(0, 7), 6.0), reading(at(0, 12), after, "pre_lunch"))
+    assert tracker.plan is not None
+    assert tracker.plan.meal_units(0) == pytest.approx(
+        DosingPlan.from_profile(PatientProfile(80.0)).meal_units(0) * factor
+    )
+    assert tracker.plan.meal_units(1) == tracker.plan.meal_units(2), "only breakfast moved"
+    if factor != 1.0:
+        change = tracker.plan.changes[-1]
+        assert change.part == "breakfast" and f"{after:.0f} mg/dL" in change.why
+
+
+def test_a_low_soon_after_a_meal_dose_steps_it_down_at_once():
+    tracker = tracked(profile(at(0, 6)), dose(at(0, 7), 6.0), reading(at(0, 8.5), 62.0))
+    assert tracker.plan is not None and tracker.plan.meal_factor(0) == pytest.approx(0.8)
+
+
+def test_never_upward_within_a_day_of_a_low():
+    low_at_night = reading(at(0, 3), 60.0)
+    tracker = tracked(profile(at(0, 0)), low_at_night, dose(at(0, 7), 6.0), reading(at(0, 12), 260.0, "pre_lunch"))
+    assert tracker.plan is not None and tracker.plan.meal_factor(0) == 1.0
+    tracker.add(dose(at(1, 7), 6.0))
+    tracker.add(reading(at(1, 12), 260.0, "pre_lunch"))  # 33 h after the low: upward again
+    assert tracker.plan.meal_factor(0) == pytest.approx(1.2)
+
+
+def test_never_upward_while_glucose_falls_fast():
+    falling = (reading(at(0, 9 + 1 / 3), 330.0), reading(at(0, 9 + 7 / 12), 260.0))  # 70 mg/dL in 15 min
+    tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 6.0), *falling)
+    assert tracker.plan is not None and tracker.plan.meal_factor(0) == 1.0
+
+
+def test_a_meal_dose_steps_once_a_day():
+    tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 6.0), reading(at(0, 10), 260.0))
+    tracker.add(dose(at(0, 10.5), 2.0))  # a second morning dose, its outcome the same day
+    tracker.add(reading(at(0, 13.5), 260.0))
+    assert tracker.plan is not None and tracker.plan.meal_factor(0) == pytest.approx(1.2)
+
+
+def test_the_fasting_reading_moves_basal_both_ways():
+    up = tracked(profile(at(0, 0)), reading(at(1, 6.5), 200.0, "pre_breakfast"))
+    down = tracked(profile(at(0, 0)), reading(at(1, 6.5), 85.0, "pre_breakfast"))
+    same = tracked(profile(at(0, 0)), reading(at(1, 6.5), 120.0, "pre_breakfast"))
+    base = DosingPlan.from_profile(PatientProfile(80.0)).basal_units
+    assert up.plan is not None and up.plan.basal_units == pytest.approx(base * 1.2)
+    assert down.plan is not None and down.plan.basal_units == pytest.approx(base * 0.9)
+    assert same.plan is not None and same.plan.basal_units == pytest.approx(base) and same.plan.changes == ()
+    up.add(reading(at(1, 6.75), 210.0, "pre_breakfast"))  # the same morning again: no second step
+    assert up.plan is not None and up.plan.basal_units == pytest.approx(base * 1.2)
+
+
+def test_titration_is_bounded():
+    events = [profile(at(0, 0))]
+    for day in range(20):
+        events += [dose(at(day, 7), 6.0), reading(at(day, 12), 400.0, "pre_lunch")]
+    tracker = tracked(*events)
+    assert tracker.plan is not None and tracker.plan.meal_factor(0) == pytest.approx(4.0)
+
+
+def test_a_new_profile_starts_again_by_weight_and_keeps_the_titration():
+    tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 6.0), reading(at(0, 12), 260.0, "pre_lunch"))
+    tracker.add(profile(at(0, 13), weight_kg=100.0))
+    assert tracker.plan is not None and tracker.plan.meal_units(0) == pytest.approx(100 * 0.5 / 6 * 1.2)
+    assert len(tracker.plan.changes) == 1
+
+
+def test_no_plan_without_a_profile_and_the_eating_state_is_the_latest():
+    tracker = tracked(dose(at(0, 7), 6.0), reading(at(0, 12), 260.0))
+    assert tracker.plan is None
+    tracker.add(Event("n1", "p", at(0, 13), Kind.NUTRITION, nutrition="npo"))
+    tracker.add(Event("n2", "p", at(0, 14), Kind.NUTRITION, nutrition="uncertain"))
+    assert tracker.nutrition == "uncertain"
+
+
+def test_basal_doses_are_not_meal_doses():
+    tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 20.0, Insulin.LONG), reading(at(0, 12), 260.0, "pre_lunch"))
+    assert tracker.plan is not None and tracker.plan.meal_factor(0) == 1.0
