@@ -335,7 +335,9 @@ def test_a_patient_user_is_tied_to_one_patient_over_http(bedside):
     )
     status, refused = device.post("api/events", back, session=session)
     assert status == 403 and "needs a nurse" in refused.error
-    status, done = device.post("api/patients/p-own/confirm", ConfirmDose(mine.id, mine.units), session=session)
+    status, done = device.post(
+        "api/patients/p-own/confirm", ConfirmDose(mine.id, mine.units, eating=True), session=session
+    )
     assert status == 200 and done.ok
     assert rows(device, "SELECT suggestion_id FROM responses") == [(mine.id,)]
     with pytest.raises(AssertionError, match="consecutive digits"):

@@ -114,6 +114,9 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     page = browser.new_page(viewport=SMALL)
     page.goto(device.url + "?patient=p-2")
     wait_text(page, "#status-word", "t === 'Suggested dose'")
+    assert suggestion.meal_first, "a pre-meal reading with no meal recorded"
+    assert page.is_visible("#eating-ask") and "is the patient eating this meal?" in page.inner_text("#eating-ask")
+    assert page.inner_text("#confirm") == "Eating: dose given"
     page.get_by_label("Units given").fill(f"{suggestion.units - 0.5:g}")
     page.get_by_role("button", name="Dose given").click()
     dialog = page.locator("#reason-dialog")
@@ -133,6 +136,8 @@ def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     assert stored[0][0] == "given"
     assert json.loads(stored[0][1])["reason"] == "not_eating"
     assert json.loads(stored[0][1])["units"] == suggestion.units - 0.5
+    meals = rows(device, "SELECT kind FROM events WHERE patient = 'p-2' AND kind = 'meal'")
+    assert meals == [("meal",)], "the meal the nurse confirmed is recorded with the dose"
 
     # the clinician's day: the dose, its reason and the adherence, on the page and as a PDF
     page.get_by_role("button", name="Day", exact=True).click()

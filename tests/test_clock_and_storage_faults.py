@@ -169,7 +169,9 @@ def test_a_full_disk_is_said_on_the_page_and_never_answered_500(small_disk, tmp_
         assert page.post("/api/sign-in", SignIn("ann", "4711"), token)[0] == 200
         suggestion = dose_waiting(None, publisher, watcher, "p-full", "g-full")
         filler = fill_disk(small_disk)
-        status, body = page.post("/api/patients/p-full/confirm", ConfirmDose(suggestion.id, suggestion.units), token)
+        status, body = page.post(
+            "/api/patients/p-full/confirm", ConfirmDose(suggestion.id, suggestion.units, eating=True), token
+        )
         assert status == 503 and "not recorded" in body and "record on paper" in body, body
         status, body = page.post("/api/sign-in", SignIn("ann", "0000"), page.session())
         assert status in (401, 503), body  # a wrong PIN is still refused; its audit row cannot be written

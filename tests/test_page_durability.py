@@ -38,7 +38,9 @@ def test_a_dose_confirmed_in_a_silent_outage_survives_kill_9(mosquitto, tmp_path
         assert watcher.subscribed.wait(5)
         suggestion = dose_waiting(device, publisher, watcher, "p-s", "g-s")
         proxy.stall()  # the link dies silently: the device still believes it is connected
-        status, done = device.post("api/patients/p-s/confirm", ConfirmDose(suggestion.id, suggestion.units))
+        status, done = device.post(
+            "api/patients/p-s/confirm", ConfirmDose(suggestion.id, suggestion.units, eating=True)
+        )
         assert status == 200 and done.ok, done
         device.kill()  # before the link returns: nothing the broker would have carried is there
         proxy.restore()

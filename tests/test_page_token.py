@@ -72,7 +72,7 @@ def exposed(mosquitto, tmp_path):
 def test_an_exposed_device_records_doses_only_with_its_pin(exposed):
     device, suggestion = exposed
     assert device.status().actions_need_pin is True
-    body = ConfirmDose(suggestion.id, suggestion.units)
+    body = ConfirmDose(suggestion.id, suggestion.units, eating=True)
     assert device.post("api/patients/p-pin/confirm", body)[0] == 401
     status, answer = device.post("api/patients/p-pin/confirm", body, "wrong-pin")
     assert status == 401 and answer.error == "wrong PIN"

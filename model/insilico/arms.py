@@ -12,6 +12,8 @@ dose given at a reading:
   suggested dose given, every advised snack eaten, at every reading; where the answer is
   "insufficient data — dose by the physician's plan" at a meal, the plan's dose is given (the
   basal-bolus rule with the person's carb estimate, as in ``carb_error``) and recorded;
+* ``plan`` — the same device without a dose model: the dosing plan (by weight, titrated) and the
+  supervisor alone, followed the same way — whether the network earns its place;
 * ``model_only`` — the model's own number at every reading, without the supervisor;
 * ``supervised_habit`` — the habit dose passed through the supervisor's rules.
 """
@@ -41,8 +43,9 @@ from preprocessing.features import window_at
 
 from .protocol import Meal
 
-ARMS = ("oracle", "carb_error", "habit", "advisor", "model_only", "supervised_habit")
-ADVISOR_ARMS = ("advisor", "model_only", "supervised_habit")
+ARMS = ("oracle", "carb_error", "habit", "advisor", "plan", "model_only", "supervised_habit")
+ADVISOR_ARMS = ("advisor", "plan", "model_only", "supervised_habit")
+FOLLOWED_ARMS = ("advisor", "plan")  # the answers are followed as a person would
 HABIT_DOSES = 5
 BB_TARGET, BB_THRESHOLD = 140.0, 150.0  # simglucose's basal-bolus controller
 
@@ -145,8 +148,9 @@ class DecisionDevice(Protocol):
 class LocalDevice:
     """The device core in this process, with an in-memory SQLite store of its own."""
 
-    def __init__(self, model: DoseModel, safety: SafetyConfig, clock: list[datetime]) -> None:
-        self.advisor = Advisor(Store(Path(":memory:")), ModelSlot(model), safety, "wall", wall_clock=lambda: clock[0])
+    def __init__(self, model: DoseModel | None, safety: SafetyConfig, clock: list[datetime]) -> None:
+        slot = ModelSlot(model) if model is not None else ModelSlot(None, "the plan alone: no dose model")
+        self.advisor = Advisor(Store(Path(":memory:")), slot, safety, "wall", wall_clock=lambda: clock[0])
 
     def handle(self, event: Event) -> Suggestion | None:
         outcome = self.advisor.handle(json.dumps(event.to_payload()).encode())
@@ -166,7 +170,7 @@ class AdvisorArm(Arm):
         name: str,
         patient: str,
         terms: PatientTerms,
-        model: DoseModel,
+        model: DoseModel | None,
         safety: SafetyConfig,
         clock: list[datetime],
         device: DecisionDevice | None = None,
@@ -211,7 +215,7 @@ class AdvisorArm(Arm):
             raise RuntimeError(f"no answer to a reading of {self.patient} at {reading.at}")
         self.statuses[answer.status] += 1  # the answer to the reading; a meal sent with it is answered too
         self.rules.update(answer.rules)
-        if self.name == "advisor":
+        if self.name in FOLLOWED_ARMS:
             if answer.status == "insufficient_data" and reading.meal is not None and reading.carb_estimate is not None:
                 plan = round(basal_bolus(reading.carb_estimate, reading.mg_dl, self.terms) * 2) / 2
                 self.plan_doses += 1
@@ -251,9 +255,17 @@ def make_arm(
 ) -> Arm:
     """One arm for one patient; ``device``: where the ``advisor`` arm's events go (default: this process)."""
     if name in ADVISOR_ARMS:
-        if model is None:
+        if model is None and name != "plan":
             raise ValueError(f"the {name} arm needs a dose model")
-        return AdvisorArm(name, patient, terms, model, safety, clock, device if name == "advisor" else None)
+        return AdvisorArm(
+            name,
+            patient,
+            terms,
+            model if name != "plan" else None,
+            safety,
+            clock,
+            device if name == "advisor" else None,
+        )
     arm_class = {"oracle": OracleArm, "carb_error": CarbErrorArm, "habit": HabitArm}.get(name)
     if arm_class is None:
         raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARMS)}")

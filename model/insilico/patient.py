@@ -52,6 +52,7 @@ class Cohort:
     carb_ratio: np.ndarray  # g per U (simglucose's Quest.csv)
     correction_factor: np.ndarray  # mg/dL per U
     total_daily_insulin: np.ndarray  # U
+    age: np.ndarray  # years (Quest.csv)
 
     @classmethod
     def of(cls, names: list[str]) -> Cohort:
@@ -70,6 +71,7 @@ class Cohort:
             np.array([float(quest[n]["CR"]) for n in names]),
             np.array([float(quest[n]["CF"]) for n in names]),
             np.array([float(quest[n]["TDI"]) for n in names]),
+            np.array([float(quest[n]["Age"]) for n in names]),
         )
 
     @property

@@ -19,7 +19,7 @@ import numpy as np
 
 from device.config import SafetyConfig
 from device.inference import DoseModel
-from preprocessing.events import Event, Insulin, Kind
+from preprocessing.events import Event, Insulin, Kind, PatientProfile
 
 from .arms import ADVISOR_ARMS, AdvisorArm, Arm, DecisionDevice, PatientTerms, Reading, basal_bolus, make_arm
 from .cgm import SAMPLE_MIN, CgmStreams
@@ -240,6 +240,11 @@ def run_seed(
     warmup = protocol.effective_warmup_days
     total = warmup + protocol.days
     habit_scale = 1.3 if protocol.scenario == "poor_habit" else 1.0
+    for row in rows:  # what a ward knows of a patient on arrival: weight, age, type 1 diabetes
+        profile = PatientProfile(
+            round(float(weights[row.patient]), 1), float(cohort.age[row.patient]), "type1", insulin_naive=False
+        )
+        _report(row.arm, Event("profile", "", START, Kind.PROFILE, profile=profile))
 
     # --- warm-up: each patient once, dosing by habit; every arm of the patient sees the same log
     batch = PatientBatch(cohort)
