@@ -9,13 +9,17 @@ glucose that followed each dose has taught it since (docs/safety.md, "The dosing
   Steroids raise the meal doses by a fifth (their hyperglycaemia is mostly after meals).
   Carbohydrate ratio 500 ÷ the total and sensitivity 1500 ÷ the total (the rules the
   supervisor already uses on a patient's own totals).
-* **Titrate both ways**, from the reading that followed (Diabetes Care 2003;26:3080, the
-  basal-bolus titration table: the pre-lunch reading moves breakfast, the pre-supper reading
-  lunch, the bedtime reading supper; the fasting reading moves basal, as in RABBIT 2): a
-  reading below 70 mg/dL −20 %, 70–100 −10 %, in the target band no change, above it +10 %,
-  above 250 (basal: 180) +20 %. A low within 8 h of a meal dose steps that meal down at once.
-  Never upward within 24 h of a low or while glucose falls fast; each part at most once a day;
-  every part kept between a quarter and four times its weight-based start.
+* **Titrate both ways from the dose that was given** (Glucommander: the next same-time dose is
+  the last one moved by the glucose that followed it). The reading that follows a meal dose
+  (Diabetes Care 2003;26:3080, the basal-bolus titration table: the pre-lunch reading judges
+  breakfast, the pre-supper reading lunch, the bedtime reading supper) sets that meal's plan to
+  the meal part of the dose given (less the correction for the glucose before it, at the plan's
+  sensitivity; per usual meal, by the announced size; the grams per unit when they were counted)
+  times a step: below 70 mg/dL −20 %, 70–100 −10 %, 100–180 none, above 180 +10 %, above 250
+  +20 %. A low within 8 h of a meal dose judges it at once. Basal follows the long-acting dose
+  given and the fasting reading (RABBIT 2): below 70 −20 %, 70–100 −10 %, above 140 +10 %,
+  above 180 +20 %. Never upward within 24 h of a low or while glucose falls fast; each part at
+  most once a day; every part kept between a quarter and four times its weight-based start.
 
 The plan is a fold over the patient's events in time order (:class:`PlanTracker`), so it is
 rebuilt exactly from the stored log after a restart, and every change carries its reason.
@@ -40,7 +44,11 @@ BASAL_SHARE = 0.5
 STEROID_MEAL_FACTOR = 1.2
 CARB_RATIO_RULE = 500.0
 SENSITIVITY_RULE = 1500.0
-MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
+MIN_FACTOR, MAX_FACTOR = 0.25, 4.0  # of the weight-based start
+PLAN_TARGET_MG_DL = 110.0  # the correction part of a dose given is what brought glucose to this
+SAME_MEAL_MIN = 60.0  # meal doses this close in one slot are one meal's insulin
+MEAL_CONTEXT_MIN = 30.0  # the meal and the reading a dose was given for are at most this much older
+SIZE_FACTORS = {"less": 0.75, "typical": 1.0, "more": 1.25}
 OUTCOME_AFTER_MIN = 150.0  # a reading this long after a meal dose tells how it did ...
 OUTCOME_WITHIN_MIN = 480.0  # ... up to this long after it
 NO_RISE_AFTER_LOW_MIN = 1440.0
@@ -74,16 +82,15 @@ class PlanChange:
 
 @dataclass(frozen=True, slots=True)
 class DosingPlan:
-    """Basal units a day, a dose per meal, a carbohydrate ratio and a sensitivity, with their history.
-
-    ``base`` is the weight-based start of each part (basal, breakfast, lunch, supper);
-    ``factors`` what titration has made of it.
-    """
+    """Basal units a day, a dose per usual meal and a carbohydrate ratio per meal, a sensitivity, with
+    their history. ``base`` is the weight-based start (basal, breakfast, lunch, supper)."""
 
     weight_kg: float
     per_kg: float
     base: tuple[float, float, float, float]
-    factors: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    basal_units: float
+    meals: tuple[float, float, float]
+    ratios: tuple[float, float, float]  # g per U at each meal
     changes: tuple[PlanChange, ...] = ()
     why: str = ""
 
@@ -92,25 +99,21 @@ class DosingPlan:
         per_kg, why = units_per_kg(profile)
         total = per_kg * profile.weight_kg
         meal = total * (1 - BASAL_SHARE) / len(MEALS)
+        ratio = CARB_RATIO_RULE / total
         if profile.steroids:
             meal *= STEROID_MEAL_FACTOR
+            ratio /= STEROID_MEAL_FACTOR
             why += "; meal doses +20 % for steroids"
-        return cls(profile.weight_kg, per_kg, (total * BASAL_SHARE, meal, meal, meal), why=why)
-
-    def part(self, name: str) -> float:
-        i = PARTS.index(name)
-        return self.base[i] * self.factors[i]
-
-    @property
-    def basal_units(self) -> float:
-        return self.part("basal")
+        basal = total * BASAL_SHARE
+        return cls(profile.weight_kg, per_kg, (basal, meal, meal, meal), basal, (meal,) * 3, (ratio,) * 3, why=why)
 
     def meal_units(self, slot: int) -> float | None:
-        """The plan's dose for the meal of time-of-day slot ``slot`` (None at bedtime)."""
-        return self.part(MEALS[slot]) if slot < len(MEALS) else None
+        """The plan's dose for a usual meal of time-of-day slot ``slot`` (None at bedtime)."""
+        return self.meals[slot] if slot < len(MEALS) else None
 
-    def meal_factor(self, slot: int) -> float:
-        return self.factors[1 + slot] if slot < len(MEALS) else 1.0
+    def carb_ratio(self, slot: int) -> float:
+        """g per U at the meal of this slot (at bedtime: the day's lowest, the most insulin per gram)."""
+        return self.ratios[slot] if slot < len(MEALS) else min(self.ratios)
 
     @property
     def start_total(self) -> float:
@@ -121,58 +124,79 @@ class DosingPlan:
         """mg/dL per U: 1500 ÷ the weight-based total daily dose."""
         return SENSITIVITY_RULE / self.start_total
 
-    def carb_ratio(self, slot: int) -> float:
-        """g per U at this meal: 500 ÷ the weight-based total, moved by the meal's titration."""
-        return CARB_RATIO_RULE / self.start_total / self.meal_factor(slot)
-
     def describe(self) -> str:
         """The plan in one line a nurse reads."""
-        meals = ", ".join(f"{m} {self.part(m):.1f} U" for m in MEALS)
+        meals = ", ".join(f"{m} {u:.1f} U" for m, u in zip(MEALS, self.meals, strict=True))
         return (
             f"basal {self.basal_units:.1f} U a day; {meals}; started at {self.per_kg:g} U/kg for "
             f"{self.weight_kg:g} kg ({self.why})"
         )
 
-    def stepped(self, part: str, factor: float, at: datetime, why: str) -> DosingPlan:
-        """The plan with ``part`` multiplied by ``factor`` (kept within its bounds), the change recorded."""
-        i = PARTS.index(part)
-        new = min(MAX_FACTOR, max(MIN_FACTOR, self.factors[i] * factor))
-        if abs(new - self.factors[i]) < 1e-9:
-            return self
-        factors = tuple(new if j == i else f for j, f in enumerate(self.factors))
-        change = PlanChange(at, part, self.base[i] * self.factors[i], self.base[i] * new, why)
-        return replace(self, factors=factors, changes=(*self.changes, change))  # type: ignore[arg-type]
+    def _bounded(self, part: int, units: float) -> float:
+        return min(self.base[part] * MAX_FACTOR, max(self.base[part] * MIN_FACTOR, units))
+
+    def with_meal(self, slot: int, units: float, ratio: float, at: datetime, why: str) -> DosingPlan:
+        """The plan with the meal of ``slot`` set to ``units`` (and ``ratio`` g per U), within bounds."""
+        new = self._bounded(1 + slot, units)
+        start_ratio = CARB_RATIO_RULE / self.start_total
+        ratio = min(start_ratio / MIN_FACTOR, max(start_ratio / MAX_FACTOR, ratio))
+        meals = tuple(new if i == slot else u for i, u in enumerate(self.meals))
+        ratios = tuple(ratio if i == slot else r for i, r in enumerate(self.ratios))
+        changes = self.changes
+        if abs(new - self.meals[slot]) >= 0.05:
+            changes = (*changes, PlanChange(at, MEALS[slot], self.meals[slot], new, why))
+        return replace(self, meals=meals, ratios=ratios, changes=changes)  # type: ignore[arg-type]
+
+    def with_basal(self, units: float, at: datetime, why: str) -> DosingPlan:
+        new = self._bounded(0, units)
+        if abs(new - self.basal_units) < 0.05:
+            return replace(self, basal_units=new)
+        change = PlanChange(at, "basal", self.basal_units, new, why)
+        return replace(self, basal_units=new, changes=(*self.changes, change))
 
     def rebased(self, profile: PatientProfile) -> DosingPlan:
-        """A new profile: the start by weight again, titration kept (the factors)."""
+        """A new profile: the start by weight again; what titration learnt from doses given is kept."""
         fresh = DosingPlan.from_profile(profile)
-        return replace(fresh, factors=self.factors, changes=self.changes)
+        if not self.changes:
+            return fresh
+        return replace(self, weight_kg=fresh.weight_kg, per_kg=fresh.per_kg, base=fresh.base, why=fresh.why)
 
 
 def meal_step(mg_dl: float) -> tuple[float, str]:
     """The factor for a meal dose from the reading that followed it, and the band in words."""
     if mg_dl < LOW_MG_DL:
-        return 0.8, f"a low of {mg_dl:.0f} mg/dL followed"
+        return 0.8, f"a low of {mg_dl:.0f} mg/dL followed: −20 %"
     if mg_dl < 100:
-        return 0.9, f"{mg_dl:.0f} mg/dL followed (under 100)"
+        return 0.9, f"{mg_dl:.0f} mg/dL followed (under 100): −10 %"
     if mg_dl <= 180:
-        return 1.0, ""
+        return 1.0, f"{mg_dl:.0f} mg/dL followed (in range)"
     if mg_dl <= 250:
-        return 1.1, f"{mg_dl:.0f} mg/dL followed (over 180)"
-    return 1.2, f"{mg_dl:.0f} mg/dL followed (over 250)"
+        return 1.1, f"{mg_dl:.0f} mg/dL followed (over 180): +10 %"
+    return 1.2, f"{mg_dl:.0f} mg/dL followed (over 250): +20 %"
 
 
 def basal_step(mg_dl: float) -> tuple[float, str]:
     """The factor for basal from a fasting reading, and the band in words."""
     if mg_dl < LOW_MG_DL:
-        return 0.8, f"fasting glucose {mg_dl:.0f} mg/dL (a low)"
+        return 0.8, f"fasting glucose {mg_dl:.0f} mg/dL (a low): −20 %"
     if mg_dl < 100:
-        return 0.9, f"fasting glucose {mg_dl:.0f} mg/dL (under 100)"
+        return 0.9, f"fasting glucose {mg_dl:.0f} mg/dL (under 100): −10 %"
     if mg_dl <= 140:
         return 1.0, ""
     if mg_dl <= 180:
-        return 1.1, f"fasting glucose {mg_dl:.0f} mg/dL (over 140)"
-    return 1.2, f"fasting glucose {mg_dl:.0f} mg/dL (over 180)"
+        return 1.1, f"fasting glucose {mg_dl:.0f} mg/dL (over 140): +10 %"
+    return 1.2, f"fasting glucose {mg_dl:.0f} mg/dL (over 180): +20 %"
+
+
+@dataclass(slots=True)
+class _MealDose:
+    """A meal's insulin waiting for the reading that judges it."""
+
+    t: float
+    units: float
+    carbs: float | None
+    size: str | None
+    before_mg_dl: float | None
 
 
 @dataclass(slots=True)
@@ -181,12 +205,13 @@ class PlanTracker:
 
     plan: DosingPlan | None = None
     nutrition: str | None = None  # the latest eating state recorded (eating, npo, uncertain)
-    _pending: dict[int, float] = field(default_factory=dict)  # meal slot -> time of its latest meal dose
+    _pending: dict[int, _MealDose] = field(default_factory=dict)  # meal slot -> its latest meal's insulin
     _lows: list[float] = field(default_factory=list)  # times of readings below LOW_MG_DL
     _last_step: dict[str, float] = field(default_factory=dict)  # part -> time of its latest titration
     _fasting_day: object = None  # the date whose fasting reading has been used
     _meal_dosed_today: object = None  # the date of the newest meal dose in the morning slot
     _last_reading: tuple[float, float] | None = None  # (time, mg/dL)
+    _last_meal: tuple[float, float | None, str | None] | None = None  # (time, carbs, size)
 
     def add(self, event: Event) -> None:
         """Fold one event (the newest) into the plan."""
@@ -197,14 +222,30 @@ class PlanTracker:
             )
         elif event.kind is Kind.NUTRITION:
             self.nutrition = event.nutrition
+        elif event.kind is Kind.MEAL:
+            self._last_meal = (t, event.carbs_g, event.size)
         elif event.is_meal_dose:
-            slot = slot_of(event.ts)
-            if slot < len(MEALS):
-                self._pending[slot] = t
-                if slot == 0:
-                    self._meal_dosed_today = event.ts.date()
+            self._meal_dose(event, t)
+        elif event.kind is Kind.INSULIN and event.insulin is not None and event.insulin.value in ("long", "ultralente"):
+            if self.plan is not None:
+                why = f"{event.dose:g} U of {event.insulin.label} insulin given"
+                self.plan = self.plan.with_basal(event.dose, event.ts, f"basal follows the dose given: {why}")
         elif event.kind is Kind.GLUCOSE and event.mg_dl is not None:
             self._reading(event, t, event.mg_dl)
+
+    def _meal_dose(self, event: Event, t: float) -> None:
+        slot = slot_of(event.ts)
+        if slot >= len(MEALS):
+            return
+        if slot == 0:
+            self._meal_dosed_today = event.ts.date()
+        pending = self._pending.get(slot)
+        if pending is not None and t - pending.t <= SAME_MEAL_MIN:
+            pending.units += event.dose
+            return
+        meal = self._last_meal if self._last_meal and t - self._last_meal[0] <= MEAL_CONTEXT_MIN else None
+        before = self._last_reading[1] if self._last_reading and t - self._last_reading[0] <= MEAL_CONTEXT_MIN else None
+        self._pending[slot] = _MealDose(t, event.dose, meal[1] if meal else None, meal[2] if meal else None, before)
 
     def _reading(self, event: Event, t: float, mg_dl: float) -> None:
         falling = self._falling_fast(t, mg_dl)
@@ -213,18 +254,54 @@ class PlanTracker:
             self._lows.append(t)
         if self.plan is None:
             return
-        for slot, dosed in list(self._pending.items()):
-            waited = t - dosed
+        for slot, dose in list(self._pending.items()):
+            waited = t - dose.t
             if waited > OUTCOME_WITHIN_MIN:
                 del self._pending[slot]
             elif waited >= OUTCOME_AFTER_MIN or mg_dl < LOW_MG_DL:
                 del self._pending[slot]
-                self._step(MEALS[slot], *meal_step(mg_dl), event.ts, t, falling)
+                self._judge_meal(slot, dose, mg_dl, event.ts, t, falling)
         slot = slot_of(event.ts)
         fasting = slot == 0 and (event.context == "pre_breakfast" or self._meal_dosed_today != event.ts.date())
         if fasting and self._fasting_day != event.ts.date():
             self._fasting_day = event.ts.date()
-            self._step("basal", *basal_step(mg_dl), event.ts, t, falling)
+            factor, why = basal_step(mg_dl)
+            factor = self._allowed(factor, t, falling)
+            if factor != 1.0 and self._may_step("basal", t):
+                self.plan = self.plan.with_basal(self.plan.basal_units * factor, event.ts, f"basal: {why}")
+
+    def _judge_meal(self, slot: int, dose: _MealDose, mg_dl: float, at: datetime, t: float, falling: bool) -> None:
+        """Set the meal's plan from the dose given and the reading that followed it."""
+        assert self.plan is not None
+        if not self._may_step(MEALS[slot], t):
+            return
+        correction = 0.0
+        if dose.before_mg_dl is not None:
+            correction = max(0.0, (dose.before_mg_dl - PLAN_TARGET_MG_DL) / self.plan.sensitivity)
+        for_meal = dose.units - correction
+        if for_meal <= 0:
+            return  # all of it was correction: it says nothing about the meal
+        factor, why = meal_step(mg_dl)
+        factor = self._allowed(factor, t, falling)
+        units = for_meal / SIZE_FACTORS.get(dose.size or "typical", 1.0) * factor
+        counted = dose.carbs / for_meal / factor if dose.carbs else None
+        ratio = counted if counted is not None else self.plan.ratios[slot] * self.plan.meals[slot] / units
+        given = f"{dose.units:g} U given" + (f" ({for_meal:.1f} U for the meal)" if correction > 0 else "")
+        self.plan = self.plan.with_meal(slot, units, ratio, at, f"{MEALS[slot]}: {given}; {why}")
+
+    def _allowed(self, factor: float, t: float, falling: bool) -> float:
+        """Never upward within 24 h of a low or while glucose falls fast."""
+        if factor > 1.0:
+            i = bisect.bisect_left(self._lows, t - NO_RISE_AFTER_LOW_MIN)
+            if i < len(self._lows) or falling:
+                return 1.0
+        return factor
+
+    def _may_step(self, part: str, t: float) -> bool:
+        if t - self._last_step.get(part, -1e18) < MIN_STEP_GAP_MIN:
+            return False
+        self._last_step[part] = t
+        return True
 
     def _falling_fast(self, t: float, mg_dl: float) -> bool:
         if self._last_reading is None:
@@ -232,15 +309,3 @@ class PlanTracker:
         before_t, before = self._last_reading
         gap = t - before_t
         return 0 < gap <= FALLING_WITHIN_MIN and (before - mg_dl) / gap >= FALLING_FAST_MG_DL_PER_MIN
-
-    def _step(self, part: str, factor: float, why: str, at: datetime, t: float, falling: bool) -> None:
-        assert self.plan is not None
-        if factor == 1.0 or t - self._last_step.get(part, -1e18) < MIN_STEP_GAP_MIN:
-            return
-        if factor > 1.0:
-            i = bisect.bisect_left(self._lows, t - NO_RISE_AFTER_LOW_MIN)
-            if i < len(self._lows) or falling:
-                return  # never upward within 24 h of a low or while glucose falls fast
-        word = "raised" if factor > 1 else "lowered"
-        self.plan = self.plan.stepped(part, factor, at, f"{part} {word} {abs(factor - 1):.0%}: {why}")
-        self._last_step[part] = t

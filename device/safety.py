@@ -314,31 +314,36 @@ def glucose_state(mg_dl: float, profile: SafetyProfile) -> str:
 def insulin_terms(inputs: DecisionInputs, profile: SafetyProfile) -> InsulinTerms | None:
     """Sensitivity and carb ratio: the profile's where a clinician set them, else estimated.
 
-    Then the patient's dosing plan (device/plan.py); else sensitivity by the 1500 rule on the
-    total daily insulin and carb ratio from the patient's own dosed meals (carbs ÷ units) when
-    enough are recorded, else by the 500 rule.
+    Sensitivity by the 1500 rule on the patient's own total daily insulin once two days of it
+    are recorded, else by the plan's (by weight). Carb ratio from the patient's own dosed meals
+    (carbs ÷ units) when enough are recorded, else the dosing plan's for this meal
+    (device/plan.py), else by the 500 rule. A dose by the plan uses the plan's ratio.
     """
     tdd = inputs.total_daily_units
+    known = tdd is not None and tdd > 0
     isf = profile.insulin_sensitivity_mg_dl_per_u
     cr = profile.carb_ratio_g_per_u
     if isf is not None and cr is not None:
         return InsulinTerms(isf, cr, "the patient's profile")
-    if inputs.plan_sensitivity is not None and inputs.plan_carb_ratio is not None:
-        return InsulinTerms(
-            isf if isf is not None else inputs.plan_sensitivity,
-            cr if cr is not None else inputs.plan_carb_ratio,
-            "the patient's dosing plan (by weight, titrated)",
-        )
-    if tdd is None or tdd <= 0:
+    if not known and inputs.plan_sensitivity is None:
         return None
     sources = ["the profile"] if isf is not None or cr is not None else []
-    if isf is None:
+    if isf is None and known:
+        assert tdd is not None
         isf = SENSITIVITY_RULE / tdd
         sources.append(f"1500 ÷ the patient's {tdd:.0f} U of insulin a day")
+    elif isf is None:
+        assert inputs.plan_sensitivity is not None
+        isf = inputs.plan_sensitivity
+        sources.append("1500 ÷ the plan's daily insulin by weight")
     if cr is None and inputs.own_carb_ratio is not None:
         cr = inputs.own_carb_ratio
         sources.append("the patient's own dosed meals")
+    elif cr is None and inputs.plan_carb_ratio is not None:
+        cr = inputs.plan_carb_ratio
+        sources.append("the dosing plan's carb ratio for this meal")
     elif cr is None:
+        assert tdd is not None
         cr = CARB_RATIO_RULE / tdd
         sources.append(f"500 ÷ the patient's {tdd:.0f} U a day")
     return InsulinTerms(isf, cr, ", ".join(sources))
@@ -362,9 +367,19 @@ def supervise(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str
         )
     if inputs.due is None:
         return _not_due(inputs, profile)
-    if inputs.plan_meal_units is not None:
+    if inputs.plan_meal_units is not None and not _history_dose(inputs):
         return _meal_first(_due_by_plan(inputs, profile), inputs)
     return _meal_first(_due(inputs, profile, model_problem), inputs)
+
+
+def _history_dose(inputs: DecisionInputs) -> bool:
+    """Whether the patient's own history can dose this meal: a valid network number and doses at this time.
+
+    History first, the plan where there is none (a new patient, a new time of day, no model): the
+    in-silico trial chose this order (docs/insilico.md, "The plan and the network").
+    """
+    m = inputs.model_units
+    return m is not None and math.isfinite(m) and m >= 0 and inputs.usual_units is not None
 
 
 def _meal_first(verdict: Verdict, inputs: DecisionInputs) -> Verdict:
@@ -606,11 +621,15 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
     ]
     rules: list[str] = []
     units, meal_units, usual_for_meal = _meal_adjusted(m, usual, inputs, terms, reasons, rules)
-    cap = usual_for_meal + profile.max_above_usual_units
+    planned = _planned_meal(inputs)
+    anchor, anchor_words = usual_for_meal, "the usual dose for this meal"
+    if planned is not None and planned > usual_for_meal:  # titration has found this patient needs more
+        anchor, anchor_words = planned, "the dosing plan's dose for this meal"
+    cap = anchor + profile.max_above_usual_units
     if units > cap:
         reasons.append(
-            f"Lowered {_from_to(units, cap)}: at most {profile.max_above_usual_units:g} U above the usual "
-            f"dose for this meal ({_fmt(usual_for_meal)})."
+            f"Lowered {_from_to(units, cap)}: at most {profile.max_above_usual_units:g} U above "
+            f"{anchor_words} ({_fmt(anchor)})."
         )
         rules.append("above_usual_cap")
         units = cap
@@ -636,6 +655,15 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
     return _finish(units, inputs, profile, reasons, rules, "nothing_left", meal_ceiling)
 
 
+def _planned_meal(inputs: DecisionInputs) -> float | None:
+    """The plan's insulin for this meal: the grams at its ratio, or its usual-meal dose by the size."""
+    if inputs.plan_meal_units is None:
+        return None
+    if inputs.carbs_g is not None and inputs.plan_carb_ratio is not None:
+        return inputs.carbs_g / inputs.plan_carb_ratio
+    return inputs.plan_meal_units * SIZE_FACTORS.get(inputs.meal_size or "typical", 1.0)
+
+
 def _due_by_plan(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
     """A meal dose from the patient's dosing plan: the plan's meal (or the grams at its ratio), moved
     within :data:`PATTERN_BOUNDS` by the network's reading of the patient's own pattern, plus the
@@ -647,9 +675,10 @@ def _due_by_plan(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
     why = {"request": "a dose was asked for", "meal": "a meal was announced", "pre_meal": "a pre-meal reading"}
     assumed = "; the usual meal assumed" if inputs.meal_size is None and inputs.carbs_g is None else ""
     rules: list[str] = ["plan_meal"]
+    ratio = profile.carb_ratio_g_per_u or inputs.plan_carb_ratio or terms.carb_ratio
     if inputs.carbs_g is not None:
-        meal = inputs.carbs_g / terms.carb_ratio
-        what = f"{inputs.carbs_g:.0f} g at {terms.carb_ratio:.0f} g per U = {_fmt(meal)}"
+        meal = inputs.carbs_g / ratio
+        what = f"{inputs.carbs_g:.0f} g at {ratio:.0f} g per U = {_fmt(meal)}"
     else:
         factor = SIZE_FACTORS.get(inputs.meal_size or "typical", 1.0)
         meal = plan_meal * factor
@@ -685,7 +714,8 @@ def _due_by_plan(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
         rules.append("plan_correction")
     units = max(0.0, units + correction - iob)
     reduced = _after_low(_titrated(units, inputs, profile, reasons, rules), inputs, profile, reasons, rules)
-    return _finish(reduced, inputs, profile, reasons, rules, "nothing_left", reduced)
+    nearest = reduced + profile.pen_step_units / 2  # a meal dose is rounded to the nearest pen step
+    return _finish(reduced, inputs, profile, reasons, rules, "nothing_left", nearest)
 
 
 def _basal(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:

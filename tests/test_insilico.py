@@ -117,13 +117,15 @@ def test_simulate_smoke_run(tmp_path):
         "carb_error",
         "habit",
         "advisor",
+        "plan",
         "model_only",
         "supervised_habit",
     }
-    assert len(data["results"]) == 12 and all(r["minutes"] == 2 * 1440 for r in data["results"])
+    assert len(data["results"]) == 14 and all(r["minutes"] == 2 * 1440 for r in data["results"])
     report = (out / "report.md").read_text()
     assert "## adult" in report and "## Bars" in report and (out / "agp.png").stat().st_size > 10_000
     assert data["summary"]["statuses"]["advisor"]  # the real advisor answered
+    assert data["summary"]["statuses"]["plan"]  # and the same device with no dose model
     bad = CliRunner().invoke(main, ["simulate", "--patients", "martian#001"])
     assert bad.exit_code == 2 and "--patients" in bad.output
 

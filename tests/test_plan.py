@@ -10,6 +10,7 @@ from device.plan import DosingPlan, PlanTracker
 from preprocessing.events import Event, Insulin, Kind, PatientProfile
 
 DAY = datetime(2026, 12, 1, tzinfo=UTC)
+BASE_MEAL = 80 * 0.5 / 6  # the weight-based meal dose of an 80 kg patient
 
 
 def at(day: int, hour: float) -> datetime:
@@ -63,43 +64,56 @@ def test_steroids_raise_the_meal_doses_not_basal():
 
 
 @pytest.mark.parametrize(("after", "factor"), [(260.0, 1.2), (200.0, 1.1), (150.0, 1.0), (90.0, 0.9), (60.0, 0.8)])
-def test_the_reading_after_a_meal_dose_moves_that_meal(after, factor):
+def test_the_reading_after_a_meal_dose_sets_that_meal_from_the_dose_given(after, factor):
+    """Glucommander's rule: the next same-time dose is the one given, moved by the glucose that followed."""
     tracker = tracked(profile(at(0, 6)), dose(at(0, 7), 6.0), reading(at(0, 12), after, "pre_lunch"))
     assert tracker.plan is not None
-    assert tracker.plan.meal_units(0) == pytest.approx(
-        DosingPlan.from_profile(PatientProfile(80.0)).meal_units(0) * factor
-    )
-    assert tracker.plan.meal_units(1) == tracker.plan.meal_units(2), "only breakfast moved"
-    if factor != 1.0:
-        change = tracker.plan.changes[-1]
-        assert change.part == "breakfast" and f"{after:.0f} mg/dL" in change.why
+    assert tracker.plan.meals[0] == pytest.approx(6.0 * factor)
+    assert tracker.plan.meals[1] == tracker.plan.meals[2] == pytest.approx(BASE_MEAL), "only breakfast moved"
+    change = tracker.plan.changes[-1]
+    assert change.part == "breakfast" and "6 U given" in change.why and f"{after:.0f} mg/dL" in change.why
 
 
-def test_a_low_soon_after_a_meal_dose_steps_it_down_at_once():
+def test_the_correction_and_the_meal_size_are_taken_out_of_the_dose_given():
+    """6 U at 185 mg/dL before a larger meal: 2 U corrected (75 ÷ 37.5), 4 U for a meal 1.25 × the usual."""
+    meal = Event("m", "p", at(0, 7), Kind.MEAL, size="more", carbs_g=80.0)
+    events = (profile(at(0, 6)), reading(at(0, 6.9), 185.0, "pre_breakfast"), meal, dose(at(0, 7), 6.0))
+    tracker = tracked(*events, reading(at(0, 12), 150.0, "pre_lunch"))
+    assert tracker.plan is not None
+    assert tracker.plan.meals[0] == pytest.approx(4.0 / 1.25) and tracker.plan.carb_ratio(0) == pytest.approx(20.0)
+    assert "(4.0 U for the meal)" in tracker.plan.changes[-1].why
+
+
+def test_a_dose_that_was_all_correction_says_nothing_about_the_meal():
+    tracker = tracked(profile(at(0, 6)), reading(at(0, 6.9), 300.0), dose(at(0, 7), 3.0), reading(at(0, 12), 150.0))
+    assert tracker.plan is not None and [c.part for c in tracker.plan.changes] == ["basal"], "the fasting reading"
+
+
+def test_a_low_soon_after_a_meal_dose_judges_it_at_once():
     tracker = tracked(profile(at(0, 6)), dose(at(0, 7), 6.0), reading(at(0, 8.5), 62.0))
-    assert tracker.plan is not None and tracker.plan.meal_factor(0) == pytest.approx(0.8)
+    assert tracker.plan is not None and tracker.plan.meals[0] == pytest.approx(4.8)
 
 
 def test_never_upward_within_a_day_of_a_low():
     low_at_night = reading(at(0, 3), 60.0)
     tracker = tracked(profile(at(0, 0)), low_at_night, dose(at(0, 7), 6.0), reading(at(0, 12), 260.0, "pre_lunch"))
-    assert tracker.plan is not None and tracker.plan.meal_factor(0) == 1.0
+    assert tracker.plan is not None and tracker.plan.meals[0] == pytest.approx(6.0)
     tracker.add(dose(at(1, 7), 6.0))
     tracker.add(reading(at(1, 12), 260.0, "pre_lunch"))  # 33 h after the low: upward again
-    assert tracker.plan.meal_factor(0) == pytest.approx(1.2)
+    assert tracker.plan.meals[0] == pytest.approx(7.2)
 
 
 def test_never_upward_while_glucose_falls_fast():
     falling = (reading(at(0, 9 + 1 / 3), 330.0), reading(at(0, 9 + 7 / 12), 260.0))  # 70 mg/dL in 15 min
     tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 6.0), *falling)
-    assert tracker.plan is not None and tracker.plan.meal_factor(0) == 1.0
+    assert tracker.plan is not None and tracker.plan.meals[0] == pytest.approx(6.0)
 
 
-def test_a_meal_dose_steps_once_a_day():
-    tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 6.0), reading(at(0, 10), 260.0))
-    tracker.add(dose(at(0, 10.5), 2.0))  # a second morning dose, its outcome the same day
+def test_a_meal_is_judged_once_a_day_and_its_doses_count_together():
+    tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 4.0), dose(at(0, 7.5), 2.0), reading(at(0, 10), 260.0))
+    tracker.add(dose(at(0, 10.5), 2.0))  # a correction after it, judged the same day: not again
     tracker.add(reading(at(0, 13.5), 260.0))
-    assert tracker.plan is not None and tracker.plan.meal_factor(0) == pytest.approx(1.2)
+    assert tracker.plan is not None and tracker.plan.meals[0] == pytest.approx(7.2)
 
 
 def test_the_fasting_reading_moves_basal_both_ways():
@@ -114,19 +128,24 @@ def test_the_fasting_reading_moves_basal_both_ways():
     assert up.plan is not None and up.plan.basal_units == pytest.approx(base * 1.2)
 
 
+def test_basal_follows_the_long_acting_dose_given():
+    tracker = tracked(profile(at(0, 0)), dose(at(0, 6), 24.0, Insulin.LONG))
+    assert tracker.plan is not None and tracker.plan.basal_units == pytest.approx(24.0)
+    assert "24 U of long-acting insulin given" in tracker.plan.changes[-1].why
+
+
 def test_titration_is_bounded():
-    events = [profile(at(0, 0))]
-    for day in range(20):
-        events += [dose(at(day, 7), 6.0), reading(at(day, 12), 400.0, "pre_lunch")]
-    tracker = tracked(*events)
-    assert tracker.plan is not None and tracker.plan.meal_factor(0) == pytest.approx(4.0)
+    tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 30.0), reading(at(0, 12), 400.0, "pre_lunch"))
+    assert tracker.plan is not None and tracker.plan.meals[0] == pytest.approx(BASE_MEAL * 4)
 
 
-def test_a_new_profile_starts_again_by_weight_and_keeps_the_titration():
+def test_a_new_profile_starts_again_by_weight_and_keeps_what_was_learnt():
     tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 6.0), reading(at(0, 12), 260.0, "pre_lunch"))
     tracker.add(profile(at(0, 13), weight_kg=100.0))
-    assert tracker.plan is not None and tracker.plan.meal_units(0) == pytest.approx(100 * 0.5 / 6 * 1.2)
-    assert len(tracker.plan.changes) == 1
+    assert tracker.plan is not None and tracker.plan.meals[0] == pytest.approx(7.2)
+    assert tracker.plan.meals[1] == pytest.approx(BASE_MEAL) and tracker.plan.base[1] == pytest.approx(100 * 0.5 / 6)
+    fresh = tracked(profile(at(0, 0)), profile(at(0, 1), weight_kg=100.0))
+    assert fresh.plan is not None and fresh.plan.meals[1] == pytest.approx(100 * 0.5 / 6)
 
 
 def test_no_plan_without_a_profile_and_the_eating_state_is_the_latest():
@@ -139,4 +158,4 @@ def test_no_plan_without_a_profile_and_the_eating_state_is_the_latest():
 
 def test_basal_doses_are_not_meal_doses():
     tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 20.0, Insulin.LONG), reading(at(0, 12), 260.0, "pre_lunch"))
-    assert tracker.plan is not None and tracker.plan.meal_factor(0) == 1.0
+    assert tracker.plan is not None and tracker.plan.meals[0] == pytest.approx(BASE_MEAL)

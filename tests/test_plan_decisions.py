@@ -95,7 +95,7 @@ def test_the_dose_for_the_share_eaten(advisor):
     send(advisor, "meal", "meal", size="typical", eaten_share=0.5)
     answer = send(advisor, "g1", "glucose", mg_dl=110, context="pre_lunch").suggestion
     assert answer is not None and answer.status == "suggest" and "eaten_share" in answer.rules
-    assert answer.units == pytest.approx(3.5)  # 90 × 0.5 / 6 = 7.5 U; half eaten 3.75; pen step down
+    assert answer.units == pytest.approx(4.0)  # 90 × 0.5 / 6 = 7.5 U; half eaten 3.75; the nearest pen step
 
 
 def test_basal_is_advised_once_a_day_in_long_acting_units(advisor):
