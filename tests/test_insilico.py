@@ -273,3 +273,30 @@ def test_a_one_arm_report_says_how_doses_were_given_and_why_there_are_no_bars(tm
     assert "No bars: they compare the advisor arm with carb_error" in bars and "this run has advisor only" in bars
     data = json.loads((tmp_path / "trial.json").read_text())["summary"]
     assert data["by_arm_and_group"]["advisor"]["all"]["plan_doses_per_day"] == 3.0
+
+
+def test_not_eating_skips_meals_after_their_reading_and_leaves_other_scenarios_draws_alone():
+    """One meal in five skipped after its reading, about one npo day in five; the other scenarios' meals unchanged."""
+    plans = [day_plan(Protocol(scenario="not_eating"), 1, 3, day, 70.0) for day in range(60)]
+    standard = [day_plan(Protocol(), 1, 3, day, 70.0) for day in range(60)]
+    for plan, usual in zip(plans, standard, strict=True):
+        assert plan.ask and plan.readings == usual.readings, "every pre-meal reading is still taken, as pre-meal"
+        assert [m for m in usual.meals if m.minute not in plan.skipped] == list(plan.meals)
+        assert not plan.npo or len(plan.skipped) == 3, "nil by mouth: every meal skipped"
+    skipped = sum(len(p.skipped) for p in plans)
+    assert 0.2 * 180 < skipped < 0.5 * 180 and 4 <= sum(p.npo for p in plans) <= 20
+
+
+def test_no_meal_insulin_is_given_for_a_meal_the_patient_does_not_eat(tmp_path):
+    """The advisor's pre-meal answer asks; a patient who does not eat gets no meal insulin, one who eats does."""
+    out = tmp_path / "sim"
+    args = ["simulate", "--patients", "adult#002", "--days", "4", "--warmup-days", "1", "--seeds", "1"]
+    result = CliRunner().invoke(
+        main, [*args, "--arms", "oracle,carb_error,advisor", "--scenario", "not_eating", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "trial.json").read_text())
+    advisor = next(r for r in data["results"] if r["arm"] == "advisor")
+    assert advisor["skipped_meals"] > 0 and advisor["skipped_meal_doses"] == 0
+    assert advisor["statuses"]["meal_first"] > 0 and advisor["doses"] > 0, "eaten meals were dosed after asking"
+    assert "no meal insulin given for a meal the patient did not eat" in (out / "report.md").read_text()

@@ -60,6 +60,8 @@ class Reading:
     meal: Meal | None  # announced at this reading
     carb_estimate: float | None  # the person's count of the meal's carbohydrate
     source: str = "meter"  # a finger-stick, or "cgm": a value of the sensor's stream
+    ask: bool = False  # the meal is not announced with the reading: the person asks whether the patient eats
+    skipped: bool = False  # a pre-meal reading whose meal the patient does not eat
 
 
 @dataclass
@@ -209,10 +211,14 @@ class AdvisorArm(Arm):
 
     def decide(self, reading: Reading) -> Decision:
         answer = None
-        for event in self.reading_events(reading):
+        events = self.reading_events(reading)
+        for event in events[-1:] if reading.ask else events:
             answer = self._feed(event)
         if answer is None:
             raise RuntimeError(f"no answer to a reading of {self.patient} at {reading.at}")
+        if answer.meal_first and reading.ask and reading.meal is not None and self.name in FOLLOWED_ARMS:
+            self.statuses["meal_first"] += 1  # the person asked: the patient eats; the meal is recorded
+            answer = self._feed(events[0]) or answer
         self.statuses[answer.status] += 1  # the answer to the reading; a meal sent with it is answered too
         self.rules.update(answer.rules)
         if self.name in FOLLOWED_ARMS:
@@ -220,7 +226,7 @@ class AdvisorArm(Arm):
                 plan = round(basal_bolus(reading.carb_estimate, reading.mg_dl, self.terms) * 2) / 2
                 self.plan_doses += 1
                 return Decision(plan, "physician_plan", list(answer.rules))
-            units = answer.units if answer.status == "suggest" else 0.0
+            units = answer.units if answer.status == "suggest" and not answer.meal_first else 0.0
             return Decision(units, answer.status, list(answer.rules), answer.carbs_g or 0.0)
         if self.local is None:
             raise RuntimeError(f"the {self.name} arm runs only in this process")

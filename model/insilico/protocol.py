@@ -23,8 +23,13 @@ SCENARIOS = {
     "biased_meter": "the meter reads 15 % high",
     "exercise": "45 min of moderate exercise in the afternoon on about half the days, reported to the advisor",
     "poor_habit": "during the warm-up the patient's own doses are 30 % too high",
-    "new_patient": "no warm-up: the advisor meets the patient on day 1",
+    "new_patient": "no warm-up: the advisor meets the patient on day 1 and knows only the profile (weight, age)",
+    "not_eating": "no meal is announced before its reading; after it the meal is skipped with probability 0.2, and "
+    "about one day in five the patient is nil by mouth (npo) from 05:00 to 21:30",
 }
+SKIP_AFTER_READING = 0.2
+NPO_DAY = 0.2
+NPO_FROM, NPO_UNTIL = 5 * 60, 21 * 60 + 30
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,9 @@ class DayPlan:
     meter_factor: dict[int, float] = field(default_factory=dict)  # minute -> multiplicative meter error
     carb_estimate: dict[int, float] = field(default_factory=dict)  # minute -> the person's carb estimate
     exercise: int | None = None  # minute the day's exercise starts
+    skipped: frozenset[int] = frozenset()  # minutes of pre-meal readings whose meal is not eaten
+    npo: bool = False  # nil by mouth from NPO_FROM to NPO_UNTIL (recorded as nutrition events)
+    ask: bool = False  # meals are not announced with their reading: the person asks whether the patient eats
 
 
 EXERCISE_MIN = 45
@@ -132,7 +140,24 @@ def day_plan(protocol: Protocol, seed: int, patient: int, day: int, body_weight:
     exercise_day = rng.random() < 0.5
     exercise_start = int(rng.integers(15 * 60, 17 * 60))
     exercise = exercise_start if protocol.scenario == "exercise" and exercise_day else None
-    return DayPlan(tuple(sorted(meals, key=lambda m: m.minute)), tuple(sorted(readings)), meter, estimate, exercise)
+    skips, npo_draw = rng.random(len(SLOT_NAMES)), rng.random()  # drawn last: other scenarios' streams stay
+    skipped: frozenset[int] = frozenset()
+    npo = False
+    if protocol.scenario == "not_eating":
+        npo = bool(npo_draw < NPO_DAY)
+        pre_meal = [m.minute for m in meals if m.slot in SLOT_NAMES]
+        skipped = frozenset(m for m, p in zip(pre_meal, skips, strict=False) if npo or p < SKIP_AFTER_READING)
+        meals = [m for m in meals if m.minute not in skipped]
+    return DayPlan(
+        tuple(sorted(meals, key=lambda m: m.minute)),
+        tuple(sorted(readings)),
+        meter,
+        estimate,
+        exercise,
+        skipped,
+        npo,
+        protocol.scenario == "not_eating",
+    )
 
 
 def metered(true_glucose: float, factor: float) -> float:

@@ -25,7 +25,7 @@ from .arms import ADVISOR_ARMS, AdvisorArm, Arm, DecisionDevice, PatientTerms, R
 from .cgm import SAMPLE_MIN, CgmStreams
 from .metrics import GlucoseMetrics, glucose_metrics
 from .patient import Cohort, PatientBatch
-from .protocol import DayPlan, Meal, Protocol, day_plan, metered, uptake_by_minute
+from .protocol import NPO_FROM, NPO_UNTIL, DayPlan, Meal, Protocol, day_plan, metered, uptake_by_minute
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # day 0 of the warm-up, a Monday
 BASAL_REPORT_MINUTE = 6 * 60  # the day's basal reported to the advisor as one long-acting dose
@@ -51,6 +51,8 @@ class ArmResult:
     level2_after_no_meal_dose: int = 0  # the same, counting only no-meal answers that carried insulin
     snacks: int = 0  # carbohydrate advised beside a reading that was not low (bedtime snacks), eaten
     plan_doses: int = 0  # meal doses by the physician's plan where the advisor had insufficient data
+    skipped_meals: int = 0  # pre-meal readings whose meal the patient did not eat (scenario not_eating)
+    skipped_meal_doses: int = 0  # meal insulin given at them (a correction alone is not counted)
     collapsed: str = ""  # "warm-up" or "trial" when the simulated glucose collapsed (PatientBatch.collapsed)
     trace: np.ndarray | None = None  # true glucose per minute of the trial (float32)
 
@@ -64,13 +66,15 @@ class _Row:
     snacks: int = 0  # carbohydrate advised beside a reading that was not low, and eaten
     no_meal_minutes: list[int] = field(default_factory=list)  # trial minutes of no-meal readings, not low
     no_meal_dose_minutes: list[int] = field(default_factory=list)  # those of them answered with insulin
+    skipped_meals: int = 0
+    skipped_meal_doses: int = 0
 
 
 @dataclass(frozen=True)
 class _Item:
     """Something that happens to a row at a minute: a meal eaten, a reading taken, the basal reported."""
 
-    kind: str  # meal, reading, recheck, basal
+    kind: str  # meal, reading, recheck, basal, cgm, exercise, npo, eating
     meal: Meal | None = None  # eaten (meal) or announced with the reading (reading)
     context: str = "unspecified"  # of a reading
 
@@ -121,6 +125,9 @@ def _plan_day(plans: list[DayPlan], rows_patient: list[int], carry: list[tuple[i
                 if minute not in taken:
                     day.add(minute, row, _Item("cgm"))
         day.add(BASAL_REPORT_MINUTE, row, _Item("basal"))
+        if plan.npo:
+            day.add(NPO_FROM, row, _Item("npo"))
+            day.add(NPO_UNTIL, row, _Item("eating"))
         if plan.exercise is not None:
             day.add(plan.exercise, row, _Item("exercise"))
     for minute, row in carry:
@@ -171,6 +178,9 @@ def _simulate_day(
             if item.kind == "exercise":
                 report(row, Event("exercise", "", clock[0], Kind.EXERCISE, intensity="typical"))
                 continue
+            if item.kind in ("npo", "eating"):
+                report(row, Event("nutrition", "", clock[0], Kind.NUTRITION, nutrition=item.kind))
+                continue
             plan = plans[rows_patient[row]]
             meal, context = item.meal, item.context
             if item.kind == "cgm" and sensor is not None:
@@ -184,7 +194,9 @@ def _simulate_day(
                 factor = plan.meter_factor.get(minute, 1.15 if protocol.scenario == "biased_meter" else 1.0)
                 value = metered(float(batch.glucose[row]), factor)
             estimate = plan.carb_estimate.get(minute) if meal is not None else None
-            units, snack = decide(row, Reading(clock[0], value, context, meal, estimate, source))
+            skipped = item.kind == "reading" and minute in plan.skipped
+            reading = Reading(clock[0], value, context, meal, estimate, source, plan.ask and source == "meter", skipped)
+            units, snack = decide(row, reading)
             insulin[row] += units
             if value >= protocol.hypo_threshold:
                 lows.in_a_row[row] = 0
@@ -311,6 +323,9 @@ def run_seed(
         if units > 0:
             row.doses += 1
             row.units += units
+        if reading.skipped:
+            row.skipped_meals += 1
+            row.skipped_meal_doses += units > 0 and "correction_only" not in decision.rules
         planned = reading.source == "meter" or units > 0  # a CGM value counts when it was acted on
         if reading.meal is None and reading.mg_dl >= protocol.hypo_threshold and planned:
             at = int((reading.at - START).total_seconds() // 60) - warmup * 1440
@@ -368,6 +383,8 @@ def run_seed(
                 level2_after_no_meal_dose=_level2_after(trace, row.no_meal_dose_minutes),
                 snacks=row.snacks,
                 plan_doses=arm.plan_doses if isinstance(arm, AdvisorArm) else 0,
+                skipped_meals=row.skipped_meals,
+                skipped_meal_doses=row.skipped_meal_doses,
                 collapsed="warm-up" if warm_collapsed[row.patient] else "trial" if trial.collapsed[index] else "",
                 trace=trace if keep_traces else None,
             )
