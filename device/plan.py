@@ -162,30 +162,28 @@ class DosingPlan:
         return replace(self, weight_kg=fresh.weight_kg, per_kg=fresh.per_kg, base=fresh.base, why=fresh.why)
 
 
-def meal_step(mg_dl: float) -> tuple[float, str]:
-    """The factor for a meal dose from the reading that followed it, and the band in words."""
-    if mg_dl < LOW_MG_DL:
-        return 0.8, f"a low of {mg_dl:.0f} mg/dL followed: −20 %"
-    if mg_dl < 100:
-        return 0.9, f"{mg_dl:.0f} mg/dL followed (under 100): −10 %"
-    if mg_dl <= 180:
-        return 1.0, f"{mg_dl:.0f} mg/dL followed (in range)"
-    if mg_dl <= 250:
-        return 1.1, f"{mg_dl:.0f} mg/dL followed (over 180): +10 %"
-    return 1.2, f"{mg_dl:.0f} mg/dL followed (over 250): +20 %"
+MEAL_BANDS = (  # upper bound of the reading (mg/dL), the step, what it says
+    (LOW_MG_DL, 0.8, "a low of {g} mg/dL followed: −20 %"),
+    (100.0, 0.9, "{g} mg/dL followed (under 100): −10 %"),
+    (180.0, 1.0, "{g} mg/dL followed (in range)"),
+    (250.0, 1.1, "{g} mg/dL followed (over 180): +10 %"),
+    (float("inf"), 1.2, "{g} mg/dL followed (over 250): +20 %"),
+)
+BASAL_BANDS = (
+    (LOW_MG_DL, 0.8, "fasting glucose {g} mg/dL (a low): −20 %"),
+    (100.0, 0.9, "fasting glucose {g} mg/dL (under 100): −10 %"),
+    (140.0, 1.0, ""),
+    (180.0, 1.1, "fasting glucose {g} mg/dL (over 140): +10 %"),
+    (float("inf"), 1.2, "fasting glucose {g} mg/dL (over 180): +20 %"),
+)
 
 
-def basal_step(mg_dl: float) -> tuple[float, str]:
-    """The factor for basal from a fasting reading, and the band in words."""
-    if mg_dl < LOW_MG_DL:
-        return 0.8, f"fasting glucose {mg_dl:.0f} mg/dL (a low): −20 %"
-    if mg_dl < 100:
-        return 0.9, f"fasting glucose {mg_dl:.0f} mg/dL (under 100): −10 %"
-    if mg_dl <= 140:
-        return 1.0, ""
-    if mg_dl <= 180:
-        return 1.1, f"fasting glucose {mg_dl:.0f} mg/dL (over 140): +10 %"
-    return 1.2, f"fasting glucose {mg_dl:.0f} mg/dL (over 180): +20 %"
+def step(mg_dl: float, bands: tuple[tuple[float, float, str], ...]) -> tuple[float, str]:
+    """The titration step for a reading and the band in words (a low is strictly below its bound)."""
+    for i, (upper, factor, words) in enumerate(bands):
+        if mg_dl < upper if i < 2 else mg_dl <= upper:
+            return factor, words.format(g=f"{mg_dl:.0f}")
+    raise AssertionError("the last band is unbounded")
 
 
 @dataclass(slots=True)
@@ -265,7 +263,7 @@ class PlanTracker:
         fasting = slot == 0 and (event.context == "pre_breakfast" or self._meal_dosed_today != event.ts.date())
         if fasting and self._fasting_day != event.ts.date():
             self._fasting_day = event.ts.date()
-            factor, why = basal_step(mg_dl)
+            factor, why = step(mg_dl, BASAL_BANDS)
             factor = self._allowed(factor, t, falling)
             if factor != 1.0 and self._may_step("basal", t):
                 self.plan = self.plan.with_basal(self.plan.basal_units * factor, event.ts, f"basal: {why}")
@@ -281,7 +279,7 @@ class PlanTracker:
         for_meal = dose.units - correction
         if for_meal <= 0:
             return  # all of it was correction: it says nothing about the meal
-        factor, why = meal_step(mg_dl)
+        factor, why = step(mg_dl, MEAL_BANDS)
         factor = self._allowed(factor, t, falling)
         units = for_meal / SIZE_FACTORS.get(dose.size or "typical", 1.0) * factor
         counted = dose.carbs / for_meal / factor if dose.carbs else None

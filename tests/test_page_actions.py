@@ -49,15 +49,21 @@ def ward(tmp_path, dose_model):
     return advisor, store, actions, published, answer, clock, link
 
 
-def test_a_pre_meal_dose_is_given_only_to_a_patient_who_eats(tmp_path, dose_model):
-    """A pre-meal reading with no meal recorded: the dose is asked about, and the meal recorded with it."""
-    store = Store(tmp_path / "state.sqlite3")
+def pre_meal_answer(store: Store, dose_model: DoseModel):
+    """A patient's history, then a pre-meal reading with no meal recorded: (store, advisor, actions,
+    what the device published, the answer)."""
     advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: NOW)
     published: list = []
     actions = PageActions("bed1", store, advisor, published.append, 900, lambda: None)
     for event in event_factory.history("p-1", NOW):
         advisor.handle(event_factory.raw(event))
     answer = advisor.handle(event_factory.raw(event_factory.glucose("g-now", "p-1", NOW, 180))).suggestion
+    return store, advisor, actions, published, answer
+
+
+def test_a_pre_meal_dose_is_given_only_to_a_patient_who_eats(tmp_path, dose_model):
+    """A pre-meal reading with no meal recorded: the dose is asked about, and the meal recorded with it."""
+    store, advisor, actions, _published, answer = pre_meal_answer(Store(tmp_path / "state.sqlite3"), dose_model)
     assert answer is not None and answer.status == "suggest" and answer.meal_first and "meal_first" in answer.rules
     assert "Give it only if the patient eats" in answer.reasons[-1]
     with pytest.raises(ValueError, match="ask first whether the patient is eating"):
@@ -70,12 +76,7 @@ def test_a_pre_meal_dose_is_given_only_to_a_patient_who_eats(tmp_path, dose_mode
 
 
 def test_a_patient_who_does_not_eat_declines_the_pre_meal_dose(tmp_path, dose_model):
-    store = Store(tmp_path / "state.sqlite3")
-    advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: NOW)
-    actions = PageActions("bed1", store, advisor, lambda _m: None, 900, lambda: None)
-    for event in event_factory.history("p-1", NOW):
-        advisor.handle(event_factory.raw(event))
-    answer = advisor.handle(event_factory.raw(event_factory.glucose("g-now", "p-1", NOW, 180))).suggestion
+    store, _advisor, actions, _published, answer = pre_meal_answer(Store(tmp_path / "state.sqlite3"), dose_model)
     assert answer is not None and answer.meal_first
     actions.decline("p-1", Decline(answer.id, "not_eating"), ANN)
     assert store.doses_near("p-1", NOW, 60) == [] and store.response_for(answer.id).reason == "not_eating"
@@ -345,13 +346,7 @@ def test_an_entry_the_device_refuses_is_not_recorded_and_says_why(ward):
 def test_a_database_that_refuses_writes_records_nothing_the_page_is_told_of(tmp_path, dose_model):
     """A locked database (a backup holds the lock): the entry and the dose are refused, not held in memory."""
     path = tmp_path / "state.sqlite3"
-    store = Store(path, busy_timeout_s=0.1)
-    advisor = Advisor(store, ModelSlot(dose_model), SafetyConfig(), "wall", wall_clock=lambda: NOW)
-    published: list = []
-    actions = PageActions("bed1", store, advisor, published.append, 900, lambda: None)
-    for event in event_factory.history("p-1", NOW):
-        advisor.handle(event_factory.raw(event))
-    answer = advisor.handle(event_factory.raw(event_factory.glucose("g-now", "p-1", NOW, 180))).suggestion
+    store, advisor, actions, published, answer = pre_meal_answer(Store(path, busy_timeout_s=0.1), dose_model)
     assert answer is not None and answer.is_dose
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
