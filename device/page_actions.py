@@ -86,13 +86,19 @@ class PageActions:
         A back-dated entry or a dose above the single-dose limit would change what the device
         learns from the history (the limits it fits, the insulin on board).
         """
+        if event.kind is Kind.PROFILE and who.role != "nurse":
+            raise NotAllowed(f"a profile sets the patient's dosing plan: a nurse records it, not a {who.role}")
         age_min = (self.advisor.now() - event.ts).total_seconds() / 60.0
-        limit = self.advisor.safety.for_patient(event.patient).max_single_units
+        safety = self.advisor.safety.for_patient(event.patient)
+        basal = event.insulin is not None and not event.insulin.for_meals
+        limit = safety.max_basal_units if basal else safety.max_single_units
         unusual = None
         if age_min > BACKDATE_LIMIT_MIN:
             unusual = f"an entry dated {age_min:.0f} min ago (more than {BACKDATE_LIMIT_MIN:.0f})"
         elif event.is_insulin and event.dose > limit:
-            unusual = f"{event.dose:g} U, above this patient's single-dose limit of {limit:g} U,"
+            unusual = (
+                f"{event.dose:g} U, above this patient's {'basal' if basal else 'single-dose'} limit of {limit:g} U,"
+            )
         if unusual is None:
             return
         if who.role != "nurse":

@@ -107,13 +107,13 @@ class DosingPlan:
         basal = total * BASAL_SHARE
         return cls(profile.weight_kg, per_kg, (basal, meal, meal, meal), basal, (meal,) * 3, (ratio,) * 3, why=why)
 
-    def meal_units(self, slot: int) -> float | None:
-        """The plan's dose for a usual meal of time-of-day slot ``slot`` (None at bedtime)."""
-        return self.meals[slot] if slot < len(MEALS) else None
+    def meal_units(self, slot: int) -> float:
+        """The plan's dose for a usual meal of time-of-day slot ``slot`` (a meal at night: the smallest)."""
+        return self.meals[slot] if slot < len(MEALS) else min(self.meals)
 
     def carb_ratio(self, slot: int) -> float:
-        """g per U at the meal of this slot (at bedtime: the day's lowest, the most insulin per gram)."""
-        return self.ratios[slot] if slot < len(MEALS) else min(self.ratios)
+        """g per U at the meal of this slot (a meal at night: the highest, the least insulin per gram)."""
+        return self.ratios[slot] if slot < len(MEALS) else max(self.ratios)
 
     @property
     def start_total(self) -> float:

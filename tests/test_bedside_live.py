@@ -25,7 +25,7 @@ from .device_process import DeviceProcess
 from .page_kit import PHONE, SMALL, dose_waiting, rows, wait_text
 
 pytestmark = pytest.mark.e2e
-ENTRY_KINDS = ("glucose", "meal", "hypo_symptoms", "exercise", "insulin")
+ENTRY_KINDS = ("glucose", "meal", "hypo_symptoms", "exercise", "insulin", "nutrition", "profile")
 OUTSIDE = """(w, h) => [...document.querySelectorAll('dialog[open] button, dialog[open] input, header > *')]
     .filter((e) => e.offsetParent !== null && !e.classList.contains('visually-hidden'))
     .filter((e) => { const r = e.getBoundingClientRect();
@@ -125,7 +125,7 @@ def test_every_dialog_and_the_header_fit_the_screen(browser, bedside, artifacts,
         page.locator("#entry-dialog").wait_for(state="visible")
         assert page.evaluate(OUTSIDE, [width, height]) == [], f"the {kind} dialog"
         assert page.locator("#entry-patient-row").is_hidden()
-        if kind in ("hypo_symptoms", "exercise"):
+        if kind in ("hypo_symptoms", "exercise", "nutrition"):
             assert page.locator("#keypad").is_hidden() and page.locator("#entry-number-row").is_hidden()
         if kind == "meal":
             page.screenshot(path=str(artifacts / f"bedside-{name}-meal-entry.png"))
@@ -372,4 +372,39 @@ def test_a_nurse_gives_a_reason_for_a_dose_above_the_limit(browser, bedside):
     assert asked and "above this patient's single-dose limit of 20 U" in asked[0]
     entered = rows(device, "SELECT detail FROM audit WHERE action = 'entered'")
     assert json.loads(entered[-1][0])["reason"] == "surgery team's order, written"
+    page.close()
+
+
+def test_a_nurse_starts_a_new_patient_from_the_weight(browser, bedside):
+    """No history on the device: the weight entered on the page gives the first meal reading a dose."""
+    device, publisher, watcher = bedside
+    device.add_user("ann", "nurse", "4711")
+    page = browser.new_page(viewport=SMALL)
+    page.goto(device.url + "?patient=p-new")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("User or badge").fill("ann")
+    page.get_by_label("PIN").fill("4711")
+    page.get_by_role("button", name="Sign in", exact=True).last.click()
+    wait_text(page, "#user-button", "t === 'Sign out ann'")
+    page.get_by_role("button", name="Weight (profile)").click()
+    page.get_by_label("Body weight, kg").fill("72")
+    page.get_by_role("button", name="Type 2").click()
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#message", "t.startsWith('Recorded:')")
+    stored = rows(device, "SELECT payload FROM events WHERE patient = 'p-new' AND kind = 'profile'")
+    assert [json.loads(p)["weight_kg"] for (p,) in stored] == [72] and json.loads(stored[0][0])[
+        "diabetes_type"
+    ] == "type2"
+    now = datetime.now(UTC)
+    publisher.publish(Event("m-new", "p-new", now, Kind.MEAL, size="typical"))
+    publisher.publish(event_factory.glucose("g-new", "p-new", now, 200))
+    assert watcher.wait_for(lambda w: w.suggestion_for("g-new"), 8)
+    answer = watcher.suggestion_for("g-new")
+    assert answer.status == "suggest" and answer.rules[0] == "plan_meal" and answer.units > 0, answer.reasons
+    wait_text(page, "#status-word", "t === 'Suggested dose'")
+    page.get_by_role("button", name="Eating or not").click()
+    page.get_by_role("button", name="Nothing by mouth").click()
+    page.get_by_role("button", name="Record").click()
+    wait_text(page, "#replaced", "t.includes('nothing by mouth')")  # the dose is replaced: no meal insulin
+    assert page.inner_text("#units") == "No insulin now"
     page.close()

@@ -19,7 +19,7 @@ from device.messages import ConfirmDose, Decline
 from device.page_actions import EntryRefused, LinkDown, NotAllowed, PageActions
 from device.store import Store, StoreError
 from device.users import Identity
-from preprocessing.events import Event, Insulin, Kind
+from preprocessing.events import Event, Insulin, Kind, PatientProfile
 
 from . import event_factory
 
@@ -463,3 +463,22 @@ def test_an_answer_s_age_is_kept_on_the_monotonic_clock(tmp_path, dose_model):
     wall[0], mono[0] = NOW + timedelta(minutes=6), mono[0] + 16 * 60  # 16 min passed; the clock says 6
     with pytest.raises(ActionConflict, match="expired at"):
         actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units), ANN)
+
+
+def test_only_a_nurse_records_a_profile(ward):
+    """A weight sets the dosing plan: a patient user or a viewer may not record one; a nurse may."""
+    _advisor, store, actions, _published, _answer, _clock, _link = ward
+    profile = Event("prof-1", "p-1", NOW, Kind.PROFILE, profile=PatientProfile(70.0))
+    with pytest.raises(NotAllowed, match="a nurse records it, not a patient"):
+        actions.enter(profile, PAT)
+    assert not store.has_event("prof-1")
+    actions.enter(profile, ANN)
+    assert store.has_event("prof-1")
+
+
+def test_a_long_acting_dose_is_judged_against_the_basal_limit(ward):
+    _advisor, store, actions, _published, _answer, _clock, _link = ward
+    actions.enter(Event("long-1", "p-1", NOW, Kind.INSULIN, insulin=Insulin.LONG, units=28.0), ANN)  # above 20 U
+    assert store.has_event("long-1")
+    with pytest.raises(ValueError, match="above this patient's basal limit of 40 U, needs a reason"):
+        actions.enter(Event("long-2", "p-1", NOW, Kind.INSULIN, insulin=Insulin.LONG, units=45.0), ANN)

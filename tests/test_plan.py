@@ -52,7 +52,7 @@ def test_the_start_by_weight(fields, per_kg, why):
     total = per_kg * 80.0
     assert plan.basal_units == pytest.approx(total / 2)
     assert [plan.meal_units(s) for s in range(3)] == pytest.approx([total / 6] * 3)
-    assert plan.meal_units(3) is None, "no meal at bedtime"
+    assert plan.meal_units(3) == min(plan.meals) and plan.carb_ratio(3) == max(plan.ratios), "a meal at night"
     assert plan.sensitivity == pytest.approx(1500 / total) and plan.carb_ratio(0) == pytest.approx(500 / total)
     assert why in plan.describe() and "80 kg" in plan.describe()
 
