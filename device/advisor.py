@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from preprocessing.dose_context import dose_context
-from preprocessing.events import Event, Insulin, Kind
+from preprocessing.events import Event, Insulin, Kind, PatientProfile
 from preprocessing.features import (
     MINUTES_PER_DAY,
     FeatureSpec,
@@ -115,12 +115,16 @@ class Advisor:
         checks: ChecksConfig | None = None,
         expiry_s: float = DEFAULT_EXPIRY_S,
         monotonic: Callable[[], float] = time.monotonic,
+        profiles: dict[str, PatientProfile] | None = None,
     ) -> None:
         """``max_histories`` bounds the patients kept in memory (the least recently used are rebuilt
         from SQLite); ``zone`` is the ward's time zone, in which time of day is read; events before
         ``earliest`` are refused; ``checks``: when glucose checks are due; ``expiry_s``: how long an
-        answer may be acted on; ``monotonic``: the clock no wall-clock step moves, for answers' ages.
+        answer may be acted on; ``monotonic``: the clock no wall-clock step moves, for answers' ages;
+        ``profiles``: patients' profiles from the config, each starting a dosing plan until a
+        ``profile`` event replaces it.
         """
+        self.profiles = profiles or {}
         self.expiry_s = expiry_s
         self._monotonic = monotonic
         self.store = store
@@ -201,7 +205,7 @@ class Advisor:
         if held:
             events = sorted(events + held, key=lambda e: (minutes(e.ts), e.kind is Kind.INSULIN))
         history.extend(events)
-        tracker = PlanTracker()
+        tracker = PlanTracker.starting(self.profiles.get(patient))
         for event in events:
             tracker.add(event)
         if history.events:

@@ -42,6 +42,9 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from preprocessing.events import PatientProfile
+from preprocessing.validation import ValidationError, profile_from_mapping
+
 from . import schema
 from .check_schedule import DEFAULT_CHECK_TIMES, DEFAULT_COUNTS_WITHIN_MIN, CheckSchedule, ScheduleError, parse_times
 from .safety import ProfileError, SafetyProfile
@@ -221,6 +224,20 @@ def _safety(data: object, where: str) -> SafetyConfig:
     return SafetyConfig(default=default, patients=patients)
 
 
+def _profiles(data: object, where: str) -> dict[str, PatientProfile]:
+    """The ``[profiles."<id>"]`` tables: a patient's weight and the rest of a ``profile`` event, so the
+    device has a dosing plan for them before any profile event arrives (an event outranks it)."""
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f'{where}."<patient>" must be tables of profile settings (weight_kg, …)')
+    profiles = {}
+    for pid, values in data.items():
+        try:
+            profiles[str(pid)] = profile_from_mapping(values)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}.{pid}: {exc.reason}") from None
+    return profiles
+
+
 @dataclass(frozen=True)
 class ChecksConfig:
     """The ward's glucose-check schedule and per-patient schedules (device/check_schedule.py)."""
@@ -280,6 +297,7 @@ class DeviceConfig:
     earliest_event_date: str = "2000-01-01"  # with the wall clock, events dated before this are refused
     safety: SafetyConfig = field(default_factory=SafetyConfig, metadata={"load": _safety})
     checks: ChecksConfig = field(default_factory=ChecksConfig, metadata={"load": _checks})
+    profiles: dict[str, PatientProfile] = field(default_factory=dict, metadata={"load": _profiles})
 
     def __post_init__(self) -> None:
         try:

@@ -211,6 +211,11 @@ class PlanTracker:
     _last_reading: tuple[float, float] | None = None  # (time, mg/dL)
     _last_meal: tuple[float, float | None, str | None] | None = None  # (time, carbs, size)
 
+    @classmethod
+    def starting(cls, profile: PatientProfile | None) -> PlanTracker:
+        """A tracker with the plan of a configured profile (a ``profile`` event then starts it again)."""
+        return cls(plan=None if profile is None else DosingPlan.from_profile(profile))
+
     def add(self, event: Event) -> None:
         """Fold one event (the newest) into the plan."""
         t = minutes(event.ts)

@@ -92,6 +92,7 @@ class DeviceService:
             earliest=config.earliest_event,
             checks=config.checks,
             expiry_s=config.suggestion_expiry_s,
+            profiles=config.profiles,
         )
         risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config.trust))
         self.model_notes.extend(risk_notes)

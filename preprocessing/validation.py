@@ -37,6 +37,7 @@ MIN_UTC_OFFSET, MAX_UTC_OFFSET = timedelta(hours=-12), timedelta(hours=14)  # ev
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # the whole string: see is_identifier
 
 COMMON_FIELDS = ("id", "patient", "ts", "kind")
+PROFILE_FIELDS = ("weight_kg", "age_years", "diabetes_type", "kidney", "insulin_naive", "steroids")
 KIND_FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.GLUCOSE: ("mg_dl", "value", "unit", "context"),
     Kind.INSULIN: ("insulin", "units"),
@@ -45,7 +46,7 @@ KIND_FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.HYPO_SYMPTOMS: (),
     Kind.SPECIAL: ("note",),
     Kind.REQUEST: ("insulin",),
-    Kind.PROFILE: ("weight_kg", "age_years", "diabetes_type", "kidney", "insulin_naive", "steroids"),
+    Kind.PROFILE: PROFILE_FIELDS,
     Kind.NUTRITION: ("state",),
 }
 
@@ -141,14 +142,14 @@ def _identifier(data: dict, key: str, event_id: str | None) -> str:
     return value
 
 
-def _number(data: dict, key: str, event_id: str) -> float:
+def _number(data: dict, key: str, event_id: str | None) -> float:
     value = _optional_number(data, key, event_id)
     if value is None:
         raise ValidationError(f"missing field '{key}'", event_id)
     return value
 
 
-def _optional_number(data: dict, key: str, event_id: str) -> float | None:
+def _optional_number(data: dict, key: str, event_id: str | None) -> float | None:
     value = data.get(key)
     if value is None:
         return None
@@ -160,14 +161,14 @@ def _optional_number(data: dict, key: str, event_id: str) -> float | None:
     return value
 
 
-def _choice(data: dict, key: str, allowed: tuple[str, ...], event_id: str) -> str:
+def _choice(data: dict, key: str, allowed: tuple[str, ...], event_id: str | None) -> str:
     value = _optional_choice(data, key, allowed, event_id)
     if value is None:
         raise ValidationError(f"missing field '{key}'", event_id)
     return value
 
 
-def _optional_choice(data: dict, key: str, allowed: tuple[str, ...], event_id: str) -> str | None:
+def _optional_choice(data: dict, key: str, allowed: tuple[str, ...], event_id: str | None) -> str | None:
     value = data.get(key)
     if value is None:
         return None
@@ -176,20 +177,28 @@ def _optional_choice(data: dict, key: str, allowed: tuple[str, ...], event_id: s
     return value
 
 
-def _optional_flag(data: dict, key: str, event_id: str) -> bool | None:
+def _optional_flag(data: dict, key: str, event_id: str | None) -> bool | None:
     value = data.get(key)
     if value is None or isinstance(value, bool):
         return value
     raise ValidationError(f"'{key}' must be true or false", event_id)
 
 
-def _in_range(value: float | None, key: str, allowed: Range, event_id: str) -> float | None:
+def _in_range(value: float | None, key: str, allowed: Range, event_id: str | None) -> float | None:
     if value is not None and not allowed.contains(value):
         raise ValidationError(f"'{key}' {value:g} is outside {allowed.describe()}", event_id)
     return value
 
 
-def _profile(data: dict, event_id: str) -> PatientProfile:
+def profile_from_mapping(data: dict, where: str | None = None) -> PatientProfile:
+    """A patient profile from a mapping (an event's fields, or a config table): unknown keys refused."""
+    unknown = sorted(str(k)[:40] for k in set(data) - set(PROFILE_FIELDS))
+    if unknown:
+        raise ValidationError(f"unknown profile field(s): {', '.join(unknown[:5])}", where)
+    return _profile(data, where)
+
+
+def _profile(data: dict, event_id: str | None) -> PatientProfile:
     """A patient profile: the weight (required) and what lowers or raises a weight-based plan."""
     weight = _in_range(_number(data, "weight_kg", event_id), "weight_kg", WEIGHT_KG, event_id)
     assert weight is not None

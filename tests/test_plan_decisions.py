@@ -4,6 +4,7 @@ a new patient with only a weight gets a dose, basal is advised, not eating gets 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from device.advisor import Advisor, ModelSlot
 from device.bundle import default_bundle_path, open_bundle
-from device.config import SafetyConfig
+from device.config import ConfigError, DeviceConfig, SafetyConfig
 from device.inference import DoseModel
 from device.store import Store
 
@@ -147,3 +148,34 @@ def test_a_bad_profile_is_refused_in_one_line_and_nothing_else_is_lost(advisor, 
 def test_bad_eating_states_and_shares_are_refused(advisor):
     assert send(advisor, "n", "nutrition", state="fasting").errors[0].reason.startswith("'state' must be one of")
     assert "outside 0–1" in send(advisor, "m", "meal", size="typical", eaten_share=1.5).errors[0].reason
+
+
+def test_a_profile_in_the_config_starts_the_plan_and_an_event_outranks_it(dose_model):
+    config = DeviceConfig.from_mapping({"profiles": {"new-1": {"weight_kg": 60, "age_years": 80}}})
+    advisor = Advisor(
+        Store(Path(":memory:")),
+        ModelSlot(dose_model),
+        SafetyConfig(),
+        "wall",
+        wall_clock=lambda: NOON,
+        profiles=config.profiles,
+    )
+    send(advisor, "g0", "glucose", NOON - timedelta(minutes=5), mg_dl=140)
+    basal = send(advisor, "r1", "request", insulin="long").suggestion
+    assert basal is not None and basal.units == pytest.approx(9.0)  # 60 kg × 0.3 U/kg ÷ 2
+    send(advisor, "prof", "profile", NOON, weight_kg=60)
+    again = send(advisor, "r2", "request", insulin="long").suggestion
+    assert again is not None and again.units == pytest.approx(15.0)  # the event's profile: 0.5 U/kg
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"p": {"weight_kg": 5}}, "profiles.p: 'weight_kg' 5 is outside 20–300 kg"),
+        ({"p": {"weight": 70}}, "profiles.p: unknown profile field(s): weight"),
+        ({"p": 70}, 'profiles."<patient>" must be tables of profile settings'),
+    ],
+)
+def test_a_bad_profile_in_the_config_is_one_line(table, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        DeviceConfig.from_mapping({"profiles": table})
