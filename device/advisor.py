@@ -43,6 +43,8 @@ from .messages import (
     GlucosePoint,
     ModelInfo,
     PatientView,
+    PlanStep,
+    PlanSummary,
     Response,
     Retired,
     Risk,
@@ -639,6 +641,7 @@ class Advisor:
                 round((now - last_glucose.ts).total_seconds() / 60.0, 1),
             )
         notices = self.store.notices(patient)
+        tracker = self._plans.get(patient)
         return PatientView(
             patient=patient,
             now=now.isoformat(),
@@ -648,6 +651,7 @@ class Advisor:
             series=Series(glucose, doses),
             risk=risk,
             notices=notices,
+            plan=None if tracker is None else plan_summary(tracker, self.zone),
         )
 
 
@@ -655,6 +659,22 @@ def _offset(ts: datetime) -> str:
     """A timestamp's UTC offset as ``+HH:MM``."""
     text = ts.strftime("%z")
     return f"{text[:3]}:{text[3:5]}"
+
+
+PLAN_CHANGES_SHOWN = 10
+
+
+def plan_summary(tracker: PlanTracker, zone: tzinfo) -> PlanSummary | None:
+    """The patient's plan for the page: one line, the eating state and the latest changes, newest first."""
+    plan = tracker.plan
+    if plan is None:
+        return None
+    steps = [
+        PlanStep(c.at.astimezone(zone).isoformat(), c.part, round(c.before, 2), round(c.after, 2), c.why)
+        for c in reversed(plan.changes[-PLAN_CHANGES_SHOWN:])
+    ]
+    meals = [round(u, 2) for u in plan.meals]
+    return PlanSummary(plan.describe(), round(plan.basal_units, 2), meals, tracker.nutrition, steps)
 
 
 def _meal_insulin(history: PatientHistory) -> Insulin:

@@ -276,6 +276,28 @@ TRANSFER_TYPES: dict[str, type[TransferBegin] | type[TransferChunk] | type[Trans
 
 # ------------------------------------------------------------------------------- HTTP
 @dataclass(frozen=True, slots=True)
+class PlanStep(Message):
+    """One change of a patient's dosing plan: when, which part, from and to (U), and why."""
+
+    at: str
+    part: str
+    before: float
+    after: float
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSummary(Message):
+    """A patient's dosing plan in one line, their eating state, and its latest changes (newest first)."""
+
+    line: str
+    basal_units: float
+    meal_units: list[float]
+    nutrition: str | None
+    changes: list[PlanStep]
+
+
+@dataclass(frozen=True, slots=True)
 class GlucoseNow(Message):
     """The patient's latest reading and its age at the device's now."""
 
@@ -396,7 +418,7 @@ class PatientView(Message):
 
     ``actionable``: the suggestion may still be acted on (current, not expired, not answered, the
     device linked to its broker); otherwise ``not_actionable`` says why in one line. ``risk`` is
-    present only for a signed-in nurse.
+    present only for a signed-in nurse; ``plan`` when the patient has a dosing plan.
     """
 
     patient: str
@@ -416,6 +438,7 @@ class PatientView(Message):
     check_overdue: bool = False
     pen_step_units: float = 0.5
     max_single_units: float = 20.0
+    plan: PlanSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -602,6 +625,8 @@ ALL_SCHEMAS: tuple[type, ...] = (
     TransferBegin,
     TransferChunk,
     TransferEnd,
+    PlanStep,
+    PlanSummary,
     GlucoseNow,
     GlucosePoint,
     DosePoint,

@@ -402,9 +402,11 @@ def test_a_nurse_starts_a_new_patient_from_the_weight(browser, bedside):
     answer = watcher.suggestion_for("g-new")
     assert answer.status == "suggest" and answer.rules[0] == "plan_meal" and answer.units > 0, answer.reasons
     wait_text(page, "#status-word", "t === 'Suggested dose'")
+    assert page.inner_text("#plan-line").startswith("Plan: basal 18.0 U a day; breakfast 6.0 U")
     page.get_by_role("button", name="Eating or not").click()
     page.get_by_role("button", name="Nothing by mouth").click()
     page.get_by_role("button", name="Record").click()
     wait_text(page, "#replaced", "t.includes('nothing by mouth')")  # the dose is replaced: no meal insulin
     assert page.inner_text("#units") == "No insulin now"
+    wait_text(page, "#plan-line", "t.endsWith('· nothing by mouth')")
     page.close()

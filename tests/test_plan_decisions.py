@@ -179,3 +179,15 @@ def test_a_profile_in_the_config_starts_the_plan_and_an_event_outranks_it(dose_m
 def test_a_bad_profile_in_the_config_is_one_line(table, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         DeviceConfig.from_mapping({"profiles": table})
+
+
+def test_the_page_view_shows_the_plan_and_why_it_changed(advisor):
+    send(advisor, "prof", "profile", NOON - timedelta(hours=8), weight_kg=80)
+    send(advisor, "m1", "meal", NOON - timedelta(hours=5), size="typical")
+    send(advisor, "d1", "insulin", NOON - timedelta(hours=5), insulin="rapid", units=6)
+    send(advisor, "g1", "glucose", NOON - timedelta(minutes=5), mg_dl=230, context="pre_lunch")
+    plan = advisor.patient_view("new-1").plan
+    assert plan is not None and plan.basal_units == pytest.approx(20.0)
+    assert plan.meal_units[0] == pytest.approx(6.6)  # 6 U given, 230 mg/dL followed: +10 %
+    assert plan.changes[0].part == "breakfast" and "230 mg/dL followed (over 180): +10 %" in plan.changes[0].why
+    assert advisor.patient_view("nobody").plan is None
