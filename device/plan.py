@@ -115,6 +115,14 @@ class DosingPlan:
         """g per U at the meal of this slot (a meal at night: the highest, the least insulin per gram)."""
         return self.ratios[slot] if slot < len(MEALS) else max(self.ratios)
 
+    def last_change(self, slot: int) -> str | None:
+        """The latest change of this slot's meal dose in words, with its date (None: as it started)."""
+        part = MEALS[slot] if slot < len(MEALS) else None
+        change = next((c for c in reversed(self.changes) if c.part == part), None)
+        if change is None:
+            return None
+        return f"{change.at:%d %b}: {change.before:.1f} U → {change.after:.1f} U ({change.why})"
+
     @property
     def start_total(self) -> float:
         return sum(self.base)

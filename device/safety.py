@@ -247,6 +247,7 @@ class DecisionInputs:
     plan_carb_ratio: float | None = None
     plan_basal_units: float | None = None
     nutrition: str | None = None  # the eating state recorded last: eating, npo, uncertain
+    plan_note: str | None = None  # the latest change of the plan's dose for this meal, in words
     basal: bool = False  # the long-acting (basal) dose is asked for, not meal insulin
 
 
@@ -685,6 +686,8 @@ def _due_by_plan(inputs: DecisionInputs, profile: SafetyProfile) -> Verdict:
         size = MEAL_SIZE_WORDS[inputs.meal_size or "typical"]
         what = f"{_fmt(plan_meal)} for a usual meal" + ("" if factor == 1.0 else f", × {factor:g} for a meal {size}")
     reasons = [f"Dose due ({why.get(inputs.due or '', inputs.due)}{assumed}). The plan's meal dose: {what}."]
+    if inputs.plan_note is not None:
+        reasons.append(f"The plan for this meal last changed on {inputs.plan_note}.")
     if inputs.eaten_share is not None and inputs.eaten_share < 1.0:
         reasons.append(f"{inputs.eaten_share:.0%} of the meal eaten: {_from_to(meal, meal * inputs.eaten_share)}.")
         rules.append("eaten_share")

@@ -191,3 +191,20 @@ def test_the_page_view_shows_the_plan_and_why_it_changed(advisor):
     assert plan.meal_units[0] == pytest.approx(6.6)  # 6 U given, 230 mg/dL followed: +10 %
     assert plan.changes[0].part == "breakfast" and "230 mg/dL followed (over 180): +10 %" in plan.changes[0].why
     assert advisor.patient_view("nobody").plan is None
+
+
+def test_an_answer_by_the_plan_says_why_the_plan_is_what_it_is():
+    """A device with no dose model doses by the plan; the answer says when and why the meal's dose changed."""
+    morning = NOON - timedelta(hours=4)  # 08:00
+    advisor = Advisor(
+        Store(Path(":memory:")), ModelSlot(None, "no bundle"), SafetyConfig(), "wall", wall_clock=lambda: morning
+    )
+    day_before = morning - timedelta(days=1)
+    send(advisor, "prof", "profile", day_before - timedelta(hours=2), weight_kg=80)
+    send(advisor, "d1", "insulin", day_before, insulin="rapid", units=6)
+    send(advisor, "g1", "glucose", day_before + timedelta(hours=4), mg_dl=230, context="pre_lunch")
+    send(advisor, "m2", "meal", morning - timedelta(minutes=1), size="typical")
+    answer = send(advisor, "g2", "glucose", morning, mg_dl=120, context="pre_breakfast").suggestion
+    assert answer is not None and answer.status == "suggest" and answer.rules[0] == "plan_meal", answer.reasons
+    note = next(r for r in answer.reasons if "last changed" in r)
+    assert "6.7 U → 6.6 U" in note and "230 mg/dL followed (over 180): +10 %" in note
