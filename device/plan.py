@@ -49,6 +49,7 @@ PLAN_TARGET_MG_DL = 110.0  # the correction part of a dose given is what brought
 SAME_MEAL_MIN = 60.0  # meal doses this close in one slot are one meal's insulin
 MEAL_CONTEXT_MIN = 30.0  # the meal and the reading a dose was given for are at most this much older
 SIZE_FACTORS = {"less": 0.75, "typical": 1.0, "more": 1.25}
+OWN_DOSE_SHARE = 0.1  # a basal dose this close to the plan's is the plan's own, rounded to the pen: no change
 OUTCOME_AFTER_MIN = 150.0  # a reading this long after a meal dose tells how it did ...
 OUTCOME_WITHIN_MIN = 480.0  # ... up to this long after it
 NO_RISE_AFTER_LOW_MIN = 1440.0
@@ -156,6 +157,7 @@ class DosingPlan:
         return replace(self, meals=meals, ratios=ratios, changes=changes)  # type: ignore[arg-type]
 
     def with_basal(self, units: float, at: datetime, why: str) -> DosingPlan:
+        """The plan with basal set to ``units`` (within bounds), the change recorded."""
         new = self._bounded(0, units)
         if abs(new - self.basal_units) < 0.05:
             return replace(self, basal_units=new)
@@ -238,7 +240,10 @@ class PlanTracker:
         elif event.is_meal_dose:
             self._meal_dose(event, t)
         elif event.kind is Kind.INSULIN and event.insulin is not None and event.insulin.value in ("long", "ultralente"):
-            if self.plan is not None:
+            if (
+                self.plan is not None
+                and abs(event.dose - self.plan.basal_units) > OWN_DOSE_SHARE * self.plan.basal_units
+            ):
                 why = f"{event.dose:g} U of {event.insulin.label} insulin given"
                 self.plan = self.plan.with_basal(event.dose, event.ts, f"basal follows the dose given: {why}")
         elif event.kind is Kind.GLUCOSE and event.mg_dl is not None:

@@ -300,3 +300,32 @@ def test_no_meal_insulin_is_given_for_a_meal_the_patient_does_not_eat(tmp_path):
     assert advisor["skipped_meals"] > 0 and advisor["skipped_meal_doses"] == 0
     assert advisor["statuses"]["meal_first"] > 0 and advisor["doses"] > 0, "eaten meals were dosed after asking"
     assert "no meal insulin given for a meal the patient did not eat" in (out / "report.md").read_text()
+
+
+def test_a_long_acting_dose_is_absorbed_over_a_day_and_the_rule_arms_keep_their_infusion():
+    from model.insilico.basal import PROFILE, RAMP_MIN, BasalSupply
+
+    assert PROFILE.sum() == pytest.approx(1.0) and PROFILE[0] < PROFILE[RAMP_MIN] == PROFILE[720]
+    supply = BasalSupply(np.array([0.01, 0.01]), np.array([False, True]))
+    supply.give(1, 12.0, 10, 10)
+    absorbed = np.array([supply.at(m) for m in range(10, 10 + 1440 + RAMP_MIN + 20)])
+    assert absorbed[:, 0] == pytest.approx(0.01), "the infusion row is untouched"
+    assert absorbed[:, 1].sum() == pytest.approx(12.0) and absorbed[-20:, 1].sum() == 0, "all of it, within the span"
+    assert absorbed[720, 1] == pytest.approx(12.0 * PROFILE[720])
+    late = BasalSupply(np.array([0.0]), np.array([True]))  # a dose given yesterday: only what is left is to come
+    late.give(0, 12.0, -600, 0)
+    assert sum(late.at(m)[0] for m in range(1440)) == pytest.approx(12.0 * PROFILE[600:].sum())
+
+
+def test_the_advisor_arms_take_the_basal_the_device_advises():
+    from device.bundle import default_bundle_path, open_bundle
+    from device.config import SafetyConfig
+    from device.inference import DoseModel
+    from model.insilico.trial import run_seed
+
+    model = DoseModel(open_bundle(default_bundle_path("dose")))
+    results = run_seed(Protocol(days=2, warmup_days=1), ["adult#002"], ["oracle", "advisor"], 1, model, SafetyConfig())
+    oracle, advisor = results
+    need = float(Cohort.of(["adult#002"]).basal_rate[0]) * 1440
+    assert oracle.basal_per_day == pytest.approx(need, abs=0.01), "the oracle: the exact infusion"
+    assert 0.7 * need <= advisor.basal_per_day <= 1.3 * need, (advisor.basal_per_day, need)

@@ -186,6 +186,7 @@ class AdvisorArm(Arm):
         self._count = 0
         self.rules: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
+        self.basal_statuses: Counter[str] = Counter()  # the answers to basal requests
         self.plan_doses = 0  # meal doses given by the physician's plan after an insufficient-data answer
 
     def _id(self) -> str:
@@ -241,6 +242,23 @@ class AdvisorArm(Arm):
         verdict = supervise(inputs, self.safety.for_patient(self.patient))
         units = verdict.units if verdict.status == "suggest" else 0.0
         return Decision(units, verdict.status, list(verdict.rules), verdict.carbs_g or 0.0)
+
+    def basal(self) -> float:
+        """Ask the device for the basal dose now (a request for long-acting insulin): the units given.
+
+        A suggested dose is given and recorded as a long-acting dose; any other answer gives none.
+        """
+        ask = Event(self._id(), self.patient, self._clock[0], Kind.REQUEST, insulin=Insulin.LONG)
+        answer = self._feed(ask)
+        if answer is None:
+            raise RuntimeError(f"no answer to a basal request of {self.patient} at {self._clock[0]}")
+        self.basal_statuses[answer.status] += 1
+        if answer.status != "suggest":
+            return 0.0
+        self._feed(
+            Event(self._id(), self.patient, self._clock[0], Kind.INSULIN, insulin=Insulin.LONG, units=answer.units)
+        )
+        return answer.units
 
     def given(self, slot: str | None, units: float) -> None:
         super().given(slot, units)

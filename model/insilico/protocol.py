@@ -24,6 +24,8 @@ SCENARIOS = {
     "exercise": "45 min of moderate exercise in the afternoon on about half the days, reported to the advisor",
     "poor_habit": "during the warm-up the patient's own doses are 30 % too high",
     "new_patient": "no warm-up: the advisor meets the patient on day 1 and knows only the profile (weight, age)",
+    "basal_error": "during the warm-up the patient's own basal is 70 % of need (every other patient) or 130 % "
+    "(the others); the advisor's basal must find the need",
     "not_eating": "no meal is announced before its reading; after it the meal is skipped with probability 0.2, and "
     "about one day in five the patient is nil by mouth (npo) from 05:00 to 21:30",
 }
@@ -63,6 +65,12 @@ class Protocol:
     @property
     def effective_warmup_days(self) -> int:
         return 0 if self.scenario == "new_patient" else self.warmup_days
+
+    def basal_factor(self, key: int) -> float:
+        """The patient's own basal during the warm-up against their need (``basal_error``: 0.7 or 1.3)."""
+        if self.scenario != "basal_error":
+            return 1.0
+        return 0.7 if key % 2 == 0 else 1.3
 
     def with_scenario(self, scenario: str) -> Protocol:
         return replace(self, scenario=scenario)

@@ -188,6 +188,7 @@ def write_report(
             "escalations": r.escalations,
             "level2_after_no_meal": r.level2_after_no_meal,
             "level2_after_no_meal_dose": r.level2_after_no_meal_dose,
+            "basal_per_day": r.basal_per_day,
             "skipped_meals": r.skipped_meals,
             "skipped_meal_doses": r.skipped_meal_doses,
             "snacks": r.snacks,

@@ -22,13 +22,15 @@ from device.inference import DoseModel
 from preprocessing.events import Event, Insulin, Kind, PatientProfile
 
 from .arms import ADVISOR_ARMS, AdvisorArm, Arm, DecisionDevice, PatientTerms, Reading, basal_bolus, make_arm
+from .basal import BasalSupply
 from .cgm import SAMPLE_MIN, CgmStreams
 from .metrics import GlucoseMetrics, glucose_metrics
 from .patient import Cohort, PatientBatch
 from .protocol import NPO_FROM, NPO_UNTIL, DayPlan, Meal, Protocol, day_plan, metered, uptake_by_minute
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # day 0 of the warm-up, a Monday
-BASAL_REPORT_MINUTE = 6 * 60  # the day's basal reported to the advisor as one long-acting dose
+BASAL_REPORT_MINUTE = 6 * 60  # the day's basal infusion reported to the advisor as one long-acting dose
+AskBasal = Callable[[int], float]  # ask a row's device for the basal dose now: the units given
 Progress = Callable[[int, int, str], None]
 
 
@@ -53,6 +55,7 @@ class ArmResult:
     plan_doses: int = 0  # meal doses by the physician's plan where the advisor had insufficient data
     skipped_meals: int = 0  # pre-meal readings whose meal the patient did not eat (scenario not_eating)
     skipped_meal_doses: int = 0  # meal insulin given at them (a correction alone is not counted)
+    basal_per_day: float = 0.0  # basal insulin a day: the infusion (rule arms) or the long-acting doses given
     collapsed: str = ""  # "warm-up" or "trial" when the simulated glucose collapsed (PatientBatch.collapsed)
     trace: np.ndarray | None = None  # true glucose per minute of the trial (float32)
 
@@ -74,7 +77,7 @@ class _Row:
 class _Item:
     """Something that happens to a row at a minute: a meal eaten, a reading taken, the basal reported."""
 
-    kind: str  # meal, reading, recheck, basal, cgm, exercise, npo, eating
+    kind: str  # meal, reading, recheck, basal (the infusion reported), basal_time, cgm, exercise, npo, eating
     meal: Meal | None = None  # eaten (meal) or announced with the reading (reading)
     context: str = "unspecified"  # of a reading
 
@@ -109,7 +112,9 @@ class _Lows:
         return _Lows(np.tile(self.in_a_row, times), np.tile(self.treated_at, times), zeros.copy(), zeros.copy())
 
 
-def _plan_day(plans: list[DayPlan], rows_patient: list[int], carry: list[tuple[int, int]], cgm: bool) -> _Day:
+def _plan_day(
+    plans: list[DayPlan], rows_patient: list[int], carry: list[tuple[int, int]], cgm: bool, basal_minute: int
+) -> _Day:
     """Meals, readings (with the CGM stream between the finger-sticks) and rechecks by minute."""
     day = _Day()
     for row, patient in enumerate(rows_patient):
@@ -125,6 +130,7 @@ def _plan_day(plans: list[DayPlan], rows_patient: list[int], carry: list[tuple[i
                 if minute not in taken:
                     day.add(minute, row, _Item("cgm"))
         day.add(BASAL_REPORT_MINUTE, row, _Item("basal"))
+        day.add(basal_minute, row, _Item("basal_time"))
         if plan.npo:
             day.add(NPO_FROM, row, _Item("npo"))
             day.add(NPO_UNTIL, row, _Item("eating"))
@@ -149,6 +155,7 @@ def _simulate_day(
     offset: int,
     lows: _Lows,
     sensor: tuple[CgmStreams, np.ndarray] | None,
+    basal: tuple[BasalSupply, AskBasal],
 ) -> list[tuple[int, int]]:
     """Step one day; returns the rechecks that fall on the next day as (minute, row).
 
@@ -156,16 +163,26 @@ def _simulate_day(
     15 min) unless a treatment was given less than 15 min ago (a CGM keeps reading meanwhile);
     after ``max_treatments`` in a row the low is escalated (30 g, no further rechecks: the
     physician takes over). ``sensor``: the CGM streams and this day's noise, in the CGM variant.
+    ``basal``: each row's basal insulin, and how an advised row asks for its long-acting dose — at
+    basal time, and again at each reading until one is given.
     """
-    day = _plan_day(plans, rows_patient, carry, sensor is not None)
+    supply, ask_basal = basal
+    day = _plan_day(plans, rows_patient, carry, sensor is not None, protocol.bedtime + 1)
     uptakes = {row: u for row, p in enumerate(rows_patient) if (u := uptake_by_minute(plans[p])) is not None}
-    rate = batch.cohort.basal_rate
     next_day: list[tuple[int, int]] = []
     day_minute = int((day_start - START).total_seconds() // 60)
+
+    def try_basal(row: int, now: int) -> None:
+        units = ask_basal(row)
+        if units > 0:
+            supply.give(row, units, now + 1, now + 1)
+            supply.given[row] += units
+            supply.pending[row] = False
+
     for minute in range(1440):
         clock[0] = day_start + timedelta(minutes=minute)
         carbs = np.zeros(len(rows_patient))
-        insulin = rate.copy()
+        insulin = supply.at(day_minute + minute)
         for row, uptake in uptakes.items():
             batch.uptake[row] = uptake[minute]
         for row, item in day.at.get(minute, ()):
@@ -173,7 +190,13 @@ def _simulate_day(
                 carbs[row] += item.meal.carbs
                 continue
             if item.kind == "basal":
-                report(row, _long_acting(clock[0], float(rate[row]) * 1440.0))
+                if not supply.advised[row]:  # the infusion, told to the advisor as the day's long-acting dose
+                    report(row, _long_acting(clock[0], float(supply.rate[row]) * 1440.0))
+                continue
+            if item.kind == "basal_time":
+                if supply.advised[row]:
+                    supply.pending[row] = True
+                    try_basal(row, day_minute + minute)
                 continue
             if item.kind == "exercise":
                 report(row, Event("exercise", "", clock[0], Kind.EXERCISE, intensity="typical"))
@@ -198,6 +221,8 @@ def _simulate_day(
             reading = Reading(clock[0], value, context, meal, estimate, source, plan.ask and source == "meter", skipped)
             units, snack = decide(row, reading)
             insulin[row] += units
+            if supply.pending[row] and item.kind != "cgm":
+                try_basal(row, day_minute + minute)
             if value >= protocol.hypo_threshold:
                 lows.in_a_row[row] = 0
                 carbs[row] += snack  # advice beside a reading that is not low (a low is treated below)
@@ -279,6 +304,8 @@ def run_seed(
 
     carry: list[tuple[int, int]] = []
     warm_lows = _Lows.of(n)
+    home_basal = cohort.basal_rate * np.array([protocol.basal_factor(k) for k in keys])  # the patient's own
+    warm_supply = BasalSupply(home_basal, np.zeros(n, dtype=bool))
     streams = CgmStreams(protocol.cgm_sensor, seed, cohort.keys) if protocol.cgm else None
 
     def sensor() -> tuple[CgmStreams, np.ndarray] | None:
@@ -300,6 +327,7 @@ def run_seed(
             0,
             warm_lows,
             sensor(),
+            (warm_supply, lambda _row: 0.0),
         )
         progress(day + 1, total, f"seed {seed}: warm-up day {day + 1} of {warmup}")
     for row in rows:
@@ -339,6 +367,17 @@ def run_seed(
 
     rows_patient = [row.patient for row in rows]
     lows = warm_lows.tiled(len(arms))
+    advised = np.array([isinstance(row.arm, AdvisorArm) for row in rows])
+    supply = BasalSupply(trial.cohort.basal_rate, advised)
+    start = warmup * 1440
+    for index, row in enumerate(rows):  # yesterday evening's long-acting dose, the patient's own, still acting
+        if advised[index]:
+            supply.give(index, float(home_basal[row.patient]) * 1440.0, start - 1440 + protocol.bedtime + 1, start)
+
+    def ask_basal(index: int) -> float:
+        arm = rows[index].arm
+        return arm.basal() if isinstance(arm, AdvisorArm) else 0.0
+
     carry_rows = [
         (minute, row) for minute, patient in carry for row in range(len(rows)) if rows_patient[row] == patient
     ]
@@ -358,6 +397,7 @@ def run_seed(
             day * 1440,
             lows,
             sensor(),
+            (supply, ask_basal),
         )
         progress(warmup + day + 1, total, f"seed {seed}: trial day {day + 1} of {protocol.days}")
 
@@ -385,6 +425,12 @@ def run_seed(
                 plan_doses=arm.plan_doses if isinstance(arm, AdvisorArm) else 0,
                 skipped_meals=row.skipped_meals,
                 skipped_meal_doses=row.skipped_meal_doses,
+                basal_per_day=round(
+                    float(supply.given[index]) / protocol.days
+                    if advised[index]
+                    else float(supply.rate[index]) * 1440.0,
+                    2,
+                ),
                 collapsed="warm-up" if warm_collapsed[row.patient] else "trial" if trial.collapsed[index] else "",
                 trace=trace if keep_traces else None,
             )
