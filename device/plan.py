@@ -17,9 +17,10 @@ glucose that followed each dose has taught it since (docs/safety.md, "The dosing
   sensitivity; per usual meal, by the announced size; the grams per unit when they were counted)
   times a step: below 70 mg/dL −20 %, 70–100 −10 %, 100–180 none, above 180 +10 %, above 250
   +20 %. A low within 8 h of a meal dose judges it at once. Basal follows the long-acting dose
-  given and the fasting reading (RABBIT 2): below 70 −20 %, 70–100 −10 %, above 140 +10 %,
-  above 180 +20 %. Never upward within 24 h of a low or while glucose falls fast; each part at
-  most once a day; every part kept between a quarter and four times its weight-based start.
+  given (one within a tenth of the plan's is the plan's own) and the fasting reading (RABBIT 2):
+  below 70 −20 %, 70–100 −10 %, above 140 +10 %, above 180 +20 %. Never upward within 24 h of a
+  low or while glucose falls fast; each part at most once a day; every part kept between a
+  quarter and four times its weight-based start.
 
 The plan is a fold over the patient's events in time order (:class:`PlanTracker`), so it is
 rebuilt exactly from the stored log after a restart, and every change carries its reason.
