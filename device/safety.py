@@ -73,6 +73,7 @@ RULE_WORDS: Final = {  # each rule code in plain words, for the clinician's day 
     "plan_meal": "the plan's meal dose",
     "plan_correction": "correction by the plan",
     "pattern": "moved by the patient's own pattern",
+    "plan_raised": "raised to the titrated plan",
     "meal_first": "give only once the meal is recorded",
     "npo": "nothing by mouth: no meal insulin",
     "eating_uncertain": "eating uncertain: dose after the meal",
@@ -623,6 +624,14 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
     rules: list[str] = []
     units, meal_units, usual_for_meal = _meal_adjusted(m, usual, inputs, terms, reasons, rules)
     planned = _planned_meal(inputs)
+    if planned is not None and planned > units:  # titration found this patient needs more than the pattern
+        reasons.append(
+            f"Raised {_from_to(units, planned)}: the dosing plan's dose for this meal, titrated from the doses given "
+            "and the glucose that followed them."
+        )
+        rules.append("plan_raised")
+        units = planned
+        meal_units = max(meal_units, planned)
     anchor, anchor_words = usual_for_meal, "the usual dose for this meal"
     if planned is not None and planned > usual_for_meal:  # titration has found this patient needs more
         anchor, anchor_words = planned, "the dosing plan's dose for this meal"

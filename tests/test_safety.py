@@ -661,3 +661,13 @@ def test_a_lowering_never_reads_as_from_a_number_to_the_same_number():
 
     assert _from_to(5.2, 4.6) == "from 5.2 U to 4.6 U"
     assert _from_to(5.04, 4.96) == "from 5.04 U to 4.96 U"
+
+
+def test_titration_raises_a_dose_from_the_history_to_the_plan():
+    """The network copies the patient's usual 5 U; the plan, titrated after highs, says 6.5 U for this meal."""
+    inputs = DecisionInputs(**(BASE | {"plan_meal_units": 6.5, "plan_sensitivity": 40.0, "plan_carb_ratio": 10.0}))
+    verdict = supervise(inputs, SafetyProfile())
+    assert verdict.status == SUGGEST and verdict.units == 6.5 and "plan_raised" in verdict.rules
+    assert "Raised from 5.2 U to 6.5 U: the dosing plan's dose for this meal" in " ".join(verdict.reasons)
+    lower = DecisionInputs(**(BASE | {"plan_meal_units": 3.0, "plan_sensitivity": 40.0, "plan_carb_ratio": 10.0}))
+    assert "plan_raised" not in supervise(lower, SafetyProfile()).rules, "a plan below the pattern lowers nothing"
