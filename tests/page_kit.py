@@ -45,8 +45,12 @@ def rows(device, sql: str, *params) -> list[tuple]:
         return db.execute(sql, params).fetchall()
 
 
-def wait_text(page, selector: str, predicate_js: str, timeout: int = 8000) -> None:
-    """Wait until ``predicate_js`` (a JS expression over ``t``, the element's text) holds."""
+def wait_text(page, selector: str, predicate_js: str, timeout: int = 20000) -> None:
+    """Wait until ``predicate_js`` (a JS expression over ``t``, the element's text) holds.
+
+    The bound is generous (20 s): a busy machine (a trial or a training run beside the tests) can
+    take seconds to render what an idle one shows at once; a wait that succeeds returns at once.
+    """
     page.wait_for_function(
         f"() => {{ const el = document.querySelector({json.dumps(selector)}); const t = el ? el.textContent : '';"
         f" return el && !el.hidden && ({predicate_js}); }}",
