@@ -173,3 +173,4 @@ def test_the_readme_config_example_is_a_valid_config(tmp_path):
     p21 = config.safety.for_patient("p-21")
     assert p21.pen_step_units == 1 and p21.insulin_sensitivity_mg_dl_per_u == 45 and p21.carb_ratio_g_per_u == 12
     assert p21.max_single_units == 12  # the default's override, merged
+    assert config.profiles["p-30"].weight_kg == 82 and config.profiles["p-30"].age_years == 74
