@@ -165,12 +165,24 @@ class DosingPlan:
         change = PlanChange(at, "basal", self.basal_units, new, why)
         return replace(self, basal_units=new, changes=(*self.changes, change))
 
-    def rebased(self, profile: PatientProfile) -> DosingPlan:
-        """A new profile: the start by weight again; what titration learnt from doses given is kept."""
+    def rebased(self, profile: PatientProfile, steroids_before: bool) -> DosingPlan:
+        """A new profile: the start by weight again; what titration learnt from doses given is kept,
+        and steroids started or stopped move the meal doses by the same fifth as at the start."""
         fresh = DosingPlan.from_profile(profile)
         if not self.changes:
             return fresh
-        return replace(self, weight_kg=fresh.weight_kg, per_kg=fresh.per_kg, base=fresh.base, why=fresh.why)
+        factor = STEROID_MEAL_FACTOR ** (int(bool(profile.steroids)) - int(steroids_before))
+        meals = tuple(m * factor for m in self.meals)
+        ratios = tuple(r / factor for r in self.ratios)
+        return replace(
+            self,
+            weight_kg=fresh.weight_kg,
+            per_kg=fresh.per_kg,
+            base=fresh.base,
+            why=fresh.why,
+            meals=meals,  # type: ignore[arg-type]
+            ratios=ratios,  # type: ignore[arg-type]
+        )
 
 
 MEAL_BANDS = (  # upper bound of the reading (mg/dL), the step, what it says
@@ -221,19 +233,24 @@ class PlanTracker:
     _meal_dosed_today: object = None  # the date of the newest meal dose in the morning slot
     _last_reading: tuple[float, float] | None = None  # (time, mg/dL)
     _last_meal: tuple[float, float | None, str | None] | None = None  # (time, carbs, size)
+    _steroids: bool = False  # the latest profile said the patient is on steroids
 
     @classmethod
     def starting(cls, profile: PatientProfile | None) -> PlanTracker:
         """A tracker with the plan of a configured profile (a ``profile`` event then starts it again)."""
-        return cls(plan=None if profile is None else DosingPlan.from_profile(profile))
+        if profile is None:
+            return cls()
+        return cls(plan=DosingPlan.from_profile(profile), _steroids=bool(profile.steroids))
 
     def add(self, event: Event) -> None:
         """Fold one event (the newest) into the plan."""
         t = minutes(event.ts)
         if event.kind is Kind.PROFILE and event.profile is not None:
-            self.plan = (
-                DosingPlan.from_profile(event.profile) if self.plan is None else self.plan.rebased(event.profile)
-            )
+            if self.plan is None:
+                self.plan = DosingPlan.from_profile(event.profile)
+            else:
+                self.plan = self.plan.rebased(event.profile, self._steroids)
+            self._steroids = bool(event.profile.steroids)
         elif event.kind is Kind.NUTRITION:
             self.nutrition = event.nutrition
         elif event.kind is Kind.MEAL:

@@ -329,3 +329,15 @@ def test_the_advisor_arms_take_the_basal_the_device_advises():
     need = float(Cohort.of(["adult#002"]).basal_rate[0]) * 1440
     assert oracle.basal_per_day == pytest.approx(need, abs=0.01), "the oracle: the exact infusion"
     assert 0.7 * need <= advisor.basal_per_day <= 1.3 * need, (advisor.basal_per_day, need)
+
+
+def test_steroids_lower_insulin_sensitivity_for_five_days_then_taper_back():
+    steroids, standard = Protocol(scenario="steroids"), Protocol()
+    at = [steroids.sensitivity(day * 1440) for day in (0, 1, 2, 6, 7, 8.5, 10, 13)]
+    assert at == pytest.approx([1.0, 1.0, 0.6, 0.6, 0.6, 0.8, 1.0, 1.0])
+    assert standard.sensitivity(3 * 1440) == 1.0 and Protocol(scenario="underdosed_habit").habit_scale == 0.6
+    batch = PatientBatch(Cohort.of(["adult#001", "adult#001"]))
+    batch.sensitivity[1] = 0.6
+    for _ in range(180):
+        batch.step(np.zeros(2), batch.cohort.basal_rate * 3)  # three times the basal: glucose falls
+    assert batch.glucose[1] > batch.glucose[0] + 5, "the resistant copy falls less"

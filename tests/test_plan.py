@@ -159,3 +159,15 @@ def test_no_plan_without_a_profile_and_the_eating_state_is_the_latest():
 def test_basal_doses_are_not_meal_doses():
     tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 20.0, Insulin.LONG), reading(at(0, 12), 260.0, "pre_lunch"))
     assert tracker.plan is not None and tracker.plan.meals[0] == pytest.approx(BASE_MEAL)
+
+
+def test_steroids_started_or_stopped_move_a_titrated_plan_by_a_fifth():
+    tracker = tracked(profile(at(0, 0)), dose(at(0, 7), 6.0), reading(at(0, 12), 150.0, "pre_lunch"))
+    assert tracker.plan is not None and tracker.plan.meals[0] == pytest.approx(6.0)
+    ratio = tracker.plan.carb_ratio(0)
+    tracker.add(profile(at(1, 0), steroids=True))
+    assert tracker.plan.meals[0] == pytest.approx(7.2) and tracker.plan.carb_ratio(0) == pytest.approx(ratio / 1.2)
+    tracker.add(profile(at(2, 0), weight_kg=80.0, steroids=True))  # the same course: no second step
+    assert tracker.plan.meals[0] == pytest.approx(7.2)
+    tracker.add(profile(at(6, 0), steroids=False))
+    assert tracker.plan.meals[0] == pytest.approx(6.0)

@@ -177,12 +177,14 @@ def _derivative(
     gut: tuple[np.ndarray, np.ndarray, np.ndarray],
     r: _Rates,
     uptake: np.ndarray,
+    sensitivity: np.ndarray,
 ) -> np.ndarray:
     """dx/dt of the UVA/Padova 2008 model for every column of ``x`` (13, n): simglucose's equations.
 
     ``gut`` holds what depends only on the current meal: (has a meal, 5 / (2 Dbar (1 − b)),
     5 / (2 Dbar d)). ``uptake`` multiplies the tissues' glucose utilisation (1: at rest; above 1
-    during and after exercise, docs/insilico.md).
+    during and after exercise, docs/insilico.md); ``sensitivity`` the action of insulin on it and on
+    the liver's glucose production (1: the patient's own; below 1 on steroids).
     """
     has_meal, aa, cc = gut
     dx = np.empty_like(x)
@@ -196,10 +198,10 @@ def _derivative(
     dx[0] = cho_mg - r.kmax * x0
     dx[1] = r.kmax * x0 - kgut * x1
     dx[2] = kgut * x1 - r.kabs * x2
-    egp = r.kp1 - r.kp2 * x3 - r.kp3 * x8
+    egp = r.kp1 - r.kp2 * x3 - sensitivity * r.kp3 * x8
     renal = np.where(x3 > r.ke2, r.ke1 * (x3 - r.ke2), 0.0)
     dx[3] = np.maximum(egp, 0.0) + r.rate_of_appearance * x2 - r.fsnc - renal - r.k1 * x3 + r.k2 * x4
-    dx[4] = r.k1 * x3 - r.k2 * x4 - uptake * (r.vm0 + r.vmx * x6) * x4 / (r.km0 + x4)
+    dx[4] = r.k1 * x3 - r.k2 * x4 - uptake * (r.vm0 + sensitivity * r.vmx * x6) * x4 / (r.km0 + x4)
     dx[5] = r.m1 * x9 + r.ka1 * x10 + r.ka2 * x11 - r.m2_m4 * x5
     plasma_insulin = x5 / r.vi
     dx[6] = r.p2u * (plasma_insulin - r.ib - x6)
@@ -227,13 +229,14 @@ class PatientBatch:
         self._last_qsto = self.state[:, 0] + self.state[:, 1]
         self._last_taken = np.zeros(n)
         self.uptake = np.ones(n)  # glucose utilisation multiplier: exercise raises it
+        self.sensitivity = np.ones(n)  # insulin sensitivity multiplier: steroids lower it
 
     def repeat(self, times: int) -> PatientBatch:
         """``times`` copies of every patient in its current state, copy-major (copy 0's patients first)."""
         names = list(self.cohort.names) * times
         copy = PatientBatch(Cohort.of(names))
         copy.minute = self.minute
-        for name in ("state", "_planned", "_eating", "_last_cho", "_last_qsto", "_last_taken", "uptake"):
+        for name in ("state", "_planned", "_eating", "_last_cho", "_last_qsto", "_last_taken", "uptake", "sensitivity"):
             value = getattr(self, name)
             setattr(copy, name, np.concatenate([value] * times, axis=0))
         return copy
@@ -272,10 +275,10 @@ class PatientBatch:
         cho_mg = cho * 1000.0
         x, h = self.state.T.copy(), 1.0 / SUBSTEPS
         for _ in range(SUBSTEPS):
-            k1 = _derivative(x, cho_mg, insulin, safe, gut, r, self.uptake)
-            k2 = _derivative(x + 0.5 * h * k1, cho_mg, insulin, safe, gut, r, self.uptake)
-            k3 = _derivative(x + 0.5 * h * k2, cho_mg, insulin, safe, gut, r, self.uptake)
-            k4 = _derivative(x + h * k3, cho_mg, insulin, safe, gut, r, self.uptake)
+            k1 = _derivative(x, cho_mg, insulin, safe, gut, r, self.uptake, self.sensitivity)
+            k2 = _derivative(x + 0.5 * h * k1, cho_mg, insulin, safe, gut, r, self.uptake, self.sensitivity)
+            k3 = _derivative(x + 0.5 * h * k2, cho_mg, insulin, safe, gut, r, self.uptake, self.sensitivity)
+            k4 = _derivative(x + h * k3, cho_mg, insulin, safe, gut, r, self.uptake, self.sensitivity)
             x = x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
         self.state = x.T.copy()
         self.minute += 1

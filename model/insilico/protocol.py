@@ -24,12 +24,17 @@ SCENARIOS = {
     "exercise": "45 min of moderate exercise in the afternoon on about half the days, reported to the advisor",
     "poor_habit": "during the warm-up the patient's own doses are 30 % too high",
     "new_patient": "no warm-up: the advisor meets the patient on day 1 and knows only the profile (weight, age)",
+    "steroids": "insulin sensitivity 40 % lower from trial day 3 for 5 days, then back over 3 days; the advisor "
+    "is told (a profile with steroids: true at the start, false once the course ends)",
+    "underdosed_habit": "during the warm-up the patient's own meal doses are 40 % too low (titration must find "
+    "the need)",
     "basal_error": "during the warm-up the patient's own basal is 70 % of need (every other patient) or 130 % "
     "(the others); the advisor's basal must find the need",
     "not_eating": "no meal is announced before its reading; after it the meal is skipped with probability 0.2, and "
     "about one day in five the patient is nil by mouth (npo) from 05:00 to 21:30",
 }
 SKIP_AFTER_READING = 0.2
+STEROIDS_FROM, STEROIDS_DAYS, STEROIDS_TAPER_DAYS, STEROIDS_SENSITIVITY = 2, 5, 3, 0.6
 NPO_DAY = 0.2
 NPO_FROM, NPO_UNTIL = 5 * 60, 21 * 60 + 30
 
@@ -65,6 +70,23 @@ class Protocol:
     @property
     def effective_warmup_days(self) -> int:
         return 0 if self.scenario == "new_patient" else self.warmup_days
+
+    def sensitivity(self, trial_minute: int) -> float:
+        """Insulin sensitivity against the patient's own at this minute of the trial (``steroids``)."""
+        if self.scenario != "steroids":
+            return 1.0
+        day = trial_minute / 1440.0
+        if STEROIDS_FROM <= day < STEROIDS_FROM + STEROIDS_DAYS:
+            return STEROIDS_SENSITIVITY
+        taper = day - STEROIDS_FROM - STEROIDS_DAYS
+        if 0 <= taper < STEROIDS_TAPER_DAYS:
+            return STEROIDS_SENSITIVITY + (1 - STEROIDS_SENSITIVITY) * taper / STEROIDS_TAPER_DAYS
+        return 1.0
+
+    @property
+    def habit_scale(self) -> float:
+        """The patient's own meal doses during the warm-up against the basal-bolus rule's."""
+        return {"poor_habit": 1.3, "underdosed_habit": 0.6}.get(self.scenario, 1.0)
 
     def basal_factor(self, key: int) -> float:
         """The patient's own basal during the warm-up against their need (``basal_error``: 0.7 or 1.3)."""

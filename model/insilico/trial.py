@@ -26,7 +26,18 @@ from .basal import BasalSupply
 from .cgm import SAMPLE_MIN, CgmStreams
 from .metrics import GlucoseMetrics, glucose_metrics
 from .patient import Cohort, PatientBatch
-from .protocol import NPO_FROM, NPO_UNTIL, DayPlan, Meal, Protocol, day_plan, metered, uptake_by_minute
+from .protocol import (
+    NPO_FROM,
+    NPO_UNTIL,
+    STEROIDS_DAYS,
+    STEROIDS_FROM,
+    DayPlan,
+    Meal,
+    Protocol,
+    day_plan,
+    metered,
+    uptake_by_minute,
+)
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # day 0 of the warm-up, a Monday
 BASAL_REPORT_MINUTE = 6 * 60  # the day's basal infusion reported to the advisor as one long-acting dose
@@ -183,6 +194,8 @@ def _simulate_day(
         clock[0] = day_start + timedelta(minutes=minute)
         carbs = np.zeros(len(rows_patient))
         insulin = supply.at(day_minute + minute)
+        if trace is not None and protocol.scenario == "steroids":
+            batch.sensitivity[:] = protocol.sensitivity(offset + minute)
         for row, uptake in uptakes.items():
             batch.uptake[row] = uptake[minute]
         for row, item in day.at.get(minute, ()):
@@ -276,12 +289,16 @@ def run_seed(
     rows = [_Row(make_arm(arm, names[p], terms[p], model, safety, clock, device), p) for arm in arms for p in range(n)]
     warmup = protocol.effective_warmup_days
     total = warmup + protocol.days
-    habit_scale = 1.3 if protocol.scenario == "poor_habit" else 1.0
-    for row in rows:  # what a ward knows of a patient on arrival: weight, age, type 1 diabetes
-        profile = PatientProfile(
-            round(float(weights[row.patient]), 1), float(cohort.age[row.patient]), "type1", insulin_naive=False
-        )
-        _report(row.arm, Event("profile", "", START, Kind.PROFILE, profile=profile))
+    habit_scale = protocol.habit_scale
+
+    def profile_of(patient: int, steroids: bool | None = None) -> Event:
+        """What a ward knows of a patient: weight, age, type 1 diabetes (and, when told, steroids)."""
+        weight, age = round(float(weights[patient]), 1), float(cohort.age[patient])
+        profile = PatientProfile(weight, age, "type1", insulin_naive=False, steroids=steroids)
+        return Event("profile", "", clock[0], Kind.PROFILE, profile=profile)
+
+    for row in rows:
+        _report(row.arm, profile_of(row.patient))
 
     # --- warm-up: each patient once, dosing by habit; every arm of the patient sees the same log
     batch = PatientBatch(cohort)
@@ -381,8 +398,13 @@ def run_seed(
     carry_rows = [
         (minute, row) for minute, patient in carry for row in range(len(rows)) if rows_patient[row] == patient
     ]
+    course = {STEROIDS_FROM: True, STEROIDS_FROM + STEROIDS_DAYS: False} if protocol.scenario == "steroids" else {}
     for day in range(protocol.days):
         plans = [day_plan(protocol, seed, keys[p], warmup + day, float(weights[p])) for p in range(n)]
+        if day in course:  # the ward tells the device the steroid course started, or ended
+            clock[0] = START + timedelta(days=warmup + day)
+            for row in rows:
+                _report(row.arm, profile_of(row.patient, course[day]))
         carry_rows = _simulate_day(
             trial,
             rows_patient,
