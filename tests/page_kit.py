@@ -58,6 +58,15 @@ def wait_text(page, selector: str, predicate_js: str, timeout: int = 20000) -> N
     )
 
 
+def sign_in(page, user: str, pin: str) -> None:
+    """Sign in on the page's dialog and wait until the header names the user."""
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("User or badge").fill(user)
+    page.get_by_label("PIN").fill(pin)
+    page.get_by_role("button", name="Sign in", exact=True).last.click()
+    wait_text(page, "#user-button", f"t === 'Sign out {user}'")
+
+
 def dose_waiting(device, publisher, watcher, patient: str, event_id: str, mg_dl: float = 180, age_min: float = 0):
     """A patient's history, then a pre-meal reading: the device answers with a dose."""
     now = datetime.now(UTC)

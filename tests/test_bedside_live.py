@@ -22,7 +22,7 @@ from tools.station import Station
 
 from . import event_factory
 from .device_process import DeviceProcess
-from .page_kit import PHONE, SMALL, dose_waiting, rows, wait_text
+from .page_kit import PHONE, SMALL, dose_waiting, rows, sign_in, wait_text
 
 pytestmark = pytest.mark.e2e
 ENTRY_KINDS = ("glucose", "meal", "hypo_symptoms", "exercise", "insulin", "nutrition", "profile")
@@ -151,8 +151,11 @@ def test_the_ward_on_a_phone_shows_every_cell(browser, bedside, artifacts):
             || td.scrollWidth > td.clientWidth + 1).map((td) => td.textContent)"""
     )
     assert cut == [] and page.evaluate("document.documentElement.scrollWidth") <= 390
-    assert page.locator("#ward-rows td").first.evaluate("td => getComputedStyle(td, '::before').content") == (
-        '"Patient: "'
+    # each cell is labelled on a phone; the rows are re-rendered on every refresh, so read a rendered one
+    page.wait_for_function(
+        """() => { const td = document.querySelector('#ward-rows td');
+            return td && getComputedStyle(td, '::before').content === '"Patient: "'; }""",
+        timeout=20000,
     )
     page.screenshot(path=str(artifacts / "ward-phone.png"), full_page=True)
     page.close()
@@ -353,11 +356,7 @@ def test_a_nurse_gives_a_reason_for_a_dose_above_the_limit(browser, bedside):
     page = browser.new_page(viewport=SMALL)
     page.goto(device.url + "?patient=p-big")
     wait_text(page, "#status-word", "t === 'Suggested dose'")
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_label("User or badge").fill("ann")
-    page.get_by_label("PIN").fill("4711")
-    page.get_by_role("button", name="Sign in", exact=True).last.click()
-    wait_text(page, "#user-button", "t === 'Sign out ann'")
+    sign_in(page, "ann", "4711")
     asked: list[str] = []
 
     def answer(dialog) -> None:
@@ -381,11 +380,7 @@ def test_a_nurse_starts_a_new_patient_from_the_weight(browser, bedside):
     device.add_user("ann", "nurse", "4711")
     page = browser.new_page(viewport=SMALL)
     page.goto(device.url + "?patient=p-new")
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_label("User or badge").fill("ann")
-    page.get_by_label("PIN").fill("4711")
-    page.get_by_role("button", name="Sign in", exact=True).last.click()
-    wait_text(page, "#user-button", "t === 'Sign out ann'")
+    sign_in(page, "ann", "4711")
     page.get_by_role("button", name="Weight (profile)").click()
     page.get_by_label("Body weight, kg").fill("72")
     page.get_by_role("button", name="Type 2").click()
