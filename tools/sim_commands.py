@@ -17,21 +17,32 @@ GROUPS = ("child", "adolescent", "adult")
 
 def _names(value: str) -> list[str]:
     from model.insilico.patient import patient_names
+    from model.insilico.population import held_out_names, virtual_patient
 
     every = patient_names()
     if value == "all":
         return every
     chosen: list[str] = []
     for part in (p.strip() for p in value.split(",") if p.strip()):
+        group = part.removeprefix("held-out:")
         if part in GROUPS:
             chosen += [n for n in every if n.startswith(part + "#")]
         elif part in every:
             chosen.append(part)
+        elif part == "held-out":
+            chosen += held_out_names()
+        elif part.startswith("held-out:") and group in GROUPS:
+            chosen += held_out_names(groups=(group,))
         else:
-            raise click.BadParameter(
-                f"{part!r} is neither a group ({', '.join(GROUPS)}) nor a virtual patient such as adult#001",
-                param_hint="--patients",
-            )
+            try:
+                virtual_patient(part)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{part!r} is neither a group ({', '.join(GROUPS)}), held-out, held-out:GROUP nor a virtual "
+                    "patient such as adult#001 or adult#h001",
+                    param_hint="--patients",
+                ) from None
+            chosen.append(part)
     return list(dict.fromkeys(chosen))
 
 
@@ -69,7 +80,8 @@ class _Progress:
     "--patients",
     default="all",
     show_default=True,
-    help="all, a group (child, adolescent, adult) or virtual patients, comma-separated.",
+    help="all, a group (child, adolescent, adult), held-out (100 new patients per group, docs/insilico.md), "
+    "held-out:GROUP, or virtual patients (adult#001, adult#h001), comma-separated.",
 )
 @click.option(
     "--arms",

@@ -56,22 +56,32 @@ class Cohort:
 
     @classmethod
     def of(cls, names: list[str]) -> Cohort:
+        """simglucose's patients by name (``adult#001``) and held-out ones (``adult#h001``, population.py)."""
+        from .population import is_held_out, virtual_patient
+
         table = {row["Name"]: row for row in _csv("vpatient_params.csv")}
         quest = {row["Name"]: row for row in _csv("Quest.csv")}
-        unknown = [n for n in names if n not in table]
+        unknown = [n for n in names if n not in table and not is_held_out(n)]
         if unknown:
             raise ValueError(f"unknown virtual patient(s): {', '.join(unknown)}")
-        rows = [table[n] for n in names]
+        drawn = {n: virtual_patient(n) for n in names if is_held_out(n)}
+        rows = [{p: str(drawn[n].params[p]) for p in PARAMETERS} if n in drawn else table[n] for n in names]
         params = {p: np.array([float(r[p]) for r in rows]) for p in PARAMETERS}
-        initial = np.array([[float(r[k]) for k in list(r)[2:15]] for r in rows])
+        initial = np.array(
+            [drawn[n].initial if n in drawn else [float(v) for v in list(table[n].values())[2:15]] for n in names]
+        )
+
+        def therapy(field: str, attribute: str) -> np.ndarray:
+            return np.array([getattr(drawn[n], attribute) if n in drawn else float(quest[n][field]) for n in names])
+
         return cls(
             tuple(names),
             params,
             initial,
-            np.array([float(quest[n]["CR"]) for n in names]),
-            np.array([float(quest[n]["CF"]) for n in names]),
-            np.array([float(quest[n]["TDI"]) for n in names]),
-            np.array([float(quest[n]["Age"]) for n in names]),
+            therapy("CR", "carb_ratio"),
+            therapy("CF", "correction_factor"),
+            therapy("TDI", "total_daily_insulin"),
+            therapy("Age", "age"),
         )
 
     @property
@@ -83,8 +93,10 @@ class Cohort:
     def keys(self) -> list[int]:
         """Each patient's place in simglucose's list of 30: its random streams depend on it, not on
         which other patients share the run, so a patient's trial is the same alone or in a cohort."""
+        from .population import is_held_out, key_of
+
         order = {name: i for i, name in enumerate(patient_names())}
-        return [order[n] for n in self.names]
+        return [key_of(n) if is_held_out(n) else order[n] for n in self.names]
 
     @property
     def groups(self) -> list[str]:

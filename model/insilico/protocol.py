@@ -30,6 +30,8 @@ SCENARIOS = {
     "the need)",
     "basal_error": "during the warm-up the patient's own basal is 70 % of need (every other patient) or 130 % "
     "(the others); the advisor's basal must find the need",
+    "dawn": "insulin sensitivity varies within the day: each patient's own morning, afternoon and evening levels "
+    "(day to day ±10 %) and a dawn phenomenon, 15–35 % less sensitive from 03:00 to 08:00 (UVA/Padova 2017)",
     "not_eating": "no meal is announced before its reading; after it the meal is skipped with probability 0.2, and "
     "about one day in five the patient is nil by mouth (npo) from 05:00 to 21:30",
 }
@@ -119,12 +121,46 @@ class DayPlan:
     skipped: frozenset[int] = frozenset()  # minutes of pre-meal readings whose meal is not eaten
     npo: bool = False  # nil by mouth from NPO_FROM to NPO_UNTIL (recorded as nutrition events)
     ask: bool = False  # meals are not announced with their reading: the person asks whether the patient eats
+    sensitivity: np.ndarray | None = None  # (1440,) insulin sensitivity by minute of the day (scenario dawn)
 
 
 EXERCISE_MIN = 45
 EXERCISE_AFTER_MIN = 180
 EXERCISE_UPTAKE = 1.5  # glucose utilisation during exercise, × rest
 EXERCISE_AFTER_UPTAKE = 1.25  # for EXERCISE_AFTER_MIN after it
+
+
+DAWN = (3 * 60, 6 * 60, 8 * 60)  # the dawn phenomenon starts, is deepest, and has passed (minutes of the day)
+DAWN_DEPTH = (0.15, 0.35)  # less sensitive at its deepest, drawn per patient
+PERIODS = (4 * 60, 11 * 60, 17 * 60)  # morning, afternoon and evening levels begin (the evening runs to 04:00)
+PERIOD_SPREAD = 0.2  # log-normal sigma of a patient's level in each period
+DAY_TO_DAY = 0.1  # log-normal sigma of a day's levels around the patient's own
+RAMP_MIN = 60  # a level changes smoothly over an hour
+
+
+def within_day_sensitivity(seed: int, patient: int, day: int) -> np.ndarray:
+    """Insulin sensitivity by minute of one day (scenario ``dawn``), against the patient's average.
+
+    As the UVA/Padova 2017 simulator describes it: a patient's own sensitivity differs between
+    the morning, the afternoon and the evening (drawn per patient and seed, varied day to day), and
+    the liver's glucose output rises before waking (the dawn phenomenon: sensitivity of the liver and
+    tissues lower from 03:00, deepest at 06:00, gone by 08:00). The model's sensitivity multiplier
+    acts on insulin's suppression of glucose production and on its uptake into tissues.
+    """
+    own = np.random.default_rng([seed, patient, 7])
+    levels = own.lognormal(0.0, PERIOD_SPREAD, size=3)
+    levels /= np.exp(np.log(levels).mean())  # the patient's own average stays theirs
+    depth = own.uniform(*DAWN_DEPTH)
+    today = levels * np.random.default_rng([seed, patient, day, 7]).lognormal(0.0, DAY_TO_DAY, size=3)
+    minutes = np.arange(1440)
+    period = np.searchsorted(PERIODS, minutes, side="right") - 1  # -1: before 04:00, the evening's
+    step = today[period]
+    kernel = np.ones(RAMP_MIN) / RAMP_MIN
+    padded = np.concatenate([step[-RAMP_MIN:], step, step[:RAMP_MIN]])
+    smooth = np.convolve(padded, kernel, mode="same")[RAMP_MIN:-RAMP_MIN]
+    start, deepest, end = DAWN
+    dawn = np.interp(minutes, [start, deepest, end], [0.0, depth, 0.0], left=0.0, right=0.0)
+    return smooth * (1.0 - dawn)
 
 
 def uptake_by_minute(plan: DayPlan) -> np.ndarray | None:
@@ -187,6 +223,7 @@ def day_plan(protocol: Protocol, seed: int, patient: int, day: int, body_weight:
         skipped,
         npo,
         protocol.scenario == "not_eating",
+        within_day_sensitivity(seed, patient, day) if protocol.scenario == "dawn" else None,
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import CONSENSUS_TARGETS
+from .population import is_held_out
 from .protocol import SCENARIOS, Protocol
 from .trial import ArmResult
 
@@ -62,13 +63,55 @@ def _median(results: list[ArmResult], metric: str) -> float:
     return float(np.median([getattr(r.metrics, metric) for r in results]))
 
 
-def bars(results: list[ArmResult]) -> list[Bar]:
+LATE_BARS = {"new_patient": 3, "underdosed_habit": 7}  # scenario -> the trial day from which its bar is judged
+
+
+def _from_day(rows: list[ArmResult], day: int, metric: str) -> float:
+    """Median over patients of a daily metric (``daily_tir``, ``daily_tbr_70``) from trial ``day`` on."""
+    return float(np.median([np.mean(getattr(r, metric)[day - 1 :]) for r in rows]))
+
+
+def _late_bar(
+    group: str, scenario: str, adv: list[ArmResult], err: list[ArmResult], oracle: list[ArmResult]
+) -> list[Bar]:
+    """new_patient: from day 3 at least 70 % in range, no more time <70 than carb_error; underdosed_habit:
+    within 5 points of the oracle by day 7."""
+    day = LATE_BARS.get(scenario)
+    if day is None or len(adv[0].daily_tir) < day:
+        return []
+    tir = _from_day(adv, day, "daily_tir")
+    if scenario == "new_patient":
+        low, err_low = _from_day(adv, day, "daily_tbr_70"), _from_day(err, day, "daily_tbr_70")
+        return [
+            Bar(group, f"from day {day}: median time in range at least 70 %", f"{tir:.1f} %", tir >= 70.0),
+            Bar(
+                group,
+                f"from day {day}: median time <70 no higher than carb_error",
+                f"{low:.2f} % vs {err_low:.2f} %",
+                low <= err_low,
+            ),
+        ]
+    if not oracle:
+        return []
+    best = _from_day(oracle, day, "daily_tir")
+    return [
+        Bar(
+            group,
+            f"from day {day}: median time in range within 5 points of the oracle",
+            f"{tir:.1f} % vs {best:.1f} %",
+            tir >= best - 5.0,
+        )
+    ]
+
+
+def bars(results: list[ArmResult], scenario: str = "standard") -> list[Bar]:
     """The issue's bars for the advisor as a person follows it, by age group."""
     out = []
     for group in GROUP_ORDER:
         adv, err, oracle = (_by(results, a, group) for a in ("advisor", "carb_error", "oracle"))
         if not adv or not err:
             continue
+        out += _late_bar(group, scenario, adv, err, oracle)
         a70, e70 = _median(adv, "tbr_70"), _median(err, "tbr_70")
         out.append(
             Bar(
@@ -143,7 +186,7 @@ def summary(results: list[ArmResult], protocol: Protocol, seconds: float) -> dic
         "by_arm_and_group": table,
         "statuses": statuses,
         "rules": rules,
-        "bars": [b.__dict__ for b in bars(results)],
+        "bars": [b.__dict__ for b in bars(results, protocol.scenario)],
     }
 
 
@@ -193,6 +236,8 @@ def write_report(
             "skipped_meal_doses": r.skipped_meal_doses,
             "snacks": r.snacks,
             "plan_doses": r.plan_doses,
+            "daily_tir": list(r.daily_tir),
+            "daily_tbr_70": list(r.daily_tbr_70),
             "collapsed": r.collapsed,
         }
         for r in results
@@ -211,7 +256,7 @@ def _markdown(results: list[ArmResult], data: dict, protocol: Protocol, plots: b
     lines = [
         "# In-silico trial of the advisor",
         "",
-        f"simglucose's UVA/Padova 2008 virtual patients ({len(data['patients'])}), seeds {data['seeds']}, "
+        f"{_population(data['patients'])}, seeds {data['seeds']}, "
         f"{protocol.effective_warmup_days} warm-up days then {protocol.days} trial days, scenario "
         f"`{protocol.scenario}` ({SCENARIOS[protocol.scenario]}), "
         f"{'four finger-sticks a day and a CGM reading every 5 min' if protocol.cgm else 'four finger-sticks a day'}. "
@@ -279,6 +324,19 @@ def _markdown(results: list[ArmResult], data: dict, protocol: Protocol, plots: b
             "",
         ]
     return "\n".join(lines)
+
+
+def _population(patients: list[str]) -> str:
+    """Which virtual patients: simglucose's, the held-out ones (population.py), or both."""
+    held = sum(is_held_out(p) for p in patients)
+    own = len(patients) - held
+    parts = [f"simglucose's UVA/Padova 2008 virtual patients ({own})"] if own else []
+    if held:
+        parts.append(
+            f"held-out virtual patients ({held}) drawn from the distribution of simglucose's parameters, never used "
+            "to choose rules"
+        )
+    return " and ".join(parts)
 
 
 def _doses_cell(row: dict) -> str:

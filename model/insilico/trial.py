@@ -67,6 +67,8 @@ class ArmResult:
     skipped_meals: int = 0  # pre-meal readings whose meal the patient did not eat (scenario not_eating)
     skipped_meal_doses: int = 0  # meal insulin given at them (a correction alone is not counted)
     basal_per_day: float = 0.0  # basal insulin a day: the infusion (rule arms) or the long-acting doses given
+    daily_tir: tuple[float, ...] = ()  # time in range 70–180 on each trial day, %
+    daily_tbr_70: tuple[float, ...] = ()  # time below 70 on each trial day, %
     collapsed: str = ""  # "warm-up" or "trial" when the simulated glucose collapsed (PatientBatch.collapsed)
     trace: np.ndarray | None = None  # true glucose per minute of the trial (float32)
 
@@ -180,6 +182,7 @@ def _simulate_day(
     supply, ask_basal = basal
     day = _plan_day(plans, rows_patient, carry, sensor is not None, protocol.bedtime + 1)
     uptakes = {row: u for row, p in enumerate(rows_patient) if (u := uptake_by_minute(plans[p])) is not None}
+    within_day = {row: s for row, p in enumerate(rows_patient) if (s := plans[p].sensitivity) is not None}
     next_day: list[tuple[int, int]] = []
     day_minute = int((day_start - START).total_seconds() // 60)
 
@@ -196,6 +199,8 @@ def _simulate_day(
         insulin = supply.at(day_minute + minute)
         if trace is not None and protocol.scenario == "steroids":
             batch.sensitivity[:] = protocol.sensitivity(offset + minute)
+        for row, sensitivity in within_day.items():
+            batch.sensitivity[row] = sensitivity[minute]
         for row, uptake in uptakes.items():
             batch.uptake[row] = uptake[minute]
         for row, item in day.at.get(minute, ()):
@@ -453,11 +458,19 @@ def run_seed(
                     else float(supply.rate[index]) * 1440.0,
                     2,
                 ),
+                daily_tir=_daily(trace, lambda g: (g >= 70.0) & (g <= 180.0)),
+                daily_tbr_70=_daily(trace, lambda g: g < 70.0),
                 collapsed="warm-up" if warm_collapsed[row.patient] else "trial" if trial.collapsed[index] else "",
                 trace=trace if keep_traces else None,
             )
         )
     return results
+
+
+def _daily(trace: np.ndarray, inside: Callable[[np.ndarray], np.ndarray]) -> tuple[float, ...]:
+    """The share of each day's minutes (in %) whose glucose is ``inside``."""
+    days = trace[: len(trace) // 1440 * 1440].reshape(-1, 1440)
+    return tuple(round(100.0 * float(v), 2) for v in inside(days).mean(axis=1))
 
 
 def _observe_reading(arm: Arm, reading: Reading) -> None:
