@@ -8,6 +8,7 @@ network thread; the bedside page reads :meth:`Advisor.patient_view`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ from preprocessing.features import (
 )
 from preprocessing.validation import ValidationError, decode_event
 
+from .basal_time import basal_answer_due, basal_request_id
 from .check_schedule import next_check
 from .config import ChecksConfig, SafetyConfig
 from .decision import decision_inputs
@@ -462,6 +464,42 @@ class Advisor:
             warnings = self._likely_duplicate_dose(event)
         self.touch(event.patient)
         return None, warnings
+
+    # ------------------------------------------------------------- basal time
+    def answer_basal_times(self) -> list[Suggestion | ErrorMessage]:
+        """Answer the long-acting dose of each patient whose basal time has come (device/basal_time.py)."""
+        messages: list[Suggestion | ErrorMessage] = []
+        if self.checks.default.basal_time is None and not any(s.basal_time for s in self.checks.patients.values()):
+            return messages
+        now = self.now()
+        for patient in sorted(set(self.profiles) | set(self.store.patients_with_profile())):
+            raw = self._basal_request(patient, now)
+            if raw is not None:
+                messages += self.handle(raw).messages
+        return messages
+
+    def _basal_request(self, patient: str, now: datetime) -> bytes | None:
+        """The day's basal request of ``patient`` when it is due now and not made yet, as an event payload."""
+        schedule = self.checks.for_patient(patient)
+        if schedule.basal_time is None:
+            return None
+        live = self.live_answer(patient)
+        due = basal_answer_due(
+            schedule.basal_time,
+            now,
+            self.zone,
+            self._newest_reading(patient),
+            self.safety.for_patient(patient).stale_glucose_min,
+            schedule.counts_within_min,
+            live is not None and (live.is_dose or bool(live.carbs_g)),
+        )
+        if due is None:
+            return None
+        event_id = basal_request_id(patient, due)
+        if self.store.has_event(event_id) or event_id in self._held_events or self.plan(patient).plan is None:
+            return None
+        payload = {"id": event_id, "patient": patient, "ts": now.isoformat(), "kind": "request", "insulin": "long"}
+        return json.dumps(payload).encode()
 
     # ------------------------------------------------------------ live answers
     def live_answer(self, patient: str) -> Suggestion | None:

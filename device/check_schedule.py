@@ -26,7 +26,7 @@ def minute_of_day(text: str) -> int:
     """``"HH:MM"`` → minutes after midnight; raises :class:`ScheduleError` naming the value."""
     hours, sep, mins = text.partition(":")
     if not (sep and hours.isdigit() and mins.isdigit() and len(mins) == 2 and int(hours) < 24 and int(mins) < 60):
-        raise ScheduleError(f"check time {text!r} must be HH:MM (00:00–23:59)")
+        raise ScheduleError(f"time {text!r} must be HH:MM (00:00–23:59)")
     return int(hours) * 60 + int(mins)
 
 
@@ -36,12 +36,15 @@ class CheckSchedule:
 
     times: tuple[str, ...] = DEFAULT_CHECK_TIMES
     counts_within_min: int = DEFAULT_COUNTS_WITHIN_MIN
+    basal_time: str | None = None  # HH:MM: the device answers the long-acting dose by itself (device/basal_time.py)
     _minutes: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.times:
             raise ScheduleError("a check schedule needs at least one time")
         minutes = sorted({minute_of_day(t) for t in self.times})
+        if self.basal_time is not None:
+            minute_of_day(self.basal_time)
         if not 0 <= self.counts_within_min <= 120:
             raise ScheduleError("counts_within_min must be in [0, 120] minutes")
         object.__setattr__(self, "_minutes", tuple(minutes))

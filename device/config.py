@@ -25,9 +25,11 @@ A config file (TOML, or JSON by extension) and the command-line options describe
 
     [checks]                       # glucose checks: before meals and at bedtime (ward time)
     times = ["07:30", "11:30", "17:30", "22:00"]
+    basal_time = "22:00"           # the device answers the long-acting dose then (device/basal_time.py)
 
     [checks.patients."p-21"]
     times = ["07:00", "12:00", "18:00", "21:30", "03:00"]
+    basal_time = "08:00"
 """
 
 from __future__ import annotations
@@ -250,24 +252,39 @@ class ChecksConfig:
 
 
 def _checks(data: object, where: str) -> ChecksConfig:
-    """The ``[checks]`` section: ``times``, ``counts_within_min`` and ``patients.<id>.times``."""
+    """The ``[checks]`` section: ``times``, ``counts_within_min``, ``basal_time`` and
+    ``patients.<id>.times`` / ``patients.<id>.basal_time``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a table of settings")
-    unknown = sorted(set(data) - {"times", "counts_within_min", "patients"})
+    unknown = sorted(set(data) - {"times", "counts_within_min", "basal_time", "patients"})
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(f'{where}.{k}' for k in unknown)}")
     patients_raw = data.get("patients", {})
     if not isinstance(patients_raw, dict) or not all(
-        isinstance(v, dict) and set(v) <= {"times"} for v in patients_raw.values()
+        isinstance(v, dict) and set(v) <= {"times", "basal_time"} for v in patients_raw.values()
     ):
-        raise ConfigError(f"{where}.patients.<id> must be a table with 'times' only")
+        raise ConfigError(f"{where}.patients.<id> must be a table with 'times' and 'basal_time' only")
     within = data.get("counts_within_min", DEFAULT_COUNTS_WITHIN_MIN)
     if isinstance(within, bool) or not isinstance(within, int):
         raise ConfigError(f"{where}.counts_within_min must be an integer")
+
+    def basal(values: dict, fallback: str | None, at: str) -> str | None:
+        value = values.get("basal_time", fallback)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{at}.basal_time must be a time as HH:MM")
+        return value
+
     try:
-        default = CheckSchedule(parse_times(data.get("times", DEFAULT_CHECK_TIMES), f"{where}.times"), within)
+        ward_basal = basal(data, None, where)
+        default = CheckSchedule(
+            parse_times(data.get("times", DEFAULT_CHECK_TIMES), f"{where}.times"), within, ward_basal
+        )
         patients = {
-            str(pid): CheckSchedule(parse_times(v.get("times", default.times), f"{where}.patients.{pid}.times"), within)
+            str(pid): CheckSchedule(
+                parse_times(v.get("times", default.times), f"{where}.patients.{pid}.times"),
+                within,
+                basal(v, ward_basal, f"{where}.patients.{pid}"),
+            )
             for pid, v in patients_raw.items()
         }
     except ScheduleError as exc:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import replace
@@ -152,6 +153,17 @@ class DeviceService:
         if time.monotonic() >= self._next_alert_check:
             self._next_alert_check = time.monotonic() + self.config.alert_check_s
             self.raise_alerts()
+            self.answer_basal_times()
+
+    def answer_basal_times(self) -> None:
+        """Publish the basal answers whose time has come ([checks] basal_time; device/basal_time.py)."""
+        try:
+            messages = self.advisor.answer_basal_times()
+        except (StoreError, sqlite3.Error) as exc:
+            log.warning("basal-time answers not made: %s", exc)
+            return
+        for message in messages:
+            self.link.send(message)
 
     def raise_alerts(self) -> list[Alert]:
         """Announce each newly overdue check once on ``alerts`` (kept in SQLite, so once across restarts)."""

@@ -323,6 +323,11 @@ class Store:
             )
         ]
 
+    def patients_with_profile(self) -> list[str]:
+        """Patients with a ``profile`` event (a dosing plan), in order."""
+        rows = self._read("SELECT DISTINCT patient FROM events WHERE kind = ? ORDER BY patient", (Kind.PROFILE.value,))
+        return [r[0] for r in rows]
+
     def note_patient(self, patient: str) -> None:
         """Know a patient without an event (a visit history arrived first)."""
         self._write("INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?)", _patient_row(patient))
