@@ -101,6 +101,32 @@ def test_a_dose_is_given_once_and_the_page_says_by_whom(browser, bedside, artifa
     page.close()
 
 
+def test_a_late_answer_for_the_patient_before_never_shows_under_the_next(browser, bedside):
+    """The nurse steps from p-a to p-b while p-a's view is still on its way: p-a's dose must not appear."""
+    device, publisher, watcher = bedside
+    dose = dose_waiting(device, publisher, watcher, "p-a", "g-a")
+    assert dose.status == "suggest"
+    publisher.publish(event_factory.glucose("g-b", "p-b", datetime.now(UTC), 120, context="unspecified"))
+    assert watcher.wait_for(lambda w: w.suggestion_for("g-b"), 8)
+    page = browser.new_page(viewport=SMALL)
+    page.goto(device.url + "?patient=p-b")
+    page.wait_for_function("() => document.getElementById('suggestion').dataset.patient === 'p-b'")
+    page.wait_for_function("() => [...document.querySelectorAll('#patient option')].some(o => o.value === 'p-a')")
+    held = []
+    page.route("**/api/patients/p-a", lambda route: held.append(route))
+    with page.expect_request("**/api/patients/p-a"):
+        page.select_option("#patient", "p-a")
+    page.select_option("#patient", "p-b")
+    page.wait_for_function("() => document.getElementById('suggestion').dataset.patient === 'p-b'")
+    with page.expect_response("**/api/patients/p-a") as late:
+        held[0].continue_()
+    late.value.finished()
+    page.evaluate("() => new Promise((done) => setTimeout(done, 100))")  # let the page handle what arrived
+    assert page.eval_on_selector("#suggestion", "el => el.dataset.patient") == "p-b"
+    assert page.input_value("#patient") == "p-b" and page.inner_text("#status-word") != "Suggested dose"
+    page.close()
+
+
 def test_a_different_dose_or_none_needs_a_reason(browser, bedside, artifacts):
     device, publisher, watcher = bedside
     suggestion = dose_waiting(device, publisher, watcher, "p-2", "g-a")
