@@ -658,7 +658,10 @@ def _due(inputs: DecisionInputs, profile: SafetyProfile, model_problem: str | No
         )
         rules.append("physiological_guard")
         units = lowered
-    meal_ceiling = min(cap, ceiling)
+    # A meal dose is rounded to the nearest pen step, as by the plan: always down would shave up to a
+    # step off every small dose and, copied into the history, ratchet a child's doses down. Below the
+    # target it is rounded down.
+    meal_ceiling = min(cap, ceiling) + (profile.pen_step_units / 2 if g >= profile.target_mg_dl else 0.0)
     reduced = _after_low(_titrated(units, inputs, profile, reasons, rules), inputs, profile, reasons, rules)
     if reduced < units:
         units = meal_ceiling = reduced  # rounded down from here

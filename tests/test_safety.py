@@ -266,7 +266,7 @@ CASES = [
         "cap above the usual dose, then the guard",
         {"model_units": 14.0},
         SUGGEST,
-        6.0,
+        6.5,
         ["above_usual_cap", "physiological_guard", "pen_step"],
         "above the usual dose",
     ),
@@ -274,9 +274,25 @@ CASES = [
         "insulin on board lowers through the guard",
         {"iob_units": 2.0},
         SUGGEST,
-        4.0,
+        4.5,
         ["physiological_guard", "pen_step"],
         "still on board",
+    ),
+    (
+        "over the target the guard's dose is rounded to the nearest pen step",
+        {"glucose_mg_dl": 125.0, "model_units": 7.0},  # guard 5 + 15 / 37.5 = 5.4 U
+        SUGGEST,
+        5.5,
+        ["physiological_guard", "pen_step"],
+        "Rounded up from 5.40 U",
+    ),
+    (
+        "under the target it is rounded down",
+        {"glucose_mg_dl": 102.0, "model_units": 7.0},  # guard 5 − 8 / 37.5 = 4.79 U
+        SUGGEST,
+        4.5,
+        ["physiological_guard", "pen_step"],
+        "Rounded down from 4.79 U",
     ),
     ("tiny insulin on board ignored", {"iob_units": 0.3}, SUGGEST, 5.0, ["pen_step"], None),
     (
@@ -389,7 +405,7 @@ CASES = [
         "carbs bounded by the guard",
         {"due": "meal", "carbs_g": 75.0, "usual_carbs_g": 30.0, "largest_dose": 12.0},
         SUGGEST,
-        7.0,
+        7.5,
         ["meal_carbs", "physiological_guard", "pen_step"],
         "physiological guard",
     ),
@@ -510,7 +526,8 @@ def test_no_model_loaded_is_named_when_a_dose_is_due():
 @pytest.mark.parametrize("glucose", [70.0, 110.0, 240.0, 420.0])
 def test_a_due_dose_never_exceeds_the_model_number_or_a_limit(model_units, iob, given_24h, glucose):
     """With no meal adjustment the supervisor only lowers the model's number (but for rounding to the
-    nearest pen step), and never passes a limit or the guard."""
+    nearest pen step), never passes a limit, and passes the guard only by rounding to the nearest pen
+    step at or above the target (below it, down)."""
     inputs = DecisionInputs(
         **(
             BASE
@@ -523,7 +540,8 @@ def test_a_due_dose_never_exceeds_the_model_number_or_a_limit(model_units, iob, 
     assert verdict.units <= min(profile.max_single_units, 1.5 * 8.0)
     assert verdict.units + given_24h <= 2.0 * 20.0 + 1e-9
     ceiling = 5.0 + (glucose - profile.target_mg_dl) / 37.5 - (iob if iob >= 0.5 else 0.0)
-    assert verdict.units <= max(0.0, ceiling) + 1e-9
+    rounding = profile.pen_step_units / 2 if glucose >= profile.target_mg_dl else 0.0
+    assert verdict.units <= max(0.0, ceiling) + rounding + 1e-9
     assert verdict.units / profile.pen_step_units == pytest.approx(round(verdict.units / profile.pen_step_units))
 
 
