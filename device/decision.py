@@ -45,6 +45,7 @@ def decision_inputs(
         plan_sensitivity=plan.sensitivity if plan is not None else None,
         plan_carb_ratio=plan.carb_ratio(slot) if plan is not None else None,
         plan_basal_units=plan.basal_units if plan is not None else None,
+        plan_daily_units=plan.basal_units + sum(plan.meals) if plan is not None else None,
         nutrition=tracker.nutrition if tracker is not None else None,
         plan_note=plan.last_change(slot) if plan is not None else None,
         basal=basal,

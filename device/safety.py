@@ -35,6 +35,7 @@ Status = Literal["suggest", "withhold", "insufficient_data", "no_dose_due"]
 HARD_MAX_SINGLE_UNITS = 30.0
 HARD_MAX_BASAL_UNITS = 80.0
 HARD_MAX_DAILY_REGULAR_UNITS = 100.0
+HARD_MAX_IOB_UNITS = 60.0
 HARD_MIN_LOW_GLUCOSE_MG_DL = 70.0
 HARD_MAX_STALE_GLUCOSE_MIN = 30.0
 HARD_MIN_TARGET_MG_DL = 90.0
@@ -92,6 +93,7 @@ RULE_WORDS: Final = {  # each rule code in plain words, for the clinician's day 
     "after_low": "reduced after a recent low",
     "max_single": "single-dose limit",
     "max_daily": "daily limit",
+    "max_iob": "insulin on board limit",
     "pen_step": "rounded to the pen step",
     "nothing_left": "nothing left to give",
 }
@@ -125,6 +127,8 @@ class SafetyProfile:
     max_single_units: float = 20.0
     max_basal_units: float = 40.0
     max_daily_regular_units: float = 80.0
+    max_iob_units: float = 25.0  # insulin on board after a dose, at most (oref0 max_iob, AAPS maxIOB)
+    max_iob_share: float = 0.5  # … and at most this share of the patient's daily insulin (plan or own)
     history_limit_factor: float = 1.5
     history_daily_factor: float = 2.0
     max_above_usual_units: float = 3.0
@@ -167,6 +171,8 @@ class SafetyProfile:
                 f"max_daily_regular_units must be in (0, {HARD_MAX_DAILY_REGULAR_UNITS:g}] U",
             ),
             (0 < self.pen_step_units <= 2, "pen_step_units must be in (0, 2] U"),
+            (0 < self.max_iob_units <= HARD_MAX_IOB_UNITS, f"max_iob_units must be in (0, {HARD_MAX_IOB_UNITS:g}] U"),
+            (0.2 <= self.max_iob_share <= 1, "max_iob_share must be in [0.2, 1]"),
             (5 <= self.hypo_treatment_g <= 60, "hypo_treatment_g must be in [5, 60] g"),
             (5 <= self.hypo_recheck_min <= 60, "hypo_recheck_min must be in [5, 60] minutes"),
             (
@@ -247,6 +253,7 @@ class DecisionInputs:
     plan_sensitivity: float | None = None
     plan_carb_ratio: float | None = None
     plan_basal_units: float | None = None
+    plan_daily_units: float | None = None  # the plan's basal and three usual meals
     nutrition: str | None = None  # the eating state recorded last: eating, npo, uncertain
     plan_note: str | None = None  # the latest change of the plan's dose for this meal, in words
     basal: bool = False  # the long-acting (basal) dose is asked for, not meal insulin
@@ -874,6 +881,17 @@ def _meal_adjusted(
     return max(0.0, m + delta), carbs / terms.carb_ratio, max(0.0, usual + delta)
 
 
+def _iob_cap(inputs: DecisionInputs, profile: SafetyProfile) -> tuple[float, str]:
+    """The most insulin on board a dose may leave, and why: the profile's limit, or a share of the
+    patient's daily insulin (the plan's, else their own recorded) when that is lower."""
+    daily, whose = inputs.plan_daily_units, "the plan's"
+    if daily is None:
+        daily, whose = inputs.total_daily_units, "the patient's"
+    if daily is not None and daily > 0 and profile.max_iob_share * daily < profile.max_iob_units:
+        return profile.max_iob_share * daily, f"{profile.max_iob_share:.0%} of {whose} {daily:.0f} U a day"
+    return profile.max_iob_units, "the profile's limit"
+
+
 def _finish(
     units: float,
     inputs: DecisionInputs,
@@ -883,7 +901,7 @@ def _finish(
     empty_rule: str,
     meal_ceiling: float | None = None,
 ) -> Verdict:
-    """The limits every number passes last: single and daily limits, then the pen step.
+    """The limits every number passes last: single and daily limits, insulin on board, then the pen step.
 
     A correction is always rounded down. A meal dose (``meal_ceiling``: the lowest of the cap and
     the guard) is rounded to the nearest step when that stays under every ceiling, else down.
@@ -911,11 +929,20 @@ def _finish(
         )
         rules.append("max_daily")
         units = room
+    on_board, on_board_why = _iob_cap(inputs, profile)
+    iob_room = max(0.0, on_board - max(0.0, inputs.iob_units))
+    if units > iob_room:
+        reasons.append(
+            f"Lowered {_from_to(units, iob_room)}: at most {_fmt(on_board)} of insulin on board after a dose "
+            f"({on_board_why}); {_fmt(max(0.0, inputs.iob_units))} is on board now."
+        )
+        rules.append("max_iob")
+        units = iob_room
     step = profile.pen_step_units
     rounded = _floor_to_step(max(0.0, units), step)
     if meal_ceiling is not None and units > 0:
         nearest = round(units / step) * step
-        if nearest <= min(meal_ceiling, single, room) + 1e-9:
+        if nearest <= min(meal_ceiling, single, room, iob_room) + 1e-9:
             rounded = nearest
     if abs(rounded - units) > 1e-9 and units > 0:
         direction = "up" if rounded > units else "down"

@@ -294,6 +294,22 @@ CASES = [
         ["physiological_guard", "pen_step"],
         "Rounded down from 4.79 U",
     ),
+    (
+        "insulin on board capped at half the plan's daily insulin",
+        {"iob_units": 4.0, "model_units": 9.0, "glucose_mg_dl": 300.0, "plan_daily_units": 16.0},
+        SUGGEST,
+        4.0,  # 8 U on board at most, 4 U of it there already
+        ["above_usual_cap", "physiological_guard", "max_iob"],
+        "at most 8.0 U of insulin on board after a dose (50% of the plan's 16 U a day); 4.0 U is on board now",
+    ),
+    (
+        "without a plan, half the patient's own daily insulin",
+        {"iob_units": 3.0, "model_units": 9.0, "glucose_mg_dl": 300.0, "total_daily_units": 12.0},
+        SUGGEST,
+        3.0,
+        ["above_usual_cap", "physiological_guard", "max_iob"],
+        "50% of the patient's 12 U a day",
+    ),
     ("tiny insulin on board ignored", {"iob_units": 0.3}, SUGGEST, 5.0, ["pen_step"], None),
     (
         "insulin on board removes everything",
