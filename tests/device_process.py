@@ -9,8 +9,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from device.config import BrokerConfig
 from device.messages import (
     ActionDone,
     ApiError,
@@ -23,6 +26,7 @@ from device.messages import (
     SignIn,
 )
 from tools.broker import free_port
+from tools.replay import DeviceWatcher, EventPublisher
 
 
 class DeviceProcess:
@@ -183,3 +187,26 @@ def assert_repeats_identical(watcher) -> None:
     first: dict[str, object] = {}
     for s in watcher.suggestions:
         assert first.setdefault(s.id, s) == s, f"{s.id} repeated with a different answer"
+
+
+@contextmanager
+def configured_device(
+    broker_url: str, folder: Path, device_id: str, config_text: str, clock: str = "event"
+) -> Iterator[tuple[DeviceProcess, EventPublisher, DeviceWatcher]]:
+    """A device process run with ``config_text`` as its config file, a sensor publishing to it and a
+    watcher of its answers, both connected; everything stopped afterwards."""
+    config = folder / "device.toml"
+    config.write_text(config_text)
+    device = DeviceProcess(folder / "state", broker_url, device_id, clock=clock, extra=("--config", str(config)))
+    device.start()
+    broker = BrokerConfig(url=broker_url)
+    publisher = EventPublisher(broker, device_id)
+    watcher = DeviceWatcher(broker, device_id)
+    try:
+        publisher.wait_connected()
+        assert watcher.subscribed.wait(5)
+        yield device, publisher, watcher
+    finally:
+        publisher.close()
+        watcher.close()
+        device.stop()

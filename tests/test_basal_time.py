@@ -13,15 +13,14 @@ from device.advisor import Advisor, ModelSlot
 from device.basal_time import BASAL_WINDOW_MIN, basal_answer_due, basal_request_id, basal_time_on
 from device.bundle import default_bundle_path, open_bundle
 from device.check_schedule import CheckSchedule
-from device.config import BrokerConfig, ChecksConfig, ConfigError, DeviceConfig, SafetyConfig, load_config
+from device.config import ChecksConfig, ConfigError, DeviceConfig, SafetyConfig, load_config
 from device.inference import DoseModel
 from device.store import Store
 from preprocessing.events import Event, Kind, PatientProfile
 from preprocessing.validation import is_identifier
-from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
-from .device_process import DeviceProcess
+from .device_process import configured_device
 
 WARD = ZoneInfo("Europe/Vienna")
 TEN_PM = datetime(2026, 12, 3, 22, 0, tzinfo=WARD)
@@ -145,16 +144,8 @@ def test_no_basal_time_configured_no_answer_of_its_own(dose_model):
 @pytest.mark.e2e
 def test_a_device_publishes_the_basal_answer_at_basal_time(mosquitto, tmp_path):
     """A real device over a real broker: the bedtime reading comes, then the long-acting dose, unasked."""
-    config = tmp_path / "device.toml"
-    config.write_text('alert_check_s = 1\n[checks]\nbasal_time = "22:00"\n')
-    device = DeviceProcess(tmp_path / "state", mosquitto.url, "ward1", clock="event", extra=("--config", str(config)))
-    device.start()
-    broker = BrokerConfig(url=mosquitto.url)
-    publisher = EventPublisher(broker, "ward1")
-    watcher = DeviceWatcher(broker, "ward1")
-    try:
-        publisher.wait_connected()
-        assert watcher.subscribed.wait(5)
+    config = 'alert_check_s = 1\n[checks]\nbasal_time = "22:00"\n'
+    with configured_device(mosquitto.url, tmp_path, "ward1", config) as (_device, publisher, watcher):
         bedtime = datetime(2026, 11, 20, 22, 4, tzinfo=UTC)
         profile = PatientProfile(72.0, diabetes_type="type2")
         publisher.publish(Event("prof-1", "bed-9", bedtime - timedelta(hours=3), Kind.PROFILE, profile=profile))
@@ -164,7 +155,3 @@ def test_a_device_publishes_the_basal_answer_at_basal_time(mosquitto, tmp_path):
         assert basal.patient == "bed-9" and basal.status == "suggest" and basal.units == pytest.approx(18.0)
         assert basal.event_id == basal_request_id("bed-9", bedtime.replace(minute=0))
         assert watcher.suggestion_for("bed-g") is not None, "the reading was answered first"
-    finally:
-        publisher.close()
-        watcher.close()
-        device.stop()

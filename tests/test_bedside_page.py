@@ -20,7 +20,7 @@ from tools.replay import DeviceWatcher, EventPublisher
 from tools.station import Station
 
 from . import event_factory
-from .device_process import DeviceProcess
+from .device_process import DeviceProcess, configured_device
 from .page_kit import SMALL, colours, contrast, dose_waiting, rows, wait_text
 
 pytestmark = pytest.mark.e2e
@@ -360,18 +360,16 @@ def test_users_roles_and_companion_risk_for_nurses_only(browser, bedside, artifa
 
 
 def test_the_ward_at_a_glance_and_an_overdue_check(browser, mosquitto, tmp_path, artifacts):
-    config = tmp_path / "device.toml"
-    config.write_text('alert_check_s = 1\n[checks]\ntimes = ["07:30", "11:30", "17:30", "22:00"]\n')
-    device = DeviceProcess(tmp_path / "state", mosquitto.url, "ward1", clock="event", extra=("--config", str(config)))
-    device.start()
-    broker = BrokerConfig(url=mosquitto.url)
-    publisher = EventPublisher(broker, "ward1")
-    watcher = DeviceWatcher(broker, "ward1")
-    station = Station(broker, ["ward1", "ward2"], "127.0.0.1", 0)
+    config = 'alert_check_s = 1\n[checks]\ntimes = ["07:30", "11:30", "17:30", "22:00"]\n'
+    with configured_device(mosquitto.url, tmp_path, "ward1", config) as (device, publisher, watcher):
+        _ward_and_station(browser, mosquitto, device, publisher, watcher, artifacts)
+
+
+def _ward_and_station(browser, mosquitto, device, publisher, watcher, artifacts) -> None:
+    station = Station(BrokerConfig(url=mosquitto.url), ["ward1", "ward2"], "127.0.0.1", 0)
     station.start()
     try:
-        publisher.wait_connected()
-        assert watcher.subscribed.wait(5) and station.subscriber.subscribed.wait(5)
+        assert station.subscriber.subscribed.wait(5)
         t0 = datetime(2026, 11, 20, 11, 0, tzinfo=UTC)
         for event in event_factory.history("bed-a", t0):
             publisher.publish(event)
@@ -417,9 +415,6 @@ def test_the_ward_at_a_glance_and_an_overdue_check(browser, mosquitto, tmp_path,
         assert refused.value.code == 405
     finally:
         station.stop()
-        publisher.close()
-        watcher.close()
-        device.stop()
 
 
 def test_page_fits_a_phone(browser, bedside, artifacts):
