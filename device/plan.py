@@ -42,6 +42,7 @@ UNITS_PER_KG_NAIVE_TYPE2 = 0.4
 UNITS_PER_KG_FRAGILE = 0.3  # over 70 years, impaired kidneys
 FRAGILE_AGE_YEARS = 70.0
 BASAL_SHARE = 0.5
+CHILD_BASAL_SHARE, CHILD_AGE_YEARS = 0.4, 12.0  # prepubertal children: 38 ± 11 % basal (J Diabetes Sci Technol 2017)
 STEROID_MEAL_FACTOR = 1.2
 CARB_RATIO_RULE = 500.0
 SENSITIVITY_RULE = 1500.0
@@ -100,13 +101,17 @@ class DosingPlan:
     def from_profile(cls, profile: PatientProfile) -> DosingPlan:
         per_kg, why = units_per_kg(profile)
         total = per_kg * profile.weight_kg
-        meal = total * (1 - BASAL_SHARE) / len(MEALS)
+        share = BASAL_SHARE
+        if profile.age_years is not None and profile.age_years < CHILD_AGE_YEARS:
+            share = CHILD_BASAL_SHARE
+            why += f"; {CHILD_BASAL_SHARE:.0%} basal for a child under {CHILD_AGE_YEARS:g}"
+        meal = total * (1 - share) / len(MEALS)
         ratio = CARB_RATIO_RULE / total
         if profile.steroids:
             meal *= STEROID_MEAL_FACTOR
             ratio /= STEROID_MEAL_FACTOR
             why += "; meal doses +20 % for steroids"
-        basal = total * BASAL_SHARE
+        basal = total * share
         return cls(profile.weight_kg, per_kg, (basal, meal, meal, meal), basal, (meal,) * 3, (ratio,) * 3, why=why)
 
     def meal_units(self, slot: int) -> float:

@@ -57,6 +57,13 @@ def test_the_start_by_weight(fields, per_kg, why):
     assert why in plan.describe() and "80 kg" in plan.describe()
 
 
+def test_a_child_under_12_starts_with_less_basal_and_more_for_meals():
+    child = DosingPlan.from_profile(PatientProfile(30.0, age_years=9))
+    assert child.basal_units == pytest.approx(0.4 * 15.0) and child.meal_units(1) == pytest.approx(0.6 * 15.0 / 3)
+    assert "40% basal for a child under 12" in child.describe()
+    assert DosingPlan.from_profile(PatientProfile(30.0, age_years=12)).basal_units == pytest.approx(7.5)
+
+
 def test_steroids_raise_the_meal_doses_not_basal():
     plain, steroid = (DosingPlan.from_profile(PatientProfile(60.0, steroids=s)) for s in (False, True))
     assert steroid.basal_units == plain.basal_units
