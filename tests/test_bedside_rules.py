@@ -75,7 +75,7 @@ def test_check_schedules_in_the_config_are_checked():
         ({"times": ["8"]}, "must be HH:MM"),
         ({"times": []}, "at least one time"),
         ({"timez": []}, "unknown setting"),
-        ({"patients": {"p": {"size": 1}}}, "'times' only"),
+        ({"patients": {"p": {"size": 1}}}, "'times' and 'basal_time' only"),
     ]:
         with pytest.raises(ConfigError, match=message):
             DeviceConfig.from_mapping({"checks": bad})
