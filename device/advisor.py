@@ -336,7 +336,8 @@ class Advisor:
         """The time of the patient's newest glucose reading known so far."""
         history = self._histories.get(patient)
         if history is not None:
-            return next((e.ts for e in reversed(history.events) if e.kind is Kind.GLUCOSE), None)
+            newest = history.newest_reading()
+            return None if newest is None else newest.ts
         try:
             last = self.store.last_glucose(patient)
         except sqlite3.Error:
@@ -483,7 +484,11 @@ class Advisor:
         schedule = self.checks.for_patient(patient)
         if schedule.basal_time is None:
             return None
-        live = self.live_answer(patient)
+
+        def screen_busy() -> bool:
+            live = self.live_answer(patient)
+            return live is not None and (live.is_dose or bool(live.carbs_g))
+
         due = basal_answer_due(
             schedule.basal_time,
             now,
@@ -491,7 +496,7 @@ class Advisor:
             self._newest_reading(patient),
             self.safety.for_patient(patient).stale_glucose_min,
             schedule.counts_within_min,
-            live is not None and (live.is_dose or bool(live.carbs_g)),
+            screen_busy,
         )
         if due is None:
             return None
@@ -717,7 +722,7 @@ def plan_summary(tracker: PlanTracker, zone: tzinfo) -> PlanSummary | None:
 
 def _meal_insulin(history: PatientHistory) -> Insulin:
     """The preparation of the patient's newest meal dose; regular when none is recorded."""
-    newest = next((e for e in reversed(history.events) if e.is_meal_dose), None)
+    newest = history.newest_meal_dose()
     return newest.insulin if newest is not None and newest.insulin is not None else Insulin.REGULAR
 
 

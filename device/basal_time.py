@@ -18,6 +18,7 @@ answer of its own and the basal dose is asked for on the page or over MQTT as on
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 
 from .check_schedule import minute_of_day
@@ -40,21 +41,22 @@ def basal_answer_due(
     reading_at: datetime | None,
     fresh_min: float,
     counts_within_min: int,
-    screen_busy: bool,
+    screen_busy: Callable[[], bool],
 ) -> datetime | None:
     """Today's basal time when the device should answer the basal dose now; None when not (yet).
 
     ``reading_at``: the patient's newest glucose reading; ``fresh_min``: how old a reading may be to
-    dose on; ``screen_busy``: the live answer still carries insulin nobody has acted on.
+    dose on; ``screen_busy()``: the live answer still carries insulin nobody has acted on (asked
+    last, only inside the basal window: it reads the store).
     """
-    if basal_time is None or reading_at is None or screen_busy:
+    if basal_time is None or reading_at is None:
         return None
     due = basal_time_on(now, basal_time, zone)
     if not due <= now <= due + timedelta(minutes=BASAL_WINDOW_MIN):
         return None
     if reading_at < due - timedelta(minutes=counts_within_min) or now - reading_at > timedelta(minutes=fresh_min):
         return None
-    return due
+    return None if screen_busy() else due
 
 
 def basal_request_id(patient: str, due: datetime) -> str:

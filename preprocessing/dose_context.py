@@ -20,7 +20,7 @@ non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
 * the **lowest glucose in the last :data:`RECENT_LOW_MIN` minutes** before this reading, so
   a dose soon after a low (a treated pre-meal low, then the recheck) can be reduced;
 * the **smallest dose at this time of day that a low followed** in the last
-  :data:`LOW_AFTER_DOSE_DAYS` days: a reading below :data:`LOW_MG_DL` within
+  :data:`LOW_AFTER_DOSE_DAYS` days: a reading below 70 mg/dL (the history's ``lows``) within
   :data:`LOW_AFTER_DOSE_MIN` minutes of a regular dose (the last one before the low) in the
   same slot — the titration signal that this dose was too much for this patient;
 * whether this is the **first reading of the night** (a bedtime-slot reading with no other one
@@ -55,7 +55,6 @@ DOSE_BEFORE_MEAL_MIN = 15.0
 SAME_MEAL_MIN = 180.0  # a regular dose this recent, at the same time of day, was for this meal
 FITTED_MAX_UNITS = 30.0  # the hard single-dose limit: a larger regular dose is left out of the daily totals
 RECENT_LOW_MIN = 180.0
-LOW_MG_DL = 70.0  # the hypoglycaemia threshold no profile may lower
 LOW_AFTER_DOSE_DAYS = 7
 LOW_AFTER_DOSE_MIN = 840.0
 BASAL_DAY_MIN = 20 * 60.0  # a basal dose this recent is today's
@@ -105,8 +104,6 @@ class DoseContext:
 def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseContext:
     """The dose context of a decision at ``at`` (``request``: a person asked for a suggestion)."""
     t = minutes(at)
-    events, times = history.events, history.times
-    end = bisect.bisect_right(times, t)
     floor_t = t - HISTORY_DAYS * MINUTES_PER_DAY
     slot = slot_of(at)
     due: Due | None = "request" if request else None
@@ -116,18 +113,13 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
     slot_carbs: list[float] = []
     total = regular = largest = 0.0
     first_t: float | None = None
-    pre_meal_t: float | None = None  # the newest pre-meal reading
-    lowest: float | None = None
-    night_reading_before = False
     counted_meals: list[tuple[float, float]] = []  # (time, carbs) of earlier meals with a count
     regular_doses: list[tuple[float, float]] = []  # (time, units), newest first
-    lows: list[tuple[float, float]] = []  # (time, mg/dL) of readings below LOW_MG_DL, newest first
     dosed_at: list[tuple[float, datetime]] = []  # (time, timestamp) of the regular doses, newest first
-    readings: list[tuple[float, float]] = []  # (time, mg/dL) of the newest two readings
-    for i in range(end - 1, -1, -1):
+    events, times = history.others.events, history.others.times
+    first = bisect.bisect_left(times, floor_t)
+    for i in range(bisect.bisect_right(times, t) - 1, first - 1, -1):
         e, et = events[i], times[i]
-        if et < floor_t:
-            break
         if e.is_insulin and et == t:
             continue  # insulin at the decision's own time is not known yet
         first_t = et
@@ -157,17 +149,20 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
                 largest = max(largest, e.dose) if fits else largest
                 regular_doses.append((et, e.dose))
                 dosed_at.append((et, e.ts))
-        elif kind is Kind.GLUCOSE:
-            if e.mg_dl is not None and len(readings) < 2:
-                readings.append((et, e.mg_dl))
-            if pre_meal_t is None and e.context in PRE_MEAL_CONTEXTS:
-                pre_meal_t = et
-            if et < t and e.mg_dl is not None and e.mg_dl < LOW_MG_DL:
-                lows.append((et, e.mg_dl))
-            if et < t and t - et <= RECENT_LOW_MIN and SLOTS[slot_of(e.ts)] == "bedtime":
-                night_reading_before = True
-            if et < t and t - et <= RECENT_LOW_MIN and e.mg_dl is not None:
-                lowest = e.mg_dl if lowest is None else min(lowest, e.mg_dl)
+    recent = _recent_readings(history, t, floor_t, slot)
+    if recent.first_t is not None and (first_t is None or recent.first_t < first_t):
+        first_t = recent.first_t
+    pre_meal_t, lowest, night_reading_before, readings = (
+        recent.pre_meal_t,
+        recent.lowest,
+        recent.night_reading_before,
+        recent.newest_two,
+    )
+    lows = [
+        (lt, e.mg_dl)
+        for e, lt in zip(reversed(history.lows.events), reversed(history.lows.times), strict=True)
+        if floor_t <= lt < t and e.mg_dl is not None
+    ]
     if due is None and pre_meal_t is not None and t - pre_meal_t <= MEAL_WINDOW_MIN:
         due, meal_t = "pre_meal", pre_meal_t
     dosed = None
@@ -203,6 +198,43 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         eaten_share=eaten,
         basal_given=basal,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _RecentReadings:
+    """What a decision reads from the glucose readings: all of it lies within hours of the decision."""
+
+    first_t: float | None  # the oldest reading of the history window
+    pre_meal_t: float | None  # the newest pre-meal reading within MEAL_WINDOW_MIN
+    lowest: float | None  # the lowest reading in the RECENT_LOW_MIN before this one
+    night_reading_before: bool  # a bedtime-slot reading in the RECENT_LOW_MIN before this one
+    newest_two: list[tuple[float, float]]  # (time, mg/dL) of the newest two readings, newest first
+
+
+def _recent_readings(history: PatientHistory, t: float, floor_t: float, slot: int) -> _RecentReadings:
+    readings, times = history.readings.events, history.readings.times
+    first = bisect.bisect_left(times, floor_t)
+    end = bisect.bisect_right(times, t)
+    newest_two: list[tuple[float, float]] = []
+    i = end - 1
+    while i >= first and len(newest_two) < 2:
+        if readings[i].mg_dl is not None:
+            newest_two.append((times[i], readings[i].mg_dl))  # type: ignore[arg-type]
+        i -= 1
+    pre_meal_t: float | None = None
+    lowest: float | None = None
+    night = False
+    for i in range(end - 1, first - 1, -1):
+        e, et = readings[i], times[i]
+        if t - et > max(MEAL_WINDOW_MIN, RECENT_LOW_MIN):
+            break
+        if pre_meal_t is None and e.context in PRE_MEAL_CONTEXTS and t - et <= MEAL_WINDOW_MIN:
+            pre_meal_t = et
+        if et < t and t - et <= RECENT_LOW_MIN:
+            night = night or SLOTS[slot_of(e.ts)] == "bedtime"
+            if e.mg_dl is not None:
+                lowest = e.mg_dl if lowest is None else min(lowest, e.mg_dl)
+    return _RecentReadings(times[first] if first < end else None, pre_meal_t, lowest, night, newest_two)
 
 
 def _dose_before_low(

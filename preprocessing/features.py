@@ -37,6 +37,7 @@ MEAL_WITHIN_MIN = 180.0
 MEAL_ANNOUNCED_MIN = 30.0  # a meal this recent is the one being dosed (preprocessing/dose_context.py agrees)
 EXERCISE_WITHIN_MIN = 720.0
 SAME_SLOT_DOSES = 5
+LOW_MG_DL = 70.0  # the hypoglycaemia threshold no profile may lower
 
 CONTEXT_FEATURES = (
     "tod_sin",
@@ -162,12 +163,39 @@ class OutOfOrderError(ValueError):
 
 
 @dataclass(slots=True)
+class Series:
+    """Events of one sort in time order, with their times in minutes (for bisecting)."""
+
+    events: list[Event] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+
+    def append(self, event: Event, t: float) -> None:
+        self.events.append(event)
+        self.times.append(t)
+
+    def prune(self, horizon: float) -> None:
+        """Forget the events before ``horizon``."""
+        cut = bisect.bisect_left(self.times, horizon)
+        if cut:
+            del self.events[:cut]
+            del self.times[:cut]
+
+
+@dataclass(slots=True)
 class PatientHistory:
-    """One patient's events in time order, plus a cache of past decision steps."""
+    """One patient's events in time order, also by sort, plus a cache of past decision steps.
+
+    ``readings`` (glucose), ``lows`` (readings below :data:`LOW_MG_DL`) and ``others`` (every
+    other kind) let a decision read a CGM reading every 5 minutes without walking through weeks
+    of them: what a decision reads from readings lies within hours, the rest is a few events a day.
+    """
 
     spec: FeatureSpec = field(default_factory=FeatureSpec)
     events: list[Event] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    readings: Series = field(default_factory=Series)
+    lows: Series = field(default_factory=Series)
+    others: Series = field(default_factory=Series)
     _steps: dict[float, np.ndarray] = field(default_factory=dict)
 
     def append(self, event: Event) -> None:
@@ -177,6 +205,12 @@ class PatientHistory:
             raise OutOfOrderError(f"event {event.id} at {event.ts.isoformat()} is older than the newest event")
         self.events.append(event)
         self.times.append(t)
+        if event.kind is Kind.GLUCOSE:
+            self.readings.append(event, t)
+            if event.mg_dl is not None and event.mg_dl < LOW_MG_DL:
+                self.lows.append(event, t)
+        else:
+            self.others.append(event, t)
         self._steps.pop(t, None)  # a step at this very timestamp may now read differently
 
     def extend(self, events: list[Event]) -> None:
@@ -194,7 +228,17 @@ class PatientHistory:
         if cut:
             del self.events[:cut]
             del self.times[:cut]
+            for series in (self.readings, self.lows, self.others):
+                series.prune(horizon)
             self._steps = {t: v for t, v in self._steps.items() if t >= horizon}
+
+    def newest_reading(self) -> Event | None:
+        """The newest glucose reading held."""
+        return self.readings.events[-1] if self.readings.events else None
+
+    def newest_meal_dose(self) -> Event | None:
+        """The newest regular or rapid-acting dose held."""
+        return next((e for e in reversed(self.others.events) if e.is_meal_dose), None)
 
     def __len__(self) -> int:
         return len(self.events)
@@ -213,15 +257,20 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
     out[_IDX["tod_cos"]] = math.cos(tod)
     out[_IDX["slot_morning"] + slot] = 1.0
 
-    events, times = history.events, history.times
-    end = bisect.bisect_right(times, t)
     floor_t = t - spec.lookback_days * MINUTES_PER_DAY
     curve = spec.curve
 
-    glucose_last: Event | None = None
-    glucose_prev: float | None = None
-    glucose_last_t = 0.0
-    glucose_24h: list[float] = []
+    readings, reading_times = history.readings.events, history.readings.times
+    first = bisect.bisect_left(reading_times, floor_t)
+    end = bisect.bisect_right(reading_times, t)
+    glucose_last: Event | None = readings[end - 1] if end - 1 >= first else None
+    glucose_last_t = reading_times[end - 1] if glucose_last is not None else 0.0
+    glucose_prev: float | None = readings[end - 2].reading if end - 2 >= first else None
+    day_ago = max(first, bisect.bisect_left(reading_times, t - MINUTES_PER_DAY))  # t - 1440 is exact in minutes
+    glucose_24h = [e.reading for e in readings[day_ago:end]]
+    glucose_24h.reverse()  # newest first, the order they are summed in
+    prev_event_t: float | None = glucose_last_t if glucose_last is not None else None
+
     same_slot: list[float] = []
     reg_last_t: float | None = None
     reg_last_units = 0.0
@@ -231,26 +280,18 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
     nph_same_slot: float | None = None
     ul_last_t: float | None = None
     hypo_last_t: float | None = None
-    prev_event_t: float | None = None
 
-    for i in range(end - 1, -1, -1):
+    events, times = history.others.events, history.others.times
+    first = bisect.bisect_left(times, floor_t)
+    for i in range(bisect.bisect_right(times, t) - 1, first - 1, -1):
         e, et = events[i], times[i]
-        if et < floor_t:
-            break
         age = t - et
         if e.is_insulin and age == 0.0:
             continue  # insulin at the decision's own timestamp is not known yet
-        if prev_event_t is None:
+        if prev_event_t is None or et > prev_event_t:
             prev_event_t = et
         kind = e.kind
-        if kind is Kind.GLUCOSE:
-            if glucose_last is None:
-                glucose_last, glucose_last_t = e, et
-            elif glucose_prev is None:
-                glucose_prev = e.reading
-            if age <= MINUTES_PER_DAY:
-                glucose_24h.append(e.reading)
-        elif kind is Kind.INSULIN:
+        if kind is Kind.INSULIN:
             e_slot = slot_of(e.ts)
             if e.is_meal_dose:  # regular or rapid-acting: the dose features' meal insulin
                 units = e.dose
@@ -328,31 +369,31 @@ def _context(history: PatientHistory, t: float, slot: int, at: datetime) -> np.n
     return out
 
 
-def _past_decision_times(history: PatientHistory, t: float, count: int) -> list[tuple[float, int]]:
-    """The last ``count`` distinct regular-dose timestamps before ``t`` (oldest first)."""
-    events, times = history.events, history.times
+def _past_decision_times(history: PatientHistory, t: float, count: int) -> list[tuple[float, Event]]:
+    """The last ``count`` distinct regular-dose timestamps before ``t``, each with its dose (oldest first)."""
+    events, times = history.others.events, history.others.times
     floor_t = t - history.spec.lookback_days * MINUTES_PER_DAY
-    found: list[tuple[float, int]] = []
+    found: list[tuple[float, Event]] = []
     i = bisect.bisect_left(times, t) - 1
     while i >= 0 and times[i] >= floor_t and len(found) < count:
         if events[i].is_meal_dose and (not found or found[-1][0] != times[i]):
-            found.append((times[i], i))
+            found.append((times[i], events[i]))
         i -= 1
     found.reverse()
     return found
 
 
-def _step(history: PatientHistory, t_k: float, index: int) -> np.ndarray:
+def _step(history: PatientHistory, t_k: float, event: Event) -> np.ndarray:
     """Context at a past decision time plus the regular insulin given then (cached)."""
     cached = history._steps.get(t_k)
     if cached is not None:
         return cached
-    event = history.events[index]
     step = np.zeros(len(FEATURE_NAMES), dtype=np.float64)
     step[:_N_CONTEXT] = _context(history, t_k, slot_of(event.ts), event.ts)
-    lo = bisect.bisect_left(history.times, t_k)
-    hi = bisect.bisect_right(history.times, t_k)
-    step[_IDX["dose_regular_units"]] = sum(e.dose for e in history.events[lo:hi] if e.is_meal_dose)
+    others, times = history.others.events, history.others.times
+    lo = bisect.bisect_left(times, t_k)
+    hi = bisect.bisect_right(times, t_k)
+    step[_IDX["dose_regular_units"]] = sum(e.dose for e in others[lo:hi] if e.is_meal_dose)
     step[_IDX["present"]] = 1.0
     history._steps[t_k] = step
     return step
@@ -366,8 +407,8 @@ def window_at(history: PatientHistory, at: datetime) -> np.ndarray:
     past = _past_decision_times(history, t, spec.window - 1)
     offset = spec.window - 1 - len(past)
     age_idx = _IDX["step_age_h"]
-    for row, (t_k, index) in enumerate(past, start=offset):
-        window[row] = _step(history, t_k, index)
+    for row, (t_k, event) in enumerate(past, start=offset):
+        window[row] = _step(history, t_k, event)
         window[row, age_idx] = min(STEP_AGE_CAP_H, (t - t_k) / 60.0)
     current = window[-1]
     current[:_N_CONTEXT] = context_at(history, at)

@@ -27,7 +27,7 @@ TEN_PM = datetime(2026, 12, 3, 22, 0, tzinfo=WARD)
 
 
 def due(now: datetime, reading: datetime | None, busy: bool = False, basal: str | None = "22:00"):
-    return basal_answer_due(basal, now, WARD, reading, 15.0, 30, busy)
+    return basal_answer_due(basal, now, WARD, reading, 15.0, 30, lambda: busy)
 
 
 @pytest.mark.parametrize(

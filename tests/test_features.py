@@ -164,3 +164,26 @@ def test_insulin_on_board_curve():
     assert 0.5 < curve.fraction_remaining(120) < 0.75  # most still on board at the peak
     with pytest.raises(ValueError):
         ActivityCurve(duration_min=100, peak_min=60)
+
+
+def test_the_history_keeps_its_events_by_sort_through_pruning():
+    """Readings, lows and the other events stay the same events as the history, in order, after every prune."""
+    start = datetime(2026, 1, 5, 6, tzinfo=UTC)
+    history = PatientHistory(FeatureSpec(lookback_days=1.0))
+    for i in range(2000):  # a CGM reading every 5 min, a dose and a meal now and then
+        ts = start + timedelta(minutes=5 * i)
+        history.append(Event(f"g{i}", "p", ts, Kind.GLUCOSE, mg_dl=float(40 + (i * 37) % 300)))
+        if i % 50 == 0:
+            history.append(Event(f"m{i}", "p", ts, Kind.MEAL, size="typical"))
+            history.append(Event(f"i{i}", "p", ts, Kind.INSULIN, insulin=Insulin.REGULAR, units=4.0))
+        if i % 97 == 0:
+            history.prune(ts)
+            readings = [e for e in history.events if e.kind is Kind.GLUCOSE]
+            assert history.readings.events == readings
+            assert history.others.events == [e for e in history.events if e.kind is not Kind.GLUCOSE]
+            assert history.lows.events == [e for e in readings if e.reading < 70.0]
+            glucose_times = [t for t, e in zip(history.times, history.events, strict=True) if e.kind is Kind.GLUCOSE]
+            assert history.readings.times == glucose_times
+    assert history.newest_reading() is history.events[-1]
+    assert history.newest_meal_dose() is not None and history.newest_meal_dose().id == "i1950"
+    assert len(history.events) < 2000  # two look-backs kept, the rest forgotten

@@ -341,3 +341,15 @@ def test_steroids_lower_insulin_sensitivity_for_five_days_then_taper_back():
     for _ in range(180):
         batch.step(np.zeros(2), batch.cohort.basal_rate * 3)  # three times the basal: glucose falls
     assert batch.glucose[1] > batch.glucose[0] + 5, "the resistant copy falls less"
+
+
+def test_with_a_cgm_all_arms_are_the_ones_that_mean_something_there(tmp_path):
+    """--cgm: all is oracle, carb_error, habit, advisor and plan; model_only (a dose every 5 min) is refused."""
+    args = ["simulate", "--patients", "adult#001", "--days", "1", "--warmup-days", "0", "--cgm", "--no-plots"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "cgm")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "cgm" / "trial.json").read_text())
+    assert [r["arm"] for r in data["results"]] == ["oracle", "carb_error", "habit", "advisor", "plan"]
+    refused = CliRunner().invoke(main, [*args, "--arms", "advisor,model_only", "--out", str(tmp_path / "no")])
+    assert refused.exit_code == 2 and "model_only" in refused.output and "every 5 minutes" in refused.output
+    assert not (tmp_path / "no").exists()

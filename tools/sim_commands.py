@@ -87,7 +87,8 @@ class _Progress:
     "--arms",
     default="all",
     show_default=True,
-    help="all, or comma-separated: oracle, carb_error, habit, advisor, model_only, supervised_habit.",
+    help="all, or comma-separated: oracle, carb_error, habit, advisor, plan, model_only, supervised_habit. "
+    "With --cgm, all is oracle, carb_error, habit, advisor and plan.",
 )
 @click.option("--days", type=click.IntRange(1, 365), default=14, show_default=True, help="Trial days per arm.")
 @click.option(
@@ -142,17 +143,23 @@ def simulate(patients, arms, days, warmup_days, seeds, scenario, cgm, via_mqtt, 
     from device.bundle import default_bundle_path, open_bundle, trusted_keys
     from device.config import SafetyConfig
     from device.inference import DoseModel
-    from model.insilico.arms import ARMS
+    from model.insilico.arms import ARMS, CGM_ARMS
     from model.insilico.protocol import Protocol
     from model.insilico.report import write_report
     from model.insilico.trial import clinician_terms, run_trial
 
     names = _names(patients)
-    chosen_arms = list(ARMS) if arms == "all" else [a.strip() for a in arms.split(",") if a.strip()]
+    every = CGM_ARMS if cgm else ARMS
+    chosen_arms = list(every) if arms == "all" else [a.strip() for a in arms.split(",") if a.strip()]
     unknown = [a for a in chosen_arms if a not in ARMS]
     if unknown:
         raise click.BadParameter(
             f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}", param_hint="--arms"
+        )
+    if cgm and "model_only" in chosen_arms:
+        raise click.BadParameter(
+            "model_only gives the model's own number at every reading: with --cgm a dose every 5 minutes; leave it out",
+            param_hint="--arms",
         )
     protocol = Protocol(warmup_days=warmup_days, days=days, scenario=scenario, cgm=cgm)
     model = DoseModel(open_bundle(bundle or default_bundle_path("dose"), trusted_keys()))

@@ -46,6 +46,9 @@ from .protocol import Meal
 ARMS = ("oracle", "carb_error", "habit", "advisor", "plan", "model_only", "supervised_habit")
 ADVISOR_ARMS = ("advisor", "plan", "model_only", "supervised_habit")
 FOLLOWED_ARMS = ("advisor", "plan")  # the answers are followed as a person would
+# With a CGM reading every 5 min: model_only would give the model's own number at every value (a dose every
+# 5 minutes), and supervised_habit is never followed; "all" means these.
+CGM_ARMS = ("oracle", "carb_error", "habit", "advisor", "plan")
 HABIT_DOSES = 5
 BB_TARGET, BB_THRESHOLD = 140.0, 150.0  # simglucose's basal-bolus controller
 
