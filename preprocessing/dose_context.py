@@ -152,19 +152,14 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
     recent = _recent_readings(history, t, floor_t, slot)
     if recent.first_t is not None and (first_t is None or recent.first_t < first_t):
         first_t = recent.first_t
-    pre_meal_t, lowest, night_reading_before, readings = (
-        recent.pre_meal_t,
-        recent.lowest,
-        recent.night_reading_before,
-        recent.newest_two,
-    )
     lows = [
         (lt, e.mg_dl)
         for e, lt in zip(reversed(history.lows.events), reversed(history.lows.times), strict=True)
         if floor_t <= lt < t and e.mg_dl is not None
     ]
-    if due is None and pre_meal_t is not None and t - pre_meal_t <= MEAL_WINDOW_MIN:
-        due, meal_t = "pre_meal", pre_meal_t
+    two = recent.newest_two  # the reading before the newest one: a change no physiology allows
+    if due is None and recent.pre_meal_t is not None and t - recent.pre_meal_t <= MEAL_WINDOW_MIN:
+        due, meal_t = "pre_meal", recent.pre_meal_t
     dosed = None
     if due in ("meal", "pre_meal") and meal_t is not None:
         dosed = (
@@ -190,11 +185,11 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         own_carb_ratio=_own_carb_ratio(counted_meals, regular_doses),
         bedtime=SLOTS[slot] == "bedtime",
         meal_dosed_units=dosed,
-        recent_lowest_mg_dl=lowest,
+        recent_lowest_mg_dl=recent.lowest,
         dose_before_low=_dose_before_low(slot, t, regular_doses, dosed_at, lows),
-        first_of_night=SLOTS[slot] == "bedtime" and not night_reading_before,
-        change_from_mg_dl=readings[1][1] if len(readings) == 2 else None,
-        change_over_min=readings[0][0] - readings[1][0] if len(readings) == 2 else None,
+        first_of_night=SLOTS[slot] == "bedtime" and not recent.night_reading_before,
+        change_from_mg_dl=two[1][1] if len(two) == 2 else None,
+        change_over_min=two[0][0] - two[1][0] if len(two) == 2 else None,
         eaten_share=eaten,
         basal_given=basal,
     )
