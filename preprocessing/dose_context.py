@@ -8,8 +8,9 @@ non-insulin events at it), within the last :data:`HISTORY_DAYS` days:
   the last :data:`MEAL_WINDOW_MIN` minutes), or a pre-meal reading was taken in that time;
   otherwise none is due. A meal (or pre-meal reading) that already has a regular dose, given
   from :data:`DOSE_BEFORE_MEAL_MIN` minutes before it on, or in the same time-of-day slot in the
-  :data:`SAME_MEAL_MIN` minutes before it (a second "pre-lunch" reading an hour after lunch was
-  dosed, a meal entered again), makes no second dose due: every later reading (a CGM value every
+  :data:`SAME_MEAL_MIN` minutes before it if that dose was itself given for a meal (a second
+  "pre-lunch" reading an hour after lunch was dosed, a meal entered again; a correction given
+  between meals is not a meal's dose), makes no second dose due: every later reading (a CGM value every
   5 minutes) would otherwise suggest the meal dose again;
 * the announced meal's size and carbohydrate, and the patient's usual carbohydrate at this
   meal (their last five counts at the same time of day);
@@ -162,14 +163,7 @@ def dose_context(history: PatientHistory, at: datetime, request: bool) -> DoseCo
         due, meal_t = "pre_meal", recent.pre_meal_t
     dosed = None
     if due in ("meal", "pre_meal") and meal_t is not None:
-        dosed = (
-            sum(
-                u
-                for (dt, u), (_, stamp) in zip(regular_doses, dosed_at, strict=True)
-                if dt >= meal_t - DOSE_BEFORE_MEAL_MIN or (meal_t - dt <= SAME_MEAL_MIN and slot_of(stamp) == slot)
-            )
-            or None
-        )
+        dosed = _meal_dosed_units(history, meal_t, slot, regular_doses, dosed_at)
         if dosed is not None:
             due = None
     days = (t - first_t) / MINUTES_PER_DAY if first_t is not None else 0.0
@@ -230,6 +224,32 @@ def _recent_readings(history: PatientHistory, t: float, floor_t: float, slot: in
             if e.mg_dl is not None:
                 lowest = e.mg_dl if lowest is None else min(lowest, e.mg_dl)
     return _RecentReadings(times[first] if first < end else None, pre_meal_t, lowest, night, newest_two)
+
+
+def _meal_dosed_units(
+    history: PatientHistory,
+    meal_t: float,
+    slot: int,
+    doses: list[tuple[float, float]],
+    dosed_at: list[tuple[float, datetime]],
+) -> float | None:
+    """Regular insulin already given for the meal (or pre-meal reading) at ``meal_t``, None if none.
+
+    A dose from :data:`DOSE_BEFORE_MEAL_MIN` before the meal on is this meal's. An earlier one in the
+    same slot within :data:`SAME_MEAL_MIN` is this meal's only when it was itself given for a meal (a
+    meal or pre-meal reading from :data:`MEAL_WINDOW_MIN` before it to :data:`DOSE_BEFORE_MEAL_MIN`
+    after it): the meal entered again. A correction given between meals is not a meal's dose."""
+    earliest = meal_t - SAME_MEAL_MIN - MEAL_WINDOW_MIN
+    evidence = [et for e, et in history.others.between(earliest, meal_t) if e.kind is Kind.MEAL]
+    evidence += [et for e, et in history.readings.between(earliest, meal_t) if e.context in PRE_MEAL_CONTEXTS]
+    def for_this_meal(dt: float, stamp: datetime) -> bool:
+        if dt >= meal_t - DOSE_BEFORE_MEAL_MIN:
+            return True
+        same_meal = meal_t - dt <= SAME_MEAL_MIN and slot_of(stamp) == slot
+        return same_meal and any(dt - MEAL_WINDOW_MIN <= et <= dt + DOSE_BEFORE_MEAL_MIN for et in evidence)
+
+    units = sum(u for (dt, u), (_, stamp) in zip(doses, dosed_at, strict=True) if for_this_meal(dt, stamp))
+    return units or None
 
 
 def _dose_before_low(

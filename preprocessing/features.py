@@ -173,6 +173,11 @@ class Series:
         self.events.append(event)
         self.times.append(t)
 
+    def between(self, start: float, end: float) -> list[tuple[Event, float]]:
+        """The events (with their times) from ``start`` up to, not including, ``end``."""
+        lo, hi = bisect.bisect_left(self.times, start), bisect.bisect_left(self.times, end)
+        return list(zip(self.events[lo:hi], self.times[lo:hi], strict=True))
+
     def prune(self, horizon: float) -> None:
         """Forget the events before ``horizon``."""
         cut = bisect.bisect_left(self.times, horizon)

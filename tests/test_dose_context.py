@@ -65,10 +65,35 @@ def minutes(n: float) -> timedelta:
             None,
             3.0,
         ),
-        # a dose given up to 15 min before the meal covers it, and so does one earlier at the same time of
-        # day (within 3 h); a dose at another time of day (breakfast) does not
+        # a dose given up to 15 min before the meal covers it, and so does one given for a meal earlier at
+        # the same time of day (within 3 h: the meal entered again); a dose at another time of day does not
         ([dose("d", NOON - minutes(10), 4.0), meal("m", "p", NOON)], NOON + minutes(1), False, None, 4.0),
-        ([dose("d", NOON - minutes(50), 4.0), meal("m", "p", NOON)], NOON + minutes(1), False, None, 4.0),
+        (
+            [meal("m0", "p", NOON - minutes(55)), dose("d", NOON - minutes(50), 4.0), meal("m", "p", NOON)],
+            NOON + minutes(1),
+            False,
+            None,
+            4.0,
+        ),
+        # ... but a correction given between meals (no meal or pre-meal reading with it) is not the meal's dose
+        (
+            [
+                glucose("g0", "p", NOON - minutes(65), 260, "unspecified"),
+                dose("d", NOON - minutes(64), 5.5),
+                meal("m", "p", NOON),
+            ],
+            NOON + minutes(1),
+            False,
+            "meal",
+            None,
+        ),
+        (
+            [dose("d", NOON - minutes(50), 4.0), glucose("g", "p", NOON, 150)],
+            NOON + minutes(1),
+            False,
+            "pre_meal",
+            None,
+        ),
         ([dose("d", NOON - minutes(150), 4.0), meal("m", "p", NOON)], NOON + minutes(1), False, "meal", None),
         # lunch dosed at 12:03; a second "pre-lunch" reading at 13:02 makes no second dose due
         (
