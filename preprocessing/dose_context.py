@@ -242,6 +242,7 @@ def _meal_dosed_units(
     earliest = meal_t - SAME_MEAL_MIN - MEAL_WINDOW_MIN
     evidence = [et for e, et in history.others.between(earliest, meal_t) if e.kind is Kind.MEAL]
     evidence += [et for e, et in history.readings.between(earliest, meal_t) if e.context in PRE_MEAL_CONTEXTS]
+
     def for_this_meal(dt: float, stamp: datetime) -> bool:
         if dt >= meal_t - DOSE_BEFORE_MEAL_MIN:
             return True
