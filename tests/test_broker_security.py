@@ -20,7 +20,7 @@ from device.messages import TransferBegin
 from device.mqtt_client import make_client
 from tools.broker import MosquittoBroker, free_port, mosquitto_path
 from tools.broker_profile import Credential, acl_text, make_certificates, read_credentials, write_profile
-from tools.replay import DeviceWatcher, EventPublisher
+from tools.replay import DeviceWatcher, EndMarker, EventPublisher
 
 from . import event_factory
 from .conftest import IN_CI
@@ -63,6 +63,7 @@ def try_connect(config: BrokerConfig, publish: tuple[str, str] | None = None) ->
     done = threading.Event()
     client.on_connect = lambda c, u, flags, rc, props: (answers.update(connect=str(rc)), done.set())
     client.on_publish = lambda c, u, mid, rc, props: (answers.update(publish=str(rc)), done.set())
+    client.on_disconnect = lambda *_: done.set()  # closed without an answer (plain TCP on the TLS port)
     try:
         client.connect(config.host, config.port, 10)
     except OSError as exc:  # TLS handshake refused before MQTT starts
@@ -171,8 +172,11 @@ def test_intruders_are_refused_and_the_device_sees_nothing_from_them(device_rig)
         sensor.publish(event)
     sensor.flush()
     assert monitor.wait_for(lambda w: any(s.patient == "p-sec" for s in w.suggestions), 10)
+    marker = EndMarker.new("security")  # the device handles events in order: after its refusal, all are in
+    sensor.publish(marker.payload)
+    sensor.flush()
+    assert monitor.wait_for(marker.seen, 10)
     sensor.close()
-    time.sleep(0.3)
     assert monitor.suggestion_for("intruder-1") is None and monitor.suggestion_for("intruder-2") is None
     assert not any((e.event_id or "").startswith("intruder") for e in monitor.errors)
     with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:

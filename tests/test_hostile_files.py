@@ -7,6 +7,7 @@ import io
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +101,7 @@ def write_tables(folder: Path, tables: dict) -> None:
         (folder / name).write_text(buffer.getvalue())
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mimic_folder())
 def test_any_mimic_tables_are_read_or_refused_with_a_reason(tables):

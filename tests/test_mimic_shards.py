@@ -66,6 +66,7 @@ def test_a_shard_holds_its_patients_only(mimic_dir):
     assert all(a.codes for rows in part.admissions.values() for a in rows)  # codes joined by admission
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mimic_folder())
 def test_hostile_tables_shards_add_up_to_the_whole(tables):

@@ -433,7 +433,7 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | No
     type=click.FloatRange(1, 3600),
     default=120.0,
     show_default=True,
-    help="Seconds to wait for the last suggestions.",
+    help="Seconds to wait for the broker, and for the last suggestions.",
 )
 @tls_options
 @friendly

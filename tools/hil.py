@@ -26,6 +26,8 @@ from preprocessing.validation import ValidationError, event_from_mapping, is_ide
 from .figures import percentile
 from .replay import DeviceWatcher, EndMarker, EventPublisher
 
+STATUS_WAIT_S = 5.0  # a device that is running has a retained status: it arrives with the subscription
+
 
 class ReplayError(Exception):
     """The replay cannot run or could not finish; the message says why."""
@@ -143,8 +145,9 @@ def run_replay(
     watcher = DeviceWatcher(broker, device_id)
     publisher = EventPublisher(broker, device_id, client_id=f"advisor-replay-{device_id}")
     try:
-        publisher.wait_connected()
-        if not watcher.subscribed.wait(10) or not watcher.wait_for(lambda w: bool(w.status), 5):
+        publisher.wait_connected(timeout_s)
+        online = min(STATUS_WAIT_S, timeout_s)  # a running device's status is retained: it comes at once
+        if not watcher.subscribed.wait(timeout_s) or not watcher.wait_for(lambda w: bool(w.status), online):
             raise ReplayError(f"device {device_id} has published no status on {broker.display_url}; is it running?")
         status = watcher.status[-1]
         if status.state != "online":
