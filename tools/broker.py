@@ -24,6 +24,9 @@ class BrokerStartError(RuntimeError):
     """The broker did not come up; the message says why."""
 
 
+BIND_ATTEMPTS = 3
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
@@ -53,7 +56,7 @@ class MosquittoBroker:
     """A Mosquitto child process with persistence in ``workdir``; restartable on the same port."""
 
     workdir: Path
-    port: int = field(default_factory=free_port)
+    port: int | None = None  # None: a free loopback port, chosen at start (again if another process takes it first)
     extra_config: str = ""
     process: subprocess.Popen | None = None
     protocol: str = "5"
@@ -61,6 +64,8 @@ class MosquittoBroker:
 
     @property
     def url(self) -> str:
+        if self.port is None:
+            raise BrokerStartError("the broker has no port before it starts")
         return f"mqtt://127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
@@ -83,20 +88,43 @@ class MosquittoBroker:
         return conf
 
     def start(self) -> MosquittoBroker:
+        """Start, and return once this process listens. A port chosen here that another process takes
+        between the choice and the bind is chosen again; a given port is kept (restarts, profiles)."""
         exe = mosquitto_path()
         if exe is None:
             raise BrokerStartError("mosquitto is not installed (apt-get install mosquitto)")
-        conf = self._write_config()
-        with open(self.workdir / "mosquitto.log", "ab") as log:
-            self.process = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(self.port)
-        except BrokerStartError:
+        choose = self.port is None
+        log_path = self.workdir / "mosquitto.log"
+        for _ in range(BIND_ATTEMPTS if choose else 1):
+            if choose:
+                self.port = free_port()
+            conf = self._write_config()
+            offset = log_path.stat().st_size if log_path.exists() else 0
+            with open(log_path, "ab") as log:
+                self.process = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+            if self._listening(log_path, offset, own_log=choose):
+                return self
+            taken = b"Address already in use" in log_path.read_bytes()[offset:]
             self.stop()
-            raise BrokerStartError(
-                f"mosquitto did not start on port {self.port}; see {self.workdir / 'mosquitto.log'}"
-            ) from None
-        return self
+            if not taken:
+                break
+        raise BrokerStartError(f"mosquitto did not start on port {self.port}; see {log_path}")
+
+    def _listening(self, log_path: Path, offset: int, own_log: bool, timeout_s: float = 10.0) -> bool:
+        """Whether this process came up: it logged that it runs (``own_log``: required, so a port that
+        another broker took is not mistaken for ours) and the port answers; False once it exits."""
+        assert self.process is not None and self.port is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None:
+            running = b" running" in log_path.read_bytes()[offset:]
+            if running or not own_log:
+                try:
+                    wait_for_port(self.port, max(0.1, deadline - time.monotonic()))
+                except BrokerStartError:
+                    return False
+                return self.process.poll() is None
+            time.sleep(0.02)
+        return False
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop cleanly (SIGTERM: Mosquitto writes its persistence file)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import shutil
 import tempfile
 import time
@@ -16,7 +15,7 @@ from device import signing
 from device.bundle import BundleError, open_bundle, pack_archive, read_archive_bytes, sign_bundle_dir
 from device.config import BrokerConfig
 from device.install import check_archive, install_archive, installed_path
-from device.messages import ModelAck
+from device.messages import DeviceStatus, ModelAck
 from device.mqtt_client import Subscriber
 from device.ota import TransferMessage, encode_transfer
 from device.schema import SchemaError
@@ -46,6 +45,11 @@ def bundle_archive(path: Path, key: Path | None = None) -> bytes:
         return pack_archive(staged)
 
 
+def _settled(answers: dict[str, ModelAck], transfer: str, went_offline: Callable[[], bool]) -> Callable[[], bool]:
+    """Whether the device answered this transfer, or went offline: the wait is over."""
+    return lambda: transfer in answers or went_offline()
+
+
 def flash_over_mqtt(
     archive: bytes,
     broker: BrokerConfig,
@@ -63,16 +67,23 @@ def flash_over_mqtt(
     """
     topics = Topics(device_id)
     answers: dict[str, ModelAck] = {}
+    states: list[str] = []  # the device's status, as it comes (retained: the current one first)
 
     def keep(message: mqtt.MQTTMessage) -> None:
         try:
+            if message.topic == topics.status:
+                states.append(DeviceStatus.from_json(message.payload).state)
+                return
             ack = ModelAck.from_json(message.payload)
         except SchemaError:
             return
         if ack.transfer is not None:
             answers.setdefault(ack.transfer, ack)
 
-    client = Subscriber(broker, f"advisor-flash-{uuid.uuid4().hex[:12]}", [topics.model_ack], keep)
+    def went_offline() -> bool:  # online while we flashed, then its last will (or a clean stop)
+        return "online" in states and states[-1] == "offline"
+
+    client = Subscriber(broker, f"advisor-flash-{uuid.uuid4().hex[:12]}", [topics.model_ack, topics.status], keep)
     deadline = time.monotonic() + timeout_s
     try:
         try:
@@ -84,8 +95,13 @@ def flash_over_mqtt(
             transfer = attempt[0].transfer
             for message in attempt:
                 client.client.publish(topics.model, message.to_json(), qos=1)
-            answered = functools.partial(dict.__contains__, answers, transfer)
-            if not client.wait_until(answered, max(0.0, deadline - time.monotonic())):
+            client.wait_until(_settled(answers, transfer, went_offline), max(0.0, deadline - time.monotonic()))
+            if transfer not in answers and went_offline():
+                raise FlashError(
+                    f"device {device_id} went offline before it answered (its status on {topics.status}); "
+                    "start it, check which bundle it runs (advisor doctor), and flash again"
+                )
+            if transfer not in answers:
                 raise FlashError(
                     f"device {device_id} did not answer within {timeout_s:g} s "
                     "(is it running and subscribed to this broker?)"
