@@ -2,8 +2,8 @@
 
 Markers tell the truth: a test that uses a real broker or Chromium is marked ``e2e`` at
 collection, and any other test that starts a process fails unless it is marked ``e2e``
-itself; ``slow`` marks tests that train networks. ``-m "not e2e and not slow"`` is the
-fast loop of pure logic.
+itself; ``slow`` marks tests that train networks or search long. ``-m "not e2e and not slow"``
+is the fast loop of pure logic.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ E2E_FIXTURES = {"mosquitto", "browser", "chromium"}  # a real Mosquitto process,
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that use a real process ``e2e``; run the ``slow`` ones first, so that with parallel
+    workers (``-n``, as tests/run.sh runs) the longest start at once and the rest fill in beside them."""
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)

@@ -39,4 +39,6 @@ fi
 "$DEV_ENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
 export ADVISOR_DEVICE_ONLY_PYTHON="$PWD/$DEV_ENV/bin/python"
 
-exec "$PY" -m pytest "$@"
+# Two workers (pytest-xdist): most end-to-end tests wait on processes, so the slow ones (run first,
+# tests/conftest.py) share the machine with the rest. TEST_WORKERS=0 runs in this process.
+exec "$PY" -m pytest -n "${TEST_WORKERS:-2}" "$@"

@@ -392,7 +392,8 @@ def test_a_nurse_starts_a_new_patient_from_the_weight(browser, bedside):
     ] == "type2"
     now = datetime.now(UTC)
     publisher.publish(Event("m-new", "p-new", now, Kind.MEAL, size="typical"))
-    publisher.publish(event_factory.glucose("g-new", "p-new", now, 200))
+    # 120 mg/dL: a first reading of the morning is the fasting one, and in 100-140 it moves no basal
+    publisher.publish(event_factory.glucose("g-new", "p-new", now, 120))
     assert watcher.wait_for(lambda w: w.suggestion_for("g-new"), 8)
     answer = watcher.suggestion_for("g-new")
     assert answer.status == "suggest" and answer.rules[0] == "plan_meal" and answer.units > 0, answer.reasons
