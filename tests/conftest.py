@@ -1,8 +1,8 @@
 """Shared fixtures: real data from ../shared (or $ADVISOR_AIM94_DIR); in CI, absence fails.
 
 Markers tell the truth: a test that uses a real broker or Chromium is marked ``e2e`` at
-collection, and any other test that starts a process fails unless it is marked ``e2e``
-itself; ``slow`` marks tests that train networks or search long. ``-m "not e2e and not slow"``
+collection, and any other test that starts a process or opens a network socket fails unless it
+is marked ``e2e`` itself; ``slow`` marks tests that train networks or search long. ``-m "not e2e and not slow"``
 is the fast loop of pure logic.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,15 +33,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _only_e2e_tests_start_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test not marked ``e2e`` that starts a process fails, naming the command."""
+def _only_e2e_tests_start_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test not marked ``e2e`` that starts a process or opens a network socket fails, naming what it
+    did (a socket opened on another thread, where the refusal may be swallowed, fails it at the end)."""
     if request.node.get_closest_marker("e2e") is not None:
+        yield
         return
 
     def refuse(self: subprocess.Popen, args: object, *rest: object, **options: object) -> None:
         raise AssertionError(f"{request.node.nodeid} starts a process ({str(args)[:120]}); mark it e2e")
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    opened: list[str] = []
+    for method in ("connect", "connect_ex", "bind"):
+        monkeypatch.setattr(
+            socket.socket, method, _no_network(request.node.nodeid, opened, getattr(socket.socket, method))
+        )
+    yield
+    assert not opened, opened[0]
+
+
+def _no_network(test: str, opened: list[str], method: Callable[..., object]) -> Callable[..., object]:
+    """``method`` of a socket, refused for a network address: the fast loop opens no connection or port."""
+
+    def guarded(self: socket.socket, address: object, *rest: object) -> object:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            opened.append(f"{test} opens a network socket ({method.__name__} {address!r}); mark it e2e")
+            raise AssertionError(opened[-1])
+        return method(self, address, *rest)
+
+    return guarded
 
 
 def _data_dir(env: str, default: Path, what: str) -> Path:

@@ -78,6 +78,7 @@ def test_a_stopped_demo_replay_says_how_far_it_got():
     assert replay_outcome(171, 171) == "replay finished: 171 events sent"
 
 
+@pytest.mark.e2e  # it tries a connection to the broker (refused)
 def test_no_stray_progress_label_off_a_terminal(tmp_path: Path):
     log = tmp_path / "log.jsonl"
     log.write_text("")
