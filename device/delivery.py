@@ -56,12 +56,6 @@ class DeliveryTracker:
             if len(self._in_flight) < MAX_OUTSTANDING:
                 self._drained.notify_all()
 
-    @property
-    def outstanding(self) -> int:
-        """Publishes not yet acknowledged by the broker."""
-        with self._lock:
-            return len(self._in_flight)
-
     def wait_for_room(self, timeout_s: float) -> bool:
         """Block while :data:`MAX_OUTSTANDING` publishes await the broker; False if still full at the timeout.
 

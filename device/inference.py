@@ -181,11 +181,6 @@ class DoseModel:
             value += float(window[-1, self._residual_index])
         return value
 
-    @property
-    def residual_index(self) -> int | None:
-        """The feature whose newest value the output is a change from (None: the output is the dose)."""
-        return self._residual_index
-
     def predict(self, window: np.ndarray) -> float:
         """Model units for one raw ``(window, n_features)`` input (may be non-finite)."""
         return self.units(self.run_tensor(self.model_input(window)), window)

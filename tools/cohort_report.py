@@ -18,8 +18,6 @@ from pathlib import Path
 from preprocessing.cohorts import merge_counts, mortality_cohort, readmission_cohort
 from preprocessing.mimic import MimicError, Shard, read_mimic
 
-COHORT_NAMES = ("mortality_1y", "readmission_30d", "readmission_30d_all_admissions")
-
 
 def cohort_report(folder: Path, shard: Shard | None = None) -> dict:
     """Layout, version, reader notes and the three cohorts' counts (or why one cannot be built)."""

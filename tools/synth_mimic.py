@@ -102,7 +102,6 @@ HF_PRIMARY_SHARE = 0.45  # of a heart-failure patient's admissions
 IN_HOSPITAL_DEATH = 0.05  # at a patient's last admission
 DEATH_WITHIN_YEAR = 0.10  # after the last discharge (MIMIC-IV records deaths up to a year after)
 CHUNK_PATIENTS = 20_000
-SHIFTED_START = datetime(2110, 1, 1)
 CARE_UNITS = (
     "Medical Intensive Care Unit (MICU)",
     "Surgical Intensive Care Unit (SICU)",

@@ -24,7 +24,6 @@ import json
 import math
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -162,9 +161,6 @@ class LocalDevice:
         if outcome.event is None:
             raise RuntimeError(f"the advisor refused a simulated event: {outcome.errors}")
         return outcome.suggestion
-
-
-DeviceFactory = Callable[[], DecisionDevice]
 
 
 class AdvisorArm(Arm):

@@ -10,7 +10,7 @@ minute by minute for the metrics.
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -499,13 +499,6 @@ def _level2_after(trace: np.ndarray, minutes: list[int], window: int = 360) -> i
         i for i in range(len(below) - 14) if below[i] and (i == 0 or not below[i - 1]) and below[i : i + 15].all()
     ]
     return sum(1 for s in starts if any(0 <= s - m <= window for m in minutes))
-
-
-def summarize_statuses(results: list[ArmResult]) -> dict[str, Counter]:
-    out: dict[str, Counter] = defaultdict(Counter)
-    for result in results:
-        out[result.arm].update(result.statuses)
-    return out
 
 
 def run_trial(
