@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from preprocessing.dose_context import dose_context
 from preprocessing.events import Event, Insulin, Kind, PatientProfile
 from preprocessing.features import (
     MINUTES_PER_DAY,
@@ -28,14 +27,13 @@ from preprocessing.features import (
     context_at,
     feature,
     minutes,
-    window_at,
 )
 from preprocessing.validation import ValidationError, decode_event
 
 from .basal_time import basal_answer_due, basal_request_id
 from .check_schedule import next_check
 from .config import ChecksConfig, SafetyConfig
-from .decision import decision_inputs
+from .decision import decide_at
 from .dose_responses import expires_at
 from .inference import DoseModel
 from .messages import (
@@ -56,7 +54,7 @@ from .messages import (
 from .patient_ids import case_twin, lookalike
 from .plan import PlanTracker
 from .retirement import RETIRING_KINDS, answers, retirement
-from .safety import measure_now, supervise
+from .safety import measure_now
 from .store import Added, Store, StoreError
 
 DEFAULT_MAX_HISTORIES = 500
@@ -610,16 +608,18 @@ class Advisor:
         ``replaces``: the live answer that the triggering event retired; ``asked``: the insulin a
         request named (a basal preparation asks for the basal dose).
         """
-        history = self.history(patient)
-        window = window_at(history, at)
-        model_units: float | None = None
-        if self.model.model is not None:
-            model_units = self.model.model.predict(window)
-        context = dose_context(history, at, request)
-        basal = asked is not None and not asked.for_meals
-        inputs = decision_inputs(window, model_units, context, self._plans.get(patient), basal)
-        problem = None if self.model.model is not None else self.model.problem or "no bundle"
-        verdict = supervise(inputs, self.safety.for_patient(patient), problem)
+        model, history = self.model.model, self.history(patient)
+        decision = decide_at(
+            history,
+            at,
+            model.predict if model is not None else None,
+            self.safety.for_patient(patient),
+            request,
+            self._plans.get(patient),
+            basal=asked is not None and not asked.for_meals,
+            model_problem=None if model is not None else self.model.problem or "no bundle",
+        )
+        model_units, inputs, verdict = decision.model_units, decision.inputs, decision.verdict
         recheck = None if verdict.recheck_min is None else at + timedelta(minutes=verdict.recheck_min)
         if measure_now(verdict, inputs):
             check = at  # no reading to count: the next check is now
@@ -641,7 +641,7 @@ class Advisor:
             glucose_age_min=None if inputs.glucose_age_min is None else round(inputs.glucose_age_min, 1),
             iob_units=round(inputs.iob_units, 2),
             model=self.model.info,
-            due=context.due,
+            due=inputs.due,
             recheck_at=None if recheck is None else recheck.isoformat(),
             carbs_g=verdict.carbs_g,
             next_check_at=check.isoformat(),

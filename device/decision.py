@@ -1,13 +1,20 @@
-"""From a decision window, its dose context and a model number to the supervisor's verdict (pure)."""
+"""From a decision window, its dose context and a model number to the supervisor's verdict (pure).
+
+One path for every caller — the device (:meth:`device.advisor.Advisor.decide`), ``advisor evaluate``
+(precomputed windows) and the in-silico trial — so they cannot drift apart: :func:`decide_at` reads
+a patient's history at a time, :func:`decide` takes the window and context already read.
+"""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
 
 import numpy as np
 
-from preprocessing.dose_context import DoseContext
-from preprocessing.features import AGE_CAP_H, feature
+from preprocessing.dose_context import DoseContext, dose_context
+from preprocessing.features import AGE_CAP_H, PatientHistory, feature, window_at
 
 from .plan import PlanTracker
 from .safety import DecisionInputs, SafetyProfile, Verdict, supervise
@@ -53,6 +60,43 @@ def decision_inputs(
     )
 
 
-def decide(window: np.ndarray, model_units: float | None, context: DoseContext, profile: SafetyProfile) -> Verdict:
-    """The supervised suggestion for one decision window (no plan: the patient's history alone)."""
-    return supervise(decision_inputs(window, model_units, context), profile)
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one decision read and concluded: the model's own number, the supervisor's inputs and verdict."""
+
+    model_units: float | None
+    inputs: DecisionInputs
+    verdict: Verdict
+
+
+def decide(
+    window: np.ndarray,
+    model_units: float | None,
+    context: DoseContext,
+    profile: SafetyProfile,
+    tracker: PlanTracker | None = None,
+    basal: bool = False,
+    model_problem: str | None = None,
+) -> Decision:
+    """The supervised decision for one window (``tracker``: the patient's plan and eating state;
+    ``model_problem``: why no model number exists, said in the answer)."""
+    inputs = decision_inputs(window, model_units, context, tracker, basal)
+    return Decision(model_units, inputs, supervise(inputs, profile, model_problem))
+
+
+def decide_at(
+    history: PatientHistory,
+    at: datetime,
+    model: Callable[[np.ndarray], float] | None,
+    profile: SafetyProfile,
+    request: bool = False,
+    tracker: PlanTracker | None = None,
+    basal: bool = False,
+    model_problem: str | None = None,
+) -> Decision:
+    """The decision for a patient's history at ``at``: the window and dose context known then, the
+    model's number on the window (``model``: None when no model is loaded), the supervisor's verdict."""
+    window = window_at(history, at)
+    model_units = model(window) if model is not None else None
+    context = dose_context(history, at, request)
+    return decide(window, model_units, context, profile, tracker, basal, model_problem)

@@ -78,7 +78,7 @@ def evaluate(
         points = decision_points(log, model.spec)
         for point, split in zip(points, chronological_split(points), strict=False):
             units = model.predict(point.window)
-            verdict = decide(point.window, units, point.context, profile)
+            verdict = decide(point.window, units, point.context, profile).verdict
             rows.append(
                 PredictionRow(
                     point.patient,

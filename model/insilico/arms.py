@@ -31,14 +31,11 @@ from typing import Protocol
 
 from device.advisor import Advisor, ModelSlot
 from device.config import SafetyConfig
-from device.decision import decision_inputs
+from device.decision import decide_at
 from device.inference import DoseModel
 from device.messages import Suggestion
-from device.safety import supervise
 from device.store import Store
-from preprocessing.dose_context import dose_context
 from preprocessing.events import Event, Insulin, Kind
-from preprocessing.features import window_at
 
 from .protocol import Meal
 
@@ -236,9 +233,8 @@ class AdvisorArm(Arm):
             return Decision(units, "model")
         proposal = self.habit_dose(reading.meal.slot) if reading.meal is not None else 0.0
         history = self.local.advisor.history(self.patient)
-        context = dose_context(history, reading.at, request=False)
-        inputs = decision_inputs(window_at(history, reading.at), proposal, context)
-        verdict = supervise(inputs, self.safety.for_patient(self.patient))
+        profile = self.safety.for_patient(self.patient)
+        verdict = decide_at(history, reading.at, lambda _window: proposal, profile).verdict
         units = verdict.units if verdict.status == "suggest" else 0.0
         return Decision(units, verdict.status, list(verdict.rules), verdict.carbs_g or 0.0)
 
