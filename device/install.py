@@ -8,24 +8,15 @@ the path holds either the old complete bundle or the new complete one.
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 from . import signing
 from .bundle import BundleError, open_archive_bytes, version_key
 from .inference import DoseModel
 
-FAULT_ENV = "ADVISOR_FAULT_POINT"  # test hook: kill this process at a named install step
-
 
 def installed_path(state_dir: Path, name: str = "dose") -> Path:
     return state_dir / "bundles" / f"{name}.tar.gz"
-
-
-def _fault(point: str) -> None:
-    """Let tests kill the process (SIGKILL, like a power cut) at one step of the install."""
-    if os.environ.get(FAULT_ENV) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def check_archive(
@@ -54,19 +45,14 @@ def install_archive(state_dir: Path, archive: bytes, name: str = "dose") -> Path
     target = installed_path(state_dir, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     incoming = target.with_name(f".{name}.incoming")
-    _fault("before-write")
     with open(incoming, "wb") as handle:
-        handle.write(archive[: len(archive) // 2])
-        _fault("mid-write")
-        handle.write(archive[len(archive) // 2 :])
+        handle.write(archive)
         handle.flush()
         os.fsync(handle.fileno())
-    _fault("before-rename")
     os.replace(incoming, target)
     directory = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
-    _fault("after-rename")
     return target

@@ -41,7 +41,9 @@ class DeviceProcess:
         python: str = sys.executable,
         extra: tuple[str, ...] = (),
         env: dict | None = None,
+        launcher: tuple[str, ...] = ("-m", "tools.cli"),
     ) -> None:
+        """``launcher``: how Python runs the CLI (tests.faulty_device: with a power cut during an install)."""
         self.state_dir = state_dir
         self.broker_url = broker_url
         self.device_id = device_id
@@ -49,6 +51,7 @@ class DeviceProcess:
         self.python = python
         self.extra = extra
         self.env = env or {}
+        self.launcher = launcher
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log = state_dir.parent / f"device-{device_id}.log"
@@ -60,8 +63,7 @@ class DeviceProcess:
     def command(self) -> list[str]:
         return [
             self.python,
-            "-m",
-            "tools.cli",
+            *self.launcher,
             "device",
             "run",
             "--broker",

@@ -21,7 +21,6 @@ from click.testing import CliRunner
 from device import signing
 from device.bundle import default_bundle_path, open_bundle, pack_archive, sign_bundle_dir
 from device.config import BrokerConfig
-from device.install import FAULT_ENV
 from device.messages import TransferChunk
 from device.ota import TransferMessage, encode_transfer
 from device.topics import Topics
@@ -70,9 +69,9 @@ def rig(mosquitto, tmp_path, keys):
     assert watcher.subscribed.wait(5)
     devices: list[DeviceProcess] = []
 
-    def start(env: dict | None = None) -> DeviceProcess:
+    def start(launcher: tuple[str, ...] = ("-m", "tools.cli")) -> DeviceProcess:
         device = DeviceProcess(
-            tmp_path / "state", mosquitto.url, DEVICE, extra=("--trust", str(keys["public"])), env=env
+            tmp_path / "state", mosquitto.url, DEVICE, extra=("--trust", str(keys["public"])), launcher=launcher
         )
         devices.append(device)
         return device.start()
@@ -190,7 +189,7 @@ def test_flash_command_reports_rejection_and_acceptance(rig, keys, tmp_path, mos
 )
 def test_kill_9_during_install_leaves_a_complete_bundle(rig, keys, tmp_path, point, expected):
     start, broker, watcher, publisher = rig
-    device = start(env={FAULT_ENV: point})
+    device = start(launcher=("-m", "tests.faulty_device", point))
     with pytest.raises(FlashError, match=f"device {DEVICE} went offline before it answered"):
         flash_over_mqtt(pack_archive(variant(tmp_path, keys["private"])), broker, DEVICE, timeout_s=60)
     device.process.wait(10)
