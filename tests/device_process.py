@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,8 +26,10 @@ from device.messages import (
     SignedIn,
     SignIn,
 )
-from tools.broker import free_port
 from tools.replay import DeviceWatcher, EventPublisher
+
+PAGE_ADDRESS = re.compile(r"bedside page at http://[^/\s]+:(\d+)/")
+PAGE_ADDRESS_WAIT_S = 20.0
 
 
 class DeviceProcess:
@@ -52,9 +55,25 @@ class DeviceProcess:
         self.extra = extra
         self.env = env or {}
         self.launcher = launcher
-        self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log = state_dir.parent / f"device-{device_id}.log"
+        self._port: int | None = None  # the page's port, as the running process says it bound it
+        self._log_from = 0
+
+    @property
+    def port(self) -> int:
+        """The page's port: the process binds port 0 and logs the address it got (read once per launch)."""
+        if self._port is None:
+            deadline = time.monotonic() + PAGE_ADDRESS_WAIT_S
+            while self._port is None:
+                found = PAGE_ADDRESS.search(self.log.read_bytes()[self._log_from :].decode(errors="replace"))
+                if found is not None:
+                    self._port = int(found.group(1))
+                elif time.monotonic() > deadline or (self.process is not None and self.process.poll() is not None):
+                    raise OSError(f"the device logged no page address: {self.log.read_text()[-2000:]}")
+                else:
+                    time.sleep(0.02)
+        return self._port
 
     @property
     def url(self) -> str:
@@ -71,7 +90,7 @@ class DeviceProcess:
             "--device-id",
             self.device_id,
             "--http",
-            f"127.0.0.1:{self.port}",
+            "127.0.0.1:0",
             "--state-dir",
             str(self.state_dir),
             "--clock",
@@ -82,6 +101,7 @@ class DeviceProcess:
     def launch(self) -> DeviceProcess:
         """Spawn the process and return at once."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        self._port, self._log_from = None, self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[1]

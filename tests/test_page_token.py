@@ -12,7 +12,6 @@ import pytest
 from device.config import BrokerConfig
 from device.messages import ConfirmDose
 from device.page_auth import ActionGuard
-from tools.broker import free_port
 from tools.replay import DeviceWatcher, EventPublisher
 
 from . import event_factory
@@ -45,11 +44,9 @@ def test_guard_needs_the_token_and_locks_out_guessing():
 @pytest.fixture()
 def exposed(mosquitto, tmp_path):
     """A device whose page listens on every address with a PIN, and a suggestion waiting on it."""
-    port = free_port()
     device = DeviceProcess(
-        tmp_path / "state", mosquitto.url, DEVICE, extra=("--http", f"0.0.0.0:{port}"), env={"ADVISOR_PAGE_TOKEN": PIN}
+        tmp_path / "state", mosquitto.url, DEVICE, extra=("--http", "0.0.0.0:0"), env={"ADVISOR_PAGE_TOKEN": PIN}
     )
-    device.port = port
     device.start()
     broker = BrokerConfig(url=mosquitto.url)
     watcher = DeviceWatcher(broker, DEVICE)
