@@ -8,8 +8,6 @@ import socket
 import struct
 import threading
 
-from tools.broker import free_port
-
 
 class CuttableProxy:
     """Forwards ``127.0.0.1:port`` to ``127.0.0.1:target``; ``cut()`` drops every connection
@@ -18,7 +16,6 @@ class CuttableProxy:
 
     def __init__(self, target: int) -> None:
         self.target = target
-        self.port = free_port()
         self._up = threading.Event()
         self._up.set()
         self._flowing = threading.Event()
@@ -26,7 +23,8 @@ class CuttableProxy:
         self._stop = threading.Event()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
         self._listener.settimeout(0.2)
         self.connections = 0
         self._thread = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
