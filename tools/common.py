@@ -67,6 +67,24 @@ def broker_config(
         raise click.BadParameter(message.replace("broker.url ", ""), param_hint=hint) from None
 
 
+def broker_options(whose: str):
+    """``--broker`` (required), ``--protocol`` and the TLS options of a command that talks to ``whose``
+    broker ("the device's", "the ward's"); the command gets them as one ``broker``, a checked
+    :class:`device.config.BrokerConfig` (a bad URL or TLS file is a usage error naming its option)."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def command(*args, broker: str, protocol: str, ca_file, client_cert, client_key, **kwargs):
+            return func(*args, broker=broker_config(broker, protocol, ca_file, client_cert, client_key), **kwargs)
+
+        where = f"mqtt://[user:password@]host:port or mqtts://… of {whose} broker."
+        command = click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)(command)
+        command = click.option("--broker", required=True, help=where)(command)
+        return tls_options(command)
+
+    return decorate
+
+
 def tls_options(func):
     """``--ca-file``, ``--client-cert`` and ``--client-key`` for a command that talks to the broker."""
     file_type = click.Path(path_type=Path, dir_okay=False, exists=True)

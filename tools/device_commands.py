@@ -12,6 +12,7 @@ import click
 from .common import (
     CREDENTIALS_OPTION,
     broker_config,
+    broker_options,
     configure_logging,
     default_aim94_dir,
     friendly,
@@ -407,9 +408,7 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | No
     help="AIM-94 folder (with --patient) or a JSONL file of events.",
 )
 @click.option("--patient", type=click.IntRange(1, 70), help="AIM-94 patient number.")
-@click.option("--broker", required=True, help="mqtt://[user:password@]host:port of the device's broker.")
 @click.option("--device", "device_id", required=True, help="Device id (running with --clock event).")
-@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option(
     "--speed",
     default="max",
@@ -435,31 +434,16 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | No
     show_default=True,
     help="Seconds to wait for the broker, and for the last suggestions.",
 )
-@tls_options
+@broker_options("the device's")
 @friendly
-def replay(
-    data_path,
-    patient,
-    broker,
-    device_id,
-    protocol,
-    speed,
-    report_path,
-    serial_port,
-    run_id,
-    fresh_ids,
-    timeout,
-    ca_file,
-    client_cert,
-    client_key,
-) -> None:
+def replay(data_path, patient, broker, device_id, speed, report_path, serial_port, run_id, fresh_ids, timeout) -> None:
     """Replay a recorded log into a device and report what it suggested (hardware in the loop)."""
     import json as json_mod
     from datetime import UTC, datetime
 
     from . import hil
 
-    target = broker_config(broker, protocol, ca_file, client_cert, client_key)
+    target = broker
     try:
         if fresh_ids and not run_id:
             run_id = "r" + datetime.now(UTC).strftime("%m%d%H%M%S")
@@ -557,15 +541,13 @@ def load(
 
 
 @click.command()
-@click.option("--broker", required=True, help="mqtt://[user:password@]host:port or mqtts://… of the ward's broker.")
 @click.option(
     "--device", "devices", multiple=True, required=True, help="A device id to show; repeat for several devices."
 )
 @click.option("--http", default="127.0.0.1:8090", show_default=True, help="Station page address HOST:PORT.")
-@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
-@tls_options
+@broker_options("the ward's")
 @friendly
-def station(broker: str, devices: tuple[str, ...], http: str, protocol: str, ca_file, client_cert, client_key) -> None:
+def station(broker, devices: tuple[str, ...], http: str) -> None:
     """A read-only nurses' station: every patient of several devices at a glance, from their MQTT topics."""
     import threading
 
@@ -582,8 +564,7 @@ def station(broker: str, devices: tuple[str, ...], http: str, protocol: str, ca_
     if not port.isdigit() or int(port) > 65535:
         raise click.BadParameter(f"must be HOST:PORT, got {http!r}", param_hint="--http")
     try:
-        target = broker_config(broker, protocol, ca_file, client_cert, client_key)
-        board = Station(target, list(devices), host.strip("[]") or "127.0.0.1", int(port))
+        board = Station(broker, list(devices), host.strip("[]") or "127.0.0.1", int(port))
     except OSError as exc:
         raise click.ClickException(f"cannot serve the station page on {http}: {exc.strerror}") from None
     board.start()
@@ -601,17 +582,13 @@ def station(broker: str, devices: tuple[str, ...], http: str, protocol: str, ca_
 @click.option(
     "--file", "event_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="JSON or JSONL."
 )
-@click.option("--broker", required=True, help="mqtt://[user:password@]host:port or mqtts://… of the device's broker.")
 @click.option("--device", "device_id", required=True, help="The device whose events topic receives them.")
-@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option("--wait", "wait_s", type=click.FloatRange(0.5, 600), default=10.0, show_default=True, help="Seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print each answer as a JSON line.")
 @CREDENTIALS_OPTION
-@tls_options
+@broker_options("the device's")
 @friendly
-def publish(
-    event, event_file, broker, device_id, protocol, wait_s, as_json, credentials_file, ca_file, client_cert, client_key
-) -> None:
+def publish(event, event_file, broker, device_id, wait_s, as_json, credentials_file) -> None:
     """Validate EVENT (or --file) as the device would, send it as a sensor does, print the answer.
 
     An event without "ts" is sent with the time of sending, in the device's time zone (from its
@@ -625,8 +602,7 @@ def publish(
     """
     from . import publish as publish_mod
 
-    target = broker_config(broker, protocol, ca_file, client_cert, client_key)
-    logins = role_logins(credentials_file, [device_id], ("sensor", "monitor"), target)
+    logins = role_logins(credentials_file, [device_id], ("sensor", "monitor"), broker)
     sender, reader = logins["sensor"], logins["monitor"]
     try:
         text, where = publish_mod.read_source(event, event_file)
@@ -642,18 +618,14 @@ def publish(
 
 
 @click.command()
-@click.option("--broker", required=True, help="mqtt://[user:password@]host:port or mqtts://… of the ward's broker.")
 @click.option("--device", "devices", multiple=True, required=True, help="A device id to follow; repeat for several.")
-@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message (device, topic, payload).")
 @click.option("--seconds", type=click.FloatRange(0.1, None), help="Stop after this long (default: Ctrl-C).")
 @click.option("--count", type=click.IntRange(1, None), help="Stop after this many messages.")
 @CREDENTIALS_OPTION
-@tls_options
+@broker_options("the ward's")
 @friendly
-def monitor(
-    broker, devices, protocol, as_json, seconds, count, credentials_file, ca_file, client_cert, client_key
-) -> None:
+def monitor(broker, devices, as_json, seconds, count, credentials_file) -> None:
     """Follow devices' answers, errors, status, alerts, risk and model acks as readable lines.
 
     With --credentials, it reads as the ward's monitor user from credentials.txt; else as the
@@ -668,9 +640,7 @@ def monitor(
             check_device_id(device_id)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--device") from None
-    target = role_logins(
-        credentials_file, list(devices), ("monitor",), broker_config(broker, protocol, ca_file, client_cert, client_key)
-    )["monitor"]
+    target = role_logins(credentials_file, list(devices), ("monitor",), broker)["monitor"]
     ready = lambda: click.echo(f"following {', '.join(devices)} on {target.display_url}", err=True)  # noqa: E731
     try:
         for device_id, leaf, payload, decoded in follow(target, list(devices), seconds, count, ready):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import broker_config, configure_logging, friendly, tls_options
+from .common import broker_options, configure_logging, friendly
 
 
 @click.command("export-c")
@@ -70,15 +70,12 @@ def bridge() -> None:
     help="Serial device (e.g. /dev/ttyUSB0), or 'pty' to create a pseudo-terminal and print its path.",
 )
 @click.option("--baud", type=int, default=115200, show_default=True)
-@click.option("--broker", required=True, help="mqtt://[user:password@]host:port")
 @click.option("--device", "device_id", required=True, help="Device whose events topic receives the events.")
 @click.option("--source", default="fw", show_default=True, help="Prefix of the event ids this bridge creates.")
-@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
-@tls_options
+@broker_options("the device's")  # a bad broker is named before the port opens
 @friendly
-def bridge_serial(port, baud, broker, device_id, source, protocol, ca_file, client_cert, client_key) -> None:
+def bridge_serial(port, baud, broker, device_id, source) -> None:
     """Turn firmware frames into events; acknowledge each once the broker has it. Ctrl-C stops."""
-    target = broker_config(broker, protocol, ca_file, client_cert, client_key)  # named before the port opens
     import signal
     import threading
 
@@ -95,8 +92,8 @@ def bridge_serial(port, baud, broker, device_id, source, protocol, ca_file, clie
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runner = SerialBridge(link, target, device_id, source)
-    click.echo(f"bridging {port} -> {broker.split('@')[-1]} device {device_id}", err=True)
+    runner = SerialBridge(link, broker, device_id, source)
+    click.echo(f"bridging {port} -> {broker.display_url} device {device_id}", err=True)
     runner.run(stop)
     stats = runner.stats
     click.echo(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import CREDENTIALS_OPTION, broker_config, device_credentials, friendly, tls_options
+from .common import CREDENTIALS_OPTION, broker_options, device_credentials, friendly
 
 
 def _device_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -94,20 +94,16 @@ def broker_profile(
 
 
 @click.command()
-@click.option("--broker", required=True, help="mqtt://[user:password@]host:port or mqtts://… of the device's broker.")
 @click.option("--device", "device_id", required=True, help="The device to check.")
 @CREDENTIALS_OPTION
 @click.option("--expect-version", help="The dose bundle version the device should run.")
-@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option(
     "--timeout", "timeout_s", type=click.FloatRange(0.5, 120), default=5.0, show_default=True, help="Seconds per check."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-@tls_options
+@broker_options("the device's")
 @friendly
-def doctor(
-    broker, device_id, credentials_file, expect_version, protocol, timeout_s, as_json, ca_file, client_cert, client_key
-) -> None:
+def doctor(broker, device_id, credentials_file, expect_version, timeout_s, as_json) -> None:
     """Check a device end to end and say what is wrong and how to fix it.
 
     Broker reachable, TLS, each role's login, the device's status and models, an answer
@@ -123,13 +119,12 @@ def doctor(
         check_device_id(device_id)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--device") from None
-    target = broker_config(broker, protocol, ca_file, client_cert, client_key)
     roles = device_credentials(credentials_file, device_id)
-    findings = Doctor(target, device_id, roles, timeout_s, expect_version).examine()
+    findings = Doctor(broker, device_id, roles, timeout_s, expect_version).examine()
     if as_json:
         click.echo(findings_json(findings))
     else:
-        click.echo(f"doctor: device {device_id} at {target.display_url}")
+        click.echo(f"doctor: device {device_id} at {broker.display_url}")
         for finding in findings:
             for line in finding.lines():
                 click.echo(f"  {line}")
