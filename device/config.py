@@ -37,7 +37,8 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Literal
@@ -364,38 +365,6 @@ class DeviceConfig:
         """Build from a parsed config file; unknown keys and bad values raise :class:`ConfigError`."""
         return schema.load(cls, data, what="setting", error=ConfigError, root="the config")
 
-    def with_overrides(
-        self,
-        *,
-        url: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        protocol: str | None = None,
-        device_id: str | None = None,
-        state_dir: Path | None = None,
-        bundle: Path | None = None,
-        clock: Clock | None = None,
-        http: HttpConfig | None = None,
-    ) -> DeviceConfig:
-        """A copy with command-line values applied (``None`` means not given)."""
-        broker = self.broker
-        broker = replace(
-            broker,
-            url=url or broker.url,
-            username=username or broker.username,
-            password=password or broker.password,
-            protocol=protocol or broker.protocol,
-        )
-        return replace(
-            self,
-            broker=broker,
-            device_id=device_id or self.device_id,
-            state_dir=state_dir or self.state_dir,
-            bundle=bundle or self.bundle,
-            clock=clock or self.clock,
-            http=http or self.http,
-        )
-
 
 def read_config_file(path: Path) -> dict:
     """Parse a TOML (or ``.json``) config file into a mapping."""
@@ -411,6 +380,17 @@ def read_config_file(path: Path) -> dict:
         raise ConfigError(f"config {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
 
 
-def load_config(path: Path | None) -> DeviceConfig:
-    """The configuration from ``path`` (or all defaults when ``None``)."""
-    return DeviceConfig.from_mapping(read_config_file(path)) if path else DeviceConfig()
+def load_config(path: Path | None, overrides: Mapping[str, object] | None = None) -> DeviceConfig:
+    """The configuration from ``path`` (all defaults when ``None``) with ``overrides`` — settings by
+    their dotted names (``broker.url``), as the command line gives them — put in before it is
+    checked: one parser and one set of rules for the file and the command line."""
+    data = read_config_file(path) if path else {}
+    for key, value in (overrides or {}).items() if isinstance(data, dict) else ():
+        table = data
+        *parents, leaf = key.split(".")
+        for depth, parent in enumerate(parents, start=1):
+            table = table.setdefault(parent, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{'.'.join(parents[:depth])} must be a table of settings")
+        table[leaf] = value
+    return DeviceConfig.from_mapping(data)

@@ -76,14 +76,20 @@ def test_password_never_in_repr(tmp_path):
 def test_credentials_from_environment(monkeypatch):
     monkeypatch.setenv("ADVISOR_MQTT_USERNAME", "envuser")
     monkeypatch.setenv("ADVISOR_MQTT_PASSWORD", "envpass")
-    config = DeviceConfig().with_overrides(url="mqtt://localhost:1883")
+    config = load_config(None, {"broker.url": "mqtt://localhost:1883"})
     assert config.broker.credentials == ("envuser", "envpass")
 
 
-def test_overrides_win(tmp_path):
-    config = load_config(write(tmp_path, GOOD)).with_overrides(device_id="bed8", url="mqtt://h:1", clock="wall")
+def test_overrides_win_and_pass_the_same_checks(tmp_path):
+    config = load_config(write(tmp_path, GOOD), {"device_id": "bed8", "broker.url": "mqtt://h:1", "clock": "wall"})
     assert config.device_id == "bed8" and config.broker.url == "mqtt://h:1" and config.clock == "wall"
     assert config.broker.protocol == "3.1.1"  # untouched fields stay
+    with pytest.raises(ConfigError, match="clock must be one of"):
+        load_config(write(tmp_path, GOOD), {"clock": "sundial"})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config(None, {"brokr.url": "mqtt://h:1"})
+    with pytest.raises(ConfigError, match="broker must be a table"):
+        load_config(write(tmp_path, 'broker = "mqtt://h:1"\n'), {"broker.url": "mqtt://h:2"})
 
 
 @pytest.mark.parametrize(

@@ -36,30 +36,20 @@ def device() -> None:
     """Run the bedside device runtime."""
 
 
-def _build_config(
-    config_file, broker, username, password, protocol, device_id, http, state_dir, bundle, clock, trust, risk_bundles=()
-):
+def _device_config(config_file: Path | None, given: dict[str, object], trust, risk_bundles):
+    """The config file with the settings given on the command line (by dotted name) put in, so one
+    parser checks both; the keys and bundles given are added to the file's."""
     from dataclasses import replace
 
     from device.config import HttpConfig, load_config
 
-    config = load_config(config_file)
-    config = config.with_overrides(
-        url=broker,
-        username=username,
-        password=password,
-        protocol=protocol,
-        device_id=device_id,
-        state_dir=state_dir,
-        bundle=bundle,
-        clock=clock,
-        http=HttpConfig.parse(http, config.http.token) if http else None,
-    )
-    if trust:
-        config = replace(config, trust=config.trust + tuple(trust))
-    if risk_bundles:
-        config = replace(config, risk_bundles=tuple(risk_bundles) + config.risk_bundles)
-    return config
+    overrides = {key: str(v) if isinstance(v, Path) else v for key, v in given.items() if v is not None}
+    http = overrides.pop("http", None)
+    if http is not None:
+        parsed = HttpConfig.parse(str(http))
+        overrides |= {"http.host": parsed.host, "http.port": parsed.port}
+    config = load_config(config_file, overrides)
+    return replace(config, trust=config.trust + tuple(trust), risk_bundles=tuple(risk_bundles) + config.risk_bundles)
 
 
 @device.command("run")
@@ -114,27 +104,22 @@ def device_run(
     verbose,
 ) -> None:
     """Run the device: MQTT events in, supervised suggestions out, bedside page served."""
-    from dataclasses import replace
-
     from device.service import DeviceService
 
     configure_logging(verbose)
-    config = _build_config(
-        config_file,
-        broker,
-        username,
-        password,
-        protocol,
-        device_id,
-        http,
-        state_dir,
-        bundle,
-        clock,
-        trust,
-        risk_bundles,
-    )
-    if allow_downgrade:
-        config = replace(config, allow_downgrade=True)
+    given = {
+        "broker.url": broker,
+        "broker.username": username,
+        "broker.password": password,
+        "broker.protocol": protocol,
+        "device_id": device_id,
+        "http": http,
+        "state_dir": state_dir,
+        "bundle": bundle,
+        "clock": clock,
+        "allow_downgrade": allow_downgrade,
+    }
+    config = _device_config(config_file, given, trust, risk_bundles)
     service = DeviceService(config)
     click.echo(f"device {config.device_id}: broker {config.broker.display_url}, state {config.state_dir}", err=True)
     service.run_forever()
