@@ -1,4 +1,5 @@
-"""``advisor device run|check-config`` and ``advisor demo``: thin wrappers over ``device`` and ``tools.demo``."""
+"""The commands that run or talk to devices: ``device run|check-config``, ``demo``, ``bench``, ``flash``,
+``replay``, ``load``, ``station``, ``publish`` and ``monitor`` — thin wrappers over ``device`` and ``tools``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``advisor export-c`` (and, later, the serial bridge): thin wrappers over ``firmware_bridge``."""
+"""``advisor export-c`` and ``advisor bridge serial``: thin wrappers over ``firmware_bridge``."""
 
 from __future__ import annotations
 
