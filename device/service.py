@@ -6,7 +6,9 @@
   inbound topic;
 * :class:`~device.storage_recovery.StorageRecovery` — what happens while SQLite refuses writes;
 * :class:`~device.delivery.DeliveryTracker` — which suggestions the broker has acknowledged;
-* :class:`~device.page_actions.PageActions` and :class:`~device.web.BedsideServer` — the page.
+* :class:`~device.page_actions.PageActions`, :class:`~device.page_backend.PageBackend` and
+  :class:`~device.web.BedsideServer` — the page: what a person records, what the page reads,
+  the HTTP server.
 
 Delivery guarantees (docs/contract.md, docs/reliability.md):
 
@@ -30,49 +32,30 @@ import signal
 import sqlite3
 import threading
 import time
-from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
-
-from preprocessing.events import Event
+from datetime import UTC, datetime
 
 from .advisor import Advisor, ModelSlot
 from .bundle import trusted_keys
-from .check_schedule import is_overdue
 from .clock_watch import ClockWatch
 from .communicator import Communicator
 from .config import DeviceConfig
-from .daily_summary import day_bounds, summarise, ward_adherence
 from .delivery import DeliveryTracker
 from .dispatcher import Dispatcher
 from .handlers import EventHandler, VisitHistoryHandler
 from .inference import DoseModel
-from .messages import (
-    Alert,
-    ConfirmDose,
-    DaySummary,
-    Decline,
-    DeviceState,
-    DeviceStatus,
-    ErrorMessage,
-    GlucoseNow,
-    PageStatus,
-    PatientList,
-    PatientView,
-    WardAdherence,
-)
+from .messages import Alert, DeviceState, DeviceStatus
 from .models import load_dose_model
 from .ota_installer import OtaInstaller
 from .page_actions import PageActions
+from .page_backend import PageBackend
 from .risk import RiskAssessor, load_risk_models
 from .storage_recovery import StorageRecovery
 from .store import Store, StoreError
-from .users import Identity, verify_pin
-from .ward import check_overdue_alert, patient_row
+from .ward import check_overdue_alert
 from .web import BedsideServer
 
 log = logging.getLogger("advisor.device")
 DATABASE_NAME = "advisor.sqlite3"
-LOW_MG_DL = 70.0  # lows counted on the ward overview
 
 
 class DeviceService:
@@ -129,7 +112,10 @@ class DeviceService:
         self._next_alert_check = 0.0
         self.clock_watch = ClockWatch()
         self.clock_problem: str | None = None
-        self.web = BedsideServer(config.http, self)
+        self.page = PageBackend(
+            config, self.store, self.advisor, self.actions, self.risk, self.recovery, self.link, self.device_status
+        )
+        self.web = BedsideServer(config.http, self.page)
 
     @property
     def ready(self) -> threading.Event:
@@ -249,120 +235,6 @@ class DeviceService:
         if self.link.ready.is_set():
             self.link.send(self.device_status("online"))
         self.advisor.touch()
-
-    # ------------------------------------------------------- the page's backend
-    def status(self) -> PageStatus:
-        """What the bedside page shows about the device itself."""
-        current = self.device_status("online" if self.link.ready.is_set() else "starting")
-        return PageStatus.of(
-            current,
-            broker=self.config.broker.display_url,
-            broker_connected=self.link.connected.is_set(),
-            broker_problem=self.link.problem,
-            actions_need_pin=self.web.guard.required,
-        )
-
-    def patients(self, offset: int = 0, limit: int = 200, starting: str = "") -> PatientList:
-        """One page of the known patients (with events or a risk assessment), in id order, at a glance."""
-        ids = self.store.patients(offset, limit, starting)
-        now = self.advisor.now()
-        rows = []
-        for patient in ids:
-            suggestion = self.advisor.latest_suggestion(patient)
-            response = None if suggestion is None else self.store.response_for(suggestion.id)
-            state = None if suggestion is None else self.actions.state(suggestion, response)
-            last = self.store.last_glucose(patient)
-            glucose = None
-            if last is not None and last.mg_dl is not None:
-                glucose = GlucoseNow(last.mg_dl, last.ts.isoformat(), round((now - last.ts).total_seconds() / 60, 1))
-            lows = self.store.count_lows(patient, now - timedelta(hours=24), LOW_MG_DL)
-            retired = suggestion is not None and self.advisor.retired(suggestion.id) is not None
-            rows.append(patient_row(patient, now, glucose, suggestion, response, state, lows, retired))
-        return PatientList(ids, self.store.count_patients(), rows, now.isoformat())
-
-    def has_patient(self, patient: str) -> bool:
-        """Known to the device: stored, or first seen while the database refused writes (held in memory)."""
-        return patient in self.advisor.held_patients() or self.store.has_patient(patient)
-
-    def storage_refused(self, reason: str) -> None:
-        """A page action or sign-in was refused because the database refuses writes."""
-        self.recovery.refused(reason)
-
-    def patient_view(self, patient: str, who: Identity | None = None) -> PatientView:
-        """The advisor's view of a patient: the answer, whether it can still be acted on, the next check;
-        the companion risk only for a user allowed to see it."""
-        risk = self.risk.latest(patient) if who is not None and who.may("see_risk") else None
-        view = self.advisor.patient_view(patient, risk)
-        profile = self.config.safety.for_patient(patient)
-        extra: dict = {"pen_step_units": profile.pen_step_units, "max_single_units": profile.max_single_units}
-        suggestion = view.suggestion
-        if suggestion is not None:
-            response = self.store.response_for(suggestion.id)
-            state = self.actions.state(suggestion, response)
-            check = suggestion.next_check_at
-            if state.actionable:  # one "usual" on the screen: the one the live answer was made with
-                extra["usual_units"] = suggestion.usual_units
-            extra |= {
-                "response": response,
-                "retired": self.advisor.retired(suggestion.id),
-                "actionable": state.actionable,
-                "not_actionable": state.why_not,
-                "expires_at": None if state.expires_at is None else state.expires_at.isoformat(),
-                "next_check_at": check,
-                "check_overdue": check is not None and is_overdue(datetime.fromisoformat(check), self.advisor.now()),
-            }
-        return replace(view, **extra)
-
-    def day_summary(self, patient: str, day: date | None = None) -> DaySummary:
-        """The clinician's day for ``patient`` (default: today in ward time)."""
-        zone = self.config.zone
-        day = day or self.advisor.now().astimezone(zone).date()
-        start, end = day_bounds(day, zone)
-        events = self.store.events_between(patient, start, end)
-        answers = self.store.suggestions_between(patient, start, end)
-        ids = [a.id for a in answers]
-        responses, retired = self.store.responses_to(ids), self.store.retirements_for(ids)
-        return summarise(patient, day, zone, events, answers, responses, retired, self.config.suggestion_expiry_s)
-
-    def adherence(self, day: date | None = None) -> WardAdherence:
-        """How the ward's suggested doses were followed that day (default today), by patient and reason."""
-        zone = self.config.zone
-        day = day or self.advisor.now().astimezone(zone).date()
-        doses = self.store.doses_between(*day_bounds(day, zone), self.config.suggestion_expiry_s)
-        return ward_adherence(day, zone, doses)
-
-    def day_summary_pdf(self, patient: str, day: date | None = None) -> bytes:
-        from .summary_pdf import summary_pdf  # fpdf2 and Pillow load only when a PDF is asked for
-
-        return summary_pdf(self.day_summary(patient, day), self.config.device_id)
-
-    def confirm_dose(self, patient: str, request: ConfirmDose, who: Identity) -> tuple[Event, list[ErrorMessage]]:
-        return self.actions.confirm_dose(patient, request, who)
-
-    def decline(self, patient: str, request: Decline, who: Identity) -> None:
-        self.actions.decline(patient, request, who)
-
-    def acknowledge(self, patient: str, suggestion_id: str, who: Identity) -> None:
-        self.actions.acknowledge(patient, suggestion_id, who)
-
-    def enter(self, event: Event, who: Identity, reason: str | None = None) -> list[ErrorMessage]:
-        return self.actions.enter(event, who, reason)
-
-    def users_configured(self) -> bool:
-        return self.store.count_users() > 0
-
-    def sign_in(self, user: str, pin: str) -> Identity | None:
-        """The user's identity when ``pin`` is theirs, else None (audited either way)."""
-        found = self.store.user(user)
-        if found is None or not verify_pin(pin, found.pin_hash):
-            self.store.audit("sign_in_refused", {"user": user[:64]})
-            return None
-        self.store.audit("signed_in", {"user": user, "role": found.role})
-        return Identity(user, found.role, found.patient)  # type: ignore[arg-type]  # the store holds checked roles
-
-    def subscribe(self, listener) -> None:
-        """Call ``listener(patient)`` whenever what the page shows may have changed."""
-        self.advisor.subscribe(listener)
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:

@@ -78,7 +78,7 @@ CSP = (
 
 
 class BedsideBackend(Protocol):
-    """What the page needs from the running device (:class:`device.service.DeviceService`)."""
+    """What the page needs from the running device (:class:`device.page_backend.PageBackend`)."""
 
     def status(self) -> PageStatus: ...
 

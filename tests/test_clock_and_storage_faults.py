@@ -175,11 +175,11 @@ def test_a_full_disk_is_said_on_the_page_and_never_answered_500(small_disk, tmp_
         assert status == 503 and "not recorded" in body and "record on paper" in body, body
         status, body = page.post("/api/sign-in", SignIn("ann", "0000"), page.session())
         assert status in (401, 503), body  # a wrong PIN is still refused; its audit row cannot be written
-        assert service.status().storage_problem is not None, "the page's footer says the database is unavailable"
+        assert service.page.status().storage_problem is not None, "the page's footer says the database is unavailable"
         publisher.publish(event_factory.glucose("g-new", "p-new", datetime.now(UTC), 150))
         assert watcher.wait_for(lambda w: w.suggestion_for("g-new"), 10)
-        assert service.has_patient("p-new"), "first seen during the outage: on the page, not 404"
-        assert service.patient_view("p-new").suggestion is not None
+        assert service.page.has_patient("p-new"), "first seen during the outage: on the page, not 404"
+        assert service.page.patient_view("p-new").suggestion is not None
     finally:
         if filler is not None:
             filler.unlink()
