@@ -19,15 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from preprocessing.events import Event, Insulin, Kind, PatientProfile
-from preprocessing.features import (
-    MINUTES_PER_DAY,
-    FeatureSpec,
-    OutOfOrderError,
-    PatientHistory,
-    context_at,
-    feature,
-    minutes,
-)
+from preprocessing.features import FeatureSpec, OutOfOrderError, PatientHistory, minutes
 from preprocessing.validation import ValidationError, decode_event
 
 from .basal_time import basal_answer_due, basal_request_id
@@ -36,21 +28,7 @@ from .config import ChecksConfig, SafetyConfig
 from .decision import decide_at
 from .dose_responses import expires_at
 from .inference import DoseModel
-from .messages import (
-    DosePoint,
-    ErrorMessage,
-    GlucoseNow,
-    GlucosePoint,
-    ModelInfo,
-    PatientView,
-    PlanStep,
-    PlanSummary,
-    Response,
-    Retired,
-    Risk,
-    Series,
-    Suggestion,
-)
+from .messages import ErrorMessage, ModelInfo, Response, Retired, Suggestion
 from .patient_ids import case_twin, lookalike
 from .plan import PlanTracker
 from .retirement import RETIRING_KINDS, answers, retirement
@@ -651,73 +629,19 @@ class Advisor:
         )
 
     # ------------------------------------------------------------------- views
-    def patient_view(self, patient: str, risk: Risk | None = None) -> PatientView:
-        """What the bedside page shows for one patient, as of the device's now."""
+    @contextlib.contextmanager
+    def reading(self, patient: str) -> Iterator[tuple[PatientHistory, PlanTracker, datetime]]:
+        """The patient's history and plan and the device's now, held still while the caller reads them
+        (the worker thread adds events under the same lock)."""
         with self._lock:
-            now = self.now()
             history = self.history(patient)
-            since = now - timedelta(minutes=MINUTES_PER_DAY)
-            glucose: list[GlucosePoint] = []
-            doses: list[DosePoint] = []
-            last_glucose: Event | None = None
-            for e in history.events:
-                if e.ts > now:
-                    break
-                if e.kind is Kind.GLUCOSE:
-                    last_glucose = e
-                if e.ts < since:
-                    continue
-                if e.kind is Kind.GLUCOSE and e.mg_dl is not None:
-                    glucose.append(GlucosePoint(e.ts.isoformat(), e.mg_dl))
-                elif e.kind is Kind.INSULIN and e.insulin is not None and e.units is not None:
-                    doses.append(DosePoint(e.ts.isoformat(), e.insulin.value, e.units))
-            usual = None
-            if history.events:
-                context = context_at(history, now.astimezone(history.events[-1].ts.tzinfo))
-                if context[feature("reg_same_slot_count")] > 0:
-                    usual = float(context[feature("reg_same_slot_median5")])
-        current = None
-        if last_glucose is not None and last_glucose.mg_dl is not None:
-            current = GlucoseNow(
-                last_glucose.mg_dl,
-                last_glucose.ts.isoformat(),
-                round((now - last_glucose.ts).total_seconds() / 60.0, 1),
-            )
-        notices = self.store.notices(patient)
-        tracker = self._plans.get(patient)
-        return PatientView(
-            patient=patient,
-            now=now.isoformat(),
-            glucose=current,
-            usual_units=usual,
-            suggestion=self.latest_suggestion(patient),
-            series=Series(glucose, doses),
-            risk=risk,
-            notices=notices,
-            plan=None if tracker is None else plan_summary(tracker, self.zone),
-        )
+            yield history, self._plans[patient], self.now()
 
 
 def _offset(ts: datetime) -> str:
     """A timestamp's UTC offset as ``+HH:MM``."""
     text = ts.strftime("%z")
     return f"{text[:3]}:{text[3:5]}"
-
-
-PLAN_CHANGES_SHOWN = 10
-
-
-def plan_summary(tracker: PlanTracker, zone: tzinfo) -> PlanSummary | None:
-    """The patient's plan for the page: one line, the eating state and the latest changes, newest first."""
-    plan = tracker.plan
-    if plan is None:
-        return None
-    steps = [
-        PlanStep(c.at.astimezone(zone).isoformat(), c.part, round(c.before, 2), round(c.after, 2), c.why)
-        for c in reversed(plan.changes[-PLAN_CHANGES_SHOWN:])
-    ]
-    meals = [round(u, 2) for u in plan.meals]
-    return PlanSummary(plan.describe(), round(plan.basal_units, 2), meals, tracker.nutrition, steps)
 
 
 def _meal_insulin(history: PatientHistory) -> Insulin:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 
-from preprocessing.events import Event
+from preprocessing.events import Event, Kind
+from preprocessing.features import MINUTES_PER_DAY, context_at, feature
 
 from .advisor import Advisor
 from .check_schedule import is_overdue
@@ -20,14 +21,21 @@ from .messages import (
     Decline,
     DeviceState,
     DeviceStatus,
+    DosePoint,
     ErrorMessage,
     GlucoseNow,
+    GlucosePoint,
     PageStatus,
     PatientList,
     PatientView,
+    PlanStep,
+    PlanSummary,
+    Risk,
+    Series,
     WardAdherence,
 )
 from .page_actions import PageActions
+from .plan import PlanTracker
 from .risk import RiskAssessor
 from .storage_recovery import StorageRecovery
 from .store import Store
@@ -35,6 +43,62 @@ from .users import Identity, verify_pin
 from .ward import patient_row
 
 LOW_MG_DL = 70.0  # lows counted on the ward overview
+PLAN_CHANGES_SHOWN = 10
+
+
+def patient_view(advisor: Advisor, store: Store, patient: str, risk: Risk | None = None) -> PatientView:
+    """What the bedside page shows for one patient, as of the device's now: the current glucose, the
+    last 24 hours, the usual dose at this time of day, the live answer, the plan and the notices."""
+    with advisor.reading(patient) as (history, tracker, now):
+        since = now - timedelta(minutes=MINUTES_PER_DAY)
+        glucose: list[GlucosePoint] = []
+        doses: list[DosePoint] = []
+        last_glucose: Event | None = None
+        for e in history.events:
+            if e.ts > now:
+                break
+            if e.kind is Kind.GLUCOSE:
+                last_glucose = e
+            if e.ts < since:
+                continue
+            if e.kind is Kind.GLUCOSE and e.mg_dl is not None:
+                glucose.append(GlucosePoint(e.ts.isoformat(), e.mg_dl))
+            elif e.kind is Kind.INSULIN and e.insulin is not None and e.units is not None:
+                doses.append(DosePoint(e.ts.isoformat(), e.insulin.value, e.units))
+        usual = None
+        if history.events:
+            context = context_at(history, now.astimezone(history.events[-1].ts.tzinfo))
+            if context[feature("reg_same_slot_count")] > 0:
+                usual = float(context[feature("reg_same_slot_median5")])
+        plan = plan_summary(tracker, advisor.zone)
+    current = None
+    if last_glucose is not None and last_glucose.mg_dl is not None:
+        age_min = round((now - last_glucose.ts).total_seconds() / 60.0, 1)
+        current = GlucoseNow(last_glucose.mg_dl, last_glucose.ts.isoformat(), age_min)
+    return PatientView(
+        patient=patient,
+        now=now.isoformat(),
+        glucose=current,
+        usual_units=usual,
+        suggestion=advisor.latest_suggestion(patient),
+        series=Series(glucose, doses),
+        risk=risk,
+        notices=store.notices(patient),
+        plan=plan,
+    )
+
+
+def plan_summary(tracker: PlanTracker, zone: tzinfo) -> PlanSummary | None:
+    """The patient's plan for the page: one line, the eating state and the latest changes, newest first."""
+    plan = tracker.plan
+    if plan is None:
+        return None
+    steps = [
+        PlanStep(c.at.astimezone(zone).isoformat(), c.part, round(c.before, 2), round(c.after, 2), c.why)
+        for c in reversed(plan.changes[-PLAN_CHANGES_SHOWN:])
+    ]
+    meals = [round(u, 2) for u in plan.meals]
+    return PlanSummary(plan.describe(), round(plan.basal_units, 2), meals, tracker.nutrition, steps)
 
 
 class PageBackend:
@@ -101,7 +165,7 @@ class PageBackend:
         """The advisor's view of a patient: the answer, whether it can still be acted on, the next check;
         the companion risk only for a user allowed to see it."""
         risk = self.risk.latest(patient) if who is not None and who.may("see_risk") else None
-        view = self.advisor.patient_view(patient, risk)
+        view = patient_view(self.advisor, self.store, patient, risk)
         profile = self.config.safety.for_patient(patient)
         extra: dict = {"pen_step_units": profile.pen_step_units, "max_single_units": profile.max_single_units}
         suggestion = view.suggestion

@@ -20,6 +20,7 @@ from device.config import DeviceConfig, SafetyConfig
 from device.evaluation import evaluate
 from device.inference import DoseModel
 from device.models import load_dose_model
+from device.page_backend import patient_view
 from device.safety import SafetyProfile
 from device.store import Added, Store
 from preprocessing.events import Event, Insulin, Kind, within_timestamp_rank
@@ -246,7 +247,7 @@ def test_lookalike_and_case_twin_patient_ids(tmp_path, dose_model):
     look = advisor.handle(raw(glucose("l", "pl", NOW, 150)))
     assert look.event is not None and look.suggestion is not None
     assert look.errors[0].level == "warning" and "'p1'" in look.errors[0].reason
-    assert advisor.patient_view("pl").notices == [look.errors[0].reason]
+    assert patient_view(advisor, advisor.store, "pl").notices == [look.errors[0].reason]
     again = advisor.handle(raw(glucose("l2", "pl", NOW, 151)))  # known now: no second warning
     assert again.errors == []
     assert not advisor.store.has_patient("P1")

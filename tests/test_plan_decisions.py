@@ -14,6 +14,7 @@ from device.advisor import Advisor, ModelSlot
 from device.bundle import default_bundle_path, open_bundle
 from device.config import ConfigError, DeviceConfig, SafetyConfig
 from device.inference import DoseModel
+from device.page_backend import patient_view
 from device.store import Store
 
 NOON = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -186,11 +187,11 @@ def test_the_page_view_shows_the_plan_and_why_it_changed(advisor):
     send(advisor, "m1", "meal", NOON - timedelta(hours=5), size="typical")
     send(advisor, "d1", "insulin", NOON - timedelta(hours=5), insulin="rapid", units=6)
     send(advisor, "g1", "glucose", NOON - timedelta(minutes=5), mg_dl=230, context="pre_lunch")
-    plan = advisor.patient_view("new-1").plan
+    plan = patient_view(advisor, advisor.store, "new-1").plan
     assert plan is not None and plan.basal_units == pytest.approx(20.0)
     assert plan.meal_units[0] == pytest.approx(6.6)  # 6 U given, 230 mg/dL followed: +10 %
     assert plan.changes[0].part == "breakfast" and "230 mg/dL followed (over 180): +10 %" in plan.changes[0].why
-    assert advisor.patient_view("nobody").plan is None
+    assert patient_view(advisor, advisor.store, "nobody").plan is None
 
 
 def test_an_answer_by_the_plan_says_why_the_plan_is_what_it_is():
