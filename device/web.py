@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from importlib.resources import files
 from typing import Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -26,6 +26,7 @@ from preprocessing.validation import ValidationError, event_from_mapping, is_ide
 
 from .config import HttpConfig
 from .dose_responses import ActionConflict
+from .http_server import MAX_CONNECTIONS, BoundedServer, SecureHandler
 from .messages import (
     Acknowledge,
     ActionDone,
@@ -55,18 +56,11 @@ MAX_BODY_BYTES = 4096
 TOKEN_HEADER = "X-Advisor-Token"
 SESSION_HEADER = "X-Advisor-Session"
 HEARTBEAT_S = 10.0
-SOCKET_TIMEOUT_S = 15.0  # above HEARTBEAT_S: a healthy event stream always writes in time
-MAX_CONNECTIONS = 64  # open pages, streams and requests at once; more are answered 503
 MAX_STREAMS = 16  # live pages' event streams: a budget of their own, so a nurse's request always has room
 PATIENT_PAGE = 200
 MAX_OFFSET = 10**9
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)  # a day outside is a typo, answered 400
 MAX_PATIENT_PAGE = 500
-BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 52\r\n"
-    b"Connection: close\r\n\r\n"
-    b'{"error": "too many connections; try again shortly"}'
-)
 FAVICON = (  # a drop on a dark square: the page asks for an icon on every load
     b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1f2937"/>'
     b'<path d="M8 2.5C8 2.5 3.5 8 3.5 10.5a4.5 4.5 0 0 0 9 0C12.5 8 8 2.5 8 2.5z" fill="#22c55e"/></svg>'
@@ -136,31 +130,6 @@ class _Broadcaster:
                 q.put_nowait(item)
 
 
-class _Server(ThreadingHTTPServer):
-    """A threaded server that serves at most ``max_connections`` at once and answers the rest 503."""
-
-    daemon_threads = True
-    request_queue_size = 128  # the default listen backlog of 5 let idle sockets slow new ones to ~7 per second
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(BUSY_RESPONSE)
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
 class BedsideServer:
     """A threaded HTTP server for the page; ``start`` returns at once."""
 
@@ -193,7 +162,7 @@ class BedsideServer:
     def start(self) -> None:
         handler = type("BoundHandler", (_Handler,), {"app": self})
         try:
-            self._server = _Server((self.config.host, self.config.port), handler, MAX_CONNECTIONS)
+            self._server = BoundedServer((self.config.host, self.config.port), handler, MAX_CONNECTIONS)
         except OSError as exc:
             raise OSError(
                 f"cannot serve the bedside page on {self.config.host}:{self.config.port}: {exc.strerror}"
@@ -209,37 +178,17 @@ class BedsideServer:
         self._server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(SecureHandler):
     app: BedsideServer
-    protocol_version = "HTTP/1.1"
-    timeout = SOCKET_TIMEOUT_S  # a client that stops sending or reading is dropped, not waited for
-
-    def version_string(self) -> str:
-        return "advisor-bedside"  # no software versions for a scanner to read
+    csp = CSP
+    name = "advisor-bedside"
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     # ---------------------------------------------------------------- helpers
-    def _headers(self, status: int, content_type: str, length: int | None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        if length is not None:
-            self.send_header("Content-Length", str(length))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Content-Security-Policy", CSP)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        self.send_header("X-Frame-Options", "DENY")
-        self.end_headers()
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self._headers(status, content_type, len(body))
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
     def _json(self, message: Message, status: int = HTTPStatus.OK) -> None:
-        self._send(status, message.to_json(), "application/json")
+        self.answer(status, message.to_json(), "application/json")
 
     def _error(self, status: int, message: str) -> None:
         self._json(ApiError(message), status)
@@ -286,9 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path
         backend = self.app.backend
         if path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, self.app.page, "text/html; charset=utf-8")
+            self.answer(HTTPStatus.OK, self.app.page, "text/html; charset=utf-8")
         elif path in ("/favicon.svg", "/favicon.ico"):
-            self._send(HTTPStatus.OK, FAVICON, "image/svg+xml")
+            self.answer(HTTPStatus.OK, FAVICON, "image/svg+xml")
         elif path == "/api/status":
             self._json(backend.status())
         elif path == "/api/session":
@@ -317,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "summary":
                 self._json(backend.day_summary(patient, day))
             else:
-                self._send(HTTPStatus.OK, backend.day_summary_pdf(patient, day), "application/pdf")
+                self.answer(HTTPStatus.OK, backend.day_summary_pdf(patient, day), "application/pdf")
         else:
             self._error(HTTPStatus.NOT_FOUND, "not found")
 
@@ -349,7 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         if urlsplit(self.path).path == "/api/stream":
-            self._headers(HTTPStatus.OK, "text/event-stream", None)
+            self.start_answer(HTTPStatus.OK, "text/event-stream", None)
             return
         self.do_GET()
 
@@ -513,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.app.stream_slots.release()
 
     def _serve_stream(self) -> None:
-        self._headers(HTTPStatus.OK, "text/event-stream", None)
+        self.start_answer(HTTPStatus.OK, "text/event-stream", None)
         q = self.app.streams.add()
         try:
             self.wfile.write(b"retry: 2000\ndata: " + StreamNudge("").to_json() + b"\n\n")

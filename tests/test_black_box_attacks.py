@@ -312,4 +312,4 @@ def test_a_corrupt_row_is_said_in_one_line_not_a_traceback(served, caplog):
         status, _, body = request(served, "GET", "/api/patients/p-1", headers={"Host": f"127.0.0.1:{port}"})
     assert status == 503 and "corrupt event row" in ApiError.from_json(body).error
     assert not any(r.exc_info for r in caplog.records), "logged in one line, without a traceback"
-    assert served.status().storage_problem is not None
+    assert served.page.status().storage_problem is not None

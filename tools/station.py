@@ -11,10 +11,10 @@ import contextlib
 import threading
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 
 from device.config import BrokerConfig
+from device.http_server import BoundedServer, SecureHandler
 from device.mqtt_client import Subscriber
 from device.page_auth import host_problem
 from device.topics import Topics
@@ -34,8 +34,7 @@ class Station:
         self._topics = topics
         self.subscriber = Subscriber(broker, f"advisor-station-{id(self):x}", list(topics), self._on_message)
         handler = type("StationHandler", (_Handler,), {"station": self})
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+        self.server = BoundedServer((host, port), handler)
         self.page = files("tools").joinpath("station.html").read_bytes()
         self._thread = threading.Thread(target=self.server.serve_forever, name="station-http", daemon=True)
 
@@ -66,22 +65,17 @@ class Station:
         self.subscriber.close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(SecureHandler):
     station: Station
+    csp = CSP
+    name = "advisor-station"
 
     def log_message(self, format: str, *args: object) -> None:  # quiet; the station is a screen
         return
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Content-Security-Policy", CSP)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        with contextlib.suppress(OSError):
-            self.wfile.write(body)
+        with contextlib.suppress(OSError):  # a browser that went away
+            self.answer(status, body, content_type)
 
     def do_GET(self) -> None:
         problem = host_problem(self.headers.get("Host"), self.station.port, ())
