@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from model.insilico.cgm import CgmStreams
 from model.insilico.metrics import glucose_metrics, level2_events, risk_indices
-from model.insilico.patient import Cohort, PatientBatch, patient_names
+from model.insilico.patient import PatientBatch, patient_names
+from model.insilico.population import cohort_of
 from model.insilico.protocol import EXERCISE_UPTAKE, Protocol, day_plan, metered, uptake_by_minute
 from model.insilico.report import write_report
 from model.insilico.trial import ArmResult
@@ -22,7 +23,7 @@ simglucose = pytest.importorskip("simglucose.patient.t1dpatient", reason="the si
 
 def simglucose_trace(name: str, meals: dict[int, float], boluses: dict[int, float], minutes: int) -> np.ndarray:
     """simglucose's own T1DPatient, stepped minute by minute (plain-float parameters, same equations)."""
-    cohort = Cohort.of([name])
+    cohort = cohort_of([name])
     row = {k: float(v[0]) for k, v in cohort.params.items()}
     params = types.SimpleNamespace(Name=name, **row)
     patient = simglucose.T1DPatient(params, init_state=cohort.initial[0].copy())
@@ -41,7 +42,7 @@ def test_our_integration_equals_simglucose(name):
     meals = {420: 50.0, 720: 75.0, 1080: 90.0, 1300: 15.0}
     boluses = {420: 4.0, 720: 9.0, 1080: 12.0}  # generous: the children go low
     reference = simglucose_trace(name, meals, boluses, minutes)
-    batch = PatientBatch(Cohort.of([name]))
+    batch = PatientBatch(cohort_of([name]))
     ours = []
     for minute in range(minutes):
         ours.append(float(batch.glucose[0]))
@@ -52,8 +53,8 @@ def test_our_integration_equals_simglucose(name):
 
 def test_a_batch_steps_each_patient_as_if_alone():
     names = ["adult#001", "child#004", "adult#001"]
-    together = PatientBatch(Cohort.of(names))
-    alone = PatientBatch(Cohort.of(["child#004"]))
+    together = PatientBatch(cohort_of(names))
+    alone = PatientBatch(cohort_of(["child#004"]))
     for minute in range(600):
         carbs = np.array([0.0, 40.0 if minute == 100 else 0.0, 60.0 if minute == 50 else 0.0])
         together.step(carbs, together.cohort.basal_rate)
@@ -98,10 +99,10 @@ def test_the_protocol_is_the_same_for_every_arm_and_differs_by_seed():
 def test_patient_names_and_cohort():
     names = patient_names()
     assert len(names) == 30 and names[0] == "adolescent#001" and names[-1] == "child#010"
-    cohort = Cohort.of(["adult#001"])
+    cohort = cohort_of(["adult#001"])
     assert cohort.carb_ratio[0] > 0 and cohort.basal_rate[0] > 0
     with pytest.raises(ValueError, match="unknown virtual patient"):
-        Cohort.of(["martian#001"])
+        cohort_of(["martian#001"])
 
 
 def test_simulate_smoke_run(tmp_path):
@@ -132,7 +133,7 @@ def test_simulate_smoke_run(tmp_path):
 
 def test_a_patient_whose_glucose_collapses_stays_collapsed_and_is_flagged():
     """simglucose freezes plasma glucose once it goes below zero; the batch says so, per patient."""
-    batch = PatientBatch(Cohort.of(["adult#009", "adult#009"]))
+    batch = PatientBatch(cohort_of(["adult#009", "adult#009"]))
     overdose = batch.cohort.basal_rate * np.array([1.0, 1.0])
     overdose[0] += 2.0  # 2 U/min for an hour to the first copy only
     for _ in range(60):
@@ -173,7 +174,7 @@ def test_report_leaves_out_patients_collapsed_in_the_warm_up(tmp_path):
 
 
 def test_exercise_raises_glucose_uptake_and_is_planned_on_some_days():
-    batch = PatientBatch(Cohort.of(["adult#004", "adult#004"]))
+    batch = PatientBatch(cohort_of(["adult#004", "adult#004"]))
     for minute in range(240):
         batch.uptake[:] = [1.0, EXERCISE_UPTAKE if 60 <= minute < 105 else 1.0]
         batch.step(np.zeros(2), batch.cohort.basal_rate)
@@ -326,7 +327,7 @@ def test_the_advisor_arms_take_the_basal_the_device_advises():
     model = DoseModel(open_bundle(default_bundle_path("dose")))
     results = run_seed(Protocol(days=2, warmup_days=1), ["adult#002"], ["oracle", "advisor"], 1, model, SafetyConfig())
     oracle, advisor = results
-    need = float(Cohort.of(["adult#002"]).basal_rate[0]) * 1440
+    need = float(cohort_of(["adult#002"]).basal_rate[0]) * 1440
     assert oracle.basal_per_day == pytest.approx(need, abs=0.01), "the oracle: the exact infusion"
     assert 0.7 * need <= advisor.basal_per_day <= 1.3 * need, (advisor.basal_per_day, need)
 
@@ -336,7 +337,7 @@ def test_steroids_lower_insulin_sensitivity_for_five_days_then_taper_back():
     at = [steroids.sensitivity(day * 1440) for day in (0, 1, 2, 6, 7, 8.5, 10, 13)]
     assert at == pytest.approx([1.0, 1.0, 0.6, 0.6, 0.6, 0.8, 1.0, 1.0])
     assert standard.sensitivity(3 * 1440) == 1.0 and Protocol(scenario="underdosed_habit").habit_scale == 0.6
-    batch = PatientBatch(Cohort.of(["adult#001", "adult#001"]))
+    batch = PatientBatch(cohort_of(["adult#001", "adult#001"]))
     batch.sensitivity[1] = 0.6
     for _ in range(180):
         batch.step(np.zeros(2), batch.cohort.basal_rate * 3)  # three times the basal: glucose falls

@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from model.insilico.metrics import glucose_metrics
-from model.insilico.patient import PARAMETERS, Cohort, PatientBatch, _csv, patient_names
+from model.insilico.patient import PARAMETERS, PatientBatch, parameter_table, patient_names
 from model.insilico.population import (
     MEAL_TEST,
+    cohort_of,
     held_out_names,
     initial_state,
     key_of,
@@ -27,7 +28,7 @@ from tools.cli import main
 
 def test_the_steady_state_derivation_reproduces_simglucose_s_own_table():
     """Every derived column of the 30 follows from the free ones; adult#004's CL is rounded in the table (6 %)."""
-    rows = _csv("vpatient_params.csv")
+    rows = parameter_table("vpatient_params.csv")
     columns = {k for k in rows[0] if k not in ("Name", "patient_history", "i") and not k.startswith("x0_")}
     free = {k: np.array([float(r[k]) for r in rows]) for k in columns}
     derived = steady_state(free)
@@ -44,7 +45,7 @@ def test_the_steady_state_derivation_reproduces_simglucose_s_own_table():
 
 
 def test_simglucose_s_30_pass_the_meal_test_that_rejects_implausible_draws():
-    cohort = Cohort.of(patient_names())
+    cohort = cohort_of(patient_names())
     low, high = meal_test(cohort.params, cohort.initial, cohort.carb_ratio)
     assert low.min() >= MEAL_TEST[0] and high.max() <= MEAL_TEST[1]
 
@@ -52,11 +53,11 @@ def test_simglucose_s_30_pass_the_meal_test_that_rejects_implausible_draws():
 def test_a_held_out_patient_is_the_same_whoever_else_is_drawn_and_starts_at_rest():
     names = held_out_names(3)
     assert names[:3] == ["adolescent#h001", "adolescent#h002", "adolescent#h003"] and len(names) == 9
-    alone = Cohort.of(["child#h003"])
-    among = Cohort.of(["adult#001", "child#h001", "child#h003"])
+    alone = cohort_of(["child#h003"])
+    among = cohort_of(["adult#001", "child#h001", "child#h003"])
     assert alone.params["BW"][0] == among.params["BW"][2] and alone.carb_ratio[0] == among.carb_ratio[2]
-    assert among.keys == [10, key_of("child#h001"), key_of("child#h003")] and len(set(Cohort.of(names).keys)) == 9
-    batch = PatientBatch(Cohort.of(names))
+    assert among.keys == (10, key_of("child#h001"), key_of("child#h003")) and len(set(cohort_of(names).keys)) == 9
+    batch = PatientBatch(cohort_of(names))
     start = batch.glucose.copy()
     for _ in range(720):  # 12 h fasting on the basal infusion alone: the steady state holds
         batch.step(np.zeros(len(names)), batch.cohort.basal_rate)
@@ -65,9 +66,9 @@ def test_a_held_out_patient_is_the_same_whoever_else_is_drawn_and_starts_at_rest
 
 def test_the_held_out_patients_are_new_and_of_their_group():
     """Drawn, not copied: every patient differs from each of the 30; ages and weights lie in the group's range."""
-    originals = Cohort.of(patient_names())
+    originals = cohort_of(patient_names())
     for group, ages in (("child", (7, 12)), ("adolescent", (14, 19)), ("adult", (26, 68))):
-        drawn = Cohort.of(held_out_names(20, (group,)))
+        drawn = cohort_of(held_out_names(20, (group,)))
         assert ((drawn.age >= ages[0]) & (drawn.age <= ages[1])).all()
         mine = np.array([n.startswith(group) for n in originals.names])
         weights = originals.params["BW"][mine]

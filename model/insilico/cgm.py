@@ -8,6 +8,8 @@ A reading is the subcutaneous glucose plus that noise, held within the sensor's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 SAMPLE_MIN = 5  # a reading every 5 minutes
@@ -17,7 +19,7 @@ PER_DAY = 1440 // SAMPLE_MIN
 class CgmStreams:
     """The sensor noise of every patient, drawn one day at a time, in order."""
 
-    def __init__(self, sensor: str, seed: int, patients: list[int]) -> None:
+    def __init__(self, sensor: str, seed: int, patients: Sequence[int]) -> None:
         import pandas as pd
         from simglucose.sensor.cgm import SENSOR_PARA_FILE
         from simglucose.sensor.noise_gen import CGMNoise

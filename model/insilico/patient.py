@@ -31,7 +31,7 @@ PARAMETERS = (
 )  # fmt: skip
 
 
-def _csv(name: str) -> list[dict[str, str]]:
+def parameter_table(name: str) -> list[dict[str, str]]:
     """A parameter table shipped with simglucose."""
     text = files("simglucose").joinpath(f"params/{name}").read_text()
     return list(csv.DictReader(text.splitlines()))
@@ -39,7 +39,7 @@ def _csv(name: str) -> list[dict[str, str]]:
 
 def patient_names() -> list[str]:
     """The 30 virtual patients, in simglucose's order (adolescents, adults, children)."""
-    return [row["Name"] for row in _csv("vpatient_params.csv")]
+    return [row["Name"] for row in parameter_table("vpatient_params.csv")]
 
 
 @dataclass(frozen=True)
@@ -53,50 +53,25 @@ class Cohort:
     correction_factor: np.ndarray  # mg/dL per U
     total_daily_insulin: np.ndarray  # U
     age: np.ndarray  # years (Quest.csv)
-
-    @classmethod
-    def of(cls, names: list[str]) -> Cohort:
-        """simglucose's patients by name (``adult#001``) and held-out ones (``adult#h001``, population.py)."""
-        from .population import is_held_out, virtual_patient
-
-        table = {row["Name"]: row for row in _csv("vpatient_params.csv")}
-        quest = {row["Name"]: row for row in _csv("Quest.csv")}
-        unknown = [n for n in names if n not in table and not is_held_out(n)]
-        if unknown:
-            raise ValueError(f"unknown virtual patient(s): {', '.join(unknown)}")
-        drawn = {n: virtual_patient(n) for n in names if is_held_out(n)}
-        rows = [{p: str(drawn[n].params[p]) for p in PARAMETERS} if n in drawn else table[n] for n in names]
-        params = {p: np.array([float(r[p]) for r in rows]) for p in PARAMETERS}
-        initial = np.array(
-            [drawn[n].initial if n in drawn else [float(v) for v in list(table[n].values())[2:15]] for n in names]
-        )
-
-        def therapy(field: str, attribute: str) -> np.ndarray:
-            return np.array([getattr(drawn[n], attribute) if n in drawn else float(quest[n][field]) for n in names])
-
-        return cls(
-            tuple(names),
-            params,
-            initial,
-            therapy("CR", "carb_ratio"),
-            therapy("CF", "correction_factor"),
-            therapy("TDI", "total_daily_insulin"),
-            therapy("Age", "age"),
-        )
+    keys: tuple[int, ...]  # each patient's random-stream key (population.cohort_of)
 
     @property
     def basal_rate(self) -> np.ndarray:
         """The steady-state insulin infusion, U/min (simglucose: u2ss · BW / 6000)."""
         return self.params["u2ss"] * self.params["BW"] / 6000.0
 
-    @property
-    def keys(self) -> list[int]:
-        """Each patient's place in simglucose's list of 30: its random streams depend on it, not on
-        which other patients share the run, so a patient's trial is the same alone or in a cohort."""
-        from .population import is_held_out, key_of
-
-        order = {name: i for i, name in enumerate(patient_names())}
-        return [key_of(n) if is_held_out(n) else order[n] for n in self.names]
+    def repeat(self, times: int) -> Cohort:
+        """``times`` copies of every patient, copy-major."""
+        return Cohort(
+            self.names * times,
+            {name: np.tile(value, times) for name, value in self.params.items()},
+            np.tile(self.initial, (times, 1)),
+            np.tile(self.carb_ratio, times),
+            np.tile(self.correction_factor, times),
+            np.tile(self.total_daily_insulin, times),
+            np.tile(self.age, times),
+            self.keys * times,
+        )
 
     @property
     def groups(self) -> list[str]:
@@ -245,8 +220,7 @@ class PatientBatch:
 
     def repeat(self, times: int) -> PatientBatch:
         """``times`` copies of every patient in its current state, copy-major (copy 0's patients first)."""
-        names = list(self.cohort.names) * times
-        copy = PatientBatch(Cohort.of(names))
+        copy = PatientBatch(self.cohort.repeat(times))
         copy.minute = self.minute
         for name in ("state", "_planned", "_eating", "_last_cho", "_last_qsto", "_last_taken", "uptake", "sensitivity"):
             value = getattr(self, name)

@@ -28,6 +28,8 @@ from functools import cache
 
 import numpy as np
 
+from .patient import GROUPS, PARAMETERS, Cohort, PatientBatch, parameter_table
+
 POPULATION_SEED = 20261203
 HELD_OUT_PER_GROUP = 100
 SHRINKAGE = 0.3  # weight of the diagonal in the drawn covariance
@@ -57,15 +59,11 @@ def is_held_out(name: str) -> bool:
 
 def held_out_names(per_group: int = HELD_OUT_PER_GROUP, groups: tuple[str, ...] = ()) -> list[str]:
     """The held-out population's names: ``per_group`` patients of each group (default all three)."""
-    from .patient import GROUPS
-
     return [f"{group}{MARK}{i:03d}" for group in groups or GROUPS for i in range(1, per_group + 1)]
 
 
 def key_of(name: str) -> int:
     """A held-out patient's random-stream key, apart from the 30's (0–29)."""
-    from .patient import GROUPS
-
     group, number = name.split(MARK)
     return 1000 * (1 + GROUPS.index(group)) + int(number)
 
@@ -116,15 +114,11 @@ class _GroupLaw:
 
 
 def _table() -> tuple[list[dict[str, str]], dict[str, dict[str, str]]]:
-    from .patient import _csv
-
-    return _csv("vpatient_params.csv"), {row["Name"]: row for row in _csv("Quest.csv")}
+    return parameter_table("vpatient_params.csv"), {row["Name"]: row for row in parameter_table("Quest.csv")}
 
 
 def _free_parameters() -> tuple[str, ...]:
     """The model's parameters that are not derived, and the basal values they are derived from."""
-    from .patient import PARAMETERS
-
     return (*(p for p in PARAMETERS if p not in DERIVED), "Gb", "EGPb", "CL", "HEb")
 
 
@@ -178,11 +172,16 @@ def meal_test(
     params: dict[str, np.ndarray], initial: np.ndarray, carb_ratio: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lowest and highest glucose within 6 h of a 70 g lunch (scaled by weight) dosed by the carb ratio."""
-    from .patient import Cohort, PatientBatch
-
     n = len(carb_ratio)
     cohort = Cohort(
-        tuple(f"test#{i}" for i in range(n)), params, initial, carb_ratio, carb_ratio, carb_ratio, carb_ratio
+        tuple(f"test#{i}" for i in range(n)),
+        params,
+        initial,
+        carb_ratio,
+        carb_ratio,
+        carb_ratio,
+        carb_ratio,
+        tuple(range(n)),
     )
     batch = PatientBatch(cohort)
     carbs = 70.0 * np.clip(params["BW"] / 70.0, 0.45, 1.25)
@@ -197,8 +196,6 @@ def meal_test(
 @cache
 def _drawn(group: str, count: int) -> tuple[VirtualPatient, ...]:
     """The group's first ``count`` accepted draws."""
-    from .patient import GROUPS, PARAMETERS
-
     rng = np.random.default_rng([POPULATION_SEED, GROUPS.index(group)])
     accepted: list[VirtualPatient] = []
     while len(accepted) < count:
@@ -223,10 +220,42 @@ def _drawn(group: str, count: int) -> tuple[VirtualPatient, ...]:
 
 def virtual_patient(name: str) -> VirtualPatient:
     """The held-out patient of this name (``child#h001`` …)."""
-    from .patient import GROUPS
-
     group, _, number = name.partition(MARK)
     if group not in GROUPS or not number.isdigit() or int(number) < 1:
         raise ValueError(f"unknown virtual patient {name!r}; held-out patients are named like child#h001")
     count = -(-int(number) // BLOCK) * BLOCK  # whole blocks: the same draws whatever number is asked first
     return _drawn(group, count)[int(number) - 1]
+
+
+def cohort_of(names: list[str]) -> Cohort:
+    """simglucose's patients by name (``adult#001``) and held-out ones (``adult#h001``) as one cohort.
+
+    Each patient's key is its place in simglucose's list of 30 (held-out ones: :func:`key_of`): its
+    random streams depend on it, not on which other patients share the run, so a patient's trial is
+    the same alone or in a cohort."""
+    table = {row["Name"]: row for row in parameter_table("vpatient_params.csv")}
+    quest = {row["Name"]: row for row in parameter_table("Quest.csv")}
+    unknown = [n for n in names if n not in table and not is_held_out(n)]
+    if unknown:
+        raise ValueError(f"unknown virtual patient(s): {', '.join(unknown)}")
+    drawn = {n: virtual_patient(n) for n in names if is_held_out(n)}
+    rows = [{p: str(drawn[n].params[p]) for p in PARAMETERS} if n in drawn else table[n] for n in names]
+    params = {p: np.array([float(r[p]) for r in rows]) for p in PARAMETERS}
+    initial = np.array(
+        [drawn[n].initial if n in drawn else [float(v) for v in list(table[n].values())[2:15]] for n in names]
+    )
+
+    def therapy(field: str, attribute: str) -> np.ndarray:
+        return np.array([getattr(drawn[n], attribute) if n in drawn else float(quest[n][field]) for n in names])
+
+    order = {name: i for i, name in enumerate(table)}
+    return Cohort(
+        tuple(names),
+        params,
+        initial,
+        therapy("CR", "carb_ratio"),
+        therapy("CF", "correction_factor"),
+        therapy("TDI", "total_daily_insulin"),
+        therapy("Age", "age"),
+        tuple(key_of(n) if is_held_out(n) else order[n] for n in names),
+    )

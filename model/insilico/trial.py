@@ -25,7 +25,8 @@ from .arms import ADVISOR_ARMS, AdvisorArm, Arm, DecisionDevice, PatientTerms, R
 from .basal import BasalSupply
 from .cgm import SAMPLE_MIN, CgmStreams
 from .metrics import GlucoseMetrics, glucose_metrics
-from .patient import Cohort, PatientBatch
+from .patient import PatientBatch
+from .population import cohort_of
 from .protocol import (
     NPO_FROM,
     NPO_UNTIL,
@@ -285,7 +286,7 @@ def run_seed(
 
     ``device``: where the ``advisor`` arm's events go (default: the device core in this process).
     """
-    cohort = Cohort.of(names)
+    cohort = cohort_of(names)
     weights = cohort.params["BW"]
     keys = cohort.keys
     n = len(names)
@@ -533,7 +534,7 @@ def run_trial(
 
 def clinician_terms(names: list[str]) -> SafetyConfig:
     """Safety profiles that set each patient's sensitivity and carb ratio (simglucose's CF and CR)."""
-    cohort = Cohort.of(names)
+    cohort = cohort_of(names)
     default = SafetyConfig().default
     return SafetyConfig(
         default=default,
