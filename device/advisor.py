@@ -18,22 +18,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from preprocessing.events import Event, Insulin, Kind, PatientProfile
-from preprocessing.features import FeatureSpec, OutOfOrderError, PatientHistory, minutes
-from preprocessing.validation import ValidationError, decode_event
-
-from .basal_time import basal_answer_due, basal_request_id
-from .check_schedule import next_check
-from .config import ChecksConfig, SafetyConfig
-from .decision import decide_at
-from .dose_responses import expires_at
-from .inference import DoseModel
-from .messages import ErrorMessage, ModelInfo, Response, Retired, Suggestion
-from .patient_ids import case_twin, lookalike
-from .plan import PlanTracker
-from .retirement import RETIRING_KINDS, answers, retirement
-from .safety import measure_now
-from .store import Added, Store, StoreError
+from device.config import ChecksConfig, SafetyConfig
+from device.contract.messages import ErrorMessage, Response, Retired, Suggestion
+from device.models.choice import ModelSlot
+from device.rules.basal_time import basal_answer_due, basal_request_id
+from device.rules.check_schedule import next_check
+from device.rules.decision import decide_at
+from device.rules.dose_responses import expires_at
+from device.rules.patient_ids import case_twin, lookalike
+from device.rules.plan import PlanTracker
+from device.rules.retirement import RETIRING_KINDS, answers, retirement
+from device.rules.safety import measure_now
+from device.state.store import Added, Store, StoreError
+from device.state.write_behind import WriteBehind
+from domain.events import Event, Insulin, Kind, PatientProfile
+from domain.features import FeatureSpec, OutOfOrderError, PatientHistory
+from domain.validation import ValidationError, decode_event
 
 DEFAULT_MAX_HISTORIES = 500
 DEFAULT_EXPIRY_S = 900.0
@@ -57,21 +57,6 @@ class Outcome:
     @property
     def errors(self) -> list[ErrorMessage]:
         return [m for m in self.messages if isinstance(m, ErrorMessage)]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSlot:
-    """The dose model in use, or why there is none."""
-
-    model: DoseModel | None
-    problem: str | None = None
-
-    @property
-    def info(self) -> ModelInfo:
-        if self.model is None:
-            return ModelInfo("dose", None, None)
-        bundle = self.model.bundle
-        return ModelInfo(bundle.name, bundle.version, bundle.manifest_sha256)
 
 
 def suggestion_id(event_id: str) -> str:
@@ -123,9 +108,7 @@ class Advisor:
         self._latest_wall: datetime | None = None  # the wall time the newest event arrived (event clock)
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
-        self._held_events: dict[str, Event] = {}  # accepted while SQLite refused writes
-        self._held_records: dict[str, Suggestion] = {}  # suggestions sent while SQLite refused writes
-        self._held_retirements: dict[str, tuple[str, Retired]] = {}  # (patient, retirement) by suggestion id
+        self.writes = WriteBehind(store)  # what SQLite refuses waits in memory, read back as if stored
         self._made: OrderedDict[str, float] = OrderedDict()  # suggestion id → time.monotonic() when made
 
     # ---------------------------------------------------------------- listeners
@@ -179,11 +162,8 @@ class Advisor:
         history = PatientHistory(self.spec)
         events = [
             e if e.ts.tzinfo == self.zone else replace(e, ts=e.ts.astimezone(self.zone))
-            for e in self.store.events_for(patient)
+            for e in self.writes.events_for(patient)
         ]
-        held = [e for e in self._held_events.values() if e.patient == patient and e.kind is not Kind.REQUEST]
-        if held:
-            events = sorted(events + held, key=lambda e: (minutes(e.ts), e.kind is Kind.INSULIN))
         history.extend(events)
         tracker = PlanTracker.starting(self.profiles.get(patient))
         for event in events:
@@ -245,13 +225,7 @@ class Advisor:
                 return outcome
             outcome.event = event
             newest = self._newest_reading(event.patient) if event.kind is Kind.GLUCOSE else None
-            try:
-                outcome.added = self.store.add_event(event)
-            except StoreError as exc:  # locked or full: keep it in memory and go on suggesting
-                if durable:
-                    raise
-                outcome.added = self._hold_event(event)
-                outcome.unstored = str(exc)
+            outcome.added, outcome.unstored = self.writes.add_event(event, durable)
             if outcome.added is Added.CONFLICT:
                 outcome.messages.append(
                     ErrorMessage(
@@ -273,7 +247,7 @@ class Advisor:
                 suggestion = self._suggestion_for(event, received, outcome, retired)
                 if suggestion is not None:
                     outcome.messages.append(suggestion)
-            if event.id in self._held_events:
+            if self.writes.is_held(event.id):
                 outcome.unstored = outcome.unstored or "the event is held in memory until the database recovers"
         self.touch(event.patient)
         return outcome
@@ -375,10 +349,10 @@ class Advisor:
 
         Every way an id enters the device (an event, a visit history) passes here. Case-only
         differences are refused; look-alike ids are accepted with a warning, which the audit
-        keeps so the page shows it (device/patient_ids.py).
+        keeps so the page shows it (device/rules/patient_ids.py).
         """
         try:
-            if self.store.has_patient(patient) or patient in self.held_patients():
+            if self.store.has_patient(patient) or patient in self.writes.held_patients():
                 return None, None
             similar = self.store.patients_like(patient)
         except sqlite3.Error:
@@ -403,25 +377,9 @@ class Advisor:
             )
         return None, ErrorMessage(message_id, notice, level="warning")
 
-    def held_patients(self) -> set[str]:
-        """Patients with events held in memory while the database refuses writes (not in SQLite yet)."""
-        return {e.patient for e in self._held_events.values()}
-
     def latest_suggestion(self, patient: str) -> Suggestion | None:
         """The patient's latest answer: one held in memory (the database refused it) before the stored ones."""
-        held = [s for s in self._held_records.values() if s.patient == patient]
-        return held[-1] if held else self.store.latest_suggestion(patient)
-
-    def _hold_event(self, event: Event) -> Added:
-        """Keep an event the database refused; a repeat of a held or stored one is a duplicate."""
-        try:
-            stored = self.store.has_event(event.id)
-        except sqlite3.Error:
-            stored = False
-        if stored or event.id in self._held_events:
-            return Added.DUPLICATE
-        self._held_events[event.id] = event
-        return Added.NEW
+        return self.writes.latest_suggestion(patient)
 
     def record_given(
         self, suggestion: Suggestion, response: Response, event: Event, meal: Event | None = None
@@ -444,7 +402,7 @@ class Advisor:
 
     # ------------------------------------------------------------- basal time
     def answer_basal_times(self) -> list[Suggestion | ErrorMessage]:
-        """Answer the long-acting dose of each patient whose basal time has come (device/basal_time.py)."""
+        """Answer the long-acting dose of each patient whose basal time has come (device/rules/basal_time.py)."""
         messages: list[Suggestion | ErrorMessage] = []
         if self.checks.default.basal_time is None and not any(s.basal_time for s in self.checks.patients.values()):
             return messages
@@ -477,7 +435,7 @@ class Advisor:
         if due is None:
             return None
         event_id = basal_request_id(patient, due)
-        if self.store.has_event(event_id) or event_id in self._held_events or self.plan(patient).plan is None:
+        if self.writes.has_event(event_id) or self.plan(patient).plan is None:
             return None
         payload = {"id": event_id, "patient": patient, "ts": now.isoformat(), "kind": "request", "insulin": "long"}
         return json.dumps(payload).encode()
@@ -506,28 +464,23 @@ class Advisor:
 
     def retired(self, suggestion_id: str) -> Retired | None:
         """Why a suggestion was retired by a later event, or None."""
-        held = self._held_retirements.get(suggestion_id)
-        return held[1] if held else self.store.retirement_for(suggestion_id)
+        return self.writes.retirement_for(suggestion_id)
 
     def _retire_live_answer(self, event: Event, outcome: Outcome) -> Retired | None:
-        """An event that bears on the patient's live answer retires it (device/retirement.py)."""
+        """An event that bears on the patient's live answer retires it (device/rules/retirement.py)."""
         if event.kind not in RETIRING_KINDS:
             return None
         live = self.live_answer(event.patient)
         retired = None if live is None else retirement(live, event, self.zone)
         if retired is None:
             return None
-        try:
-            self.store.record_retirement(event.patient, retired)
-        except StoreError as exc:
-            self._held_retirements[retired.suggestion_id] = (event.patient, retired)
-            outcome.unstored = str(exc)
+        outcome.unstored = self.writes.record_retirement(event.patient, retired) or outcome.unstored
         return retired
 
     def _suggestion_for(
         self, event: Event, received: float, outcome: Outcome, replaces: Retired | None = None
     ) -> Suggestion | None:
-        if event.id in self._held_records or self.store.has_suggestion_for(event.id):
+        if self.writes.has_suggestion_for(event.id):
             return None  # sent before (the event is a redelivery): never send it twice
         request = event.kind is Kind.REQUEST
         decided = self.decide(
@@ -537,39 +490,8 @@ class Advisor:
         self._made[suggestion.id] = self._monotonic()
         while len(self._made) > MAX_TIMED_ANSWERS:
             self._made.popitem(last=False)
-        try:
-            self.store.record_sent(suggestion)
-        except StoreError as exc:
-            self._held_records[event.id] = suggestion
-            outcome.unstored = str(exc)
+        outcome.unstored = self.writes.record_sent(suggestion) or outcome.unstored
         return suggestion
-
-    @property
-    def held_events(self) -> int:
-        """Accepted events waiting in memory for the database."""
-        return len(self._held_events)
-
-    @property
-    def held(self) -> int:
-        """Events, suggestion records and retirements waiting in memory for the database."""
-        return len(self._held_events) + len(self._held_records) + len(self._held_retirements)
-
-    def flush_held(self) -> str | None:
-        """Write what the database refused earlier; None when everything is stored, else why not."""
-        with self._lock:
-            try:
-                for event_id, event in list(self._held_events.items()):
-                    self.store.add_event(event)
-                    del self._held_events[event_id]
-                for event_id, suggestion in list(self._held_records.items()):
-                    self.store.record_sent(suggestion)
-                    del self._held_records[event_id]
-                for suggestion_id, (patient, retired) in list(self._held_retirements.items()):
-                    self.store.record_retirement(patient, retired)
-                    del self._held_retirements[suggestion_id]
-            except StoreError as exc:
-                return str(exc)
-        return None
 
     def decide(
         self,

@@ -25,7 +25,7 @@ A config file (TOML, or JSON by extension) and the command-line options describe
 
     [checks]                       # glucose checks: before meals and at bedtime (ward time)
     times = ["07:30", "11:30", "17:30", "22:00"]
-    basal_time = "22:00"           # the device answers the long-acting dose then (device/basal_time.py)
+    basal_time = "22:00"           # the device answers the long-acting dose then (device/rules/basal_time.py)
 
     [checks.patients."p-21"]
     times = ["07:00", "12:00", "18:00", "21:30", "03:00"]
@@ -45,13 +45,18 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from preprocessing.events import PatientProfile
-from preprocessing.validation import ValidationError, profile_from_mapping
-
-from . import schema
-from .check_schedule import DEFAULT_CHECK_TIMES, DEFAULT_COUNTS_WITHIN_MIN, CheckSchedule, ScheduleError, parse_times
-from .safety import ProfileError, SafetyProfile
-from .topics import check_device_id
+from device.contract import schema
+from device.contract.topics import check_device_id
+from device.rules.check_schedule import (
+    DEFAULT_CHECK_TIMES,
+    DEFAULT_COUNTS_WITHIN_MIN,
+    CheckSchedule,
+    ScheduleError,
+    parse_times,
+)
+from device.rules.safety import ProfileError, SafetyProfile
+from domain.events import PatientProfile
+from domain.validation import ValidationError, profile_from_mapping
 
 Clock = Literal["wall", "event"]
 CLOCKS: tuple[Clock, ...] = ("wall", "event")
@@ -243,7 +248,7 @@ def _profiles(data: object, where: str) -> dict[str, PatientProfile]:
 
 @dataclass(frozen=True)
 class ChecksConfig:
-    """The ward's glucose-check schedule and per-patient schedules (device/check_schedule.py)."""
+    """The ward's glucose-check schedule and per-patient schedules (device/rules/check_schedule.py)."""
 
     default: CheckSchedule = field(default_factory=CheckSchedule)
     patients: dict[str, CheckSchedule] = field(default_factory=dict)

@@ -1,13 +1,13 @@
 """``advisor device run``: the running device, wired from parts that each do one job.
 
-* :class:`~device.communicator.Communicator` — the MQTT link (paho), subscriptions, publishing;
-* :class:`~device.dispatcher.Dispatcher` — topic → handler table on a worker thread;
-* :mod:`device.handlers` and :class:`~device.ota_installer.OtaInstaller` — one handler per
+* :class:`~device.mqtt.communicator.Communicator` — the MQTT link (paho), subscriptions, publishing;
+* :class:`~device.mqtt.dispatcher.Dispatcher` — topic → handler table on a worker thread;
+* :mod:`device.mqtt.handlers` and :class:`~device.mqtt.ota_installer.OtaInstaller` — one handler per
   inbound topic;
-* :class:`~device.storage_recovery.StorageRecovery` — what happens while SQLite refuses writes;
-* :class:`~device.delivery.DeliveryTracker` — which suggestions the broker has acknowledged;
-* :class:`~device.page_actions.PageActions`, :class:`~device.page_backend.PageBackend` and
-  :class:`~device.web.BedsideServer` — the page: what a person records, what the page reads,
+* :class:`~device.state.storage_recovery.StorageRecovery` — what happens while SQLite refuses writes;
+* :class:`~device.state.delivery.DeliveryTracker` — which suggestions the broker has acknowledged;
+* :class:`~device.page.actions.PageActions`, :class:`~device.page.backend.PageBackend` and
+  :class:`~device.page.server.BedsideServer` — the page: what a person records, what the page reads,
   the HTTP server.
 
 Delivery guarantees (docs/contract.md, docs/reliability.md):
@@ -34,25 +34,25 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from .advisor import Advisor, ModelSlot
-from .bundle import trusted_keys
-from .clock_watch import ClockWatch
-from .communicator import Communicator
-from .config import DeviceConfig
-from .delivery import DeliveryTracker
-from .dispatcher import Dispatcher
-from .handlers import EventHandler, VisitHistoryHandler
-from .inference import DoseModel
-from .messages import Alert, DeviceState, DeviceStatus
-from .models import load_dose_model
-from .ota_installer import OtaInstaller
-from .page_actions import PageActions
-from .page_backend import PageBackend
-from .risk import RiskAssessor, load_risk_models
-from .storage_recovery import StorageRecovery
-from .store import Store, StoreError
-from .ward import check_overdue_alert
-from .web import BedsideServer
+from device.advisor import Advisor
+from device.config import DeviceConfig
+from device.contract.messages import Alert, DeviceState, DeviceStatus
+from device.models.bundle import trusted_keys
+from device.models.choice import ModelSlot, load_dose_model
+from device.models.inference import DoseModel
+from device.models.risk import RiskAssessor, load_risk_models
+from device.mqtt.communicator import Communicator
+from device.mqtt.dispatcher import Dispatcher
+from device.mqtt.handlers import EventHandler, VisitHistoryHandler
+from device.mqtt.ota_installer import OtaInstaller
+from device.page.actions import PageActions
+from device.page.backend import PageBackend
+from device.page.server import BedsideServer
+from device.rules.clock_watch import ClockWatch
+from device.rules.ward import check_overdue_alert
+from device.state.delivery import DeliveryTracker
+from device.state.storage_recovery import StorageRecovery
+from device.state.store import Store, StoreError
 
 log = logging.getLogger("advisor.device")
 DATABASE_NAME = "advisor.sqlite3"
@@ -89,7 +89,7 @@ class DeviceService:
             config, self.delivery, self._on_message, on_ready=self._on_ready, on_change=self.advisor.touch
         )
         self.recovery = StorageRecovery(
-            self.advisor, config.max_held_events, self.link.ack, self.link.send, on_change=self.publish_status
+            self.advisor.writes, config.max_held_events, self.link.ack, self.link.send, on_change=self.publish_status
         )
         topics = self.link.topics
         self.ota = OtaInstaller(config, self.store, self._running_version, self._use_model, self.link.send)
@@ -142,7 +142,7 @@ class DeviceService:
             self.answer_basal_times()
 
     def answer_basal_times(self) -> None:
-        """Publish the basal answers whose time has come ([checks] basal_time; device/basal_time.py)."""
+        """Publish the basal answers whose time has come ([checks] basal_time; device/rules/basal_time.py)."""
         try:
             messages = self.advisor.answer_basal_times()
         except (StoreError, sqlite3.Error) as exc:
@@ -212,7 +212,7 @@ class DeviceService:
             risk_models=self.risk.describe(),
             model_problem=self.model_slot.problem,
             storage_problem=self.recovery.problem,
-            held_in_memory=self.advisor.held_events,
+            held_in_memory=self.advisor.writes.held_events,
             notes=list(self.model_notes),
             clock=self.config.clock,
             timezone=self.config.timezone,

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from device.config import BrokerConfig
-from device.mqtt_client import PersistentPublisher
-from device.topics import Topics
-from preprocessing.validation import ValidationError
-
-from .links import Link
-from .protocol import (
+from device.contract.topics import Topics
+from device.mqtt.client import PersistentPublisher
+from domain.validation import ValidationError
+from firmware_bridge.links import Link
+from firmware_bridge.protocol import (
     ACK,
     NAK,
     RESEND,

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device.bundle import Bundle
-from device.inference import DoseModel
+from device.models.bundle import Bundle
+from device.models.inference import DoseModel
 
 BYTES_PER_LINE = 12
 INPUT_STEP_TOLERANCE = 1  # int8 input elements may differ by one step on a target with other float rounding

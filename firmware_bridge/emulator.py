@@ -12,10 +12,9 @@ import random
 import time
 from dataclasses import dataclass
 
-from preprocessing.events import Event
-
-from .links import Link
-from .protocol import ACK, NAK, RESEND, SEQ_MODULO, Frame, FrameParser, event_frame
+from domain.events import Event
+from firmware_bridge.links import Link
+from firmware_bridge.protocol import ACK, NAK, RESEND, SEQ_MODULO, Frame, FrameParser, event_frame
 
 RESEND_GRACE_S = 0.3  # after a D, how long an A for a good copy sent right behind may take
 

@@ -38,8 +38,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from preprocessing.events import Event, Insulin, Kind
-from preprocessing.validation import ValidationError, event_from_mapping, parse_timestamp
+from domain.events import Event, Insulin, Kind
+from domain.validation import ValidationError, event_from_mapping, parse_timestamp
 
 MAX_FRAME = 256
 SEQ_MODULO = 65536

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from preprocessing.features import feature
+from domain.features import feature
 
 
 def _fallback(current: np.ndarray, same_slot: np.ndarray) -> np.ndarray:

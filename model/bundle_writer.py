@@ -1,6 +1,6 @@
 """Write an (unsigned) model bundle directory: model files and a manifest with their hashes.
 
-The format is read and verified by ``device.bundle``; signing is a separate step
+The format is read and verified by ``device.models.bundle``; signing is a separate step
 (``advisor bundle sign``, or ``--key`` on ``advisor train``). A test opens what this writes
 with the device's reader, so the two cannot drift apart.
 """

@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from domain.visits import TIMELINE_FEATURES, EncodedHistories, Visit, VisitSpec
+from domain.vocabulary import Vocabulary, count_codes
+from model import bundle_writer, classification_metrics, companion_networks, export, skipgram
 from preprocessing.cohorts import Cohort, mortality_cohort, readmission_cohort
 from preprocessing.mimic import MimicData, read_mimic
-from preprocessing.visits import TIMELINE_FEATURES, EncodedHistories, Visit, VisitSpec
-from preprocessing.vocabulary import Vocabulary, count_codes
-
-from . import bundle_writer, classification_metrics, companion_networks, export, skipgram
 
 DevicePredict = Callable[[Path, str, EncodedHistories], np.ndarray]
 Progress = Callable[[str], None]

@@ -1,6 +1,6 @@
 """Keras networks of the companion models, all over the same two inputs.
 
-Every network takes the encoded history of ``preprocessing.visits`` — ``codes`` (vocabulary
+Every network takes the encoded history of ``domain.visits`` — ``codes`` (vocabulary
 indices per visit, 0-padded) and ``timeline`` (per-visit timing, all-zero for padding) — and
 returns the probability of the outcome for the last visit, so the device runs each of them
 the same way. A visit is the sum of its codes' learned embedding vectors (the padding index

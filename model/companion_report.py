@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .companion import IMBALANCE_METHODS, MODEL_LABELS, OUTPUTS, CompanionResult
+from model.companion import IMBALANCE_METHODS, MODEL_LABELS, OUTPUTS, CompanionResult
 
 LEAK_FIX = (
     "The input sequence stops at the index admission. The source notebook fed every admission of the "

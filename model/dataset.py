@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from domain.features import FeatureSpec
 from preprocessing import aim94
 from preprocessing.decisions import chronological_split, decision_points
-from preprocessing.features import FeatureSpec
 
 N_PATIENT_FOLDS = 5
 

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from . import companion_networks
+from model import companion_networks
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocessing.features import FeatureSpec, feature, slot_of
-from preprocessing.scaling import Scaling
-
-from . import baselines, bundle_writer, dataset, export, network
-from .metrics import regression_metrics
+from domain.features import FeatureSpec, feature, slot_of
+from domain.scaling import Scaling
+from model import baselines, bundle_writer, dataset, export, network
+from model.metrics import regression_metrics
 
 DevicePredict = Callable[[Path, str, np.ndarray], np.ndarray]
 Progress = Callable[[str], None]

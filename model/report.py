@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocessing.features import SLOTS
-
-from .pipeline import MODEL_LABELS, DoseTrainingResult, slot_labels
+from domain.features import SLOTS
+from model.pipeline import MODEL_LABELS, DoseTrainingResult, slot_labels
 
 INT8 = "lstm_gru_tflite_int8"
 BASELINES = ("last_same_slot", "median5_same_slot", "gradient_boosting")

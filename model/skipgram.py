@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from preprocessing.vocabulary import Vocabulary
+from domain.vocabulary import Vocabulary
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .events import Event, Insulin, Kind
-from .limits import GLUCOSE_MG_DL, INSULIN_UNITS
+from domain.events import Event, Insulin, Kind
+from domain.limits import GLUCOSE_MG_DL, INSULIN_UNITS
 
 FILE_PATTERN = re.compile(r"data-(\d{2})")
 _DATE = re.compile(r"(\d{2})-(\d{2})-(\d{4})")

@@ -21,8 +21,8 @@ import itertools
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from .mimic import Admission, IcuStay, MimicData, MimicError
-from .visits import Visit
+from domain.visits import Visit
+from preprocessing.mimic import Admission, IcuStay, MimicData, MimicError
 
 ADULT_YEARS = 18.0
 MORTALITY_DAYS = 365.0

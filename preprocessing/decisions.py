@@ -7,9 +7,9 @@ from datetime import datetime
 
 import numpy as np
 
-from .aim94 import PatientLog
-from .dose_context import DoseContext, dose_context
-from .features import FeatureSpec, PatientHistory, window_at
+from domain.dose_context import DoseContext, dose_context
+from domain.features import FeatureSpec, PatientHistory, window_at
+from preprocessing.aim94 import PatientLog
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from .events import Event, Insulin, Kind, within_timestamp_rank
-from .validation import VisitHistory
-from .visits import Visit
+from domain.events import Event, Insulin, Kind, within_timestamp_rank
+from domain.validation import VisitHistory
+from domain.visits import Visit
 
 PATIENT_ID = "synthetic-demo"
 

@@ -96,7 +96,7 @@ def artifacts() -> Path:
 @pytest.fixture()
 def mosquitto(tmp_path):
     """A real Mosquitto on a free loopback port with persistence; stopped after the test."""
-    from tools.broker import MosquittoBroker, mosquitto_path
+    from tools.ward.broker import MosquittoBroker, mosquitto_path
 
     if mosquitto_path() is None:
         message = "mosquitto is not installed (apt-get install mosquitto)"
@@ -169,7 +169,7 @@ def chromium():
 def bedside(mosquitto, tmp_path):
     """A device process (id ``bed2``) on the real broker, a sensor publishing to it and a watcher of its answers."""
     from device.config import BrokerConfig
-    from tools.replay import DeviceWatcher, EventPublisher
+    from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
     from .device_process import DeviceProcess
     from .page_kit import DEVICE

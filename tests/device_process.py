@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from device.config import BrokerConfig
-from device.messages import (
+from device.contract.messages import (
     ActionDone,
     ApiError,
     Message,
@@ -26,7 +26,7 @@ from device.messages import (
     SignedIn,
     SignIn,
 )
-from tools.replay import DeviceWatcher, EventPublisher
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
 PAGE_ADDRESS = re.compile(r"bedside page at http://[^/\s]+:(\d+)/")
 PAGE_ADDRESS_WAIT_S = 20.0
@@ -44,7 +44,7 @@ class DeviceProcess:
         python: str = sys.executable,
         extra: tuple[str, ...] = (),
         env: dict | None = None,
-        launcher: tuple[str, ...] = ("-m", "tools.cli"),
+        launcher: tuple[str, ...] = ("-m", "tools.cli.main"),
     ) -> None:
         """``launcher``: how Python runs the CLI (tests.faulty_device: with a power cut during an install)."""
         self.state_dir = state_dir
@@ -147,8 +147,8 @@ class DeviceProcess:
         """``advisor users add`` on this device's state directory (the running device sees it at once)."""
         tie = ["--patient", patient] if patient else []
         done = subprocess.run(
-            [self.python, "-m", "tools.cli", "users", "add", name, "--role", role, *tie, "--pin-stdin", "--state-dir",
-             str(self.state_dir)],
+            [self.python, "-m", "tools.cli.main", "users", "add", name, "--role", role, *tie, "--pin-stdin",
+             "--state-dir", str(self.state_dir)],
             input=pin + "\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr

@@ -30,12 +30,12 @@ def main() -> None:
     cluster = distributed.Cluster(tuple(args.cluster.split(",")), args.index)
     strategy = distributed.strategy(cluster)  # before any other TensorFlow work
 
+    from domain.visits import VisitSpec
+    from domain.vocabulary import Vocabulary
     from model.companion import class_weights
     from model.companion_networks import CompanionNetworkConfig
     from preprocessing.cohorts import mortality_cohort
     from preprocessing.mimic import Shard, read_mimic
-    from preprocessing.visits import VisitSpec
-    from preprocessing.vocabulary import Vocabulary
 
     shard = Shard(args.index + 1, len(cluster.workers))
     cohort = mortality_cohort(read_mimic(args.mimic, shard))

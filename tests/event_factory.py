@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from device.messages import ModelInfo, Suggestion
-from preprocessing.events import Event, Insulin, Kind
-from preprocessing.validation import VisitHistory
-from preprocessing.visits import Visit
+from device.contract.messages import ModelInfo, Suggestion
+from domain.events import Event, Insulin, Kind
+from domain.validation import VisitHistory
+from domain.visits import Visit
 
 
 def history(patient: str, now: datetime, days: int = 5, units: float = 7.0) -> list[Event]:

@@ -2,7 +2,7 @@
 
 ``python -m tests.faulty_device POINT device run …``. POINT is ``before-write``, ``mid-write``
 (half the archive written), ``before-rename`` or ``after-rename`` (after the folder is synced).
-The device's own code has no test hook: this launcher replaces, in ``device.install`` only, the
+The device's own code has no test hook: this launcher replaces, in ``device.models.install`` only, the
 ``open`` and ``os`` it writes through.
 """
 
@@ -14,8 +14,8 @@ import sys
 import types
 from typing import Any
 
-import device.install as install
-from tools.cli import main
+import device.models.install as install
+from tools.cli.main import main
 
 POINTS = ("before-write", "mid-write", "before-rename", "after-rename")
 

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 import atheris
 
 with atheris.instrument_imports():
-    from device.ota import Receiver, TransferError
+    from device.models.ota import Receiver, TransferError
+    from domain.validation import ValidationError, decode_event, decode_visit_history_bytes
     from firmware_bridge.protocol import FrameError, FrameParser
-    from preprocessing.validation import ValidationError, decode_event, decode_visit_history_bytes
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
+from domain.events import Insulin, Kind
 from preprocessing import aim94
-from preprocessing.events import Insulin, Kind
-from tools.cli import main
+from tools.cli.main import main
 
 
 @pytest.mark.parametrize(

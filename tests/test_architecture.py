@@ -9,13 +9,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("preprocessing", "model", "device", "firmware_bridge", "tools")
+PACKAGES = ("domain", "preprocessing", "model", "insilico", "device", "firmware_bridge", "tools")
 MAY_IMPORT = {  # the layers of docs/architecture.md
-    "preprocessing": set(),
-    "device": {"preprocessing"},
-    "model": {"preprocessing", "device"},
-    "firmware_bridge": {"preprocessing", "device"},
-    "tools": {"preprocessing", "device", "model", "firmware_bridge"},
+    "domain": set(),
+    "preprocessing": {"domain"},
+    "device": {"domain"},
+    "model": {"domain", "preprocessing", "device"},
+    "insilico": {"domain", "device"},
+    "firmware_bridge": {"domain", "device"},
+    "tools": {"domain", "preprocessing", "device", "model", "insilico", "firmware_bridge"},
+}
+FLOORS = {  # inside a package, bottom up: a part imports only its own floor's parts and those below
+    "device": ["contract", "rules", "config", "state", "models", "advisor", "mqtt", "page", "service"],
+    "tools": ["mqtt_kit", "ward", "rigs", "data", "cli"],
 }
 
 
@@ -26,6 +32,23 @@ def _modules() -> set[str]:
             if path.suffix in (".py", ".sh") and path.name != "__init__.py" and "__pycache__" not in path.parts:
                 found.add(path.relative_to(ROOT).as_posix())
     return found
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import of the project's packages in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            assert node.level == 0, f"{path.relative_to(ROOT)}:{node.lineno}: relative import"
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return [(line, name) for line, name in found if name.split(".")[0] in MAY_IMPORT]
+
+
+def _floor(package: str, dotted: list[str]) -> int | None:
+    """The floor of a module (its dotted path below the package), None for the package itself."""
+    return FLOORS[package].index(dotted[0]) if dotted and dotted[0] in FLOORS[package] else None
 
 
 def test_every_module_is_on_the_map_and_every_entry_exists():
@@ -40,14 +63,25 @@ def test_every_module_is_on_the_map_and_every_entry_exists():
 def test_no_import_runs_back_up(package):
     wrong = []
     for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                top = name.split(".")[0]
-                if top in MAY_IMPORT and top != package and top not in MAY_IMPORT[package]:
-                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+        for line, name in _imports(path):
+            top = name.split(".")[0]
+            if top != package and top not in MAY_IMPORT[package]:
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("package", sorted(FLOORS))
+def test_no_import_runs_back_up_inside_a_package(package):
+    parts = {p.stem if p.suffix else p.name for p in (ROOT / package).iterdir() if p.suffix == ".py" or p.is_dir()}
+    assert parts - {"__init__", "__pycache__", "default_bundles", "keys"} == set(FLOORS[package]), "floors vs tree"
+    wrong = []
+    for path in (ROOT / package).rglob("*.py"):
+        here = _floor(package, list(path.relative_to(ROOT / package).with_suffix("").parts))
+        for line, name in _imports(path):
+            dotted = name.split(".")
+            if dotted[0] != package:
+                continue
+            there = _floor(package, dotted[1:])
+            if here is not None and there is not None and there > here:
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {name} from a floor above")
     assert not wrong, "\n".join(wrong)

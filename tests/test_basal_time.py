@@ -9,15 +9,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from device.advisor import Advisor, ModelSlot
-from device.basal_time import BASAL_WINDOW_MIN, basal_answer_due, basal_request_id, basal_time_on
-from device.bundle import default_bundle_path, open_bundle
-from device.check_schedule import CheckSchedule
+from device.advisor import Advisor
 from device.config import ChecksConfig, ConfigError, DeviceConfig, SafetyConfig, load_config
-from device.inference import DoseModel
-from device.store import Store
-from preprocessing.events import Event, Kind, PatientProfile
-from preprocessing.validation import is_identifier
+from device.models.bundle import default_bundle_path, open_bundle
+from device.models.choice import ModelSlot
+from device.models.inference import DoseModel
+from device.rules.basal_time import BASAL_WINDOW_MIN, basal_answer_due, basal_request_id, basal_time_on
+from device.rules.check_schedule import CheckSchedule
+from device.state.store import Store
+from domain.events import Event, Kind, PatientProfile
+from domain.validation import is_identifier
 
 from . import event_factory
 from .device_process import configured_device

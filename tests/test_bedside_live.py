@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from device.config import BrokerConfig
-from device.messages import ConfirmDose
-from preprocessing.events import Event, Insulin, Kind
-from tools.replay import DeviceWatcher, EventPublisher
-from tools.station import Station
+from device.contract.messages import ConfirmDose
+from domain.events import Event, Insulin, Kind
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
+from tools.ward.station import Station
 
 from . import event_factory
 from .device_process import DeviceProcess

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from device.config import BrokerConfig
-from device.messages import ActionDone, ConfirmDose
-from tools.replay import DeviceWatcher, EventPublisher
-from tools.station import Station
+from device.contract.messages import ActionDone, ConfirmDose
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
+from tools.ward.station import Station
 
 from . import event_factory
 from .device_process import DeviceProcess, configured_device

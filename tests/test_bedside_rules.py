@@ -9,9 +9,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from device.check_schedule import CheckSchedule, ScheduleError, next_check
 from device.config import ConfigError, DeviceConfig
-from device.dose_responses import (
+from device.contract.messages import GlucoseNow, Response
+from device.page.auth import PageSessions, SignInGuard
+from device.page.users import Identity, UserError, check_user, hash_pin, verify_pin
+from device.rules.check_schedule import CheckSchedule, ScheduleError, next_check
+from device.rules.dose_responses import (
     ActionConflict,
     actionability,
     check_current,
@@ -19,11 +22,8 @@ from device.dose_responses import (
     check_units_given,
     expires_at,
 )
-from device.messages import GlucoseNow, Response
-from device.page_auth import PageSessions, SignInGuard
-from device.safety import SafetyProfile
-from device.users import Identity, UserError, check_user, hash_pin, verify_pin
-from device.ward import check_overdue_alert, patient_row
+from device.rules.safety import SafetyProfile
+from device.rules.ward import check_overdue_alert, patient_row
 
 from . import event_factory
 
@@ -248,9 +248,9 @@ def test_the_day_summary_counts_doses_reasons_and_lows():
     import re
     import zlib
 
-    from device.daily_summary import adherence, summarise
-    from device.summary_pdf import summary_pdf
-    from preprocessing.events import Event, Insulin, Kind
+    from device.page.summary_pdf import summary_pdf
+    from device.rules.daily_summary import adherence, summarise
+    from domain.events import Event, Insulin, Kind
 
     day = T0.date()
     at = [T0.replace(hour=h, minute=0) for h in (7, 12, 18, 22)]
@@ -307,8 +307,7 @@ def test_the_day_summary_counts_doses_reasons_and_lows():
 
 
 def test_ward_adherence_by_patient_and_in_all():
-    from device.daily_summary import ward_adherence
-    from device.store import DoseAnswer
+    from device.rules.daily_summary import DoseAnswer, ward_adherence
 
     ts = T0.isoformat()
     a1, a2, b1 = DoseAnswer("s-a1", "a", ts, 4.0), DoseAnswer("s-a2", "a", ts, 2.0), DoseAnswer("s-b1", "b", ts, 6.0)
@@ -325,8 +324,8 @@ def test_ward_adherence_by_patient_and_in_all():
 
 
 def test_an_answer_replaced_before_anyone_acted_is_not_counted_as_unanswered():
-    from device.daily_summary import summarise
-    from device.messages import Retired
+    from device.contract.messages import Retired
+    from device.rules.daily_summary import summarise
 
     at = [T0.replace(hour=12, minute=m) for m in (0, 5, 40)]
     a = replace(dose(units=4.0, at=at[0]), id="s-a", event_id="a")
@@ -345,7 +344,7 @@ def test_an_answer_replaced_before_anyone_acted_is_not_counted_as_unanswered():
 # ---------------------------------------------------------------- who may record what
 @pytest.mark.parametrize("pin", ["0000", "1111", "1234", "9876", "0123456", "aaaa", "123"])
 def test_pins_anyone_would_try_first_are_refused(pin):
-    from device.users import check_pin
+    from device.page.users import check_pin
 
     with pytest.raises(UserError):
         check_pin(pin)
@@ -353,7 +352,7 @@ def test_pins_anyone_would_try_first_are_refused(pin):
 
 @pytest.mark.parametrize("pin", ["4711", "2468", "1357", "9021", "hunter22"])
 def test_other_pins_are_accepted(pin):
-    from device.users import check_pin
+    from device.page.users import check_pin
 
     check_pin(pin)
 
@@ -373,7 +372,7 @@ def test_a_patient_user_belongs_to_one_patient():
 
 
 def test_user_names_are_unique_regardless_of_case_and_keep_their_patient(tmp_path):
-    from device.store import Store
+    from device.state.store import Store
 
     store = Store(tmp_path / "s.sqlite3")
     assert store.add_user("ann", "nurse", hash_pin("4711"))

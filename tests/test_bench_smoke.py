@@ -18,7 +18,7 @@ def test_bench_produces_every_figure(mosquitto):
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "tools.cli.main",
             "bench",
             "--json",
             "--repeats",
@@ -56,7 +56,7 @@ def test_load_on_the_ward_s_tls_set_up_reports_rate_latency_losses_and_memory(mo
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "tools.cli.main",
             "load",
             "--json",
             "--patients",

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from device import web
 from device.config import BrokerConfig, DeviceConfig, HttpConfig
-from device.messages import Acknowledge, ActionDone, ApiError, PatientList, PatientView
+from device.contract.messages import Acknowledge, ActionDone, ApiError, PatientList, PatientView
+from device.page import server as web
 from device.service import DeviceService
-from preprocessing.events import Event, Insulin, Kind
-from tools.replay import DeviceWatcher, EventPublisher
+from domain.events import Event, Insulin, Kind
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
 from . import event_factory
 

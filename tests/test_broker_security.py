@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from device.config import BrokerConfig
-from device.messages import TransferBegin
-from device.mqtt_client import make_client
-from tools.broker import MosquittoBroker, free_port, mosquitto_path
-from tools.broker_profile import Credential, acl_text, make_certificates, read_credentials, write_profile
-from tools.replay import DeviceWatcher, EndMarker, EventPublisher
+from device.contract.messages import TransferBegin
+from device.mqtt.client import make_client
+from tools.mqtt_kit.client import DeviceWatcher, EndMarker, EventPublisher
+from tools.ward.broker import MosquittoBroker, free_port, mosquitto_path
+from tools.ward.broker_profile import Credential, acl_text, make_certificates, read_credentials, write_profile
 
 from . import event_factory
 from .conftest import IN_CI
@@ -131,7 +131,7 @@ def test_a_ward_gives_each_bed_its_own_device_and_sensor_and_the_station_every_b
 
 
 def test_credentials_round_trip_and_pick_a_bed_s_own_before_the_ward_s():
-    from tools.broker_profile import credentials_for, credentials_text, ward_credentials
+    from tools.ward.broker_profile import credentials_for, credentials_text, ward_credentials
 
     creds = ward_credentials(["bed1", "bed2"], "w3")
     again = read_credentials(credentials_text(creds))
@@ -204,7 +204,7 @@ def test_plain_tcp_and_an_unknown_ca_are_refused(secure_broker, tmp_path):
 def test_broker_profile_command_writes_a_private_profile(tmp_path):
     from click.testing import CliRunner
 
-    from tools.cli import main
+    from tools.cli.main import main
 
     result = CliRunner().invoke(main, ["broker-profile", "--device-id", "bed3", "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
@@ -229,7 +229,7 @@ def test_the_profile_command_s_broker_starts_as_root_and_takes_its_clients(tmp_p
 
     from click.testing import CliRunner
 
-    from tools.cli import main
+    from tools.cli.main import main
 
     if mosquitto_path() is None:
         pytest.fail("mosquitto is not installed") if IN_CI else pytest.skip("mosquitto is not installed")
@@ -266,7 +266,7 @@ def test_client_commands_take_the_ward_ca_and_say_what_is_wrong(secure_broker, t
     """``advisor replay`` against the profile's TLS broker: unknown CA, refused credentials, then through."""
     from click.testing import CliRunner
 
-    from tools.cli import main
+    from tools.cli.main import main
 
     log = tmp_path / "log.jsonl"
     log.write_text(event_factory.raw(event_factory.glucose("tls-1", "p-tls", datetime.now(UTC), 120)).decode() + "\n")

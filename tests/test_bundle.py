@@ -11,9 +11,9 @@ import tarfile
 import pytest
 from click.testing import CliRunner
 
-from device import bundle as bundle_mod
-from device import signing
-from tools.cli import main
+from device.models import bundle as bundle_mod
+from device.models import signing
+from tools.cli.main import main
 
 
 @pytest.fixture()

@@ -14,9 +14,9 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from device.bundle import default_bundle_path, open_bundle
+from device.models.bundle import default_bundle_path, open_bundle
 from firmware_bridge.c_export import check_exportable, fnv1a, header_text
-from tools.cli import main
+from tools.cli.main import main
 
 from .conftest import IN_CI
 

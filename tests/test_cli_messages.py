@@ -8,10 +8,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from tools.bench_inference import InferenceTiming, not_measured
-from tools.cli import main
-from tools.common import require_modules
-from tools.demo import replay_outcome
+from tools.cli.common import require_modules
+from tools.cli.main import main
+from tools.rigs.bench_inference import InferenceTiming, not_measured
+from tools.ward.demo import replay_outcome
 
 
 def invoke(*args: str):
@@ -91,7 +91,7 @@ def test_no_stray_progress_label_off_a_terminal(tmp_path: Path):
 def test_tls_failures_are_described_by_their_cause():
     import ssl
 
-    from device.mqtt_client import describe_connect_failure, describe_refusal
+    from device.mqtt.client import describe_connect_failure, describe_refusal
 
     def failure(message: str) -> ssl.SSLCertVerificationError:
         error = ssl.SSLCertVerificationError(1, message)
@@ -123,7 +123,7 @@ def test_bundle_info_shows_both_evaluation_views_and_demo_training():
         and "gradient_boosting (leave-patients-out)" in dose.output
     )
     assert "DEMO-TRAINED" not in dose.output
-    from device.bundle import default_bundle_path
+    from device.models.bundle import default_bundle_path
 
     mortality = invoke("bundle", "info", str(default_bundle_path("mortality")))
     assert mortality.exit_code == 0 and "DEMO-TRAINED on the 100-patient MIMIC demo" in mortality.output
@@ -131,7 +131,7 @@ def test_bundle_info_shows_both_evaluation_views_and_demo_training():
 
 
 def test_export_c_refuses_a_companion_bundle_with_a_reason(tmp_path):
-    from device.bundle import default_bundle_path
+    from device.models.bundle import default_bundle_path
 
     result = invoke("export-c", str(default_bundle_path("mortality")), "--out", str(tmp_path / "fw"))
     assert result.exit_code == 1 and "KeyError" not in result.output

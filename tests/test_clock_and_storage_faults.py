@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from device.advisor import Advisor, ModelSlot
-from device.bundle import default_bundle_path, open_bundle
+from device.advisor import Advisor
 from device.config import SafetyConfig
-from device.inference import DoseModel
-from device.store import Store
+from device.models.bundle import default_bundle_path, open_bundle
+from device.models.choice import ModelSlot
+from device.models.inference import DoseModel
+from device.state.store import Store
 
 from . import event_factory
 from .conftest import IN_CI
@@ -118,16 +119,16 @@ def test_database_locked_or_full_keeps_suggesting_from_memory_and_recovers(tmp_p
     for outcome in outcomes:
         assert outcome.unstored and ("locked" in outcome.unstored or "full" in outcome.unstored)
         assert outcome.suggestion is not None and outcome.suggestion.status == "suggest"  # from memory
-    assert advisor.held == 6  # three events, three suggestion records
+    assert advisor.writes.held == 6  # three events, three suggestion records
     again = advisor.handle(glucose("held-1", REAL - timedelta(minutes=2)), 0.0)  # a redelivery meanwhile
     assert again.suggestion is None and again.unstored
-    assert advisor.flush_held() is not None  # still refused
+    assert advisor.writes.flush() is not None  # still refused
     if blocker is not None:
         blocker.execute("ROLLBACK")
         blocker.close()
     else:
         filler.unlink()
-    assert advisor.flush_held() is None and advisor.held == 0
+    assert advisor.writes.flush() is None and advisor.writes.held == 0
     stored = {r[0] for r in rows(path, "SELECT id FROM events")}
     assert {"held-0", "held-1", "held-2"} <= stored
     assert sorted(r[0] for r in rows(path, "SELECT event_id FROM suggestions WHERE event_id LIKE 'held-%'")) == [
@@ -146,10 +147,10 @@ def test_a_full_disk_is_said_on_the_page_and_never_answered_500(small_disk, tmp_
     """Sign-in and confirmation answer 503 'not recorded', status names the problem, and a patient first
     seen during the outage is on the page with the answer that went out."""
     from device.config import BrokerConfig, DeviceConfig, HttpConfig
-    from device.messages import ConfirmDose, SignIn
+    from device.contract.messages import ConfirmDose, SignIn
+    from device.page.users import hash_pin
     from device.service import DeviceService
-    from device.users import hash_pin
-    from tools.replay import DeviceWatcher, EventPublisher
+    from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
     from .page_kit import dose_waiting
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from device.clock_watch import ClockWatch
+from device.rules.clock_watch import ClockWatch
 
 T = datetime(2026, 11, 22, 13, 25, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
+from domain.visits import TIMELINE_FEATURES, Visit, VisitSpec
+from domain.vocabulary import Vocabulary
 from model import companion
-from preprocessing.visits import TIMELINE_FEATURES, Visit, VisitSpec
-from preprocessing.vocabulary import Vocabulary
 
 VOCAB = Vocabulary(("dx9:4280", "px9:3605", "rx:heparin"))
 T0 = datetime(2130, 1, 1)
@@ -84,7 +84,7 @@ def test_summary_features_stay_sparse_at_full_vocabulary_size():
     """73,342 samples × 40,015 columns was built densely first: 16 GB resident at full MIMIC-IV scale."""
     import tracemalloc
 
-    from preprocessing.visits import EncodedHistories
+    from domain.visits import EncodedHistories
 
     n, vocabulary = 20_000, 20_002
     rng = np.random.default_rng(0)

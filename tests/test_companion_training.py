@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from device import bundle as bundle_mod
-from device.companion import RiskModel
+from device.models import bundle as bundle_mod
+from device.models.companion import RiskModel
 from model import classification_metrics, companion
 from preprocessing.cohorts import mortality_cohort, readmission_cohort
 from preprocessing.mimic import read_mimic
@@ -30,7 +30,7 @@ QUICK = ("--folds", "3", "--epochs", "4")
 def mortality(mimic_dir, tmp_path_factory):
     from dataclasses import replace
 
-    from device.evaluation import predict_unsigned_companion_dir
+    from model.evaluation import predict_unsigned_companion_dir
 
     config = companion.CompanionTrainingConfig(task="mortality", folds=3, bootstrap=200, skipgram=True)
     config = replace(config, network=replace(config.network, epochs=4))
@@ -113,7 +113,18 @@ def test_readmission_command_on_the_mimic_iv_layout(mimic_dir, tmp_path):
     root = build_mimic_iv(mimic_dir, tmp_path / "mimic-iv-2.2")
     out = tmp_path / "readmission"
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "train", "readmission", "--mimic", str(root), "--out", str(out), *QUICK],
+        [
+            sys.executable,
+            "-m",
+            "tools.cli.main",
+            "train",
+            "readmission",
+            "--mimic",
+            str(root),
+            "--out",
+            str(out),
+            *QUICK,
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -140,7 +151,17 @@ def test_readmission_command_on_the_mimic_iv_layout(mimic_dir, tmp_path):
 def test_mortality_refuses_mimic_iv_v1_and_bad_folds_are_clear(mimic_dir, tmp_path):
     root = build_mimic_iv(mimic_dir, tmp_path / "mimic-iv-1.0")
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "train", "mortality", "--mimic", str(root), "--out", str(tmp_path / "m")],
+        [
+            sys.executable,
+            "-m",
+            "tools.cli.main",
+            "train",
+            "mortality",
+            "--mimic",
+            str(root),
+            "--out",
+            str(tmp_path / "m"),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -152,7 +173,7 @@ def test_mortality_refuses_mimic_iv_v1_and_bad_folds_are_clear(mimic_dir, tmp_pa
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "tools.cli.main",
             "train",
             "readmission",
             "--mimic",
@@ -193,7 +214,7 @@ def test_packaged_companion_bundles_are_signed_demo_trained_and_pass_their_self_
 def test_a_quick_run_on_a_sample_says_so_and_estimates_the_time_left(mimic_dir, tmp_path):
     out = tmp_path / "mortality"
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "train", "mortality", "--mimic", str(mimic_dir), "--out", str(out)]
+        [sys.executable, "-m", "tools.cli.main", "train", "mortality", "--mimic", str(mimic_dir), "--out", str(out)]
         + ["--sample", "40", "--folds", "3", "--epochs", "2"],
         capture_output=True,
         text=True,

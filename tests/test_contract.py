@@ -1,4 +1,4 @@
-"""docs/contract.md against device/messages.py: every topic, endpoint, field and type matches."""
+"""docs/contract.md against device/contract/messages.py: every topic, endpoint, field and type matches."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
 
-from device import messages, schema
-from device.topics import Topics
-from preprocessing import validation
-from preprocessing.visits import Visit
+from device.contract import messages, schema
+from device.contract.topics import Topics
+from domain import validation
+from domain.visits import Visit
+from tests.test_architecture import PACKAGES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
-NAMES_ONLY = {"Event", "VisitHistory", "Visit"}  # decoded by preprocessing/validation.py with rules of their own
+NAMES_ONLY = {"Event", "VisitHistory", "Visit"}  # decoded by domain/validation.py with rules of their own
 
 
 def _tables(text: str) -> dict[str, list[list[str]]]:
@@ -131,7 +132,7 @@ def test_code_cites_only_the_projects_own_documents():
     root = DOC.parents[1]
     outside = re.compile(r"\b(SPEC|EVALUATION|SOURCE)\.md\b")
     cited = re.compile(r"\bdocs/[\w-]+(?:/[\w-]+)*\.md\b")
-    for package in ("device", "preprocessing", "model", "firmware_bridge", "tools", "tests"):
+    for package in (*PACKAGES, "tests"):
         for path in (root / package).rglob("*.py"):
             text = path.read_text()
             assert not outside.search(text), f"{path.relative_to(root)} cites a document outside the repository"

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from device.config import BrokerConfig
-from tools.cli import main
-from tools.common import role_logins
+from tools.cli.common import role_logins
+from tools.cli.main import main
 
 WARD = (
     "sensor bed7 sensor-bed7 s7\nsensor bed8 sensor-bed8 s8\nmonitor * monitor-ward3 m3\nflasher * flasher-ward3 f3\n"

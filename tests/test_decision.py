@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from device.bundle import default_bundle_path, open_bundle
-from device.decision import decide, decide_at
-from device.inference import DoseModel
-from device.safety import SafetyProfile
+from device.models.bundle import default_bundle_path, open_bundle
+from device.models.inference import DoseModel
+from device.rules.decision import decide, decide_at
+from device.rules.safety import SafetyProfile
+from domain.features import PatientHistory
 from preprocessing.decisions import decision_points
-from preprocessing.features import PatientHistory
 
 
 def test_the_evaluation_and_the_device_reach_the_same_verdict_at_every_decision_point(aim94_logs):

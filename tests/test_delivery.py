@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from device.config import BrokerConfig
-from device.delivery import DeliveryTracker
-from device.store import SCHEMA_VERSION, Store
-from tools.replay import DeviceWatcher, EventPublisher
+from device.state.delivery import DeliveryTracker
+from device.state.store import SCHEMA_VERSION, Store
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
 from . import event_factory
 from .device_process import DeviceProcess, assert_repeats_identical

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 import pytest
 
 from device.config import BrokerConfig, DeviceConfig, HttpConfig
-from device.messages import PatientView
+from device.contract.messages import PatientView
 from device.service import DeviceService
-from tools.broker import EmbeddedBroker
-from tools.replay import DeviceWatcher, EventPublisher
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
+from tools.ward.broker import EmbeddedBroker
 
 from . import event_factory
 from .conftest import ROOT
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e  # brokers, device processes and the demo command
 
 
 def demo_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tools.cli", "demo", "--http", "127.0.0.1:0", *args]
+    return [sys.executable, "-m", "tools.cli.main", "demo", "--http", "127.0.0.1:0", *args]
 
 
 def synthetic_env() -> dict:

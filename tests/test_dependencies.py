@@ -3,7 +3,7 @@
 Reads the imports with ``ast`` (including the lazy ones inside functions), maps each to the
 distribution that installs it, and checks that distribution is declared in pyproject.toml:
 the device side (every module ``device`` and ``firmware_bridge`` import, following first-party
-imports through ``preprocessing``) by the core or ``device`` extra alone, since that is all a
+imports through ``domain``) by the core or ``device`` extra alone, since that is all a
 Raspberry Pi installs; the rest by any extra. The lock files in
 requirements/ must pin every declared distribution at a version the declaration allows.
 """
@@ -20,10 +20,12 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.test_architecture import PACKAGES
+
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = {"device", "preprocessing", "model", "firmware_bridge", "tools", "tests"}
+FIRST_PARTY = {*PACKAGES, "tests"}
 DEVICE_ROOTS = ("device", "firmware_bridge")
-SHIPPED = ("device", "firmware_bridge", "preprocessing", "model", "tools")
+SHIPPED = PACKAGES
 OPTIONAL_IMPORTS = {
     "tflite_runtime",  # the device runs on it when ai-edge-litert is absent
     "tflite_micro",  # export-c runs TFLite Micro's check only when the firmware extra is installed
@@ -113,7 +115,7 @@ def _problems(files: list[Path], declared: dict[str, Requirement]) -> list[str]:
 
 def test_device_side_imports_are_declared_by_the_device_extra():
     files = _device_side_files()
-    assert ROOT / "preprocessing" / "validation.py" in files  # the closure reaches shared modules
+    assert ROOT / "domain" / "validation.py" in files  # the closure reaches shared modules
     assert _problems(files, _declared("device")) == []
 
 

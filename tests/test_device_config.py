@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from device.config import ConfigError, DeviceConfig, HttpConfig, load_config
-from device.safety import SafetyProfile
-from tools.cli import main
+from device.rules.safety import SafetyProfile
+from tools.cli.main import main
 
 GOOD = """
 device_id = "bed7"

@@ -14,18 +14,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from device.advisor import Advisor, ModelSlot
-from device.bundle import default_bundle_path, open_bundle
+from device.advisor import Advisor
 from device.config import DeviceConfig, SafetyConfig
-from device.evaluation import evaluate
-from device.inference import DoseModel
-from device.models import load_dose_model
-from device.page_backend import patient_view
-from device.safety import SafetyProfile
-from device.store import Added, Store
-from preprocessing.events import Event, Insulin, Kind, within_timestamp_rank
-from preprocessing.features import PatientHistory, window_at
-from preprocessing.validation import decode_event
+from device.models.bundle import default_bundle_path, open_bundle
+from device.models.choice import ModelSlot, load_dose_model
+from device.models.inference import DoseModel
+from device.page.backend import patient_view
+from device.rules.safety import SafetyProfile
+from device.state.store import Added, Store
+from domain.events import Event, Insulin, Kind, within_timestamp_rank
+from domain.features import PatientHistory, window_at
+from domain.validation import decode_event
+from model.evaluation import evaluate
 
 from . import event_factory
 

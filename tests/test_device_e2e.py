@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from device.config import BrokerConfig
-from preprocessing.events import Event
-from tools.broker import MosquittoBroker, free_port
-from tools.replay import DeviceWatcher, EndMarker, EventPublisher
+from domain.events import Event
+from tools.mqtt_kit.client import DeviceWatcher, EndMarker, EventPublisher
+from tools.ward.broker import MosquittoBroker, free_port
 
 from . import event_factory
 from .device_process import DeviceProcess, assert_repeats_identical

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 
 from device.config import BrokerConfig
-from tools.replay import DeviceWatcher, EventPublisher
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
 from . import event_factory
 from .conftest import IN_CI, ROOT
@@ -45,7 +45,7 @@ def test_training_stack_is_absent_and_device_imports(device_python):
         (
             "import importlib.util as u, json, sys\n"
             "absent = [m for m in ('tensorflow', 'pandas', 'sklearn', 'keras') if u.find_spec(m) is None]\n"
-            "import device, device.service, device.web, device.inference, preprocessing.validation\n"
+            "import device, device.service, device.page.server, device.models.inference, domain.validation\n"
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'pandas', 'sklearn'})\n"
             "print(json.dumps({'absent': absent, 'loaded': loaded}))"
         ),
@@ -54,9 +54,9 @@ def test_training_stack_is_absent_and_device_imports(device_python):
     result = json.loads(probe.stdout)
     assert result["absent"] == ["tensorflow", "pandas", "sklearn", "keras"]
     assert result["loaded"] == []
-    help_text = run(device_python, "-m", "tools.cli", "device", "run", "--help")
+    help_text = run(device_python, "-m", "tools.cli.main", "device", "run", "--help")
     assert help_text.returncode == 0 and "--broker" in help_text.stdout
-    train = run(device_python, "-m", "tools.cli", "train", "dose", "--data", str(ROOT), "--out", "/tmp/never")
+    train = run(device_python, "-m", "tools.cli.main", "train", "dose", "--data", str(ROOT), "--out", "/tmp/never")
     assert train.returncode == 1 and "Traceback" not in train.stderr
     assert train.stderr.strip().splitlines()[-1].startswith("Error: this command needs the 'train' extra (keras")
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from domain.vocabulary import Vocabulary
 from model.companion import CompanionTrainingConfig, build_vocabulary, code_counts
 from preprocessing.cohorts import mortality_cohort
 from preprocessing.mimic import Shard, read_mimic
-from preprocessing.vocabulary import Vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 

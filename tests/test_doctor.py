@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from device.messages import DeviceStatus, ModelInfo
-from preprocessing.validation import ValidationError, decode_event
-from tools.broker import MosquittoBroker, free_port, mosquitto_path
-from tools.broker_profile import write_profile
-from tools.cli import main
-from tools.doctor import Finding, certificate_finding, clock_finding, probe_event, status_finding
+from device.contract.messages import DeviceStatus, ModelInfo
+from domain.validation import ValidationError, decode_event
+from tools.cli.main import main
+from tools.ward.broker import MosquittoBroker, free_port, mosquitto_path
+from tools.ward.broker_profile import write_profile
+from tools.ward.doctor import Finding, certificate_finding, clock_finding, probe_event, status_finding
 
 from .conftest import IN_CI
 from .device_process import DeviceProcess
@@ -201,7 +201,7 @@ def test_doctor_names_what_is_wrong_and_the_fix(ward, tmp_path):
 @pytest.mark.e2e
 def test_one_bed_s_sensor_cannot_write_another_bed_s_events(ward):
     from device.config import BrokerConfig
-    from tools.doctor import Session
+    from tools.ward.doctor import Session
 
     profile, _, _ = ward
     sensor = profile.roles("bed1")["sensor"]

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from preprocessing.dose_context import dose_context
-from preprocessing.events import Event, Insulin, Kind
-from preprocessing.features import PatientHistory
+from domain.dose_context import dose_context
+from domain.events import Event, Insulin, Kind
+from domain.features import PatientHistory
 from tests.event_factory import glucose, history, meal
 
 NOON = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from device.config import BrokerConfig
-from preprocessing.events import Event, Insulin, Kind
-from tools.replay import DeviceWatcher, EventPublisher
+from domain.events import Event, Insulin, Kind
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
 from .device_process import DeviceProcess
 

@@ -10,18 +10,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from domain.events import Event, Insulin, Kind, within_timestamp_rank
+from domain.features import FEATURE_NAMES, FeatureSpec, OutOfOrderError, PatientHistory, feature, slot_of, window_at
+from domain.insulin_activity import ActivityCurve
 from preprocessing.decisions import decision_points
-from preprocessing.events import Event, Insulin, Kind, within_timestamp_rank
-from preprocessing.features import (
-    FEATURE_NAMES,
-    FeatureSpec,
-    OutOfOrderError,
-    PatientHistory,
-    feature,
-    slot_of,
-    window_at,
-)
-from preprocessing.insulin_activity import ActivityCurve
 
 SPEC = FeatureSpec()
 

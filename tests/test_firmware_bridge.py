@@ -34,7 +34,7 @@ from firmware_bridge.protocol import (
     event_frame,
     frame_event,
 )
-from tools.cli import main
+from tools.cli.main import main
 
 from .conftest import ROOT
 from .device_process import DeviceProcess
@@ -223,7 +223,7 @@ def test_replay_via_serial_through_the_bridge_command(mosquitto, tmp_path, aim94
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "tools.cli.main",
             "bridge",
             "serial",
             "--port",

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from device import signing
-from device.bundle import default_bundle_path, open_bundle, pack_archive, sign_bundle_dir
 from device.config import BrokerConfig
-from device.messages import TransferChunk
-from device.ota import TransferMessage, encode_transfer
-from device.topics import Topics
-from tools.cli import main
-from tools.flash import FlashError, flash_over_mqtt
-from tools.replay import DeviceWatcher, EventPublisher
+from device.contract.messages import TransferChunk
+from device.contract.topics import Topics
+from device.models import signing
+from device.models.bundle import default_bundle_path, open_bundle, pack_archive, sign_bundle_dir
+from device.models.ota import TransferMessage, encode_transfer
+from tools.cli.main import main
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
+from tools.mqtt_kit.flash import FlashError, flash_over_mqtt
 
 from . import event_factory
 from .device_process import DeviceProcess
@@ -69,7 +69,7 @@ def rig(mosquitto, tmp_path, keys):
     assert watcher.subscribed.wait(5)
     devices: list[DeviceProcess] = []
 
-    def start(launcher: tuple[str, ...] = ("-m", "tools.cli")) -> DeviceProcess:
+    def start(launcher: tuple[str, ...] = ("-m", "tools.cli.main")) -> DeviceProcess:
         device = DeviceProcess(
             tmp_path / "state", mosquitto.url, DEVICE, extra=("--trust", str(keys["public"])), launcher=launcher
         )

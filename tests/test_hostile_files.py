@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from domain.events import Event
 from preprocessing import aim94
-from preprocessing.events import Event
 from preprocessing.mimic import MimicError, read_mimic
 
 REASONS = {

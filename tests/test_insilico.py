@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from model.insilico.cgm import CgmStreams
-from model.insilico.metrics import glucose_metrics, level2_events, risk_indices
-from model.insilico.patient import PatientBatch, patient_names
-from model.insilico.population import cohort_of
-from model.insilico.protocol import EXERCISE_UPTAKE, Protocol, day_plan, metered, uptake_by_minute
-from model.insilico.report import write_report
-from model.insilico.trial import ArmResult
-from tools.cli import main
+from insilico.cgm import CgmStreams
+from insilico.metrics import glucose_metrics, level2_events, risk_indices
+from insilico.patient import PatientBatch, patient_names
+from insilico.population import cohort_of
+from insilico.protocol import EXERCISE_UPTAKE, Protocol, day_plan, metered, uptake_by_minute
+from insilico.report import write_report
+from insilico.trial import ArmResult
+from tools.cli.main import main
 
 simglucose = pytest.importorskip("simglucose.patient.t1dpatient", reason="the sim extra is not installed")
 
@@ -202,10 +202,10 @@ def test_cgm_streams_are_simglucose_noise_shared_by_the_arms():
 
 def test_cgm_variant_answers_every_reading_without_doses_between_meals(tmp_path):
     """With a reading every 5 min the advisor answers each one; only meal readings carry meal doses."""
-    from device.bundle import default_bundle_path, open_bundle, trusted_keys
     from device.config import SafetyConfig
-    from device.inference import DoseModel
-    from model.insilico.trial import run_trial
+    from device.models.bundle import default_bundle_path, open_bundle, trusted_keys
+    from device.models.inference import DoseModel
+    from insilico.trial import run_trial
 
     model = DoseModel(open_bundle(default_bundle_path("dose"), trusted_keys()))
     protocol = Protocol(warmup_days=2, days=1, cgm=True)
@@ -239,7 +239,7 @@ def test_via_mqtt_the_device_decides_exactly_as_in_process(tmp_path):
 def test_a_patient_s_trial_does_not_depend_on_who_else_is_in_the_run():
     """Meals, meter error and sensor noise follow the patient, not its place in the chosen list."""
     from device.config import SafetyConfig
-    from model.insilico.trial import run_trial
+    from insilico.trial import run_trial
 
     protocol = Protocol(warmup_days=1, days=1, cgm=True)
     alone, _ = run_trial(protocol, ["adult#001"], ["oracle"], [1], None, SafetyConfig())
@@ -304,7 +304,7 @@ def test_no_meal_insulin_is_given_for_a_meal_the_patient_does_not_eat(tmp_path):
 
 
 def test_a_long_acting_dose_is_absorbed_over_a_day_and_the_rule_arms_keep_their_infusion():
-    from model.insilico.basal import PROFILE, RAMP_MIN, BasalSupply
+    from insilico.basal import PROFILE, RAMP_MIN, BasalSupply
 
     assert PROFILE.sum() == pytest.approx(1.0) and PROFILE[0] < PROFILE[RAMP_MIN] == PROFILE[720]
     supply = BasalSupply(np.array([0.01, 0.01]), np.array([False, True]))
@@ -319,10 +319,10 @@ def test_a_long_acting_dose_is_absorbed_over_a_day_and_the_rule_arms_keep_their_
 
 
 def test_the_advisor_arms_take_the_basal_the_device_advises():
-    from device.bundle import default_bundle_path, open_bundle
     from device.config import SafetyConfig
-    from device.inference import DoseModel
-    from model.insilico.trial import run_seed
+    from device.models.bundle import default_bundle_path, open_bundle
+    from device.models.inference import DoseModel
+    from insilico.trial import run_seed
 
     model = DoseModel(open_bundle(default_bundle_path("dose")))
     results = run_seed(Protocol(days=2, warmup_days=1), ["adult#002"], ["oracle", "advisor"], 1, model, SafetyConfig())

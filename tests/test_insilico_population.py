@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from model.insilico.metrics import glucose_metrics
-from model.insilico.patient import PARAMETERS, PatientBatch, parameter_table, patient_names
-from model.insilico.population import (
+from insilico.metrics import glucose_metrics
+from insilico.patient import PARAMETERS, PatientBatch, parameter_table, patient_names
+from insilico.population import (
     MEAL_TEST,
     cohort_of,
     held_out_names,
@@ -20,10 +20,10 @@ from model.insilico.population import (
     steady_state,
     virtual_patient,
 )
-from model.insilico.protocol import DAWN, DAWN_DEPTH, Protocol, day_plan, within_day_sensitivity
-from model.insilico.report import bars
-from model.insilico.trial import ArmResult
-from tools.cli import main
+from insilico.protocol import DAWN, DAWN_DEPTH, Protocol, day_plan, within_day_sensitivity
+from insilico.report import bars
+from insilico.trial import ArmResult
+from tools.cli.main import main
 
 
 def test_the_steady_state_derivation_reproduces_simglucose_s_own_table():

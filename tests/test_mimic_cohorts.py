@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import pytest
 
+from domain.vocabulary import OOV, Vocabulary
 from preprocessing.cohorts import is_heart_failure, mortality_cohort, readmission_cohort, readmission_labels
 from preprocessing.mimic import MimicError, read_mimic
-from preprocessing.vocabulary import OOV, Vocabulary
 
 from .mimic_iv_fixture import build_mimic_iv
 
@@ -132,7 +132,7 @@ def test_data_cohorts_command(mimic_dir, tmp_path):
 
     from click.testing import CliRunner
 
-    from tools.cli import main
+    from tools.cli.main import main
 
     result = CliRunner().invoke(main, ["data", "cohorts", "--mimic", str(mimic_dir), "--json"])
     assert result.exit_code == 0, result.output

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 
 from preprocessing.cohorts import merge_counts, mortality_cohort, readmission_cohort
 from preprocessing.mimic import MimicError, Shard, read_mimic
-from tools.cli import main
-from tools.cohort_report import cohort_report, merge_reports
+from tools.cli.main import main
+from tools.data.cohort_report import cohort_report, merge_reports
 
 from .mimic_iv_fixture import build_mimic_iv
 from .test_hostile_files import mimic_folder, write_tables

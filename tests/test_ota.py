@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.messages import Message, TransferBegin
-from device.ota import MAX_REMEMBERED, Receiver, TransferError, encode_transfer
+from device.contract.messages import Message, TransferBegin
+from device.models.ota import MAX_REMEMBERED, Receiver, TransferError, encode_transfer
 
 ARCHIVE = os.urandom(100_000)
 

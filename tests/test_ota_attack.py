@@ -15,11 +15,11 @@ import os
 import pytest
 
 from device.config import BrokerConfig, DeviceConfig, HttpConfig
-from device.messages import ModelAck, TransferBegin, TransferChunk
-from device.mqtt_client import Subscriber
-from device.ota import encode_transfer
+from device.contract.messages import ModelAck, TransferBegin, TransferChunk
+from device.contract.topics import Topics
+from device.models.ota import encode_transfer
+from device.mqtt.client import Subscriber
 from device.service import DeviceService
-from device.topics import Topics
 
 DEVICE = "bed-ota"
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from device import bundle as bundle_mod
-from device.inference import DoseModel
+from device.models import bundle as bundle_mod
+from device.models.inference import DoseModel
 from model.dataset import data_fingerprint
-from tools.cli import main
+from tools.cli.main import main
 
 BASELINES = ("last_same_slot", "median5_same_slot", "gradient_boosting")
 

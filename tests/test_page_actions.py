@@ -10,16 +10,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from device.advisor import Advisor, ModelSlot
-from device.bundle import default_bundle_path, open_bundle
+from device.advisor import Advisor
 from device.config import SafetyConfig
-from device.dose_responses import ActionConflict
-from device.inference import DoseModel
-from device.messages import ConfirmDose, Decline
-from device.page_actions import EntryRefused, LinkDown, NotAllowed, PageActions
-from device.store import Store, StoreError
-from device.users import Identity
-from preprocessing.events import Event, Insulin, Kind, PatientProfile
+from device.contract.messages import ConfirmDose, Decline
+from device.models.bundle import default_bundle_path, open_bundle
+from device.models.choice import ModelSlot
+from device.models.inference import DoseModel
+from device.page.actions import EntryRefused, LinkDown, NotAllowed, PageActions
+from device.page.users import Identity
+from device.rules.dose_responses import ActionConflict
+from device.state.store import Store, StoreError
+from domain.events import Event, Insulin, Kind, PatientProfile
 
 from . import event_factory
 
@@ -355,7 +356,7 @@ def test_a_database_that_refuses_writes_records_nothing_the_page_is_told_of(tmp_
             actions.confirm_dose("p-1", ConfirmDose(answer.id, answer.units, eating=True), ANN)
         with pytest.raises(StoreError, match="locked"):
             actions.enter(event_factory.glucose("page-1", "p-1", NOW, 150), ANN)
-        assert published == [] and advisor.held == 0, "nothing is kept in memory behind the page's back"
+        assert published == [] and advisor.writes.held == 0, "nothing is kept in memory behind the page's back"
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -390,7 +391,7 @@ def test_a_dose_is_never_dated_before_its_answer(ward):
 
 def test_a_low_then_a_value_typed_in_the_wrong_unit_gets_no_insulin(ward):
     """Meter 52 mg/dL; two minutes later '50' typed with the page in mmol/L (901 mg/dL): measure again."""
-    from preprocessing.validation import decode_event
+    from domain.validation import decode_event
 
     advisor, _store, actions, published, _answer, clock, _link = ward
     clock[0] = NOW + timedelta(minutes=1)

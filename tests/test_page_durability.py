@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from device.config import BrokerConfig
-from device.messages import ConfirmDose
-from tools.replay import DeviceWatcher, EventPublisher
+from device.contract.messages import ConfirmDose
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
 from . import event_factory
 from .device_process import DeviceProcess

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 
 from device.config import BrokerConfig
-from device.messages import ConfirmDose
-from device.page_auth import ActionGuard
-from tools.replay import DeviceWatcher, EventPublisher
+from device.contract.messages import ConfirmDose
+from device.page.auth import ActionGuard
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
 from . import event_factory
 from .conftest import ROOT
@@ -82,7 +82,7 @@ def test_an_exposed_device_records_doses_only_with_its_pin(exposed):
 def test_exposing_the_page_without_a_pin_is_refused_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ADVISOR_PAGE_TOKEN"}
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "device", "run", "--http", "0.0.0.0:0", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "tools.cli.main", "device", "run", "--http", "0.0.0.0:0", "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -1,4 +1,4 @@
-"""The dosing plan (device/plan.py): the start by weight and the titration both ways, case by case."""
+"""The dosing plan (device/rules/plan.py): the start by weight and the titration both ways, case by case."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from device.plan import DosingPlan, PlanTracker
-from preprocessing.events import Event, Insulin, Kind, PatientProfile
+from device.rules.plan import DosingPlan, PlanTracker
+from domain.events import Event, Insulin, Kind, PatientProfile
 
 DAY = datetime(2026, 12, 1, tzinfo=UTC)
 BASE_MEAL = 80 * 0.5 / 6  # the weight-based meal dose of an 80 kg patient

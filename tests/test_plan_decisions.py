@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from device.advisor import Advisor, ModelSlot
-from device.bundle import default_bundle_path, open_bundle
+from device.advisor import Advisor
 from device.config import ConfigError, DeviceConfig, SafetyConfig
-from device.inference import DoseModel
-from device.page_backend import patient_view
-from device.store import Store
+from device.models.bundle import default_bundle_path, open_bundle
+from device.models.choice import ModelSlot
+from device.models.inference import DoseModel
+from device.page.backend import patient_view
+from device.state.store import Store
 
 NOON = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 

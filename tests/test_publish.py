@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from preprocessing.events import Event, Insulin, Kind
-from tools.cli import main
+from domain.events import Event, Insulin, Kind
+from tools.cli.main import main
 
 from . import event_factory
 from .device_process import DeviceProcess
@@ -57,8 +57,8 @@ def test_monitor_follows_answers_errors_and_status_as_lines(mosquitto, tmp_path)
     import threading
 
     from device.config import BrokerConfig
-    from tools.monitor import follow, render
-    from tools.replay import EventPublisher
+    from tools.mqtt_kit.client import EventPublisher
+    from tools.mqtt_kit.monitor import follow, render
 
     device = DeviceProcess(tmp_path / "state", mosquitto.url, "mon1").start()
     publisher = EventPublisher(BrokerConfig(url=mosquitto.url), "mon1")

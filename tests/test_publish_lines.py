@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from device.messages import ErrorMessage
-from device.safety import DecisionInputs, SafetyProfile, supervise
-from preprocessing.events import Event, Insulin, Kind
-from tools.publish import Answer, describe, key_reason, read_events, summary
+from device.contract.messages import ErrorMessage
+from device.rules.safety import DecisionInputs, SafetyProfile, supervise
+from domain.events import Event, Insulin, Kind
+from tools.mqtt_kit.publish import Answer, describe, key_reason, read_events, summary
 
 from . import event_factory
 from .test_safety import BASE as SAFETY_BASE

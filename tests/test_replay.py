@@ -8,9 +8,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from device.bundle import default_bundle_path, open_bundle
-from device.evaluation import evaluate
-from tools.cli import main
+from device.models.bundle import default_bundle_path, open_bundle
+from model.evaluation import evaluate
+from tools.cli.main import main
 
 from .device_process import DeviceProcess
 

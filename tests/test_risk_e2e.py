@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from device import bundle as bundle_mod
-from device.companion import RiskModel
 from device.config import BrokerConfig
-from preprocessing.validation import decode_visit_history
-from tools.replay import DeviceWatcher, EventPublisher
+from device.models import bundle as bundle_mod
+from device.models.companion import RiskModel
+from domain.validation import decode_visit_history
+from tools.mqtt_kit.client import DeviceWatcher, EventPublisher
 
 from . import event_factory
 from .device_process import DeviceProcess

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device import bundle as bundle_mod
-from device.inference import DoseModel
+from device.models import bundle as bundle_mod
+from device.models.inference import DoseModel
 
 from .conftest import IN_CI, ROOT
 
 GOLDEN_SCRIPT = """
 import json, sys
 import numpy as np
-from device import bundle
-from device.inference import DoseModel, interpreter_backend
+from device.models import bundle
+from device.models.inference import DoseModel, interpreter_backend
 b = bundle.open_bundle(bundle.default_bundle_path("dose"))
 out = {"backend": interpreter_backend(), "numpy": np.__version__}
 for role in ("int8", "float"):
@@ -76,17 +76,19 @@ def test_tflite_runtime_214_gives_the_same_outputs():
 
 @pytest.mark.e2e
 def test_device_path_runs_without_tensorflow_pandas_or_sklearn():
-    result = _run(sys.executable, BLOCK_TRAINING_STACK + "\nimport device.evaluation, device.safety\n" + GOLDEN_SCRIPT)
+    result = _run(
+        sys.executable, BLOCK_TRAINING_STACK + "\nimport model.evaluation, device.rules.safety\n" + GOLDEN_SCRIPT
+    )
     assert result["backend"] == "ai-edge-litert"
     assert result["int8_self_test"] <= 0.05
 
 
 COMPANION_SCRIPT = """
 import json
-from device import bundle
-from device.companion import RiskModel
-from device.inference import interpreter_backend
-from preprocessing.validation import decode_visit_history
+from device.models import bundle
+from device.models.companion import RiskModel
+from device.models.inference import interpreter_backend
+from domain.validation import decode_visit_history
 out = {"backend": interpreter_backend()}
 for name in ("mortality", "readmission"):
     b = bundle.open_bundle(bundle.default_bundle_path(name))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from device.safety import (
+from device.rules.safety import (
     INSUFFICIENT,
     NO_DOSE_DUE,
     SUGGEST,
@@ -26,7 +26,7 @@ from device.safety import (
     measure_now,
     supervise,
 )
-from preprocessing.dose_context import DoseBeforeLow
+from domain.dose_context import DoseBeforeLow
 
 BASE = dict(
     model_units=5.2,
@@ -668,14 +668,14 @@ def test_every_glucose_number_in_a_reason_names_its_unit():
 
 def test_every_rule_code_has_plain_words():
     """The clinician's day shows rules in words: every code the supervisor can write has them."""
-    from device.safety import RULE_WORDS
+    from device.rules.safety import RULE_WORDS
 
     emitted = {
         rule
         for _name, overrides, *_ in CASES
         for rule in supervise(DecisionInputs(**{**BASE, **overrides}), SafetyProfile()).rules
     }
-    source = (Path(__file__).resolve().parents[1] / "device" / "safety.py").read_text()
+    source = (Path(__file__).resolve().parents[1] / "device" / "rules" / "safety.py").read_text()
     written = set(re.findall(r'rules\.append\("([a-z_]+)"\)', source))
     written |= {c for pair in re.findall(r'\["([a-z_]+)"(?:, "([a-z_]+)")?\]', source) for c in pair if c}
     assert emitted <= written | {"nothing_left"}, emitted - written
@@ -691,7 +691,7 @@ def test_a_high_reading_with_insulin_on_board_carries_its_two_hour_recheck():
 
 
 def test_a_lowering_never_reads_as_from_a_number_to_the_same_number():
-    from device.safety import _from_to
+    from device.rules.safety import _from_to
 
     assert _from_to(5.2, 4.6) == "from 5.2 U to 4.6 U"
     assert _from_to(5.04, 4.96) == "from 5.04 U to 4.96 U"

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from click.testing import CliRunner
 
-from device.messages import DeviceStatus, ModelInfo
-from preprocessing.events import Event, Insulin, Kind
-from tools.cli import main
-from tools.station_board import StationBoard
+from device.contract.messages import DeviceStatus, ModelInfo
+from domain.events import Event, Insulin, Kind
+from tools.cli.main import main
+from tools.ward.station_board import StationBoard
 
 from . import event_factory
 

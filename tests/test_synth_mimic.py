@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from preprocessing.cohorts import mortality_cohort, readmission_cohort
 from preprocessing.mimic import read_mimic
-from tools.cli import main
-from tools.synth_mimic import COLUMNS, RELEASES, generate
+from tools.cli.main import main
+from tools.data.synth_mimic import COLUMNS, RELEASES, generate
 
 SCALE = 0.003
 

@@ -8,11 +8,11 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from device import bundle as bundle_mod
-from device import signing
-from device.inference import DoseModel
+from device.models import bundle as bundle_mod
+from device.models import signing
+from device.models.inference import DoseModel
 from model.pipeline import MODEL_LABELS
-from tools.cli import main
+from tools.cli.main import main
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from device.config import DeviceConfig
-from tools.cli import main
+from tools.cli.main import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

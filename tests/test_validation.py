@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preprocessing.events import Insulin, Kind
-from preprocessing.validation import MAX_PAYLOAD_BYTES, ValidationError, decode_event
+from domain.events import Insulin, Kind
+from domain.validation import MAX_PAYLOAD_BYTES, ValidationError, decode_event
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 BASE = {"id": "bed7-000123", "patient": "p-21", "ts": "2026-11-21T09:09:00+00:00"}

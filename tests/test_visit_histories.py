@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.validation import ValidationError, decode_visit_history, decode_visit_history_bytes
+from domain.visits import TIMELINE_FEATURES, Visit, VisitSpec
+from domain.vocabulary import OOV, PAD, Vocabulary
 from model import classification_metrics as cm
-from preprocessing.validation import ValidationError, decode_visit_history, decode_visit_history_bytes
-from preprocessing.visits import TIMELINE_FEATURES, Visit, VisitSpec
-from preprocessing.vocabulary import OOV, PAD, Vocabulary
 
 VOCAB = Vocabulary(("dx9:4280", "px9:3605", "rx:heparin"))
 T0 = datetime(2130, 1, 1)

@@ -1,0 +1,134 @@
+"""Setting up a ward: ``advisor broker-profile`` writes the broker's files, ``advisor doctor``
+checks each device end to end once it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tools.cli.common import CREDENTIALS_OPTION, broker_options, device_credentials, friendly
+
+
+def _device_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    from device.contract.topics import check_device_id
+
+    ids = [v.strip() for item in value for v in item.split(",") if v.strip()]
+    if not ids:
+        raise click.BadParameter("give at least one device id", param=param)
+    if len(set(ids)) != len(ids):
+        raise click.BadParameter("a device id is given twice", param=param)
+    for device_id in ids:
+        try:
+            check_device_id(device_id)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param=param) from None
+    return ids
+
+
+@click.command("broker-profile")
+@click.option(
+    "--device-id",
+    "devices",
+    multiple=True,
+    required=True,
+    callback=_device_ids,
+    help="A device this broker serves (topics advisor/<id>/…); repeat or comma-separate for a ward.",
+)
+@click.option("--ward", help="Name of the ward-wide flasher and monitor users (default: the device id, or 'ward').")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for mosquitto.conf, acl, passwd, certificates and credentials.txt.",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    default=("localhost", "127.0.0.1"),
+    show_default=True,
+    help="Name or IP address clients use to reach the broker (repeatable; goes into the certificate).",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="TLS listener port.")
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address the TLS listener binds to.")
+@friendly
+def broker_profile(
+    devices: list[str], ward: str | None, out: Path, hosts: tuple[str, ...], port: int, bind: str
+) -> None:
+    """Write a locked-down Mosquitto profile for one device or a ward: TLS only, passwords, an ACL per role."""
+    from device.contract.topics import check_device_id
+    from tools.ward.broker_profile import AUTOSAVE_S, write_profile
+
+    if ward is not None:
+        try:
+            check_device_id(ward)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).replace("device id", "ward name"), param_hint="--ward") from None
+    profile = write_profile(out, devices, list(hosts), port, bind, ward=ward)
+    users = {c.role: c.username for c in reversed(profile.credentials)}
+    beds = f"device {devices[0]}" if len(devices) == 1 else f"{len(devices)} devices ({', '.join(devices)})"
+    click.echo(f"Mosquitto profile for {beds} in {profile.folder}:")
+    click.echo(f"  mosquitto.conf  TLS listener {bind}:{port}, no anonymous access")
+    click.echo(
+        f"  acl             per device: device-<id>, sensor-<id>; ward-wide: {users['flasher']}, {users['monitor']}"
+        " — each only its topics"
+    )
+    click.echo(f"  passwd          {len(profile.credentials)} hashed passwords (mosquitto_passwd)")
+    click.echo("  ca.crt          give to every client (broker.ca_file); keep ca.key offline")
+    click.echo("  credentials.txt role, device, user and password per line (mode 600): hand out, then delete")
+    click.echo(f"  persistence     written every {AUTOSAVE_S // 60} min and at a clean stop (kind to an SD card)")
+    if profile.owner:
+        click.echo(f"  ownership       passwd, server.key and the folder belong to {profile.owner}, who runs Mosquitto")
+    else:
+        click.echo(
+            f"  ownership       before starting Mosquitto as root: sudo chown -R mosquitto: {profile.folder} "
+            "(it drops to the mosquitto user and must read passwd and server.key)"
+        )
+    click.echo(
+        f"Check each device once it runs: advisor doctor --broker mqtts://HOST:{port} --device ID "
+        f"--ca-file {profile.ca_file} --credentials {profile.folder / 'credentials.txt'}"
+    )
+    click.echo("See docs/deployment.md.")
+
+
+@click.command()
+@click.option("--device", "device_id", required=True, help="The device to check.")
+@CREDENTIALS_OPTION
+@click.option("--expect-version", help="The dose bundle version the device should run.")
+@click.option(
+    "--timeout", "timeout_s", type=click.FloatRange(0.5, 120), default=5.0, show_default=True, help="Seconds per check."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@broker_options("the device's")
+@friendly
+def doctor(broker, device_id, credentials_file, expect_version, timeout_s, as_json) -> None:
+    """Check a device end to end and say what is wrong and how to fix it.
+
+    Broker reachable, TLS, each role's login, the device's status and models, an answer
+    round-trip, the clock, and (with --credentials) what each role may read and write.
+    Exit 1 when a check fails.
+    """
+    from device.contract.topics import check_device_id
+    from tools.ward.doctor import Doctor
+    from tools.ward.doctor import as_json as findings_json
+
+    try:
+        check_device_id(device_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    roles = device_credentials(credentials_file, device_id)
+    findings = Doctor(broker, device_id, roles, timeout_s, expect_version).examine()
+    if as_json:
+        click.echo(findings_json(findings))
+    else:
+        click.echo(f"doctor: device {device_id} at {broker.display_url}")
+        for finding in findings:
+            for line in finding.lines():
+                click.echo(f"  {line}")
+    failed = [f for f in findings if f.ok is False]
+    if failed:
+        names = ", ".join(f.check for f in failed)
+        raise click.ClickException(f"{len(failed)} of {len(findings)} checks failed: {names}")
+    if not as_json:
+        click.echo(f"all {sum(f.ok is True for f in findings)} checks passed")

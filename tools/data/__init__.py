@@ -1,0 +1,1 @@
+"""Data commands: the companion cohorts' counts and a synthetic MIMIC-IV folder for scale tests."""
