@@ -43,7 +43,7 @@ class ExportError(ValueError):
 
 def check_exportable(bundle: Bundle) -> None:
     """Only the dose model runs on bedside firmware; a companion bundle is refused with the reason."""
-    if bundle.name != "dose" or "window" not in bundle.manifest.get("features", {}):
+    if bundle.name != "dose" or "window" not in bundle.manifest.features or bundle.manifest.scaling is None:
         raise ExportError(
             f"bundle {bundle.name} is a companion model: it reads a visit history that bedside firmware does "
             "not hold, so it is not exported for a microcontroller (export the dose bundle)"
@@ -65,8 +65,8 @@ def golden_vectors(bundle: Bundle, role: str) -> list[GoldenVector]:
     check_exportable(bundle)
     model = DoseModel(bundle, role)
     vectors = []
-    for pair in bundle.manifest.get("golden", []):
-        raw = np.asarray(pair["input"], dtype=np.float32)
+    for pair in bundle.manifest.golden:
+        raw = np.asarray(pair.input, dtype=np.float32)
         tensor = model.model_input(raw)
         output = model.run_tensor(tensor)
         vectors.append(GoldenVector(raw, tensor[0], float(output.reshape(-1)[0]), model.units(output, raw)))
@@ -126,12 +126,12 @@ def header_text(bundle: Bundle, role: str = "int8") -> str:
     """``<name>.h``: the model, its constants and the input/output functions."""
     check_exportable(bundle)
     model = bundle.model_bytes(role)
-    entry = bundle.manifest["models"][role]
+    entry = bundle.manifest.models[role]
     n, m = names_for(bundle, role).base, names_for(bundle, role).macro
     spec = bundle.feature_spec
-    scaling = bundle.manifest["scaling"]
-    residual = bundle.manifest.get("output", {}).get("residual_of")
-    int8 = entry["input"]["dtype"] == "int8"
+    scaling = bundle.manifest.scaling or {}
+    residual = bundle.manifest.output.residual_of
+    int8 = entry.input.dtype == "int8"
     tensor_type = "int8_t" if int8 else "float"
     output_sentence = (
         f"the CHANGE from the patient's usual regular-insulin dose, in units: add feature\n *   {residual} "
@@ -169,7 +169,7 @@ def header_text(bundle: Bundle, role: str = "int8") -> str:
         "#endif",
         "",
         f'#define {m}_VERSION "{bundle.version}"',
-        f'#define {m}_SHA256 "{bundle.manifest["files"][entry["file"]]["sha256"]}"',
+        f'#define {m}_SHA256 "{bundle.manifest.files[entry.file].sha256}"',
         f"#define {m}_FNV1A 0x{fnv1a(model):08x}u",
         f"#define {m}_WINDOW {spec.window}",
         f"#define {m}_FEATURES {spec.n_features}",
@@ -177,11 +177,10 @@ def header_text(bundle: Bundle, role: str = "int8") -> str:
     ]
     if residual:
         lines.append(f"#define {m}_RESIDUAL_FEATURE {spec.names.index(residual)}")
-    for key in ("input", "output"):
-        quant = entry[key]
-        if quant.get("scale"):
-            lines.append(f"#define {m}_{key.upper()}_SCALE {_float(quant['scale'])}")
-            lines.append(f"#define {m}_{key.upper()}_ZERO_POINT {int(quant['zero_point'])}")
+    for key, quant in (("input", entry.input), ("output", entry.output)):
+        if quant.scale:
+            lines.append(f"#define {m}_{key.upper()}_SCALE {_float(quant.scale)}")
+            lines.append(f"#define {m}_{key.upper()}_ZERO_POINT {quant.zero_point}")
     lines += ["", f"static const char *const {m}_FEATURE_NAMES[{spec.n_features}] = {{"]
     lines += _rows([f'"{name}"' for name in spec.names], per_line=4)
     lines += ["};", f"static const float {n}_mean[{spec.n_features}] = {{"]
@@ -278,7 +277,7 @@ def golden_text(bundle: Bundle, role: str, vectors: list[GoldenVector]) -> str:
 def check_program(bundle: Bundle, role: str) -> str:
     """``advisor_check.c``: the host check of the package (exit 0 when every vector passes)."""
     n, m = names_for(bundle, role).base, names_for(bundle, role).macro
-    int8 = bundle.manifest["models"][role]["input"]["dtype"] == "int8"
+    int8 = bundle.manifest.models[role].input.dtype == "int8"
     difference = (
         "int d = abs((int)q[t][f] - (int)golden[t][f]);" if int8 else "float d = fabsf(q[t][f] - golden[t][f]);"
     )
@@ -337,8 +336,8 @@ def readme_text(bundle: Bundle, role: str, vectors: list[GoldenVector]) -> str:
     """``README.md`` of the package: the files, the input, the output, the checks."""
     n, m = names_for(bundle, role).base, names_for(bundle, role).macro
     spec = bundle.feature_spec
-    residual = bundle.manifest.get("output", {}).get("residual_of")
-    entry = bundle.manifest["models"][role]
+    residual = bundle.manifest.output.residual_of
+    entry = bundle.manifest.models[role]
     size = len(bundle.model_bytes(role))
     return f"""# Firmware package: {bundle.name} {bundle.version} ({role})
 
@@ -359,7 +358,7 @@ is the oldest step, row {spec.window - 1} the current decision with its dose unk
 rows with `present = 0`. `{n}_input()` standardises with `{n}_mean`/`{n}_std`, clips to
 ±`{m}_CLIP` and{
         " quantises with `" + m + "_INPUT_SCALE`/`" + m + "_INPUT_ZERO_POINT` (round half to even)"
-        if entry["input"]["dtype"] == "int8"
+        if entry.input.dtype == "int8"
         else " passes floats"
     } — the device's own arithmetic.
 

@@ -1,8 +1,8 @@
 """Write an (unsigned) model bundle directory: model files and a manifest with their hashes.
 
-The format is read and verified by ``device.models.bundle``; signing is a separate step
-(``advisor bundle sign``, or ``--key`` on ``advisor train``). A test opens what this writes
-with the device's reader, so the two cannot drift apart.
+The manifest is checked against the schema the device reads (``device.contract.manifest``)
+before anything is written, so training and the device cannot drift apart; signing is a
+separate step (``advisor bundle sign``, or ``--key`` on ``advisor train``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from device.contract.manifest import FORMAT_VERSION, Manifest
+
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 
 
 def library_versions() -> dict[str, str]:
@@ -38,24 +39,23 @@ def new_version(now: datetime | None = None) -> str:
     return now.strftime("%Y.%m.%d.%H%M%S")
 
 
-def write_bundle(out_dir: Path, manifest: dict, files: dict[str, bytes]) -> dict:
+def write_bundle(out_dir: Path, manifest: dict, files: dict[str, bytes]) -> Manifest:
     """Write files and manifest (with sha256 of each) into a fresh directory; return the manifest.
 
-    The directory is built beside the target and renamed into place, so a reader never sees
+    A manifest that does not fit the device's schema raises ``ManifestError`` before anything is
+    written. The directory is built beside the target and renamed into place, so a reader never sees
     a half-written bundle.
     """
+    listed = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in files.items()}
+    manifest = {**manifest, "format": FORMAT_VERSION, "files": listed}
+    checked = Manifest.from_mapping(manifest)
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    listed = {}
     for name, data in files.items():
         (staging / name).write_bytes(data)
-        listed[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    manifest = dict(manifest)
-    manifest["format"] = FORMAT_VERSION
-    manifest["files"] = listed
     raw = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     (staging / MANIFEST).write_bytes(raw)
     for item in staging.iterdir():
@@ -64,7 +64,7 @@ def write_bundle(out_dir: Path, manifest: dict, files: dict[str, bytes]) -> dict
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
-    return manifest
+    return checked
 
 
 def created_now() -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from device.contract.manifest import Manifest
 from domain.visits import TIMELINE_FEATURES, EncodedHistories, Visit, VisitSpec
 from domain.vocabulary import Vocabulary, count_codes
 from model import bundle_writer, classification_metrics, companion_networks, export, skipgram
@@ -101,7 +102,7 @@ class CompanionTrainingConfig:
 class CompanionResult:
     task: str
     bundle_dir: Path
-    manifest: dict
+    manifest: Manifest
     cohort: Cohort
     labels: np.ndarray
     out_of_fold: dict[str, np.ndarray]
@@ -792,12 +793,12 @@ def train_companion(
             "versions": bundle_writer.library_versions(),
         }
     )
-    manifest = bundle_writer.write_bundle(Path(out_dir), manifest, {files[r]: tflite[r] for r in files})
+    written = bundle_writer.write_bundle(Path(out_dir), manifest, {files[r]: tflite[r] for r in files})
     progress(f"bundle written to {out_dir}")
     return CompanionResult(
         config.task,
         Path(out_dir),
-        manifest,
+        written,
         cohort,
         enc.y,
         out_of_fold,

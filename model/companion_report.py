@@ -140,7 +140,7 @@ def _plots(result: CompanionResult, out: Path) -> list[str]:
 
 
 def _steps(result: CompanionResult) -> list[str]:
-    return [f"| {s['step']} | {s['count']} |" for s in result.manifest["cohort"]["steps"]]
+    return [f"| {s['step']} | {s['count']} |" for s in (result.manifest.cohort or {}).get("steps", [])]
 
 
 def write_report(result: CompanionResult, out: Path) -> Path:
@@ -153,19 +153,19 @@ def write_report(result: CompanionResult, out: Path) -> Path:
     lr = result.importance.get("logistic_l1", [])[:TOP_FEATURES]
     toggled = result.importance.get(result.best, [])[:TOP_FEATURES]
     lines = [
-        f"# {result.task.capitalize()} model report — bundle {m['version']}",
+        f"# {result.task.capitalize()} model report — bundle {m.version}",
         "",
         f"Output: {OUTPUTS[result.task]}. Risk context for the clinician only: it does not change the dose, "
         "and this is decision support, not a certified medical device.",
         "",
-        f"**{m['data']['label']}.**" if m["data"]["demo_trained"] else "",
+        f"**{m.data['label']}.**" if m.data["demo_trained"] else "",
         "",
-        f"> {m['metrics']['note']}",
+        f"> {m.metrics['note']}",
         "",
         "## Data and cohort",
-        f"- {m['data']['source']}{' ' + m['data']['version'] if m['data']['version'] else ''}, "
-        f"{m['data']['patients']} patients; cohort `{m['cohort']['definition']}`; "
-        f"fingerprint `{m['data']['fingerprint_sha256'][:16]}…`.",
+        f"- {m.data['source']}{' ' + m.data['version'] if m.data['version'] else ''}, "
+        f"{m.data['patients']} patients; cohort `{(m.cohort or {}).get('definition')}`; "
+        f"fingerprint `{m.data['fingerprint_sha256'][:16]}…`.",
         *[f"- Note: {n}" for n in result.notes],
         "",
         "| step | count |",
@@ -182,14 +182,14 @@ def write_report(result: CompanionResult, out: Path) -> Path:
             "",
         ]
     lines += [
-        f"## Models ({m['metrics']['folds']}-fold stratified cross-validation, out-of-fold scores)",
+        f"## Models ({m.metrics['folds']}-fold stratified cross-validation, out-of-fold scores)",
         comparison_table(result),
         "",
         f"**Leakage audit.** {LEAKAGE_AUDIT}",
         "",
-        _input_sentence(m["training"], m["features"]),
+        _input_sentence(m.training, m.features),
         "",
-        f"Code embedding initialised from {m['training']['code_embedding_init']}. "
+        f"Code embedding initialised from {m.training['code_embedding_init']}. "
         f"Confidence intervals: {len(result.labels)} samples resampled 1,000 times (percentile bootstrap). "
         f"Chance AUPRC is the prevalence, {result.labels.mean():.3f}. The exported network is the one with the "
         "best out-of-fold AUROC (ties: fewer parameters); the L1 logistic regression is a baseline and is not "
@@ -222,8 +222,8 @@ def write_report(result: CompanionResult, out: Path) -> Path:
         "The held-out row is the agreement check on unseen patients; the in-sample AUROC of the shipped model "
         "is not a performance figure.",
         "",
-        f"**The device runs the {m['output']['device_role']} model**: {m['output']['device_role_reason']}.",
-        "- Bundle files: " + ", ".join(f"`{n}` {e['bytes'] / 1024:.1f} KiB" for n, e in sorted(m["files"].items())),
+        f"**The device runs the {m.output.device_role} model**: {m.output.device_role_reason}.",
+        "- Bundle files: " + ", ".join(f"`{n}` {e.bytes / 1024:.1f} KiB" for n, e in sorted(m.files.items())),
         "",
         "## Feature importance",
         "L1 logistic regression, non-zero coefficients (largest first):",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.contract.manifest import Manifest
 from domain.features import FeatureSpec, feature, slot_of
 from domain.scaling import Scaling
 from model import baselines, bundle_writer, dataset, export, network
@@ -58,7 +59,7 @@ class ViewResult:
 @dataclass
 class DoseTrainingResult:
     bundle_dir: Path
-    manifest: dict
+    manifest: Manifest
     data: dataset.DoseDataset
     views: dict[str, ViewResult]
     metrics: dict[str, dict[str, dict]]
@@ -238,11 +239,11 @@ def train_dose(
             "versions": bundle_writer.library_versions(),
         }
     )
-    manifest = bundle_writer.write_bundle(
+    written = bundle_writer.write_bundle(
         Path(out_dir), manifest, {MODEL_FILES[r]: art["tflite"][r] for r in MODEL_FILES}
     )
     progress(f"bundle written to {out_dir}")
-    return DoseTrainingResult(Path(out_dir), manifest, ds, views, metrics, parity, time.monotonic() - started)
+    return DoseTrainingResult(Path(out_dir), written, ds, views, metrics, parity, time.monotonic() - started)
 
 
 def slot_labels(ds: dataset.DoseDataset, rows: np.ndarray) -> np.ndarray:

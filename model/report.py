@@ -107,12 +107,12 @@ def write_report(result: DoseTrainingResult, out: Path) -> Path:
     """Write ``report.md`` and its plots into ``out``; return the markdown path."""
     out.mkdir(parents=True, exist_ok=True)
     manifest = result.manifest
-    net = manifest["training"]["network"]
+    net = manifest.training["network"]
     plots = _plots(result, out)
     check = result.data.check
-    sizes = {name: entry["bytes"] for name, entry in manifest["files"].items()}
+    sizes = {name: entry.bytes for name, entry in manifest.files.items()}
     lines = [
-        f"# Dose model report — bundle {manifest['version']}",
+        f"# Dose model report — bundle {manifest.version}",
         "",
         "Decision support only, not a certified medical device. Numbers below were measured by "
         "this training run; nothing is copied from elsewhere.",
@@ -156,7 +156,7 @@ def write_report(result: DoseTrainingResult, out: Path) -> Path:
         f"{result.data.spec.n_features} features (cyclic time, slot, glucose with a measured flag, "
         "same-slot dose lags, NPH/UltraLente, insulin on board, meal/exercise/hypo flags, ages).",
         "- Network: LSTM → GRU over the window, the current step joined to the dense head; it "
-        f"predicts the change from the patient's usual dose (`{manifest['output']['residual_of']}`), "
+        f"predicts the change from the patient's usual dose (`{manifest.output.residual_of}`), "
         "which keeps the int8 output range narrow. "
         f"{net['ensemble']} such networks (seeds {net['seed']}…{net['seed'] + net['ensemble'] - 1}, "
         f"dropout {net['dropout']}) are averaged inside the exported graph.",

@@ -9,6 +9,7 @@ is the fast loop of pure logic.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ARTIFACTS = ROOT / "test-artifacts"
 E2E_FIXTURES = {"mosquitto", "browser", "chromium"}  # a real Mosquitto process, a real Chromium
+
+# Probes libraries make once, on import, are not a test's own process or network use: make them
+# here, before any test, whichever test happens to import the library first.
+platform.processor()  # runs `uname -p` once (TensorFlow's import asks for it); cached from here on
+import urllib3  # noqa: E402,F401  # its import checks for IPv6 by binding ::1 port 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -88,6 +89,52 @@ def test_garbage_manifest_and_signature(signed, keys):
     (signed / "manifest.json").write_bytes(b"\xff\xfe")
     with pytest.raises(bundle_mod.BundleError, match="not valid JSON"):
         bundle_mod.open_bundle(signed, _trusted(keys))
+
+
+def _resigned(path, keys, edit) -> None:
+    """Edit the manifest as a careless training run would, then sign it properly."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    bundle_mod.sign_bundle_dir(path, keys[0])
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda m: m["models"]["int8"].update(colour="red"), r"unknown key\(s\): models\.int8\.colour"),
+        (lambda m: m["models"]["int8"]["input"].update(scale="big"), r"models\.int8\.input\.scale must be a number"),
+        (lambda m: m.pop("output"), "missing key 'output'"),
+        (lambda m: m.update(format=2), "manifest format 2 is not supported"),
+        (lambda m: m["models"]["int8"].update(file="other.tflite"), "model 'int8' names a file the manifest does not"),
+        (lambda m: m["golden"][0].update(outputs={"int8": "eight"}), r"golden\[0\]\.outputs\.int8 must be a number"),
+    ],
+)
+def test_a_signed_manifest_that_does_not_fit_its_schema_is_refused_by_name(signed, keys, edit, reason):
+    _resigned(signed, keys, edit)
+    with pytest.raises(bundle_mod.BundleError, match=reason):
+        bundle_mod.open_bundle(signed, _trusted(keys))
+
+
+def test_the_manifest_is_typed_and_its_hash_is_of_the_signed_bytes(signed, keys):
+    opened = bundle_mod.open_bundle(signed, _trusted(keys))
+    raw = (signed / "manifest.json").read_bytes()
+    assert opened.manifest_sha256 == hashlib.sha256(raw).hexdigest()
+    int8 = opened.manifest.models["int8"]
+    assert int8.input.dtype == "int8" and int8.input.shape == [1, opened.feature_spec.window, 46]
+    assert opened.manifest.output.residual_of == "reg_usual_units"
+    assert len(opened.manifest.golden) >= 3 and all(len(g.input or []) == 12 for g in opened.manifest.golden)
+
+
+def test_training_cannot_write_a_manifest_the_device_would_refuse(signed, tmp_path):
+    from device.contract.manifest import ManifestError
+    from model import bundle_writer
+
+    manifest = json.loads((signed / "manifest.json").read_text())
+    manifest["output"]["device_role"] = "fp16"
+    with pytest.raises(ManifestError, match=r"output\.device_role must be one of int8, float"):
+        bundle_writer.write_bundle(tmp_path / "out", manifest, {"dose_int8.tflite": b"", "dose_float.tflite": b""})
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
 def _tar(entries: dict[str, bytes]) -> bytes:

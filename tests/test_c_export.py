@@ -81,7 +81,7 @@ def test_the_package_checks_itself_and_holds_the_exact_model(tmp_path, gcc, role
     report = check.stdout.decode()
     assert check.returncode == 0, report
     bundle = open_bundle(default_bundle_path("dose"))
-    count = len(bundle.manifest["golden"])
+    count = len(bundle.manifest.golden)
     assert f"{bundle.version}: {count} golden vectors, 0 failures" in report
     assert report.count("ok   vector") == count and "input 0 of 552 elements differ" in report
 

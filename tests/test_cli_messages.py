@@ -107,6 +107,14 @@ def test_tls_failures_are_described_by_their_cause():
     assert describe_refusal("Server unavailable") == "the broker refused the connection: Server unavailable"
 
 
+def test_the_device_waits_between_connection_attempts_on_its_own_schedule():
+    """The wait the device announces ("trying again in N s") is the one it keeps: its own, not paho's."""
+    from device.mqtt.client import backoff_s
+
+    assert [backoff_s(n, 1, 60) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert backoff_s(0, 1, 60) == 1 and backoff_s(3, 0.5, 1) == 1
+
+
 def test_client_certificate_options_go_together(tmp_path):
     cert = tmp_path / "client.crt"
     cert.write_text("x")

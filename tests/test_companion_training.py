@@ -40,19 +40,19 @@ def mortality(mimic_dir, tmp_path_factory):
 
 def test_mortality_manifest_cohort_matches_the_definition(mortality, mimic_dir):
     expected = mortality_cohort(read_mimic(mimic_dir)).to_json()
-    cohort = mortality.manifest["cohort"]
+    cohort = mortality.manifest.cohort
     assert (cohort["size"], cohort["positives"], cohort["steps"]) == (65, 40, expected["steps"])
     assert cohort["size"] == expected["size"] and cohort["positives"] == expected["positives"]
-    assert mortality.manifest["data"]["demo_trained"] is True
-    assert mortality.manifest["training"]["code_embedding_init"] == "skip-gram vectors"
-    assert "too small" in mortality.manifest["metrics"]["note"]
-    assert any("hadm 168674" in n for n in mortality.manifest["data"]["notes"])  # the missing admission row
+    assert mortality.manifest.data["demo_trained"] is True
+    assert mortality.manifest.training["code_embedding_init"] == "skip-gram vectors"
+    assert "too small" in mortality.manifest.metrics["note"]
+    assert any("hadm 168674" in n for n in mortality.manifest.data["notes"])  # the missing admission row
 
 
 def test_mortality_tflite_agrees_with_keras_on_the_device_path(mortality):
     """The model the device runs matches Keras on a held-out fold and on the shipped model."""
-    role = mortality.manifest["output"]["device_role"]
-    assert role in ("int8", "float") and mortality.manifest["output"]["device_role_reason"]
+    role = mortality.manifest.output.device_role
+    assert role in ("int8", "float") and mortality.manifest.output.device_role_reason
     held_out = mortality.parity["held_out_fold"]
     assert held_out["n"] < 65
     assert held_out[f"{role}_vs_keras_max_abs"] <= 0.02 and held_out[f"{role}_vs_keras_auroc_diff"] <= 0.01
@@ -91,7 +91,7 @@ def test_mortality_compares_every_model_and_imbalance_method(mortality):
     assert set(mortality.imbalance["gru"]) == {"class_weights", "random_oversampling", "smote"}
     assert "an average of two codes is not a code" in mortality.imbalance["gru"]["smote"]["error"]
     assert 0.0 <= mortality.imbalance["logistic_l1"]["smote"]["auroc"] <= 1.0  # SMOTE on the sparse summary
-    kept = mortality.manifest["training"]["coverage"]
+    kept = mortality.manifest.training["coverage"]
     assert kept["admissions"] >= 65 and 0.0 <= kept["out_of_vocabulary_share"] < 1.0
     c = mortality.confusion
     assert c["tp"] + c["fn"] == 40 and c["fp"] + c["tn"] == 25 and c["sensitivity"] >= 0.8
@@ -198,15 +198,15 @@ def test_packaged_companion_bundles_are_signed_demo_trained_and_pass_their_self_
     for name in ("mortality", "readmission"):
         bundle = bundle_mod.open_bundle(bundle_mod.default_bundle_path(name))
         assert bundle.signed_by and bundle.is_companion and bundle.name == name
-        assert bundle.manifest["data"]["demo_trained"] is True
-        assert "demo-trained" in bundle.manifest["data"]["label"]
-        cohort = bundle.manifest["cohort"]
+        assert bundle.manifest.data["demo_trained"] is True
+        assert "demo-trained" in bundle.manifest.data["label"]
+        cohort = bundle.manifest.cohort
         assert (cohort["size"], cohort["positives"]) == (expected[name]["size"], expected[name]["positives"])
         assert cohort["steps"] == expected[name]["steps"]
         for role in ("int8", "float"):
             assert RiskModel(bundle, role).self_test() <= 0.02
-        role = bundle.manifest["output"]["device_role"]
-        for parity in bundle.manifest["metrics"]["parity"].values():
+        role = bundle.manifest.output.device_role
+        for parity in bundle.manifest.metrics["parity"].values():
             assert parity[f"{role}_vs_keras_max_abs"] <= 0.02 and parity[f"{role}_vs_keras_auroc_diff"] <= 0.01
 
 

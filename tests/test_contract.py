@@ -12,7 +12,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
 
-from device.contract import messages, schema
+from device.contract import manifest, messages, schema
 from device.contract.topics import Topics
 from domain import validation
 from domain.visits import Visit
@@ -84,11 +84,11 @@ def test_endpoint_table_matches_the_code():
 
 def test_every_schema_is_documented_and_nothing_else():
     documented = {h for h in TABLES if h not in ("MQTT topics", "HTTP endpoints (the bedside page)")}
-    declared = {s.__name__ for s in messages.ALL_SCHEMAS} | {"Visit"}
+    declared = {s.__name__ for s in (*messages.ALL_SCHEMAS, *manifest.SCHEMAS)} | {"Visit"}
     assert documented == declared
 
 
-@pytest.mark.parametrize("cls", [*messages.ALL_SCHEMAS, Visit], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [*messages.ALL_SCHEMAS, *manifest.SCHEMAS, Visit], ids=lambda c: c.__name__)
 def test_fields_and_types_match(cls):
     rows = TABLES[cls.__name__]
     names = [row[0] for row in rows]

@@ -25,7 +25,7 @@ b = bundle.open_bundle(bundle.default_bundle_path("dose"))
 out = {"backend": interpreter_backend(), "numpy": np.__version__}
 for role in ("int8", "float"):
     model = DoseModel(b, role)
-    out[role] = [model.predict(np.asarray(g["input"], dtype=np.float32)) for g in b.manifest["golden"]]
+    out[role] = [model.predict(np.asarray(g.input, dtype=np.float32)) for g in b.manifest.golden]
     out[role + "_self_test"] = model.self_test()
 print(json.dumps(out))
 """
@@ -51,8 +51,8 @@ def _litert_outputs() -> dict:
     b = bundle_mod.open_bundle(bundle_mod.default_bundle_path("dose"))
     return {
         role: [
-            DoseModel(b, role, backend="ai-edge-litert").predict(np.asarray(g["input"], np.float32))
-            for g in b.manifest["golden"]
+            DoseModel(b, role, backend="ai-edge-litert").predict(np.asarray(g.input, np.float32))
+            for g in b.manifest.golden
         ]
         for role in ("int8", "float")
     }
@@ -92,7 +92,7 @@ from domain.validation import decode_visit_history
 out = {"backend": interpreter_backend()}
 for name in ("mortality", "readmission"):
     b = bundle.open_bundle(bundle.default_bundle_path(name))
-    histories = [decode_visit_history({"patient": "g", "visits": g["history"]}).visits for g in b.manifest["golden"]]
+    histories = [decode_visit_history({"patient": "g", "visits": g.history}).visits for g in b.manifest.golden]
     for role in ("int8", "float"):
         model = RiskModel(b, role)
         out[f"{name}/{role}"] = [model.predict(h) for h in histories]

@@ -40,12 +40,12 @@ def test_train_dose_on_all_patients_signs_reports_and_keeps_int8_parity(aim94_di
     )
     assert result.exit_code == 0, result.output
     b = bundle_mod.open_bundle(out, [signing.load_public(keys / "advisor.pub")])
-    assert b.manifest["training"]["network"]["ensemble"] == 2
+    assert b.manifest.training["network"]["ensemble"] == 2
     assert DoseModel(b, "int8").self_test() <= 0.05
-    parity = b.manifest["metrics"]["parity"]
+    parity = b.manifest.metrics["parity"]
     assert parity["int8_vs_keras_mean_abs_units"] <= 0.05
     assert parity["float_vs_keras_mean_abs_units"] <= 1e-3
-    chrono = b.manifest["metrics"]["test"]["chronological"]
+    chrono = b.manifest.metrics["test"]["chronological"]
     assert set(chrono) == set(MODEL_LABELS)
     assert all(m["n"] == chrono["median5_same_slot"]["n"] for m in chrono.values())
     report = out.with_name("dose-report")

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.contract.manifest import Manifest, ManifestError
 from device.models import signing
 from domain.features import FeatureSpec
 from domain.visits import KIND as VISIT_SEQUENCE
@@ -22,7 +23,6 @@ from domain.visits import VisitSpec
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
-FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # device/: default_bundles/ and keys/
@@ -39,25 +39,22 @@ class Bundle:
     """A verified bundle held in memory: manifest and file contents."""
 
     path: Path
-    manifest: dict
+    manifest: Manifest
     files: dict[str, bytes]
     signed_by: str | None
+    manifest_sha256: str  # of manifest.json's exact bytes: which bundle this is
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.manifest.name
 
     @property
     def version(self) -> str:
-        return str(self.manifest["version"])
-
-    @property
-    def manifest_sha256(self) -> str:
-        return str(self.manifest.get("_sha256", ""))
+        return self.manifest.version
 
     @property
     def feature_spec(self) -> FeatureSpec:
-        return FeatureSpec.from_json(self.manifest["features"])
+        return FeatureSpec.from_json(self.manifest.features)
 
     @property
     def is_companion(self) -> bool:
@@ -66,19 +63,17 @@ class Bundle:
 
     @property
     def visit_spec(self) -> VisitSpec:
-        return VisitSpec.from_json(self.manifest["features"])
+        return VisitSpec.from_json(self.manifest.features)
 
     def model_bytes(self, role: str = "int8") -> bytes:
-        """The ``.tflite`` bytes of a model role listed in ``manifest["models"]``."""
-        models = self.manifest.get("models", {})
-        if role not in models:
+        """The ``.tflite`` bytes of a model role listed in the manifest's ``models``."""
+        if role not in self.manifest.models:
             raise BundleError(f"bundle {self.name} has no {role} model")
-        return self.files[models[role]["file"]]
+        return self.files[self.manifest.models[role].file]
 
 
-def is_companion_manifest(manifest: dict) -> bool:
-    features = manifest.get("features")
-    return isinstance(features, dict) and features.get("kind") == VISIT_SEQUENCE
+def is_companion_manifest(manifest: Manifest) -> bool:
+    return manifest.features.get("kind") == VISIT_SEQUENCE
 
 
 def default_bundle_path(name: str = "dose") -> Path:
@@ -141,29 +136,23 @@ def _read_files(path: Path) -> dict[str, bytes]:
     raise BundleError(f"{path}: no such bundle")
 
 
-def parse_manifest(raw: bytes, origin: str) -> dict:
-    """Decode and structurally check a manifest."""
+def parse_manifest(raw: bytes, origin: str) -> Manifest:
+    """Decode a manifest and check it against its schema (device/contract/manifest.py)."""
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{origin}: manifest too large")
     try:
-        manifest = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{origin}: manifest.json is not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{origin}: manifest.json is not an object")
-    for key in ("format", "name", "version", "files", "models", "features"):
-        if key not in manifest:
-            raise BundleError(f"{origin}: manifest lacks {key!r}")
-    if manifest["format"] != FORMAT_VERSION:
-        raise BundleError(f"{origin}: manifest format {manifest['format']!r} is not supported")
-    if not isinstance(manifest["files"], dict):
-        raise BundleError(f"{origin}: manifest 'files' is not an object")
-    return manifest
+    try:
+        return Manifest.from_mapping(data)
+    except ManifestError as exc:
+        raise BundleError(f"{origin}: {exc}") from exc
 
 
 def verify_files(
     files: dict[str, bytes], trusted: list[signing.PublicKey], origin: str, require_signature: bool = True
-) -> tuple[dict, str | None]:
+) -> tuple[Manifest, str | None]:
     """Check signature and hashes of a bundle's files; return the manifest and signer key id."""
     if MANIFEST not in files:
         raise BundleError(f"{origin}: no manifest.json")
@@ -184,27 +173,22 @@ def verify_files(
         signer = kid
     elif require_signature:
         raise BundleError(f"{origin}: bundle is not signed (no signature.json)")
-    listed = manifest["files"]
+    listed = manifest.files
     for name, entry in listed.items():
         if name not in files:
             raise BundleError(f"{origin}: file {name} listed in the manifest is missing")
-        digest = hashlib.sha256(files[name]).hexdigest()
-        if not isinstance(entry, dict) or entry.get("sha256") != digest:
+        if entry.sha256 != hashlib.sha256(files[name]).hexdigest():
             raise BundleError(f"{origin}: sha256 mismatch for {name}")
     extra = set(files) - set(listed) - {MANIFEST, SIGNATURE}
     if extra:
         raise BundleError(f"{origin}: files not listed in the manifest: {', '.join(sorted(extra))}")
-    for role, model in manifest["models"].items():
-        if not isinstance(model, dict) or model.get("file") not in listed:
-            raise BundleError(f"{origin}: model {role!r} names a file the manifest does not list")
     try:
         if is_companion_manifest(manifest):
-            VisitSpec.from_json(manifest["features"])
+            VisitSpec.from_json(manifest.features)
         else:
-            FeatureSpec.from_json(manifest["features"])
+            FeatureSpec.from_json(manifest.features)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{origin}: feature spec unusable ({exc})") from exc
-    manifest["_sha256"] = hashlib.sha256(raw).hexdigest()
     return manifest, signer
 
 
@@ -214,14 +198,14 @@ def open_bundle(path: Path, trusted: list[signing.PublicKey] | None = None, requ
     keys = packaged_trusted_keys() if trusted is None else trusted
     files = _read_files(path)
     manifest, signer = verify_files(files, keys, str(path), require_signature)
-    return Bundle(path, manifest, files, signer)
+    return Bundle(path, manifest, files, signer, hashlib.sha256(files[MANIFEST]).hexdigest())
 
 
 def open_archive_bytes(data: bytes, origin: str, trusted: list[signing.PublicKey]) -> Bundle:
     """Verify a ``.tar.gz`` bundle held in memory (as received over the air)."""
     files = read_archive_bytes(data, origin)
     manifest, signer = verify_files(files, trusted, origin, True)
-    return Bundle(Path(origin), manifest, files, signer)
+    return Bundle(Path(origin), manifest, files, signer, hashlib.sha256(files[MANIFEST]).hexdigest())
 
 
 def pack_archive(path: Path) -> bytes:
@@ -261,7 +245,7 @@ def sign_bundle_dir(path: Path, private_key_path: Path) -> str:
 
 def info(bundle: Bundle) -> dict:
     """What ``advisor bundle info`` prints: the manifest plus where the bundle is."""
-    out = {k: v for k, v in bundle.manifest.items() if not k.startswith("_")}
+    out = json.loads(bundle.files[MANIFEST])
     out["path"] = str(bundle.path.resolve())
     out["manifest_sha256"] = bundle.manifest_sha256
     out["signed_by"] = bundle.signed_by

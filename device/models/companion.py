@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from device.contract.manifest import GoldenPair
 from device.contract.messages import RiskModelInfo
 from device.models.bundle import Bundle, BundleError
 from device.models.inference import NamedInputsModel, golden_self_test
@@ -27,7 +28,7 @@ class RiskModel:
         if not bundle.is_companion:
             raise BundleError(f"bundle {bundle.name!r} is not a companion (visit-history) model")
         self.bundle = bundle
-        self.role = role or str(bundle.manifest.get("output", {}).get("device_role", "int8"))
+        self.role = role or bundle.manifest.output.device_role or "int8"
         try:
             self.spec = bundle.visit_spec
         except (KeyError, TypeError, ValueError) as exc:
@@ -42,10 +43,10 @@ class RiskModel:
 
     def describe(self) -> RiskModelInfo:
         """What the risk message and the page say about this model."""
-        data = self.bundle.manifest.get("data", {})
+        data = self.bundle.manifest.data
         return RiskModelInfo(
             version=self.bundle.version,
-            network=self.bundle.manifest.get("output", {}).get("network"),
+            network=self.bundle.manifest.output.network,
             runs=self.role,
             demo_trained=bool(data.get("demo_trained", False)),
             label=str(data.get("label", "")),
@@ -66,11 +67,11 @@ class RiskModel:
         """Run the manifest's golden histories; return the worst error, raise if out of tolerance."""
         return golden_self_test(self.bundle, self.role, self._predict_golden, GOLDEN_TOLERANCE, "")
 
-    def _predict_golden(self, pair: dict) -> float:
+    def _predict_golden(self, pair: GoldenPair) -> float:
         from domain.validation import ValidationError, decode_visit_history
 
         try:
-            history = decode_visit_history({"patient": "golden", "visits": pair.get("history")})
+            history = decode_visit_history({"patient": "golden", "visits": pair.history})
         except ValidationError as exc:
             raise BundleError(f"golden history unusable: {exc.reason}") from exc
         return self.predict(history.visits)

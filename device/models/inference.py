@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from device.contract.manifest import GoldenPair
 from device.models.bundle import Bundle, BundleError
 from domain.scaling import Scaling
 
@@ -129,14 +130,16 @@ class NamedInputsModel:
         return dequantise(raw, self._out_dtype, self._out_scale, self._out_zero)
 
 
-def golden_self_test(bundle: Bundle, role: str, predict: Callable[[dict], float], tolerance: float, unit: str) -> float:
+def golden_self_test(
+    bundle: Bundle, role: str, predict: Callable[[GoldenPair], float], tolerance: float, unit: str
+) -> float:
     """Run ``predict`` on each golden pair of the manifest; return the worst error, raise beyond ``tolerance``."""
-    golden = bundle.manifest.get("golden", [])
+    golden = bundle.manifest.golden
     if not golden:
         raise BundleError("bundle has no golden pairs for its self-test")
     worst = 0.0
     for pair in golden:
-        expected = pair.get("outputs", {}).get(role)
+        expected = pair.outputs.get(role)
         if expected is None:
             raise BundleError(f"golden pair lacks an expected {role} output")
         got = predict(pair)
@@ -158,12 +161,12 @@ class DoseModel:
         self.role = role
         self.spec = bundle.feature_spec
         try:
-            self.scaling = Scaling.from_json(bundle.manifest.get("scaling", {}), self.spec.n_features)
+            self.scaling = Scaling.from_json(bundle.manifest.scaling or {}, self.spec.n_features)
         except ValueError as exc:
             raise BundleError(f"manifest scaling unusable: {exc}") from exc
         self._model = SingleOutputModel(bundle.model_bytes(role), (1, self.spec.window, self.spec.n_features), backend)
         self.backend = self._model.backend
-        transform = bundle.manifest.get("output", {}).get("residual_of")
+        transform = bundle.manifest.output.residual_of
         self._residual_index = None if transform is None else self.spec.names.index(transform)
 
     def model_input(self, window: np.ndarray) -> np.ndarray:
@@ -192,7 +195,7 @@ class DoseModel:
         return golden_self_test(
             self.bundle,
             self.role,
-            lambda pair: self.predict(np.asarray(pair["input"], dtype=np.float32)),
+            lambda pair: self.predict(np.asarray(pair.input, dtype=np.float32)),
             GOLDEN_TOLERANCE_UNITS,
             " U",
         )

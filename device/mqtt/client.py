@@ -17,15 +17,23 @@ from device.config import BrokerConfig
 RECONNECT_MIN_S = 1
 
 
-def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_ack: bool = False) -> mqtt.Client:
-    """A paho client (callback API 2) with credentials, TLS and reconnect backoff set.
+def make_client(
+    broker: BrokerConfig, client_id: str, persistent: bool, manual_ack: bool = False, reconnect: bool = True
+) -> mqtt.Client:
+    """A paho client (callback API 2) with credentials and TLS set.
 
     ``persistent`` asks the broker to keep the session (subscriptions and queued QoS 1
-    messages) across disconnects, under the stable ``client_id``.
+    messages) across disconnects, under the stable ``client_id``. ``reconnect``: paho's network
+    loop reconnects by itself (the tools); the device reconnects on its own schedule
+    (:func:`backoff_s`) and passes ``False``.
     """
     if broker.protocol == "5":
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=manual_ack,
+            reconnect_on_failure=reconnect,
         )
     else:
         client = mqtt.Client(
@@ -34,6 +42,7 @@ def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_a
             clean_session=not persistent,
             protocol=mqtt.MQTTv311,
             manual_ack=manual_ack,
+            reconnect_on_failure=reconnect,
         )
     user, password = broker.credentials
     if user:
@@ -45,7 +54,8 @@ def make_client(broker: BrokerConfig, client_id: str, persistent: bool, manual_a
             keyfile=str(broker.key_file) if broker.key_file else None,
             cert_reqs=ssl.CERT_REQUIRED,
         )
-    client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=broker.reconnect_max_s)
+    if reconnect:
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=broker.reconnect_max_s)
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(100)
     return client
@@ -240,18 +250,12 @@ class Subscriber(ToolClient):
             return self.changed.wait_for(predicate, timeout_s)
 
 
-def reconnect_wait_s(failures: int, min_s: float, max_s: float) -> float:
-    """Seconds paho 2 waits after the ``failures``-th failed attempt in a row before the next one.
+def backoff_s(failures: int, min_s: float, max_s: float) -> float:
+    """How long to wait after the ``failures``-th failed or lost connection in a row.
 
-    paho doubles its delay from ``min_s`` up to ``max_s`` before every attempt, and after the
-    very first failure it waits twice (once in its first-connection loop, once in its main
-    loop): 1 + 2, then 4, 8, 16 … seconds with the defaults (measured against paho 2.1).
+    Doubling from ``min_s``, never more than ``max_s``: 1, 2, 4, 8 … seconds with the defaults.
     """
-
-    def delay(n: int) -> float:  # the n-th wait, from 1
-        return min(min_s * 2 ** (n - 1), max_s)
-
-    return delay(1) + delay(2) if failures <= 1 else delay(failures + 1)
+    return float(min(min_s * 2 ** (max(failures, 1) - 1), max_s))
 
 
 def describe_refusal(reason: str) -> str:

@@ -12,15 +12,17 @@ Owns the paho clients of ``advisor device run``; nothing else in the device talk
   worker can hold new events until enough answers are acknowledged
   (:meth:`DeliveryTracker.wait_for_room`) without ever waiting on itself.
 
-A failed connection attempt is reported at once, with the reason and when the next attempt
-comes, in the log and in :attr:`problem` (the page shows it), instead of retrying in silence.
+Each connection has a thread of the device's own that connects, lets paho's network loop serve
+the connection until it ends, and waits before the next attempt on the device's own schedule
+(:func:`~device.mqtt.client.backoff_s`: 1, 2, 4 … s up to ``reconnect_max_s``). A failed attempt
+is reported at once, with the reason and when the next attempt comes, in the log and in
+:attr:`problem` (the page shows it), instead of retrying in silence.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -33,13 +35,13 @@ from device.contract.messages import CONTRACT_BY_SCHEMA, MQTT_CONTRACT, DeviceSt
 from device.contract.topics import Topics
 from device.mqtt.client import (
     RECONNECT_MIN_S,
+    backoff_s,
     connect_async,
     describe_connect_failure,
     describe_refusal,
     disable_nagle,
     expiring,
     make_client,
-    reconnect_wait_s,
 )
 from device.state.delivery import DeliveryTracker
 from domain.events import Event
@@ -67,18 +69,21 @@ class Communicator:
         self.connected = threading.Event()  # both connections up
         self.ready = threading.Event()  # and subscribed
         self.problem: str | None = None
-        self._stopping = threading.Event()
-        self._failures = 0  # failed connection attempts in a row
+        self._stopping = threading.Event()  # stop() began: a lost connection is no problem to report
+        self._closing = threading.Event()  # disconnected: a connection thread stops waiting for paho
+        self._failures = {"in": 0, "out": 0}  # failed or lost connections in a row
+        self._ended = {"in": threading.Event(), "out": threading.Event()}  # paho's loop has ended
+        self._refused: dict[str, str] = {}  # why the broker refused the connection (CONNACK)
+        self._threads: list[threading.Thread] = []
         self._up: set[str] = set()  # "in", "out": the connections that are up
         self._subscribed = False
         self._lock = threading.Lock()
         self._on_ready = on_ready
         self._on_change = on_change
-        self.client = make_client(config.broker, config.client_id, persistent=True, manual_ack=True)
-        self.outbound = make_client(config.broker, f"{config.client_id}-out", persistent=True)
+        self.client = make_client(config.broker, config.client_id, True, manual_ack=True, reconnect=False)
+        self.outbound = make_client(config.broker, f"{config.client_id}-out", True, reconnect=False)
         for name, client in (("in", self.client), ("out", self.outbound)):
             client.on_connect = self._connected_handler(name)
-            client.on_connect_fail = self._on_connect_fail
             client.on_disconnect = self._disconnected_handler(name)
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda client, userdata, message: on_message(message)
@@ -93,8 +98,10 @@ class Communicator:
     def _connected_handler(self, name: str) -> Callable[..., None]:
         def on_connect(client, userdata, flags, reason_code, properties) -> None:
             if reason_code.is_failure:
-                self._failed(describe_refusal(str(reason_code)))
+                self._refused[name] = describe_refusal(str(reason_code))
                 return
+            with self._lock:
+                self._failures[name] = 0
             disable_nagle(client)
             log.info(
                 "%s connection to %s up (session present: %s)",
@@ -110,23 +117,44 @@ class Communicator:
 
     def _disconnected_handler(self, name: str) -> Callable[..., None]:
         def on_disconnect(client, userdata, flags, reason_code, properties) -> None:
-            if not self._stopping.is_set():
+            was_up = name in self._up
+            if was_up and not self._stopping.is_set():
                 self.problem = f"lost the broker at {self.config.broker.display_url} ({reason_code}); reconnecting"
                 log.warning("%s (%s connection)", self.problem, name)
             self._changed(down=name)
+            self._ended[name].set()
 
         return on_disconnect
 
-    def _on_connect_fail(self, client, userdata) -> None:
-        self._failed(describe_connect_failure(sys.exc_info()[1]))
+    def _keep_connected(self, name: str, client: mqtt.Client) -> None:
+        """One connection's life: connect, let paho serve it until it ends, wait, connect again."""
+        while True:
+            self._ended[name].clear()
+            reason = None
+            try:
+                client.reconnect()  # TCP (and TLS) up and CONNECT sent, or OSError
+            except OSError as exc:
+                reason = describe_connect_failure(exc)
+            else:
+                client.loop_start()  # paho's network thread, until the connection ends (no retry of its own)
+                while not self._ended[name].wait(1.0) and not self._closing.is_set():
+                    pass
+                client.loop_stop()
+                reason = self._refused.pop(name, None)
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                self._failures[name] += 1
+                wait = backoff_s(self._failures[name], RECONNECT_MIN_S, self.config.broker.reconnect_max_s)
+            if reason is not None:
+                self._failed(reason, wait)
+            if self._stopping.wait(wait):
+                return
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, reason: str, wait: float) -> None:
         """Say at once what failed and when the next attempt comes."""
-        with self._lock:
-            self._failures += 1
-            retry = reconnect_wait_s(self._failures, RECONNECT_MIN_S, self.config.broker.reconnect_max_s)
         self.problem = (
-            f"cannot reach the broker at {self.config.broker.display_url}: {reason}; trying again in {retry:g} s"
+            f"cannot reach the broker at {self.config.broker.display_url}: {reason}; trying again in {wait:g} s"
         )
         log.warning("%s", self.problem)
         self._on_change()
@@ -154,7 +182,6 @@ class Communicator:
             became_ready = both and self._subscribed and not self.ready.is_set()
             if both:
                 self.connected.set()
-                self._failures = 0
                 self.problem = None
             else:
                 self.connected.clear()
@@ -202,9 +229,13 @@ class Communicator:
     def start(self, will: DeviceStatus) -> None:
         """Start connecting in the background; the broker publishes ``will`` if the device vanishes."""
         self.client.will_set(self.topics.status, will.to_json(), qos=1, retain=True)
-        for client in (self.outbound, self.client):
-            connect_async(client, self.config.broker, persistent=True)
-            client.loop_start()
+        for name, client in (("out", self.outbound), ("in", self.client)):
+            connect_async(client, self.config.broker, persistent=True)  # where to connect; no attempt yet
+            thread = threading.Thread(
+                target=self._keep_connected, args=(name, client), name=f"mqtt-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, last: DeviceStatus) -> None:
         """Publish ``last`` as the status if connected, then disconnect."""
@@ -213,4 +244,6 @@ class Communicator:
             self.send(last).wait_for_publish(timeout=2.0)
         for client in (self.client, self.outbound):
             client.disconnect()
-            client.loop_stop()
+        self._closing.set()
+        for thread in self._threads:
+            thread.join(timeout=5.0)

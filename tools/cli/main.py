@@ -262,7 +262,7 @@ def _train_companion(
             f"bundle is NOT signed; devices refuse it until you run 'advisor bundle sign {out} --key KEY'", err=True
         )
     click.echo(companion_report.comparison_table(result))
-    if result.manifest["data"]["demo_trained"]:
+    if result.manifest.data["demo_trained"]:
         click.echo(companion.SMALL_DATA_NOTE)
     click.echo(f"bundle: {out}\nreport: {report_path}")
 

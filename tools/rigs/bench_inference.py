@@ -48,7 +48,7 @@ def _timing(model: str, runtime: str, samples: list[float]) -> InferenceTiming:
 
 
 def _windows(bundle: Bundle) -> list[np.ndarray]:
-    return [np.asarray(g["input"], dtype=np.float32) for g in bundle.manifest["golden"]]
+    return [np.asarray(g.input, dtype=np.float32) for g in bundle.manifest.golden]
 
 
 def time_tflite(bundle: Bundle, role: str, repeats: int, warmup: int = 50) -> list[float]:
@@ -74,7 +74,7 @@ def time_keras(bundle: Bundle, repeats: int, warmup: int = 50) -> list[float] | 
         import keras  # noqa: F401
     except ImportError:
         return None
-    recorded = bundle.manifest.get("training", {}).get("network", {})
+    recorded = bundle.manifest.training.get("network", {})
     known = {k: v for k, v in recorded.items() if k in NetworkConfig.__dataclass_fields__}
     if "dense_units" in known:
         known["dense_units"] = tuple(known["dense_units"])
