@@ -40,5 +40,6 @@ fi
 export ADVISOR_DEVICE_ONLY_PYTHON="$PWD/$DEV_ENV/bin/python"
 
 # Two workers (pytest-xdist): most end-to-end tests wait on processes, so the slow ones (run first,
-# tests/conftest.py) share the machine with the rest. TEST_WORKERS=0 runs in this process.
-exec "$PY" -m pytest -n "${TEST_WORKERS:-2}" "$@"
+# tests/conftest.py) share the machine with the rest. TEST_WORKERS=0 runs in this process. The
+# ten longest tests are listed at the end: where the suite's time goes, measured on every run.
+exec "$PY" -m pytest -n "${TEST_WORKERS:-2}" --durations=10 "$@"

@@ -32,7 +32,7 @@ def demo_command(*args: str) -> list[str]:
 
 
 def synthetic_env() -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     env.pop("ADVISOR_AIM94_DIR", None)
     return env
 
@@ -140,8 +140,33 @@ def test_demo_serves_the_page_and_stops_cleanly_on_ctrl_c(browser, artifacts):
         assert page.eval_on_selector("footer", "f => f.getBoundingClientRect().bottom") <= 480
         page.close()
         process.send_signal(signal.SIGINT)
-        assert process.wait(20) == 0
+        try:
+            code = process.wait(20)
+        except subprocess.TimeoutExpired:  # PYTHONFAULTHANDLER: SIGABRT prints every thread's stack
+            process.send_signal(signal.SIGABRT)
+            stacks = process.communicate(timeout=10)[1][-8000:]
+            raise AssertionError(f"the demo did not stop within 20 s of Ctrl-C:\n{stacks}") from None
+        assert code == 0
         assert "demo stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_ctrl_c_during_the_replay_stops_the_demo_at_once():
+    """A demo stopped while it replays does not wait for the device to work through what was sent."""
+    process = subprocess.Popen(
+        demo_command("--interval", "5"), stderr=subprocess.PIPE, text=True, cwd=ROOT, env=synthetic_env()
+    )
+    try:
+        for line in process.stderr:
+            if "Press Ctrl-C to stop" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        code = process.wait(20)
+        said = process.stderr.read()
+        assert code == 0 and "demo stopped" in said
+        assert re.search(r"replay stopped: \d+ of \d+ events sent", said), said
     finally:
         if process.poll() is None:
             process.kill()

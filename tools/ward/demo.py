@@ -127,7 +127,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         sent = publisher.publish_events(events, pause, stop=done)
         publisher.flush()
         echo(replay_outcome(sent, len(events)))
-        if sent:
+        if sent and not done.is_set():  # Ctrl-C does not wait for the device to catch up
             refusals = _refusals(service, watcher, events[sent - 1])
             if refusals:
                 echo(refusals)
