@@ -8,6 +8,8 @@ is the fast loop of pure logic.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import platform
 import shutil
@@ -26,7 +28,8 @@ E2E_FIXTURES = {"mosquitto", "browser", "chromium"}  # a real Mosquitto process,
 # Probes libraries make once, on import, are not a test's own process or network use: make them
 # here, before any test, whichever test happens to import the library first.
 platform.processor()  # runs `uname -p` once (TensorFlow's import asks for it); cached from here on
-import urllib3  # noqa: E402,F401  # its import checks for IPv6 by binding ::1 port 0
+if importlib.util.find_spec("urllib3"):  # present with the training extras (via requests), not declared
+    importlib.import_module("urllib3")  # its import checks for IPv6 by binding ::1 port 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
