@@ -30,6 +30,8 @@ E2E_FIXTURES = {"mosquitto", "browser", "chromium"}  # a real Mosquitto process,
 platform.processor()  # runs `uname -p` once (TensorFlow's import asks for it); cached from here on
 if importlib.util.find_spec("urllib3"):  # present with the training extras (via requests), not declared
     importlib.import_module("urllib3")  # its import checks for IPv6 by binding ::1 port 0
+if importlib.util.find_spec("joblib"):  # scikit-learn's; counts physical cores with `cat /proc/cpuinfo`
+    importlib.import_module("joblib").cpu_count(only_physical_cores=True)  # once, cached from here on
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

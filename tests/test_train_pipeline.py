@@ -1,4 +1,4 @@
-"""``advisor train dose`` end to end on the real AIM-94 data (slow: trains real networks)."""
+"""``advisor train dose`` end to end on the real AIM-94 data: whole runs (slow) and a small one for the fast loop."""
 
 from __future__ import annotations
 
@@ -55,6 +55,31 @@ def test_train_dose_on_all_patients_signs_reports_and_keeps_int8_parity(aim94_di
     for plot in ("actual_vs_predicted.png", "error_by_slot.png", "residuals.png"):
         assert (report / plot).stat().st_size > 10_000
     shutil.copytree(report, artifacts / "train-dose-report", dirs_exist_ok=True)
+
+
+def test_small_training_run_writes_a_bundle_the_device_path_reproduces(aim94_dir, tmp_path):
+    """The fast loop's variant of the whole run above: two patients, one epoch, one network.
+
+    It runs every stage the whole run does (validation, windows, Keras, TFLite float and int8,
+    baselines, bundle, report) so a broken stage fails here in seconds, not only in CI.
+    """
+    out = tmp_path / "tiny"
+    args = ["--patients", "1,2", "--max-epochs", "1", "--ensemble", "1", "--no-patient-folds"]
+    result = CliRunner().invoke(main, ["train", "dose", "--data", str(aim94_dir), "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    assert "NOT signed" in result.output
+    b = bundle_mod.open_bundle(out, trusted=[], require_signature=False)
+    assert b.manifest.training["network"]["max_epochs"] == 1
+    assert b.manifest.data["decision_points"] > 100
+    parity = b.manifest.metrics["parity"]
+    assert parity["float_vs_keras_mean_abs_units"] <= 1e-3
+    assert parity["int8_vs_keras_mean_abs_units"] <= 0.05
+    assert DoseModel(b, "int8").self_test() <= 0.05
+    chrono = b.manifest.metrics["test"]["chronological"]
+    assert set(chrono) == set(MODEL_LABELS)
+    assert "leave_patients_out" not in b.manifest.metrics["test"]
+    text = out.with_name("tiny-report").joinpath("report.md").read_text()
+    assert all(label in text for label in MODEL_LABELS.values())
 
 
 @pytest.mark.slow
