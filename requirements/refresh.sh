@@ -17,7 +17,7 @@ UPGRADE=()
 if [ "${1:-}" = "--upgrade" ]; then UPGRADE=(--upgrade); fi
 lock device.txt device            # the bedside device (Raspberry Pi): docs/deployment.md
 lock train.txt device train       # training and evaluating models
-lock ci.txt device train demo sim firmware dev  # everything the test suite runs (.ci/run)
+lock ci.txt device train demo sim firmware interop dev  # everything the test suite runs (.ci/run)
 # Every lock must install on both platforms the project supports.
 for platform in x86_64-manylinux_2_28 aarch64-manylinux_2_28; do
     for out in device train ci; do

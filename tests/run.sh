@@ -18,7 +18,7 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || ! comman
     fi
 fi
 
-"$PY" -m pip install --quiet --disable-pip-version-check -e ".[device,train,demo,sim,firmware,dev]"
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[device,train,demo,sim,firmware,interop,dev]"
 
 # tflite-runtime 2.14 needs numpy<2, so the compatibility test runs it in its own environment.
 TFL_ENV=.venv-tflite214

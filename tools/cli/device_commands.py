@@ -498,9 +498,23 @@ def replay(data_path, patient, broker, device_id, speed, report_path, serial_por
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @PROFILE_BROKER_OPTION
+@click.option(
+    "--via",
+    type=click.Choice(["mqtt", "hl7"]),
+    default="mqtt",
+    show_default=True,
+    help="Send the readings over MQTT as a sensor, or as HL7 ORU^R01 over MLLP through the HL7 bridge.",
+)
 @friendly
 def load(
-    patients: int, history_days: int, burst: int, soak_minutes: float, soak_rate: float, as_json: bool, tls: bool
+    patients: int,
+    history_days: int,
+    burst: int,
+    soak_minutes: float,
+    soak_rate: float,
+    as_json: bool,
+    tls: bool,
+    via: str,
 ) -> None:
     """Load and soak a real device on a private Mosquitto: events/s, latency, lost, memory.
 
@@ -518,6 +532,7 @@ def load(
         progress=lambda msg: click.echo(msg, err=True),
         history_days=history_days,
         tls=tls,
+        via=via,
     )
     click.echo(json.dumps(load_mod.to_json(figures), indent=2) if as_json else load_mod.table(figures))
     if figures.burst_lost or figures.soak_lost:

@@ -60,7 +60,7 @@ def export_c(bundle_path: Path | None, out: Path, role: str, trust) -> None:
 
 @click.group()
 def bridge() -> None:
-    """Bridge microcontroller firmware to the device's MQTT topics."""
+    """Bridge microcontroller firmware (serial) and hospital systems (HL7 v2) to a device's events."""
 
 
 @bridge.command("serial")

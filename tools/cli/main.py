@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from tools.cli import device_commands, firmware_commands, sim_commands, user_commands, ward_commands
+from tools.cli import device_commands, firmware_commands, interop_commands, sim_commands, user_commands, ward_commands
 from tools.cli.common import (
     KEY_OPTION,
     MIMIC_OPTION,
@@ -460,6 +460,7 @@ main.add_command(device_commands.publish)
 main.add_command(device_commands.monitor)
 main.add_command(firmware_commands.export_c)
 main.add_command(firmware_commands.bridge)
+firmware_commands.bridge.add_command(interop_commands.bridge_hl7)
 main.add_command(sim_commands.simulate)
 main.add_command(user_commands.users)
 main.add_command(ward_commands.broker_profile)

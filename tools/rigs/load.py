@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from domain.events import Event
 from tools.rigs.figures import machine_description, percentile, process_memory_mb
+from tools.rigs.hl7_feed import Hl7Feed
 from tools.rigs.measure import history_events, measurement_rig, reading, request, wait_online
 from tools.ward.broker import free_port
 
@@ -33,6 +35,8 @@ class LoadFigures:
     rss_end_mb: float
     machine: str
     broker: str
+    via: str = "mqtt"
+    hl7_acks: dict[str, int] | None = None
 
 
 def run_load(
@@ -43,10 +47,27 @@ def run_load(
     progress: Callable[[str], None] = lambda _m: None,
     history_days: int = 14,
     tls: bool = False,
+    via: str = "mqtt",
 ) -> LoadFigures:
-    """Burst, then soak; every reading must get its suggestion (``lost`` counts those that did not)."""
+    """Burst, then soak; every reading must get its suggestion (``lost`` counts those that did not).
+
+    ``via``: ``mqtt`` publishes the readings as a sensor does; ``hl7`` sends them as ``ORU^R01``
+    messages through the HL7 bridge (:mod:`tools.rigs.hl7_feed`), history still over MQTT.
+    """
     with measurement_rig("advisor-load-", "advisor-load-sensor", tls) as rig:
         publisher, timings = rig.publisher, rig.timings
+        feed = Hl7Feed(publisher.broker, publisher.topics.device_id) if via == "hl7" else None
+
+        def send(events: list[Event]) -> list[str]:
+            """Send the readings the chosen way; the ids of the events the device will answer."""
+            if feed is None:
+                for event in events:
+                    publisher.publish(event)
+                publisher.flush(300)
+                return [e.id for e in events]
+            feed.send(events)
+            return [feed.event_id(e.id) for e in events]
+
         port = free_port()
         rig.spawn(port)
         if not wait_online(port, 60):
@@ -64,11 +85,8 @@ def run_load(
         rss_start = process_memory_mb(rig.device.pid)
 
         progress(f"burst: {burst} readings across {patients} patients, back to back")
-        ids = [f"burst-{i:06d}" for i in range(burst)]
         start = time.perf_counter()
-        for i, event_id in enumerate(ids):
-            publisher.publish(reading(event_id, names[i % patients], 90.0 + i % 200))
-        publisher.flush(300)
+        ids = send([reading(f"burst-{i:06d}", names[i % patients], 90.0 + i % 200) for i in range(burst)])
         timings.wait(set(ids), 900)
         got = [timings.arrived[k][0] for k in ids if k in timings.arrived]
         burst_rate = len(got) / (max(got) - start) if got else 0.0
@@ -79,13 +97,14 @@ def run_load(
         sent: dict[str, float] = {}
         next_at = time.perf_counter()
         for i in range(total):
-            event_id = f"soak-{i:06d}"
-            sent[event_id] = time.perf_counter()
-            publisher.publish(reading(event_id, names[i % patients], 90.0 + i % 200))
+            at = time.perf_counter()
+            [event_id] = send([reading(f"soak-{i:06d}", names[i % patients], 90.0 + i % 200)])
+            sent[event_id] = at
             next_at += 1.0 / soak_rate
             time.sleep(max(0.0, next_at - time.perf_counter()))
-        publisher.flush(120)
         timings.wait(set(sent), 120)
+        if feed is not None:
+            feed.close()
         latencies = [(timings.arrived[k][0] - t) * 1000.0 for k, t in sent.items() if k in timings.arrived]
         return LoadFigures(
             patients=patients,
@@ -103,11 +122,14 @@ def run_load(
             rss_end_mb=round(process_memory_mb(rig.device.pid), 1),
             machine=machine_description(),
             broker=rig.description,
+            via=via,
+            hl7_acks=None if feed is None else dict(feed.acks),
         )
 
 
 def table(f: LoadFigures) -> str:
     rows = [
+        ("readings sent", "as HL7 v2 ORU^R01 over MLLP through advisor bridge hl7" if f.via == "hl7" else "over MQTT"),
         ("patients", f"{f.patients}"),
         (f"burst: {f.burst_events} readings back to back", f"{f.burst_events_per_s} events/s, lost {f.burst_lost}"),
         (
@@ -116,6 +138,8 @@ def table(f: LoadFigures) -> str:
         ),
         ("device RSS: start / after burst / end", f"{f.rss_start_mb} / {f.rss_after_burst_mb} / {f.rss_end_mb} MB"),
     ]
+    if f.hl7_acks is not None:
+        rows.append(("HL7 acknowledgements", ", ".join(f"{n} {code}" for code, n in sorted(f.hl7_acks.items()))))
     table = ["| measure | result |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]]
     return "\n".join([*table, f"\n{f.broker}; {f.machine}."])
 
