@@ -52,10 +52,9 @@ from device.rules.clock_watch import ClockWatch
 from device.rules.ward import check_overdue_alert
 from device.state.delivery import DeliveryTracker
 from device.state.storage_recovery import StorageRecovery
-from device.state.store import Store, StoreError
+from device.state.store import DATABASE_NAME, Store, StoreError
 
 log = logging.getLogger("advisor.device")
-DATABASE_NAME = "advisor.sqlite3"
 
 
 class DeviceService:

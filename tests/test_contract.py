@@ -19,7 +19,7 @@ from domain.visits import Visit
 from tests.test_architecture import PACKAGES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
-INTEROP = ("HL7 v2",)  # mapping tables of other standards (docs/contract.md, "Interoperability")
+INTEROP = ("HL7 v2", "FHIR R4")  # mapping tables of other standards (docs/contract.md, "Interoperability")
 NAMES_ONLY = {"Event", "VisitHistory", "Visit"}  # decoded by domain/validation.py with rules of their own
 
 
@@ -113,7 +113,7 @@ def test_fields_and_types_match(cls):
 
 
 def test_hl7_code_table_matches_the_bridge():
-    from interop.hl7.messages import LOINC_GLUCOSE
+    from interop.codes import LOINC_GLUCOSE
 
     assert {row[0]: row[1] for row in TABLES["HL7 v2 glucose codes"]} == LOINC_GLUCOSE
 

@@ -34,6 +34,8 @@ from domain.validation import ValidationError, event_from_mapping
 SCHEMA_VERSION = 5
 _STORED_NOW = datetime(9000, 1, 1, tzinfo=UTC)  # stored events were checked on arrival
 
+DATABASE_NAME = "advisor.sqlite3"  # the store's file in a device's state folder
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (

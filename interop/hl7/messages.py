@@ -22,18 +22,9 @@ import hl7
 
 from domain.events import Event
 from domain.validation import ValidationError, event_from_mapping, is_identifier
+from interop.codes import GLUCOSE_UNITS, LOINC_GLUCOSE
 
-LOINC_GLUCOSE: dict[str, str] = {  # code -> what it is (docs/contract.md, "HL7 v2 in")
-    "41653-7": "glucose, capillary blood, glucometer (mass/volume)",
-    "14743-9": "glucose, capillary blood, glucometer (moles/volume)",
-    "99504-3": "glucose, interstitial fluid, continuous monitor",
-    "2339-0": "glucose, blood (mass/volume)",
-    "15074-8": "glucose, blood (moles/volume)",
-    "2345-7": "glucose, serum or plasma (mass/volume)",
-    "14749-6": "glucose, serum or plasma (moles/volume)",
-}
 LOINC_WEIGHT = ("29463-7", "3141-9")
-GLUCOSE_UNITS = {"mg/dl": "mg/dL", "mmol/l": "mmol/L"}
 WEIGHT_UNITS = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
 ADMISSIONS = ("A01", "A04")
 DTM = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2}(?:\.\d{1,4})?)?([+-]\d{4})?")

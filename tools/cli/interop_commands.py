@@ -1,4 +1,4 @@
-"""``advisor bridge hl7``: thin wrappers over ``interop`` (HL7 v2, FHIR, Nightscout)."""
+"""``advisor bridge hl7``, ``advisor fhir`` and ``advisor nightscout``: thin wrappers over ``interop``."""
 
 from __future__ import annotations
 
@@ -68,8 +68,9 @@ def bridge_hl7(listen, device_id, zone, patient_map, id_type, assigning_authorit
     import threading
 
     from device.contract.topics import check_device_id
+    from interop.codes import LOINC_GLUCOSE
     from interop.hl7.listener import Hl7Bridge, Hl7Server, parse_listen
-    from interop.hl7.messages import LOINC_GLUCOSE, Hl7Config
+    from interop.hl7.messages import Hl7Config
 
     try:
         address = parse_listen(listen)
@@ -108,3 +109,258 @@ def bridge_hl7(listen, device_id, zone, patient_map, id_type, assigning_authorit
     s = bridge.stats
     refused = ", ".join(f"{n} {code}" for code, n in sorted(s.refused.items())) or "none"
     click.echo(f"stopped: {s.accepted} messages accepted ({s.events} events), {s.resends} resends, refused {refused}")
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-12-01T00:00+01:00)") from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset (add +01:00, Z, …)")
+    return parsed
+
+
+@click.group()
+def fhir() -> None:
+    """FHIR R4: the device's record out as a transaction Bundle; readings and doses in."""
+
+
+@fhir.command("export")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+    help="The device's state folder (its advisor.sqlite3 is only read).",
+)
+@click.option(
+    "--device", "device_id", required=True, help="The device's id (it names the patients' identifier system)."
+)
+@click.option("--patient", help="Only this patient (exact id).")
+@click.option("--since", callback=_since, help="Only what happened from this time on (ISO 8601 with offset).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="The Bundle's JSON file.")
+@friendly
+def fhir_export(state_dir: Path, device_id: str, patient: str | None, since, out: Path) -> None:
+    """Write the device's record as a FHIR R4 transaction Bundle (PUT at stable ids: a re-export updates)."""
+    import json
+    import time
+    from collections import Counter
+
+    from device.contract.topics import check_device_id
+    from interop.fhir.record import RecordError, read_records
+    from interop.fhir.resources import record_resources, transaction
+
+    try:
+        check_device_id(device_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    start = time.perf_counter()
+    try:
+        records = read_records(state_dir, patient, since)
+    except RecordError as exc:
+        raise click.ClickException(str(exc)) from None
+    resources = [r for record in records for r in record_resources(device_id, record)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(transaction(resources)), encoding="utf-8")
+    partial.replace(out)
+    counts = Counter(r["resourceType"] for r in resources)
+    listed = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+    click.echo(f"{out}: {len(resources)} resources ({listed}) in {time.perf_counter() - start:.1f} s")
+
+
+@fhir.command("import")
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--device", "device_id", required=True, help="The device whose events topic receives the events.")
+@click.option(
+    "--patient-map",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="CSV 'patient identifier,device patient id': only these patients are taken (default: the identifier).",
+)
+@click.option("--wait", "wait_s", type=click.FloatRange(0.5, 3600), default=30.0, show_default=True, help="Seconds.")
+@broker_options("the device's")
+@friendly
+def fhir_import(source: Path, device_id: str, patient_map: Path | None, wait_s: float, broker) -> None:
+    """Send the glucose Observations and insulin MedicationAdministrations of SOURCE (a Bundle or
+    ndjson) to a device as events; what is refused is listed with the reason, the rest still goes."""
+    from interop.fhir.resources import read_resources
+    from interop.fhir.source import SourceError, read_source
+    from tools.mqtt_kit import publish as publish_mod
+
+    try:
+        resources = read_source(source)
+    except SourceError as exc:
+        raise click.ClickException(str(exc)) from None
+    mapping = _pairs(patient_map, "patient identifier,device patient id", "--patient-map")
+    imported = read_resources(resources, mapping)
+    for line in imported.refused:
+        click.echo(f"refused {line}", err=True)
+    skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(imported.skipped.items()))
+    click.echo(
+        f"{source}: {len(imported.events)} events to send, {len(imported.refused)} resources refused"
+        + (f", skipped {skipped}" if skipped else "")
+    )
+    answers = []
+    if imported.events:
+        outgoing = [publish_mod.Outgoing(event) for event in imported.events]
+        try:
+            answers = publish_mod.publish(outgoing, broker, device_id, wait_s)
+        except publish_mod.PublishError as exc:
+            raise click.ClickException(str(exc)) from None
+        answered = sum(1 for a in answers if a.trouble is None)
+        click.echo(f"device {device_id}: {answered} of {len(answers)} events taken")
+    trouble = publish_mod.summary(answers)
+    if trouble or imported.refused:
+        raise click.ClickException(trouble or f"{len(imported.refused)} resources were refused (listed above)")
+
+
+@fhir.command("sample-ward")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), required=True, help="An empty folder.")
+@click.option("--patients", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--days", type=click.IntRange(1, 60), default=14, show_default=True)
+@click.option(
+    "--cgm-minutes",
+    type=click.IntRange(1, 60),
+    help="Add a CGM reading every this many minutes (5: a real sensor); default fingersticks only.",
+)
+@friendly
+def fhir_sample_ward(state_dir: Path, patients: int, days: int, cgm_minutes: int | None) -> None:
+    """Write a synthetic ward's record into STATE-DIR through the device's own core, to try and time
+    the export: three meals a day with readings, the advisor's answers, doses given and declined."""
+    from datetime import UTC, datetime
+
+    from tools.rigs.ward_record import build_ward_record
+
+    try:
+        made = build_ward_record(state_dir, patients, days, cgm_minutes, datetime.now(UTC))
+    except FileExistsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--state-dir") from None
+    click.echo(
+        f"{state_dir}: {made.patients} patients × {made.days} days: {made.events} events, {made.answers} answers, "
+        f"{made.doses_given} doses given, {made.declined} declined, in {made.seconds:.1f} s"
+    )
+
+
+@click.group()
+def nightscout() -> None:
+    """Nightscout: a CGM user's entries and treatments into a device; the record out as Nightscout JSON."""
+
+
+@nightscout.command("pull")
+@click.option("--url", required=True, help="The Nightscout site, e.g. https://me.example.org.")
+@click.option("--api-secret", envvar="NIGHTSCOUT_API_SECRET", help="The site's API secret (or $NIGHTSCOUT_API_SECRET).")
+@click.option("--token", envvar="NIGHTSCOUT_TOKEN", help="An access token instead (or $NIGHTSCOUT_TOKEN).")
+@click.option("--patient", required=True, help="The device's patient id this site belongs to.")
+@click.option("--device", "device_id", required=True, help="The device whose events topic receives the events.")
+@click.option("--since", callback=_since, help="Start here (ISO 8601 with offset; default: 24 hours ago).")
+@click.option(
+    "--bolus-insulin",
+    type=click.Choice(["rapid", "regular"]),
+    default="rapid",
+    show_default=True,
+    help="The insulin of the site's boluses (Nightscout does not record it).",
+)
+@click.option("--follow", is_flag=True, help="Keep pulling what is new until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(5, 3600), default=60.0, show_default=True, help="Seconds.")
+@click.option("--wait", "wait_s", type=click.FloatRange(0.5, 600), default=30.0, show_default=True, help="Seconds.")
+@broker_options("the device's")
+@friendly
+def nightscout_pull(
+    url, api_secret, token, patient, device_id, since, bolus_insulin, follow, interval, wait_s, broker
+) -> None:
+    """Send a Nightscout site's readings, meals and boluses to a device as events; print what it took."""
+    import signal
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from domain.events import Insulin
+    from domain.validation import is_identifier
+    from interop.nightscout.client import NightscoutClient, NightscoutError
+    from interop.nightscout.mapping import read_pulled
+    from tools.mqtt_kit import publish as publish_mod
+
+    if not is_identifier(patient):
+        raise click.BadParameter("1–64 letters, digits, _ . : - (a device patient id)", param_hint="--patient")
+    if not (api_secret or token):
+        raise click.BadParameter(
+            "give --api-secret or --token (or set NIGHTSCOUT_API_SECRET)", param_hint="--api-secret"
+        )
+    try:
+        client = NightscoutClient(url, api_secret, token)
+    except NightscoutError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from None
+    stop = threading.Event()
+    if follow:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    entries_after = treatments_after = since or datetime.now(UTC) - timedelta(hours=24)
+    failed = False
+    while True:
+        try:
+            entries, treatments = client.entries(entries_after), client.treatments(treatments_after)
+        except NightscoutError as exc:
+            if not follow:
+                raise click.ClickException(str(exc)) from None
+            click.echo(f"{exc}; trying again in {interval:g} s", err=True)
+            entries, treatments = [], []
+        pulled = read_pulled(entries, treatments, patient, Insulin(bolus_insulin))
+        for line in pulled.refused:
+            click.echo(f"refused {line}", err=True)
+        if pulled.events:
+            try:
+                answers = publish_mod.publish(
+                    [publish_mod.Outgoing(e) for e in pulled.events], broker, device_id, wait_s
+                )
+            except publish_mod.PublishError as exc:
+                raise click.ClickException(str(exc)) from None
+            taken = sum(1 for a in answers if a.trouble is None)
+            skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(pulled.skipped.items()))
+            click.echo(
+                f"{len(entries)} entries, {len(treatments)} treatments: {len(pulled.events)} events sent, {taken} taken"
+                + (f"; skipped {skipped}" if skipped else "")
+            )
+            trouble = publish_mod.summary(answers)
+            if trouble:
+                click.echo(trouble, err=True)
+                failed = True
+            newest = max(e.ts for e in pulled.events)
+            entries_after = max(entries_after, newest)
+            treatments_after = max(treatments_after, newest)
+        elif not follow:
+            click.echo(f"{len(entries)} entries, {len(treatments)} treatments: nothing to send")
+        failed = failed or bool(pulled.refused)
+        if not follow or stop.wait(interval):
+            break
+    if failed:
+        raise click.ClickException("some items were refused or not taken (listed above)")
+
+
+@nightscout.command("export")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True, help="Device state."
+)
+@click.option("--device", "device_id", required=True, help="The device's id (named as the entries' device).")
+@click.option("--patient", required=True, help="The patient (exact id).")
+@click.option("--since", callback=_since, help="Only from this time on (ISO 8601 with offset).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="JSON file to write.")
+@friendly
+def nightscout_export(state_dir: Path, device_id: str, patient: str, since, out: Path) -> None:
+    """Write one patient's record as Nightscout JSON: {"entries": [...], "treatments": [...]}; POST each
+    list to the site's /api/v1/entries and /api/v1/treatments."""
+    import json
+
+    from interop.fhir.record import RecordError, read_records
+    from interop.nightscout.mapping import record_to_nightscout
+
+    try:
+        [record] = read_records(state_dir, patient, since)
+    except RecordError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = record_to_nightscout(record.events, device_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    click.echo(f"{out}: {len(data['entries'])} entries, {len(data['treatments'])} treatments")

@@ -27,8 +27,7 @@ def _store(config_file: Path | None, state_dir: Path | None):
     Without either option it says on standard error which folder it used and how to choose another.
     """
     from device.config import load_config
-    from device.service import DATABASE_NAME
-    from device.state.store import Store
+    from device.state.store import DATABASE_NAME, Store
 
     folder = state_dir or load_config(config_file).state_dir
     if config_file is None and state_dir is None:
