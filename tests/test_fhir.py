@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -204,3 +207,61 @@ def test_import_into_a_device_then_export_round_trips(state_dir, exported, mosqu
         )
 
     assert facts(again) == facts(exported)
+
+
+class FhirEndpoint(BaseHTTPRequestHandler):
+    """A FHIR transaction endpoint for the push: it validates the Bundle with fhir.resources, answers
+    201 for a new id and 200 for a known one, 503 once first, and 401 without the token. No real FHIR
+    server installs from the registries here (HAPI's server is not served), so this stands in."""
+
+    seen: ClassVar[set[str]] = set()
+    calls: ClassVar[list[int]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/fhir+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        bundle = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.calls.append(len(bundle["entry"]))
+        if self.headers.get("Authorization") != "Bearer s3cret":
+            self._answer(401, {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "token refused"}]})
+            return
+        if len(self.calls) == 1:
+            self._answer(503, {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "warming up"}]})
+            return
+        Bundle.model_validate(bundle)
+        entries = []
+        for entry in bundle["entry"]:
+            url = entry["request"]["url"]
+            entries.append({"response": {"status": "200 OK" if url in self.seen else "201 Created"}})
+            self.seen.add(url)
+        self._answer(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+
+
+@pytest.mark.e2e
+def test_push_retries_a_busy_server_and_a_second_push_updates(state_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("interop.fhir.push.time.sleep", lambda s: None)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FhirEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/fhir"
+    base = ["fhir", "export", "--state-dir", str(state_dir), "--device", DEVICE, "--out", str(tmp_path / "b.json")]
+    try:
+        first = CliRunner().invoke(main, [*base, "--fhir-url", url, "--token", "s3cret"])
+        second = CliRunner().invoke(main, [*base, "--fhir-url", url, "--token", "s3cret"])
+        refused = CliRunner().invoke(main, [*base, "--fhir-url", url, "--token", "wrong"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    total = FhirEndpoint.calls[0]
+    assert first.exit_code == 0 and f"{total} × 201" in first.output, first.output
+    assert second.exit_code == 0 and f"{total} × 200" in second.output  # the same resources, updated
+    assert refused.exit_code == 1 and "refused the Bundle (HTTP 401: token refused)" in refused.output
+    assert FhirEndpoint.calls == [total] * 4  # 503, 201s, 200s, 401: the 401 was not retried

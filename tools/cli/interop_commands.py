@@ -143,8 +143,12 @@ def fhir() -> None:
 @click.option("--patient", help="Only this patient (exact id).")
 @click.option("--since", callback=_since, help="Only what happened from this time on (ISO 8601 with offset).")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="The Bundle's JSON file.")
+@click.option("--fhir-url", help="Also POST the Bundle to this FHIR server's base address (retried on 5xx).")
+@click.option("--token", envvar="ADVISOR_FHIR_TOKEN", help="Bearer token for --fhir-url (or $ADVISOR_FHIR_TOKEN).")
 @friendly
-def fhir_export(state_dir: Path, device_id: str, patient: str | None, since, out: Path) -> None:
+def fhir_export(
+    state_dir: Path, device_id: str, patient: str | None, since, out: Path, fhir_url: str | None, token: str | None
+) -> None:
     """Write the device's record as a FHIR R4 transaction Bundle (PUT at stable ids: a re-export updates)."""
     import json
     import time
@@ -164,13 +168,23 @@ def fhir_export(state_dir: Path, device_id: str, patient: str | None, since, out
     except RecordError as exc:
         raise click.ClickException(str(exc)) from None
     resources = [r for record in records for r in record_resources(device_id, record)]
+    bundle = transaction(resources)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    partial.write_text(json.dumps(transaction(resources)), encoding="utf-8")
+    partial.write_text(json.dumps(bundle), encoding="utf-8")
     partial.replace(out)
     counts = Counter(r["resourceType"] for r in resources)
     listed = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
     click.echo(f"{out}: {len(resources)} resources ({listed}) in {time.perf_counter() - start:.1f} s")
+    if fhir_url:
+        from interop.fhir.push import PushError, push_bundle
+
+        try:
+            answer = push_bundle(fhir_url, bundle, token)
+        except PushError as exc:
+            raise click.ClickException(f"the file is written; the push failed: {exc}") from None
+        statuses = Counter(str(e.get("response", {}).get("status", "?")).split()[0] for e in answer.get("entry", []))
+        click.echo(f"{fhir_url}: " + ", ".join(f"{n} × {status}" for status, n in sorted(statuses.items())))
 
 
 @fhir.command("import")
