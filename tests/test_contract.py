@@ -19,7 +19,11 @@ from domain.visits import Visit
 from tests.test_architecture import PACKAGES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
-INTEROP = ("HL7 v2", "FHIR R4", "Nightscout")  # mapping tables of other standards (docs/contract.md, "Interoperability")
+INTEROP = (
+    "HL7 v2",
+    "FHIR R4",
+    "Nightscout",
+)  # mapping tables of other standards (docs/contract.md, "Interoperability")
 NAMES_ONLY = {"Event", "VisitHistory", "Visit"}  # decoded by domain/validation.py with rules of their own
 
 

@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
 
+from device.config import BrokerConfig
 from domain.events import MG_DL_PER_MMOL_L, Event, Insulin, Kind
 from interop.nightscout import client as client_mod
 from interop.nightscout.mapping import read_pulled, record_to_nightscout
 from tools.cli.main import main
+from tools.mqtt_kit.client import DeviceWatcher
 
+from .conftest import ROOT
 from .device_process import DeviceProcess
 
 DATA = Path(__file__).parent / "data" / "nightscout"
@@ -90,6 +98,9 @@ def test_the_export_reads_back_as_the_same_readings_and_doses():
 class RecordedSite(BaseHTTPRequestHandler):
     """Answers API v1 as Nightscout does: the api-secret header (SHA-1), find[...] bounds, count, newest first."""
 
+    entries: ClassVar[list[dict]] = ENTRIES
+    treatments: ClassVar[list[dict]] = TREATMENTS
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -100,8 +111,8 @@ class RecordedSite(BaseHTTPRequestHandler):
             self.end_headers()
             return
         items, field = {
-            "/api/v1/entries.json": (ENTRIES, "date"),
-            "/api/v1/treatments.json": (TREATMENTS, "created_at"),
+            "/api/v1/entries.json": (self.entries, "date"),
+            "/api/v1/treatments.json": (self.treatments, "created_at"),
         }[parts.path]
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
 
@@ -149,3 +160,37 @@ def test_pull_pages_through_the_site_into_a_device(site, mosquitto, tmp_path, mo
     with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
         stored = sorted(r[0] for r in db.execute("SELECT id FROM events"))
     assert stored == sorted(e.id for e in expected)
+
+
+def test_follow_takes_what_is_new_until_stopped(site, mosquitto, tmp_path, monkeypatch):
+    monkeypatch.setattr(RecordedSite, "entries", list(ENTRIES))
+    device = DeviceProcess(tmp_path / "state", mosquitto.url, "nsfollow", clock="event").start()
+    watcher = DeviceWatcher(BrokerConfig(url=mosquitto.url), "nsfollow")
+    watcher.wait_subscribed()
+    command = [sys.executable, "-m", "tools.cli.main", "nightscout", "pull", "--url", site, "--patient", "ns-p2"]
+    options = ["--device", "nsfollow", "--broker", mosquitto.url, "--since", "2026-12-03T00:00+00:00"]
+    follow = subprocess.Popen(
+        [*command, *options, "--follow", "--interval", "5"],
+        cwd=ROOT,
+        env={**os.environ, "NIGHTSCOUT_API_SECRET": SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        first = watcher.wait_for(lambda w: w.suggestion_for("ns-6570a1c2e4b000000000000b") is not None, 60)
+        assert first, [s.event_id for s in watcher.suggestions]
+        newest = max(ENTRIES, key=lambda e: e["date"])
+        RecordedSite.entries.append(
+            {**newest, "_id": "6570a1c2e4b0ffffffffffff", "date": newest["date"] + 300_000, "sgv": 133}
+        )
+        second = watcher.wait_for(lambda w: w.suggestion_for("ns-6570a1c2e4b0ffffffffffff") is not None, 60)
+    finally:
+        follow.send_signal(signal.SIGINT)
+        out, _ = follow.communicate(timeout=60)
+        watcher.close()
+        device.stop()
+    assert second, out
+    assert "18 events sent, 18 taken" in out, out and "1 events sent, 1 taken" in out
+    assert out.count("refused treatment 6570b0010000000000000004") == 1  # reported once, not at every poll
+    assert follow.returncode == 1 and "some items were refused" in out

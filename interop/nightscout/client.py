@@ -109,3 +109,21 @@ def _ms(ts: datetime) -> int:
 
 def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def newest(items: list[dict], field: str) -> datetime | None:
+    """The latest ``date`` (entries) or ``created_at`` (treatments) among ``items``: the next pull's cursor,
+    whether or not the item was usable, so a refused item is reported once, not at every poll."""
+    found = []
+    for item in items:
+        value = item.get(field) if isinstance(item, dict) else None
+        if field == "date" and isinstance(value, int | float):
+            found.append(datetime.fromtimestamp(value / 1000.0, UTC))
+        elif field == "created_at" and isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if parsed.tzinfo is not None:
+                found.append(parsed)
+    return max(found, default=None)

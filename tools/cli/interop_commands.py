@@ -293,7 +293,7 @@ def nightscout_pull(
 
     from domain.events import Insulin
     from domain.validation import is_identifier
-    from interop.nightscout.client import NightscoutClient, NightscoutError
+    from interop.nightscout.client import NightscoutClient, NightscoutError, newest
     from interop.nightscout.mapping import read_pulled
     from tools.mqtt_kit import publish as publish_mod
 
@@ -341,12 +341,11 @@ def nightscout_pull(
             if trouble:
                 click.echo(trouble, err=True)
                 failed = True
-            newest = max(e.ts for e in pulled.events)
-            entries_after = max(entries_after, newest)
-            treatments_after = max(treatments_after, newest)
         elif not follow:
             click.echo(f"{len(entries)} entries, {len(treatments)} treatments: nothing to send")
         failed = failed or bool(pulled.refused)
+        entries_after = max(entries_after, newest(entries, "date") or entries_after)
+        treatments_after = max(treatments_after, newest(treatments, "created_at") or treatments_after)
         if not follow or stop.wait(interval):
             break
     if failed:
