@@ -169,6 +169,7 @@ def test_export_command_writes_the_bundle_and_refuses_a_stranger(state_dir, tmp_
     )
     assert result.exit_code == 0, result.output
     assert "Observation" in result.output and len(read_source(out)) > 50
+    Bundle.model_validate(json.loads(out.read_text()))  # the file written patient by patient is one Bundle
     since = ["--since", "2030-01-01T00:00+00:00", "--patient", "nobody"]
     refused = CliRunner().invoke(
         main, ["fhir", "export", "--state-dir", str(state_dir), "--device", DEVICE, "--out", str(out), *since]
@@ -247,7 +248,7 @@ class FhirEndpoint(BaseHTTPRequestHandler):
 
 
 @pytest.mark.e2e
-def test_push_retries_a_busy_server_and_a_second_push_updates(state_dir, tmp_path, monkeypatch):
+def test_push_retries_a_busy_server_and_a_second_push_updates(state_dir, exported, tmp_path, monkeypatch):
     monkeypatch.setattr("interop.fhir.push.time.sleep", lambda s: None)
     server = ThreadingHTTPServer(("127.0.0.1", 0), FhirEndpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -260,8 +261,12 @@ def test_push_retries_a_busy_server_and_a_second_push_updates(state_dir, tmp_pat
     finally:
         server.shutdown()
         server.server_close()
-    total = FhirEndpoint.calls[0]
+    total = len(exported)
     assert first.exit_code == 0 and f"{total} × 201" in first.output, first.output
     assert second.exit_code == 0 and f"{total} × 200" in second.output  # the same resources, updated
-    assert refused.exit_code == 1 and "refused the Bundle (HTTP 401: token refused)" in refused.output
-    assert FhirEndpoint.calls == [total] * 4  # 503, 201s, 200s, 401: the 401 was not retried
+    assert (
+        refused.exit_code == 1 and "push stopped: " in refused.output and "(HTTP 401: token refused)" in refused.output
+    )
+    one, two = FhirEndpoint.calls[1:3]  # a transaction per patient
+    assert one + two == total
+    assert FhirEndpoint.calls == [one, one, two, one, two, one]  # 503 retried; the 401 not retried, nothing after it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,11 @@ class RecordError(Exception):
 
 def read_records(state_dir: Path, patient: str | None = None, since: datetime | None = None) -> list[PatientRecord]:
     """Every patient's record (or ``patient``'s), from ``since`` on, in patient order."""
+    return list(iter_records(state_dir, patient, since))
+
+
+def iter_records(state_dir: Path, patient: str | None = None, since: datetime | None = None) -> Iterator[PatientRecord]:
+    """As :func:`read_records`, one patient at a time (a ward's CGM record does not fit in memory at once)."""
     path = state_dir / DATABASE_NAME
     if not path.is_file():
         raise RecordError(
@@ -35,7 +41,8 @@ def read_records(state_dir: Path, patient: str | None = None, since: datetime | 
             if patient not in patients:
                 raise RecordError(f"patient {patient!r} is not in the record of {state_dir} (ids are compared exactly)")
             patients = [patient]
-        return [_record(store, p, since or START) for p in patients]
+        for name in patients:
+            yield _record(store, name, since or START)
     except sqlite3.Error as exc:
         raise RecordError(f"cannot read {path}: {exc}") from None
     finally:

@@ -189,13 +189,15 @@ def record_resources(device_id: str, record: PatientRecord) -> list[dict]:
     return found
 
 
+def entry(resource: dict) -> dict:
+    """A transaction entry that ``PUT``s ``resource`` at its stable id (create or update)."""
+    return {"resource": resource, "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}}
+
+
 def transaction(resources: Iterable[dict], exported_at: datetime | None = None) -> dict:
-    """A FHIR ``Bundle`` of type transaction: each resource ``PUT`` at its stable id (create or update)."""
-    entries = [
-        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources
-    ]
+    """A FHIR ``Bundle`` of type transaction of these resources."""
     stamp = (exported_at or datetime.now(UTC)).isoformat()
-    return {"resourceType": "Bundle", "type": "transaction", "timestamp": stamp, "entry": entries}
+    return {"resourceType": "Bundle", "type": "transaction", "timestamp": stamp, "entry": [entry(r) for r in resources]}
 
 
 # ------------------------------------------------------------------------------------ in

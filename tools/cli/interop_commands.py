@@ -125,6 +125,9 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None):
     return parsed
 
 
+PUSH_ENTRIES = 1000  # entries per transaction pushed: servers limit a transaction's size
+
+
 @click.group()
 def fhir() -> None:
     """FHIR R4: the device's record out as a transaction Bundle; readings and doses in."""
@@ -149,13 +152,16 @@ def fhir() -> None:
 def fhir_export(
     state_dir: Path, device_id: str, patient: str | None, since, out: Path, fhir_url: str | None, token: str | None
 ) -> None:
-    """Write the device's record as a FHIR R4 transaction Bundle (PUT at stable ids: a re-export updates)."""
-    import json
+    """Write the device's record as a FHIR R4 transaction Bundle (PUT at stable ids: a re-export updates).
+
+    With --fhir-url each patient's resources are also POSTed as transactions of at most 1,000 entries."""
     import time
     from collections import Counter
 
     from device.contract.topics import check_device_id
-    from interop.fhir.record import RecordError, read_records
+    from interop.fhir.bundle_file import write_transaction
+    from interop.fhir.push import PushError, push_bundle
+    from interop.fhir.record import RecordError, iter_records
     from interop.fhir.resources import record_resources, transaction
 
     try:
@@ -163,28 +169,35 @@ def fhir_export(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--device") from None
     start = time.perf_counter()
+    pushed: Counter[str] = Counter()
+    problems: list[str] = []
+
+    def batches():
+        for record in iter_records(state_dir, patient, since):
+            resources = record_resources(device_id, record)
+            for i in range(0, len(resources), PUSH_ENTRIES):
+                if not fhir_url or problems:
+                    break
+                try:
+                    answer = push_bundle(fhir_url, transaction(resources[i : i + PUSH_ENTRIES]), token)
+                except PushError as exc:
+                    problems.append(str(exc))
+                    break
+                pushed.update(str(e.get("response", {}).get("status", "?")).split()[0] for e in answer.get("entry", []))
+            yield resources
+
     try:
-        records = read_records(state_dir, patient, since)
+        counts = write_transaction(out, batches())
     except RecordError as exc:
         raise click.ClickException(str(exc)) from None
-    resources = [r for record in records for r in record_resources(device_id, record)]
-    bundle = transaction(resources)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(json.dumps(bundle), encoding="utf-8")
-    partial.replace(out)
-    counts = Counter(r["resourceType"] for r in resources)
     listed = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
-    click.echo(f"{out}: {len(resources)} resources ({listed}) in {time.perf_counter() - start:.1f} s")
+    click.echo(f"{out}: {counts.total()} resources ({listed}) in {time.perf_counter() - start:.1f} s")
     if fhir_url:
-        from interop.fhir.push import PushError, push_bundle
-
-        try:
-            answer = push_bundle(fhir_url, bundle, token)
-        except PushError as exc:
-            raise click.ClickException(f"the file is written; the push failed: {exc}") from None
-        statuses = Counter(str(e.get("response", {}).get("status", "?")).split()[0] for e in answer.get("entry", []))
-        click.echo(f"{fhir_url}: " + ", ".join(f"{n} × {status}" for status, n in sorted(statuses.items())))
+        click.echo(
+            f"{fhir_url}: " + (", ".join(f"{n} × {status}" for status, n in sorted(pushed.items())) or "nothing")
+        )
+    if problems:
+        raise click.ClickException(f"the file is written; the push stopped: {problems[0]}")
 
 
 @fhir.command("import")
