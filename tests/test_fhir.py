@@ -22,7 +22,7 @@ from device.models.inference import DoseModel
 from device.state.store import DATABASE_NAME, Store
 from domain.events import Event, Insulin, Kind
 from interop.fhir.record import RecordError, read_records
-from interop.fhir.resources import read_resources, record_resources, transaction
+from interop.fhir.resources import conditional_entries, read_resources, record_resources, transaction
 from interop.fhir.source import SourceError, read_source
 from tools.cli.main import main
 
@@ -258,6 +258,7 @@ def test_push_retries_a_busy_server_and_a_second_push_updates(state_dir, exporte
         first = CliRunner().invoke(main, [*base, "--fhir-url", url, "--token", "s3cret"])
         second = CliRunner().invoke(main, [*base, "--fhir-url", url, "--token", "s3cret"])
         refused = CliRunner().invoke(main, [*base, "--fhir-url", url, "--token", "wrong"])
+        conditional = CliRunner().invoke(main, [*base, "--fhir-url", url, "--token", "s3cret", "--by-identifier"])
     finally:
         server.shutdown()
         server.server_close()
@@ -269,4 +270,15 @@ def test_push_retries_a_busy_server_and_a_second_push_updates(state_dir, exporte
     )
     one, two = FhirEndpoint.calls[1:3]  # a transaction per patient
     assert one + two == total
-    assert FhirEndpoint.calls == [one, one, two, one, two, one]  # 503 retried; the 401 not retried, nothing after it
+    assert FhirEndpoint.calls == [one, one, two, one, two, one, one, two]  # 503 retried; the 401 not, nothing after it
+    assert conditional.exit_code == 0 and f"{total} × 201" in conditional.output  # found by identifier: new urls
+
+
+def test_conditional_entries_refer_by_identifier_only(exported):
+    entries = conditional_entries(exported)
+    Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    text = json.dumps(entries)
+    assert '"reference": "Patient/' not in text and '"reference": "MedicationRequest/' not in text
+    assert all("id" not in e["resource"] for e in entries)
+    urls = [e["request"]["url"] for e in entries]
+    assert len(set(urls)) == len(urls) and urls[0].startswith("Patient?identifier=urn:advisor:patient:bed7|")

@@ -15,6 +15,7 @@ Field by field: docs/contract.md, "FHIR R4".
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -198,6 +199,37 @@ def transaction(resources: Iterable[dict], exported_at: datetime | None = None) 
     """A FHIR ``Bundle`` of type transaction of these resources."""
     stamp = (exported_at or datetime.now(UTC)).isoformat()
     return {"resourceType": "Bundle", "type": "transaction", "timestamp": stamp, "entry": [entry(r) for r in resources]}
+
+
+def _search(resource: dict) -> str:
+    """``<type>?identifier=<system>|<value>``: the resource found by its (first) identifier."""
+    identifier = resource["identifier"][0]
+    system, value = (urllib.parse.quote(str(identifier[k]), safe=":") for k in ("system", "value"))
+    return f"{resource['resourceType']}?identifier={system}|{value}"
+
+
+def _rewritten(value: object, searches: Mapping[str, str]) -> object:
+    """``value`` with every ``reference`` to one of ``searches``' keys replaced by its search."""
+    if isinstance(value, dict):
+        return {
+            k: searches.get(v, v) if k == "reference" and isinstance(v, str) else _rewritten(v, searches)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_rewritten(v, searches) for v in value]
+    return value
+
+
+def conditional_entries(resources: list[dict]) -> list[dict]:
+    """Transaction entries that create or update each resource by its identifier (a conditional
+    ``PUT``), referring to the others by identifier too: for a server that assigns its own ids.
+    ``resources`` must hold every resource the others refer to (one patient's record does)."""
+    searches = {f"{r['resourceType']}/{r['id']}": _search(r) for r in resources}
+    found = []
+    for resource in resources:
+        body = _rewritten({k: v for k, v in resource.items() if k != "id"}, searches)
+        found.append({"resource": body, "request": {"method": "PUT", "url": _search(resource)}})
+    return found
 
 
 # ------------------------------------------------------------------------------------ in

@@ -148,13 +148,26 @@ def fhir() -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="The Bundle's JSON file.")
 @click.option("--fhir-url", help="Also POST the Bundle to this FHIR server's base address (retried on 5xx).")
 @click.option("--token", envvar="ADVISOR_FHIR_TOKEN", help="Bearer token for --fhir-url (or $ADVISOR_FHIR_TOKEN).")
+@click.option(
+    "--by-identifier",
+    is_flag=True,
+    help="Push as conditional updates by identifier (for a server that assigns its own ids).",
+)
 @friendly
 def fhir_export(
-    state_dir: Path, device_id: str, patient: str | None, since, out: Path, fhir_url: str | None, token: str | None
+    state_dir: Path,
+    device_id: str,
+    patient: str | None,
+    since,
+    out: Path,
+    fhir_url: str | None,
+    token: str | None,
+    by_identifier: bool,
 ) -> None:
     """Write the device's record as a FHIR R4 transaction Bundle (PUT at stable ids: a re-export updates).
 
-    With --fhir-url each patient's resources are also POSTed as transactions of at most 1,000 entries."""
+    With --fhir-url each patient's resources are also POSTed as transactions of at most 1,000 entries:
+    PUT at the same ids, or with --by-identifier conditional updates found by each resource's identifier."""
     import time
     from collections import Counter
 
@@ -162,7 +175,7 @@ def fhir_export(
     from interop.fhir.bundle_file import write_transaction
     from interop.fhir.push import PushError, push_bundle
     from interop.fhir.record import RecordError, iter_records
-    from interop.fhir.resources import record_resources, transaction
+    from interop.fhir.resources import conditional_entries, entry, record_resources
 
     try:
         check_device_id(device_id)
@@ -175,11 +188,13 @@ def fhir_export(
     def batches():
         for record in iter_records(state_dir, patient, since):
             resources = record_resources(device_id, record)
-            for i in range(0, len(resources), PUSH_ENTRIES):
+            entries = conditional_entries(resources) if by_identifier else [entry(r) for r in resources]
+            for i in range(0, len(entries), PUSH_ENTRIES):
                 if not fhir_url or problems:
                     break
+                bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + PUSH_ENTRIES]}
                 try:
-                    answer = push_bundle(fhir_url, transaction(resources[i : i + PUSH_ENTRIES]), token)
+                    answer = push_bundle(fhir_url, bundle, token)
                 except PushError as exc:
                     problems.append(str(exc))
                     break
