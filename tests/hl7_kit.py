@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from hl7apy.core import Message
 
+TAG = hashlib.sha256(b"GLUCOMETER^WARD7").hexdigest()[:6]  # the bridge's tag of this kit's sender (MSH-3^MSH-4)
 GLUCOMETER = "41653-7^Glucose [Mass/volume] in Capillary blood by Glucometer^LN"
+
+
+def event_id(control_id: str, part: int = 1) -> str:
+    """The id of the event the bridge makes of part ``part`` of this kit's message ``control_id``."""
+    return f"hl7-{TAG}-{control_id}-{part}"
 
 
 def oru(

@@ -12,7 +12,7 @@ from domain.events import MG_DL_PER_MMOL_L, Kind
 from interop.hl7.messages import Hl7Config, Refusal, acknowledgement, escape, parse, read_message
 from interop.hl7.mllp import END, START, MllpError, MllpReader, frame
 
-from .hl7_kit import adt, oru
+from .hl7_kit import adt, event_id, oru
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -50,7 +50,7 @@ def test_a_glucometer_result_becomes_one_glucose_event_of_the_mrn():
     inbound = read(oru())
     [event] = inbound.events
     assert (inbound.control_id, inbound.message_type) == ("MSG0001", "ORU^R01")
-    assert (event.id, event.patient, event.kind, event.mg_dl) == ("hl7-MSG0001-1", "MRN123", Kind.GLUCOSE, 182.0)
+    assert (event.id, event.patient, event.kind, event.mg_dl) == (event_id("MSG0001"), "MRN123", Kind.GLUCOSE, 182.0)
     assert event.ts == datetime(2026, 12, 4, 10, 10, tzinfo=timezone(timedelta(hours=1)))
 
 
@@ -62,7 +62,7 @@ def test_mmol_per_litre_converts_at_the_one_documented_factor():
 def test_a_cgm_value_and_several_results_in_one_message():
     extra = [("150", "mg/dL", "20261204101500+0100")]
     inbound = read(oru(code="99504-3^Glucose interstitial^LN", extra=extra))
-    assert [(e.id, e.mg_dl) for e in inbound.events] == [("hl7-MSG0001-1", 182.0), ("hl7-MSG0001-2", 150.0)]
+    assert [(e.id, e.mg_dl) for e in inbound.events] == [(event_id("MSG0001"), 182.0), (event_id("MSG0001", 2), 150.0)]
 
 
 @pytest.mark.parametrize(
@@ -141,3 +141,36 @@ def test_the_ack_reads_back_in_an_independent_parser():
 def test_an_accept_ack_has_no_error_segment():
     text = acknowledgement(parse(oru()), "AA", "1 event(s) sent", now=NOW)
     assert [s.split("|")[0] for s in text.strip("\r").split("\r")] == ["MSH", "MSA"]
+
+
+# ------------------------------------------------------------- what must never be guessed
+def test_one_patient_per_message_and_production_messages_only():
+    second = oru().replace("\rOBR", "\rPID|||B2^^^HOSP^MR\rOBR")
+    assert "more than one PID segment" in refusal(second).reason and refusal(second).code == "AR"
+    training = oru().replace("|P|2.5.1", "|T|2.5.1")
+    assert "is not P (production)" in refusal(training).reason
+
+
+def test_offsets_and_clock_changes_are_refused_not_guessed():
+    assert "not a real offset" in refusal(oru(observed="202612041010+0199")).reason
+    assert "not a real offset" in refusal(oru(observed="202612041010+9999")).reason
+    vienna = Hl7Config(timezone=ZoneInfo("Europe/Vienna"))
+    for twice_or_never in ("202610250230", "202603290230"):
+        assert "falls in a clock change" in refusal(oru(observed=twice_or_never), vienna).reason
+
+
+def test_the_same_control_id_from_another_sender_is_another_reading():
+    other = oru().replace("|GLUCOMETER|WARD7|", "|GLUCOMETER|WARD9|")
+    assert read(other).events[0].id != read(oru()).events[0].id
+
+
+def test_a_frame_broken_off_is_dropped_not_joined_to_the_next():
+    reader = MllpReader()
+    found = reader.feed(START + b"MSH|first, cut off" + frame("MSH|second"))
+    assert found == [b"MSH|second"] and reader.discarded == len(b"MSH|first, cut off") + 1
+
+
+def test_a_long_reason_is_cut_before_escaping():
+    text = acknowledgement(parse(oru()), "AE", "x" * 199 + "|tail", now=NOW)
+    msa = [line for line in text.split("\r") if line.startswith("MSA")][0]
+    assert msa.endswith("x" * 199 + "\\F\\")

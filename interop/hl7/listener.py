@@ -10,6 +10,7 @@ device (it keeps the first copy of an id and does not answer it twice).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from device.config import BrokerConfig
 from device.contract.topics import Topics
 from device.mqtt.client import PersistentPublisher
-from interop.hl7.messages import Hl7Config, Inbound, Refusal, acknowledgement, parse, read_message
+from interop.hl7.messages import Hl7Config, Inbound, Refusal, acknowledgement, parse, read_message, sender_key
 from interop.hl7.mllp import MllpError, MllpReader, frame
 
 log = logging.getLogger("advisor.hl7")
@@ -50,7 +51,7 @@ class Hl7Bridge:
         self.publish_timeout_s = publish_timeout_s
         self.stats = Hl7Stats()
         self.mqtt = PersistentPublisher(broker, f"advisor-hl7-{device_id}-{config.source}")
-        self._seen: OrderedDict[str, tuple[str, str]] = OrderedDict()  # control id -> (digest, ACK)
+        self._seen: OrderedDict[str, tuple[str, str]] = OrderedDict()  # sender^control id -> (digest, ACK)
         self._lock = threading.RLock()  # _refuse counts under it, also from inside handle
 
     def close(self) -> None:
@@ -62,10 +63,14 @@ class Hl7Bridge:
         try:
             message = parse(text)
             inbound = read_message(message, self.config)
+            key = f"{sender_key(message.segment('MSH'))}^{inbound.control_id}"
         except Refusal as refusal:
             return self._refuse(message, refusal)
+        except Exception as exc:  # the parser's own errors on broken segments: answered, never a dead connection
+            log.exception("HL7 message could not be read")
+            return self._refuse(message, Refusal(f"the message could not be read: {exc}"[:200], code="AR"))
         with self._lock:  # one message at a time: resends and their originals never race
-            seen = self._seen.get(inbound.control_id)
+            seen = self._seen.get(key)
             if seen is not None:
                 if seen[0] != inbound.digest:
                     reused = Refusal(
@@ -81,7 +86,7 @@ class Hl7Bridge:
             except Refusal as refusal:
                 return self._refuse(message, refusal)
             ack = acknowledgement(message, "AA", inbound.note or self._summary(inbound))
-            self._seen[inbound.control_id] = (inbound.digest, ack)
+            self._seen[key] = (inbound.digest, ack)
             while len(self._seen) > REMEMBERED:
                 self._seen.popitem(last=False)
             self.stats.accepted += 1
@@ -107,7 +112,10 @@ class Hl7Bridge:
         with self._lock:
             self.stats.refused[refusal.code] = self.stats.refused.get(refusal.code, 0) + 1
         log.warning("HL7 message refused (%s): %s", refusal.code, refusal.reason)
-        return acknowledgement(message, refusal.code, refusal.reason, refusal)
+        try:
+            return acknowledgement(message, refusal.code, refusal.reason, refusal)
+        except Exception:  # a header too broken to answer in kind: an ACK without the sender's fields
+            return acknowledgement(None, refusal.code, refusal.reason, refusal)
 
 
 class _Connection(socketserver.BaseRequestHandler):
@@ -115,6 +123,10 @@ class _Connection(socketserver.BaseRequestHandler):
 
     def setup(self) -> None:
         self.request.settimeout(self.server.idle_timeout_s)
+        self.server.opened(self.request)
+
+    def finish(self) -> None:
+        self.server.closed(self.request)
 
     def handle(self) -> None:
         reader = MllpReader()
@@ -169,6 +181,8 @@ class Hl7Server(socketserver.ThreadingTCPServer):
         self.encoding = encoding
         self.stopping = threading.Event()
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, _Connection)
 
     @property
@@ -187,9 +201,22 @@ class Hl7Server(socketserver.ThreadingTCPServer):
         finally:
             self._slots.release()
 
+    def opened(self, connection: socket.socket) -> None:
+        with self._open_lock:
+            self._open.add(connection)
+
+    def closed(self, connection: socket.socket) -> None:
+        with self._open_lock:
+            self._open.discard(connection)
+
     def stop(self) -> None:
+        """Stop taking connections and end the open ones (a connection waiting in ``recv`` wakes at once)."""
         self.stopping.set()
         self.shutdown()
+        with self._open_lock:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
         self.server_close()
 
 

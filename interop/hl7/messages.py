@@ -127,21 +127,38 @@ def parse_time(value: str, words: str, zone: tzinfo | None, where: str = "") -> 
     except ValueError:
         raise Refusal(f"{words}: time {value!r} is not a real date and time", error=102, where=where) from None
     if offset:
+        hours, minutes = int(offset[1:3]), int(offset[3:5])
+        if hours > 14 or minutes > 59:
+            raise Refusal(f"{words}: UTC offset {offset!r} is not a real offset", error=102, where=where)
         sign = 1 if offset[0] == "+" else -1
-        return naive.replace(tzinfo=timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))))
+        return naive.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
     if zone is None:
         raise Refusal(
             f"{words}: time {value!r} has no UTC offset (+hhmm): send it, or start the bridge with --timezone",
             error=102,
             where=where,
         )
-    return naive.replace(tzinfo=zone)
+    early, late = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
+    if early.utcoffset() != late.utcoffset():
+        raise Refusal(
+            f"{words}: local time {value!r} falls in a clock change in {zone} (it happens twice or never): "
+            "send it with its UTC offset",
+            error=102,
+            where=where,
+        )
+    return early
 
 
-def _event_id(config: Hl7Config, control_id: str, part: int) -> str:
-    """``<source>-<control id>-<part>``; a control id that cannot be part of an id is hashed."""
-    cid = control_id if re.fullmatch(r"[A-Za-z0-9_.:-]{1,40}", control_id) else _digest(control_id)[:16]
-    return f"{config.source}-{cid}-{part}"
+def sender_key(msh: hl7.Segment) -> str:
+    """Who sent the message: MSH-3 and MSH-4 (a control id is unique only per sender)."""
+    return f"{_component(msh, 3)}^{_component(msh, 4)}"
+
+
+def _event_id(config: Hl7Config, sender: str, control_id: str, part: int) -> str:
+    """``<source>-<sender tag>-<control id>-<part>``: the sender tag is 6 hex digits of SHA-256 of
+    MSH-3^MSH-4; a control id that cannot be part of an id is hashed."""
+    cid = control_id if re.fullmatch(r"[A-Za-z0-9_.:-]{1,36}", control_id) else _digest(control_id)[:16]
+    return f"{config.source}-{_digest(sender)[:6]}-{cid}-{part}"
 
 
 def _digest(text: str) -> str:
@@ -253,7 +270,7 @@ def _results(message: hl7.Message, config: Hl7Config, patient: str, control_id: 
         _final(obx, position)
         ts = _observed_at(obx, obr_time, position, config)
         payload = {
-            "id": _event_id(config, control_id, position),
+            "id": _event_id(config, sender_key(message.segment("MSH")), control_id, position),
             "patient": patient,
             "ts": ts.isoformat(),
             "kind": "glucose",
@@ -305,7 +322,7 @@ def _admission(message: hl7.Message, config: Hl7Config, patient: str, control_id
         note = "nothing recorded: no body weight (LOINC 29463-7) in this admission"
         return Inbound(control_id, message_type, [], digest, note)
     payload: dict = {
-        "id": _event_id(config, control_id, 1),
+        "id": _event_id(config, sender_key(msh), control_id, 1),
         "patient": patient,
         "ts": at.isoformat(),
         "kind": "profile",
@@ -336,8 +353,18 @@ def read_message(message: hl7.Message, config: Hl7Config, now: datetime | None =
     if not control_id:
         raise Refusal("MSH-10 (message control id) is empty", code="AR", error=101, where="MSH^1^10")
     kind, trigger = _component(msh, 9), _component(msh, 9, 1)
-    if _component(msh, 11) not in ("P", "T", ""):
-        raise Refusal(f"MSH-11 processing id {_component(msh, 11)!r} is not P or T", code="AR", where="MSH^1^11")
+    if _component(msh, 11) != "P":
+        raise Refusal(
+            f"MSH-11 processing id {_component(msh, 11)!r} is not P (production): training and test messages "
+            "never reach a patient's record",
+            code="AR",
+            where="MSH^1^11",
+        )
+    for name in ("MSH", "PID"):
+        if sum(1 for segment in message if _text(segment[0]) == name) > 1:
+            raise Refusal(
+                f"more than one {name} segment: send one patient's results per message", code="AR", where=name
+            )
     if (kind, trigger) == ("ORU", "R01"):
         patient = _patient(message, config)
         events = _results(message, config, patient, control_id, now)
@@ -393,7 +420,7 @@ def acknowledgement(
             version,
         ]
     )
-    lines = [msh_out, "|".join(["MSA", code, escape(control_id), escape(text)[:200]])]
+    lines = [msh_out, "|".join(["MSA", code, escape(control_id), escape(text[:200])])]
     if refusal is not None:
         where = "^".join(escape(p) for p in refusal.where.split("^")) if refusal.where else ""
         error = f"{refusal.error}^{ERROR_CODES.get(refusal.error, 'Application error')}^HL70357"

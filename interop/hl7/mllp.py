@@ -27,8 +27,9 @@ def frame(message: str | bytes, encoding: str = "utf-8") -> bytes:
 class MllpReader:
     """Feeds on received bytes and yields each complete message's bytes, in order.
 
-    Bytes outside a frame (line noise, a client that forgot the start byte) are dropped and
-    counted in ``discarded``; a frame longer than ``max_bytes`` raises :class:`MllpError`.
+    Bytes outside a frame (line noise, a client that forgot the start byte) and a frame broken off
+    by a new start byte are dropped and counted in ``discarded``, never joined to the next message;
+    a frame longer than ``max_bytes`` raises :class:`MllpError`.
     """
 
     max_bytes: int = MAX_MESSAGE_BYTES
@@ -50,7 +51,12 @@ class MllpReader:
                 self.discarded += start
                 del self._buffer[: start + 1]
                 self._inside = True
+            restart = self._buffer.find(START)
             end = self._buffer.find(END)
+            if restart >= 0 and (end < 0 or restart < end):  # a frame broken off: its start is lost, not merged
+                self.discarded += restart + 1
+                del self._buffer[: restart + 1]
+                continue
             if end < 0:
                 if len(self._buffer) > self.max_bytes:
                     raise MllpError(f"a message longer than {self.max_bytes} bytes without its end (FS CR)")
