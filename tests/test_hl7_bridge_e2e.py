@@ -110,7 +110,8 @@ def test_a_broken_stream_gets_a_reject_and_the_next_connection_works(rig):
         answer = raw.recv(4096)
     assert b"MSA|AR" in answer and b"longer than" in answer
     assert rig.send(oru("MSG3001")).msa.msa_1.value == "AA"
-    broken = "MSH|^~\\&|GLUCOMETER|WARD7|ADVISOR|HOSP|20261204101500+0100||ORU^R01|MSG3002|P|2.5.1\rPID|||MRN123^^^HOSP^MR\rOBX"
+    header = "MSH|^~\\&|GLUCOMETER|WARD7|ADVISOR|HOSP|20261204101500+0100||ORU^R01|MSG3002|P|2.5.1"
+    broken = header + "\rPID|||MRN123^^^HOSP^MR\rOBX"
     answer = rig.send(broken)  # python-hl7 fails on the bare OBX: still answered
     assert answer.msa.msa_1.value == "AR" and "could not be read" in answer.msa.msa_3.value
     assert rig.send(oru("MSG3003")).msa.msa_1.value == "AA"

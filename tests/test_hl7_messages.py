@@ -172,5 +172,5 @@ def test_a_frame_broken_off_is_dropped_not_joined_to_the_next():
 
 def test_a_long_reason_is_cut_before_escaping():
     text = acknowledgement(parse(oru()), "AE", "x" * 199 + "|tail", now=NOW)
-    msa = [line for line in text.split("\r") if line.startswith("MSA")][0]
+    msa = next(line for line in text.split("\r") if line.startswith("MSA"))
     assert msa.endswith("x" * 199 + "\\F\\")
