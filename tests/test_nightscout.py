@@ -92,6 +92,19 @@ def test_the_export_reads_back_as_the_same_readings_and_doses():
     assert [(e.id, e.ts, e.mg_dl) for e in back.events if e.kind is Kind.GLUCOSE] == [("g1", at, 182.0)]
     doses = sorted((e.ts, e.units) for e in back.events if e.kind is Kind.INSULIN)
     assert doses == [(at + timedelta(minutes=2), 5.0), (at + timedelta(hours=3), 2.0)]  # the basal is a note
+    assert sorted(e.id for e in back.events) == ["g1", "i1", "i2", "m1"]  # the Meal Bolus is one dose, not two
+
+
+def test_times_are_never_guessed_and_a_wrong_clock_does_not_move_the_cursor():
+    bare = {"_id": "a1", "type": "sgv", "sgv": 120, "date": 1796284500000}
+    refused = read_pulled([bare], [], "p", Insulin.RAPID, NOW)
+    assert refused.events == [] and "no utcOffset" in refused.refused[0]
+    [event] = read_pulled([bare], [], "p", Insulin.RAPID, NOW, zone=timezone(timedelta(hours=-5))).events
+    assert event.ts.utcoffset() == timedelta(hours=-5)
+    absurd = {**bare, "_id": "a2", "date": 10**16, "utcOffset": 0}
+    assert "is not a time" in read_pulled([absurd], [], "p", Insulin.RAPID, NOW).refused[0]
+    future = {**bare, "_id": "a3", "date": int((NOW + timedelta(days=300)).timestamp() * 1000)}
+    assert client_mod.newest([bare, future, absurd], "date", NOW) == NOW
 
 
 # ----------------------------------------------------------------------------- over HTTP
@@ -185,12 +198,16 @@ def test_follow_takes_what_is_new_until_stopped(site, mosquitto, tmp_path, monke
             {**newest, "_id": "6570a1c2e4b0ffffffffffff", "date": newest["date"] + 300_000, "sgv": 133}
         )
         second = watcher.wait_for(lambda w: w.suggestion_for("ns-6570a1c2e4b0ffffffffffff") is not None, 60)
+        late = {**newest, "_id": "6570a1c2e4b0eeeeeeeeeeee", "date": newest["date"] - 120_000, "sgv": 140}
+        RecordedSite.entries.append(late)  # entered late, older than the newest seen: the overlap finds it
+        # the device stores a late reading and says why it does not answer it (a warning on errors)
+        third = watcher.wait_for(lambda w: w.error_for_id("ns-6570a1c2e4b0eeeeeeeeeeee") is not None, 60)
     finally:
         follow.send_signal(signal.SIGINT)
         out, _ = follow.communicate(timeout=60)
         watcher.close()
         device.stop()
-    assert second, out
+    assert second and third, out
     assert "18 events sent, 18 taken" in out, out and "1 events sent, 1 taken" in out
     assert out.count("refused treatment 6570b0010000000000000004") == 1  # reported once, not at every poll
     assert follow.returncode == 1 and "some items were refused" in out

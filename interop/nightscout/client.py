@@ -64,8 +64,8 @@ class NightscoutClient:
     def _walk(self, path: str, field: str, after: str) -> list[dict]:
         """Every item whose ``field`` is after ``after``, oldest first, paging back from now.
 
-        Each next page asks for items at or before the oldest of the last one (a millisecond
-        before it for ``date``), so items sharing a boundary time are read twice and kept once.
+        Each next page asks for items at or before the oldest of the last one, so items sharing
+        the boundary time are read twice and kept once (by ``_id``), never skipped.
         """
         found: dict[str, dict] = {}
         upper: str | None = None
@@ -79,8 +79,7 @@ class NightscoutClient:
                 found[str(key) if key is not None else f"#{len(found)}"] = item
             if len(page) < PAGE:
                 return sorted(found.values(), key=lambda item: _order(item, field))
-            oldest = min(_order(item, field) for item in page)
-            bound = str(oldest - 1) if isinstance(oldest, int) else str(oldest)
+            bound = str(min(_order(item, field) for item in page))
             if bound == upper:
                 raise NightscoutError(f"more than {PAGE} items share one {field}: cannot page past them")
             upper = bound
@@ -111,14 +110,17 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def newest(items: list[dict], field: str) -> datetime | None:
-    """The latest ``date`` (entries) or ``created_at`` (treatments) among ``items``: the next pull's cursor,
-    whether or not the item was usable, so a refused item is reported once, not at every poll."""
+def newest(items: list[dict], field: str, now: datetime) -> datetime | None:
+    """The latest ``date`` (entries) or ``created_at`` (treatments) among ``items``, never after
+    ``now`` (a phone with a wrong clock must not move the cursor past real readings)."""
     found = []
     for item in items:
         value = item.get(field) if isinstance(item, dict) else None
         if field == "date" and isinstance(value, int | float):
-            found.append(datetime.fromtimestamp(value / 1000.0, UTC))
+            try:
+                found.append(datetime.fromtimestamp(value / 1000.0, UTC))
+            except (ValueError, OverflowError, OSError):
+                continue
         elif field == "created_at" and isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -126,4 +128,5 @@ def newest(items: list[dict], field: str) -> datetime | None:
                 continue
             if parsed.tzinfo is not None:
                 found.append(parsed)
-    return max(found, default=None)
+    latest = max(found, default=None)
+    return None if latest is None else min(latest, now)

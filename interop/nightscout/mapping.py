@@ -11,14 +11,16 @@ Out: readings as ``mbg`` entries; meal and correction insulin as ``Meal Bolus`` 
 meal's carbs when one was recorded in the 30 minutes around it) or ``Correction Bolus``; meals
 without a dose as ``Carb Correction``; basal injections (NPH, long-acting) as a ``Note``
 carrying no ``insulin`` field, so Nightscout's insulin on board does not count them as boluses.
-Each item carries the device's event id as ``identifier``, which the pull reads back.
+Each item carries the device's event id as ``identifier`` (a Meal Bolus also its meal's as
+``mealIdentifier``), which the pull reads back, so a record exported and pulled again is one
+dose, not two.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 from domain.events import MG_DL_PER_MMOL_L, Event, Insulin, Kind
 from domain.validation import ValidationError, event_from_mapping, is_identifier
@@ -45,11 +47,15 @@ class Pulled:
         self.skipped[what] = self.skipped.get(what, 0) + 1
 
 
-def _when(item: dict) -> datetime:
-    """An entry's ``date`` (ms since the epoch), or a treatment's ``created_at``, with ``utcOffset``
-    (minutes) as the wall-clock offset when given."""
+def _when(item: dict, zone: tzinfo | None) -> datetime:
+    """An entry's ``date`` (ms since the epoch), or a treatment's ``created_at``, shown in its
+    ``utcOffset`` (minutes); without one, in ``zone``; with neither, refused: the wall-clock time
+    is what the time-of-day features read, and it is not guessed."""
     if isinstance(item.get("date"), int | float):
-        ts = datetime.fromtimestamp(item["date"] / 1000.0, UTC)
+        try:
+            ts = datetime.fromtimestamp(item["date"] / 1000.0, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise NightscoutRefusal(f"date {item['date']!r} is not a time") from None
     elif isinstance(item.get("created_at"), str):
         try:
             ts = datetime.fromisoformat(item["created_at"].replace("Z", "+00:00"))
@@ -60,16 +66,19 @@ def _when(item: dict) -> datetime:
     else:
         raise NightscoutRefusal("no time: neither 'date' nor 'created_at'")
     offset = item.get("utcOffset")
-    if isinstance(offset, int | float) and -14 * 60 <= offset <= 14 * 60:
-        ts = ts.astimezone(timezone(timedelta(minutes=offset)))
-    return ts
+    if isinstance(offset, int | float) and not isinstance(offset, bool) and -14 * 60 <= offset <= 14 * 60:
+        return ts.astimezone(timezone(timedelta(minutes=offset)))
+    if zone is not None:
+        return ts.astimezone(zone)
+    raise NightscoutRefusal("no utcOffset, so its local time is unknown: pull with --timezone")
 
 
 def _id(item: dict, suffix: str = "") -> str:
-    """The device event id: the ``identifier`` it was exported with, else ``ns-<_id>[-suffix]``."""
-    identifier = item.get("identifier")
-    if isinstance(identifier, str) and is_identifier(identifier) and not suffix:
-        return identifier
+    """The device event id: the ``identifier`` it was exported with (the dose's; ``mealIdentifier``
+    the meal's of a Meal Bolus), else ``ns-<_id>[-suffix]``."""
+    exported = item.get("mealIdentifier" if suffix == "meal" else "identifier")
+    if isinstance(exported, str) and is_identifier(exported) and suffix in ("", "meal", "insulin"):
+        return exported
     own = item.get("_id")
     if not isinstance(own, str) or not is_identifier(f"ns-{own}"):
         raise NightscoutRefusal("no usable _id")
@@ -83,21 +92,22 @@ def _validated(payload: dict, now: datetime) -> Event:
         raise NightscoutRefusal(exc.reason) from None
 
 
-def entry_event(entry: dict, patient: str, now: datetime) -> Event:
+def entry_event(entry: dict, patient: str, now: datetime, zone: tzinfo | None = None) -> Event:
     """One ``sgv`` or ``mbg`` entry as a glucose event."""
     kind = entry.get("type")
     value = entry.get(kind) if kind in ("sgv", "mbg") else None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise NightscoutRefusal(f"entry of type {kind!r} has no {kind} value in mg/dL")
-    ts = _when(entry)
+    ts = _when(entry, zone)
     payload = {"id": _id(entry), "patient": patient, "ts": ts.isoformat(), "kind": "glucose", "mg_dl": value}
     return _validated(payload, now)
 
 
-def treatment_events(treatment: dict, patient: str, bolus_insulin: Insulin, now: datetime) -> list[Event]:
+def treatment_events(
+    treatment: dict, patient: str, bolus_insulin: Insulin, now: datetime, zone: tzinfo | None = None
+) -> list[Event]:
     """The events of one treatment: a meter check, a meal, a bolus, or none (raises when unusable)."""
     kind = str(treatment.get("eventType", ""))
-    ts = _when(treatment).isoformat()
     found: list[tuple[str, dict]] = []
     glucose = treatment.get("glucose")
     if glucose not in (None, "") and kind == "BG Check":
@@ -117,6 +127,7 @@ def treatment_events(treatment: dict, patient: str, bolus_insulin: Insulin, now:
         found.append(("insulin", {"kind": "insulin", "insulin": bolus_insulin.value, "units": insulin}))
     if not found:
         return []
+    ts = _when(treatment, zone).isoformat()
     single = len(found) == 1
     return [
         _validated({"id": _id(treatment, "" if single else part), "patient": patient, "ts": ts, **fields}, now)
@@ -130,8 +141,10 @@ def read_pulled(
     patient: str,
     bolus_insulin: Insulin,
     now: datetime | None = None,
+    zone: tzinfo | None = None,
 ) -> Pulled:
-    """Every usable entry and treatment as events (in time order), the rest refused or skipped."""
+    """Every usable entry and treatment as events (in time order), the rest refused or skipped;
+    ``zone``: the site's time zone, for items sent without ``utcOffset``."""
     now = now or datetime.now(UTC)
     out = Pulled()
     for entry in entries:
@@ -141,7 +154,7 @@ def read_pulled(
             out.skip(f"entry {entry.get('type')}")
         else:
             try:
-                out.events.append(entry_event(entry, patient, now))
+                out.events.append(entry_event(entry, patient, now, zone))
             except NightscoutRefusal as exc:
                 out.refused.append(f"entry {entry.get('_id', '?')}: {exc}")
     for treatment in treatments:
@@ -149,7 +162,7 @@ def read_pulled(
             out.refused.append("a treatment that is not a JSON object")
             continue
         try:
-            events = treatment_events(treatment, patient, bolus_insulin, now)
+            events = treatment_events(treatment, patient, bolus_insulin, now, zone)
         except NightscoutRefusal as exc:
             out.refused.append(f"treatment {treatment.get('_id', '?')} ({treatment.get('eventType')}): {exc}")
             continue
@@ -196,7 +209,7 @@ def record_to_nightscout(events: Iterable[Event], device_id: str) -> dict[str, l
             item = {**base, "created_at": created, "insulin": event.dose, "notes": f"{event.insulin.label} insulin"}
             if meal is not None and meal.carbs_g:
                 bolused.add(meal.id)
-                item.update(eventType="Meal Bolus", carbs=meal.carbs_g)
+                item.update(eventType="Meal Bolus", carbs=meal.carbs_g, mealIdentifier=meal.id)
             else:
                 item["eventType"] = "Correction Bolus"
             treatments.append(item)

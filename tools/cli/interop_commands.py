@@ -287,6 +287,9 @@ def fhir_sample_ward(state_dir: Path, patients: int, days: int, cgm_minutes: int
     )
 
 
+NIGHTSCOUT_OVERLAP_HOURS = 3  # a follow poll reads this far back again: late entries, CGM backfill
+
+
 @click.group()
 def nightscout() -> None:
     """Nightscout: a CGM user's entries and treatments into a device; the record out as Nightscout JSON."""
@@ -300,6 +303,12 @@ def nightscout() -> None:
 @click.option("--device", "device_id", required=True, help="The device whose events topic receives the events.")
 @click.option("--since", callback=_since, help="Start here (ISO 8601 with offset; default: 24 hours ago).")
 @click.option(
+    "--timezone",
+    "zone",
+    callback=_zone,
+    help="The site's time zone, for items without utcOffset (default: refuse them).",
+)
+@click.option(
     "--bolus-insulin",
     type=click.Choice(["rapid", "regular"]),
     default="rapid",
@@ -312,9 +321,12 @@ def nightscout() -> None:
 @broker_options("the device's")
 @friendly
 def nightscout_pull(
-    url, api_secret, token, patient, device_id, since, bolus_insulin, follow, interval, wait_s, broker
+    url, api_secret, token, patient, device_id, since, zone, bolus_insulin, follow, interval, wait_s, broker
 ) -> None:
-    """Send a Nightscout site's readings, meals and boluses to a device as events; print what it took."""
+    """Send a Nightscout site's readings, meals and boluses to a device as events; print what it took.
+
+    With --follow each poll reads again the last 3 hours before the newest item seen and sends only
+    items not seen before, so a bolus entered late or a CGM backfill is still taken."""
     import signal
     import threading
     from datetime import UTC, datetime, timedelta
@@ -322,6 +334,8 @@ def nightscout_pull(
     from domain.events import Insulin
     from domain.validation import is_identifier
     from interop.nightscout.client import NightscoutClient, NightscoutError, newest
+
+    NIGHTSCOUT_OVERLAP = timedelta(hours=NIGHTSCOUT_OVERLAP_HOURS)
     from interop.nightscout.mapping import read_pulled
     from tools.mqtt_kit import publish as publish_mod
 
@@ -340,16 +354,24 @@ def nightscout_pull(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
     entries_after = treatments_after = since or datetime.now(UTC) - timedelta(hours=24)
+    seen: set[str] = set()  # the _id of every item already handled
     failed = False
     while True:
         try:
-            entries, treatments = client.entries(entries_after), client.treatments(treatments_after)
+            entries = client.entries(max(since or entries_after, entries_after - NIGHTSCOUT_OVERLAP))
+            treatments = client.treatments(max(since or treatments_after, treatments_after - NIGHTSCOUT_OVERLAP))
         except NightscoutError as exc:
             if not follow:
                 raise click.ClickException(str(exc)) from None
             click.echo(f"{exc}; trying again in {interval:g} s", err=True)
             entries, treatments = [], []
-        pulled = read_pulled(entries, treatments, patient, Insulin(bolus_insulin))
+        now = datetime.now(UTC)
+        entries_after = max(entries_after, newest(entries, "date", now) or entries_after)
+        treatments_after = max(treatments_after, newest(treatments, "created_at", now) or treatments_after)
+        entries = [e for e in entries if str(e.get("_id")) not in seen]
+        treatments = [t for t in treatments if str(t.get("_id")) not in seen]
+        seen.update(str(item.get("_id")) for item in (*entries, *treatments) if item.get("_id") is not None)
+        pulled = read_pulled(entries, treatments, patient, Insulin(bolus_insulin), zone=zone)
         for line in pulled.refused:
             click.echo(f"refused {line}", err=True)
         if pulled.events:
@@ -372,8 +394,6 @@ def nightscout_pull(
         elif not follow:
             click.echo(f"{len(entries)} entries, {len(treatments)} treatments: nothing to send")
         failed = failed or bool(pulled.refused)
-        entries_after = max(entries_after, newest(entries, "date") or entries_after)
-        treatments_after = max(treatments_after, newest(treatments, "created_at") or treatments_after)
         if not follow or stop.wait(interval):
             break
     if failed:
