@@ -21,6 +21,7 @@ from device.models.choice import ModelSlot
 from device.models.inference import DoseModel
 from device.state.store import DATABASE_NAME, Store
 from domain.events import Event, Insulin, Kind
+from interop.fhir.bundle_file import write_transaction
 from interop.fhir.record import RecordError, read_records
 from interop.fhir.resources import conditional_entries, read_resources, record_resources, transaction
 from interop.fhir.source import SourceError, read_source
@@ -144,12 +145,18 @@ def test_what_cannot_be_used_is_refused_one_by_one():
     no_unit = {**glucose, "id": "o2", "valueQuantity": {"value": 6.1}}
     other_code = {**glucose, "id": "o3", "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]}}
     stranger = {**glucose, "id": "o4", "subject": {"reference": "Patient/nobody"}}
-    out = read_resources([patient, glucose, no_unit, other_code, stranger, {"resourceType": "Encounter"}])
+    below_range = {**glucose, "id": "o5", "valueQuantity": {"value": 2.2, "unit": "mmol/L", "comparator": "<"}}
+    resources = [patient, glucose, no_unit, other_code, stranger, below_range, {"resourceType": "Encounter"}]
+    other_system = read_resources(resources)  # urn:x is not the advisor's own patient system: nobody is matched
+    assert other_system.events == [] and all("patient system" in line for line in other_system.refused[:1])
+    out = read_resources(resources, system="urn:x")
     [event] = out.events
     assert (event.id, event.patient, round(event.reading, 2)) == ("fhir-o1", "mrn-1", 109.91)
-    assert [line.split(":")[0] for line in out.refused] == ["Observation/o2", "Observation/o3", "Observation/o4"]
+    refused = [line.split(":")[0] for line in out.refused]
+    assert refused == ["Observation/o2", "Observation/o3", "Observation/o4", "Observation/o5"]
+    assert "outside the meter's range" in out.refused[3]
     assert "without a unit" in out.refused[0] and out.skipped == {"Encounter": 1}
-    mapped = read_resources([patient, glucose], mapping={"mrn-2": "bed7-p2"})
+    mapped = read_resources([patient, glucose], mapping={"mrn-2": "bed7-p2"}, system="urn:x")
     assert mapped.events == [] and "not on the patient list" in mapped.refused[0]
 
 
@@ -282,3 +289,10 @@ def test_conditional_entries_refer_by_identifier_only(exported):
     assert all("id" not in e["resource"] for e in entries)
     urls = [e["request"]["url"] for e in entries]
     assert len(set(urls)) == len(urls) and urls[0].startswith("Patient?identifier=urn:advisor:patient:bed7|")
+
+
+def test_an_empty_record_is_a_bundle_without_entries(tmp_path):
+    path = tmp_path / "empty.json"
+    assert write_transaction(path, [[]]).total() == 0
+    data = json.loads(path.read_text())
+    assert "entry" not in data and Bundle.model_validate(data).type == "transaction"

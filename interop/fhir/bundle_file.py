@@ -23,14 +23,13 @@ def write_transaction(path: Path, batches: Iterable[list[dict]], exported_at: da
     try:
         with partial.open("w", encoding="utf-8") as out:
             out.write(json.dumps({"resourceType": "Bundle", "type": "transaction", "timestamp": stamp})[:-1])
-            out.write(', "entry": [')
             first = True
             for batch in batches:
                 for resource in batch:
-                    out.write(("" if first else ",\n") + json.dumps(entry(resource)))
+                    out.write((', "entry": [' if first else ",\n") + json.dumps(entry(resource)))
                     first = False
                     counts[resource["resourceType"]] += 1
-            out.write("]}\n")
+            out.write("}\n" if first else "]}\n")  # FHIR JSON has no empty arrays: no entry at all
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -164,20 +164,15 @@ def proposal(
 
 
 def record_resources(device_id: str, record: PatientRecord) -> list[dict]:
-    """Every resource of one patient's record, the Patient first."""
+    """Every resource of one patient's record: the Patient, readings, answers, then doses (each
+    resource after those it refers to, so a push in several transactions never refers ahead)."""
     patient = patient_resource(device_id, record.patient)
     subject = f"Patient/{patient['id']}"
     found = [patient]
     by_dose = {r.event_id: sid for sid, r in record.responses.items() if r.action == "given" and r.event_id}
     suggestions = {s.id: s for s in record.suggestions}
-    for event in record.events:
-        if event.kind is Kind.GLUCOSE:
-            found.append(glucose_observation(device_id, event, subject))
-        elif event.kind is Kind.INSULIN:
-            sid = by_dose.get(event.id)
-            answered = (suggestions[sid], record.responses[sid]) if sid in suggestions else None
-            found.append(administration(device_id, event, subject, answered))
-    for suggestion in record.suggestions:
+    found += [glucose_observation(device_id, e, subject) for e in record.events if e.kind is Kind.GLUCOSE]
+    for suggestion in record.suggestions:  # before the doses that refer to them: a push in parts resolves
         found.append(
             proposal(
                 device_id,
@@ -187,6 +182,11 @@ def record_resources(device_id: str, record: PatientRecord) -> list[dict]:
                 record.retirements.get(suggestion.id),
             )
         )
+    for event in record.events:
+        if event.kind is Kind.INSULIN:
+            sid = by_dose.get(event.id)
+            answered = (suggestions[sid], record.responses[sid]) if sid in suggestions else None
+            found.append(administration(device_id, event, subject, answered))
     return found
 
 
@@ -198,7 +198,11 @@ def entry(resource: dict) -> dict:
 def transaction(resources: Iterable[dict], exported_at: datetime | None = None) -> dict:
     """A FHIR ``Bundle`` of type transaction of these resources."""
     stamp = (exported_at or datetime.now(UTC)).isoformat()
-    return {"resourceType": "Bundle", "type": "transaction", "timestamp": stamp, "entry": [entry(r) for r in resources]}
+    bundle: dict = {"resourceType": "Bundle", "type": "transaction", "timestamp": stamp}
+    entries = [entry(r) for r in resources]
+    if entries:  # FHIR JSON has no empty arrays
+        bundle["entry"] = entries
+    return bundle
 
 
 def _search(resource: dict) -> str:
@@ -237,30 +241,43 @@ class FhirRefusal(ValueError):
     """Why one resource is not used (the others still are)."""
 
 
-def _patient_ids(resources: list[dict]) -> dict[str, str]:
-    """``Patient/<id>`` -> the patient identifier of each Patient resource that has exactly one usable."""
+def _usable(identifier: object, system: str | None) -> bool:
+    """An identifier of the patient system: ``system`` when given, else one of this advisor's devices."""
+    if not isinstance(identifier, dict) or not identifier.get("value"):
+        return False
+    found = str(identifier.get("system", ""))
+    return found == system if system is not None else found.startswith(f"{PATIENT_SYSTEM}:")
+
+
+def _patient_ids(resources: list[dict], system: str | None) -> dict[str, str]:
+    """``Patient/<id>`` -> the identifier of each Patient resource with exactly one in the patient system."""
     found: dict[str, str] = {}
     for r in resources:
         if isinstance(r, dict) and r.get("resourceType") == "Patient" and isinstance(r.get("id"), str):
-            identifiers = [i for i in r.get("identifier", []) if isinstance(i, dict)]
-            values = {str(i["value"]) for i in identifiers if i.get("value")}
+            values = {str(i["value"]) for i in r.get("identifier", []) if _usable(i, system)}
             if len(values) == 1:
                 found[f"Patient/{r['id']}"] = values.pop()
     return found
 
 
-def _subject(resource: dict, patients: Mapping[str, str], mapping: Mapping[str, str] | None) -> str:
+def _subject(resource: dict, patients: Mapping[str, str], mapping: Mapping[str, str] | None, system: str | None) -> str:
     subject = resource.get("subject")
     if not isinstance(subject, dict):
         raise FhirRefusal("no subject: the resource names no patient")
     identifier = None
+    wanted = system or f"{PATIENT_SYSTEM}:<device>"
     if isinstance(subject.get("identifier"), dict):
+        if not _usable(subject["identifier"], system):
+            raise FhirRefusal(
+                f"the subject's identifier is not of the patient system {wanted} (see --identifier-system)"
+            )
         identifier = subject["identifier"].get("value")
     elif isinstance(subject.get("reference"), str):
         identifier = patients.get(subject["reference"])
         if identifier is None:
             raise FhirRefusal(
-                f"subject {subject['reference'][:60]!r} is not a Patient with one identifier in this file"
+                f"subject {subject['reference'][:60]!r} is not a Patient in this file with one identifier of "
+                f"the patient system {wanted} (see --identifier-system)"
             )
     if not isinstance(identifier, str) or not identifier:
         raise FhirRefusal("the subject has no patient identifier")
@@ -294,6 +311,10 @@ def _glucose(resource: dict, patient: str, now: datetime) -> Event:
     quantity = resource.get("valueQuantity")
     if not isinstance(quantity, dict) or "value" not in quantity:
         raise FhirRefusal("Observation has no valueQuantity")
+    if quantity.get("comparator"):
+        raise FhirRefusal(
+            f"the value is {quantity['comparator']} {quantity['value']}: outside the meter's range, not a reading"
+        )
     unit = str(quantity.get("code") or quantity.get("unit") or "")
     if unit.lower() not in GLUCOSE_UNITS:
         raise FhirRefusal(
@@ -356,12 +377,16 @@ class Imported:
 
 
 def read_resources(
-    resources: list[dict], mapping: Mapping[str, str] | None = None, now: datetime | None = None
+    resources: list[dict],
+    mapping: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+    system: str | None = None,
 ) -> Imported:
     """Events from glucose Observations and insulin MedicationAdministrations; Patients resolve
-    subjects; other resource types are counted in ``skipped``."""
+    subjects; other resource types are counted in ``skipped``. A patient is named only by an
+    identifier of ``system`` (None: of this advisor's devices, ``urn:advisor:patient:<device>``)."""
     now = now or datetime.now(UTC)
-    patients = _patient_ids(resources)
+    patients = _patient_ids(resources, system)
     out = Imported()
     for position, resource in enumerate(resources, start=1):
         kind = resource.get("resourceType") if isinstance(resource, dict) else None
@@ -370,7 +395,7 @@ def read_resources(
                 out.skipped[str(kind)] = out.skipped.get(str(kind), 0) + 1
             continue
         try:
-            patient = _subject(resource, patients, mapping)
+            patient = _subject(resource, patients, mapping, system)
             read = _glucose if kind == "Observation" else _dose
             out.events.append(read(resource, patient, now))
         except FhirRefusal as exc:

@@ -223,10 +223,16 @@ def fhir_export(
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="CSV 'patient identifier,device patient id': only these patients are taken (default: the identifier).",
 )
+@click.option(
+    "--identifier-system",
+    help="The patient identifier system naming patients (default: the advisor's own, urn:advisor:patient:<device>).",
+)
 @click.option("--wait", "wait_s", type=click.FloatRange(0.5, 3600), default=30.0, show_default=True, help="Seconds.")
 @broker_options("the device's")
 @friendly
-def fhir_import(source: Path, device_id: str, patient_map: Path | None, wait_s: float, broker) -> None:
+def fhir_import(
+    source: Path, device_id: str, patient_map: Path | None, identifier_system: str | None, wait_s: float, broker
+) -> None:
     """Send the glucose Observations and insulin MedicationAdministrations of SOURCE (a Bundle or
     ndjson) to a device as events; what is refused is listed with the reason, the rest still goes."""
     from interop.fhir.resources import read_resources
@@ -238,7 +244,7 @@ def fhir_import(source: Path, device_id: str, patient_map: Path | None, wait_s: 
     except SourceError as exc:
         raise click.ClickException(str(exc)) from None
     mapping = _pairs(patient_map, "patient identifier,device patient id", "--patient-map")
-    imported = read_resources(resources, mapping)
+    imported = read_resources(resources, mapping, system=identifier_system)
     for line in imported.refused:
         click.echo(f"refused {line}", err=True)
     skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(imported.skipped.items()))
