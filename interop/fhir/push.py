@@ -1,9 +1,10 @@
 """Sending a transaction Bundle to a FHIR server: ``POST <base>`` with a bearer token, retried.
 
-Every entry is a ``PUT`` at the resource's stable id, so a resend (after a lost answer, or a
-later export of the same record) updates the same resources instead of adding copies. A
-server error (500, 502, 503, 504), a 429 or a broken connection is tried again after 1, 2, 4 … seconds; a
-refusal (4xx) is not, and its ``OperationOutcome`` text is the message.
+Every entry is a ``PUT`` (at the resource's stable id, or conditional by identifier), so a
+resend (after a lost answer, or a later export of the same record) updates the same resources
+instead of adding copies. A server error (500, 502, 503, 504), a 429 or a broken connection is
+tried again after 1, 2, 4 … seconds; a refusal (4xx) is not, and its ``OperationOutcome`` text
+is the message.
 """
 
 from __future__ import annotations

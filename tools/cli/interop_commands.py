@@ -146,7 +146,9 @@ def fhir() -> None:
 @click.option("--patient", help="Only this patient (exact id).")
 @click.option("--since", callback=_since, help="Only what happened from this time on (ISO 8601 with offset).")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="The Bundle's JSON file.")
-@click.option("--fhir-url", help="Also POST the Bundle to this FHIR server's base address (retried on 500, 502-504, 429).")
+@click.option(
+    "--fhir-url", help="Also POST the Bundle to this FHIR server's base address (retried on 500, 502-504, 429)."
+)
 @click.option("--token", envvar="ADVISOR_FHIR_TOKEN", help="Bearer token for --fhir-url (or $ADVISOR_FHIR_TOKEN).")
 @click.option(
     "--by-identifier",
