@@ -361,13 +361,14 @@ def nightscout_pull(
     if follow:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    entries_after = treatments_after = since or datetime.now(UTC) - timedelta(hours=24)
+    start = since or datetime.now(UTC) - timedelta(hours=24)  # never read before this
+    entries_after = treatments_after = start
     seen: set[str] = set()  # the _id of every item already handled
     failed = False
     while True:
         try:
-            entries = client.entries(max(since or entries_after, entries_after - NIGHTSCOUT_OVERLAP))
-            treatments = client.treatments(max(since or treatments_after, treatments_after - NIGHTSCOUT_OVERLAP))
+            entries = client.entries(max(start, entries_after - NIGHTSCOUT_OVERLAP))
+            treatments = client.treatments(max(start, treatments_after - NIGHTSCOUT_OVERLAP))
         except NightscoutError as exc:
             if not follow:
                 raise click.ClickException(str(exc)) from None
