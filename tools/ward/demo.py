@@ -12,6 +12,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,9 +68,18 @@ def replay_outcome(sent: int, total: int) -> str:
     return f"replay finished: {sent} events sent"
 
 
-def _refusals(service: DeviceService, watcher: DeviceWatcher, last: Event) -> str | None:
-    """Once the device has handled the last event sent (it handles them in order): what it refused, in one line."""
-    watcher.wait_for(lambda w: service.store.has_event(last.id) or w.error_for_id(last.id) is not None, 30)
+def _refusals(service: DeviceService, watcher: DeviceWatcher, last: Event, done: threading.Event) -> str | None:
+    """Once the device has handled the last event sent (it handles them in order): what it refused, in one line.
+
+    Waits at most 30 s, in short steps so that Ctrl-C (``done``) ends the wait at once: a signal
+    does not wake a thread waiting for the device's messages, so the flag is looked at between steps.
+    """
+    deadline = time.monotonic() + 30
+    while not done.is_set() and time.monotonic() < deadline:
+        if watcher.wait_for(lambda w: service.store.has_event(last.id) or w.error_for_id(last.id) is not None, 0.25):
+            break
+    if done.is_set():
+        return None
     refused = [e for e in watcher.errors if e.level == "refused"]
     if not refused:
         return None
@@ -128,7 +138,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
         publisher.flush()
         echo(replay_outcome(sent, len(events)))
         if sent and not done.is_set():  # Ctrl-C does not wait for the device to catch up
-            refusals = _refusals(service, watcher, events[sent - 1])
+            refusals = _refusals(service, watcher, events[sent - 1], done)
             if refusals:
                 echo(refusals)
         if sent == len(events):
