@@ -32,6 +32,8 @@ if importlib.util.find_spec("urllib3"):  # present with the training extras (via
     importlib.import_module("urllib3")  # its import checks for IPv6 by binding ::1 port 0
 if importlib.util.find_spec("joblib"):  # scikit-learn's; counts physical cores with `cat /proc/cpuinfo`
     importlib.import_module("joblib").cpu_count(only_physical_cores=True)  # once, cached from here on
+if importlib.util.find_spec("matplotlib"):  # its first import on a machine lists fonts with `fc-list`
+    importlib.import_module("matplotlib.font_manager")  # and caches them (~/.cache/matplotlib)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
