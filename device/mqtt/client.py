@@ -102,17 +102,23 @@ class PublishTracker:
 
     Works across disconnects: paho keeps unconfirmed messages and resends them after a
     reconnect, and the confirmation arrives on ``on_publish`` under the same packet id.
+    Packet ids wrap at 65535, so a caller that gives up on a message says so (:meth:`abandon`):
+    its late confirmation is then dropped, never taken for a later message's under the same id.
     """
 
     def __init__(self, client: mqtt.Client) -> None:
         self.client = client
         self._confirmed: set[int] = set()
+        self._abandoned: set[int] = set()  # given up on: their confirmation is not for a later message
         self.refused: dict[int, str] = {}  # packet id → the broker's reason (MQTT 5: "Not authorized")
         self._changed = threading.Condition()
         client.on_publish = self._on_publish
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._changed:
+            if mid in self._abandoned:
+                self._abandoned.discard(mid)
+                return
             if getattr(reason_code, "is_failure", False):
                 self.refused[mid] = str(reason_code)
             self._confirmed.add(mid)
@@ -132,6 +138,15 @@ class PublishTracker:
                 return False
             self._confirmed -= mids
         return True
+
+    def abandon(self, mids: set[int]) -> None:
+        """Give up on ``mids`` (a wait timed out and the sender will send again): forget those
+        confirmed already, and drop the confirmation of the others when it comes."""
+        with self._changed:
+            self._abandoned |= mids - self._confirmed
+            self._confirmed -= mids
+            for mid in mids:
+                self.refused.pop(mid, None)
 
 
 class ToolClient:

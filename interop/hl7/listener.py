@@ -100,6 +100,7 @@ class Hl7Bridge:
         tracker = self.mqtt.tracker
         mids = {tracker.publish(self.topics.events, json.dumps(e.to_payload())) for e in inbound.events}
         if not tracker.wait(mids, self.publish_timeout_s):
+            tracker.abandon(mids)  # the engine sends again: new packets, and these ids may come round again
             raise Refusal(
                 f"the broker did not confirm the event(s) within {self.publish_timeout_s:g} s; send the message again",
                 code="AR",
