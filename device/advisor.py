@@ -225,6 +225,7 @@ class Advisor:
                 return outcome
             outcome.event = event
             newest = self._newest_reading(event.patient) if event.kind is Kind.GLUCOSE else None
+            changes = self._profile_changes(event)  # before the store holds it
             outcome.added, outcome.unstored = self.writes.add_event(event, durable)
             if outcome.added is Added.CONFLICT:
                 outcome.messages.append(
@@ -239,7 +240,7 @@ class Advisor:
                 self._remember(event)
                 if event.is_insulin:
                     outcome.messages.extend(self._likely_duplicate_dose(event))
-                retired = self._retire_live_answer(event, outcome)
+                retired = self._retire_live_answer(event, outcome, changes)
             if newest is not None and event.ts < newest:  # a late reading is history, not a decision point
                 if outcome.added is Added.NEW:
                     outcome.messages.append(self._late_reading(event, newest))
@@ -466,12 +467,24 @@ class Advisor:
         """Why a suggestion was retired by a later event, or None."""
         return self.writes.retirement_for(suggestion_id)
 
-    def _retire_live_answer(self, event: Event, outcome: Outcome) -> Retired | None:
+    def _profile_changes(self, event: Event) -> list[str] | None:
+        """For a ``profile`` event, what it changes in the patient's profile (None: not a profile, or
+        the patient's first)."""
+        if event.kind is not Kind.PROFILE:
+            return None
+        self.history(event.patient)
+        tracker = self._plans[event.patient]
+        after = tracker.profile_after(event)
+        if tracker.profile is None or after is None:
+            return None
+        return after.changes_from(tracker.profile)
+
+    def _retire_live_answer(self, event: Event, outcome: Outcome, profile_changes: list[str] | None) -> Retired | None:
         """An event that bears on the patient's live answer retires it (device/rules/retirement.py)."""
         if event.kind not in RETIRING_KINDS:
             return None
         live = self.live_answer(event.patient)
-        retired = None if live is None else retirement(live, event, self.zone)
+        retired = None if live is None else retirement(live, event, self.zone, profile_changes)
         if retired is None:
             return None
         outcome.unstored = self.writes.record_retirement(event.patient, retired) or outcome.unstored

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 
@@ -48,7 +48,11 @@ KIDNEY_STATES = ("normal", "impaired")
 
 @dataclass(frozen=True, slots=True)
 class PatientProfile:
-    """What a weight-based dosing plan starts from (a ``profile`` event; docs/safety.md, "The dosing plan")."""
+    """What a weight-based dosing plan starts from (a ``profile`` event; docs/safety.md, "The dosing plan").
+
+    A profile event updates the fields it carries; the ones it leaves out keep their earlier values
+    (:meth:`updated`). Height is recorded, not dosed on.
+    """
 
     weight_kg: float
     age_years: float | None = None
@@ -56,10 +60,46 @@ class PatientProfile:
     kidney: str | None = None
     insulin_naive: bool | None = None
     steroids: bool | None = None
+    height_cm: float | None = None
 
     def to_payload(self) -> dict:
         """The profile's fields that are set, as in an event payload."""
         return {name: getattr(self, name) for name in self.__slots__ if getattr(self, name) is not None}
+
+    def updated(self, newer: PatientProfile) -> PatientProfile:
+        """This profile with every field ``newer`` sets taken from it (a later ``profile`` event)."""
+        return replace(self, **newer.to_payload())
+
+    def changes_from(self, older: PatientProfile) -> list[str]:
+        """What differs from ``older``, in words ("weight 80 → 72 kg"); empty when nothing does."""
+        words = []
+        for name in self.__slots__:
+            before, after = getattr(older, name), getattr(self, name)
+            if before != after:
+                label, unit = PROFILE_WORDS[name]
+                words.append(f"{label} {_word(before)} → {_word(after)}{unit}")
+        return words
+
+
+PROFILE_WORDS = {  # field -> (what a nurse reads, unit)
+    "weight_kg": ("weight", " kg"),
+    "age_years": ("age", " years"),
+    "diabetes_type": ("diabetes type", ""),
+    "kidney": ("kidneys", ""),
+    "insulin_naive": ("insulin-naive", ""),
+    "steroids": ("steroids", ""),
+    "height_cm": ("height", " cm"),
+}
+
+
+def _word(value: object) -> str:
+    if value is None:
+        return "not given"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 GLUCOSE_CONTEXTS = (

@@ -25,5 +25,6 @@ INSULIN_UNITS = Range(0.0, 100.0, "U")
 CARBS_G = Range(0.0, 500.0, "g")
 WEIGHT_KG = Range(20.0, 300.0, "kg")
 AGE_YEARS = Range(0.0, 120.0, "years")
+HEIGHT_CM = Range(50.0, 250.0, "cm")
 EATEN_SHARE = Range(0.0, 1.0, "of the meal")
 FUTURE_TOLERANCE_S = 300.0

@@ -32,6 +32,7 @@ from domain.limits import (
     EATEN_SHARE,
     FUTURE_TOLERANCE_S,
     GLUCOSE_MG_DL,
+    HEIGHT_CM,
     INSULIN_UNITS,
     WEIGHT_KG,
     Range,
@@ -46,7 +47,7 @@ MIN_UTC_OFFSET, MAX_UTC_OFFSET = timedelta(hours=-12), timedelta(hours=14)  # ev
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # the whole string: see is_identifier
 
 COMMON_FIELDS = ("id", "patient", "ts", "kind")
-PROFILE_FIELDS = ("weight_kg", "age_years", "diabetes_type", "kidney", "insulin_naive", "steroids")
+PROFILE_FIELDS = ("weight_kg", "age_years", "diabetes_type", "kidney", "insulin_naive", "steroids", "height_cm")
 KIND_FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.GLUCOSE: ("mg_dl", "value", "unit", "context"),
     Kind.INSULIN: ("insulin", "units"),
@@ -218,6 +219,7 @@ def _profile(data: dict, event_id: str | None) -> PatientProfile:
         kidney=_optional_choice(data, "kidney", KIDNEY_STATES, event_id),
         insulin_naive=_optional_flag(data, "insulin_naive", event_id),
         steroids=_optional_flag(data, "steroids", event_id),
+        height_cm=_in_range(_optional_number(data, "height_cm", event_id), "height_cm", HEIGHT_CM, event_id),
     )
 
 

@@ -49,8 +49,10 @@ def adt(
     unit: str = "kg",
     patient: str = "MRN123^^^HOSP^MR",
     born: str = "19600315",
+    height: tuple[str, str] | None = None,
 ) -> str:
-    """An ``ADT`` admission with the body weight in an ``OBX`` and the birth date in PID-7."""
+    """An ``ADT`` admission (or update) with the body weight and ``height`` (value, unit) in ``OBX``
+    segments and the birth date in PID-7."""
     m = _header("ADT_A01", f"ADT^{trigger}^ADT_A01", control_id)
     m.pid.pid_3 = patient
     m.pid.pid_7 = born
@@ -59,6 +61,10 @@ def adt(
         obx = m.add_segment("OBX")
         obx.obx_1, obx.obx_2, obx.obx_3, obx.obx_5, obx.obx_6 = "1", "NM", "29463-7^Body weight^LN", weight, unit
         obx.obx_11 = "F"
+    if height is not None:
+        obx = m.add_segment("OBX")
+        obx.obx_1, obx.obx_2, obx.obx_3 = "2", "NM", "8302-2^Body height^LN"
+        obx.obx_5, obx.obx_6, obx.obx_11 = height[0], height[1], "F"
     return m.to_er7()
 
 

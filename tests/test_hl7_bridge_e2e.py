@@ -92,14 +92,15 @@ def test_refusals_lose_nothing_and_a_resend_is_one_reading(rig):
     reused = rig.send(oru("MSG2003", value="9.5", unit="mmol/L", code="14743-9^Glucose^LN"))
     assert reused.msa.msa_1.value == "AE" and "already used for a different message" in reused.err.err_8.value
     admitted = rig.send(adt("ADM2004"))
-    assert admitted.msa.msa_1.value == "AA"
-    assert rig.stored() == [event_id("ADM2004"), event_id("MSG2003")]
+    updated = rig.send(adt("ADM2005", trigger="A08", weight="78", height=("172", "cm")))
+    assert admitted.msa.msa_1.value == updated.msa.msa_1.value == "AA"
+    assert rig.stored() == [event_id("ADM2004"), event_id("ADM2005"), event_id("MSG2003")]
     answers = [s for s in rig.watcher.suggestions if s.event_id == event_id("MSG2003")]
     assert len(answers) == 1 and answers[0].glucose_mg_dl == pytest.approx(135.1, abs=0.1)
     rig.bridge.send_signal(signal.SIGINT)
     out, _ = rig.bridge.communicate(timeout=30)
     assert rig.bridge.returncode == 0
-    assert "stopped: 2 messages accepted (2 events), 1 resends, refused 2 AE, 1 AR" in out
+    assert "stopped: 3 messages accepted (3 events), 1 resends, refused 2 AE, 1 AR" in out
 
 
 def test_a_broken_stream_gets_a_reject_and_the_next_connection_works(rig):

@@ -118,10 +118,27 @@ def test_an_admission_starts_the_profile_with_weight_and_age():
     assert event.profile.age_years == pytest.approx(66.7)
 
 
-def test_an_admission_without_weight_and_an_update_record_nothing_and_say_so():
+def test_an_update_carries_weight_and_height_and_nothing_else():
+    [event] = read(adt(trigger="A08", weight="79.5", height=("1.72", "m"))).events
+    assert event.profile is not None
+    assert (event.profile.weight_kg, event.profile.height_cm) == (79.5, 172.0)
+    assert event.profile.steroids is None and event.profile.diabetes_type is None  # kept from before by the device
+    [inches] = read(adt(trigger="A04", height=("68", "[in_i]"))).events
+    assert inches.profile is not None and inches.profile.height_cm == pytest.approx(172.7)
+
+
+def test_a_measure_in_another_unit_or_out_of_range_is_refused():
+    found = refusal(adt(trigger="A08", height=("172", "ft")))
+    assert (found.code, found.error, found.where) == ("AE", 103, "OBX^2^6")
+    assert "height unit 'ft' is not cm, m or [in_i]" in found.reason
+    assert "height_cm" in refusal(adt(height=("17.2", "m"))).reason
+
+
+def test_a_message_without_weight_and_other_adt_events_record_nothing_and_say_so():
     assert "no body weight" in read(adt(weight=None)).note
-    update = read(adt(trigger="A08"))
-    assert update.events == [] and "entered on the bedside page" in update.note
+    assert "no body weight" in read(adt(trigger="A08", weight=None, height=("170", "cm"))).note
+    transfer = read(adt(trigger="A02"))
+    assert transfer.events == [] and "ADT^A02 is not used" in transfer.note
 
 
 # -------------------------------------------------------------------------- ACK

@@ -178,3 +178,21 @@ def test_steroids_started_or_stopped_move_a_titrated_plan_by_a_fifth():
     assert tracker.plan.meals[0] == pytest.approx(7.2)
     tracker.add(profile(at(6, 0), steroids=False))
     assert tracker.plan.meals[0] == pytest.approx(6.0)
+
+
+def test_a_profile_event_updates_the_fields_it_carries():
+    tracker = tracked(profile(at(0, 0), age_years=75, kidney="impaired", steroids=True))
+    assert tracker.plan is not None and tracker.plan.per_kg == 0.3
+    tracker.add(profile(at(1, 0), weight_kg=70.0, height_cm=170.0))
+    assert tracker.profile == PatientProfile(70.0, 75, kidney="impaired", steroids=True, height_cm=170.0)
+    assert tracker.plan.per_kg == 0.3 and tracker.plan.weight_kg == 70.0
+    assert tracker.plan.meal_units(0) == pytest.approx(70 * 0.3 / 6 * 1.2), "steroids still raise the meals"
+    tracker.add(profile(at(2, 0), kidney="normal", age_years=60.0))
+    assert tracker.plan.per_kg == 0.5 and tracker.profile.steroids
+
+
+def test_what_a_profile_changes_in_words():
+    old = PatientProfile(80.0, steroids=True)
+    assert old.updated(PatientProfile(80.0)).changes_from(old) == []
+    new = old.updated(PatientProfile(72.5, steroids=False, height_cm=180.0))
+    assert new.changes_from(old) == ["weight 80 → 72.5 kg", "steroids yes → no", "height not given → 180 cm"]

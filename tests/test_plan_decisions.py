@@ -136,7 +136,8 @@ def test_a_meal_answer_names_the_patients_meal_insulin(advisor):
     [
         ({"weight_kg": 12}, "'weight_kg' 12 is outside 20–300 kg"),
         ({}, "missing field 'weight_kg'"),
-        ({"weight_kg": 70, "height_cm": 170}, "unexpected field(s) for a profile event: height_cm"),
+        ({"weight_kg": 70, "bmi": 24}, "unexpected field(s) for a profile event: bmi"),
+        ({"weight_kg": 70, "height_cm": 17}, "'height_cm' 17 is outside 50–250 cm"),
         ({"weight_kg": 70, "steroids": "yes"}, "'steroids' must be true or false"),
         ({"weight_kg": 70, "kidney": "bad"}, "'kidney' must be one of: normal, impaired"),
     ],
@@ -165,9 +166,36 @@ def test_a_profile_in_the_config_starts_the_plan_and_an_event_outranks_it(dose_m
     send(advisor, "g0", "glucose", NOON - timedelta(minutes=5), mg_dl=140)
     basal = send(advisor, "r1", "request", insulin="long").suggestion
     assert basal is not None and basal.units == pytest.approx(9.0)  # 60 kg × 0.3 U/kg ÷ 2
-    send(advisor, "prof", "profile", NOON, weight_kg=60)
-    again = send(advisor, "r2", "request", insulin="long").suggestion
-    assert again is not None and again.units == pytest.approx(15.0)  # the event's profile: 0.5 U/kg
+    send(advisor, "prof", "profile", NOON, weight_kg=70)
+    heavier = send(advisor, "r2", "request", insulin="long").suggestion
+    assert heavier is not None and heavier.units == pytest.approx(10.5)  # the age stays: 70 kg × 0.3 ÷ 2
+    send(advisor, "prof2", "profile", NOON, weight_kg=60, age_years=50)
+    again = send(advisor, "r3", "request", insulin="long").suggestion
+    assert again is not None and again.units == pytest.approx(15.0)  # the event's age: 0.5 U/kg
+
+
+def test_a_weight_alone_updates_the_weight_and_keeps_the_steroids(advisor):
+    """A new weight (the page's Weight entry, an ADT^A08) changes the weight only: the steroid
+    course, the diabetes type and the age recorded before still shape the plan."""
+    send(advisor, "prof", "profile", NOON - timedelta(hours=3), weight_kg=80, age_years=50, steroids=True)
+    before = send(advisor, "g1", "glucose", NOON - timedelta(minutes=10), mg_dl=150, context="pre_lunch").suggestion
+    assert before is not None and before.status == "suggest"
+    outcome = send(advisor, "weigh", "profile", NOON - timedelta(minutes=5), weight_kg=70, height_cm=172)
+    plan = advisor.plan("new-1")
+    assert plan.profile is not None and plan.profile.steroids and plan.profile.age_years == 50
+    assert plan.plan is not None and plan.plan.meal_units(1) == pytest.approx(70 * 0.5 / 6 * 1.2)
+    replaced = outcome.suggestion
+    assert replaced is not None and replaced.replaces is not None
+    assert "weight 80 → 70 kg; height not given → 172 cm" in replaced.replaces.reason
+
+
+def test_a_profile_that_repeats_what_is_known_leaves_the_live_answer(advisor):
+    send(advisor, "prof", "profile", NOON - timedelta(hours=3), weight_kg=80, diabetes_type="type2")
+    live = send(advisor, "g1", "glucose", NOON - timedelta(minutes=10), mg_dl=150, context="pre_lunch").suggestion
+    assert live is not None and live.status == "suggest"
+    again = send(advisor, "prof-again", "profile", NOON - timedelta(minutes=5), weight_kg=80)
+    assert again.event is not None and again.suggestion is None, "nothing changed: no new answer"
+    assert advisor.retired(live.id) is None and advisor.live_answer("new-1") == live
 
 
 @pytest.mark.parametrize(

@@ -238,24 +238,32 @@ class PlanTracker:
     _meal_dosed_today: object = None  # the date of the newest meal dose in the morning slot
     _last_reading: tuple[float, float] | None = None  # (time, mg/dL)
     _last_meal: tuple[float, float | None, str | None] | None = None  # (time, carbs, size)
-    _steroids: bool = False  # the latest profile said the patient is on steroids
+    profile: PatientProfile | None = None  # every profile event so far, each updating what it sets
 
     @classmethod
     def starting(cls, profile: PatientProfile | None) -> PlanTracker:
         """A tracker with the plan of a configured profile (a ``profile`` event then starts it again)."""
         if profile is None:
             return cls()
-        return cls(plan=DosingPlan.from_profile(profile), _steroids=bool(profile.steroids))
+        return cls(plan=DosingPlan.from_profile(profile), profile=profile)
+
+    def profile_after(self, event: Event) -> PatientProfile | None:
+        """The patient's profile once ``event`` (a ``profile`` event) updates the fields it sets."""
+        if event.profile is None or self.profile is None:
+            return event.profile
+        return self.profile.updated(event.profile)
 
     def add(self, event: Event) -> None:
         """Fold one event (the newest) into the plan."""
         t = minutes(event.ts)
         if event.kind is Kind.PROFILE and event.profile is not None:
-            if self.plan is None:
-                self.plan = DosingPlan.from_profile(event.profile)
+            profile = self.profile_after(event)
+            assert profile is not None
+            if self.plan is None or self.profile is None:
+                self.plan = DosingPlan.from_profile(profile)
             else:
-                self.plan = self.plan.rebased(event.profile, self._steroids)
-            self._steroids = bool(event.profile.steroids)
+                self.plan = self.plan.rebased(profile, bool(self.profile.steroids))
+            self.profile = profile
         elif event.kind is Kind.NUTRITION:
             self.nutrition = event.nutrition
         elif event.kind is Kind.MEAL:

@@ -7,8 +7,8 @@ page entry, the serial bridge, an import):
 * a dose of **any insulin** retires it: the dose it suggested may have been given another way;
 * **hypoglycaemia symptoms** retire it, and are answered at once (withhold, measure, treat);
 * a **meal** retires it, and is answered (the meal makes a dose due, or changes it);
-* **exercise**, an **eating state** (``nutrition``) or a new **profile** retires it, and a new
-  answer is made in its place;
+* **exercise**, an **eating state** (``nutrition``) or a **profile** that changes something retires
+  it, and a new answer is made in its place (a profile that repeats what is known changes nothing);
 * a **newer reading** or a **request** is answered itself, and that answer replaces it.
 
 The first event that bears on a live answer retires it; later ones find it retired already.
@@ -29,14 +29,22 @@ NUTRITION_WORDS = {"eating": "eating", "npo": "nothing by mouth (npo)", "uncerta
 EXERCISE_WORDS = {"typical": "usual", "more": "harder than usual", "less": "lighter than usual"}
 
 
-def retirement(live: Suggestion, event: Event, zone: tzinfo) -> Retired | None:
-    """How ``event``, recorded after ``live`` (the patient's live answer), retires it; None if it does not."""
+def retirement(
+    live: Suggestion, event: Event, zone: tzinfo, profile_changes: list[str] | None = None
+) -> Retired | None:
+    """How ``event``, recorded after ``live`` (the patient's live answer), retires it; None if it does not.
+
+    ``profile_changes``: for a ``profile`` event, what it changed in the patient's profile ("weight
+    80 → 72 kg"); an empty list (it repeats what is known) does not retire; None: no earlier profile.
+    """
     if event.kind not in RETIRING_KINDS or event.patient != live.patient or event.id == live.event_id:
         return None
-    return Retired(live.id, event.id, event.kind.value, event.ts.isoformat(), describe(event, zone))
+    if event.kind is Kind.PROFILE and profile_changes == []:
+        return None
+    return Retired(live.id, event.id, event.kind.value, event.ts.isoformat(), describe(event, zone, profile_changes))
 
 
-def describe(event: Event, zone: tzinfo) -> str:
+def describe(event: Event, zone: tzinfo, profile_changes: list[str] | None = None) -> str:
     """What happened, in one line a nurse reads before acting."""
     at = event.ts.astimezone(zone).strftime("%H:%M")
     if event.kind is Kind.INSULIN:
@@ -57,6 +65,8 @@ def describe(event: Event, zone: tzinfo) -> str:
     if event.kind is Kind.NUTRITION:
         return f"the eating state was recorded as {NUTRITION_WORDS.get(event.nutrition or '', event.nutrition)} at {at}"
     if event.kind is Kind.PROFILE and event.profile is not None:
+        if profile_changes:
+            return f"the profile was updated at {at} ({'; '.join(profile_changes)}): the dosing plan changed"
         return f"a new profile ({event.profile.weight_kg:g} kg) was recorded at {at}: the dosing plan changed"
     return f"a {event.kind.value} event was recorded at {at}"
 

@@ -2,9 +2,10 @@
 
 ``ORU^R01``: every ``OBX`` is a glucose result whose code (OBX-3) is in the code map, with a
 number (OBX-5), a unit (OBX-6: mg/dL or mmol/L; none is refused, never guessed), a final status
-(OBX-11 ``F``) and a time (OBX-14, else OBR-7). ``ADT^A01``/``A04`` (admission, registration):
-the body weight of an ``OBX`` (LOINC 29463-7 or 3141-9) and the age from PID-7 start the patient's
-profile. The patient is PID-3's identifier of the configured type (CX-5, default ``MR``), matched
+(OBX-11 ``F``) and a time (OBX-14, else OBR-7). ``ADT^A01``/``A04``/``A08`` (admission,
+registration, update): the body weight of an ``OBX`` (LOINC 29463-7 or 3141-9), the height (8302-2,
+3137-7) and the age from PID-7 update the patient's profile (the fields it does not carry keep their
+values). The patient is PID-3's identifier of the configured type (CX-5, default ``MR``), matched
 exactly, optionally through a map that is then also the allow-list (docs/deployment.md,
 "HL7 v2 in"). Each event passes the device's own validation; a message is used whole or not at
 all. The parser is python-hl7 (``hl7``).
@@ -26,7 +27,13 @@ from interop.codes import GLUCOSE_UNITS, LOINC_GLUCOSE
 
 LOINC_WEIGHT = ("29463-7", "3141-9")
 WEIGHT_UNITS = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
-ADMISSIONS = ("A01", "A04")
+HEIGHT_UNITS = {"cm": 1.0, "m": 100.0, "[in_i]": 2.54, "in": 2.54}
+LOINC_HEIGHT = ("8302-2", "3137-7")
+BODY_MEASURES = (  # (codes, units to kg or cm, field, what it is, the units in words)
+    (LOINC_WEIGHT, WEIGHT_UNITS, "weight_kg", "weight", "kg, g or [lb_av]"),
+    (LOINC_HEIGHT, HEIGHT_UNITS, "height_cm", "height", "cm, m or [in_i]"),
+)
+PATIENT_UPDATES = ("A01", "A04", "A08")  # admit, register, update patient information
 DTM = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2}(?:\.\d{1,4})?)?([+-]\d{4})?")
 DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
 ERROR_CODES = {  # HL7 table 0357
@@ -305,33 +312,41 @@ def _age_years(pid: hl7.Segment, at: datetime) -> float | None:
     return round((at - born).days / 365.25, 1)
 
 
-def _admission(message: hl7.Message, config: Hl7Config, patient: str, control_id: str, now: datetime) -> Inbound:
+def _body_measures(message: hl7.Message) -> dict[str, float]:
+    """The last weight (kg) and height (cm) among the message's OBX segments, by LOINC code."""
+    found: dict[str, float] = {}
+    for position, obx in enumerate(message.segments("OBX") if _has(message, "OBX") else [], start=1):
+        for codes, units, name, what, accepted in BODY_MEASURES:
+            if _component(obx, 3) not in codes:
+                continue
+            unit = _unit(obx, position)
+            if unit.lower() not in units:
+                words, where = _in(position, 6)
+                raise Refusal(f"{words}: {what} unit {unit[:20]!r} is not {accepted}", error=103, where=where)
+            found[name] = round(_number(obx, position) * units[unit.lower()], 1)
+    return found
+
+
+def _patient_update(message: hl7.Message, config: Hl7Config, patient: str, control_id: str, now: datetime) -> Inbound:
     msh = message.segment("MSH")
     at = parse_time(_component(msh, 7), "MSH-7", config.timezone, "MSH^1^7") if _component(msh, 7) else now
-    weights = []
-    for position, obx in enumerate(message.segments("OBX") if _has(message, "OBX") else [], start=1):
-        if _component(obx, 3) in LOINC_WEIGHT:
-            unit = _unit(obx, position)
-            if unit.lower() not in WEIGHT_UNITS:
-                words, where = _in(position, 6)
-                raise Refusal(f"{words}: weight unit {unit[:20]!r} is not kg, g or [lb_av]", error=103, where=where)
-            weights.append(_number(obx, position) * WEIGHT_UNITS[unit.lower()])
+    measures = _body_measures(message)
     message_type = "ADT^" + _component(msh, 9, 1)
     digest = _digest(str(message))
-    if not weights:
-        note = "nothing recorded: no body weight (LOINC 29463-7) in this admission"
+    if "weight_kg" not in measures:
+        note = "nothing recorded: no body weight (LOINC 29463-7) in this message; a profile needs one"
         return Inbound(control_id, message_type, [], digest, note)
     payload: dict = {
         "id": _event_id(config, sender_key(msh), control_id, 1),
         "patient": patient,
         "ts": at.isoformat(),
         "kind": "profile",
-        "weight_kg": round(weights[-1], 1),
+        **measures,
     }
     age = _age_years(message.segment("PID"), at)
     if age is not None:
         payload["age_years"] = age
-    return Inbound(control_id, message_type, [_validated(payload, now, "the admission", "OBX")], digest)
+    return Inbound(control_id, message_type, [_validated(payload, now, "the patient's measures", "OBX")], digest)
 
 
 def parse(text: str) -> hl7.Message:
@@ -369,16 +384,13 @@ def read_message(message: hl7.Message, config: Hl7Config, now: datetime | None =
         patient = _patient(message, config)
         events = _results(message, config, patient, control_id, now)
         return Inbound(control_id, "ORU^R01", events, _digest(str(message)))
-    if kind == "ADT" and trigger in ADMISSIONS:
-        return _admission(message, config, _patient(message, config), control_id, now)
+    if kind == "ADT" and trigger in PATIENT_UPDATES:
+        return _patient_update(message, config, _patient(message, config), control_id, now)
     if kind == "ADT":
-        note = (
-            f"nothing recorded: ADT^{trigger} is not used; weight changes after admission are entered on the "
-            "bedside page (a profile replaces the whole profile, steroids included)"
-        )
+        note = f"nothing recorded: ADT^{trigger} is not used (weights come from ADT^A01, A04 and A08)"
         return Inbound(control_id, f"ADT^{trigger}", [], _digest(str(message)), note)
     raise Refusal(
-        f"message type {kind}^{trigger} is not taken (ORU^R01, ADT^A01/A04)", code="AR", error=200, where="MSH^1^9"
+        f"message type {kind}^{trigger} is not taken (ORU^R01, ADT^A01/A04/A08)", code="AR", error=200, where="MSH^1^9"
     )
 
 
