@@ -469,6 +469,16 @@ class PatientList(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Health(Message):
+    """``GET /health``: whether the device can answer now (HTTP 200) or not (503), and why not."""
+
+    healthy: bool
+    state: DeviceState
+    device_id: str
+    problems: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class PageSession(Message):
     """``GET /api/session``: the token the page sends with every action (``X-Advisor-Session``)."""
 
@@ -607,6 +617,8 @@ HTTP_CONTRACT: tuple[EndpointContract, ...] = (
     EndpointContract("POST", "/api/patients/<id>/confirm", ConfirmDose, ActionDone, "once per suggestion"),
     EndpointContract("POST", "/api/patients/<id>/decline", Decline, ActionDone, "once per suggestion"),
     EndpointContract("POST", "/api/patients/<id>/acknowledge", Acknowledge, ActionDone, "once per suggestion"),
+    EndpointContract("GET", "/health", None, Health, "200 while the device can answer, else 503 with the problems"),
+    EndpointContract("GET", "/metrics", None, None, "Prometheus text format 0.0.4 (docs/deployment.md)"),
 )
 
 ALL_SCHEMAS: tuple[type, ...] = (
@@ -633,6 +645,7 @@ ALL_SCHEMAS: tuple[type, ...] = (
     PatientView,
     PatientList,
     PageSession,
+    Health,
     ConfirmDose,
     Decline,
     SignIn,

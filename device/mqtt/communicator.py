@@ -44,6 +44,7 @@ from device.mqtt.client import (
     make_client,
 )
 from device.state.delivery import DeliveryTracker
+from device.state.metrics import DeviceMetrics
 from domain.events import Event
 
 log = logging.getLogger("advisor.device")
@@ -66,6 +67,7 @@ class Communicator:
         self.config = config
         self.topics = Topics(config.device_id)
         self.delivery = delivery
+        self.metrics = DeviceMetrics()  # what was published, for GET /metrics
         self.connected = threading.Event()  # both connections up
         self.ready = threading.Event()  # and subscribed
         self.problem: str | None = None
@@ -217,7 +219,10 @@ class Communicator:
         )
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho refused it (no free packet id): it was never queued
             log.error("could not queue a %s message: too many unacknowledged publishes", contract.leaf)
-        elif contract.qos > 0:
+            return info
+        if isinstance(message, Message):
+            self.metrics.observe(message)
+        if contract.qos > 0:
             self.delivery.published(info.mid, message.id if isinstance(message, Suggestion) else None)
         return info
 

@@ -19,6 +19,7 @@ from device.contract.messages import (
     ErrorMessage,
     GlucoseNow,
     GlucosePoint,
+    Health,
     PageStatus,
     PatientList,
     PatientView,
@@ -122,6 +123,26 @@ class PageBackend:
         self.recovery = recovery
         self.link = link
         self.device_status = device_status
+
+    def health(self) -> Health:
+        """Whether the device can answer now, and each reason it cannot (``GET /health``)."""
+        status = self.status()
+        problems = [
+            problem
+            for problem in (
+                None if status.state == "online" else f"the device is {status.state}: not subscribed to its broker",
+                None if status.broker_connected else (status.broker_problem or "the broker connection is down"),
+                status.model_problem,
+                status.storage_problem,
+                status.clock_problem,
+            )
+            if problem
+        ]
+        return Health(not problems, status.state, status.device_id, list(dict.fromkeys(problems)))
+
+    def metrics(self) -> str:
+        """Every figure of the device in Prometheus text format (``GET /metrics``)."""
+        return self.link.metrics.exposition(self.status())
 
     def status(self) -> PageStatus:
         """What the bedside page shows about the device itself."""

@@ -30,6 +30,7 @@ from device.contract.messages import (
     DaySummary,
     Decline,
     ErrorMessage,
+    Health,
     Message,
     PageSession,
     PageStatus,
@@ -46,6 +47,7 @@ from device.page.auth import ActionGuard, PageSessions, SignInGuard, host_proble
 from device.page.http_server import MAX_CONNECTIONS, BoundedServer, SecureHandler
 from device.page.users import SHARED_USER, Identity
 from device.rules.dose_responses import ActionConflict
+from device.state.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from device.state.store import StoreError
 from domain.events import Event
 from domain.validation import ValidationError, event_from_mapping, is_identifier, parse_json_object
@@ -74,6 +76,10 @@ class BedsideBackend(Protocol):
     """What the page needs from the running device (:class:`device.page.backend.PageBackend`)."""
 
     def status(self) -> PageStatus: ...
+
+    def health(self) -> Health: ...
+
+    def metrics(self) -> str: ...
 
     def patients(self, offset: int, limit: int, starting: str) -> PatientList: ...
 
@@ -239,6 +245,11 @@ class _Handler(SecureHandler):
             self.answer(HTTPStatus.OK, FAVICON, "image/svg+xml")
         elif path == "/api/status":
             self._json(backend.status())
+        elif path == "/health":
+            health = backend.health()
+            self._json(health, HTTPStatus.OK if health.healthy else HTTPStatus.SERVICE_UNAVAILABLE)
+        elif path == "/metrics":
+            self.answer(HTTPStatus.OK, backend.metrics().encode(), METRICS_CONTENT_TYPE)
         elif path == "/api/session":
             self._json(PageSession(self.app.sessions.issue()))
         elif path == "/api/adherence":

@@ -1,0 +1,131 @@
+"""The device's running figures and their Prometheus text exposition (pure: no sockets, no clock).
+
+Counted from every message the device publishes (:meth:`DeviceMetrics.observe`, called by the
+MQTT link for each one): answers by status and their latency from arrival to answer, errors and
+warnings by reason. The rest — broker link, store health, models — is read from the device's
+status when a scrape asks (:func:`exposition`). Format: Prometheus text exposition 0.0.4.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from device.contract.messages import ErrorMessage, Message, PageStatus, Suggestion
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+MAX_REASONS = 50  # distinct error reasons kept as labels; the rest are counted as "other"
+VARIABLE = re.compile(r"'[^']*'|\"[^\"]*\"|\d+(?:[.:]\d+)*")  # ids, values and times inside a reason
+
+
+def reason_label(reason: str) -> str:
+    """An error's reason with its particulars (quoted text, numbers, times) taken out: one label per
+    kind of error, not per event."""
+    return VARIABLE.sub("…", reason)[:100]
+
+
+@dataclass
+class Histogram:
+    """Cumulative buckets, sum and count, as Prometheus reads a histogram."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)  # per bound: observations at most that
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = self.counts or [0] * len(self.bounds)
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+
+class DeviceMetrics:
+    """Counters of what the device published since it started (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.answers: Counter[str] = Counter()
+        self.latency = Histogram(LATENCY_BUCKETS_S)
+        self.errors: Counter[tuple[str, str]] = Counter()  # (level, reason label)
+
+    def observe(self, message: Message) -> None:
+        """Count one published message."""
+        with self._lock:
+            if isinstance(message, Suggestion):
+                self.answers[message.status] += 1
+                if message.latency_ms is not None:
+                    self.latency.observe(message.latency_ms / 1000.0)
+            elif isinstance(message, ErrorMessage):
+                label = reason_label(message.reason)
+                known = {reason for _, reason in self.errors}
+                if label not in known and len(known) >= MAX_REASONS:
+                    label = "other"
+                self.errors[(message.level, label)] += 1
+
+    def exposition(self, status: PageStatus) -> str:
+        """Every figure in Prometheus text format, the device's state read from ``status``."""
+        with self._lock:
+            answers = sorted(self.answers.items())
+            errors = sorted(self.errors.items())
+            latency = Histogram(self.latency.bounds, list(self.latency.counts), self.latency.total, self.latency.count)
+        lines: list[str] = []
+        family(lines, "advisor_answers_total", "counter", "Answers published, by status.")
+        lines += [sample("advisor_answers_total", {"status": s}, n) for s, n in answers]
+        family(lines, "advisor_answer_latency_seconds", "histogram", "From an event's arrival to its answer.")
+        for bound, n in zip(latency.bounds, latency.counts, strict=True):
+            lines.append(sample("advisor_answer_latency_seconds_bucket", {"le": f"{bound:g}"}, n))
+        lines.append(sample("advisor_answer_latency_seconds_bucket", {"le": "+Inf"}, latency.count))
+        lines.append(sample("advisor_answer_latency_seconds_sum", {}, latency.total))
+        lines.append(sample("advisor_answer_latency_seconds_count", {}, latency.count))
+        family(lines, "advisor_errors_total", "counter", "Inputs refused or accepted with a warning, by reason.")
+        lines += [sample("advisor_errors_total", {"level": lv, "reason": r}, n) for (lv, r), n in errors]
+        gauges = (
+            ("advisor_online", "1 while subscribed and answering.", status.state == "online"),
+            ("advisor_broker_connected", "1 while linked to the broker.", status.broker_connected),
+            ("advisor_store_healthy", "1 while the database takes writes.", status.storage_problem is None),
+            ("advisor_model_healthy", "1 while a valid dose model answers.", status.model_problem is None),
+            ("advisor_clock_healthy", "1 while the wall clock looks right.", status.clock_problem is None),
+            ("advisor_events_held_in_memory", "Events waiting for the database.", status.held_in_memory),
+            ("advisor_checks_overdue", "Patients whose glucose check is past due.", len(status.checks_overdue)),
+        )
+        for name, words, value in gauges:
+            family(lines, name, "gauge", words)
+            lines.append(sample(name, {}, float(value)))
+        family(lines, "advisor_started_timestamp_seconds", "gauge", "When the device started (Unix time).")
+        lines.append(
+            sample("advisor_started_timestamp_seconds", {}, datetime.fromisoformat(status.started_at).timestamp())
+        )
+        family(lines, "advisor_model_info", "gauge", "The models the device runs (value 1).")
+        for model in status.models:
+            labels = {"kind": "dose", "name": model.name, "version": model.version or "", "sha256": model.sha256 or ""}
+            lines.append(sample("advisor_model_info", labels, 1))
+        for name, risk in sorted(status.risk_models.items()):
+            lines.append(sample("advisor_model_info", {"kind": "risk", "name": name, "version": risk.version}, 1))
+        return "\n".join(lines) + "\n"
+
+
+def family(lines: list[str], name: str, kind: str, words: str) -> None:
+    """The HELP and TYPE lines of a metric family."""
+    lines += [f"# HELP {name} {words}", f"# TYPE {name} {kind}"]
+
+
+def sample(name: str, labels: dict[str, str], value: float) -> str:
+    """One sample line, label values escaped as the format says."""
+    number = str(int(value)) if float(value).is_integer() else repr(float(value))
+    if not labels:
+        return f"{name} {number}"
+    text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return f"{name}{{{text}}} {number}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
