@@ -92,12 +92,13 @@ class DeviceService:
         )
         topics = self.link.topics
         self.ota = OtaInstaller(config, self.store, self._running_version, self._use_model, self.link.send)
+        self.risk_desk = VisitHistoryHandler(
+            self.risk, self.store, self.link.send, self.advisor.touch, self.advisor.screen_patient
+        )
         self.dispatcher = Dispatcher(
             {
                 topics.events: EventHandler(self.advisor, self.link.send, self.recovery),
-                topics.patients: VisitHistoryHandler(
-                    self.risk, self.store, self.link.send, self.advisor.touch, self.advisor.screen_patient
-                ),
+                topics.patients: self.risk_desk,
                 topics.model: self.ota,
             },
             self.link.ack,
@@ -112,7 +113,15 @@ class DeviceService:
         self.clock_watch = ClockWatch()
         self.clock_problem: str | None = None
         self.page = PageBackend(
-            config, self.store, self.advisor, self.actions, self.risk, self.recovery, self.link, self.device_status
+            config,
+            self.store,
+            self.advisor,
+            self.actions,
+            self.risk,
+            self.recovery,
+            self.link,
+            self.device_status,
+            self.risk_desk.assess,
         )
         self.web = BedsideServer(config.http, self.page)
 

@@ -23,6 +23,7 @@ from device.contract.messages import (
     PageStatus,
     PatientList,
     PatientView,
+    Risk,
     SignedIn,
     SignIn,
 )
@@ -168,7 +169,7 @@ class DeviceProcess:
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
         session: str | None = None,
-    ) -> tuple[int, ActionDone | SignedIn | ApiError]:
+    ) -> tuple[int, ActionDone | SignedIn | Risk | ApiError]:
         """A page action as the page sends it (with a new session token unless ``session`` or ``headers`` give one).
 
         Returns the HTTP status and the typed answer; ``body`` may be raw bytes for hostile-input tests.
@@ -181,7 +182,8 @@ class DeviceProcess:
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 raw = response.read()
-                return response.status, (SignedIn if "sign-" in path else ActionDone).from_json(raw)
+                answer = SignedIn if "sign-" in path else Risk if path.endswith("api/risk") else ActionDone
+                return response.status, answer.from_json(raw)
         except urllib.error.HTTPError as exc:
             return exc.code, ApiError.from_json(exc.read())
 

@@ -3,11 +3,14 @@ Mosquitto to a real ``advisor device run`` process, a ``risk`` message back."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
 
 from device.config import BrokerConfig
+from device.contract.messages import ApiError, Risk
 from device.models import bundle as bundle_mod
 from device.models.companion import RiskModel
 from domain.validation import decode_visit_history
@@ -108,3 +111,23 @@ def test_a_case_twin_cannot_enter_through_a_visit_history(rig):
     publisher.publish(event_factory.glucose("g-twin", "P-RISK", datetime.now(UTC), 140))
     assert watcher.wait_for(lambda w: w.error_for_id("g-twin"), 10), "the twin's events stay refused"
     assert "P-RISK" not in device.patients().patients
+
+
+def test_a_nurse_asks_for_risk_over_http_and_gets_what_the_topic_answers(rig):
+    device, _publisher, watcher = rig
+    body = json.dumps(HISTORY.to_payload()).encode()
+    device.add_user("nurse-2", "nurse", "2581")
+    device.add_user("pat-2", "patient", "2582", patient="p-risk")
+    status, risk = device.post("api/risk", body, session=device.signed_in("nurse-2", "2581"))
+    assert status == 200 and isinstance(risk, Risk), risk
+    expected = expected_probabilities()
+    assert risk.patient == "p-risk" and risk.mortality_1y == pytest.approx(expected["mortality"], abs=1e-4)
+    assert watcher.wait_for(lambda w: any(r.computed_at == risk.computed_at for r in w.risk), 10), "not on risk"
+    status, refused = device.post("api/risk", body, session=device.signed_in("pat-2", "2582"))
+    assert status == 403 and isinstance(refused, ApiError) and "a nurse signs in to see risk" in refused.error
+    status, bad = device.post("api/risk", b'{"patient": "p-risk"}', session=device.signed_in("nurse-2", "2581"))
+    assert status == 400 and isinstance(bad, ApiError) and "visit history rejected" in bad.error
+    assert watcher.wait_for(lambda w: any("visit history rejected" in e.reason for e in w.errors), 10)
+    with sqlite3.connect(device.state_dir / "advisor.sqlite3") as db:
+        audited = [json.loads(r[0]) for r in db.execute("SELECT detail FROM audit WHERE action = 'risk_assessed'")]
+    assert any(a.get("by") == "nurse-2" for a in audited), audited

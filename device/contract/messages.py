@@ -617,6 +617,9 @@ HTTP_CONTRACT: tuple[EndpointContract, ...] = (
     EndpointContract("POST", "/api/patients/<id>/confirm", ConfirmDose, ActionDone, "once per suggestion"),
     EndpointContract("POST", "/api/patients/<id>/decline", Decline, ActionDone, "once per suggestion"),
     EndpointContract("POST", "/api/patients/<id>/acknowledge", Acknowledge, ActionDone, "once per suggestion"),
+    EndpointContract(
+        "POST", "/api/risk", VisitHistory, Risk, "a nurse; answered as on the `risk` topic, published there too"
+    ),
     EndpointContract("GET", "/health", None, Health, "200 while the device can answer, else 503 with the problems"),
     EndpointContract("GET", "/metrics", None, None, "Prometheus text format 0.0.4 (docs/deployment.md)"),
 )

@@ -71,17 +71,22 @@ class VisitHistoryHandler:
         self.screen = screen
 
     def __call__(self, message: mqtt.MQTTMessage, received: float) -> Handled:
+        for answer in self.assess(bytes(message.payload)):
+            self.send(answer)
+        return Handled.DONE
+
+    def assess(self, raw: bytes, by: str | None = None) -> list[ErrorMessage | Risk]:
+        """A visit history's answers — a refusal, or the risk after a look-alike warning, if any —
+        with the risk audited (``by``: who asked on the page). The ``patients`` topic and
+        ``POST /api/risk`` both answer this way."""
         try:
-            answers = self._answers(bytes(message.payload))
+            answers = self._answers(raw)
         except Exception:  # a bug must not take the bedside device down
             log.exception("unexpected error while assessing a visit history")
-            self.send(ErrorMessage(None, "internal error while assessing the visit history"))
-            return Handled.DONE
-        for answer in answers:
-            self.send(answer)
+            return [ErrorMessage(None, "internal error while assessing the visit history")]
         answer = answers[-1]
         if not isinstance(answer, Risk):
-            return Handled.DONE
+            return answers
         try:
             self.store.note_patient(answer.patient)
             self.store.audit(
@@ -90,13 +95,14 @@ class VisitHistoryHandler:
                     "mortality_1y": answer.mortality_1y,
                     "readmission_30d": answer.readmission_30d,
                     "versions": {n: m.version for n, m in answer.models.items()},
+                    **({"by": by} if by else {}),
                 },
                 patient=answer.patient,
             )
         except StoreError as exc:
             log.error("risk not audited: %s", exc)
         self.touch(answer.patient)
-        return Handled.DONE
+        return answers
 
     def _answers(self, raw: bytes) -> list[ErrorMessage | Risk]:
         """A refusal, or the risk (after a look-alike warning, if any)."""

@@ -114,6 +114,7 @@ class PageBackend:
         recovery: StorageRecovery,
         link: Communicator,
         device_status: Callable[[DeviceState], DeviceStatus],
+        assess_risk: Callable[[bytes, str | None], list[ErrorMessage | Risk]],
     ) -> None:
         self.config = config
         self.store = store
@@ -123,6 +124,15 @@ class PageBackend:
         self.recovery = recovery
         self.link = link
         self.device_status = device_status
+        self._assess_risk = assess_risk
+
+    def assess_risk(self, raw: bytes, who: Identity) -> list[ErrorMessage | Risk]:
+        """``POST /api/risk``: a visit history answered as on the ``patients`` topic, and published
+        there too (``risk`` or ``errors``), so every reader of the device sees the same record."""
+        answers = self._assess_risk(raw, who.user)
+        for answer in answers:
+            self.link.send(answer)
+        return answers
 
     def health(self) -> Health:
         """Whether the device can answer now, and each reason it cannot (``GET /health``)."""

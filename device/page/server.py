@@ -36,6 +36,7 @@ from device.contract.messages import (
     PageStatus,
     PatientList,
     PatientView,
+    Risk,
     SignedIn,
     SignIn,
     StreamNudge,
@@ -50,7 +51,7 @@ from device.rules.dose_responses import ActionConflict
 from device.state.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from device.state.store import StoreError
 from domain.events import Event
-from domain.validation import ValidationError, event_from_mapping, is_identifier, parse_json_object
+from domain.validation import MAX_HISTORY_BYTES, ValidationError, event_from_mapping, is_identifier, parse_json_object
 
 log = logging.getLogger("advisor.web")
 MAX_BODY_BYTES = 4096
@@ -98,6 +99,8 @@ class BedsideBackend(Protocol):
     def enter(self, event: Event, who: Identity, reason: str | None = None) -> list[ErrorMessage]: ...
 
     def day_summary(self, patient: str, day: date | None = None) -> DaySummary: ...
+
+    def assess_risk(self, raw: bytes, who: Identity) -> list[ErrorMessage | Risk]: ...
 
     def day_summary_pdf(self, patient: str, day: date | None = None) -> bytes: ...
 
@@ -343,10 +346,10 @@ class _Handler(SecureHandler):
             if patient is None or action not in ("confirm", "decline", "acknowledge"):
                 self._error(HTTPStatus.NOT_FOUND, "not found")
                 return
-        elif path not in ("/api/events", "/api/sign-in", "/api/sign-out"):
+        elif path not in ("/api/events", "/api/sign-in", "/api/sign-out", "/api/risk"):
             self._error(HTTPStatus.NOT_FOUND, "not found")
             return
-        raw = self._body()
+        raw = self._body(MAX_HISTORY_BYTES if path == "/api/risk" else MAX_BODY_BYTES)
         if raw is None:
             return
         problem = origin_problem(self.headers.get("Origin"), self.headers.get("Host"))
@@ -364,7 +367,9 @@ class _Handler(SecureHandler):
                 self._json(self._signed_in(None))
             else:
                 who = self._actor()
-                if who is not None:
+                if who is not None and path == "/api/risk":
+                    self._risk(raw, who)
+                elif who is not None:
                     self._act(patient, action, raw, who)
         except (ValueError, SchemaError) as exc:
             status = HTTPStatus.CONFLICT if isinstance(exc, ActionConflict) else HTTPStatus.BAD_REQUEST
@@ -378,12 +383,12 @@ class _Handler(SecureHandler):
             self.app.backend.storage_refused(str(exc))
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"not recorded: {exc}; record on paper")
 
-    def _body(self) -> bytes | None:
-        """The JSON body of a POST, or None after answering why it is refused."""
+    def _body(self, limit: int) -> bytes | None:
+        """The JSON body of a POST (at most ``limit`` bytes), or None after answering why it is refused."""
         length_header = self.headers.get("Content-Length", "")
-        if not length_header.isdigit() or not 0 < int(length_header) <= MAX_BODY_BYTES:
+        if not length_header.isdigit() or not 0 < int(length_header) <= limit:
             self.close_connection = True
-            self._error(HTTPStatus.BAD_REQUEST, f"send a Content-Length of 1–{MAX_BODY_BYTES} bytes")
+            self._error(HTTPStatus.BAD_REQUEST, f"send a Content-Length of 1–{limit} bytes")
             return None
         if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
             self.close_connection = True
@@ -440,6 +445,17 @@ class _Handler(SecureHandler):
             self._error(HTTPStatus.FORBIDDEN, f"{who.user} signed in as a {who.role}, who cannot record")
             return None
         return who
+
+    def _risk(self, raw: bytes, who: Identity) -> None:
+        """``POST /api/risk``: a nurse asks for the companion models' risk of a visit history."""
+        if not who.may("see_risk"):
+            self._error(HTTPStatus.FORBIDDEN, f"{who.user} acts as a {who.role}: a nurse signs in to see risk")
+            return
+        answer = self.app.backend.assess_risk(raw, who)[-1]
+        if isinstance(answer, Risk):
+            self._json(answer)
+        else:
+            self._error(HTTPStatus.BAD_REQUEST, answer.reason)
 
     def _act(self, patient: str | None, action: str, raw: bytes, who: Identity) -> None:
         backend = self.app.backend
