@@ -18,9 +18,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
+import numpy as np
+
 from device.config import ChecksConfig, SafetyConfig
 from device.contract.messages import ErrorMessage, Response, Retired, Suggestion
 from device.models.choice import ModelSlot
+from device.models.drift_watch import DriftWatch
 from device.rules.basal_time import basal_answer_due, basal_request_id
 from device.rules.check_schedule import next_check
 from device.rules.decision import decide_at
@@ -81,15 +84,17 @@ class Advisor:
         expiry_s: float = DEFAULT_EXPIRY_S,
         monotonic: Callable[[], float] = time.monotonic,
         profiles: dict[str, PatientProfile] | None = None,
+        drift: DriftWatch | None = None,
     ) -> None:
         """``max_histories`` bounds the patients kept in memory (the least recently used are rebuilt
         from SQLite); ``zone`` is the ward's time zone, in which time of day is read; events before
         ``earliest`` are refused; ``checks``: when glucose checks are due; ``expiry_s``: how long an
         answer may be acted on; ``monotonic``: the clock no wall-clock step moves, for answers' ages;
         ``profiles``: patients' profiles from the config, each starting a dosing plan until a
-        ``profile`` event replaces it.
+        ``profile`` event updates it; ``drift``: counts the model's inputs against its training data.
         """
         self.profiles = profiles or {}
+        self.drift = drift
         self.expiry_s = expiry_s
         self._monotonic = monotonic
         self.store = store
@@ -522,10 +527,19 @@ class Advisor:
         request named (a basal preparation asks for the basal dose).
         """
         model, history = self.model.model, self.history(patient)
+        predict = None
+        if model is not None:
+            drift = self.drift
+
+            def predict(window: np.ndarray) -> float:
+                if drift is not None:
+                    drift.observe(model, window)
+                return model.predict(window)
+
         decision = decide_at(
             history,
             at,
-            model.predict if model is not None else None,
+            predict,
             self.safety.for_patient(patient),
             request,
             self._plans.get(patient),

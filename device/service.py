@@ -39,6 +39,7 @@ from device.config import DeviceConfig
 from device.contract.messages import Alert, DeviceState, DeviceStatus
 from device.models.bundle import trusted_keys
 from device.models.choice import ModelSlot, load_dose_model
+from device.models.drift_watch import DriftWatch
 from device.models.inference import DoseModel
 from device.models.risk import RiskAssessor, load_risk_models
 from device.mqtt.communicator import Communicator
@@ -76,6 +77,7 @@ class DeviceService:
             checks=config.checks,
             expiry_s=config.suggestion_expiry_s,
             profiles=config.profiles,
+            drift=DriftWatch(config.drift),
         )
         risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config.trust))
         self.model_notes.extend(risk_notes)
@@ -110,6 +112,7 @@ class DeviceService:
             config.device_id, self.store, self.advisor, self.link.send, config.suggestion_expiry_s, self.broker_problem
         )
         self._next_alert_check = 0.0
+        self._drifted: tuple[str, ...] = ()  # the watched features over the drift alert line
         self.clock_watch = ClockWatch()
         self.clock_problem: str | None = None
         self.page = PageBackend(
@@ -148,6 +151,17 @@ class DeviceService:
             self._next_alert_check = time.monotonic() + self.config.alert_check_s
             self.raise_alerts()
             self.answer_basal_times()
+            self._check_drift()
+
+    def _check_drift(self) -> None:
+        """Log and publish the status when the drift alert starts or ends."""
+        drift = self.advisor.drift.status(self.model_slot.model) if self.advisor.drift else None
+        drifted = tuple(drift.drifted) if drift else ()
+        if drifted != self._drifted:
+            self._drifted = drifted
+            if drift is not None and drifted:
+                log.warning("drift: %s", drift.note)
+            self.publish_status()
 
     def answer_basal_times(self) -> None:
         """Publish the basal answers whose time has come ([checks] basal_time; device/rules/basal_time.py)."""
@@ -227,6 +241,7 @@ class DeviceService:
             started_at=self.started_at.isoformat(timespec="seconds"),
             checks_overdue=self.checks_overdue(),
             clock_problem=self.clock_problem,
+            drift=self.advisor.drift.status(self.model_slot.model) if self.advisor.drift else None,
         )
 
     def checks_overdue(self) -> list[str]:

@@ -6,6 +6,7 @@ import: the caller passes it in as ``device_predict(bundle_dir, role, raw_window
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from device.contract.manifest import Manifest
+from domain.drift import Reference
 from domain.features import FeatureSpec, feature, slot_of
 from domain.scaling import Scaling
 from model import baselines, bundle_writer, dataset, export, network
@@ -237,6 +239,7 @@ def train_dose(
             },
             "training": {"network": config.network.to_json(), "val_share": config.val_share},
             "versions": bundle_writer.library_versions(),
+            "reference": Reference.fit(ds.current[ds.mask("train")], ds.spec.names).to_json(),
         }
     )
     written = bundle_writer.write_bundle(
@@ -249,3 +252,26 @@ def train_dose(
 def slot_labels(ds: dataset.DoseDataset, rows: np.ndarray) -> np.ndarray:
     """Slot index of each row's decision time (for the error-by-slot plot)."""
     return np.array([slot_of(ds.timestamps[r]) for r in rows])
+
+
+def add_reference(bundle_dir: Path, data_dir: Path) -> int:
+    """Write the drift reference into a dose bundle trained before bundles carried one: the same
+    training split of the same data (its fingerprint must match the manifest's). The bundle's
+    signature no longer fits and is removed: sign it again. Returns the rows the reference counts."""
+    bundle_dir = Path(bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    spec = FeatureSpec.from_json(manifest["features"])
+    val_share = float(manifest.get("training", {}).get("val_share", DoseTrainingConfig().val_share))
+    ds = dataset.build(Path(data_dir), spec, val_share)
+    recorded = manifest.get("data", {}).get("fingerprint_sha256")
+    if ds.fingerprint != recorded:
+        raise ValueError(
+            f"{data_dir} is not the data this bundle was trained on (fingerprint {ds.fingerprint[:12]}…, "
+            f"the bundle's {str(recorded)[:12]}…)"
+        )
+    rows = ds.current[ds.mask("train")]
+    files = {name: (bundle_dir / name).read_bytes() for name in manifest["files"]}
+    body = {k: v for k, v in manifest.items() if k not in ("files", "format")}
+    body["reference"] = Reference.fit(rows, spec.names).to_json()
+    bundle_writer.write_bundle(bundle_dir, body, files)
+    return len(rows)

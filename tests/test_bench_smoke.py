@@ -51,6 +51,20 @@ def test_bench_produces_every_figure(mosquitto):
 
 @pytest.mark.slow
 @pytest.mark.e2e
+def test_the_drift_bench_runs_the_device_with_tracking_off_and_on(mosquitto):
+    command = [sys.executable, "-m", "tools.cli.main", "bench", "--drift", "--json", "--events", "20", "--patients", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads(done.stdout)
+    assert [(r["round"], r["drift"]) for r in runs] == [(1, False), (1, True), (2, False), (2, True)]
+    for run in runs:
+        assert run["device_ms_p50"] > 0 and run["peak_rss_mb"] > 10
+        assert (run["drift_decisions"] is None) == (not run["drift"]), "tracking counts only when on"
+        assert not run["drift"] or run["drift_decisions"] >= 20
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_load_on_the_ward_s_tls_set_up_reports_rate_latency_losses_and_memory(mosquitto):
     done = subprocess.run(
         [

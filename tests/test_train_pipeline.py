@@ -71,6 +71,9 @@ def test_small_training_run_writes_a_bundle_the_device_path_reproduces(aim94_dir
     b = bundle_mod.open_bundle(out, trusted=[], require_signature=False)
     assert b.manifest.training["network"]["max_epochs"] == 1
     assert b.manifest.data["decision_points"] > 100
+    reference = b.manifest.reference
+    assert reference is not None and 0 < reference["rows"] < b.manifest.data["decision_points"], "the training split"
+    assert set(reference["features"]) == set(b.feature_spec.names)
     parity = b.manifest.metrics["parity"]
     assert parity["float_vs_keras_mean_abs_units"] <= 1e-3
     assert parity["int8_vs_keras_mean_abs_units"] <= 0.05

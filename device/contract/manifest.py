@@ -92,6 +92,7 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     cohort: dict[str, Any] | None = None
+    reference: dict[str, Any] | None = None  # domain.drift.Reference reads it (a dose model's)
 
     def __post_init__(self) -> None:
         if self.format != FORMAT_VERSION:

@@ -164,6 +164,19 @@ class RiskModelInfo(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class DriftStatus(Message):
+    """The dose model's inputs on this device against its training reference (docs/deployment.md, "Drift")."""
+
+    decisions: int
+    window: int
+    alert_psi: float
+    watch: list[str]
+    psi: dict[str, float] | None
+    drifted: list[str]
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceStatus(Message):
     """The retained ``status`` message: what runs, what is wrong, since when."""
 
@@ -180,6 +193,7 @@ class DeviceStatus(Message):
     started_at: str
     checks_overdue: list[str]
     clock_problem: str | None = field(default=None, kw_only=True)  # absent in a status from an older device
+    drift: DriftStatus | None = field(default=None, kw_only=True)  # None: not measured (no reference, or off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,6 +646,7 @@ ALL_SCHEMAS: tuple[type, ...] = (
     Suggestion,
     ErrorMessage,
     RiskModelInfo,
+    DriftStatus,
     DeviceStatus,
     PageStatus,
     Risk,

@@ -15,6 +15,7 @@ import numpy as np
 
 from device.contract.manifest import GoldenPair
 from device.models.bundle import Bundle, BundleError
+from domain.drift import DriftReferenceError, Reference
 from domain.scaling import Scaling
 
 GOLDEN_TOLERANCE_UNITS = 0.05
@@ -168,6 +169,14 @@ class DoseModel:
         self.backend = self._model.backend
         transform = bundle.manifest.output.residual_of
         self._residual_index = None if transform is None else self.spec.names.index(transform)
+        try:
+            self.reference = (
+                None
+                if bundle.manifest.reference is None
+                else Reference.from_json(bundle.manifest.reference, self.spec.names)
+            )
+        except DriftReferenceError as exc:
+            raise BundleError(f"manifest {exc}") from exc
 
     def model_input(self, window: np.ndarray) -> np.ndarray:
         """The model's input tensor for one raw ``(window, n_features)`` input: scaled, then quantised."""

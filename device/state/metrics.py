@@ -100,6 +100,14 @@ class DeviceMetrics:
         for name, words, value in gauges:
             family(lines, name, "gauge", words)
             lines.append(sample(name, {}, float(value)))
+        drift = status.drift
+        family(lines, "advisor_drift_alert", "gauge", "1 while a watched feature's PSI is over the alert line.")
+        lines.append(sample("advisor_drift_alert", {}, 1 if drift is not None and drift.drifted else 0))
+        family(lines, "advisor_drift_decisions", "gauge", "Decisions the drift reading counts (-1: not measured).")
+        lines.append(sample("advisor_drift_decisions", {}, -1 if drift is None else drift.decisions))
+        family(lines, "advisor_feature_psi", "gauge", "Population stability index of each model input.")
+        for feature_name, psi in sorted((drift.psi if drift is not None and drift.psi else {}).items()):
+            lines.append(sample("advisor_feature_psi", {"feature": feature_name}, psi))
         family(lines, "advisor_started_timestamp_seconds", "gauge", "When the device started (Unix time).")
         lines.append(
             sample("advisor_started_timestamp_seconds", {}, datetime.fromisoformat(status.started_at).timestamp())

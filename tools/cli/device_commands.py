@@ -253,8 +253,23 @@ def demo(data_dir, patient, http, broker, embedded_broker, state_dir, interval, 
     help="Patients the readings are spread over.",
 )
 @PROFILE_BROKER_OPTION
+@click.option(
+    "--drift",
+    "drift_cost",
+    is_flag=True,
+    help="Instead: the device with drift tracking off and on, alternating twice (--events, --patients).",
+)
 @friendly
-def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained: int, patients: int, tls: bool) -> None:
+def bench(
+    as_json: bool,
+    repeats: int,
+    events: int,
+    idle_events: int,
+    sustained: int,
+    patients: int,
+    tls: bool,
+    drift_cost: bool,
+) -> None:
     """Measure the device in one run: inference per model and runtime, latency, throughput, RSS, size.
 
     Starts its own Mosquitto on loopback (so no --broker or --ca-file); --tls makes it the
@@ -265,6 +280,11 @@ def bench(as_json: bool, repeats: int, events: int, idle_events: int, sustained:
 
     from tools.rigs import bench as bench_mod
     from tools.rigs import bench_inference
+
+    if drift_cost:
+        runs = bench_mod.measure_drift_cost(events, patients, progress=lambda msg: click.echo(msg, err=True))
+        click.echo(json_mod.dumps([asdict(r) for r in runs], indent=2) if as_json else bench_mod.drift_table(runs))
+        return
 
     click.echo(f"inference: {repeats} timed calls per model and runtime", err=True)
     timings = bench_inference.measure_inference(repeats=repeats)

@@ -399,6 +399,28 @@ def bundle_sign(bundle_dir: Path, key: Path) -> None:
     click.echo(f"signed {bundle_dir} with key {sign_bundle_dir(bundle_dir, key)}")
 
 
+@bundle.command("reference")
+@click.argument("bundle_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    envvar="ADVISOR_AIM94_DIR",
+    required=True,
+    help="The AIM-94 folder the bundle was trained on (its fingerprint must match).",
+)
+@friendly
+def bundle_reference(bundle_dir: Path, data_dir: Path) -> None:
+    """Add the drift reference to a dose bundle trained before bundles carried one (then sign it again)."""
+    from model.pipeline import add_reference
+
+    rows = add_reference(bundle_dir, data_dir)
+    click.echo(
+        f"drift reference of {rows} training decision points written to {bundle_dir}/manifest.json; "
+        f"the signature was removed: advisor bundle sign {bundle_dir} --key KEY"
+    )
+
+
 @bundle.command("info")
 @click.argument("bundle_path", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from statistics import median
 
 from tools.mqtt_kit.client import EventPublisher
 from tools.rigs.figures import machine_description, percentile, process_memory_mb
@@ -252,3 +253,82 @@ def device_table(figures: DeviceFigures) -> str:
 
 def to_json(figures: DeviceFigures) -> str:
     return json.dumps({"device": asdict(figures)}, indent=2)
+
+
+@dataclass(frozen=True)
+class DriftCost:
+    """One device run with drift tracking on or off: latency inside the device and peak RSS."""
+
+    drift: bool
+    round: int
+    events: int
+    device_ms_p50: float
+    device_ms_p99: float
+    peak_rss_mb: float
+    drift_decisions: int | None
+
+
+def measure_drift_cost(
+    events: int = 500, patients: int = 10, rounds: int = 2, progress: Callable[[str], None] = lambda _m: None
+) -> list[DriftCost]:
+    """The device with drift tracking off and on, alternating ``rounds`` times on one machine: the
+    same history and the same readings each time, a fresh device and broker per run."""
+    results = []
+    for round_no in range(1, rounds + 1):
+        for drift in (False, True):
+            progress(f"round {round_no}: drift tracking {'on' if drift else 'off'}")
+            results.append(_drift_run(drift, round_no, events, patients))
+    return results
+
+
+def _drift_run(drift: bool, round_no: int, events: int, patients: int) -> DriftCost:
+    with measurement_rig("advisor-drift-", "advisor-drift-sensor") as rig:
+        config = rig.workdir / "drift.toml"
+        config.write_text(f"[drift]\nenabled = {'true' if drift else 'false'}\nmin_decisions = 10\n")
+        rig.device_args = (*rig.device_args, "--config", str(config))
+        port = free_port()
+        rig.spawn(port)
+        if not wait_online(port, 60):
+            raise RuntimeError(f"the device did not come online; see {rig.log}")
+        now = datetime.now(UTC)
+        names = [f"drift-{i:02d}" for i in range(patients)]
+        for name in names:
+            for event in history_events(name, now):
+                rig.publisher.publish(event)
+        rig.publisher.publish(request("history-done", names[-1]))
+        if not rig.timings.wait({"history-done"}, 120):
+            raise RuntimeError(f"the device did not finish the history; see {rig.log}")
+        phase = _latency_phase("steady", 0.01, events, names, rig.publisher, rig.timings)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
+            status = json.loads(response.read())
+        assert rig.device is not None
+        return DriftCost(
+            drift=drift,
+            round=round_no,
+            events=events,
+            device_ms_p50=phase.device_ms_p50,
+            device_ms_p99=phase.device_ms_p99,
+            peak_rss_mb=round(process_memory_mb(rig.device.pid, "VmHWM"), 1),
+            drift_decisions=None if status.get("drift") is None else status["drift"]["decisions"],
+        )
+
+
+def drift_table(results: list[DriftCost]) -> str:
+    """Drift tracking off and on, side by side per round, and the medians."""
+    lines = [
+        "| round | drift tracking | decisions counted | inside the device p50 / p99 | peak RSS |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        counted = "—" if r.drift_decisions is None else str(r.drift_decisions)
+        lines.append(
+            f"| {r.round} | {'on' if r.drift else 'off'} | {counted} | "
+            f"{r.device_ms_p50:.2f} / {r.device_ms_p99:.2f} ms | {r.peak_rss_mb:.1f} MB |"
+        )
+    for drift in (False, True):
+        runs = [r for r in results if r.drift is drift]
+        lines.append(
+            f"| median | {'on' if drift else 'off'} | | {median(r.device_ms_p50 for r in runs):.2f} / "
+            f"{median(r.device_ms_p99 for r in runs):.2f} ms | {median(r.peak_rss_mb for r in runs):.1f} MB |"
+        )
+    return "\n".join(lines) + f"\n\n{results[0].events} readings per run, 1 every 10 ms; {machine_description()}."
