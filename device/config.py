@@ -327,6 +327,25 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class OutcomesConfig:
+    """The ward's week in ``status`` (docs/deployment.md, "Outcomes"): alert lines for the share of
+    readings below 70 and below 54 mg/dL (consensus targets: under 4 % and under 1 %)."""
+
+    days: int = 7
+    below_70_alert: float = 0.04
+    below_54_alert: float = 0.01
+    min_readings: int = 50  # no alert on fewer readings in the period
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.days <= 90:
+            raise ConfigError("outcomes.days must be between 1 and 90")
+        if not 0 < self.below_54_alert <= self.below_70_alert < 1:
+            raise ConfigError("outcomes: 0 < below_54_alert <= below_70_alert < 1")
+        if not 1 <= self.min_readings <= 100_000:
+            raise ConfigError("outcomes.min_readings must be between 1 and 100000")
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     """Everything ``advisor device run`` needs."""
 
@@ -350,6 +369,7 @@ class DeviceConfig:
     checks: ChecksConfig = field(default_factory=ChecksConfig, metadata={"load": _checks})
     profiles: dict[str, PatientProfile] = field(default_factory=dict, metadata={"load": _profiles})
     drift: DriftConfig = field(default_factory=DriftConfig)
+    outcomes: OutcomesConfig = field(default_factory=OutcomesConfig)
 
     def __post_init__(self) -> None:
         try:

@@ -32,11 +32,11 @@ import signal
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from device.advisor import Advisor
 from device.config import DeviceConfig
-from device.contract.messages import Alert, DeviceState, DeviceStatus
+from device.contract.messages import Alert, DeviceState, DeviceStatus, WardOutcomes
 from device.models.bundle import trusted_keys
 from device.models.choice import ModelSlot, load_dose_model
 from device.models.drift_watch import DriftWatch
@@ -50,11 +50,13 @@ from device.page.actions import PageActions
 from device.page.backend import PageBackend
 from device.page.server import BedsideServer
 from device.rules.clock_watch import ClockWatch
+from device.rules.outcomes import ward_outcomes
 from device.rules.ward import check_overdue_alert
 from device.state.delivery import DeliveryTracker
 from device.state.storage_recovery import StorageRecovery
 from device.state.store import DATABASE_NAME, Store, StoreError
 
+OUTCOMES_EVERY_S = 300.0  # the ward's week changes slowly: read it from the store every 5 minutes
 log = logging.getLogger("advisor.device")
 
 
@@ -113,6 +115,8 @@ class DeviceService:
         )
         self._next_alert_check = 0.0
         self._drifted: tuple[str, ...] = ()  # the watched features over the drift alert line
+        self._next_outcomes = 0.0
+        self.outcomes: WardOutcomes | None = None  # the ward's week, read every OUTCOMES_EVERY_S
         self.clock_watch = ClockWatch()
         self.clock_problem: str | None = None
         self.page = PageBackend(
@@ -152,6 +156,35 @@ class DeviceService:
             self.raise_alerts()
             self.answer_basal_times()
             self._check_drift()
+        if time.monotonic() >= self._next_outcomes:
+            self._next_outcomes = time.monotonic() + OUTCOMES_EVERY_S
+            self._read_outcomes()
+
+    def _read_outcomes(self) -> None:
+        """The ward's last ``outcomes.days`` from the store; the status is published when its alerts change."""
+        c = self.config.outcomes
+        until = self.advisor.now()
+        since = until - timedelta(days=c.days)
+        try:
+            found = ward_outcomes(
+                since,
+                until,
+                self.store.glucose_between(since, until),
+                self.store.doses_between(since, until, self.config.suggestion_expiry_s),
+                self.store.given_against_model(since, until),
+                c.below_70_alert,
+                c.below_54_alert,
+                c.min_readings,
+            )
+        except StoreError as exc:
+            log.warning("outcomes not read: %s", exc)
+            return
+        changed = self.outcomes is None or found.alerts != self.outcomes.alerts
+        self.outcomes = found
+        for alert in found.alerts if changed else []:
+            log.warning("outcomes: %s", alert)
+        if changed:
+            self.publish_status()
 
     def _check_drift(self) -> None:
         """Log and publish the status when the drift alert starts or ends."""
@@ -242,6 +275,7 @@ class DeviceService:
             checks_overdue=self.checks_overdue(),
             clock_problem=self.clock_problem,
             drift=self.advisor.drift.status(self.model_slot.model) if self.advisor.drift else None,
+            outcomes=self.outcomes,
         )
 
     def checks_overdue(self) -> list[str]:

@@ -52,7 +52,18 @@ def test_bench_produces_every_figure(mosquitto):
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_the_drift_bench_runs_the_device_with_tracking_off_and_on(mosquitto):
-    command = [sys.executable, "-m", "tools.cli.main", "bench", "--drift", "--json", "--events", "20", "--patients", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "tools.cli.main",
+        "bench",
+        "--drift",
+        "--json",
+        "--events",
+        "20",
+        "--patients",
+        "1",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     runs = json.loads(done.stdout)

@@ -177,6 +177,23 @@ class DriftStatus(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class WardOutcomes(Message):
+    """The ward's last ``outcomes.days`` as the device saw them (docs/deployment.md, "Outcomes")."""
+
+    since: str
+    until: str
+    readings: int
+    below_70_share: float | None
+    below_54_share: float | None
+    suggested: int
+    followed_share: float | None
+    given_with_model: int
+    given_minus_model_mean_units: float | None
+    given_minus_model_mae_units: float | None
+    alerts: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceStatus(Message):
     """The retained ``status`` message: what runs, what is wrong, since when."""
 
@@ -194,6 +211,7 @@ class DeviceStatus(Message):
     checks_overdue: list[str]
     clock_problem: str | None = field(default=None, kw_only=True)  # absent in a status from an older device
     drift: DriftStatus | None = field(default=None, kw_only=True)  # None: not measured (no reference, or off)
+    outcomes: WardOutcomes | None = field(default=None, kw_only=True)  # None: not yet read from the store
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,6 +665,7 @@ ALL_SCHEMAS: tuple[type, ...] = (
     ErrorMessage,
     RiskModelInfo,
     DriftStatus,
+    WardOutcomes,
     DeviceStatus,
     PageStatus,
     Risk,

@@ -108,6 +108,39 @@ class DeviceMetrics:
         family(lines, "advisor_feature_psi", "gauge", "Population stability index of each model input.")
         for feature_name, psi in sorted((drift.psi if drift is not None and drift.psi else {}).items()):
             lines.append(sample("advisor_feature_psi", {"feature": feature_name}, psi))
+        week = status.outcomes
+        outcome_gauges = (
+            ("advisor_ward_readings", "Readings in the outcomes period.", week.readings if week else None),
+            (
+                "advisor_ward_below_70_share",
+                "Share of those readings below 70 mg/dL.",
+                week.below_70_share if week else None,
+            ),
+            (
+                "advisor_ward_below_54_share",
+                "Share of those readings below 54 mg/dL.",
+                week.below_54_share if week else None,
+            ),
+            (
+                "advisor_ward_followed_share",
+                "Share of dose suggestions given as suggested.",
+                week.followed_share if week else None,
+            ),
+            (
+                "advisor_ward_given_minus_model_mae_units",
+                "Mean absolute difference between the dose given and the model's number.",
+                week.given_minus_model_mae_units if week else None,
+            ),
+            (
+                "advisor_ward_outcome_alerts",
+                "Outcome alerts raised (lows over their line).",
+                len(week.alerts) if week else 0,
+            ),
+        )
+        for name, words, figure in outcome_gauges:
+            if figure is not None:
+                family(lines, name, "gauge", words)
+                lines.append(sample(name, {}, figure))
         family(lines, "advisor_started_timestamp_seconds", "gauge", "When the device started (Unix time).")
         lines.append(
             sample("advisor_started_timestamp_seconds", {}, datetime.fromisoformat(status.started_at).timestamp())

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS events (
     received_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_patient_time ON events (patient, ts_min);
+CREATE INDEX IF NOT EXISTS events_kind_time ON events (kind, ts_min);
 CREATE TABLE IF NOT EXISTS suggestions (
     id TEXT PRIMARY KEY,
     event_id TEXT NOT NULL UNIQUE,
@@ -545,6 +546,25 @@ class Store:
                 answer = DoseAnswer(sid, patient, ts, float(units), why)
                 found.append((answer, None if response is None else Response.from_json(response)))
         return found
+
+    def glucose_between(self, start: datetime, end: datetime) -> list[float]:
+        """Every patient's glucose readings (mg/dL) dated in ``[start, end)``."""
+        rows = self._read(
+            "SELECT json_extract(payload, '$.mg_dl') FROM events WHERE kind = 'glucose' AND ts_min >= ? AND ts_min < ?",
+            (minutes(start), minutes(end)),
+        )
+        return [float(r[0]) for r in rows if r[0] is not None]
+
+    def given_against_model(self, start: datetime, end: datetime) -> list[tuple[float, float]]:
+        """(model units, units given) of every dose given for an answer decided in ``[start, end)``
+        that carried a model number."""
+        rows = self._read(
+            "SELECT json_extract(s.payload, '$.model_units'), json_extract(r.payload, '$.units')"
+            " FROM responses r JOIN suggestions s ON s.id = r.suggestion_id JOIN events e ON e.id = s.event_id"
+            " WHERE r.action = 'given' AND e.ts_min >= ? AND e.ts_min < ?",
+            (minutes(start), minutes(end)),
+        )
+        return [(float(m), float(g)) for m, g in rows if m is not None and g is not None]
 
     def retirements_for(self, suggestion_ids: list[str]) -> dict[str, Retired]:
         """The retirements of these suggestions, by suggestion id."""
