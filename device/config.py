@@ -46,7 +46,7 @@ from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from device.contract import schema
-from device.contract.topics import check_device_id
+from device.contract.topics import DEVICE_ID, check_device_id
 from device.rules.check_schedule import (
     DEFAULT_CHECK_TIMES,
     DEFAULT_COUNTS_WITHIN_MIN,
@@ -350,6 +350,7 @@ class DeviceConfig:
     """Everything ``advisor device run`` needs."""
 
     device_id: str = "bedside-1"
+    ward: str | None = None  # the ward this device serves: advisor fleet --ward groups by it
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     state_dir: Path = DEFAULT_STATE_DIR
@@ -376,6 +377,8 @@ class DeviceConfig:
             check_device_id(self.device_id)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.ward is not None and not (isinstance(self.ward, str) and DEVICE_ID.fullmatch(self.ward)):
+            raise ConfigError(f"ward {self.ward!r} must be 1–64 letters, digits, '_' or '-'")
         if self.clock not in CLOCKS:
             raise ConfigError(f"clock must be one of {', '.join(CLOCKS)}")
         if not 60 <= self.suggestion_expiry_s <= 3600:

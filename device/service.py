@@ -56,6 +56,7 @@ from device.state.delivery import DeliveryTracker
 from device.state.storage_recovery import StorageRecovery
 from device.state.store import DATABASE_NAME, Store, StoreError
 
+STATUS_EVERY_S = 60.0  # the retained status is published again at least this often (a fleet's heartbeat)
 OUTCOMES_EVERY_S = 300.0  # the ward's week changes slowly: read it from the store every 5 minutes
 log = logging.getLogger("advisor.device")
 
@@ -116,6 +117,7 @@ class DeviceService:
         self._next_alert_check = 0.0
         self._drifted: tuple[str, ...] = ()  # the watched features over the drift alert line
         self._next_outcomes = 0.0
+        self._next_heartbeat = time.monotonic() + STATUS_EVERY_S
         self.outcomes: WardOutcomes | None = None  # the ward's week, read every OUTCOMES_EVERY_S
         self.clock_watch = ClockWatch()
         self.clock_problem: str | None = None
@@ -156,6 +158,9 @@ class DeviceService:
             self.raise_alerts()
             self.answer_basal_times()
             self._check_drift()
+        if time.monotonic() >= self._next_heartbeat:
+            self._next_heartbeat = time.monotonic() + STATUS_EVERY_S
+            self.publish_status()
         if time.monotonic() >= self._next_outcomes:
             self._next_outcomes = time.monotonic() + OUTCOMES_EVERY_S
             self._read_outcomes()
@@ -276,6 +281,9 @@ class DeviceService:
             clock_problem=self.clock_problem,
             drift=self.advisor.drift.status(self.model_slot.model) if self.advisor.drift else None,
             outcomes=self.outcomes,
+            activity=self.link.metrics.activity() if state != "offline" else None,
+            ward=self.config.ward,
+            published_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
 
     def checks_overdue(self) -> list[str]:

@@ -194,6 +194,16 @@ class WardOutcomes(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Activity(Message):
+    """What the device answered in the last ``window_s`` (a fleet view and a rollout read it)."""
+
+    window_s: int
+    answers: dict[str, int]  # by status
+    lowered: int  # dose answers the supervisor set more than half a unit below the model's number
+    errors: int  # inputs refused
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceStatus(Message):
     """The retained ``status`` message: what runs, what is wrong, since when."""
 
@@ -212,6 +222,11 @@ class DeviceStatus(Message):
     clock_problem: str | None = field(default=None, kw_only=True)  # absent in a status from an older device
     drift: DriftStatus | None = field(default=None, kw_only=True)  # None: not measured (no reference, or off)
     outcomes: WardOutcomes | None = field(default=None, kw_only=True)  # None: not yet read from the store
+    activity: Activity | None = field(default=None, kw_only=True)  # None in the last will
+    ward: str | None = field(default=None, kw_only=True)
+    published_at: str | None = field(
+        default=None, kw_only=True
+    )  # the device's wall clock (the will: when it connected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -666,6 +681,7 @@ ALL_SCHEMAS: tuple[type, ...] = (
     RiskModelInfo,
     DriftStatus,
     WardOutcomes,
+    Activity,
     DeviceStatus,
     PageStatus,
     Risk,

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from device.contract.messages import ErrorMessage, Message, PageStatus, Suggestion
+from device.contract.messages import Activity, ErrorMessage, Message, PageStatus, Suggestion
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+ACTIVITY_WINDOW_S = 3600
+LOWERED_BY_UNITS = 0.5  # a dose answer this far below the model's number was lowered, not rounded
 MAX_REASONS = 50  # distinct error reasons kept as labels; the rest are counted as "other"
 VARIABLE = re.compile(r"'[^']*'|\"[^\"]*\"|\d+(?:[.:]\d+)*")  # ids, values and times inside a reason
 
@@ -51,8 +55,10 @@ class Histogram:
 class DeviceMetrics:
     """Counters of what the device published since it started (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
+        self._recent: deque[tuple[float, str]] = deque()  # (time, answer status, "lowered" or "error")
         self.answers: Counter[str] = Counter()
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.errors: Counter[tuple[str, str]] = Counter()  # (level, reason label)
@@ -60,16 +66,32 @@ class DeviceMetrics:
     def observe(self, message: Message) -> None:
         """Count one published message."""
         with self._lock:
+            now = self._clock()
             if isinstance(message, Suggestion):
                 self.answers[message.status] += 1
+                self._recent.append((now, message.status))
+                if message.model_units is not None and message.units + LOWERED_BY_UNITS < message.model_units:
+                    self._recent.append((now, "lowered"))
                 if message.latency_ms is not None:
                     self.latency.observe(message.latency_ms / 1000.0)
             elif isinstance(message, ErrorMessage):
+                if message.level == "refused":
+                    self._recent.append((now, "error"))
                 label = reason_label(message.reason)
                 known = {reason for _, reason in self.errors}
                 if label not in known and len(known) >= MAX_REASONS:
                     label = "other"
                 self.errors[(message.level, label)] += 1
+
+    def activity(self) -> Activity:
+        """What was answered in the last :data:`ACTIVITY_WINDOW_S`."""
+        with self._lock:
+            start = self._clock() - ACTIVITY_WINDOW_S
+            while self._recent and self._recent[0][0] < start:
+                self._recent.popleft()
+            kinds = Counter(kind for _, kind in self._recent)
+        lowered, errors = kinds.pop("lowered", 0), kinds.pop("error", 0)
+        return Activity(ACTIVITY_WINDOW_S, dict(sorted(kinds.items())), lowered, errors)
 
     def exposition(self, status: PageStatus) -> str:
         """Every figure in Prometheus text format, the device's state read from ``status``."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import signal
 import sys
 from pathlib import Path
@@ -557,6 +558,31 @@ def load(
     click.echo(json.dumps(load_mod.to_json(figures), indent=2) if as_json else load_mod.table(figures))
     if figures.burst_lost or figures.soak_lost:
         raise SystemExit(1)
+
+
+@click.command()
+@click.option("--ward", help="Only the devices whose config names this ward.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@broker_options("the ward's")
+@friendly
+def fleet(broker, ward: str | None, as_json: bool) -> None:
+    """Every device that publishes a status: models, online since when, problems, the last hour, drift."""
+    from datetime import UTC, datetime
+
+    from tools.ward.fleet import read_statuses
+    from tools.ward.fleet_board import fleet_rows, fleet_table
+
+    statuses, unreadable = read_statuses(broker)
+    rows = fleet_rows(statuses, datetime.now(UTC), ward)
+    for topic in unreadable:
+        click.echo(f"{topic}: not a status this tool can read (a device of another version?)", err=True)
+    if as_json:
+        click.echo(json.dumps([r.to_payload() for r in rows], indent=2))
+    elif rows:
+        click.echo(fleet_table(rows))
+    else:
+        where = f" of ward {ward}" if ward else ""
+        click.echo(f"no device{where} has published a status on {broker.display_url}", err=True)
 
 
 @click.command()

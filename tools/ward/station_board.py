@@ -17,6 +17,7 @@ from device.rules.check_schedule import is_overdue
 from device.rules.dose_responses import expires_at
 from device.rules.safety import SafetyProfile
 from domain.validation import ValidationError, decode_event
+from tools.ward.fleet_board import FleetRow, fleet_row
 
 LOW_MG_DL = 70.0
 LEAVES = ("suggestions", "status", "events")
@@ -31,6 +32,7 @@ class DeviceOverview(Message):
     state: str
     rows: list[PatientRow]
     timezone: str | None = None  # the device's ward zone (from its status): every time is shown in it
+    fleet: FleetRow | None = None  # the device itself, from its latest status (tools/ward/fleet_board.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ class StationBoard:
         self.profile = profile or SafetyProfile()
         self.states: dict[str, str] = dict.fromkeys(devices, "unknown")
         self.zones: dict[str, str] = {}
+        self.statuses: dict[str, DeviceStatus] = {}
         self.patients: dict[str, dict[str, _Patient]] = {d: {} for d in devices}
         self.undecodable = 0
 
@@ -80,6 +83,7 @@ class StationBoard:
                 status = DeviceStatus.from_json(payload)
                 self.states[device_id] = status.state
                 self.zones[device_id] = status.timezone
+                self.statuses[device_id] = status
             elif leaf == "events":
                 self._event(device_id, payload)
         except (SchemaError, ValidationError, ValueError):
@@ -111,7 +115,9 @@ class StationBoard:
             rows = [self._row(p, now) for p in self.patients[device_id].values()]
             rows.sort(key=lambda r: (not r.check_overdue, not r.dose_pending, r.patient))
             state = self.states[device_id] if linked else "unknown: the station is not connected to the broker"
-            devices.append(DeviceOverview(device_id, state, rows, self.zones.get(device_id)))
+            status = self.statuses.get(device_id)
+            fleet = None if status is None else fleet_row(status, now)
+            devices.append(DeviceOverview(device_id, state, rows, self.zones.get(device_id), fleet))
         zone = next((self.zones[d] for d in self.devices if d in self.zones), None)
         since = self.started.isoformat(timespec="seconds") if now - self.started < timedelta(hours=24) else None
         return StationOverview(now.isoformat(timespec="seconds"), devices, self.undecodable, zone, since)
