@@ -361,6 +361,7 @@ class DeviceConfig:
     allow_downgrade: bool = False
     suggestion_expiry_s: int = 900
     alert_check_s: float = 30.0  # how often the device looks for overdue glucose checks
+    status_every_s: float = 60.0  # the retained status is published at least this often (the fleet's heartbeat)
     db_busy_timeout_s: float = 5.0  # how long a write waits for a locked database before holding in memory
     max_held_events: int = 1000  # events kept in memory while the database refuses writes; then backpressure
     max_patients_in_memory: int = 500  # patient histories kept in memory; others are rebuilt from SQLite on use
@@ -385,6 +386,8 @@ class DeviceConfig:
             raise ConfigError("suggestion_expiry_s must be between 60 and 3600 seconds")
         if not 1 <= self.alert_check_s <= 600:
             raise ConfigError("alert_check_s must be between 1 and 600 seconds")
+        if not 1 <= self.status_every_s <= 600:
+            raise ConfigError("status_every_s must be between 1 and 600 seconds")
         if not 0.05 <= self.db_busy_timeout_s <= 60:
             raise ConfigError("db_busy_timeout_s must be between 0.05 and 60 seconds")
         if not 1 <= self.max_held_events <= 100_000:

@@ -56,7 +56,6 @@ from device.state.delivery import DeliveryTracker
 from device.state.storage_recovery import StorageRecovery
 from device.state.store import DATABASE_NAME, Store, StoreError
 
-STATUS_EVERY_S = 60.0  # the retained status is published again at least this often (a fleet's heartbeat)
 OUTCOMES_EVERY_S = 300.0  # the ward's week changes slowly: read it from the store every 5 minutes
 log = logging.getLogger("advisor.device")
 
@@ -96,7 +95,9 @@ class DeviceService:
             self.advisor.writes, config.max_held_events, self.link.ack, self.link.send, on_change=self.publish_status
         )
         topics = self.link.topics
-        self.ota = OtaInstaller(config, self.store, self._running_version, self._use_model, self.link.send)
+        self.ota = OtaInstaller(
+            config, self.store, self._running_version, self._use_model, self._running_sha, self.link.send
+        )
         self.risk_desk = VisitHistoryHandler(
             self.risk, self.store, self.link.send, self.advisor.touch, self.advisor.screen_patient
         )
@@ -117,7 +118,7 @@ class DeviceService:
         self._next_alert_check = 0.0
         self._drifted: tuple[str, ...] = ()  # the watched features over the drift alert line
         self._next_outcomes = 0.0
-        self._next_heartbeat = time.monotonic() + STATUS_EVERY_S
+        self._next_heartbeat = time.monotonic() + self.config.status_every_s
         self.outcomes: WardOutcomes | None = None  # the ward's week, read every OUTCOMES_EVERY_S
         self.clock_watch = ClockWatch()
         self.clock_problem: str | None = None
@@ -159,7 +160,7 @@ class DeviceService:
             self.answer_basal_times()
             self._check_drift()
         if time.monotonic() >= self._next_heartbeat:
-            self._next_heartbeat = time.monotonic() + STATUS_EVERY_S
+            self._next_heartbeat = time.monotonic() + self.config.status_every_s
             self.publish_status()
         if time.monotonic() >= self._next_outcomes:
             self._next_outcomes = time.monotonic() + OUTCOMES_EVERY_S
@@ -255,6 +256,9 @@ class DeviceService:
     # ---------------------------------------------------------------- models
     def _running_version(self) -> str | None:
         return self.model_slot.model.bundle.version if self.model_slot.model else None
+
+    def _running_sha(self) -> str | None:
+        return self.model_slot.model.bundle.manifest_sha256 if self.model_slot.model else None
 
     def _use_model(self, model: DoseModel) -> None:
         """Switch to a newly installed dose model and say so."""

@@ -43,7 +43,12 @@ ONLINE = DeviceStatus(
 
 def test_a_device_s_row_says_what_runs_since_when_and_what_is_wrong():
     row = fleet_row(ONLINE, NOW)
-    assert (row.state, row.since, row.dose_model, row.ward) == ("online", ONLINE.started_at, "2026.11.22.053959", "ward3")
+    assert (row.state, row.since, row.dose_model, row.ward) == (
+        "online",
+        ONLINE.started_at,
+        "2026.11.22.053959",
+        "ward3",
+    )
     assert (row.answers_1h, row.lowered_1h, row.errors_1h, row.checks_overdue) == (9, 1, 3, 1)
     quiet = replace(ONLINE, published_at=(NOW - timedelta(minutes=4)).isoformat())
     assert fleet_row(quiet, NOW).state == "silent", "no heartbeat for three minutes"
@@ -101,7 +106,10 @@ def test_three_devices_one_killed_as_the_fleet_sees_them(mosquitto, tmp_path):
         assert set(rows) == {"fleet-a", "fleet-b", "fleet-c"}
         assert rows["fleet-a"]["state"] == rows["fleet-b"]["state"] == "online"
         assert rows["fleet-c"]["state"] == "offline" and rows["fleet-c"]["since"]
-        assert rows["fleet-a"]["dose_model"] and set(rows["fleet-a"]["companion_models"]) == {"mortality", "readmission"}
+        assert rows["fleet-a"]["dose_model"] and set(rows["fleet-a"]["companion_models"]) == {
+            "mortality",
+            "readmission",
+        }
         assert [r["device_id"] for r in fleet(mosquitto.url, "--ward", "ward3")] == ["fleet-a", "fleet-b"]
     finally:
         for device in devices:

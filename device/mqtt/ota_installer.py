@@ -16,7 +16,7 @@ from device.config import DeviceConfig
 from device.contract.messages import Message, ModelAck
 from device.models.bundle import BundleError, trusted_keys
 from device.models.inference import DoseModel
-from device.models.install import check_archive, install_archive
+from device.models.install import check_archive, install_archive, previous_bundle
 from device.models.ota import Receiver, TransferError
 from device.mqtt.dispatcher import Handled
 from device.state.store import Store, StoreError
@@ -33,6 +33,7 @@ class OtaInstaller:
         store: Store,
         running_version: Callable[[], str | None],
         use_model: Callable[[DoseModel], None],
+        running_sha: Callable[[], str | None],
         send: Callable[[Message], object],
     ) -> None:
         """``use_model`` switches the device to a newly installed model."""
@@ -40,6 +41,7 @@ class OtaInstaller:
         self.store = store
         self.receiver = Receiver()
         self._running_version = running_version
+        self._running_sha = running_sha
         self._use_model = use_model
         self._send = send
 
@@ -78,8 +80,9 @@ class OtaInstaller:
                 self._running_version(),
                 self.config.allow_downgrade,
                 f"transfer {transfer}",
+                rollback_to=previous_bundle(self.config.state_dir),
             )
-            install_archive(self.config.state_dir, archive)
+            install_archive(self.config.state_dir, archive, replacing=self._running_sha())
         except (BundleError, OSError) as exc:
             log.warning("rejected bundle transfer %s: %s", transfer, exc)
             return ModelAck(transfer, accepted=False, reason=str(exc))

@@ -489,6 +489,7 @@ main.add_command(interop_commands.nightscout)
 main.add_command(sim_commands.simulate)
 main.add_command(user_commands.users)
 main.add_command(ward_commands.broker_profile)
+main.add_command(ward_commands.rollout)
 main.add_command(ward_commands.doctor)
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Setting up a ward: ``advisor broker-profile`` writes the broker's files, ``advisor doctor``
-checks each device end to end once it runs."""
+checks each device end to end once it runs, ``advisor rollout`` brings a new bundle to its devices."""
 
 from __future__ import annotations
 
@@ -132,3 +132,73 @@ def doctor(broker, device_id, credentials_file, expect_version, timeout_s, as_js
         raise click.ClickException(f"{len(failed)} of {len(findings)} checks failed: {names}")
     if not as_json:
         click.echo(f"all {sum(f.ok is True for f in findings)} checks passed")
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """``30s``, ``10m``, ``2h`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (value[:-1], value[-1]) if value and value[-1] in units else (value, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration like 30s, 10m or 2h", param=param) from None
+    if not 1 <= seconds <= 7 * 86400:
+        raise click.BadParameter("must be between 1 s and 7 days", param=param)
+    return seconds
+
+
+@click.command()
+@click.argument("bundle_path", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--devices",
+    "devices",
+    multiple=True,
+    required=True,
+    callback=_device_ids,
+    help="Comma-separated device ids, in order.",
+)
+@click.option(
+    "--canary", type=click.IntRange(1), default=1, show_default=True, help="Devices flashed and soaked first."
+)
+@click.option(
+    "--soak", "soak_s", default="10m", show_default=True, callback=_duration, help="How long each wave is watched."
+)
+@click.option("--wave", type=click.IntRange(1), help="Devices per wave after the canaries (default: the rest at once).")
+@click.option(
+    "--previous",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="The bundle the devices run now, to roll back to (default: the packaged one).",
+)
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The rollout log (JSON lines); the same --log resumes a killed rollout.",
+)
+@click.option(
+    "--trust",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A public key the devices trust besides the packaged one (repeatable): the bundles are checked first.",
+)
+@broker_options("the ward's")
+@friendly
+def rollout(broker, bundle_path, devices, canary, soak_s, wave, previous, log_path, trust) -> None:
+    """Roll BUNDLE out in stages: canaries, a soak, then waves; halt and roll back when one degrades."""
+    from device.models.bundle import default_bundle_path
+    from tools.ward import rollout as rollout_mod
+
+    if canary > len(devices):
+        raise click.BadParameter(f"{canary} canaries but {len(devices)} device(s)", param_hint="--canary")
+    plan = rollout_mod.Rollout(
+        bundle_path, previous or default_bundle_path("dose"), devices, canary, soak_s, wave, log_path, tuple(trust)
+    )
+    try:
+        state = rollout_mod.run(plan, broker, progress=lambda message: click.echo(message, err=True))
+    except rollout_mod.RolloutError as exc:
+        raise click.ClickException(str(exc)) from None
+    if state.halted:
+        back = ", ".join(state.rolled_back) or "none needed"
+        raise click.ClickException(f"rollout halted: {state.halted}; rolled back: {back}")
+    click.echo(f"rollout done: {state.version} on {', '.join(state.devices)}")
