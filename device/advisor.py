@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -21,7 +22,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 import numpy as np
 
 from device.config import ChecksConfig, SafetyConfig
-from device.contract.messages import ErrorMessage, Response, Retired, Suggestion
+from device.contract.messages import ErrorMessage, Response, Retired, ShadowAnswer, Suggestion
 from device.models.choice import ModelSlot
 from device.models.drift_watch import DriftWatch
 from device.rules.basal_time import basal_answer_due, basal_request_id
@@ -43,12 +44,14 @@ DEFAULT_EXPIRY_S = 900.0
 MAX_TIMED_ANSWERS = 10_000  # answers whose age is kept on the monotonic clock (the newest)
 SECOND_DOSE_MIN = 30.0  # two doses of one insulin this close are flagged for a person to check
 
+log = logging.getLogger("advisor.device")
+
 
 @dataclass(slots=True)
 class Outcome:
     """What handling one payload produced: the answers to publish, and what became of the event."""
 
-    messages: list[Suggestion | ErrorMessage] = field(default_factory=list)
+    messages: list[Suggestion | ErrorMessage | ShadowAnswer] = field(default_factory=list)
     event: Event | None = None
     added: Added | None = None
     unstored: str | None = None  # why the event or its suggestion is held in memory, not yet in SQLite
@@ -85,6 +88,7 @@ class Advisor:
         monotonic: Callable[[], float] = time.monotonic,
         profiles: dict[str, PatientProfile] | None = None,
         drift: DriftWatch | None = None,
+        shadow: ModelSlot | None = None,
     ) -> None:
         """``max_histories`` bounds the patients kept in memory (the least recently used are rebuilt
         from SQLite); ``zone`` is the ward's time zone, in which time of day is read; events before
@@ -95,6 +99,7 @@ class Advisor:
         """
         self.profiles = profiles or {}
         self.drift = drift
+        self.shadow = shadow  # a candidate bundle answering beside the live one, never shown
         self.expiry_s = expiry_s
         self._monotonic = monotonic
         self.store = store
@@ -407,9 +412,9 @@ class Advisor:
         return None, warnings
 
     # ------------------------------------------------------------- basal time
-    def answer_basal_times(self) -> list[Suggestion | ErrorMessage]:
+    def answer_basal_times(self) -> list[Suggestion | ErrorMessage | ShadowAnswer]:
         """Answer the long-acting dose of each patient whose basal time has come (device/rules/basal_time.py)."""
-        messages: list[Suggestion | ErrorMessage] = []
+        messages: list[Suggestion | ErrorMessage | ShadowAnswer] = []
         if self.checks.default.basal_time is None and not any(s.basal_time for s in self.checks.patients.values()):
             return messages
         now = self.now()
@@ -509,7 +514,40 @@ class Advisor:
         while len(self._made) > MAX_TIMED_ANSWERS:
             self._made.popitem(last=False)
         outcome.unstored = self.writes.record_sent(suggestion) or outcome.unstored
+        if self.shadow is not None and self.shadow.model is not None:
+            outcome.messages.append(self._shadow_answer(suggestion, event, request, replaces))
         return suggestion
+
+    def _shadow_answer(self, live: Suggestion, event: Event, request: bool, replaces: Retired | None) -> ShadowAnswer:
+        """The candidate bundle's answer to the same event, kept beside the live one (never shown)."""
+        assert self.shadow is not None
+        candidate = self.decide(
+            event.patient,
+            self._decision_time(event),
+            event.id,
+            request,
+            replaces,
+            event.insulin if request else None,
+            slot=self.shadow,
+        )
+        answer = ShadowAnswer(
+            live_id=live.id,
+            patient=live.patient,
+            event_id=live.event_id,
+            ts=live.ts,
+            status=candidate.status,
+            units=candidate.units,
+            model_units=candidate.model_units,
+            rules=candidate.rules,
+            model=candidate.model,
+            live_status=live.status,
+            live_units=live.units,
+        )
+        try:
+            self.store.record_shadow(answer)
+        except StoreError as exc:  # a candidate's answer is never worth holding a live one up
+            log.warning("shadow answer not stored: %s", exc)
+        return answer
 
     def decide(
         self,
@@ -519,17 +557,20 @@ class Advisor:
         request: bool = False,
         replaces: Retired | None = None,
         asked: Insulin | None = None,
+        slot: ModelSlot | None = None,
     ) -> Suggestion:
         """The supervised suggestion for ``patient`` at ``at`` (docs/contract.md, "Suggestion").
 
         ``request``: a person asked for a dose (a ``request`` event), which makes one due;
         ``replaces``: the live answer that the triggering event retired; ``asked``: the insulin a
-        request named (a basal preparation asks for the basal dose).
+        request named (a basal preparation asks for the basal dose); ``slot``: another bundle than the
+        live one (shadow mode).
         """
-        model, history = self.model.model, self.history(patient)
+        slot = slot or self.model
+        model, history = slot.model, self.history(patient)
         predict = None
         if model is not None:
-            drift = self.drift
+            drift = self.drift if slot is self.model else None
 
             def predict(window: np.ndarray) -> float:
                 if drift is not None:
@@ -544,7 +585,7 @@ class Advisor:
             request,
             self._plans.get(patient),
             basal=asked is not None and not asked.for_meals,
-            model_problem=None if model is not None else self.model.problem or "no bundle",
+            model_problem=None if model is not None else slot.problem or "no bundle",
         )
         model_units, inputs, verdict = decision.model_units, decision.inputs, decision.verdict
         recheck = None if verdict.recheck_min is None else at + timedelta(minutes=verdict.recheck_min)
@@ -567,7 +608,7 @@ class Advisor:
             glucose_mg_dl=inputs.glucose_mg_dl,
             glucose_age_min=None if inputs.glucose_age_min is None else round(inputs.glucose_age_min, 1),
             iob_units=round(inputs.iob_units, 2),
-            model=self.model.info,
+            model=slot.info,
             due=inputs.due,
             recheck_at=None if recheck is None else recheck.isoformat(),
             carbs_g=verdict.carbs_g,

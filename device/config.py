@@ -355,6 +355,7 @@ class DeviceConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     state_dir: Path = DEFAULT_STATE_DIR
     bundle: Path | None = None
+    shadow_bundle: Path | None = None  # a candidate answering beside the live bundle, never shown (shadow mode)
     trust: tuple[Path, ...] = ()
     risk_bundles: tuple[Path, ...] = ()  # companion bundles; the packaged ones fill any gap
     clock: Clock = "wall"

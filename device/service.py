@@ -38,7 +38,7 @@ from device.advisor import Advisor
 from device.config import DeviceConfig
 from device.contract.messages import Alert, DeviceState, DeviceStatus, WardOutcomes
 from device.models.bundle import trusted_keys
-from device.models.choice import ModelSlot, load_dose_model
+from device.models.choice import ModelSlot, load_dose_model, load_shadow_model
 from device.models.drift_watch import DriftWatch
 from device.models.inference import DoseModel
 from device.models.risk import RiskAssessor, load_risk_models
@@ -68,6 +68,8 @@ class DeviceService:
         self.started_at = datetime.now(UTC)
         self.store = Store(config.state_dir / DATABASE_NAME, config.db_busy_timeout_s)
         self.model_slot, self.model_notes = load_dose_model(config)
+        shadow, shadow_notes = load_shadow_model(config)
+        self.model_notes.extend(shadow_notes)
         self.advisor = Advisor(
             self.store,
             self.model_slot,
@@ -80,6 +82,7 @@ class DeviceService:
             expiry_s=config.suggestion_expiry_s,
             profiles=config.profiles,
             drift=DriftWatch(config.drift),
+            shadow=shadow,
         )
         risk_models, risk_notes = load_risk_models(config.risk_bundles, trusted_keys(config.trust))
         self.model_notes.extend(risk_notes)

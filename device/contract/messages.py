@@ -70,6 +70,24 @@ class ModelInfo(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowAnswer(Message):
+    """A candidate bundle's answer to the same event as a live answer (topic ``shadow``): stored and
+    published for ``advisor shadow report``, never shown, never acted on."""
+
+    live_id: str
+    patient: str
+    event_id: str
+    ts: str
+    status: str
+    units: float
+    model_units: float | None
+    rules: list[str]
+    model: ModelInfo
+    live_status: str
+    live_units: float
+
+
+@dataclass(frozen=True, slots=True)
 class Retired(Message):
     """Why a suggestion may no longer be acted on: something that bears on it happened after it was made.
 
@@ -641,6 +659,9 @@ MQTT_CONTRACT: tuple[TopicContract, ...] = (
     TopicContract("alerts", "from device", Alert, 1, False, "an overdue glucose check, once per answer"),
     TopicContract("status", "from device", DeviceStatus, 1, True, "also the last will (state offline)"),
     TopicContract("risk", "from device", Risk, 1, False),
+    TopicContract(
+        "shadow", "from device", ShadowAnswer, 1, False, "a candidate bundle's answer; never shown or acted on"
+    ),
     TopicContract("model/ack", "from device", ModelAck, 1, False),
 )
 
@@ -675,6 +696,7 @@ ALL_SCHEMAS: tuple[type, ...] = (
     Event,
     VisitHistory,
     ModelInfo,
+    ShadowAnswer,
     Retired,
     Suggestion,
     ErrorMessage,

@@ -58,6 +58,10 @@ class Topics:
         return self.of("patients")
 
     @property
+    def shadow(self) -> str:
+        return self.of("shadow")
+
+    @property
     def risk(self) -> str:
         return self.of("risk")
 

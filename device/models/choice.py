@@ -64,3 +64,15 @@ def load_dose_model(config: DeviceConfig) -> tuple[ModelSlot, list[str]]:
             notes.append(f"running bundle {path} (version {model.bundle.version}) instead")
         return ModelSlot(model), notes
     return ModelSlot(None, problem), notes
+
+
+def load_shadow_model(config: DeviceConfig) -> tuple[ModelSlot | None, list[str]]:
+    """The candidate bundle of shadow mode (``shadow_bundle``), with a note; None when not configured
+    or unusable (the note says why: the device runs on without it)."""
+    if config.shadow_bundle is None:
+        return None, []
+    try:
+        model = _load(config.shadow_bundle, trusted_keys(config.trust))
+    except (BundleError, OSError) as exc:
+        return None, [f"shadow bundle {config.shadow_bundle} was not used: {exc}"]
+    return ModelSlot(model), [f"shadow mode: bundle {model.bundle.version} answers beside the live one, never shown"]

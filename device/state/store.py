@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from device.contract.messages import Alert, Response, Retired, Suggestion
+from device.contract.messages import Alert, Response, Retired, ShadowAnswer, Suggestion
 from device.rules.daily_summary import DoseAnswer
 from device.rules.dose_responses import replacement
 from device.rules.patient_ids import folded, skeleton
@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_patient_time ON events (patient, ts_min);
 CREATE INDEX IF NOT EXISTS events_kind_time ON events (kind, ts_min);
+CREATE TABLE IF NOT EXISTS shadow (
+    live_id TEXT PRIMARY KEY,
+    patient TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS suggestions (
     id TEXT PRIMARY KEY,
     event_id TEXT NOT NULL UNIQUE,
@@ -546,6 +552,17 @@ class Store:
                 answer = DoseAnswer(sid, patient, ts, float(units), why)
                 found.append((answer, None if response is None else Response.from_json(response)))
         return found
+
+    def record_shadow(self, answer: ShadowAnswer) -> None:
+        """Keep a candidate bundle's answer beside the live one (at most one per live answer)."""
+        self._write(
+            "INSERT OR IGNORE INTO shadow (live_id, patient, payload, at) VALUES (?, ?, ?, ?)",
+            (answer.live_id, answer.patient, json.dumps(answer.to_payload()), _now_iso()),
+        )
+
+    def shadow_answers(self) -> list[ShadowAnswer]:
+        """Every candidate answer kept, in the order they were made."""
+        return [ShadowAnswer.from_json(r[0]) for r in self._read("SELECT payload FROM shadow ORDER BY rowid")]
 
     def glucose_between(self, start: datetime, end: datetime) -> list[float]:
         """Every patient's glucose readings (mg/dL) dated in ``[start, end)``."""

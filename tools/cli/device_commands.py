@@ -67,6 +67,11 @@ def _device_config(config_file: Path | None, given: dict[str, object], trust, ri
 )
 @click.option("--bundle", type=click.Path(path_type=Path), help="Dose bundle (default: the packaged one).")
 @click.option(
+    "--shadow-bundle",
+    type=click.Path(path_type=Path),
+    help="A candidate dose bundle that answers beside the live one on 'shadow', never shown (shadow mode).",
+)
+@click.option(
     "--clock",
     type=click.Choice(["wall", "event"]),
     help="wall for live use; event takes each event's timestamp as now (log replay).",
@@ -99,6 +104,7 @@ def device_run(
     http,
     state_dir,
     bundle,
+    shadow_bundle,
     clock,
     trust,
     allow_downgrade,
@@ -118,6 +124,7 @@ def device_run(
         "http": http,
         "state_dir": state_dir,
         "bundle": bundle,
+        "shadow_bundle": shadow_bundle,
         "clock": clock,
         "allow_downgrade": allow_downgrade,
     }
@@ -558,6 +565,38 @@ def load(
     click.echo(json.dumps(load_mod.to_json(figures), indent=2) if as_json else load_mod.table(figures))
     if figures.burst_lost or figures.soak_lost:
         raise SystemExit(1)
+
+
+@click.group()
+def shadow() -> None:
+    """Shadow mode: a candidate bundle answering beside the live one (device run --shadow-bundle)."""
+
+
+@shadow.command("report")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+    help="The device's state folder (read only; a copy will do).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@friendly
+def shadow_report(state_dir: Path, as_json: bool) -> None:
+    """Compare the candidate's answers with the live ones, answer by answer, by status and rule."""
+    from dataclasses import asdict
+
+    from device.state.store import DATABASE_NAME, Store
+    from tools.rigs.shadow_report import compare, table
+
+    store = Store(state_dir / DATABASE_NAME)
+    try:
+        pairs = [(live, answer) for answer in store.shadow_answers() if (live := store.suggestion(answer.live_id))]
+    finally:
+        store.close()
+    if not pairs:
+        raise click.ClickException(f"{state_dir} holds no shadow answers: run the device with --shadow-bundle first")
+    report = compare(pairs)
+    click.echo(json.dumps(asdict(report), indent=2) if as_json else table(report))
 
 
 @click.command()

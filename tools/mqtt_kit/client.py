@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from device.config import BrokerConfig
-from device.contract.messages import Alert, DeviceStatus, ErrorMessage, Message, Risk, Suggestion
+from device.contract.messages import Alert, DeviceStatus, ErrorMessage, Message, Risk, ShadowAnswer, Suggestion
 from device.contract.schema import SchemaError
 from device.contract.topics import Topics
 from device.mqtt.client import PersistentPublisher, Subscriber
@@ -133,6 +133,7 @@ class DeviceWatcher(Subscriber):
         self.status: list[DeviceStatus] = []
         self.risk: list[Risk] = []
         self.alerts: list[Alert] = []
+        self.shadow: list[ShadowAnswer] = []
         self.undecodable: list[str] = []
         self.suggestion_flags: list[tuple[bool, int | None]] = []  # (retained, MQTT 5 expiry seconds)
         self.arrival: dict[str, float] = {}  # event id -> perf_counter() when its suggestion arrived
@@ -143,6 +144,7 @@ class DeviceWatcher(Subscriber):
             t.status: (DeviceStatus, self.status),
             t.risk: (Risk, self.risk),
             t.alerts: (Alert, self.alerts),
+            t.shadow: (ShadowAnswer, self.shadow),
         }
         super().__init__(
             broker,
