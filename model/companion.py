@@ -86,6 +86,7 @@ class CompanionTrainingConfig:
     sample: int | None = None  # train on about this many samples (whole patients, at random): a quick run
     logistic_jobs: int | None = None  # L1 folds fitted at a time (liblinear uses one core); None: 2 on large cohorts
     seed: int = 0
+    run_id: str | None = None  # the MLflow run that records this training (model/tracking.py)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -789,6 +790,7 @@ def train_companion(
                 "vocabulary_from": "distinct admissions of the cohort (per training fold in cross-validation)",
                 "class_imbalance": "class weights",
                 "code_embedding_init": "skip-gram vectors" if config.skipgram else "random",
+                **({"mlflow_run_id": config.run_id} if config.run_id else {}),
             },
             "versions": bundle_writer.library_versions(),
         }

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from device.contract.manifest import Manifest
+from device.models.bundle import BundleError
 from domain.drift import Reference
 from domain.features import FeatureSpec, feature, slot_of
 from domain.scaling import Scaling
@@ -47,6 +48,7 @@ class DoseTrainingConfig:
     patient_folds: bool = True
     golden_pairs: int = 6
     patients: tuple[int, ...] | None = None
+    run_id: str | None = None  # the MLflow run that records this training (model/tracking.py)
 
 
 @dataclass
@@ -237,7 +239,11 @@ def train_dose(
                 "patients": len(np.unique(ds.patients)),
                 "split": "per patient chronological, first floor(0.8 n) train (validation carved from its tail)",
             },
-            "training": {"network": config.network.to_json(), "val_share": config.val_share},
+            "training": {
+                "network": config.network.to_json(),
+                "val_share": config.val_share,
+                **({"mlflow_run_id": config.run_id} if config.run_id else {}),
+            },
             "versions": bundle_writer.library_versions(),
             "reference": Reference.fit(ds.current[ds.mask("train")], ds.spec.names).to_json(),
         }
@@ -265,7 +271,7 @@ def add_reference(bundle_dir: Path, data_dir: Path) -> int:
     ds = dataset.build(Path(data_dir), spec, val_share)
     recorded = manifest.get("data", {}).get("fingerprint_sha256")
     if ds.fingerprint != recorded:
-        raise ValueError(
+        raise BundleError(
             f"{data_dir} is not the data this bundle was trained on (fingerprint {ds.fingerprint[:12]}…, "
             f"the bundle's {str(recorded)[:12]}…)"
         )

@@ -15,6 +15,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +33,10 @@ if importlib.util.find_spec("urllib3"):  # present with the training extras (via
     importlib.import_module("urllib3")  # its import checks for IPv6 by binding ::1 port 0
 if importlib.util.find_spec("joblib"):  # scikit-learn's; counts physical cores with `cat /proc/cpuinfo`
     importlib.import_module("joblib").cpu_count(only_physical_cores=True)  # once, cached from here on
+# Training runs are recorded with MLflow: each test process gets its own store, never ./mlruns.
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='advisor-mlruns-')}/mlflow.db")
+if importlib.util.find_spec("git"):  # GitPython (MLflow's) runs `git version` on import
+    importlib.import_module("git")
 if importlib.util.find_spec("matplotlib"):  # its first import on a machine lists fonts with `fc-list`
     importlib.import_module("matplotlib.font_manager")  # and caches them (~/.cache/matplotlib)
 

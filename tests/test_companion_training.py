@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,9 +214,11 @@ def test_packaged_companion_bundles_are_signed_demo_trained_and_pass_their_self_
 @pytest.mark.e2e
 def test_a_quick_run_on_a_sample_says_so_and_estimates_the_time_left(mimic_dir, tmp_path):
     out = tmp_path / "mortality"
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "tools.cli.main", "train", "mortality", "--mimic", str(mimic_dir), "--out", str(out)]
-        + ["--sample", "40", "--folds", "3", "--epochs", "2"],
+        + ["--sample", "40", "--folds", "3", "--epochs", "2", "--tracking-uri", store],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -229,3 +232,23 @@ def test_a_quick_run_on_a_sample_says_so_and_estimates_the_time_left(mimic_dir, 
     assert any("random sample" in note for note in manifest["data"]["notes"])
     progress = [line for line in proc.stderr.splitlines() if "fold 3/3" in line]
     assert progress and all("fits, about" in line and "[" in line for line in progress)
+    # the run is recorded: the report's AUROC, the report and the bundle, named in the manifest
+    from mlflow.tracking import MlflowClient
+
+    run_id = manifest["training"]["mlflow_run_id"]
+    assert f"run: {run_id}" in proc.stdout
+    client = MlflowClient(store)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    for network, figures in manifest["metrics"]["cross_validation"].items():
+        assert run.data.metrics[f"cross_validation.{network}.auroc"] == pytest.approx(figures["auroc"])
+    assert run.data.tags["data_fingerprint_sha256"] == manifest["data"]["fingerprint_sha256"]
+    logged = {a.path for a in client.list_artifacts(run_id)}
+    assert logged == {"bundle", "report"}
+    assert "report.md" in {Path(a.path).name for a in client.list_artifacts(run_id, "report")}
+    promote = [sys.executable, "-m", "tools.cli.main", "bundle", "promote", str(out), "--tracking-uri", store]
+    done = subprocess.run(promote, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and "is now 'production'" in done.stdout, done.stderr
+    ask = [sys.executable, "-m", "tools.cli.main", "bundle", "promoted", "mortality", "--tracking-uri", store]
+    found = subprocess.run(ask, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert found.returncode == 0 and found.stdout.strip() == str(out.resolve()), found.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -83,6 +84,13 @@ def test_small_training_run_writes_a_bundle_the_device_path_reproduces(aim94_dir
     assert "leave_patients_out" not in b.manifest.metrics["test"]
     text = out.with_name("tiny-report").joinpath("report.md").read_text()
     assert all(label in text for label in MODEL_LABELS.values())
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(b.manifest.training["mlflow_run_id"])
+    assert run.data.metrics["test.chronological.lstm_gru_tflite_int8.mae"] == pytest.approx(
+        chrono["lstm_gru_tflite_int8"]["mae"]
+    )
+    assert run.data.params["network.max_epochs"] == "1" and run.data.params["patients"] == "1,2"
 
 
 @pytest.mark.slow

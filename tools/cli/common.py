@@ -168,6 +168,9 @@ KEY_OPTION = click.option(
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Ed25519 private key to sign the bundle (see 'advisor keygen').",
 )
+TRACKING_OPTION = click.option(
+    "--tracking-uri", help="MLflow tracking store or server for this run (default $MLFLOW_TRACKING_URI, else ./mlruns)."
+)
 REPORT_OPTION = click.option(
     "--report",
     "report_dir",

@@ -12,6 +12,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from device.rules.safety import ProfileError
     from device.state.store import StoreError
     from firmware_bridge.c_export import ExportError
+    from model.tracking import TrackingError
     from preprocessing.aim94 import Aim94Error
     from preprocessing.mimic import MimicError
     from tools.ward.broker import BrokerStartError
@@ -27,5 +28,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
         StoreError,
         UserError,
         ExportError,
+        TrackingError,
         OSError,
     )

@@ -18,6 +18,7 @@ from tools.cli.common import (
     MIMIC_OPTION,
     OUT_OPTION,
     REPORT_OPTION,
+    TRACKING_OPTION,
     default_aim94_dir,
     friendly,
     require_bundle_folder,
@@ -190,18 +191,34 @@ def _patients(value: str | None) -> tuple[int, ...] | None:
     help="Networks averaged into the exported model (default 3; 1 trains three times faster).",
 )
 @click.option("--no-patient-folds", is_flag=True, help="Skip the leave-patients-out view (faster).")
+@TRACKING_OPTION
 @friendly
-def train_dose(data_dir, out, key, report_dir, patients, window, max_epochs, ensemble, no_patient_folds) -> None:
-    """Train the dose model, compare with baselines, export TFLite and write bundle + report."""
+def train_dose(
+    data_dir, out, key, report_dir, patients, window, max_epochs, ensemble, no_patient_folds, tracking_uri
+) -> None:
+    """Train the dose model, compare with baselines, export TFLite and write bundle + report (run tracked)."""
+    require_modules("train", "keras", "tensorflow", "sklearn", "mlflow")
+
+    from model import tracking
+
+    uri = tracking.tracking_uri(tracking_uri)
+    with tracking.tracked_run("dose", uri, out.name) as run_id:
+        _train_dose(
+            data_dir, out, key, report_dir, patients, window, max_epochs, ensemble, no_patient_folds, run_id, uri
+        )
+    click.echo(f"run: {run_id} in {uri}")
+
+
+def _train_dose(data_dir, out, key, report_dir, patients, window, max_epochs, ensemble, no_patient_folds, run_id, uri):
     from dataclasses import replace
 
-    require_modules("train", "keras", "tensorflow", "sklearn")
-
     from device.models.bundle import sign_bundle_dir
-    from model import pipeline, report
+    from model import pipeline, report, tracking
     from model.evaluation import predict_unsigned_dir
 
-    config = pipeline.DoseTrainingConfig(patients=_patients(patients), patient_folds=not no_patient_folds)
+    config = pipeline.DoseTrainingConfig(
+        patients=_patients(patients), patient_folds=not no_patient_folds, run_id=run_id
+    )
     if window is not None:
         config = replace(config, spec=replace(config.spec, window=window))
     if max_epochs is not None:
@@ -219,6 +236,21 @@ def train_dose(data_dir, out, key, report_dir, patients, window, max_epochs, ens
         click.echo(
             f"bundle is NOT signed; devices refuse it until you run 'advisor bundle sign {out} --key KEY'", err=True
         )
+    manifest = result.manifest
+    tracking.record(
+        run_id,
+        uri,
+        params={
+            "network": config.network.to_json(),
+            "window": config.spec.window,
+            "val_share": config.val_share,
+            "patients": ",".join(map(str, config.patients or ())) or "all",
+            "patient_folds": config.patient_folds,
+        },
+        metrics=manifest.metrics,
+        artifacts={"report": report_path.parent, "bundle": out},
+        tags={"data_fingerprint_sha256": manifest.data["fingerprint_sha256"], "bundle_version": manifest.version},
+    )
     click.echo(report.metrics_table(result.metrics["chronological"]))
     click.echo(report.verdict(result.metrics["chronological"]))
     click.echo(f"bundle: {out}\nreport: {report_path}")
@@ -236,15 +268,17 @@ def _train_companion(
     skipgram: bool,
     sample: int | None,
     l1_jobs: int | None,
+    run_id: str,
+    uri: str,
 ) -> None:
     from dataclasses import replace
 
     from device.models.bundle import sign_bundle_dir
-    from model import companion, companion_report
+    from model import companion, companion_report, tracking
     from model.evaluation import predict_unsigned_companion_dir
 
     config = companion.CompanionTrainingConfig(
-        task=task, index=index, folds=folds, skipgram=skipgram, sample=sample, logistic_jobs=l1_jobs
+        task=task, index=index, folds=folds, skipgram=skipgram, sample=sample, logistic_jobs=l1_jobs, run_id=run_id
     )
     if epochs is not None:
         config = replace(config, network=replace(config.network, epochs=epochs))
@@ -261,6 +295,15 @@ def _train_companion(
         click.echo(
             f"bundle is NOT signed; devices refuse it until you run 'advisor bundle sign {out} --key KEY'", err=True
         )
+    m = result.manifest
+    tracking.record(
+        run_id,
+        uri,
+        params={"task": task, "index": index, "folds": folds, "sample": sample or "all", **m.training},
+        metrics=m.metrics,
+        artifacts={"report": report_path.parent, "bundle": out},
+        tags={"data_fingerprint_sha256": str(m.data.get("fingerprint_sha256")), "bundle_version": m.version},
+    )
     click.echo(companion_report.comparison_table(result))
     if result.manifest.data["demo_trained"]:
         click.echo(companion.SMALL_DATA_NOTE)
@@ -301,10 +344,18 @@ def _companion_command(task: str, summary: str):
         default=None,
         help="L1 baseline folds fitted at a time, each in a worker process (default: 2 from 10,000 samples, else 1).",
     )
+    @TRACKING_OPTION
     @friendly
-    def command(mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample, l1_jobs) -> None:
-        require_modules("train", "keras", "tensorflow", "sklearn", "imblearn", "duckdb")
-        _train_companion(task, mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample, l1_jobs)
+    def command(mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample, l1_jobs, tracking_uri) -> None:
+        require_modules("train", "keras", "tensorflow", "sklearn", "imblearn", "duckdb", "mlflow")
+        from model import tracking
+
+        uri = tracking.tracking_uri(tracking_uri)
+        with tracking.tracked_run(task, uri, out.name) as run_id:
+            _train_companion(
+                task, mimic_dir, out, key, report_dir, index, folds, epochs, skipgram, sample, l1_jobs, run_id, uri
+            )
+        click.echo(f"run: {run_id} in {uri}")
 
     return command
 
@@ -418,6 +469,45 @@ def bundle_reference(bundle_dir: Path, data_dir: Path) -> None:
     click.echo(
         f"drift reference of {rows} training decision points written to {bundle_dir}/manifest.json; "
         f"the signature was removed: advisor bundle sign {bundle_dir} --key KEY"
+    )
+
+
+@bundle.command("promote")
+@click.argument("bundle_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--alias", default="production", show_default=True, help="The registry alias (stage) to point at it.")
+@TRACKING_OPTION
+@friendly
+def bundle_promote(bundle_dir: Path, alias: str, tracking_uri: str | None) -> None:
+    """Register BUNDLE_DIR's training run in the MLflow registry and point ALIAS at it."""
+    require_modules("train", "mlflow")
+    from device.models.bundle import open_bundle
+    from model import tracking
+
+    bundle = open_bundle(bundle_dir, require_signature=False)
+    run_id = bundle.manifest.training.get("mlflow_run_id")
+    if not run_id:
+        raise click.ClickException(f"{bundle_dir} names no training run (trained before runs were tracked)")
+    uri = tracking.tracking_uri(tracking_uri)
+    version = tracking.promote(
+        bundle.name, bundle.version, bundle.manifest_sha256, bundle_dir.resolve(), run_id, alias, uri
+    )
+    click.echo(f"{tracking.REGISTERED[bundle.name]} version {version} ({bundle.version}) is now '{alias}' in {uri}")
+
+
+@bundle.command("promoted")
+@click.argument("name", type=click.Choice(["dose", "mortality", "readmission"]))
+@click.option("--alias", default="production", show_default=True)
+@TRACKING_OPTION
+@friendly
+def bundle_promoted(name: str, alias: str, tracking_uri: str | None) -> None:
+    """Print the path of the NAME bundle the registry's ALIAS points at (what advisor rollout takes)."""
+    require_modules("train", "mlflow")
+    from model import tracking
+
+    found = tracking.promoted(name, alias, tracking.tracking_uri(tracking_uri))
+    click.echo(found["bundle_path"])
+    click.echo(
+        f"version {found['bundle_version']}, manifest sha256 {found['bundle_sha256']}, run {found['run_id']}", err=True
     )
 
 
