@@ -137,7 +137,6 @@ def _start(plan: Rollout, broker: BrokerConfig, sha256: str, version: str, old, 
 def _halt(plan, state: RolloutState, group: list[str], why: str, previous_archive: bytes, broker, progress):
     progress(f"halted: {why}")
     _log(plan.log, state, {"step": "halted", "why": why})
-    state.halted = why
     for device in group:
         if device not in state.flashed or device in state.rolled_back:
             continue
@@ -188,12 +187,5 @@ def _log(path: Path, state: RolloutState, step: dict) -> None:
         handle.write(json.dumps(step) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-    kind = step["step"]
-    if kind == "flashed":
-        state.flashed.append(step["device"])
-    elif kind == "soaked":
-        state.soaked += step["devices"]
-    elif kind == "rolled_back":
-        state.rolled_back.append(step["device"])
-    elif kind == "done":
-        state.done = True
+    if step["step"] != "start":
+        state.apply(step)

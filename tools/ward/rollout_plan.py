@@ -122,15 +122,19 @@ class RolloutState:
             {d: Health.from_json(h) for d, h in first["before"].items()},
         )
         for step in steps[1:]:
-            kind = step.get("step")
-            if kind == "flashed":
-                state.flashed.append(step["device"])
-            elif kind == "soaked":
-                state.soaked += step["devices"]
-            elif kind == "rolled_back":
-                state.rolled_back.append(step["device"])
-            elif kind == "halted":
-                state.halted = step["why"]
-            elif kind == "done":
-                state.done = True
+            state.apply(step)
         return state
+
+    def apply(self, step: dict) -> None:
+        """Fold one step of the log (after ``start``) into the state."""
+        kind = step.get("step")
+        if kind == "flashed":
+            self.flashed.append(step["device"])
+        elif kind == "soaked":
+            self.soaked += step["devices"]
+        elif kind == "rolled_back":
+            self.rolled_back.append(step["device"])
+        elif kind == "halted":
+            self.halted = step["why"]
+        elif kind == "done":
+            self.done = True
