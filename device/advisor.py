@@ -574,7 +574,7 @@ class Advisor:
 
             def predict(window: np.ndarray) -> float:
                 if drift is not None:
-                    drift.observe(model, window)
+                    drift.observe(model, window, patient)
                 return model.predict(window)
 
         decision = decide_at(

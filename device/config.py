@@ -306,9 +306,11 @@ class DriftConfig:
     """Input drift against the dose bundle's training reference (docs/deployment.md, "Drift").
 
     PSI is reported for every feature; the alert is raised when a ``watch`` feature's PSI over the
-    last ``window`` decisions passes ``alert_psi``. The default watches the glucose levels: a ward's
-    insulin regimens always differ from the training patients' (measured: PSI 0.3–1.4 on the dose
-    features of 10 held-out AIM-94 patients with nothing shifted), its glucose should not.
+    last ``window`` decisions of at least ``min_patients`` patients passes ``alert_psi``. The default
+    watches the glucose levels: a ward's insulin regimens always differ from the training patients'
+    (measured: PSI 0.3–1.4 on the dose features of 10 held-out AIM-94 patients with nothing shifted),
+    its glucose should not; one patient's glucose alone does (16 of 31 AIM-94 patients, each alone,
+    pass 0.5), so a device that sees fewer patients reports PSI and raises no alert.
     """
 
     enabled: bool = True
@@ -316,6 +318,7 @@ class DriftConfig:
     min_decisions: int = 100  # no PSI before this many
     alert_psi: float = 0.5
     watch: tuple[str, ...] = DRIFT_WATCHED
+    min_patients: int = 5  # no alert on fewer patients: one patient's own glucose is no population
 
     def __post_init__(self) -> None:
         if not 50 <= self.window <= 100_000:
@@ -324,6 +327,8 @@ class DriftConfig:
             raise ConfigError("drift.min_decisions must be between 10 and drift.window")
         if not 0.01 <= self.alert_psi <= 10:
             raise ConfigError("drift.alert_psi must be between 0.01 and 10")
+        if not 1 <= self.min_patients <= 10_000:
+            raise ConfigError("drift.min_patients must be between 1 and 10000")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -110,10 +110,13 @@ def psi(expected: Sequence[float], counts: Sequence[int]) -> float:
 
 @dataclass(frozen=True, slots=True)
 class DriftReport:
-    """The monitor's reading: decisions counted, PSI per feature (None until ``min_rows``), and
-    the watched features over the alert line, the largest shift first."""
+    """The monitor's reading: decisions counted and of how many patients, PSI per feature (None
+    until ``min_rows``), and the watched features over the alert line, the largest shift first
+    (none while fewer than ``min_patients`` patients are counted: drift is a ward's measure, and
+    one patient's own glucose is no population)."""
 
     rows: int
+    patients: int
     psi: dict[str, float] | None
     drifted: list[str]
 
@@ -130,30 +133,38 @@ class DriftMonitor:
         min_rows: int,
         alert_psi: float,
         watch: Sequence[str],
+        min_patients: int = 1,
     ) -> None:
         self.reference = reference
         self.window, self.min_rows, self.alert_psi = window, min_rows, alert_psi
+        self.min_patients = min_patients
         self.watch = [name for name in watch if name in reference.features]
         self._columns = [
             (i, name, reference.features[name]) for i, name in enumerate(names) if name in reference.features
         ]
         self._counts = {name: [0] * len(ref.shares) for _, name, ref in self._columns}
-        self._recent: deque[tuple[int, ...]] = deque()
+        self._recent: deque[tuple[str, tuple[int, ...]]] = deque()  # (patient, bins)
+        self._patients: Counter[str] = Counter()
 
-    def observe(self, row: np.ndarray) -> None:
-        """Count one decision's feature row (the current step of its window)."""
+    def observe(self, row: np.ndarray, patient: str = "") -> None:
+        """Count one decision's feature row (the current step of its window) of ``patient``."""
         bins = tuple(ref.bin_of(float(row[i])) for i, _, ref in self._columns)
         for (_, name, _), b in zip(self._columns, bins, strict=True):
             self._counts[name][b] += 1
-        self._recent.append(bins)
+        self._recent.append((patient, bins))
+        self._patients[patient] += 1
         if len(self._recent) > self.window:
-            for (_, name, _), b in zip(self._columns, self._recent.popleft(), strict=True):
+            gone, old = self._recent.popleft()
+            self._patients[gone] -= 1
+            if not self._patients[gone]:
+                del self._patients[gone]
+            for (_, name, _), b in zip(self._columns, old, strict=True):
                 self._counts[name][b] -= 1
 
     def report(self) -> DriftReport:
-        rows = len(self._recent)
+        rows, patients = len(self._recent), len(self._patients)
         if rows < self.min_rows:
-            return DriftReport(rows, None, [])
+            return DriftReport(rows, patients, None, [])
         values = {name: round(psi(ref.shares, self._counts[name]), 4) for _, name, ref in self._columns}
         drifted = sorted((n for n in self.watch if values[n] > self.alert_psi), key=lambda n: -values[n])
-        return DriftReport(rows, values, drifted)
+        return DriftReport(rows, patients, values, drifted if patients >= self.min_patients else [])

@@ -25,6 +25,7 @@ from domain.events import Kind, within_timestamp_rank
 from .event_factory import raw
 
 REPLAYED = (3, 8, 12, 21, 33, 47)  # AIM-94 patients, chosen before any PSI was looked at
+WINDOW = 2000  # replayed one patient after another, the window holds all six (on a ward they interleave)
 
 
 def test_psi_is_zero_for_the_training_shares_and_grows_with_the_shift():
@@ -56,6 +57,19 @@ def test_the_monitor_counts_the_last_window_and_alerts_only_on_watched_features(
     assert report.drifted == ["a"], "b drifted too, but only watched features raise the alert"
 
 
+def test_one_patient_s_own_glucose_is_no_population_and_raises_no_alert():
+    rows = np.arange(1000.0).reshape(-1, 1)
+    reference = Reference.fit(rows, ["a"])
+    alone = DriftMonitor(reference, ["a"], window=100, min_rows=50, alert_psi=0.25, watch=["a"], min_patients=5)
+    ward = DriftMonitor(reference, ["a"], window=100, min_rows=50, alert_psi=0.25, watch=["a"], min_patients=5)
+    for i in range(100):
+        alone.observe(np.array([5000.0]), "bed-7-patient")
+        ward.observe(np.array([5000.0]), f"p{i % 6}")
+    assert alone.report().psi is not None and alone.report().psi["a"] > 5
+    assert (alone.report().patients, alone.report().drifted) == (1, [])
+    assert (ward.report().patients, ward.report().drifted) == (6, ["a"])
+
+
 def test_a_reference_that_does_not_fit_its_features_is_refused():
     good = Reference.fit(np.arange(100.0).reshape(-1, 1), ["a"]).to_json()
     assert Reference.from_json(good, ["a"]).rows == 100
@@ -75,11 +89,11 @@ def dose_model() -> DoseModel:
     return DoseModel(open_bundle(default_bundle_path("dose")))
 
 
-def replayed_drift(aim94_logs, dose_model: DoseModel, shift_mg_dl: float):
+def replayed_drift(aim94_logs, dose_model: DoseModel, shift_mg_dl: float, numbers: tuple[int, ...] = REPLAYED):
     """Replay the chosen patients' logs through the device's decision path; the drift reading."""
-    watch = DriftWatch(DriftConfig())
+    watch = DriftWatch(DriftConfig(window=WINDOW))
     advisor = Advisor(Store(Path(":memory:")), ModelSlot(dose_model), SafetyConfig(), "event", drift=watch)
-    for log in (lg for lg in aim94_logs if lg.number in REPLAYED):
+    for log in (lg for lg in aim94_logs if lg.number in numbers):
         for event in sorted(log.events, key=lambda e: (e.ts, within_timestamp_rank(e))):
             if event.kind is Kind.GLUCOSE and shift_mg_dl:
                 event = replace(event, mg_dl=min(1000.0, event.reading + shift_mg_dl))
@@ -95,11 +109,13 @@ def test_the_packaged_bundle_carries_its_training_reference(dose_model):
 @pytest.mark.slow
 def test_a_replay_as_recorded_raises_no_drift_and_readings_80_higher_do(aim94_logs, dose_model):
     recorded = replayed_drift(aim94_logs, dose_model, 0.0)
-    assert recorded is not None and recorded.decisions == DriftConfig().window and recorded.psi is not None
+    assert recorded is not None and recorded.patients == len(REPLAYED) and recorded.psi is not None
     assert recorded.drifted == [], recorded.note
     assert "look like its training data" in recorded.note
     shifted = replayed_drift(aim94_logs, dose_model, 80.0)
     assert shifted is not None and shifted.psi is not None
     assert "glucose_last_mg_dl" in shifted.drifted and "no longer look like" in shifted.note
+    alone = replayed_drift(aim94_logs, dose_model, 80.0, numbers=(3,))  # one bed, one patient
+    assert alone is not None and alone.patients == 1 and alone.drifted == [] and "1 patient(s)" in alone.note
     for name in DriftConfig().watch:  # recorded in the note of the test run: the figures the alert rests on
         print(f"{name}: PSI {recorded.psi[name]:.3f} as recorded, {shifted.psi[name]:.3f} with +80 mg/dL")

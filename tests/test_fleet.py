@@ -54,7 +54,7 @@ def test_a_device_s_row_says_what_runs_since_when_and_what_is_wrong():
     assert fleet_row(quiet, NOW).state == "silent", "no heartbeat for three minutes"
     gone = replace(ONLINE, state="offline", activity=None, published_at=(NOW - timedelta(hours=2)).isoformat())
     assert (fleet_row(gone, NOW).state, fleet_row(gone, NOW).since) == ("offline", gone.published_at)
-    drift = DriftStatus(500, 500, 0.5, ["glucose_mean_24h"], {"glucose_mean_24h": 2.1}, ["glucose_mean_24h"], "…")
+    drift = DriftStatus(500, 12, 500, 0.5, ["glucose_mean_24h"], {"glucose_mean_24h": 2.1}, ["glucose_mean_24h"], "…")
     troubled = replace(ONLINE, device_id="bed8", ward="ward4", storage_problem="disk full", drift=drift)
     rows = fleet_rows({"bed8": troubled, "bed7": ONLINE}, NOW)
     assert [r.device_id for r in rows] == ["bed7", "bed8"]

@@ -186,6 +186,7 @@ class DriftStatus(Message):
     """The dose model's inputs on this device against its training reference (docs/deployment.md, "Drift")."""
 
     decisions: int
+    patients: int
     window: int
     alert_psi: float
     watch: list[str]

@@ -32,15 +32,17 @@ class DriftWatch:
             if self.config.enabled and model.reference is not None:
                 c = self.config
                 names = model.spec.names
-                self._monitor = DriftMonitor(model.reference, names, c.window, c.min_decisions, c.alert_psi, c.watch)
+                self._monitor = DriftMonitor(
+                    model.reference, names, c.window, c.min_decisions, c.alert_psi, c.watch, c.min_patients
+                )
         return self._monitor
 
-    def observe(self, model: DoseModel, window: np.ndarray) -> None:
-        """Count the current step of one decision's window."""
+    def observe(self, model: DoseModel, window: np.ndarray, patient: str) -> None:
+        """Count the current step of one decision's window, of ``patient``."""
         with self._lock:
             monitor = self._for(model)
             if monitor is not None:
-                monitor.observe(window[-1])
+                monitor.observe(window[-1], patient)
 
     def status(self, model: DoseModel | None) -> DriftStatus | None:
         """The reading for ``model`` (None: no model, no reference in its bundle, or drift off)."""
@@ -54,6 +56,7 @@ class DriftWatch:
             watch = list(monitor.watch)
         return DriftStatus(
             decisions=report.rows,
+            patients=report.patients,
             window=self.config.window,
             alert_psi=self.config.alert_psi,
             watch=watch,
@@ -69,6 +72,12 @@ def note(report: DriftReport, config: DriftConfig, watch: list[str]) -> str:
         return f"drift not watched: none of drift.watch ({', '.join(config.watch)}) is a feature of this model"
     if report.psi is None:
         return f"measuring: {report.rows} of the first {config.min_decisions} decisions counted"
+    if report.patients < config.min_patients:
+        largest = max(watch, key=lambda name: report.psi[name] if report.psi else 0.0)
+        return (
+            f"decisions of {report.patients} patient(s): drift is judged on {config.min_patients} or more, as one "
+            f"patient's own glucose differs from any population (largest watched PSI {report.psi[largest]:.2f})"
+        )
     if report.drifted:
         worst = report.drifted[0]
         return (
