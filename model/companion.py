@@ -26,8 +26,9 @@ import numpy as np
 from device.contract.manifest import Manifest
 from domain.visits import TIMELINE_FEATURES, EncodedHistories, Visit, VisitSpec
 from domain.vocabulary import Vocabulary, count_codes
-from model import bundle_writer, classification_metrics, companion_networks, export, skipgram
+from model import bundle_writer, classification_metrics, companion_networks, explain, export, fairness, skipgram
 from preprocessing.cohorts import Cohort, mortality_cohort, readmission_cohort
+from preprocessing.demographics import sample_groups
 from preprocessing.mimic import MimicData, read_mimic
 
 DevicePredict = Callable[[Path, str, EncodedHistories], np.ndarray]
@@ -43,6 +44,7 @@ MODEL_LABELS = {
     "rnn_last_hf": "RNN, last-index loss",
     "cnn_wide": "CNN-Wide",
     "mlp": "MLP on the index visit",
+    "talstm": "time-aware LSTM with attention",
     LOGISTIC: "L1 logistic regression (timeline summary)",
 }
 OUTPUTS = {
@@ -75,11 +77,14 @@ class CompanionTrainingConfig:
     )
     folds: int = 5
     bootstrap: int = 1000
+    fairness_bootstrap: int = 200  # resamples per group of the fairness table (4 attributes × their groups)
+    fairness_min_class: int = fairness.MIN_CLASS  # positives and negatives a group needs to be read
     imbalance_network: dict = field(default_factory=lambda: {"mortality": "gru", "readmission": "mlp"})
     logistic_c: float = 1.0
     target_sensitivity: float = 0.8
     importance_features: int = 100
     importance_samples: int = 2000  # toggled on a random subset: two predictions per feature
+    shap: explain.ShapConfig = field(default_factory=explain.ShapConfig)
     parity_samples: int = 5000  # TFLite runs one history at a time, as on the device
     skipgram: bool = False  # initialise code embeddings from skip-gram vectors of co-occurring codes
     golden_pairs: int = 6
@@ -112,11 +117,66 @@ class CompanionResult:
     best: str
     confusion: dict
     importance: dict[str, list[dict]]
+    attention: Attention | None  # the time-aware network's out-of-fold attention over visits
+    explanations: Explanations  # SHAP of the L1 model and the exported network (refitted on the whole cohort)
+    fairness: list[fairness.GroupFigures]  # the exported network's out-of-fold figures by group
     parity: dict
     notes: list[str]
     seconds: float
     encoded: EncodedHistories  # the cohort's encoded histories (parity inputs)
     keras_probabilities: np.ndarray  # the exported network's Keras outputs on them
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Out-of-fold attention of the time-aware network: each history's weights over its visits."""
+
+    weights: np.ndarray  # (samples, max_visits), 0 on padded visits, each row summing to about 1
+    visits: np.ndarray  # real visits per history
+    gap_days: np.ndarray  # (samples, max_visits) days since the previous discharge (capped at 365)
+    decay_per_year: list[float]  # each fold's learned drop in attention score per year before the index
+
+    def by_position(self, min_visits: int = 2) -> list[dict]:
+        """Mean weight of the index visit, the one before it, …, over histories with at least ``min_visits``."""
+        rows = self.visits >= min_visits
+        if not rows.any():
+            return []
+        deepest = int(self.visits[rows].max())
+        out = []
+        for back in range(deepest):
+            having = rows & (self.visits > back)
+            out.append(
+                {
+                    "visits_before_index": back,
+                    "histories": int(having.sum()),
+                    "mean_weight": float(self.weights[having, -1 - back].mean()),
+                }
+            )
+        return out
+
+    def example(self) -> int | None:
+        """The history with the most visits (the first such), to show one patient's weights."""
+        return int(np.argmax(self.visits)) if len(self.visits) and self.visits.max() > 1 else None
+
+    def to_json(self) -> dict:
+        return {"by_position": self.by_position(), "decay_per_year": self.decay_per_year}
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """SHAP of both explained models and the one patient the report shows."""
+
+    logistic: explain.Explanation
+    network: explain.Explanation
+    patient_row: int  # row of ``network`` explained for one patient: the riskiest explained history
+    patient_probability: float
+
+    def to_json(self, top: int) -> dict:
+        return {
+            "logistic_l1": {"space": self.logistic.space, "top": self.logistic.global_ranking(top)},
+            self.network.model: {"space": self.network.space, "top": self.network.global_ranking(top)},
+            "patient": {"probability": self.patient_probability, "top": self.network.patient(self.patient_row, top)},
+        }
 
 
 @dataclass
@@ -411,9 +471,19 @@ def _minutes(seconds: float) -> str:
 
 
 def _cross_validate(
-    kind: str, folds: list[_Fold], config: CompanionTrainingConfig, method: str, progress: Progress, clock: StudyClock
+    kind: str,
+    folds: list[_Fold],
+    config: CompanionTrainingConfig,
+    method: str,
+    progress: Progress,
+    clock: StudyClock,
+    attention: list | None = None,
 ) -> tuple[np.ndarray, float, int]:
-    """Out-of-fold probabilities, total training seconds and the parameter count."""
+    """Out-of-fold probabilities, total training seconds and the parameter count.
+
+    For an attention network, ``attention`` (if given) receives each fold's test rows, their
+    attention weights and the fold's learned time decay.
+    """
     if kind == LOGISTIC:
         return _cross_validate_logistic(folds, config, method, progress, clock)
     oof = np.zeros(len(folds[0].enc.y))
@@ -421,6 +491,9 @@ def _cross_validate(
     for fold, split in enumerate(folds, start=1):
         started = time.monotonic()
         oof[split.test], model = _fit_network(kind, split.enc, split.train, split.test, method, config)
+        if attention is not None and kind in companion_networks.ATTENTION:
+            weights = companion_networks.attention_weights(model, split.enc.x.take(split.test).inputs())
+            attention.append((split.test, weights, companion_networks.time_decay(model)))
         took = time.monotonic() - started
         seconds += took
         params = companion_networks.parameters(model)
@@ -462,6 +535,19 @@ def _cross_validate_logistic(
         last = now
         progress(f"  {MODEL_LABELS[LOGISTIC]} [{method}] fold {fold}/{config.folds}: {took:.1f} s  {status}")
     return oof, seconds, params
+
+
+def _attention(folds: list, x: EncodedHistories) -> Attention:
+    """The folds' attention weights put back in sample order."""
+    weights = np.zeros(x.timeline.shape[:2], dtype=np.float64)
+    for rows, fold_weights, _ in folds:
+        weights[rows] = fold_weights
+    return Attention(
+        weights,
+        x.timeline[:, :, 0].sum(axis=1).astype(int),
+        x.timeline[:, :, companion_networks.GAP_COLUMN] * 365.0,
+        [decay for _, _, decay in folds],
+    )
 
 
 def _golden_histories(spec: VisitSpec, n: int, seed: int) -> list[list[Visit]]:
@@ -533,9 +619,14 @@ def _toggle_importance(model, kind: str, enc: _Encoded, config: CompanionTrainin
     return sorted(rows, key=lambda r: -abs(r["mean_change"]))
 
 
-def _logistic_importance(enc: _Encoded, config: CompanionTrainingConfig) -> list[dict]:
+def _whole_cohort_logistic(enc: _Encoded, config: CompanionTrainingConfig):
+    """The L1 model fitted on the whole cohort (for its coefficients and SHAP; never exported)."""
     model = _l1_logistic(config)
     model.fit(enc.summary, enc.y, sample_weight=class_weights(enc.y))
+    return model
+
+
+def _logistic_importance(model, enc: _Encoded) -> list[dict]:
     names = summary_feature_names(enc.spec)
     coefs = model.coef_.reshape(-1)
     return [
@@ -543,6 +634,19 @@ def _logistic_importance(enc: _Encoded, config: CompanionTrainingConfig) -> list
         for i in np.argsort(-np.abs(coefs), kind="stable")
         if coefs[i] != 0
     ]
+
+
+def _explanations(logistic, network, kind: str, enc: _Encoded, config: CompanionTrainingConfig) -> Explanations:
+    """SHAP of the whole-cohort L1 model and of the refitted network; the riskiest explained history."""
+    linear = explain.logistic_shap(logistic, enc.summary, summary_feature_names(enc.spec), config.shap)
+
+    def predict(inputs: dict) -> np.ndarray:
+        return companion_networks.predict(network, kind, inputs)
+
+    deep = explain.network_shap(predict, kind, enc.x, feature_names(enc.spec), config.shap)
+    probabilities = companion_networks.predict(network, kind, enc.x.take(deep.rows).inputs())
+    riskiest = int(np.argmax(probabilities))
+    return Explanations(linear, deep, riskiest, float(probabilities[riskiest]))
 
 
 def _model_files(task: str) -> dict[str, str]:
@@ -644,6 +748,7 @@ def train_companion(
         cohort = sample_cohort(cohort, config.sample, config.seed)
         notes.append(f"trained on a random sample of {len(cohort.samples)} samples (--sample), not the whole cohort")
     patients = len(data.patients)
+    groups = sample_groups(data, cohort.samples)
     source = {
         "source": data.layout,
         "version": data.version,
@@ -674,8 +779,9 @@ def train_companion(
     out_of_fold, metrics = {}, {}
     imbalance_kinds = (config.imbalance_network[config.task], LOGISTIC)
     clock = StudyClock(config.folds * (len(networks) + 1 + len(imbalance_kinds) * (len(IMBALANCE_METHODS) - 1)))
+    attention_folds: list = []
     for kind in (*networks, LOGISTIC):
-        oof, seconds, params = _cross_validate(kind, folds, config, "class_weights", progress, clock)
+        oof, seconds, params = _cross_validate(kind, folds, config, "class_weights", progress, clock, attention_folds)
         out_of_fold[kind] = oof
         metrics[kind] = {
             **classification_metrics.summary(enc.y, oof, config.bootstrap),
@@ -695,8 +801,12 @@ def train_companion(
                 continue
             summary = classification_metrics.summary(enc.y, oof, config.bootstrap)
             imbalance[kind][method] = {k: summary[k] for k in ("auroc", "auroc_ci95", "auprc")}
+    attention = _attention(attention_folds, enc.x) if attention_folds else None
     threshold = classification_metrics.threshold_for_sensitivity(enc.y, out_of_fold[best], config.target_sensitivity)
     confusion = classification_metrics.confusion(enc.y, out_of_fold[best], threshold)
+    by_group = fairness.fairness_table(
+        enc.y, out_of_fold[best], threshold, groups, config.fairness_bootstrap, config.fairness_min_class
+    )
 
     held_out = folds[0]
     progress(f"TFLite parity on held-out fold 1 ({len(held_out.test)} samples)")
@@ -744,7 +854,13 @@ def train_companion(
     manifest["output"].update(device_role(parity))
     progress(f"device runs the {manifest['output']['device_role']} model: {manifest['output']['device_role_reason']}")
     progress("feature importance (L1 coefficients; toggling features of the index visit)")
-    importance = {"logistic_l1": _logistic_importance(enc, config), best: _toggle_importance(final, best, enc, config)}
+    logistic = _whole_cohort_logistic(enc, config)
+    importance = {
+        "logistic_l1": _logistic_importance(logistic, enc),
+        best: _toggle_importance(final, best, enc, config),
+    }
+    progress(f"SHAP: L1 model (LinearExplainer), {MODEL_LABELS[best]} (KernelExplainer over code presence)")
+    explanations = _explanations(logistic, final, best, enc, config)
     demo = patients < DEMO_PATIENT_LIMIT
     cohort_json = cohort.to_json()
     manifest.update(
@@ -767,6 +883,10 @@ def train_companion(
                 "best": best,
                 "imbalance": imbalance,
                 "confusion_at_threshold": confusion,
+                "fairness": [row.to_json() for row in by_group],
+                **({"attention": attention.to_json()} if attention else {}),
+                "shap": explanations.to_json(config.shap.top),
+                "fairness_min_class": config.fairness_min_class,
                 "parity": parity,
                 "note": SMALL_DATA_NOTE if demo else "out-of-fold estimates",
             },
@@ -809,6 +929,9 @@ def train_companion(
         best,
         confusion,
         importance,
+        attention,
+        explanations,
+        by_group,
         parity,
         notes,
         time.monotonic() - started,

@@ -15,6 +15,13 @@ weight matrix, costing per code a visit has rather than per code in the vocabula
 * ``cnn_wide`` — convolutions whose kernels span whole visits (1, 2 and 3 visits wide and
   every feature), max-pooled over time.
 * ``mlp`` — dense layers over the last (index) visit only.
+* ``talstm`` — a time-aware LSTM with attention: each visit also carries how long before
+  the index admission it ended (the sum of the later visits' gaps, so irregular intervals
+  are encoded, not just the order), the LSTM's per-visit states are scored, each score is
+  lowered by a learned rate times that elapsed time, and a softmax over the real visits
+  weighs them; the weighted states and the last state give the probability. The attention
+  weights are a named layer (:func:`attention_weights`), so the report can show which
+  visits the model looked at.
 
 Recurrent layers are unrolled to the fixed history length so the graph converts to
 built-in TFLite ops (float and full-integer int8).
@@ -27,9 +34,12 @@ from dataclasses import asdict, dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-MORTALITY_NETWORKS = ("lstm", "gru", "bilstm")
-READMISSION_NETWORKS = ("rnn_last_hf", "cnn_wide", "mlp")
+MORTALITY_NETWORKS = ("lstm", "gru", "bilstm", "talstm")
+READMISSION_NETWORKS = ("rnn_last_hf", "cnn_wide", "mlp", "talstm")
 SEQUENCE_OUTPUT = ("rnn_last_hf",)
+ATTENTION = ("talstm",)
+GAP_COLUMN = 2  # timeline: days since the previous discharge, as a fraction of 365 (domain.visits)
+PADDING_SCORE = 8.0  # a padded visit's attention score sits this far below: its weight is e^-8 of a real one
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,8 @@ def build(
         merged = keras.layers.Concatenate(name="all_widths")(pooled) if len(pooled) > 1 else pooled[0]
         merged = keras.layers.Dropout(config.dropout, name="dropout")(merged)
         outputs = keras.layers.Dense(1, activation="sigmoid", name="risk")(merged)
+    elif kind == "talstm":
+        outputs = _time_aware_attention(visits, timeline, max_visits, config)
     elif kind == "mlp":
         last = keras.layers.Cropping1D((max_visits - 1, 0), name="index_visit")(visits)
         head = keras.layers.Flatten(name="index_flat")(last)
@@ -116,6 +128,93 @@ def build(
     else:
         raise ValueError(f"unknown companion network {kind!r}")
     return keras.Model({"codes": codes, "timeline": timeline}, outputs, name=kind)
+
+
+def _attention_layers():
+    """The two small layers of the ``talstm`` head (built on first use: keras is imported lazily)."""
+    import keras
+    from keras import ops
+
+    class EndOfMask(keras.layers.Layer):
+        """Passes its input on and stops the padding mask: the attention handles padding itself."""
+
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.supports_masking = True
+
+        def call(self, inputs):
+            return ops.copy(inputs)  # a new tensor: the input's own would keep its mask attached
+
+        def compute_mask(self, inputs, mask=None):
+            return None
+
+    class TimeDecay(keras.layers.Layer):
+        """Elapsed time times one learned non-negative rate: how much an older visit's score drops."""
+
+        def build(self, input_shape) -> None:
+            self.rate = self.add_weight(
+                shape=(),
+                initializer=keras.initializers.Constant(0.1),
+                constraint=keras.constraints.NonNeg(),
+                name="rate",
+            )
+
+        def call(self, inputs):
+            return inputs * self.rate
+
+    return EndOfMask, TimeDecay
+
+
+def _time_aware_attention(visits, timeline, max_visits: int, config: CompanionNetworkConfig):
+    """The ``talstm`` head: elapsed time joined to each visit, LSTM states, time-decayed attention."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    end_of_mask, time_decay = _attention_layers()
+    later = np.triu(np.ones((max_visits, max_visits), dtype="float32"), k=1).T  # [s, t] = 1 when s > t
+    summed = keras.layers.Dense(
+        max_visits,
+        use_bias=False,
+        trainable=False,
+        kernel_initializer=keras.initializers.Constant(later),
+        name="elapsed",
+    )
+    elapsed = summed(timeline[:, :, GAP_COLUMN])  # (B, V): years before the index admission, gaps capped at a year
+    present = timeline[:, :, 0]
+    seq = keras.layers.Concatenate(name="visit_with_elapsed")([visits, ops.expand_dims(elapsed * present, -1)])
+    seq = keras.layers.Masking(0.0, name="padded_visits")(seq)
+    seq = keras.layers.Dropout(config.dropout, name="embedding_dropout")(seq)
+    states = keras.layers.LSTM(config.units, return_sequences=True, unroll=True, name="lstm")(seq)
+    states = end_of_mask(name="states")(states)
+    hidden = keras.layers.Dense(config.units // 2, activation="tanh", name="attention_hidden")(states)
+    score = keras.layers.Flatten(name="scores")(keras.layers.Dense(1, use_bias=False, name="attention_score")(hidden))
+    lowered = time_decay(name="time_decay")(elapsed) + (1.0 - present) * PADDING_SCORE
+    weights = keras.layers.Softmax(name="attention")(keras.layers.Subtract(name="visit_scores")([score, lowered]))
+    context = ops.sum(ops.expand_dims(weights, -1) * states, axis=1)
+    last = keras.layers.Flatten(name="index_state")(keras.layers.Cropping1D((max_visits - 1, 0), name="index")(states))
+    merged = keras.layers.Concatenate(name="context_and_last")([context, last])
+    merged = keras.layers.Dropout(config.dropout, name="state_dropout")(merged)
+    return keras.layers.Dense(1, activation="sigmoid", name="risk")(merged)
+
+
+def attention_weights(model, inputs: dict):
+    """A ``talstm`` model's attention over the visits of each history, ``(n, max_visits)``, in batches."""
+    import keras
+    import numpy as np
+
+    probe = keras.Model(model.input, model.get_layer("attention").output)
+    n = len(inputs["codes"])
+    out = [
+        np.asarray(probe({k: v[i : i + PREDICT_BATCH] for k, v in inputs.items()}, training=False))
+        for i in range(0, n, PREDICT_BATCH)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, model.input["codes"].shape[1]))
+
+
+def time_decay(model) -> float:
+    """A ``talstm`` model's learned drop in attention score per year before the index admission."""
+    return float(model.get_layer("time_decay").get_weights()[0])
 
 
 def inference_graph(model, kind: str):

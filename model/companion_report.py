@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from model import explain
 from model.companion import IMBALANCE_METHODS, MODEL_LABELS, OUTPUTS, CompanionResult
+from model.fairness import GroupFigures
+from preprocessing.demographics import ATTRIBUTE_LABELS
 
 LEAK_FIX = (
     "The input sequence stops at the index admission. The source notebook fed every admission of the "
@@ -50,6 +53,141 @@ def comparison_table(result: CompanionResult) -> str:
             f"{_fmt(m['auprc'])} ({_interval(m['auprc_ci95'])}) |"
         )
     return "\n".join(lines)
+
+
+def _figure(value: float | None, ci) -> str:
+    return f"{_fmt(value)} ({_interval(ci)})" if value is not None else "too small to read"
+
+
+def fairness_table(rows: list[GroupFigures]) -> str:
+    """The fairness rows as a markdown table: every group, its size, and its figures or why not."""
+    lines = [
+        "| attribute | group | n (positive) | AUROC (95 % CI) | AUPRC (95 % CI) | recall at threshold (95 % CI) "
+        "| observed rate | mean predicted |",
+        "|---|---|---:|---|---|---|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {ATTRIBUTE_LABELS.get(row.attribute, row.attribute)} | {row.group} | {row.n} ({row.positives}) | "
+            f"{_figure(row.auroc, row.auroc_ci95)} | {_figure(row.auprc, row.auprc_ci95)} | "
+            f"{_figure(row.recall, row.recall_ci95)} | {row.observed_rate:.3f} | {row.mean_predicted:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def fairness_reading(result: CompanionResult, min_class: int) -> str:
+    """What the fairness table says and does not say, in words."""
+    small = [f"{row.group} ({row.n})" for row in result.fairness if not row.readable and row.attribute != "all"]
+    sentence = (
+        f"Out-of-fold scores of the exported {MODEL_LABELS[result.best]}, split by the index admission's "
+        f"recorded sex, age band, race/ethnicity and insurance. The threshold is the cohort's "
+        f"({result.confusion['threshold']:.3g}, chosen to catch 80 % of all positives), so a group's recall "
+        f"shows whom it misses. Intervals: AUROC and AUPRC by bootstrap within the group, recall by Wilson. "
+        f"A group with fewer than {min_class} positives or negatives is too small to read: its size is shown, "
+        "its figures are not. Training weighted the classes equally, which raises every predicted probability; "
+        "compare the groups' mean predicted with each other's observed rate, not as an absolute calibration."
+    )
+    groups = [row for row in result.fairness if row.attribute != "all"]
+    if groups and len(small) == len(groups):
+        sentence += (
+            f" Every group of this cohort is too small to read ({result.confusion['tp'] + result.confusion['fn']} "
+            "positives in all): the table shows who is in the cohort, not how the model treats them."
+        )
+    elif small:
+        sentence += f" Too small to read here: {', '.join(small)}."
+    return sentence
+
+
+def attention_section(result: CompanionResult) -> list[str]:
+    """Where the time-aware network looked: mean weight by visit position, its time decay, one history."""
+    attention = result.attention
+    if attention is None:
+        return []
+    decay = ", ".join(f"{d:.3f}" for d in attention.decay_per_year)
+    lines = [
+        "## Time-aware LSTM with attention: where it looks",
+        "Out-of-fold attention weights (each test fold scored by the model trained on the others). Each visit "
+        "carries how long before the index admission it ended; a visit's attention score drops by the learned "
+        f"rate times those years (per fold: {decay} per year).",
+        "",
+    ]
+    positions = attention.by_position()
+    if not positions:
+        return [*lines, "Every history in this cohort has one visit, so all the attention is on it.", ""]
+    lines += [
+        "| visit | histories | mean attention weight |",
+        "|---|---:|---:|",
+        *[
+            f"| {'index admission' if r['visits_before_index'] == 0 else str(r['visits_before_index']) + ' before'} "
+            f"| {r['histories']} | {r['mean_weight']:.3f} |"
+            for r in positions
+        ],
+        "",
+        f"Histories with at least two visits: {positions[0]['histories']} of {len(attention.visits)}.",
+    ]
+    example = attention.example()
+    if example is not None:
+        visits = int(attention.visits[example])
+        cells = [
+            f"{attention.weights[example, -1 - back]:.3f} (gap {attention.gap_days[example, -1 - back]:.0f} d)"
+            for back in range(visits - 1, -1, -1)
+        ]
+        lines += [
+            f"One history ({visits} visits, oldest first; weight and days since the previous discharge): "
+            + " → ".join(cells)
+            + "."
+        ]
+    return [*lines, ""]
+
+
+SHAP_TOP = 10
+
+
+def shap_section(result: CompanionResult, out: Path) -> list[str]:
+    """SHAP summary plots of the L1 model and the exported network, their top features, one patient."""
+    shown = result.explanations
+    network = MODEL_LABELS[result.best]
+    explain.summary_plot(shown.logistic, out / "shap_logistic.png", "L1 logistic regression (log-odds)", SHAP_TOP)
+    explain.summary_plot(shown.network, out / "shap_network.png", f"{network} (probability)", SHAP_TOP)
+    lines = [
+        "## SHAP explanations",
+        f"**L1 logistic regression**: `shap.LinearExplainer` (interventional) on the {len(shown.logistic.names)} "
+        f"features the L1 penalty kept, {len(shown.logistic.rows)} patients explained, in log-odds "
+        "(exact for a linear model).",
+        "",
+        "![SHAP summary, L1 logistic regression](shap_logistic.png)",
+        "",
+        f"**{network} (exported)**: `shap.KernelExplainer` over the presence of the {len(shown.network.names)} "
+        f"codes in most histories, {len(shown.network.rows)} patients explained, in probability. Taking a "
+        "code out removes it from every visit; putting one in adds it to the index visit; the background is "
+        "a random sample of the cohort. The other codes of each history stay as they are.",
+        "",
+        "![SHAP summary, exported network](shap_network.png)",
+        "",
+        "| model | feature | mean abs. SHAP | mean value |",
+        "|---|---|---:|---:|",
+    ]
+    for label, shown_model, unit in (("L1", shown.logistic, "log-odds"), (network, shown.network, "probability")):
+        lines += [
+            f"| {label} | {r['feature']} | {r['mean_abs_shap']:.4f} {unit} | {r['mean_value']:.3f} |"
+            for r in shown_model.global_ranking(SHAP_TOP)
+        ]
+    top = shown.network.patient(shown.patient_row, SHAP_TOP)
+    lines += [
+        "",
+        f"One patient, the riskiest of those explained (predicted {_pct(shown.patient_probability)}): the codes "
+        "that moved the network's probability most, in probability points "
+        "(present = 1: the code is in the history).",
+        "",
+        "| code | SHAP | present |",
+        "|---|---:|---:|",
+        *[f"| {r['feature']} | {100 * r['shap']:+.1f} pts | {r['value']:.0f} |" for r in top],
+        "",
+        "On the device every `risk` answer names its top codes by occlusion (each distinct code taken out, one "
+        "inference each), which needs no background and no sampling.",
+        "",
+    ]
+    return lines
 
 
 def imbalance_table(result: CompanionResult) -> str:
@@ -195,6 +333,7 @@ def write_report(result: CompanionResult, out: Path) -> Path:
         "best out-of-fold AUROC (ties: fewer parameters); the L1 logistic regression is a baseline and is not "
         "exported.",
         "",
+        *attention_section(result),
         "## Class imbalance (inside the training folds only)",
         imbalance_table(result),
         "",
@@ -205,6 +344,11 @@ def write_report(result: CompanionResult, out: Path) -> Path:
         f"| negative | {c['fp']} | {c['tn']} |",
         "",
         f"Sensitivity {_pct(c['sensitivity'])}, specificity {_pct(c['specificity'])}. {clinical_reading(result)}",
+        "",
+        f"## Fairness — {MODEL_LABELS[result.best]} by group, out-of-fold",
+        fairness_table(result.fairness),
+        "",
+        fairness_reading(result, m.metrics.get("fairness_min_class", 10)),
         "",
         "## TFLite on the device path vs Keras",
         "| evaluated on | samples (positive) | AUROC Keras | AUROC TFLite float | AUROC TFLite int8 | "
@@ -239,6 +383,7 @@ def write_report(result: CompanionResult, out: Path) -> Path:
         "|---|---:|---:|",
         *[f"| {r['feature']} | {r['mean_change']:+.3f} | {r['in_index_visits']} |" for r in toggled],
         "",
+        *shap_section(result, out),
         "## Plots",
         *[f"![{p}]({p})" for p in plots],
         "",

@@ -72,6 +72,8 @@ class Admission:
     died_in_hospital: bool
     codes: frozenset[str]
     primary_dx: str | None  # first-sequence diagnosis, with its prefix
+    race: str = ""  # as recorded on the admission (MIMIC-III ``ethnicity``, MIMIC-IV ``race``)
+    insurance: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +333,7 @@ def _codes(
 
 def _admissions(rows, codes: dict, primary: dict, skipped: _Skipped) -> dict[int, list[Admission]]:
     by_subject: dict[int, list[Admission]] = defaultdict(list)
+    shared: dict[str, str] = {}  # each race and insurance string kept once
     for row in rows:
         admit, discharge = _time(row.get("admittime")), _time(row.get("dischtime"))
         ids = skipped.ints("admissions", row, "hadm_id", "subject_id")
@@ -341,8 +344,20 @@ def _admissions(rows, codes: dict, primary: dict, skipped: _Skipped) -> dict[int
             continue
         hadm, subject = ids
         died = bool(row.get("deathtime")) or row.get("hospital_expire_flag") == "1"
+        race = (row.get("race") or row.get("ethnicity") or "").strip()
+        insurance = (row.get("insurance") or "").strip()
         by_subject[subject].append(
-            Admission(hadm, subject, admit, discharge, died, frozenset(codes.get(hadm, ())), primary.get(hadm))
+            Admission(
+                hadm,
+                subject,
+                admit,
+                discharge,
+                died,
+                frozenset(codes.get(hadm, ())),
+                primary.get(hadm),
+                shared.setdefault(race, race),
+                shared.setdefault(insurance, insurance),
+            )
         )
     for rows_ in by_subject.values():
         rows_.sort(key=lambda a: a.admit)

@@ -50,9 +50,14 @@ def build_mimic_iv(mimic_dir: Path, root: Path) -> Path:
     write_gz(root / "hosp" / "patients.csv.gz", ["subject_id", "gender", "anchor_age", "anchor_year", "dod"], patients)
     write_gz(
         root / "hosp" / "admissions.csv.gz",
-        ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "hospital_expire_flag"],
+        ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "hospital_expire_flag", "insurance", "race"],
         [
-            {k: r[k] for k in ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "hospital_expire_flag")}
+            {
+                **{k: r[k] for k in ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime")},
+                "hospital_expire_flag": r["hospital_expire_flag"],
+                "insurance": r["insurance"],
+                "race": r["ethnicity"],  # MIMIC-IV v2 renamed the column
+            }
             for r in admissions
         ],
     )

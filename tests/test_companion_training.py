@@ -84,11 +84,11 @@ def test_the_device_runs_int8_only_when_it_matches_keras():
 
 
 def test_mortality_compares_every_model_and_imbalance_method(mortality):
-    assert set(mortality.metrics) == {"lstm", "gru", "bilstm", "logistic_l1"}
+    assert set(mortality.metrics) == {"lstm", "gru", "bilstm", "talstm", "logistic_l1"}
     for m in mortality.metrics.values():
         assert 0.0 <= m["auroc"] <= 1.0 and m["parameters"] > 0 and m["train_seconds"] > 0
         assert m["n"] == 65
-    assert mortality.best in ("lstm", "gru", "bilstm")
+    assert mortality.best in ("lstm", "gru", "bilstm", "talstm")
     assert set(mortality.imbalance["gru"]) == {"class_weights", "random_oversampling", "smote"}
     assert "an average of two codes is not a code" in mortality.imbalance["gru"]["smote"]["error"]
     assert 0.0 <= mortality.imbalance["logistic_l1"]["smote"]["auroc"] <= 1.0  # SMOTE on the sparse summary
@@ -107,6 +107,52 @@ def test_report_has_tables_plots_and_says_the_demo_is_too_small(mortality, tmp_p
     assert "too small for a meaningful AUROC" in text and "Leakage fix" in text
     assert "| bidirectional LSTM" in text and "random oversampling" in text and "flagged" in text
     assert (tmp_path / "roc.png").stat().st_size > 1000 and (tmp_path / "pr.png").stat().st_size > 1000
+    assert "| time-aware LSTM with attention" in text  # compared in the same folds
+    assert "## Fairness" in text and "| insurance | Medicare |" in text and "too small to read" in text
+    assert "## SHAP explanations" in text and "One patient, the riskiest" in text
+    for plot in ("shap_logistic.png", "shap_network.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
+
+
+def test_fairness_rows_are_the_out_of_fold_figures_of_each_group(mortality, mimic_dir):
+    from model import fairness
+    from preprocessing.demographics import sample_groups
+
+    data = read_mimic(mimic_dir)
+    groups = sample_groups(data, mortality_cohort(data).samples)
+    rows = {(r.attribute, r.group): r for r in mortality.fairness}
+    whole = rows[("all", "all patients")]
+    assert (whole.n, whole.positives) == (65, 40)
+    for attribute, labels in groups.items():
+        assert sum(r.n for (a, _), r in rows.items() if a == attribute) == 65
+        for name in set(labels):
+            member = np.array(labels) == name
+            row = rows[(attribute, name)]
+            assert (row.n, row.positives) == (int(member.sum()), int(mortality.labels[member].sum()))
+            assert row.readable == (min(row.positives, row.n - row.positives) >= fairness.MIN_CLASS)
+            if row.readable:
+                scores = mortality.out_of_fold[mortality.best][member]
+                assert row.auroc == pytest.approx(classification_metrics.auroc(mortality.labels[member], scores))
+    assert mortality.manifest.metrics["fairness"][0]["group"] == "all patients"
+
+
+def test_shap_explains_both_models_and_adds_up(mortality):
+    shown = mortality.explanations
+    linear, deep = shown.logistic, shown.network
+    assert linear.values.shape == linear.data.shape and linear.values.shape[0] == 65
+    assert deep.values.shape == (len(deep.rows), len(deep.names)) and len(deep.names) == 20
+    assert np.abs(deep.values).sum() > 0 and np.abs(linear.values).sum() > 0
+    top = mortality.manifest.metrics["shap"]["patient"]["top"]
+    assert top and all(r["feature"] in deep.names for r in top)
+
+
+def test_the_time_aware_network_reports_its_attention(mortality):
+    attention = mortality.attention
+    assert attention is not None and attention.weights.shape == (65, 10)
+    assert np.allclose(attention.weights.sum(axis=1), 1.0, atol=1e-3)
+    real = attention.weights[:, -1]  # the demo's mortality histories are one visit each
+    assert (attention.visits == 1).all() and (real > 0.99).all()
+    assert len(attention.decay_per_year) == 3 and all(d >= 0 for d in attention.decay_per_year)
 
 
 @pytest.mark.e2e
@@ -146,6 +192,8 @@ def test_readmission_command_on_the_mimic_iv_layout(mimic_dir, tmp_path):
         assert parity[f"{role}_vs_keras_max_abs"] <= 0.02 and parity[f"{role}_vs_keras_auroc_diff"] <= 0.01
     report = (tmp_path / "readmission-report" / "report.md").read_text()
     assert "Feature importance" in report and "L1 logistic regression" in report
+    assert "## Time-aware LSTM with attention: where it looks" in report and "| 1 before |" in report
+    assert manifest["metrics"]["attention"]["by_position"][0]["visits_before_index"] == 0
 
 
 @pytest.mark.e2e

@@ -70,6 +70,9 @@ def test_a_visit_history_gets_a_risk_message_and_the_page_shows_it(rig):
         model = risk.models[name]
         assert model.version and model.demo_trained is True and "demo-trained" in model.label
     assert "do not change the dose" in risk.note
+    for name in ("mortality", "readmission"):  # each figure names the codes that moved it
+        top = risk.contributions[name]
+        assert 1 <= len(top) <= 5 and all(isinstance(c.change, float) for c in top)
     assert device.view("p-risk").risk is None, "the patient's own screen shows no companion risk"
     device.add_user("nurse-1", "nurse", "2580")
     view = device.view("p-risk", device.signed_in("nurse-1", "2580"))

@@ -182,6 +182,14 @@ class RiskModelInfo(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Contribution(Message):
+    """How much one code of the history moved a companion model's probability (occlusion on the device)."""
+
+    code: str
+    change: float  # the probability with the code minus without it: positive raises the risk
+
+
+@dataclass(frozen=True, slots=True)
 class DriftStatus(Message):
     """The dose model's inputs on this device against its training reference (docs/deployment.md, "Drift")."""
 
@@ -288,6 +296,7 @@ class Risk(Message):
     visits: int
     computed_at: str
     note: str
+    contributions: dict[str, list[Contribution]] = field(default_factory=dict)  # by model, largest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -702,6 +711,7 @@ ALL_SCHEMAS: tuple[type, ...] = (
     Suggestion,
     ErrorMessage,
     RiskModelInfo,
+    Contribution,
     DriftStatus,
     WardOutcomes,
     Activity,

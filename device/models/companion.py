@@ -11,13 +11,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from device.contract.manifest import GoldenPair
-from device.contract.messages import RiskModelInfo
+from device.contract.messages import Contribution, RiskModelInfo
 from device.models.bundle import Bundle, BundleError
 from device.models.inference import NamedInputsModel, golden_self_test
 from domain.visits import EncodedHistories, Visit
+from domain.vocabulary import OOV, PAD
 
 COMPANION_NAMES = ("mortality", "readmission")
 GOLDEN_TOLERANCE = 0.02
+TOP_CONTRIBUTIONS = 5
+UNKNOWN_CODES = "codes outside the model's vocabulary"
 
 
 class RiskModel:
@@ -62,6 +65,27 @@ class RiskModel:
             value = self._model.run({"codes": encoded.codes[i : i + 1], "timeline": encoded.timeline[i : i + 1]})
             out[i] = min(max(value, 0.0), 1.0)
         return out
+
+    def contributions(self, visits: Sequence[Visit], top: int = TOP_CONTRIBUTIONS) -> list[Contribution]:
+        """The codes that moved this history's probability most, by occlusion.
+
+        Each distinct code of the encoded history is taken out of every visit it appears in and
+        the model run again: one inference per distinct code, cheap enough for the device. The
+        change is the probability with the code minus without it. Codes outside the vocabulary
+        share one index, so they are taken out together and named as such.
+        """
+        encoded = self.spec.encode(visits)
+        with_all = float(self.predict_many(encoded)[0])
+        indices = [int(i) for i in np.unique(encoded.codes) if i != PAD]
+        changes = []
+        for index in indices:
+            codes = encoded.codes.copy()
+            codes[codes == index] = PAD
+            without = float(self.predict_many(EncodedHistories(codes, encoded.timeline))[0])
+            name = UNKNOWN_CODES if index == OOV else self.spec.vocabulary.codes[index - 2]
+            changes.append(Contribution(name, round(with_all - without, 4)))
+        changes.sort(key=lambda c: (-abs(c.change), c.code))
+        return changes[:top]
 
     def self_test(self) -> float:
         """Run the manifest's golden histories; return the worst error, raise if out of tolerance."""

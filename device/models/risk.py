@@ -59,7 +59,8 @@ class RiskAssessor:
         return round(model.predict(history.visits), 4) if model is not None else None
 
     def score(self, history: VisitHistory) -> Risk:
-        """The companion models' risk for a valid visit history, remembered as the patient's latest."""
+        """The companion models' risk for a valid visit history, remembered as the patient's latest,
+        with the codes that contributed most to each model's figure."""
         risk = Risk(
             patient=history.patient,
             mortality_1y=self._probability("mortality", history),
@@ -68,6 +69,7 @@ class RiskAssessor:
             visits=len(history.visits),
             computed_at=datetime.now(UTC).isoformat(timespec="seconds"),
             note=STATEMENT,
+            contributions={name: model.contributions(history.visits) for name, model in self.models.items()},
         )
         with self._lock:
             self._latest[history.patient] = risk
