@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +119,52 @@ class DriftReport:
     patients: int
     psi: dict[str, float] | None
     drifted: list[str]
+    counts: dict[str, list[int]]  # the watched features' bin counts over the window, to pool across devices
+
+
+def alerts(values: dict[str, float], watch: Sequence[str], alert_psi: float) -> list[str]:
+    """The watched features over the alert line, the largest shift first."""
+    return sorted((n for n in watch if values[n] > alert_psi), key=lambda n: -values[n])
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCounts:
+    """One device's contribution to a pooled reading: its decisions, patients and watched bin counts."""
+
+    decisions: int
+    patients: int
+    counts: dict[str, list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class PooledDrift:
+    """Several devices' windows read as one population (devices of one ward, one model, one reference)."""
+
+    devices: int
+    decisions: int
+    patients: int
+    psi: dict[str, float]
+    drifted: list[str]
+
+
+def pooled_drift(
+    devices: Sequence[DeviceCounts], expected: Mapping[str, Sequence[float]], alert_psi: float, min_patients: int
+) -> PooledDrift:
+    """PSI of the devices' summed bin counts against the training shares ``expected``.
+
+    Patients add up because each device sees its own beds; the alert needs ``min_patients`` of
+    them, as on one device. A device without counts for a feature adds nothing to it.
+    """
+    psi_values = {}
+    for name, shares in expected.items():
+        summed = [0] * len(shares)
+        for device in devices:
+            for i, n in enumerate(device.counts.get(name, [])[: len(shares)]):
+                summed[i] += n
+        psi_values[name] = round(psi(shares, summed), 4)
+    patients = sum(d.patients for d in devices)
+    drifted = alerts(psi_values, list(expected), alert_psi) if patients >= min_patients else []
+    return PooledDrift(len(devices), sum(d.decisions for d in devices), patients, psi_values, drifted)
 
 
 class DriftMonitor:
@@ -163,8 +209,9 @@ class DriftMonitor:
 
     def report(self) -> DriftReport:
         rows, patients = len(self._recent), len(self._patients)
+        counts = {name: list(self._counts[name]) for name in self.watch}
         if rows < self.min_rows:
-            return DriftReport(rows, patients, None, [])
+            return DriftReport(rows, patients, None, [], counts)
         values = {name: round(psi(ref.shares, self._counts[name]), 4) for _, name, ref in self._columns}
-        drifted = sorted((n for n in self.watch if values[n] > self.alert_psi), key=lambda n: -values[n])
-        return DriftReport(rows, patients, values, drifted if patients >= self.min_patients else [])
+        drifted = alerts(values, self.watch, self.alert_psi) if patients >= self.min_patients else []
+        return DriftReport(rows, patients, values, drifted, counts)

@@ -19,7 +19,7 @@ from device.models.choice import ModelSlot
 from device.models.drift_watch import DriftWatch
 from device.models.inference import DoseModel
 from device.state.store import Store
-from domain.drift import DriftMonitor, DriftReferenceError, Reference, psi
+from domain.drift import DeviceCounts, DriftMonitor, DriftReferenceError, Reference, pooled_drift, psi
 from domain.events import Kind, within_timestamp_rank
 
 from .event_factory import raw
@@ -89,9 +89,11 @@ def dose_model() -> DoseModel:
     return DoseModel(open_bundle(default_bundle_path("dose")))
 
 
-def replayed_drift(aim94_logs, dose_model: DoseModel, shift_mg_dl: float, numbers: tuple[int, ...] = REPLAYED):
+def replayed_drift(
+    aim94_logs, dose_model: DoseModel, shift_mg_dl: float, numbers: tuple[int, ...] = REPLAYED, window: int = WINDOW
+):
     """Replay the chosen patients' logs through the device's decision path; the drift reading."""
-    watch = DriftWatch(DriftConfig(window=WINDOW))
+    watch = DriftWatch(DriftConfig(window=window))
     advisor = Advisor(Store(Path(":memory:")), ModelSlot(dose_model), SafetyConfig(), "event", drift=watch)
     for log in (lg for lg in aim94_logs if lg.number in numbers):
         for event in sorted(log.events, key=lambda e: (e.ts, within_timestamp_rank(e))):
@@ -119,3 +121,33 @@ def test_a_replay_as_recorded_raises_no_drift_and_readings_80_higher_do(aim94_lo
     assert alone is not None and alone.patients == 1 and alone.drifted == [] and "1 patient(s)" in alone.note
     for name in DriftConfig().watch:  # recorded in the note of the test run: the figures the alert rests on
         print(f"{name}: PSI {recorded.psi[name]:.3f} as recorded, {shifted.psi[name]:.3f} with +80 mg/dL")
+
+
+@pytest.mark.slow
+def test_beds_that_cannot_judge_alone_raise_the_ward_alert_together(aim94_logs, dose_model):
+    """A device per bed: each sees one patient and never alerts; the ward's summed counts do, when shifted."""
+    for shift, alerted in ((0.0, False), (80.0, True)):
+        beds = [replayed_drift(aim94_logs, dose_model, shift, numbers=(n,), window=500) for n in REPLAYED]
+        assert all(b is not None and b.patients == 1 and b.drifted == [] for b in beds)
+        first = beds[0]
+        assert first is not None and set(first.counts) == set(first.expected) == set(DriftConfig().watch)
+        pooled = pooled_drift(
+            [DeviceCounts(b.decisions, b.patients, b.counts) for b in beds if b],
+            first.expected,
+            first.alert_psi,
+            first.min_patients,
+        )
+        assert (pooled.devices, pooled.patients) == (6, 6)
+        assert bool(pooled.drifted) is alerted, pooled
+        print(f"shift +{shift:g}: pooled PSI {pooled.psi}")
+
+
+def test_pooled_counts_are_read_as_one_population():
+    expected = {"a": [0.5, 0.5]}
+    one = DeviceCounts(100, 2, {"a": [100, 0]})
+    other = DeviceCounts(100, 3, {"a": [0, 100]})
+    together = pooled_drift([one, other], expected, alert_psi=0.25, min_patients=5)
+    assert together.psi["a"] == 0.0 and together.drifted == [] and together.patients == 5
+    skewed = pooled_drift([one, one, DeviceCounts(50, 1, {})], expected, alert_psi=0.25, min_patients=5)
+    assert skewed.drifted == ["a"] and skewed.decisions == 250
+    assert pooled_drift([one], expected, 0.25, 5).drifted == [], "two patients are not a ward"

@@ -15,7 +15,7 @@ from device.config import BrokerConfig
 from device.contract.messages import Activity, DeviceStatus, DriftStatus, ModelInfo
 from device.state.metrics import DeviceMetrics
 from tools.mqtt_kit.client import DeviceWatcher
-from tools.ward.fleet_board import fleet_row, fleet_rows, fleet_table
+from tools.ward.fleet_board import fleet_row, fleet_rows, fleet_table, ward_drift, ward_drift_lines
 
 from . import event_factory
 from .conftest import ROOT
@@ -61,6 +61,37 @@ def test_a_device_s_row_says_what_runs_since_when_and_what_is_wrong():
     assert [r.device_id for r in fleet_rows({"bed8": troubled, "bed7": ONLINE}, NOW, ward="ward4")] == ["bed8"]
     table = fleet_table(rows)
     assert "disk full; drift: glucose_mean_24h" in table and table.splitlines()[0].startswith("device")
+
+
+def _bed(device_id: str, patients: int, counts: list[int], ward: str = "ward3", state: str = "online"):
+    drift = DriftStatus(
+        sum(counts), patients, 500, 0.5, ["g"], {"g": 0.0}, [], "…", 5, {"g": counts}, {"g": [0.5, 0.5]}
+    )
+    return replace(ONLINE, device_id=device_id, ward=ward, state=state, drift=drift)
+
+
+def test_the_ward_s_beds_are_read_together_for_drift():
+    skewed = {f"bed{i}": _bed(f"bed{i}", 2, [90, 10]) for i in range(1, 4)}
+    readings = ward_drift(skewed)
+    assert len(readings) == 1
+    ward = readings[0]
+    assert (ward.ward, ward.devices, ward.patients, ward.decisions) == ("ward3", ["bed1", "bed2", "bed3"], 6, 300)
+    assert ward.drifted == ["g"] and "no longer look like" in ward.note
+    assert all(not s.drift.drifted for s in skewed.values()), "no bed alerted alone"
+    two = ward_drift({k: v for k, v in skewed.items() if k != "bed3"})[0]
+    assert two.drifted == [] and "judged on 5 or more" in two.note, "4 patients are too few"
+    mixed = {
+        **skewed,
+        "bed4": _bed("bed4", 2, [10, 90], ward="ward5"),
+        "bed5": _bed("bed5", 9, [10, 90], state="offline"),
+    }
+    by_ward = {r.ward: r for r in ward_drift(mixed)}
+    assert by_ward["ward3"].devices == ["bed1", "bed2", "bed3"], "offline devices and other wards stay out"
+    assert by_ward["ward5"].patients == 2
+    assert [r.ward for r in ward_drift(mixed, ward="ward5")] == ["ward5"]
+    assert "ward ward3, dose model 2026.11.22.053959: DRIFT" in ward_drift_lines(list(by_ward.values()))
+    other_model = replace(skewed["bed3"], models=[ModelInfo("dose", "2027.01.01.000000", None)])
+    assert len(ward_drift({**skewed, "bed3": other_model})) == 2, "two models are two references"
 
 
 def test_the_last_hour_counts_answers_lowered_doses_and_refusals():
@@ -111,6 +142,9 @@ def test_three_devices_one_killed_as_the_fleet_sees_them(mosquitto, tmp_path):
             "readmission",
         }
         assert [r["device_id"] for r in fleet(mosquitto.url, "--ward", "ward3")] == ["fleet-a", "fleet-b"]
+        ward = fleet(mosquitto.url, "--drift")  # the living devices of ward3, read together; fleet-c is offline
+        assert [(r["ward"], r["devices"]) for r in ward] == [("ward3", ["fleet-a", "fleet-b"])]
+        assert ward[0]["patients"] == 0 and "judged on 5 or more" in ward[0]["note"]
     finally:
         for device in devices:
             device.stop()

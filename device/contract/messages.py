@@ -201,6 +201,9 @@ class DriftStatus(Message):
     psi: dict[str, float] | None
     drifted: list[str]
     note: str
+    min_patients: int = 1
+    counts: dict[str, list[int]] = field(default_factory=dict)  # watched features' bins over the window
+    expected: dict[str, list[float]] = field(default_factory=dict)  # their training shares
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ class DriftWatch:
                 return None
             report = monitor.report()
             watch = list(monitor.watch)
+            expected = {name: list(monitor.reference.features[name].shares) for name in watch}
         return DriftStatus(
             decisions=report.rows,
             patients=report.patients,
@@ -63,6 +64,9 @@ class DriftWatch:
             psi=report.psi,
             drifted=report.drifted,
             note=note(report, self.config, watch),
+            min_patients=self.config.min_patients,
+            counts=report.counts,
+            expected=expected,
         )
 
 

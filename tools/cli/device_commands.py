@@ -602,23 +602,38 @@ def shadow_report(state_dir: Path, as_json: bool) -> None:
 @click.command()
 @click.option("--ward", help="Only the devices whose config names this ward.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option(
+    "--drift", "pooled", is_flag=True, help="Only the drift of each ward's devices read together (per model)."
+)
 @broker_options("the ward's")
 @friendly
-def fleet(broker, ward: str | None, as_json: bool) -> None:
+def fleet(broker, ward: str | None, as_json: bool, pooled: bool) -> None:
     """Every device that publishes a status: models, online since when, problems, the last hour, drift."""
     from datetime import UTC, datetime
 
     from tools.ward.fleet import read_statuses
-    from tools.ward.fleet_board import fleet_rows, fleet_table
+    from tools.ward.fleet_board import fleet_rows, fleet_table, ward_drift, ward_drift_lines
 
     statuses, unreadable = read_statuses(broker)
     rows = fleet_rows(statuses, datetime.now(UTC), ward)
     for topic in unreadable:
         click.echo(f"{topic}: not a status this tool can read (a device of another version?)", err=True)
+    if pooled:
+        readings = ward_drift(statuses, ward)
+        if as_json:
+            click.echo(json.dumps([r.to_payload() for r in readings], indent=2))
+        elif readings:
+            click.echo(ward_drift_lines(readings))
+        else:
+            click.echo("no device reports drift counts (drift off, no reference, or another version)", err=True)
+        return
     if as_json:
         click.echo(json.dumps([r.to_payload() for r in rows], indent=2))
     elif rows:
         click.echo(fleet_table(rows))
+        readings = ward_drift(statuses, ward)
+        if readings:
+            click.echo("\n" + ward_drift_lines(readings))
     else:
         where = f" of ward {ward}" if ward else ""
         click.echo(f"no device{where} has published a status on {broker.display_url}", err=True)

@@ -4,6 +4,10 @@ One :class:`FleetRow` per device: its models, whether it is online and since whe
 overdue checks, what it answered and refused in the last hour, drift and outcome alerts. A device
 whose last status is online but older than :data:`SILENT_AFTER_S` is ``silent``: it stopped
 publishing its heartbeat without the broker announcing its last will.
+
+Drift is also read per ward (:func:`ward_drift`): a device per bed sees one or two patients, too few
+to judge on its own, so the watched features' bin counts of every device of a ward running the same
+model are summed and read as one population.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from device.contract.messages import DeviceStatus, Message
+from domain.drift import DeviceCounts, pooled_drift
 
 SILENT_AFTER_S = 180.0  # three missed heartbeats (the device publishes its status every 60 s)
 
@@ -94,3 +99,88 @@ def fleet_table(rows: list[FleetRow]) -> str:
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+@dataclass(frozen=True, slots=True)
+class WardDrift(Message):
+    """The dose model's inputs over every reporting device of one ward that runs the same model."""
+
+    ward: str | None
+    dose_model: str | None
+    devices: list[str]
+    decisions: int
+    patients: int
+    alert_psi: float
+    min_patients: int
+    psi: dict[str, float]
+    drifted: list[str]
+    note: str
+
+
+def ward_drift(statuses: Mapping[str, DeviceStatus], ward: str | None = None) -> list[WardDrift]:
+    """One pooled reading per ward and model, from the devices that are not offline and report counts."""
+    groups: dict[tuple, list[DeviceStatus]] = {}
+    for _, status in sorted(statuses.items()):
+        drift = status.drift
+        if status.state == "offline" or drift is None or not drift.counts or not drift.expected:
+            continue
+        if ward is not None and status.ward != ward:
+            continue
+        model = status.models[0].version if status.models else None
+        reference = tuple(sorted((name, tuple(shares)) for name, shares in drift.expected.items()))
+        groups.setdefault((status.ward, model, reference), []).append(status)
+    readings = []
+    for (ward_name, model, _), members in groups.items():
+        first = members[0].drift
+        assert first is not None
+        pooled = pooled_drift(
+            [DeviceCounts(s.drift.decisions, s.drift.patients, s.drift.counts) for s in members if s.drift],
+            first.expected,
+            first.alert_psi,
+            first.min_patients,
+        )
+        readings.append(
+            WardDrift(
+                ward=ward_name,
+                dose_model=model,
+                devices=[s.device_id for s in members],
+                decisions=pooled.decisions,
+                patients=pooled.patients,
+                alert_psi=first.alert_psi,
+                min_patients=first.min_patients,
+                psi=pooled.psi,
+                drifted=pooled.drifted,
+                note=_ward_note(pooled.patients, len(members), pooled.psi, pooled.drifted, first),
+            )
+        )
+    return readings
+
+
+def _ward_note(patients: int, devices: int, psi: dict[str, float], drifted: list[str], first) -> str:
+    largest = max(psi, key=lambda name: psi[name]) if psi else None
+    if largest is None:
+        return "no watched feature reported"
+    if patients < first.min_patients:
+        return (
+            f"decisions of {patients} patient(s) on {devices} device(s): drift is judged on {first.min_patients} "
+            f"or more (largest watched PSI {psi[largest]:.2f})"
+        )
+    if drifted:
+        worst = drifted[0]
+        return (
+            f"the ward's model inputs no longer look like its training data ({worst}: PSI {psi[worst]:.2f}, alert "
+            f"at {first.alert_psi:g}, {patients} patients on {devices} device(s)); tell the diabetes team so the "
+            "model is reviewed"
+        )
+    return (
+        f"the ward's model inputs look like its training data (largest watched PSI {psi[largest]:.2f}, alert at "
+        f"{first.alert_psi:g}; {patients} patients on {devices} device(s))"
+    )
+
+
+def ward_drift_lines(readings: list[WardDrift]) -> str:
+    """The pooled readings, one line each, for a terminal."""
+    return "\n".join(
+        f"ward {r.ward or '—'}, dose model {r.dose_model or 'none'}: {'DRIFT' if r.drifted else 'ok'} — {r.note}"
+        for r in readings
+    )
