@@ -158,3 +158,23 @@ def promoted(name: str, alias: str, uri: str) -> dict[str, str]:
     except Exception:
         raise TrackingError(f"no {name} bundle is promoted to '{alias}' in {uri}") from None
     return {**model.tags, "run_id": model.run_id or "", "registry_version": str(model.version)}
+
+
+def promoted_bundle(name: str, alias: str, uri: str) -> Path:
+    """The folder of the bundle ``alias`` points at, checked to be the very bundle that was promoted
+    (its manifest.json's sha256 as the registry recorded it): a folder rebuilt or edited since is refused.
+    Its signature is for the rollout to check, as for any bundle."""
+    import hashlib
+
+    found = promoted(name, alias, uri)
+    path = Path(found.get("bundle_path", ""))
+    try:
+        digest = hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
+    except OSError as exc:
+        raise TrackingError(f"the {name} bundle promoted to '{alias}' ({path}) cannot be read: {exc}") from None
+    if digest != found.get("bundle_sha256"):
+        raise TrackingError(
+            f"{path} is no longer the {name} bundle promoted to '{alias}' (version {found.get('bundle_version')}): "
+            "its manifest changed since; promote the bundle again"
+        )
+    return path

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from tools.cli.common import CREDENTIALS_OPTION, broker_options, device_credentials, friendly
+from tools.cli.common import (
+    CREDENTIALS_OPTION,
+    TRACKING_OPTION,
+    broker_options,
+    device_credentials,
+    friendly,
+    require_modules,
+)
 
 
 def _device_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -148,7 +155,13 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 
 
 @click.command()
-@click.argument("bundle_path", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("bundle_path", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--promoted",
+    "alias",
+    help="Roll out the dose bundle the MLflow registry's ALIAS points at (advisor bundle promote) instead of BUNDLE.",
+)
+@TRACKING_OPTION
 @click.option(
     "--devices",
     "devices",
@@ -184,11 +197,22 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 )
 @broker_options("the ward's")
 @friendly
-def rollout(broker, bundle_path, devices, canary, soak_s, wave, previous, log_path, trust) -> None:
+def rollout(broker, bundle_path, alias, tracking_uri, devices, canary, soak_s, wave, previous, log_path, trust) -> None:
     """Roll BUNDLE out in stages: canaries, a soak, then waves; halt and roll back when one degrades."""
     from device.models.bundle import default_bundle_path
     from tools.ward import rollout as rollout_mod
 
+    if (bundle_path is None) == (alias is None):
+        raise click.UsageError("give either BUNDLE or --promoted ALIAS")
+    if alias is not None:
+        require_modules("train", "mlflow")
+        from model import tracking
+
+        try:
+            bundle_path = tracking.promoted_bundle("dose", alias, tracking.tracking_uri(tracking_uri))
+        except tracking.TrackingError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"the dose bundle promoted to '{alias}': {bundle_path}", err=True)
     if canary > len(devices):
         raise click.BadParameter(f"{canary} canaries but {len(devices)} device(s)", param_hint="--canary")
     plan = rollout_mod.Rollout(
