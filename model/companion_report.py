@@ -84,8 +84,9 @@ def fairness_reading(result: CompanionResult, min_class: int) -> str:
         f"({result.confusion['threshold']:.3g}, chosen to catch 80 % of all positives), so a group's recall "
         f"shows whom it misses. Intervals: AUROC and AUPRC by bootstrap within the group, recall by Wilson. "
         f"A group with fewer than {min_class} positives or negatives is too small to read: its size is shown, "
-        "its figures are not. Training weighted the classes equally, which raises every predicted probability; "
-        "compare the groups' mean predicted with each other's observed rate, not as an absolute calibration."
+        "its figures are not. Training weighted the classes equally, which pulls every predicted probability "
+        "towards one half; so read calibration across groups (does a group's mean predicted move with its "
+        "observed rate?), not as an absolute scale."
     )
     groups = [row for row in result.fairness if row.attribute != "all"]
     if groups and len(small) == len(groups):

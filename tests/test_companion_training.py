@@ -24,7 +24,7 @@ from .conftest import ROOT
 from .mimic_iv_fixture import build_mimic_iv
 
 pytestmark = pytest.mark.slow
-QUICK = ("--folds", "3", "--epochs", "4")
+QUICK = ("--folds", "3", "--epochs", "4", "--shap-patients", "6")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def mortality(mimic_dir, tmp_path_factory):
     from model.evaluation import predict_unsigned_companion_dir
 
     config = companion.CompanionTrainingConfig(task="mortality", folds=3, bootstrap=200, skipgram=True)
-    config = replace(config, network=replace(config.network, epochs=4))
+    config = replace(config, network=replace(config.network, epochs=4), shap=replace(config.shap, network_samples=8))
     out = tmp_path_factory.mktemp("mortality") / "bundle"
     return companion.train_companion(mimic_dir, out, config, predict_unsigned_companion_dir, progress=lambda m: None)
 
@@ -254,6 +254,9 @@ def test_packaged_companion_bundles_are_signed_demo_trained_and_pass_their_self_
         assert cohort["steps"] == expected[name]["steps"]
         for role in ("int8", "float"):
             assert RiskModel(bundle, role).self_test() <= 0.02
+        metrics = bundle.manifest.metrics
+        assert metrics["fairness"][0]["group"] == "all patients" and metrics["shap"]["patient"]["top"]
+        assert "talstm" in metrics["cross_validation"], "the time-aware network was compared"
         role = bundle.manifest.output.device_role
         for parity in bundle.manifest.metrics["parity"].values():
             assert parity[f"{role}_vs_keras_max_abs"] <= 0.02 and parity[f"{role}_vs_keras_auroc_diff"] <= 0.01
@@ -266,7 +269,7 @@ def test_a_quick_run_on_a_sample_says_so_and_estimates_the_time_left(mimic_dir, 
     (tmp_path / "mlruns").mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "tools.cli.main", "train", "mortality", "--mimic", str(mimic_dir), "--out", str(out)]
-        + ["--sample", "40", "--folds", "3", "--epochs", "2", "--tracking-uri", store],
+        + ["--sample", "40", "--folds", "3", "--epochs", "2", "--shap-patients", "4", "--tracking-uri", store],
         capture_output=True,
         text=True,
         cwd=ROOT,
