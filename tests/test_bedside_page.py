@@ -346,6 +346,9 @@ def test_users_roles_and_companion_risk_for_nurses_only(browser, bedside, artifa
     wait_text(page, "#user-button", "t === 'Sign out ann'")
     wait_text(page, "#risk-demo", "t.startsWith('Demo-trained')")
     assert "does not change the dose" in page.inner_text("#risk-title").lower()
+    top = watcher.risk[-1].contributions["mortality"][0]  # the code that moved the figure most, as the topic says
+    wait_text(page, "#risk-why", "t.startsWith('Codes that moved it most: mortality: ')")
+    assert top.code in page.inner_text("#risk-why")
     page.screenshot(path=str(artifacts / "bedside-800x480-nurse.png"))
     assert page.evaluate("document.documentElement.scrollHeight") <= 480 + 2, "the nurse's view fits 800×480 too"
     assert page.eval_on_selector("#user-button", "b => b.getBoundingClientRect().right") <= 800
