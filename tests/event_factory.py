@@ -46,6 +46,23 @@ def visit_history(patient: str, *visits: tuple[str, str, list[str]]) -> VisitHis
     return VisitHistory(patient, tuple(Visit(naive_utc(a), naive_utc(d), frozenset(c)) for a, d, c in visits))
 
 
+def heart_failure_history(patient: str) -> VisitHistory:
+    """Two admissions of a heart-failure patient, one code outside every demo vocabulary."""
+    return visit_history(
+        patient,
+        (
+            "2131-03-02T08:00:00+00:00",
+            "2131-03-09T15:00:00+00:00",
+            ["dx9:4280", "dx9:42731", "rx:furosemide", "rx:heparin", "dx9:never-seen-code"],
+        ),
+        (
+            "2131-03-25T22:00:00+00:00",
+            "2131-04-02T11:00:00+00:00",
+            ["dx9:4280", "dx9:5849", "rx:furosemide", "rx:metoprolol tartrate"],
+        ),
+    )
+
+
 def naive_utc(iso: str) -> datetime:
     return datetime.fromisoformat(iso).astimezone(UTC).replace(tzinfo=None)
 

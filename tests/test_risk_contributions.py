@@ -13,21 +13,7 @@ from domain.validation import decode_visit_history
 
 from . import event_factory
 
-HISTORY = decode_visit_history(
-    event_factory.visit_history(
-        "p-why",
-        (
-            "2131-03-02T08:00:00+00:00",
-            "2131-03-09T15:00:00+00:00",
-            ["dx9:4280", "dx9:42731", "rx:furosemide", "rx:heparin", "dx9:never-seen-code"],
-        ),
-        (
-            "2131-03-25T22:00:00+00:00",
-            "2131-04-02T11:00:00+00:00",
-            ["dx9:4280", "dx9:5849", "rx:furosemide", "rx:metoprolol tartrate"],
-        ),
-    ).to_payload()
-)
+HISTORY = decode_visit_history(event_factory.heart_failure_history("p-why").to_payload())
 
 
 @pytest.fixture(scope="module", params=["mortality", "readmission"])

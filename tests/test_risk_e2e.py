@@ -20,19 +20,7 @@ from . import event_factory
 from .device_process import DeviceProcess
 
 DEVICE = "bed-risk"
-HISTORY = event_factory.visit_history(
-    "p-risk",
-    (
-        "2131-03-02T08:00:00+00:00",
-        "2131-03-09T15:00:00+00:00",
-        ["dx9:4280", "dx9:42731", "rx:furosemide", "rx:heparin", "dx9:never-seen-code"],
-    ),
-    (
-        "2131-03-25T22:00:00+00:00",
-        "2131-04-02T11:00:00+00:00",
-        ["dx9:4280", "dx9:5849", "rx:furosemide", "rx:metoprolol tartrate"],
-    ),
-)
+HISTORY = event_factory.heart_failure_history("p-risk")
 
 
 @pytest.fixture()
