@@ -148,12 +148,17 @@ class PooledDrift:
 
 
 def pooled_drift(
-    devices: Sequence[DeviceCounts], expected: Mapping[str, Sequence[float]], alert_psi: float, min_patients: int
+    devices: Sequence[DeviceCounts],
+    expected: Mapping[str, Sequence[float]],
+    alert_psi: float,
+    min_patients: int,
+    min_decisions: int = 1,
 ) -> PooledDrift:
     """PSI of the devices' summed bin counts against the training shares ``expected``.
 
     Patients add up because each device sees its own beds; the alert needs ``min_patients`` of
-    them, as on one device. A device without counts for a feature adds nothing to it.
+    them and ``min_decisions`` decisions in all, as on one device. A device without counts for a
+    feature adds nothing to it.
     """
     psi_values = {}
     for name, shares in expected.items():
@@ -162,9 +167,10 @@ def pooled_drift(
             for i, n in enumerate(device.counts.get(name, [])[: len(shares)]):
                 summed[i] += n
         psi_values[name] = round(psi(shares, summed), 4)
-    patients = sum(d.patients for d in devices)
-    drifted = alerts(psi_values, list(expected), alert_psi) if patients >= min_patients else []
-    return PooledDrift(len(devices), sum(d.decisions for d in devices), patients, psi_values, drifted)
+    patients, decisions = sum(d.patients for d in devices), sum(d.decisions for d in devices)
+    enough = patients >= min_patients and decisions >= min_decisions
+    drifted = alerts(psi_values, list(expected), alert_psi) if enough else []
+    return PooledDrift(len(devices), decisions, patients, psi_values, drifted)
 
 
 class DriftMonitor:

@@ -151,3 +151,6 @@ def test_pooled_counts_are_read_as_one_population():
     skewed = pooled_drift([one, one, DeviceCounts(50, 1, {})], expected, alert_psi=0.25, min_patients=5)
     assert skewed.drifted == ["a"] and skewed.decisions == 250
     assert pooled_drift([one], expected, 0.25, 5).drifted == [], "two patients are not a ward"
+    few = [DeviceCounts(3, 1, {"a": [3, 0]}) for _ in range(6)]
+    assert pooled_drift(few, expected, 0.25, 5, min_decisions=100).drifted == [], "18 decisions are noise"
+    assert pooled_drift(few, expected, 0.25, 5, min_decisions=10).drifted == ["a"]

@@ -65,7 +65,7 @@ def test_a_device_s_row_says_what_runs_since_when_and_what_is_wrong():
 
 def _bed(device_id: str, patients: int, counts: list[int], ward: str = "ward3", state: str = "online"):
     drift = DriftStatus(
-        sum(counts), patients, 500, 0.5, ["g"], {"g": 0.0}, [], "…", 5, {"g": counts}, {"g": [0.5, 0.5]}
+        sum(counts), patients, 500, 0.5, ["g"], {"g": 0.0}, [], "…", 5, 100, {"g": counts}, {"g": [0.5, 0.5]}
     )
     return replace(ONLINE, device_id=device_id, ward=ward, state=state, drift=drift)
 
@@ -90,6 +90,9 @@ def test_the_ward_s_beds_are_read_together_for_drift():
     assert by_ward["ward5"].patients == 2
     assert [r.ward for r in ward_drift(mixed, ward="ward5")] == ["ward5"]
     assert "ward ward3, dose model 2026.11.22.053959: DRIFT" in ward_drift_lines(list(by_ward.values()))
+    starting = {f"bed{i}": _bed(f"bed{i}", 2, [9, 1]) for i in range(1, 4)}  # 30 decisions of 6 patients
+    early = ward_drift(starting)[0]
+    assert early.drifted == [] and early.note == "measuring: 30 of the first 100 decisions counted on 3 device(s)"
     other_model = replace(skewed["bed3"], models=[ModelInfo("dose", "2027.01.01.000000", None)])
     assert len(ward_drift({**skewed, "bed3": other_model})) == 2, "two models are two references"
 
@@ -144,7 +147,7 @@ def test_three_devices_one_killed_as_the_fleet_sees_them(mosquitto, tmp_path):
         assert [r["device_id"] for r in fleet(mosquitto.url, "--ward", "ward3")] == ["fleet-a", "fleet-b"]
         ward = fleet(mosquitto.url, "--drift")  # the living devices of ward3, read together; fleet-c is offline
         assert [(r["ward"], r["devices"]) for r in ward] == [("ward3", ["fleet-a", "fleet-b"])]
-        assert ward[0]["patients"] == 0 and "judged on 5 or more" in ward[0]["note"]
+        assert ward[0]["patients"] == 0 and ward[0]["note"].startswith("measuring: 0 of the first 100 decisions")
     finally:
         for device in devices:
             device.stop()

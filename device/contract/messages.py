@@ -202,6 +202,7 @@ class DriftStatus(Message):
     drifted: list[str]
     note: str
     min_patients: int = 1
+    min_decisions: int = 1
     counts: dict[str, list[int]] = field(default_factory=dict)  # watched features' bins over the window
     expected: dict[str, list[float]] = field(default_factory=dict)  # their training shares
 

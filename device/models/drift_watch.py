@@ -65,6 +65,7 @@ class DriftWatch:
             drifted=report.drifted,
             note=note(report, self.config, watch),
             min_patients=self.config.min_patients,
+            min_decisions=self.config.min_decisions,
             counts=report.counts,
             expected=expected,
         )

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from device.contract.messages import DeviceStatus, Message
-from domain.drift import DeviceCounts, pooled_drift
+from device.contract.messages import DeviceStatus, DriftStatus, Message
+from domain.drift import DeviceCounts, PooledDrift, pooled_drift
 
 SILENT_AFTER_S = 180.0  # three missed heartbeats (the device publishes its status every 60 s)
 
@@ -138,6 +138,7 @@ def ward_drift(statuses: Mapping[str, DeviceStatus], ward: str | None = None) ->
             first.expected,
             first.alert_psi,
             first.min_patients,
+            first.min_decisions,
         )
         readings.append(
             WardDrift(
@@ -150,16 +151,20 @@ def ward_drift(statuses: Mapping[str, DeviceStatus], ward: str | None = None) ->
                 min_patients=first.min_patients,
                 psi=pooled.psi,
                 drifted=pooled.drifted,
-                note=_ward_note(pooled.patients, len(members), pooled.psi, pooled.drifted, first),
+                note=_ward_note(pooled, first),
             )
         )
     return readings
 
 
-def _ward_note(patients: int, devices: int, psi: dict[str, float], drifted: list[str], first) -> str:
+def _ward_note(pooled: PooledDrift, first: DriftStatus) -> str:
+    patients, devices, psi, drifted = pooled.patients, pooled.devices, pooled.psi, pooled.drifted
     largest = max(psi, key=lambda name: psi[name]) if psi else None
     if largest is None:
         return "no watched feature reported"
+    if pooled.decisions < first.min_decisions:
+        counted = f"{pooled.decisions} of the first {first.min_decisions} decisions"
+        return f"measuring: {counted} counted on {devices} device(s)"
     if patients < first.min_patients:
         return (
             f"decisions of {patients} patient(s) on {devices} device(s): drift is judged on {first.min_patients} "
