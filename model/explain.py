@@ -99,10 +99,9 @@ def logistic_shap(model, summary, names: list[str], config: ShapConfig) -> Expla
 
 def frequent_codes(x: EncodedHistories, count: int) -> np.ndarray:
     """Vocabulary indices of the ``count`` codes in most histories (padding and unknown codes excluded)."""
-    present = np.zeros((len(x), int(x.codes.max()) + 1), dtype=bool)
-    rows = np.repeat(np.arange(len(x)), x.codes.shape[1] * x.codes.shape[2])
-    present[rows, x.codes.reshape(-1)] = True
-    frequency = present.sum(axis=0)
+    rows = np.repeat(np.arange(len(x), dtype=np.int64), x.codes.shape[1] * x.codes.shape[2])
+    pairs = np.unique(rows * (int(x.codes.max()) + 1) + x.codes.reshape(-1))  # (history, code), each once
+    frequency = np.bincount(pairs % (int(x.codes.max()) + 1), minlength=OOV + 1)  # no histories × vocabulary matrix
     frequency[[PAD, OOV]] = 0
     return np.array([int(i) for i in np.argsort(-frequency, kind="stable")[:count] if frequency[i] > 0])
 
